@@ -1,0 +1,105 @@
+//! Sentences for people: why a job is waiting, and why a finished job stopped.
+
+use crate::classify::Class;
+use crate::job::Job;
+use crate::state::JobState;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+fn clock(at: DateTime<Utc>) -> String {
+    at.format("%H:%M:%S").to_string()
+}
+
+/// The one-line reason a job is not running (SPEC §5). `ahead` is the number of due jobs
+/// before it in its queue, when known.
+pub fn waiting_reason(job: &Job, now: DateTime<Utc>, ahead: Option<u64>) -> Option<String> {
+    match job.state {
+        JobState::Pending => {
+            let due = job.next_attempt_at.unwrap_or(job.run_at);
+            if due > now {
+                Some(format!("waiting for its run_at ({})", clock(due)))
+            } else {
+                Some(match ahead {
+                    Some(n) => format!("waiting for a free worker in queue {} ({n} ahead)", job.queue),
+                    None => format!("waiting for a free worker in queue {}", job.queue),
+                })
+            }
+        }
+        JobState::Retrying => {
+            let due = job.next_attempt_at.unwrap_or(now);
+            let next = job.attempt + 1;
+            let max = job.policy.max_attempts;
+            let policy = &job.policy_name;
+            if due > now {
+                Some(format!(
+                    "backing off until {} (attempt {next} of {max}, policy {policy})",
+                    clock(due)
+                ))
+            } else {
+                Some(format!(
+                    "due since {}, waiting for a free worker in queue {} (attempt {next} of {max}, policy {policy})",
+                    clock(due),
+                    job.queue
+                ))
+            }
+        }
+        JobState::Running => match (job.lease_expires_at, &job.lease_owner) {
+            (Some(expiry), Some(owner)) if expiry < now => Some(format!(
+                "lease of node {owner} expired {} s ago, being rescued",
+                (now - expiry).num_seconds()
+            )),
+            _ => None,
+        },
+        JobState::Succeeded => None,
+        JobState::Failed | JobState::Cancelled | JobState::Expired => Some(format!(
+            "{}: {}",
+            job.state,
+            job.finish_reason.as_deref().unwrap_or("no reason recorded")
+        )),
+    }
+}
+
+/// Why a finished job stopped and what to do about it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Diagnosis {
+    /// One sentence: why it stopped.
+    pub summary: String,
+    /// Concrete next steps.
+    pub next_steps: Vec<String>,
+}
+
+/// The diagnosis of a job that did not succeed (`None` for any other).
+pub fn diagnose(job: &Job) -> Option<Diagnosis> {
+    let reason = job.finish_reason.as_deref().unwrap_or("no reason recorded");
+    let id = job.id;
+    let rule = job.last_rule.as_deref().unwrap_or("no rule");
+    let error = job.last_error.as_deref().unwrap_or("no error message");
+    let (summary, next_steps) = match job.state {
+        JobState::Failed if job.last_error_class == Some(Class::Permanent) => (
+            format!("Stopped after attempt {} on a permanent error ({rule}): {error}", job.attempt),
+            vec![
+                "Fix the cause shown in the last output lines (credentials, permissions, configuration, missing image).".to_owned(),
+                format!("Then run it again from the start: retryd retry {id} --reset"),
+                format!("If this error is in fact passing, add a policy rule that classifies it transient (rule matched: {rule})."),
+            ],
+        ),
+        JobState::Failed => (
+            format!("Gave up: {reason}. Last error ({}, {rule}): {error}", job.last_error_class.map_or("unclassified", Class::as_str)),
+            vec![
+                format!("Check whether the target{} is healthy; the failures were transient.", job.target.as_ref().map(|t| format!(" {t}")).unwrap_or_default()),
+                format!("Once it is, requeue with fresh attempts: retryd retry {id} --reset"),
+                format!("If it needs longer, use a policy with more attempts or a larger max_delay (now: {} attempts, cap {}).", job.policy.max_attempts, crate::duration::format(job.policy.max_delay)),
+            ],
+        ),
+        JobState::Expired => (
+            format!("Expired: {reason}."),
+            vec![format!("Requeue it with a later deadline if it is still wanted: retryd retry {id} --reset")],
+        ),
+        JobState::Cancelled => (
+            format!("Cancelled: {reason}."),
+            vec![format!("Requeue it if it is still wanted: retryd retry {id}")],
+        ),
+        _ => return None,
+    };
+    Some(Diagnosis { summary, next_steps })
+}

@@ -1,0 +1,391 @@
+//! Jobs, attempts, events and the values they are made of. Constructors that take outside
+//! input validate it, so a value inside the engine is a valid one.
+
+use crate::classify::Class;
+use crate::policy::Policy;
+use crate::state::JobState;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+use uuid::Uuid;
+
+/// A job's id: a UUIDv7, so ids sort by creation time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JobId(pub Uuid);
+
+impl JobId {
+    pub fn new() -> Self {
+        JobId(Uuid::now_v7())
+    }
+}
+
+impl Default for JobId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FromStr for JobId {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Uuid::parse_str(s.trim())
+            .map(JobId)
+            .map_err(|_| format!("'{s}' is not a job id (a UUID such as 0193a6f2-7c1e-7d3a-9f0e-2b4c5d6e7f80)"))
+    }
+}
+
+/// Queue, kind, target and label keys: 1–64 characters of letters, digits and `_ - . : /`.
+pub fn validate_name(field: &str, value: &str) -> Result<(), String> {
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || "_-.:/".contains(c);
+    if value.is_empty() || value.len() > 64 || !value.chars().all(ok_char) {
+        return Err(format!(
+            "{field}: must be 1–64 characters of letters, digits and _ - . : /, got {value:?}"
+        ));
+    }
+    Ok(())
+}
+
+pub const MAX_PRIORITY: u8 = 100;
+pub const DEFAULT_PRIORITY: u8 = 50;
+
+/// An environment value; `{"value": "...", "secret": true}` is never shown or logged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum EnvValue {
+    Plain(String),
+    Marked {
+        value: String,
+        #[serde(default)]
+        secret: bool,
+    },
+}
+
+impl EnvValue {
+    pub fn value(&self) -> &str {
+        match self {
+            EnvValue::Plain(v) | EnvValue::Marked { value: v, .. } => v,
+        }
+    }
+
+    pub fn is_secret(&self) -> bool {
+        matches!(self, EnvValue::Marked { secret: true, .. })
+    }
+}
+
+pub const REDACTED: &str = "[REDACTED]";
+
+/// Run a program. No shell unless the user writes `sh -c`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandAction {
+    pub program: String,
+    #[serde(default)]
+    pub args: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, EnvValue>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdin: Option<String>,
+}
+
+impl CommandAction {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.program.trim().is_empty() {
+            return Err("action.program: must not be empty".into());
+        }
+        for key in self.env.keys() {
+            if key.is_empty() || key.contains('=') || key.contains('\0') {
+                return Err(format!("action.env: {key:?} is not a valid variable name"));
+            }
+        }
+        let nul = std::iter::once(&self.program)
+            .chain(&self.args)
+            .chain(self.env.values().map(|v| match v {
+                EnvValue::Plain(s) | EnvValue::Marked { value: s, .. } => s,
+            }))
+            .any(|s| s.contains('\0'));
+        if nul {
+            return Err("action: program, args and env values must not contain NUL bytes".into());
+        }
+        Ok(())
+    }
+
+    /// The values to scrub from output and logs.
+    pub fn secrets(&self) -> Vec<String> {
+        self.env
+            .values()
+            .filter(|v| v.is_secret() && !v.value().is_empty())
+            .map(|v| v.value().to_owned())
+            .collect()
+    }
+
+    /// `program arg…` as a person would type it.
+    pub fn display(&self) -> String {
+        std::iter::once(&self.program)
+            .chain(&self.args)
+            .map(|a| {
+                if a.is_empty() || a.contains(|c: char| c.is_whitespace() || "'\"$\\".contains(c)) {
+                    format!("'{}'", a.replace('\'', r"'\''"))
+                } else {
+                    a.clone()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// What a job runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Action {
+    Command(CommandAction),
+}
+
+impl Action {
+    pub fn validate(&self) -> Result<(), String> {
+        match self {
+            Action::Command(c) => c.validate(),
+        }
+    }
+
+    pub fn secrets(&self) -> Vec<String> {
+        match self {
+            Action::Command(c) => c.secrets(),
+        }
+    }
+
+    /// The same action with secret values replaced, for anything shown or logged.
+    pub fn redacted(&self) -> Action {
+        match self {
+            Action::Command(c) => {
+                let mut c = c.clone();
+                for value in c.env.values_mut() {
+                    if value.is_secret() {
+                        *value = EnvValue::Marked {
+                            value: REDACTED.to_owned(),
+                            secret: true,
+                        };
+                    }
+                }
+                Action::Command(c)
+            }
+        }
+    }
+
+    pub fn summary(&self) -> String {
+        match self {
+            Action::Command(c) => c.display(),
+        }
+    }
+}
+
+/// Replaces every secret value in `text`.
+pub fn redact(text: &str, secrets: &[String]) -> String {
+    secrets
+        .iter()
+        .fold(text.to_owned(), |acc, secret| acc.replace(secret.as_str(), REDACTED))
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptOutcome {
+    Succeeded,
+    Failed,
+    TimedOut,
+    Cancelled,
+    /// Its node died or let the lease lapse; counted as a transient failure.
+    Lost,
+}
+
+impl AttemptOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptOutcome::Succeeded => "succeeded",
+            AttemptOutcome::Failed => "failed",
+            AttemptOutcome::TimedOut => "timed_out",
+            AttemptOutcome::Cancelled => "cancelled",
+            AttemptOutcome::Lost => "lost",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [
+            AttemptOutcome::Succeeded,
+            AttemptOutcome::Failed,
+            AttemptOutcome::TimedOut,
+            AttemptOutcome::Cancelled,
+            AttemptOutcome::Lost,
+        ]
+        .into_iter()
+        .find(|o| o.as_str() == text)
+    }
+}
+
+/// A job to insert, validated by whoever built it from outside input.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub id: JobId,
+    pub queue: String,
+    pub kind: String,
+    pub target: Option<String>,
+    pub action: Action,
+    /// The name of the policy chosen for the job, or `inline`.
+    pub policy_name: String,
+    /// The policy as it was when the job was submitted (inline policies live only here).
+    pub policy: Policy,
+    pub priority: u8,
+    pub run_at: DateTime<Utc>,
+    pub deadline: Option<DateTime<Utc>>,
+    pub labels: BTreeMap<String, String>,
+    pub idempotency_key: Option<String>,
+    pub created_by: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A stored job.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Job {
+    pub id: JobId,
+    pub queue: String,
+    pub kind: String,
+    pub target: Option<String>,
+    pub action: Action,
+    pub policy_name: String,
+    pub policy: Policy,
+    pub priority: u8,
+    pub run_at: DateTime<Utc>,
+    pub deadline: Option<DateTime<Utc>>,
+    pub labels: BTreeMap<String, String>,
+    pub idempotency_key: Option<String>,
+    pub created_by: Option<String>,
+    pub state: JobState,
+    /// Attempts claimed so far (an attempt counts from its claim).
+    pub attempt: u32,
+    /// When a waiting job becomes due.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub last_error_class: Option<Class>,
+    /// The classification rule that decided the last failure.
+    pub last_rule: Option<String>,
+    /// Why a terminal job ended, as a sentence.
+    pub finish_reason: Option<String>,
+    /// The node holding the running attempt's lease.
+    pub lease_owner: Option<String>,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub cancel_requested: bool,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One try of a job.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Attempt {
+    pub job_id: JobId,
+    pub number: u32,
+    pub step: Option<String>,
+    pub node: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub outcome: Option<AttemptOutcome>,
+    pub exit_code: Option<i32>,
+    pub error: Option<String>,
+    pub class: Option<Class>,
+    pub rule: Option<String>,
+    /// The wait chosen before the next attempt, in milliseconds.
+    pub next_delay_ms: Option<u64>,
+    /// Why that wait: `backoff` or `retry-after`.
+    pub delay_reason: Option<String>,
+    /// Output bytes dropped from the front of the bounded log.
+    pub output_dropped_bytes: u64,
+}
+
+/// One state change of a job.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Event {
+    /// Increases across all jobs: the position in the global event stream.
+    pub id: i64,
+    pub job_id: JobId,
+    pub at: DateTime<Utc>,
+    pub from: Option<JobState>,
+    pub to: JobState,
+    pub reason: String,
+    pub actor: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stream {
+    Stdout,
+    Stderr,
+    /// Lines retryd itself writes into the log (attempt started, classification…).
+    System,
+}
+
+impl Stream {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+            Stream::System => "system",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "stdout" => Some(Stream::Stdout),
+            "stderr" => Some(Stream::Stderr),
+            "system" => Some(Stream::System),
+            _ => None,
+        }
+    }
+}
+
+/// One captured output line.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LogLine {
+    /// Increases within a job; `after=seq` resumes a follow.
+    pub seq: i64,
+    pub attempt: u32,
+    pub at: DateTime<Utc>,
+    pub stream: Stream,
+    pub line: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_env_values_are_redacted() {
+        let action: Action = serde_json::from_str(
+            r#"{"type":"command","program":"deploy","env":{"USER":"ci","TOKEN":{"value":"s3cr3t","secret":true}}}"#,
+        )
+        .unwrap();
+        assert_eq!(action.secrets(), vec!["s3cr3t".to_owned()]);
+        let shown = serde_json::to_string(&action.redacted()).unwrap();
+        assert!(!shown.contains("s3cr3t"));
+        assert_eq!(redact("token=s3cr3t", &action.secrets()), "token=[REDACTED]");
+    }
+
+    #[test]
+    fn names_are_validated() {
+        assert!(validate_name("queue", "deploy").is_ok());
+        assert!(validate_name("queue", "").is_err());
+        assert!(validate_name("queue", "has space").is_err());
+        assert!(validate_name("queue", &"x".repeat(65)).is_err());
+    }
+}
