@@ -89,7 +89,10 @@ impl Rule {
         if let Some(pattern) = &self.output {
             return format!("output matches /{pattern}/");
         }
-        format!("HTTP status in {:?}", self.http_status.as_deref().unwrap_or_default())
+        format!(
+            "HTTP status in {:?}",
+            self.http_status.as_deref().unwrap_or_default()
+        )
     }
 
     fn matches(&self, failure: &Failure<'_>) -> bool {
@@ -173,53 +176,123 @@ fn output(pattern: &str) -> Builtin {
 /// failure that also mentions a reset connection only repeats the failure.
 static BUILTIN_RULES: LazyLock<Vec<BuiltinRule>> = LazyLock::new(|| {
     use Class::*;
-    let rule = |name, class, matcher| BuiltinRule { name, class, matcher };
+    let rule = |name, class, matcher| BuiltinRule {
+        name,
+        class,
+        matcher,
+    };
     vec![
-        rule("killed by the attempt timeout", Transient, Builtin::TimedOut),
-        rule("exit code 75 (EX_TEMPFAIL)", Transient, Builtin::Exit(&[75])),
-        rule("exit code 126 (not executable)", Permanent, Builtin::Exit(&[126])),
-        rule("exit code 127 (command not found)", Permanent, Builtin::Exit(&[127])),
+        rule(
+            "killed by the attempt timeout",
+            Transient,
+            Builtin::TimedOut,
+        ),
+        rule(
+            "exit code 75 (EX_TEMPFAIL)",
+            Transient,
+            Builtin::Exit(&[75]),
+        ),
+        rule(
+            "exit code 126 (not executable)",
+            Permanent,
+            Builtin::Exit(&[126]),
+        ),
+        rule(
+            "exit code 127 (command not found)",
+            Permanent,
+            Builtin::Exit(&[127]),
+        ),
         rule(
             "output: image or repository not found",
             Permanent,
-            output(r"(image|repository|manifest)\b.{0,40}\bnot found|manifest unknown|pull access denied|no such image"),
+            output(
+                r"(image|repository|manifest)\b.{0,40}\bnot found|manifest unknown|pull access denied|no such image",
+            ),
         ),
-        rule("output: permission denied", Permanent, output(r"permission denied|operation not permitted")),
-        rule("output: access denied", Permanent, output(r"access denied|access is denied")),
+        rule(
+            "output: permission denied",
+            Permanent,
+            output(r"permission denied|operation not permitted"),
+        ),
+        rule(
+            "output: access denied",
+            Permanent,
+            output(r"access denied|access is denied"),
+        ),
         rule(
             "output: authentication or authorization failed",
             Permanent,
-            output(r"authentication failed|authorization failed|unauthorized|invalid credentials|auth(entication)? error"),
+            output(
+                r"authentication failed|authorization failed|unauthorized|invalid credentials|auth(entication)? error",
+            ),
         ),
         rule(
             "output: invalid configuration",
             Permanent,
             output(r"invalid config(uration)?|configuration error"),
         ),
-        rule("output: command not found", Permanent, output(r"command not found|executable file not found")),
+        rule(
+            "output: command not found",
+            Permanent,
+            output(r"command not found|executable file not found"),
+        ),
         rule(
             "output: connection refused or reset",
             Transient,
-            output(r"connection (refused|reset|aborted|closed)|econnrefused|econnreset|broken pipe"),
+            output(
+                r"connection (refused|reset|aborted|closed)|econnrefused|econnreset|broken pipe",
+            ),
         ),
-        rule("output: timeout", Transient, output(r"timed? ?out|timeout|etimedout|deadline exceeded")),
+        rule(
+            "output: timeout",
+            Transient,
+            output(r"timed? ?out|timeout|etimedout|deadline exceeded"),
+        ),
         rule(
             "output: name resolution failed",
             Transient,
-            output(r"name resolution|could not resolve|name or service not known|no such host|getaddrinfo|enotfound"),
+            output(
+                r"name resolution|could not resolve|name or service not known|no such host|getaddrinfo|enotfound",
+            ),
         ),
-        rule("output: network unreachable", Transient, output(r"network is unreachable|no route to host|host is unreachable")),
-        rule("output: no space left on device", Transient, output(r"no space left")),
-        rule("output: too many open files", Transient, output(r"too many open files")),
-        rule("output: out of memory", Transient, output(r"out of memory|cannot allocate memory|\boom\b")),
+        rule(
+            "output: network unreachable",
+            Transient,
+            output(r"network is unreachable|no route to host|host is unreachable"),
+        ),
+        rule(
+            "output: no space left on device",
+            Transient,
+            output(r"no space left"),
+        ),
+        rule(
+            "output: too many open files",
+            Transient,
+            output(r"too many open files"),
+        ),
+        rule(
+            "output: out of memory",
+            Transient,
+            output(r"out of memory|cannot allocate memory|\boom\b"),
+        ),
         rule(
             "output: resource temporarily unavailable",
             Transient,
-            output(r"resource temporarily unavailable|try again|temporarily unavailable|service unavailable|too many requests|rate limit"),
+            output(
+                r"resource temporarily unavailable|try again|temporarily unavailable|service unavailable|too many requests|rate limit",
+            ),
         ),
-        rule("exit code 64–78 (sysexits usage or configuration error)", Permanent, Builtin::ExitRange(64, 78)),
+        rule(
+            "exit code 64–78 (sysexits usage or configuration error)",
+            Permanent,
+            Builtin::ExitRange(64, 78),
+        ),
         rule("connect error", Transient, Builtin::ConnectError),
-        rule("HTTP 408/425/429/5xx", Transient, Builtin::Http(&[408, 425, 429, 500, 502, 503, 504])),
+        rule(
+            "HTTP 408/425/429/5xx",
+            Transient,
+            Builtin::Http(&[408, 425, 429, 500, 502, 503, 504]),
+        ),
         rule("HTTP 4xx", Permanent, Builtin::HttpRange(400, 499)),
     ]
 });
@@ -229,11 +302,15 @@ impl Builtin {
         match self {
             Builtin::TimedOut => failure.timed_out,
             Builtin::Exit(codes) => failure.exit_code.is_some_and(|c| codes.contains(&c)),
-            Builtin::ExitRange(lo, hi) => failure.exit_code.is_some_and(|c| (*lo..=*hi).contains(&c)),
+            Builtin::ExitRange(lo, hi) => {
+                failure.exit_code.is_some_and(|c| (*lo..=*hi).contains(&c))
+            }
             Builtin::Output(re) => re.is_match(tail(failure.output)),
             Builtin::ConnectError => failure.connect_error,
             Builtin::Http(statuses) => failure.http_status.is_some_and(|s| statuses.contains(&s)),
-            Builtin::HttpRange(lo, hi) => failure.http_status.is_some_and(|s| (*lo..=*hi).contains(&s)),
+            Builtin::HttpRange(lo, hi) => failure
+                .http_status
+                .is_some_and(|s| (*lo..=*hi).contains(&s)),
         }
     }
 }
@@ -246,7 +323,10 @@ pub fn classify(rules: &[Rule], failure: &Failure<'_>) -> Classification {
             rule: rule.label(),
         };
     }
-    if let Some(rule) = BUILTIN_RULES.iter().find(|rule| rule.matcher.matches(failure)) {
+    if let Some(rule) = BUILTIN_RULES
+        .iter()
+        .find(|rule| rule.matcher.matches(failure))
+    {
         return Classification {
             class: rule.class,
             rule: rule.name.to_owned(),
@@ -263,7 +343,14 @@ mod tests {
     use super::*;
 
     fn exit(code: i32, output: &str) -> Classification {
-        classify(&[], &Failure { exit_code: Some(code), output, ..Failure::default() })
+        classify(
+            &[],
+            &Failure {
+                exit_code: Some(code),
+                output,
+                ..Failure::default()
+            },
+        )
     }
 
     #[test]
@@ -275,7 +362,10 @@ mod tests {
 
     #[test]
     fn permission_denied_and_missing_commands_are_permanent() {
-        assert_eq!(exit(1, "open /etc/shadow: Permission denied").class, Class::Permanent);
+        assert_eq!(
+            exit(1, "open /etc/shadow: Permission denied").class,
+            Class::Permanent
+        );
         assert_eq!(exit(127, "").rule, "exit code 127 (command not found)");
         assert_eq!(exit(64, "").class, Class::Permanent);
         assert_eq!(exit(75, "").class, Class::Transient);
@@ -283,10 +373,21 @@ mod tests {
 
     #[test]
     fn timeouts_and_http_statuses_follow_the_spec() {
-        let timed_out = Failure { timed_out: true, ..Failure::default() };
+        let timed_out = Failure {
+            timed_out: true,
+            ..Failure::default()
+        };
         assert_eq!(classify(&[], &timed_out).class, Class::Transient);
-        for (status, class) in [(503, Class::Transient), (429, Class::Transient), (404, Class::Permanent), (401, Class::Permanent)] {
-            let f = Failure { http_status: Some(status), ..Failure::default() };
+        for (status, class) in [
+            (503, Class::Transient),
+            (429, Class::Transient),
+            (404, Class::Permanent),
+            (401, Class::Permanent),
+        ] {
+            let f = Failure {
+                http_status: Some(status),
+                ..Failure::default()
+            };
             assert_eq!(classify(&[], &f).class, class, "{status}");
         }
     }
@@ -306,15 +407,37 @@ mod tests {
             http_status: None,
         };
         rule.validate().unwrap();
-        let c = classify(&[rule], &Failure { exit_code: Some(1), output: "error: nonce too low; permission denied", ..Failure::default() });
-        assert_eq!(c, Classification { class: Class::Transient, rule: "flaky RPC".into() });
+        let c = classify(
+            &[rule],
+            &Failure {
+                exit_code: Some(1),
+                output: "error: nonce too low; permission denied",
+                ..Failure::default()
+            },
+        );
+        assert_eq!(
+            c,
+            Classification {
+                class: Class::Transient,
+                rule: "flaky RPC".into()
+            }
+        );
     }
 
     #[test]
     fn rules_need_exactly_one_matcher() {
-        let rule = Rule { name: None, class: Class::Permanent, exit_codes: None, output: None, http_status: None };
+        let rule = Rule {
+            name: None,
+            class: Class::Permanent,
+            exit_codes: None,
+            output: None,
+            http_status: None,
+        };
         assert!(rule.validate().is_err());
-        let bad = Rule { output: Some("(".into()), ..rule };
+        let bad = Rule {
+            output: Some("(".into()),
+            ..rule
+        };
         assert!(bad.validate().unwrap_err().contains("regular expression"));
     }
 }

@@ -60,14 +60,18 @@ pub fn decide(policy: &Policy, failed: &FailedAttempt, rng: &mut impl Rng) -> De
         }
         Class::Unknown if !policy.retry_unknown => {
             return Decision::Fail {
-                reason: "unclassified error, and the policy does not retry unknown errors".to_owned(),
+                reason: "unclassified error, and the policy does not retry unknown errors"
+                    .to_owned(),
             };
         }
         _ => {}
     }
     if failed.attempt >= policy.max_attempts {
         return Decision::Fail {
-            reason: format!("attempts exhausted ({} of {})", failed.attempt, policy.max_attempts),
+            reason: format!(
+                "attempts exhausted ({} of {})",
+                failed.attempt, policy.max_attempts
+            ),
         };
     }
     let (delay, why) = match failed.retry_after {
@@ -91,7 +95,8 @@ pub fn decide(policy: &Policy, failed: &FailedAttempt, rng: &mut impl Rng) -> De
         }
     }
     if let (Some(budget), Some(first)) = (policy.max_elapsed, failed.first_started_at) {
-        let budget_end = first + chrono::Duration::from_std(budget).unwrap_or(chrono::Duration::MAX);
+        let budget_end =
+            first + chrono::Duration::from_std(budget).unwrap_or(chrono::Duration::MAX);
         if at > budget_end {
             return Decision::Fail {
                 reason: format!(
@@ -126,29 +131,52 @@ mod tests {
 
     #[test]
     fn permanent_errors_stop_at_once() {
-        let d = decide(&Policy::default(), &failed(1, Class::Permanent), &mut rand::rng());
+        let d = decide(
+            &Policy::default(),
+            &failed(1, Class::Permanent),
+            &mut rand::rng(),
+        );
         assert!(matches!(d, Decision::Fail { .. }));
     }
 
     #[test]
     fn retry_after_is_capped_unless_allowed() {
-        let policy = Policy { jitter: Jitter::None, ..Policy::default() };
-        let hinted = FailedAttempt { retry_after: Some(Duration::from_secs(600)), ..failed(1, Class::Transient) };
-        let Decision::Retry { delay, why, .. } = decide(&policy, &hinted, &mut rand::rng()) else { panic!() };
+        let policy = Policy {
+            jitter: Jitter::None,
+            ..Policy::default()
+        };
+        let hinted = FailedAttempt {
+            retry_after: Some(Duration::from_secs(600)),
+            ..failed(1, Class::Transient)
+        };
+        let Decision::Retry { delay, why, .. } = decide(&policy, &hinted, &mut rand::rng()) else {
+            panic!()
+        };
         assert_eq!((delay, why), (policy.max_delay, DelayReason::RetryAfter));
-        let lenient = Policy { respect_retry_after_beyond_cap: true, ..policy };
-        let Decision::Retry { delay, .. } = decide(&lenient, &hinted, &mut rand::rng()) else { panic!() };
+        let lenient = Policy {
+            respect_retry_after_beyond_cap: true,
+            ..policy
+        };
+        let Decision::Retry { delay, .. } = decide(&lenient, &hinted, &mut rand::rng()) else {
+            panic!()
+        };
         assert_eq!(delay, Duration::from_secs(600));
     }
 
     #[test]
     fn a_retry_past_the_deadline_expires_instead() {
-        let policy = Policy { jitter: Jitter::None, ..Policy::default() };
+        let policy = Policy {
+            jitter: Jitter::None,
+            ..Policy::default()
+        };
         let f = FailedAttempt {
             deadline: Some(DateTime::UNIX_EPOCH + chrono::Duration::seconds(1)),
             ..failed(1, Class::Transient)
         };
-        assert!(matches!(decide(&policy, &f, &mut rand::rng()), Decision::Expire { .. }));
+        assert!(matches!(
+            decide(&policy, &f, &mut rand::rng()),
+            Decision::Expire { .. }
+        ));
     }
 
     proptest! {

@@ -20,7 +20,10 @@ pub fn waiting_reason(job: &Job, now: DateTime<Utc>, ahead: Option<u64>) -> Opti
                 Some(format!("waiting for its run_at ({})", clock(due)))
             } else {
                 Some(match ahead {
-                    Some(n) => format!("waiting for a free worker in queue {} ({n} ahead)", job.queue),
+                    Some(n) => format!(
+                        "waiting for a free worker in queue {} ({n} ahead)",
+                        job.queue
+                    ),
                     None => format!("waiting for a free worker in queue {}", job.queue),
                 })
             }
@@ -101,5 +104,8 @@ pub fn diagnose(job: &Job) -> Option<Diagnosis> {
         ),
         _ => return None,
     };
-    Some(Diagnosis { summary, next_steps })
+    Some(Diagnosis {
+        summary,
+        next_steps,
+    })
 }

@@ -37,9 +37,9 @@ impl fmt::Display for JobId {
 impl FromStr for JobId {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Uuid::parse_str(s.trim())
-            .map(JobId)
-            .map_err(|_| format!("'{s}' is not a job id (a UUID such as 0193a6f2-7c1e-7d3a-9f0e-2b4c5d6e7f80)"))
+        Uuid::parse_str(s.trim()).map(JobId).map_err(|_| {
+            format!("'{s}' is not a job id (a UUID such as 0193a6f2-7c1e-7d3a-9f0e-2b4c5d6e7f80)")
+        })
     }
 }
 
@@ -192,9 +192,9 @@ impl Action {
 
 /// Replaces every secret value in `text`.
 pub fn redact(text: &str, secrets: &[String]) -> String {
-    secrets
-        .iter()
-        .fold(text.to_owned(), |acc, secret| acc.replace(secret.as_str(), REDACTED))
+    secrets.iter().fold(text.to_owned(), |acc, secret| {
+        acc.replace(secret.as_str(), REDACTED)
+    })
 }
 
 /// How an attempt ended.
@@ -378,7 +378,10 @@ mod tests {
         assert_eq!(action.secrets(), vec!["s3cr3t".to_owned()]);
         let shown = serde_json::to_string(&action.redacted()).unwrap();
         assert!(!shown.contains("s3cr3t"));
-        assert_eq!(redact("token=s3cr3t", &action.secrets()), "token=[REDACTED]");
+        assert_eq!(
+            redact("token=s3cr3t", &action.secrets()),
+            "token=[REDACTED]"
+        );
     }
 
     #[test]

@@ -62,10 +62,16 @@ pub struct Policy {
     pub max_delay: Duration,
     pub jitter: Jitter,
     /// Total time budget from the first attempt's start; past it the job fails.
-    #[serde(with = "crate::duration::option", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        with = "crate::duration::option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_elapsed: Option<Duration>,
     /// Kill an attempt that runs longer (its failure is transient).
-    #[serde(with = "crate::duration::option", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        with = "crate::duration::option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub attempt_timeout: Option<Duration>,
     /// Let a server's `Retry-After` exceed `max_delay`.
     pub respect_retry_after_beyond_cap: bool,
@@ -145,13 +151,19 @@ impl Policy {
         if !(1..=MAX_ATTEMPTS).contains(&self.max_attempts) {
             return Err(PolicyError::new(
                 "max_attempts",
-                format!("must be between 1 and {MAX_ATTEMPTS}, got {}", self.max_attempts),
+                format!(
+                    "must be between 1 and {MAX_ATTEMPTS}, got {}",
+                    self.max_attempts
+                ),
             ));
         }
         if !self.multiplier.is_finite() || !(1.0..=MAX_MULTIPLIER).contains(&self.multiplier) {
             return Err(PolicyError::new(
                 "multiplier",
-                format!("must be between 1 and {MAX_MULTIPLIER}, got {}", self.multiplier),
+                format!(
+                    "must be between 1 and {MAX_MULTIPLIER}, got {}",
+                    self.multiplier
+                ),
             ));
         }
         for (field, value) in [
@@ -212,7 +224,11 @@ impl Policy {
 
     /// The smallest and largest wait jitter may pick after `failed_attempt`. `previous` is
     /// the wait chosen before it (only decorrelated jitter looks at it).
-    pub fn delay_bounds(&self, failed_attempt: u32, previous: Option<Duration>) -> (Duration, Duration) {
+    pub fn delay_bounds(
+        &self,
+        failed_attempt: u32,
+        previous: Option<Duration>,
+    ) -> (Duration, Duration) {
         let base = self.base_delay(failed_attempt);
         match self.jitter {
             Jitter::None => (base, base),
@@ -220,7 +236,9 @@ impl Policy {
             Jitter::Equal => (base / 2, base),
             Jitter::Decorrelated => {
                 let low = self.initial_delay.min(self.max_delay);
-                let prev = previous.unwrap_or(self.initial_delay).max(self.initial_delay);
+                let prev = previous
+                    .unwrap_or(self.initial_delay)
+                    .max(self.initial_delay);
                 let high = clamp_secs(prev.as_secs_f64() * 3.0, self.max_delay).max(low);
                 (low, high)
             }
@@ -228,7 +246,12 @@ impl Policy {
     }
 
     /// The wait after `failed_attempt`, jitter applied.
-    pub fn next_delay(&self, failed_attempt: u32, previous: Option<Duration>, rng: &mut impl Rng) -> Duration {
+    pub fn next_delay(
+        &self,
+        failed_attempt: u32,
+        previous: Option<Duration>,
+        rng: &mut impl Rng,
+    ) -> Duration {
         let (low, high) = self.delay_bounds(failed_attempt, previous);
         if low >= high {
             return low;
@@ -337,7 +360,12 @@ mod tests {
             0u64..=600_000,
             1.0f64..=100.0,
             0u64..=86_400_000,
-            prop::sample::select(vec![Jitter::None, Jitter::Full, Jitter::Equal, Jitter::Decorrelated]),
+            prop::sample::select(vec![
+                Jitter::None,
+                Jitter::Full,
+                Jitter::Equal,
+                Jitter::Decorrelated,
+            ]),
         )
             .prop_map(|(max_attempts, initial, multiplier, cap, jitter)| Policy {
                 max_attempts,
@@ -393,21 +421,39 @@ mod tests {
 
     #[test]
     fn validation_names_the_field() {
-        let zero = Policy { max_attempts: 0, ..Policy::default() };
+        let zero = Policy {
+            max_attempts: 0,
+            ..Policy::default()
+        };
         assert_eq!(zero.validate().unwrap_err().field, "max_attempts");
-        let many = Policy { max_attempts: 1000, ..Policy::default() };
+        let many = Policy {
+            max_attempts: 1000,
+            ..Policy::default()
+        };
         assert_eq!(many.validate().unwrap_err().field, "max_attempts");
-        let shrink = Policy { multiplier: 0.5, ..Policy::default() };
+        let shrink = Policy {
+            multiplier: 0.5,
+            ..Policy::default()
+        };
         assert_eq!(shrink.validate().unwrap_err().field, "multiplier");
-        let huge = Policy { max_delay: Duration::from_secs(10 * 86_400), ..Policy::default() };
+        let huge = Policy {
+            max_delay: Duration::from_secs(10 * 86_400),
+            ..Policy::default()
+        };
         assert_eq!(huge.validate().unwrap_err().field, "max_delay");
     }
 
     #[test]
     fn selection_prefers_job_then_kind_then_priority() {
         let rule = PriorityRule::default();
-        assert_eq!(select_name(Some("upload"), Some("connection"), 90, &rule), "upload");
-        assert_eq!(select_name(None, Some("connection"), 90, &rule), "connection");
+        assert_eq!(
+            select_name(Some("upload"), Some("connection"), 90, &rule),
+            "upload"
+        );
+        assert_eq!(
+            select_name(None, Some("connection"), 90, &rule),
+            "connection"
+        );
         assert_eq!(select_name(None, None, 90, &rule), "high_priority");
         assert_eq!(select_name(None, None, 10, &rule), "conservative");
         assert_eq!(select_name(None, None, 50, &rule), "default");

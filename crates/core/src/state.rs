@@ -5,7 +5,7 @@ use std::fmt;
 use std::str::FromStr;
 
 /// Where a job stands. Each variant says who moves a job out of it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum JobState {
     /// Waiting for its `run_at` or for a free worker. A worker's claim moves it to
@@ -104,7 +104,9 @@ impl FromStr for JobState {
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("unknown state '{0}' (allowed: pending, running, retrying, succeeded, failed, cancelled, expired)")]
+#[error(
+    "unknown state '{0}' (allowed: pending, running, retrying, succeeded, failed, cancelled, expired)"
+)]
 pub struct UnknownState(pub String);
 
 /// A state change outside the table.

@@ -1,1 +1,884 @@
+//! The embedded SQLite backend: one file, WAL mode, `synchronous=FULL` by default so that an
+//! acknowledged write survives power loss.
+//!
+//! # Layout
+//!
+//! - `migrations/`: schema, applied in order at open, recorded in `schema_migrations`.
+//! - `queries/`: the longer queries, one file each.
+//! - this file: [`SqliteStore`], the [`retryd_store`] traits over it.
+//!
+//! One process owns a database file: [`SqliteStore::open`] takes an exclusive lock on
+//! `<file>.lock`, which is what makes rescuing every `running` job at start correct.
+//! rusqlite is blocking, so every call runs on tokio's blocking pool; writes go through one
+//! connection (SQLite has one writer anyway) and reads through another, which WAL lets
+//! proceed while a write is in flight.
 
+use async_trait::async_trait;
+use chrono::{DateTime, TimeZone, Utc};
+use retryd_core::job::{Attempt, Event, Job, LogLine, NewJob, Stream};
+use retryd_core::{AttemptOutcome, Class, JobId, JobState};
+use retryd_store::{
+    AttemptResult, ClaimRequest, Claimed, Error, Fence, Inserted, JobFilter, JobReader, JobWriter,
+    Lease, NewLogLine, Next, Page, Requeue, Result, Store,
+};
+use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/0001_init.sql"))];
+
+const JOB_COLUMNS: &str = "id, queue, kind, target, action, policy_name, policy, priority, run_at, deadline, \
+     labels, idempotency_key, created_by, state, attempt, next_attempt_at, last_error, last_error_class, \
+     last_rule, finish_reason, lease_owner, lease_expires_at, cancel_requested, created_at, started_at, \
+     finished_at, updated_at, current_attempt_id";
+
+fn with_columns(query: &str) -> String {
+    query.replace("{JOB_COLUMNS}", JOB_COLUMNS)
+}
+
+/// How hard SQLite works to make each commit durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Synchronous {
+    /// fsync on every commit: an acknowledged write survives power loss.
+    #[default]
+    Full,
+    /// WAL's `NORMAL`: survives a process crash, may lose the last commits on power loss.
+    Normal,
+}
+
+#[derive(Debug)]
+pub struct SqliteStore {
+    // Both behind std Mutexes: each is used only inside spawn_blocking, never across .await.
+    writer: Arc<Mutex<Connection>>,
+    reader: Arc<Mutex<Connection>>,
+    path: PathBuf,
+    /// Held for the store's lifetime: the OS releases it if the process dies.
+    _lock: File,
+}
+
+fn backend(e: impl std::fmt::Display) -> Error {
+    Error::Backend(e.to_string())
+}
+
+fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn from_ms(v: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(v)
+        .single()
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+fn opt_ms(t: Option<DateTime<Utc>>) -> Option<i64> {
+    t.map(ms)
+}
+
+fn corrupt(column: usize, message: impl std::fmt::Display) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        column,
+        rusqlite::types::Type::Text,
+        message.to_string().into(),
+    )
+}
+
+fn json_col<T: serde::de::DeserializeOwned>(row: &Row<'_>, i: usize) -> rusqlite::Result<T> {
+    let text: String = row.get(i)?;
+    serde_json::from_str(&text).map_err(|e| corrupt(i, e))
+}
+
+fn state_col(row: &Row<'_>, i: usize) -> rusqlite::Result<JobState> {
+    let text: String = row.get(i)?;
+    text.parse().map_err(|e| corrupt(i, e))
+}
+
+fn id_col(row: &Row<'_>, i: usize) -> rusqlite::Result<JobId> {
+    let text: String = row.get(i)?;
+    text.parse().map_err(|e: String| corrupt(i, e))
+}
+
+fn class_col(row: &Row<'_>, i: usize) -> rusqlite::Result<Option<Class>> {
+    let text: Option<String> = row.get(i)?;
+    text.map(|t| Class::parse(&t).ok_or_else(|| corrupt(i, format!("class {t}"))))
+        .transpose()
+}
+
+fn job_from_row(row: &Row<'_>) -> rusqlite::Result<Job> {
+    Ok(Job {
+        id: id_col(row, 0)?,
+        queue: row.get(1)?,
+        kind: row.get(2)?,
+        target: row.get(3)?,
+        action: json_col(row, 4)?,
+        policy_name: row.get(5)?,
+        policy: json_col(row, 6)?,
+        priority: row.get(7)?,
+        run_at: from_ms(row.get(8)?),
+        deadline: row.get::<_, Option<i64>>(9)?.map(from_ms),
+        labels: json_col(row, 10)?,
+        idempotency_key: row.get(11)?,
+        created_by: row.get(12)?,
+        state: state_col(row, 13)?,
+        attempt: row.get(14)?,
+        next_attempt_at: row.get::<_, Option<i64>>(15)?.map(from_ms),
+        last_error: row.get(16)?,
+        last_error_class: class_col(row, 17)?,
+        last_rule: row.get(18)?,
+        finish_reason: row.get(19)?,
+        lease_owner: row.get(20)?,
+        lease_expires_at: row.get::<_, Option<i64>>(21)?.map(from_ms),
+        cancel_requested: row.get(22)?,
+        created_at: from_ms(row.get(23)?),
+        started_at: row.get::<_, Option<i64>>(24)?.map(from_ms),
+        finished_at: row.get::<_, Option<i64>>(25)?.map(from_ms),
+        updated_at: from_ms(row.get(26)?),
+    })
+}
+
+fn event_from_row(row: &Row<'_>) -> rusqlite::Result<Event> {
+    let from: Option<String> = row.get(3)?;
+    Ok(Event {
+        id: row.get(0)?,
+        job_id: id_col(row, 1)?,
+        at: from_ms(row.get(2)?),
+        from: from
+            .map(|f| f.parse().map_err(|e| corrupt(3, e)))
+            .transpose()?,
+        to: state_col(row, 4)?,
+        reason: row.get(5)?,
+        actor: row.get(6)?,
+    })
+}
+
+fn to_store(e: rusqlite::Error) -> Error {
+    match e {
+        rusqlite::Error::FromSqlConversionFailure(_, _, inner) => Error::Corrupt(inner.to_string()),
+        other => backend(other),
+    }
+}
+
+/// The current attempt id, which fences the job's writes.
+fn current_attempt(tx: &Connection, id: JobId) -> Result<Option<i64>> {
+    tx.query_row(
+        "SELECT current_attempt_id FROM jobs WHERE id = ?1",
+        [id.to_string()],
+        |r| r.get(0),
+    )
+    .map_err(to_store)
+}
+
+fn load_job(conn: &Connection, id: JobId) -> Result<Job> {
+    conn.query_row(
+        &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
+        [id.to_string()],
+        job_from_row,
+    )
+    .optional()
+    .map_err(to_store)?
+    .ok_or(Error::NotFound(id))
+}
+
+fn insert_event(
+    conn: &Connection,
+    id: JobId,
+    at: DateTime<Utc>,
+    from: Option<JobState>,
+    to: JobState,
+    reason: &str,
+    actor: &str,
+) -> Result<Event> {
+    conn.execute(
+        "INSERT INTO events (job_id, at, from_state, to_state, reason, actor) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![id.to_string(), ms(at), from.map(JobState::as_str), to.as_str(), reason, actor],
+    )
+    .map_err(to_store)?;
+    Ok(Event {
+        id: conn.last_insert_rowid(),
+        job_id: id,
+        at,
+        from,
+        to,
+        reason: reason.to_owned(),
+        actor: actor.to_owned(),
+    })
+}
+
+fn json(value: &impl serde::Serialize) -> String {
+    serde_json::to_string(value).expect("plain data serializes")
+}
+
+fn open_connection(path: &Path, synchronous: Synchronous) -> Result<Connection> {
+    let conn = Connection::open(path).map_err(backend)?;
+    let sync = match synchronous {
+        Synchronous::Full => "FULL",
+        Synchronous::Normal => "NORMAL",
+    };
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;"
+    ))
+    .map_err(backend)?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Exclusive)
+        .map_err(backend)?;
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+    )
+    .map_err(backend)?;
+    for (version, sql) in MIGRATIONS {
+        let applied: bool = tx
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE version = ?1)",
+                [version],
+                |r| r.get(0),
+            )
+            .map_err(backend)?;
+        if !applied {
+            tx.execute_batch(sql).map_err(backend)?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
+                params![version, ms(Utc::now())],
+            )
+            .map_err(backend)?;
+        }
+    }
+    tx.commit().map_err(backend)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and applies migrations. Fails if another
+    /// process holds the file.
+    pub fn open(path: impl AsRef<Path>, synchronous: Synchronous) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let lock_path = PathBuf::from(format!("{}.lock", path.display()));
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| Error::Backend(format!("cannot open {}: {e}", lock_path.display())))?;
+        lock.try_lock().map_err(|_| {
+            Error::Conflict(format!(
+                "{} is in use by another retryd process (lock {} is held); SQLite serves one node, use PostgreSQL to share work",
+                path.display(),
+                lock_path.display()
+            ))
+        })?;
+        let mut writer = open_connection(&path, synchronous)?;
+        migrate(&mut writer)?;
+        let reader = open_connection(&path, synchronous)?;
+        Ok(SqliteStore {
+            writer: Arc::new(Mutex::new(writer)),
+            reader: Arc::new(Mutex::new(reader)),
+            path,
+            _lock: lock,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` in one immediate transaction on the writer connection.
+    async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let conn = self.writer.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = conn
+                .lock()
+                .map_err(|_| backend("writer connection poisoned"))?;
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            let value = f(&tx)?;
+            tx.commit().map_err(backend)?;
+            Ok(value)
+        })
+        .await
+        .map_err(backend)?
+    }
+
+    async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let conn = self.reader.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = conn
+                .lock()
+                .map_err(|_| backend("reader connection poisoned"))?;
+            f(&conn)
+        })
+        .await
+        .map_err(backend)?
+    }
+}
+
+fn delete_jobs_where(
+    tx: &Connection,
+    condition: &str,
+    params: impl rusqlite::Params + Clone,
+) -> Result<u64> {
+    for child in ["attempts", "events", "log_lines"] {
+        tx.execute(
+            &format!("DELETE FROM {child} WHERE job_id IN (SELECT id FROM jobs WHERE {condition})"),
+            params.clone(),
+        )
+        .map_err(to_store)?;
+    }
+    let n = tx
+        .execute(&format!("DELETE FROM jobs WHERE {condition}"), params)
+        .map_err(to_store)?;
+    Ok(n as u64)
+}
+
+#[async_trait]
+impl JobWriter for SqliteStore {
+    async fn insert_job(&self, job: NewJob) -> Result<Inserted> {
+        self.write(move |tx| {
+            if let Some(key) = &job.idempotency_key {
+                let existing: Option<String> = tx
+                    .query_row(
+                        "SELECT id FROM jobs WHERE queue = ?1 AND idempotency_key = ?2",
+                        params![job.queue, key],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(to_store)?;
+                if let Some(existing) = existing {
+                    let id = existing.parse().map_err(Error::Corrupt)?;
+                    return Ok(Inserted { job: load_job(tx, id)?, created: false, event: None });
+                }
+            }
+            tx.execute(
+                "INSERT INTO jobs (id, queue, kind, target, action, policy_name, policy, priority, run_at, deadline, \
+                 labels, idempotency_key, created_by, state, attempt, next_attempt_at, created_at, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, 'pending', 0, ?9, ?14, ?14)",
+                params![
+                    job.id.to_string(),
+                    job.queue,
+                    job.kind,
+                    job.target,
+                    json(&job.action),
+                    job.policy_name,
+                    json(&job.policy),
+                    job.priority,
+                    ms(job.run_at),
+                    opt_ms(job.deadline),
+                    json(&job.labels),
+                    job.idempotency_key,
+                    job.created_by,
+                    ms(job.created_at),
+                ],
+            )
+            .map_err(to_store)?;
+            let actor = job.created_by.as_deref().unwrap_or("api");
+            let event = insert_event(tx, job.id, job.created_at, None, JobState::Pending, "submitted", actor)?;
+            Ok(Inserted { job: load_job(tx, job.id)?, created: true, event: Some(event) })
+        })
+        .await
+    }
+
+    async fn claim_jobs(&self, request: &ClaimRequest) -> Result<Vec<Claimed>> {
+        let request = request.clone();
+        if request.limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.write(move |tx| {
+            let mut excluded = request.paused.clone();
+            excluded.extend(request.queue_free.iter().filter(|(_, free)| **free == 0).map(|(q, _)| q.clone()));
+            let now = ms(request.now);
+            let candidates: Vec<Job> = {
+                let mut stmt = tx.prepare_cached(&with_columns(include_str!("../queries/claim_candidates.sql"))).map_err(to_store)?;
+                let rows = stmt
+                    .query_map(params![now, json(&excluded), (request.limit * 4 + 16) as i64], job_from_row)
+                    .map_err(to_store)?;
+                rows.collect::<rusqlite::Result<_>>().map_err(to_store)?
+            };
+            let mut taken: HashMap<String, usize> = HashMap::new();
+            let mut claimed = Vec::new();
+            for job in candidates {
+                if claimed.len() >= request.limit {
+                    break;
+                }
+                let used = taken.entry(job.queue.clone()).or_default();
+                if *used >= request.free_in(&job.queue) {
+                    continue;
+                }
+                *used += 1;
+                let number = job.attempt + 1;
+                tx.execute(
+                    "INSERT INTO attempts (job_id, number, node, started_at) VALUES (?1, ?2, ?3, ?4)",
+                    params![job.id.to_string(), number, request.node, now],
+                )
+                .map_err(to_store)?;
+                let attempt_id = tx.last_insert_rowid();
+                let from = job.state;
+                from.transition(JobState::Running)?;
+                tx.execute(
+                    "UPDATE jobs SET state = 'running', attempt = ?2, lease_owner = ?3, lease_expires_at = ?4, \
+                     current_attempt_id = ?5, next_attempt_at = NULL, started_at = COALESCE(started_at, ?6), updated_at = ?6 \
+                     WHERE id = ?1",
+                    params![job.id.to_string(), number, request.node, ms(request.lease_until), attempt_id, now],
+                )
+                .map_err(to_store)?;
+                let reason = format!("attempt {number} of {} started on {}", job.policy.max_attempts, request.node);
+                let event = insert_event(tx, job.id, request.now, Some(from), JobState::Running, &reason, &request.node)?;
+                claimed.push(Claimed {
+                    job: load_job(tx, job.id)?,
+                    lease: Lease { job_id: job.id, attempt_id, attempt: number, node: request.node.clone() },
+                    event,
+                });
+            }
+            Ok(claimed)
+        })
+        .await
+    }
+
+    async fn renew_leases(&self, node: &str, lease_until: DateTime<Utc>) -> Result<Vec<JobId>> {
+        let node = node.to_owned();
+        self.write(move |tx| {
+            tx.execute(
+                "UPDATE jobs SET lease_expires_at = ?2 WHERE state = 'running' AND lease_owner = ?1",
+                params![node, ms(lease_until)],
+            )
+            .map_err(to_store)?;
+            let mut stmt = tx
+                .prepare_cached("SELECT id FROM jobs WHERE state = 'running' AND lease_owner = ?1 AND cancel_requested = 1")
+                .map_err(to_store)?;
+            let ids = stmt.query_map([&node], |r| id_col(r, 0)).map_err(to_store)?;
+            ids.collect::<rusqlite::Result<_>>().map_err(to_store)
+        })
+        .await
+    }
+
+    async fn finish_attempt(&self, result: &AttemptResult) -> Result<(Job, Event)> {
+        let result = result.clone();
+        self.write(move |tx| {
+            let lease = &result.lease;
+            let job = load_job(tx, lease.job_id)?;
+            let holds = job.state == JobState::Running
+                && current_attempt(tx, job.id)? == Some(lease.attempt_id)
+                && match result.fence {
+                    Fence::Owner => job.lease_owner.as_deref() == Some(lease.node.as_str()),
+                    Fence::Rescue { expired_before } => job.lease_expires_at.is_some_and(|t| t < expired_before),
+                };
+            if !holds {
+                return Err(Error::LeaseLost { job_id: job.id, attempt_id: lease.attempt_id });
+            }
+            let to = job.state.transition(result.next.state())?;
+            let now = ms(result.now);
+            let (delay_ms, delay_reason, next_at) = match &result.next {
+                Next::Retry { at, delay, delay_reason } => (Some(delay.as_millis() as i64), Some(delay_reason.clone()), Some(ms(*at))),
+                _ => (None, None, None),
+            };
+            tx.execute(
+                "UPDATE attempts SET finished_at = ?2, outcome = ?3, exit_code = ?4, error = ?5, class = ?6, rule = ?7, \
+                 next_delay_ms = ?8, delay_reason = ?9, output_dropped_bytes = ?10 WHERE id = ?1",
+                params![
+                    lease.attempt_id,
+                    now,
+                    result.outcome.as_str(),
+                    result.exit_code,
+                    result.error,
+                    result.class.map(Class::as_str),
+                    result.rule,
+                    delay_ms,
+                    delay_reason,
+                    result.output_dropped_bytes as i64,
+                ],
+            )
+            .map_err(to_store)?;
+            let terminal = to.is_terminal();
+            tx.execute(
+                "UPDATE jobs SET state = ?2, next_attempt_at = ?3, \
+                 last_error = CASE WHEN ?4 IS NULL THEN last_error ELSE ?4 END, \
+                 last_error_class = CASE WHEN ?4 IS NULL THEN last_error_class ELSE ?5 END, \
+                 last_rule = CASE WHEN ?4 IS NULL THEN last_rule ELSE ?6 END, \
+                 finish_reason = ?7, finished_at = ?8, lease_owner = NULL, lease_expires_at = NULL, \
+                 current_attempt_id = NULL, cancel_requested = 0, updated_at = ?9 WHERE id = ?1",
+                params![
+                    job.id.to_string(),
+                    to.as_str(),
+                    next_at,
+                    result.error,
+                    result.class.map(Class::as_str),
+                    result.rule,
+                    terminal.then_some(&result.reason),
+                    terminal.then_some(now),
+                    now,
+                ],
+            )
+            .map_err(to_store)?;
+            let event = insert_event(tx, job.id, result.now, Some(job.state), to, &result.reason, &result.actor)?;
+            Ok((load_job(tx, job.id)?, event))
+        })
+        .await
+    }
+
+    async fn cancel_job(
+        &self,
+        id: JobId,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(Job, Option<Event>)> {
+        let actor = actor.to_owned();
+        self.write(move |tx| {
+            let job = load_job(tx, id)?;
+            if job.state == JobState::Running {
+                tx.execute("UPDATE jobs SET cancel_requested = 1, updated_at = ?2 WHERE id = ?1", params![id.to_string(), ms(now)])
+                    .map_err(to_store)?;
+                return Ok((load_job(tx, id)?, None));
+            }
+            let to = job.state.transition(JobState::Cancelled)?;
+            let reason = format!("cancelled by {actor}");
+            tx.execute(
+                "UPDATE jobs SET state = ?2, finish_reason = ?3, finished_at = ?4, next_attempt_at = NULL, updated_at = ?4 WHERE id = ?1",
+                params![id.to_string(), to.as_str(), reason, ms(now)],
+            )
+            .map_err(to_store)?;
+            let event = insert_event(tx, id, now, Some(job.state), to, &reason, &actor)?;
+            Ok((load_job(tx, id)?, Some(event)))
+        })
+        .await
+    }
+
+    async fn requeue_job(&self, id: JobId, requeue: &Requeue) -> Result<(Job, Option<Event>)> {
+        let requeue = requeue.clone();
+        self.write(move |tx| {
+            let job = load_job(tx, id)?;
+            let now = ms(requeue.now);
+            if job.state == JobState::Retrying {
+                tx.execute("UPDATE jobs SET next_attempt_at = ?2, updated_at = ?2 WHERE id = ?1", params![id.to_string(), now])
+                    .map_err(to_store)?;
+                return Ok((load_job(tx, id)?, None));
+            }
+            let to = job.state.transition(JobState::Pending)?;
+            let attempt = if requeue.reset { 0 } else { job.attempt };
+            tx.execute(
+                "UPDATE jobs SET state = ?2, attempt = ?3, next_attempt_at = ?4, finish_reason = NULL, finished_at = NULL, \
+                 cancel_requested = 0, updated_at = ?4 WHERE id = ?1",
+                params![id.to_string(), to.as_str(), attempt, now],
+            )
+            .map_err(to_store)?;
+            let reason = if requeue.reset {
+                format!("requeued by {} with attempts reset", requeue.actor)
+            } else {
+                format!("requeued by {} (attempts so far: {})", requeue.actor, job.attempt)
+            };
+            let event = insert_event(tx, id, requeue.now, Some(job.state), to, &reason, &requeue.actor)?;
+            Ok((load_job(tx, id)?, Some(event)))
+        })
+        .await
+    }
+
+    async fn expire_jobs(&self, now: DateTime<Utc>) -> Result<Vec<(Job, Event)>> {
+        self.write(move |tx| {
+            let due: Vec<Job> = {
+                let mut stmt = tx
+                    .prepare_cached(&format!(
+                        "SELECT {JOB_COLUMNS} FROM jobs WHERE state IN ('pending', 'retrying') AND deadline IS NOT NULL AND deadline <= ?1"
+                    ))
+                    .map_err(to_store)?;
+                let rows = stmt.query_map([ms(now)], job_from_row).map_err(to_store)?;
+                rows.collect::<rusqlite::Result<_>>().map_err(to_store)?
+            };
+            let mut expired = Vec::with_capacity(due.len());
+            for job in due {
+                let to = job.state.transition(JobState::Expired)?;
+                let deadline = job.deadline.unwrap_or(now);
+                let reason = format!("deadline {} passed while {}", deadline.format("%Y-%m-%d %H:%M:%S UTC"), job.state);
+                tx.execute(
+                    "UPDATE jobs SET state = ?2, finish_reason = ?3, finished_at = ?4, next_attempt_at = NULL, updated_at = ?4 WHERE id = ?1",
+                    params![job.id.to_string(), to.as_str(), reason, ms(now)],
+                )
+                .map_err(to_store)?;
+                let event = insert_event(tx, job.id, now, Some(job.state), to, &reason, "scheduler")?;
+                expired.push((load_job(tx, job.id)?, event));
+            }
+            Ok(expired)
+        })
+        .await
+    }
+
+    async fn prune_jobs(&self, finished_before: &BTreeMap<JobState, DateTime<Utc>>) -> Result<u64> {
+        let cutoffs: Vec<(JobState, i64)> = finished_before
+            .iter()
+            .filter(|(state, _)| state.is_terminal())
+            .map(|(state, at)| (*state, ms(*at)))
+            .collect();
+        self.write(move |tx| {
+            let mut total = 0;
+            for (state, cutoff) in &cutoffs {
+                total += delete_jobs_where(
+                    tx,
+                    "state = ?1 AND finished_at < ?2",
+                    params![state.as_str(), cutoff],
+                )?;
+            }
+            Ok(total)
+        })
+        .await
+    }
+
+    async fn purge_jobs(&self, ids: &[JobId]) -> Result<u64> {
+        let ids = json(&ids.iter().map(JobId::to_string).collect::<Vec<_>>());
+        self.write(move |tx| {
+            delete_jobs_where(
+                tx,
+                "id IN (SELECT value FROM json_each(?1)) AND state IN ('succeeded', 'failed', 'cancelled', 'expired')",
+                [ids],
+            )
+        })
+        .await
+    }
+
+    async fn append_log(
+        &self,
+        lease: &Lease,
+        first_index: u64,
+        lines: &[NewLogLine],
+    ) -> Result<()> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let lease = lease.clone();
+        let lines = lines.to_vec();
+        self.write(move |tx| {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO log_lines (job_id, attempt_id, attempt, idx, at, stream, line) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )
+                .map_err(to_store)?;
+            let job_id = lease.job_id.to_string();
+            for (i, line) in lines.iter().enumerate() {
+                stmt.execute(params![
+                    job_id,
+                    lease.attempt_id,
+                    lease.attempt,
+                    (first_index + i as u64) as i64,
+                    ms(line.at),
+                    line.stream.as_str(),
+                    line.line
+                ])
+                .map_err(to_store)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn trim_log(&self, lease: &Lease, before_index: u64) -> Result<()> {
+        let attempt_id = lease.attempt_id;
+        self.write(move |tx| {
+            tx.execute(
+                "DELETE FROM log_lines WHERE attempt_id = ?1 AND idx < ?2",
+                params![attempt_id, before_index as i64],
+            )
+            .map_err(to_store)?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl JobReader for SqliteStore {
+    async fn get_job(&self, id: JobId) -> Result<Job> {
+        self.read(move |conn| load_job(conn, id)).await
+    }
+
+    async fn list_jobs(
+        &self,
+        filter: &JobFilter,
+        cursor: Option<JobId>,
+        limit: usize,
+    ) -> Result<Page> {
+        let filter = filter.clone();
+        self.read(move |conn| {
+            let states = (!filter.states.is_empty())
+                .then(|| json(&filter.states.iter().map(|s| s.as_str()).collect::<Vec<_>>()));
+            let (label_key, label_value) = filter.label.clone().unzip();
+            let mut stmt = conn
+                .prepare_cached(&with_columns(include_str!("../queries/list_jobs.sql")))
+                .map_err(to_store)?;
+            let rows = stmt
+                .query_map(
+                    params![
+                        states,
+                        filter.queue,
+                        filter.kind,
+                        filter.target,
+                        label_key,
+                        label_value,
+                        opt_ms(filter.created_after),
+                        opt_ms(filter.created_before),
+                        cursor.map(|c| c.to_string()),
+                        (limit + 1) as i64,
+                    ],
+                    job_from_row,
+                )
+                .map_err(to_store)?;
+            let mut jobs: Vec<Job> = rows.collect::<rusqlite::Result<_>>().map_err(to_store)?;
+            let next_cursor = if jobs.len() > limit {
+                jobs.truncate(limit);
+                jobs.last().map(|j| j.id)
+            } else {
+                None
+            };
+            Ok(Page { jobs, next_cursor })
+        })
+        .await
+    }
+
+    async fn list_attempts(&self, id: JobId) -> Result<Vec<Attempt>> {
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT job_id, number, step, node, started_at, finished_at, outcome, exit_code, error, class, rule, \
+                     next_delay_ms, delay_reason, output_dropped_bytes FROM attempts WHERE job_id = ?1 ORDER BY id",
+                )
+                .map_err(to_store)?;
+            let rows = stmt
+                .query_map([id.to_string()], |row| {
+                    let outcome: Option<String> = row.get(6)?;
+                    Ok(Attempt {
+                        job_id: id_col(row, 0)?,
+                        number: row.get(1)?,
+                        step: row.get(2)?,
+                        node: row.get(3)?,
+                        started_at: from_ms(row.get(4)?),
+                        finished_at: row.get::<_, Option<i64>>(5)?.map(from_ms),
+                        outcome: outcome
+                            .map(|o| AttemptOutcome::parse(&o).ok_or_else(|| corrupt(6, format!("outcome {o}"))))
+                            .transpose()?,
+                        exit_code: row.get(7)?,
+                        error: row.get(8)?,
+                        class: class_col(row, 9)?,
+                        rule: row.get(10)?,
+                        next_delay_ms: row.get::<_, Option<i64>>(11)?.map(|v| v.max(0) as u64),
+                        delay_reason: row.get(12)?,
+                        output_dropped_bytes: row.get::<_, i64>(13)?.max(0) as u64,
+                    })
+                })
+                .map_err(to_store)?;
+            rows.collect::<rusqlite::Result<_>>().map_err(to_store)
+        })
+        .await
+    }
+
+    async fn list_events(&self, id: JobId) -> Result<Vec<Event>> {
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT id, job_id, at, from_state, to_state, reason, actor FROM events WHERE job_id = ?1 ORDER BY id")
+                .map_err(to_store)?;
+            let rows = stmt.query_map([id.to_string()], event_from_row).map_err(to_store)?;
+            rows.collect::<rusqlite::Result<_>>().map_err(to_store)
+        })
+        .await
+    }
+
+    async fn events_after(&self, after: i64, limit: usize) -> Result<Vec<Event>> {
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT id, job_id, at, from_state, to_state, reason, actor FROM events WHERE id > ?1 ORDER BY id LIMIT ?2")
+                .map_err(to_store)?;
+            let rows = stmt.query_map(params![after, limit as i64], event_from_row).map_err(to_store)?;
+            rows.collect::<rusqlite::Result<_>>().map_err(to_store)
+        })
+        .await
+    }
+
+    async fn read_log(&self, id: JobId, after: i64, limit: usize) -> Result<Vec<LogLine>> {
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT seq, attempt, at, stream, line FROM log_lines WHERE job_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3")
+                .map_err(to_store)?;
+            let rows = stmt
+                .query_map(params![id.to_string(), after, limit as i64], |row| {
+                    let stream: String = row.get(3)?;
+                    Ok(LogLine {
+                        seq: row.get(0)?,
+                        attempt: row.get(1)?,
+                        at: from_ms(row.get(2)?),
+                        stream: Stream::parse(&stream).ok_or_else(|| corrupt(3, format!("stream {stream}")))?,
+                        line: row.get(4)?,
+                    })
+                })
+                .map_err(to_store)?;
+            rows.collect::<rusqlite::Result<_>>().map_err(to_store)
+        })
+        .await
+    }
+
+    async fn count_ahead(&self, job: &Job, now: DateTime<Utc>) -> Result<u64> {
+        let (queue, priority, id) = (job.queue.clone(), job.priority, job.id.to_string());
+        let due = ms(job.next_attempt_at.unwrap_or(job.run_at));
+        self.read(move |conn| {
+            conn.query_row(
+                include_str!("../queries/count_ahead.sql"),
+                params![queue, ms(now), priority, due, id],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+            .map_err(to_store)
+        })
+        .await
+    }
+
+    async fn count_by_state(&self) -> Result<BTreeMap<JobState, u64>> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT state, COUNT(*) FROM jobs GROUP BY state")
+                .map_err(to_store)?;
+            let rows = stmt
+                .query_map([], |r| Ok((state_col(r, 0)?, r.get::<_, i64>(1)? as u64)))
+                .map_err(to_store)?;
+            rows.collect::<rusqlite::Result<_>>().map_err(to_store)
+        })
+        .await
+    }
+
+    async fn expired_leases(&self, cutoff: DateTime<Utc>) -> Result<Vec<Job>> {
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE state = 'running' AND lease_expires_at < ?1"))
+                .map_err(to_store)?;
+            let rows = stmt.query_map([ms(cutoff)], job_from_row).map_err(to_store)?;
+            rows.collect::<rusqlite::Result<_>>().map_err(to_store)
+        })
+        .await
+    }
+
+    async fn next_wakeup(&self, paused: &[String]) -> Result<Option<DateTime<Utc>>> {
+        let paused = json(&paused);
+        self.read(move |conn| {
+            conn.query_row(include_str!("../queries/next_wakeup.sql"), [paused], |r| {
+                r.get::<_, Option<i64>>(0)
+            })
+            .map(|t| t.map(from_ms))
+            .map_err(to_store)
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(to_store))
+            .await
+    }
+}
+
+impl Store for SqliteStore {
+    fn is_exclusive(&self) -> bool {
+        true
+    }
+}

@@ -1,1 +1,264 @@
+//! The storage seam: what the engine asks of a database, named as verbs on jobs.
+//!
+//! The write side ([`JobWriter`]) changes jobs, always in one transaction per call and always
+//! checking the transition against [`retryd_core::JobState::transition`]: a backend never
+//! decides a transition by itself. The read side ([`JobReader`]) only reads. Every backend
+//! runs the same [`conformance`] suite, so that they cannot drift apart.
+//!
+//! # Layout
+//!
+//! - this file: the traits, their inputs and outputs, and [`Error`].
+//! - [`conformance`]: the behaviour every backend must show, as async test functions, and the
+//!   [`conformance_tests!`] macro that turns them into `#[tokio::test]`s for a backend.
 
+pub mod conformance;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use retryd_core::job::{Attempt, Event, Job, LogLine, NewJob, Stream};
+use retryd_core::{AttemptOutcome, Class, JobId, JobState, TransitionError};
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("job {0} not found")]
+    NotFound(JobId),
+    #[error(transparent)]
+    Transition(#[from] TransitionError),
+    /// A result from an attempt that no longer holds its lease (rescued, cancelled or
+    /// finished elsewhere): refused so that no attempt is applied twice.
+    #[error("attempt {attempt_id} of job {job_id} no longer holds its lease")]
+    LeaseLost { job_id: JobId, attempt_id: i64 },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("database error: {0}")]
+    Backend(String),
+    #[error("stored record is unreadable: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A job as inserted; `created` is false when an idempotency key returned an existing one.
+#[derive(Debug, Clone)]
+pub struct Inserted {
+    pub job: Job,
+    pub created: bool,
+    pub event: Option<Event>,
+}
+
+/// How many more attempts a node may start, in all and per queue.
+#[derive(Debug, Clone)]
+pub struct ClaimRequest {
+    pub node: String,
+    pub now: DateTime<Utc>,
+    pub lease_until: DateTime<Utc>,
+    /// At most this many jobs in all.
+    pub limit: usize,
+    /// Free slots for queues with fewer than `default_queue_free`.
+    pub queue_free: HashMap<String, usize>,
+    /// Free slots for any queue not in `queue_free`.
+    pub default_queue_free: usize,
+    /// Queues not to claim from at all (paused).
+    pub paused: Vec<String>,
+}
+
+impl ClaimRequest {
+    pub fn free_in(&self, queue: &str) -> usize {
+        self.queue_free
+            .get(queue)
+            .copied()
+            .unwrap_or(self.default_queue_free)
+    }
+}
+
+/// A claimed job: now `running`, its attempt row created and counted.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub job: Job,
+    pub lease: Lease,
+    pub event: Event,
+}
+
+/// What fences an attempt's writes: only the holder of the current attempt may finish it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub job_id: JobId,
+    pub attempt_id: i64,
+    /// The attempt's number (1-based) within the job.
+    pub attempt: u32,
+    pub node: String,
+}
+
+/// Who finishes an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fence {
+    /// The node running it; refused unless it still holds the lease.
+    Owner,
+    /// The rescuer; refused unless the lease expired before this instant.
+    Rescue { expired_before: DateTime<Utc> },
+}
+
+/// Where a finished attempt leaves the job.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Next {
+    Succeeded,
+    Retry {
+        at: DateTime<Utc>,
+        delay: Duration,
+        delay_reason: String,
+    },
+    Failed,
+    Cancelled,
+    Expired,
+}
+
+impl Next {
+    pub fn state(&self) -> JobState {
+        match self {
+            Next::Succeeded => JobState::Succeeded,
+            Next::Retry { .. } => JobState::Retrying,
+            Next::Failed => JobState::Failed,
+            Next::Cancelled => JobState::Cancelled,
+            Next::Expired => JobState::Expired,
+        }
+    }
+}
+
+/// The result of an attempt, to record.
+#[derive(Debug, Clone)]
+pub struct AttemptResult {
+    pub lease: Lease,
+    pub fence: Fence,
+    pub now: DateTime<Utc>,
+    pub outcome: AttemptOutcome,
+    pub exit_code: Option<i32>,
+    pub error: Option<String>,
+    pub class: Option<Class>,
+    pub rule: Option<String>,
+    pub output_dropped_bytes: u64,
+    pub next: Next,
+    /// The event's reason; for a terminal state also the job's `finish_reason`.
+    pub reason: String,
+    pub actor: String,
+}
+
+/// A log line to append.
+#[derive(Debug, Clone)]
+pub struct NewLogLine {
+    pub at: DateTime<Utc>,
+    pub stream: Stream,
+    pub line: String,
+}
+
+/// Filters for listing jobs. Empty fields do not filter.
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    pub states: Vec<JobState>,
+    pub queue: Option<String>,
+    pub kind: Option<String>,
+    pub target: Option<String>,
+    pub label: Option<(String, String)>,
+    pub created_after: Option<DateTime<Utc>>,
+    pub created_before: Option<DateTime<Utc>>,
+}
+
+/// A page of jobs, newest first; `next_cursor` fetches the following page.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub jobs: Vec<Job>,
+    pub next_cursor: Option<JobId>,
+}
+
+/// What a manual requeue may change.
+#[derive(Debug, Clone, Default)]
+pub struct Requeue {
+    /// Start the attempt count again from zero.
+    pub reset: bool,
+    pub actor: String,
+    pub now: DateTime<Utc>,
+}
+
+/// Writes. Each call is one transaction.
+#[async_trait]
+pub trait JobWriter: Send + Sync {
+    /// Inserts a job, or returns the existing one with the same idempotency key in its queue.
+    async fn insert_job(&self, job: NewJob) -> Result<Inserted>;
+
+    /// Claims due jobs by priority then due time, respecting the request's slots; each
+    /// claimed job is `running` with a new counted attempt under a lease.
+    async fn claim_jobs(&self, request: &ClaimRequest) -> Result<Vec<Claimed>>;
+
+    /// Extends the leases of every attempt `node` runs; returns the jobs among them whose
+    /// cancellation was requested.
+    async fn renew_leases(&self, node: &str, lease_until: DateTime<Utc>) -> Result<Vec<JobId>>;
+
+    /// Records an attempt's result and moves the job on, if the fence allows it.
+    async fn finish_attempt(&self, result: &AttemptResult) -> Result<(Job, Event)>;
+
+    /// Cancels a waiting job at once; for a running one, records the request (the node
+    /// running it ends the attempt). Returns the event when the state changed.
+    async fn cancel_job(
+        &self,
+        id: JobId,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(Job, Option<Event>)>;
+
+    /// Manual requeue: a failed, cancelled or expired job becomes `pending` again; a
+    /// `retrying` job becomes due now (no state change, so no event).
+    async fn requeue_job(&self, id: JobId, requeue: &Requeue) -> Result<(Job, Option<Event>)>;
+
+    /// Moves waiting jobs whose deadline has passed to `expired`.
+    async fn expire_jobs(&self, now: DateTime<Utc>) -> Result<Vec<(Job, Event)>>;
+
+    /// Deletes terminal jobs (with attempts, events and logs) that finished before the
+    /// given instant for their state. Never touches a live job. Returns how many.
+    async fn prune_jobs(&self, finished_before: &BTreeMap<JobState, DateTime<Utc>>) -> Result<u64>;
+
+    /// Deletes the given terminal jobs; live ones are skipped. Returns how many went.
+    async fn purge_jobs(&self, ids: &[JobId]) -> Result<u64>;
+
+    /// Appends output lines to an attempt's log.
+    async fn append_log(&self, lease: &Lease, first_index: u64, lines: &[NewLogLine])
+    -> Result<()>;
+
+    /// Drops an attempt's log lines before `index` (the bounded tail moved on).
+    async fn trim_log(&self, lease: &Lease, before_index: u64) -> Result<()>;
+}
+
+/// Reads.
+#[async_trait]
+pub trait JobReader: Send + Sync {
+    async fn get_job(&self, id: JobId) -> Result<Job>;
+    async fn list_jobs(
+        &self,
+        filter: &JobFilter,
+        cursor: Option<JobId>,
+        limit: usize,
+    ) -> Result<Page>;
+    async fn list_attempts(&self, id: JobId) -> Result<Vec<Attempt>>;
+    async fn list_events(&self, id: JobId) -> Result<Vec<Event>>;
+    /// Events of all jobs after the given id, oldest first.
+    async fn events_after(&self, after: i64, limit: usize) -> Result<Vec<Event>>;
+    /// Log lines of a job with `seq > after`, oldest first.
+    async fn read_log(&self, id: JobId, after: i64, limit: usize) -> Result<Vec<LogLine>>;
+    /// Due waiting jobs ahead of this one in its queue.
+    async fn count_ahead(&self, job: &Job, now: DateTime<Utc>) -> Result<u64>;
+    /// Jobs per state.
+    async fn count_by_state(&self) -> Result<BTreeMap<JobState, u64>>;
+    /// Running jobs whose lease expired before `cutoff`.
+    async fn expired_leases(&self, cutoff: DateTime<Utc>) -> Result<Vec<Job>>;
+    /// The next instant something is due: a waiting job, a deadline or a lease expiry.
+    async fn next_wakeup(&self, paused: &[String]) -> Result<Option<DateTime<Utc>>>;
+    /// Whether the database answers.
+    async fn ping(&self) -> Result<()>;
+}
+
+/// A complete backend.
+pub trait Store: JobWriter + JobReader {
+    /// True when one process owns the database (SQLite with its lock file): at start, every
+    /// `running` job then belongs to a dead process and is rescued at once.
+    fn is_exclusive(&self) -> bool;
+}

@@ -1,0 +1,829 @@
+//! The behaviour every backend must show. Each function is one test; a backend runs them
+//! all with [`conformance_tests!`](crate::conformance_tests), each on a fresh database.
+
+use crate::*;
+use chrono::{Duration as Span, TimeZone};
+use retryd_core::Policy;
+use retryd_core::job::{Action, CommandAction};
+use std::sync::Arc;
+
+pub type DynStore = Arc<dyn Store>;
+
+/// Generates one `#[tokio::test]` per conformance test. `$make` is an async expression that
+/// yields a fresh [`DynStore`].
+#[macro_export]
+macro_rules! conformance_tests {
+    ($make:expr) => {
+        $crate::conformance_tests!(@each $make;
+            insert_and_get_round_trip,
+            idempotency_key_returns_the_existing_job,
+            claims_go_by_priority_then_due_time,
+            jobs_are_not_claimed_before_they_are_due,
+            concurrent_claims_never_claim_a_job_twice,
+            claims_respect_queue_slots_and_paused_queues,
+            a_failed_attempt_schedules_the_retry,
+            late_result_after_rescue_is_refused,
+            expired_leases_are_found_and_renewed_ones_are_not,
+            cancel_waiting_job_at_once_and_running_job_by_request,
+            cancelling_a_finished_job_is_an_invalid_transition,
+            requeue_with_and_without_reset,
+            deadlines_expire_waiting_jobs,
+            prune_and_purge_never_touch_live_jobs,
+            listing_filters_and_cursor_pagination,
+            logs_append_trim_and_read,
+            next_wakeup_is_the_earliest_due_instant,
+        );
+    };
+    (@each $make:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let store: $crate::conformance::DynStore = $make.await;
+                $crate::conformance::$name(store).await;
+            }
+        )*
+    };
+}
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 1, 15, 12, 0, 0).unwrap()
+}
+
+fn secs(n: i64) -> Span {
+    Span::seconds(n)
+}
+
+/// A plain job in `queue`, due at `t0 + due_in`.
+pub fn new_job(queue: &str, priority: u8, due_in: i64) -> NewJob {
+    NewJob {
+        id: JobId::new(),
+        queue: queue.to_owned(),
+        kind: "deploy".to_owned(),
+        target: Some("metis-rpc".to_owned()),
+        action: Action::Command(CommandAction {
+            program: "true".into(),
+            args: vec![],
+            cwd: None,
+            env: Default::default(),
+            stdin: None,
+        }),
+        policy_name: "default".into(),
+        policy: Policy::default(),
+        priority,
+        run_at: t0() + secs(due_in),
+        deadline: None,
+        labels: [("env".to_owned(), "prod".to_owned())].into(),
+        idempotency_key: None,
+        created_by: Some("conformance".into()),
+        created_at: t0(),
+    }
+}
+
+fn claim_request(now: DateTime<Utc>, limit: usize) -> ClaimRequest {
+    ClaimRequest {
+        node: "node-a".into(),
+        now,
+        lease_until: now + secs(30),
+        limit,
+        queue_free: HashMap::new(),
+        default_queue_free: limit,
+        paused: vec![],
+    }
+}
+
+fn result(
+    claimed: &Claimed,
+    now: DateTime<Utc>,
+    outcome: AttemptOutcome,
+    next: Next,
+) -> AttemptResult {
+    AttemptResult {
+        lease: claimed.lease.clone(),
+        fence: Fence::Owner,
+        now,
+        outcome,
+        exit_code: Some(1),
+        error: Some("connection refused".into()),
+        class: Some(Class::Transient),
+        rule: Some("output: connection refused or reset".into()),
+        output_dropped_bytes: 0,
+        next,
+        reason: "test".into(),
+        actor: "node-a".into(),
+    }
+}
+
+async fn insert(store: &DynStore, job: NewJob) -> Job {
+    store.insert_job(job).await.expect("insert").job
+}
+
+pub async fn insert_and_get_round_trip(store: DynStore) {
+    let new = NewJob {
+        deadline: Some(t0() + secs(3600)),
+        idempotency_key: Some("k".into()),
+        ..new_job("default", 50, 0)
+    };
+    let inserted = store.insert_job(new.clone()).await.unwrap();
+    assert!(inserted.created);
+    let event = inserted.event.expect("creation event");
+    assert_eq!((event.from, event.to), (None, JobState::Pending));
+    let job = store.get_job(new.id).await.unwrap();
+    assert_eq!(job, inserted.job);
+    assert_eq!(job.state, JobState::Pending);
+    assert_eq!(job.attempt, 0);
+    assert_eq!(job.action, new.action);
+    assert_eq!(job.policy, new.policy);
+    assert_eq!(job.labels, new.labels);
+    assert_eq!(job.deadline, new.deadline);
+    assert_eq!(job.next_attempt_at, Some(new.run_at));
+    assert!(matches!(
+        store.get_job(JobId::new()).await,
+        Err(Error::NotFound(_))
+    ));
+}
+
+pub async fn idempotency_key_returns_the_existing_job(store: DynStore) {
+    let first = NewJob {
+        idempotency_key: Some("deploy-42".into()),
+        ..new_job("default", 50, 0)
+    };
+    let again = NewJob {
+        idempotency_key: Some("deploy-42".into()),
+        ..new_job("default", 50, 0)
+    };
+    let other_queue = NewJob {
+        idempotency_key: Some("deploy-42".into()),
+        ..new_job("other", 50, 0)
+    };
+    let a = store.insert_job(first).await.unwrap();
+    let b = store.insert_job(again).await.unwrap();
+    assert!(a.created && !b.created);
+    assert_eq!(a.job.id, b.job.id);
+    assert!(b.event.is_none());
+    let c = store.insert_job(other_queue).await.unwrap();
+    assert!(c.created, "keys are scoped to a queue");
+}
+
+pub async fn claims_go_by_priority_then_due_time(store: DynStore) {
+    let low = insert(&store, new_job("default", 10, -30)).await;
+    let high_late = insert(&store, new_job("default", 90, -10)).await;
+    let high_early = insert(&store, new_job("default", 90, -20)).await;
+    let claimed = store.claim_jobs(&claim_request(t0(), 10)).await.unwrap();
+    let order: Vec<JobId> = claimed.iter().map(|c| c.job.id).collect();
+    assert_eq!(order, vec![high_early.id, high_late.id, low.id]);
+    for c in &claimed {
+        assert_eq!(c.job.state, JobState::Running);
+        assert_eq!(c.job.attempt, 1, "an attempt counts from its claim");
+        assert_eq!(c.lease.attempt, 1);
+        assert_eq!(c.job.lease_owner.as_deref(), Some("node-a"));
+        assert_eq!(
+            (c.event.from, c.event.to),
+            (Some(JobState::Pending), JobState::Running)
+        );
+    }
+    let attempts = store.list_attempts(low.id).await.unwrap();
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0].outcome, None);
+}
+
+pub async fn jobs_are_not_claimed_before_they_are_due(store: DynStore) {
+    let later = insert(&store, new_job("default", 50, 60)).await;
+    assert!(
+        store
+            .claim_jobs(&claim_request(t0(), 10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let claimed = store
+        .claim_jobs(&claim_request(t0() + secs(60), 10))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].job.id, later.id);
+}
+
+pub async fn concurrent_claims_never_claim_a_job_twice(store: DynStore) {
+    for _ in 0..60 {
+        insert(&store, new_job("default", 50, 0)).await;
+    }
+    let mut tasks = Vec::new();
+    for worker in 0..6 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let mut request = claim_request(t0(), 3);
+                request.node = format!("node-{worker}");
+                let claimed = store.claim_jobs(&request).await.unwrap();
+                if claimed.is_empty() {
+                    return mine;
+                }
+                mine.extend(claimed.into_iter().map(|c| c.job.id));
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    let total = all.len();
+    all.sort();
+    all.dedup();
+    assert_eq!(total, 60, "every job claimed");
+    assert_eq!(all.len(), 60, "no job claimed twice");
+}
+
+pub async fn claims_respect_queue_slots_and_paused_queues(store: DynStore) {
+    for _ in 0..3 {
+        insert(&store, new_job("deploy", 50, 0)).await;
+        insert(&store, new_job("mail", 50, 0)).await;
+        insert(&store, new_job("paused", 90, 0)).await;
+    }
+    let mut request = claim_request(t0(), 10);
+    request.queue_free.insert("deploy".into(), 1);
+    request.default_queue_free = 2;
+    request.paused = vec!["paused".into()];
+    let claimed = store.claim_jobs(&request).await.unwrap();
+    let count = |q: &str| claimed.iter().filter(|c| c.job.queue == q).count();
+    assert_eq!((count("deploy"), count("mail"), count("paused")), (1, 2, 0));
+    let mut full = claim_request(t0(), 10);
+    full.queue_free.insert("deploy".into(), 0);
+    full.queue_free.insert("mail".into(), 0);
+    full.paused = vec!["paused".into()];
+    assert!(store.claim_jobs(&full).await.unwrap().is_empty());
+}
+
+pub async fn a_failed_attempt_schedules_the_retry(store: DynStore) {
+    let job = insert(&store, new_job("default", 50, 0)).await;
+    let claimed = store
+        .claim_jobs(&claim_request(t0(), 1))
+        .await
+        .unwrap()
+        .remove(0);
+    let at = t0() + secs(5);
+    let next = Next::Retry {
+        at,
+        delay: std::time::Duration::from_secs(5),
+        delay_reason: "backoff".into(),
+    };
+    let (after, event) = store
+        .finish_attempt(&result(&claimed, t0(), AttemptOutcome::Failed, next))
+        .await
+        .unwrap();
+    assert_eq!(after.state, JobState::Retrying);
+    assert_eq!(after.next_attempt_at, Some(at));
+    assert_eq!(after.last_error_class, Some(Class::Transient));
+    assert_eq!(
+        after.last_rule.as_deref(),
+        Some("output: connection refused or reset")
+    );
+    assert_eq!(after.lease_owner, None);
+    assert_eq!(
+        (event.from, event.to),
+        (Some(JobState::Running), JobState::Retrying)
+    );
+    let attempts = store.list_attempts(job.id).await.unwrap();
+    assert_eq!(attempts[0].outcome, Some(AttemptOutcome::Failed));
+    assert_eq!(attempts[0].next_delay_ms, Some(5000));
+    assert_eq!(attempts[0].delay_reason.as_deref(), Some("backoff"));
+    assert!(
+        store
+            .claim_jobs(&claim_request(t0() + secs(4), 1))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let second = store
+        .claim_jobs(&claim_request(at, 1))
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(second.lease.attempt, 2);
+    let (done, _) = store
+        .finish_attempt(&AttemptResult {
+            exit_code: Some(0),
+            error: None,
+            class: None,
+            rule: None,
+            ..result(&second, at, AttemptOutcome::Succeeded, Next::Succeeded)
+        })
+        .await
+        .unwrap();
+    assert_eq!(done.state, JobState::Succeeded);
+    assert!(done.finished_at.is_some());
+    let events: Vec<JobState> = store
+        .list_events(job.id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.to)
+        .collect();
+    assert_eq!(
+        events,
+        vec![
+            JobState::Pending,
+            JobState::Running,
+            JobState::Retrying,
+            JobState::Running,
+            JobState::Succeeded
+        ]
+    );
+}
+
+pub async fn late_result_after_rescue_is_refused(store: DynStore) {
+    insert(&store, new_job("default", 50, 0)).await;
+    let claimed = store
+        .claim_jobs(&claim_request(t0(), 1))
+        .await
+        .unwrap()
+        .remove(0);
+    let later = t0() + secs(31);
+    let next = Next::Retry {
+        at: later,
+        delay: std::time::Duration::ZERO,
+        delay_reason: "backoff".into(),
+    };
+    let rescue = AttemptResult {
+        fence: Fence::Rescue {
+            expired_before: later,
+        },
+        ..result(&claimed, later, AttemptOutcome::Lost, next)
+    };
+    store.finish_attempt(&rescue).await.unwrap();
+    let late = store
+        .finish_attempt(&result(
+            &claimed,
+            later,
+            AttemptOutcome::Succeeded,
+            Next::Succeeded,
+        ))
+        .await;
+    assert!(matches!(late, Err(Error::LeaseLost { .. })), "{late:?}");
+    let second = store
+        .claim_jobs(&claim_request(later, 1))
+        .await
+        .unwrap()
+        .remove(0);
+    let stale = store
+        .finish_attempt(&result(
+            &claimed,
+            later,
+            AttemptOutcome::Succeeded,
+            Next::Succeeded,
+        ))
+        .await;
+    assert!(
+        matches!(stale, Err(Error::LeaseLost { .. })),
+        "an old lease cannot finish a new attempt"
+    );
+    let early_rescue = AttemptResult {
+        fence: Fence::Rescue {
+            expired_before: later,
+        },
+        ..result(&second, later, AttemptOutcome::Lost, Next::Failed)
+    };
+    assert!(
+        matches!(
+            store.finish_attempt(&early_rescue).await,
+            Err(Error::LeaseLost { .. })
+        ),
+        "a live lease is not rescued"
+    );
+}
+
+pub async fn expired_leases_are_found_and_renewed_ones_are_not(store: DynStore) {
+    insert(&store, new_job("default", 50, 0)).await;
+    let claimed = store
+        .claim_jobs(&claim_request(t0(), 1))
+        .await
+        .unwrap()
+        .remove(0);
+    assert!(
+        store
+            .expired_leases(t0() + secs(29))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.expired_leases(t0() + secs(31)).await.unwrap().len(),
+        1
+    );
+    assert!(
+        store
+            .renew_leases("node-a", t0() + secs(60))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .expired_leases(t0() + secs(31))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .get_job(claimed.job.id)
+            .await
+            .unwrap()
+            .lease_expires_at,
+        Some(t0() + secs(60))
+    );
+    assert!(
+        store
+            .renew_leases("node-b", t0() + secs(90))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.expired_leases(t0() + secs(61)).await.unwrap().len(),
+        1,
+        "another node's renewal does not count"
+    );
+}
+
+pub async fn cancel_waiting_job_at_once_and_running_job_by_request(store: DynStore) {
+    let waiting = insert(&store, new_job("default", 10, 0)).await;
+    let running = insert(&store, new_job("default", 90, 0)).await;
+    let claimed = store
+        .claim_jobs(&claim_request(t0(), 1))
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(claimed.job.id, running.id);
+    let (job, event) = store.cancel_job(waiting.id, "alice", t0()).await.unwrap();
+    assert_eq!(job.state, JobState::Cancelled);
+    assert_eq!(event.unwrap().actor, "alice");
+    let (job, event) = store.cancel_job(running.id, "alice", t0()).await.unwrap();
+    assert_eq!(
+        (job.state, job.cancel_requested, event.is_none()),
+        (JobState::Running, true, true)
+    );
+    assert_eq!(
+        store.renew_leases("node-a", t0() + secs(30)).await.unwrap(),
+        vec![running.id]
+    );
+    let (job, _) = store
+        .finish_attempt(&result(
+            &claimed,
+            t0(),
+            AttemptOutcome::Cancelled,
+            Next::Cancelled,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(job.state, JobState::Cancelled);
+}
+
+pub async fn cancelling_a_finished_job_is_an_invalid_transition(store: DynStore) {
+    let job = insert(&store, new_job("default", 50, 0)).await;
+    let claimed = store
+        .claim_jobs(&claim_request(t0(), 1))
+        .await
+        .unwrap()
+        .remove(0);
+    store
+        .finish_attempt(&result(
+            &claimed,
+            t0(),
+            AttemptOutcome::Succeeded,
+            Next::Succeeded,
+        ))
+        .await
+        .unwrap();
+    let before = store.get_job(job.id).await.unwrap();
+    let refused = store.cancel_job(job.id, "bob", t0()).await;
+    assert!(matches!(refused, Err(Error::Transition(_))), "{refused:?}");
+    assert_eq!(
+        store.get_job(job.id).await.unwrap(),
+        before,
+        "a refused change changes nothing"
+    );
+    let requeue = Requeue {
+        reset: false,
+        actor: "bob".into(),
+        now: t0(),
+    };
+    assert!(matches!(
+        store.requeue_job(job.id, &requeue).await,
+        Err(Error::Transition(_))
+    ));
+    assert!(matches!(
+        store.cancel_job(JobId::new(), "bob", t0()).await,
+        Err(Error::NotFound(_))
+    ));
+}
+
+pub async fn requeue_with_and_without_reset(store: DynStore) {
+    let job = insert(&store, new_job("default", 50, 0)).await;
+    let claimed = store
+        .claim_jobs(&claim_request(t0(), 1))
+        .await
+        .unwrap()
+        .remove(0);
+    let failed = AttemptResult {
+        class: Some(Class::Permanent),
+        ..result(&claimed, t0(), AttemptOutcome::Failed, Next::Failed)
+    };
+    let (dead, _) = store.finish_attempt(&failed).await.unwrap();
+    assert_eq!(dead.finish_reason.as_deref(), Some("test"));
+    let later = t0() + secs(10);
+    let (job1, event) = store
+        .requeue_job(
+            job.id,
+            &Requeue {
+                reset: false,
+                actor: "carol".into(),
+                now: later,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (job1.state, job1.attempt, job1.next_attempt_at),
+        (JobState::Pending, 1, Some(later))
+    );
+    assert_eq!(job1.finish_reason, None);
+    assert_eq!(event.unwrap().actor, "carol");
+    let again = store
+        .claim_jobs(&claim_request(later, 1))
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(again.lease.attempt, 2);
+    store
+        .finish_attempt(&result(&again, later, AttemptOutcome::Failed, Next::Failed))
+        .await
+        .unwrap();
+    let (job2, _) = store
+        .requeue_job(
+            job.id,
+            &Requeue {
+                reset: true,
+                actor: "carol".into(),
+                now: later,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(job2.attempt, 0);
+    let third = store
+        .claim_jobs(&claim_request(later, 1))
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(third.lease.attempt, 1, "a reset starts counting again");
+    assert_eq!(
+        store.list_attempts(job.id).await.unwrap().len(),
+        3,
+        "history is kept"
+    );
+}
+
+pub async fn deadlines_expire_waiting_jobs(store: DynStore) {
+    let soon = insert(
+        &store,
+        NewJob {
+            deadline: Some(t0() + secs(5)),
+            ..new_job("default", 50, 60)
+        },
+    )
+    .await;
+    let fine = insert(
+        &store,
+        NewJob {
+            deadline: Some(t0() + secs(500)),
+            ..new_job("default", 50, 60)
+        },
+    )
+    .await;
+    assert!(store.expire_jobs(t0()).await.unwrap().is_empty());
+    let expired = store.expire_jobs(t0() + secs(5)).await.unwrap();
+    assert_eq!(expired.len(), 1);
+    assert_eq!(expired[0].0.id, soon.id);
+    assert_eq!(expired[0].0.state, JobState::Expired);
+    assert_eq!(expired[0].1.to, JobState::Expired);
+    assert_eq!(
+        store.get_job(fine.id).await.unwrap().state,
+        JobState::Pending
+    );
+    assert!(
+        store
+            .claim_jobs(&claim_request(t0() + secs(60), 10))
+            .await
+            .unwrap()
+            .iter()
+            .all(|c| c.job.id != soon.id)
+    );
+}
+
+pub async fn prune_and_purge_never_touch_live_jobs(store: DynStore) {
+    let live = insert(&store, new_job("default", 10, 0)).await;
+    let done = insert(&store, new_job("default", 90, 0)).await;
+    let claimed = store
+        .claim_jobs(&claim_request(t0(), 1))
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(claimed.job.id, done.id);
+    store
+        .finish_attempt(&result(
+            &claimed,
+            t0(),
+            AttemptOutcome::Succeeded,
+            Next::Succeeded,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(store.purge_jobs(&[live.id]).await.unwrap(), 0);
+    let far = t0() + secs(86_400 * 365);
+    let cutoffs: BTreeMap<JobState, DateTime<Utc>> =
+        JobState::ALL.into_iter().map(|s| (s, far)).collect();
+    assert_eq!(store.prune_jobs(&cutoffs).await.unwrap(), 1);
+    assert!(matches!(
+        store.get_job(done.id).await,
+        Err(Error::NotFound(_))
+    ));
+    assert!(store.list_events(done.id).await.unwrap().is_empty());
+    assert_eq!(
+        store.get_job(live.id).await.unwrap().state,
+        JobState::Pending
+    );
+}
+
+pub async fn listing_filters_and_cursor_pagination(store: DynStore) {
+    let mut ids = Vec::new();
+    for i in 0..25 {
+        let mut job = new_job(if i % 2 == 0 { "even" } else { "odd" }, 50, 0);
+        job.kind = format!("kind-{}", i % 3);
+        if i == 7 {
+            job.labels.insert("release".into(), "v2".into());
+            job.target = Some("sftp".into());
+        }
+        ids.push(insert(&store, job).await.id);
+    }
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store
+            .list_jobs(&JobFilter::default(), cursor, 10)
+            .await
+            .unwrap();
+        seen.extend(page.jobs.iter().map(|j| j.id));
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    let mut newest_first = ids.clone();
+    newest_first.reverse();
+    assert_eq!(
+        seen, newest_first,
+        "pages are newest first with no gap or repeat"
+    );
+    let even = store
+        .list_jobs(
+            &JobFilter {
+                queue: Some("even".into()),
+                ..Default::default()
+            },
+            None,
+            100,
+        )
+        .await
+        .unwrap();
+    assert_eq!(even.jobs.len(), 13);
+    let kind = store
+        .list_jobs(
+            &JobFilter {
+                kind: Some("kind-1".into()),
+                queue: Some("odd".into()),
+                ..Default::default()
+            },
+            None,
+            100,
+        )
+        .await
+        .unwrap();
+    assert!(
+        kind.jobs
+            .iter()
+            .all(|j| j.kind == "kind-1" && j.queue == "odd")
+    );
+    let labelled = store
+        .list_jobs(
+            &JobFilter {
+                label: Some(("release".into(), "v2".into())),
+                ..Default::default()
+            },
+            None,
+            100,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        labelled.jobs.iter().map(|j| j.id).collect::<Vec<_>>(),
+        vec![ids[7]]
+    );
+    let target = store
+        .list_jobs(
+            &JobFilter {
+                target: Some("sftp".into()),
+                ..Default::default()
+            },
+            None,
+            100,
+        )
+        .await
+        .unwrap();
+    assert_eq!(target.jobs.len(), 1);
+    let pending = store
+        .list_jobs(
+            &JobFilter {
+                states: vec![JobState::Pending, JobState::Failed],
+                ..Default::default()
+            },
+            None,
+            100,
+        )
+        .await
+        .unwrap();
+    assert_eq!(pending.jobs.len(), 25);
+    let none = store
+        .list_jobs(
+            &JobFilter {
+                states: vec![JobState::Failed],
+                ..Default::default()
+            },
+            None,
+            100,
+        )
+        .await
+        .unwrap();
+    assert!(none.jobs.is_empty() && none.next_cursor.is_none());
+    let counts = store.count_by_state().await.unwrap();
+    assert_eq!(counts.get(&JobState::Pending), Some(&25));
+}
+
+pub async fn logs_append_trim_and_read(store: DynStore) {
+    let job = insert(&store, new_job("default", 50, 0)).await;
+    let claimed = store
+        .claim_jobs(&claim_request(t0(), 1))
+        .await
+        .unwrap()
+        .remove(0);
+    let lines: Vec<NewLogLine> = (0..5)
+        .map(|i| NewLogLine {
+            at: t0(),
+            stream: if i % 2 == 0 {
+                Stream::Stdout
+            } else {
+                Stream::Stderr
+            },
+            line: format!("line {i}"),
+        })
+        .collect();
+    store.append_log(&claimed.lease, 0, &lines).await.unwrap();
+    let all = store.read_log(job.id, 0, 100).await.unwrap();
+    assert_eq!(
+        all.iter().map(|l| l.line.as_str()).collect::<Vec<_>>(),
+        ["line 0", "line 1", "line 2", "line 3", "line 4"]
+    );
+    assert_eq!(all[1].stream, Stream::Stderr);
+    assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
+    let after = store.read_log(job.id, all[2].seq, 100).await.unwrap();
+    assert_eq!(after.len(), 2);
+    store.trim_log(&claimed.lease, 3).await.unwrap();
+    let kept = store.read_log(job.id, 0, 100).await.unwrap();
+    assert_eq!(
+        kept.iter().map(|l| l.line.as_str()).collect::<Vec<_>>(),
+        ["line 3", "line 4"]
+    );
+}
+
+pub async fn next_wakeup_is_the_earliest_due_instant(store: DynStore) {
+    assert_eq!(store.next_wakeup(&[]).await.unwrap(), None);
+    insert(&store, new_job("default", 50, 90)).await;
+    insert(&store, new_job("paused", 50, 10)).await;
+    assert_eq!(
+        store.next_wakeup(&["paused".to_owned()]).await.unwrap(),
+        Some(t0() + secs(90))
+    );
+    insert(
+        &store,
+        NewJob {
+            deadline: Some(t0() + secs(40)),
+            ..new_job("default", 50, 60)
+        },
+    )
+    .await;
+    assert_eq!(
+        store.next_wakeup(&["paused".to_owned()]).await.unwrap(),
+        Some(t0() + secs(40))
+    );
+    assert_eq!(store.next_wakeup(&[]).await.unwrap(), Some(t0() + secs(10)));
+}
