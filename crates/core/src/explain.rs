@@ -109,3 +109,64 @@ pub fn diagnose(job: &Job) -> Option<Diagnosis> {
         next_steps,
     })
 }
+
+/// The failure fingerprint that groups the dead-letter queue: the error class and the last
+/// error with its variable parts (numbers, ids, hashes, quoted values) masked, so that "41
+/// jobs: connection refused to sftp.example" reads as one group.
+pub fn fingerprint(class: Option<Class>, message: &str) -> String {
+    let mut out = String::with_capacity(message.len().min(200));
+    let mut chars = message.chars().peekable();
+    let mut last_was_mask = false;
+    while let Some(c) = chars.next() {
+        if c.is_ascii_digit() || (c == '0' && chars.peek() == Some(&'x')) {
+            // A run of digits, hex letters and separators that started with a digit.
+            while chars.peek().is_some_and(|n| n.is_ascii_hexdigit() || *n == 'x' || *n == '-' || *n == '.') {
+                chars.next();
+            }
+            if !last_was_mask {
+                out.push('#');
+            }
+            last_was_mask = true;
+            continue;
+        }
+        if c == '"' || c == '\'' {
+            let close = c;
+            for n in chars.by_ref() {
+                if n == close {
+                    break;
+                }
+            }
+            out.push_str("\"…\"");
+            last_was_mask = true;
+            continue;
+        }
+        last_was_mask = false;
+        if c.is_whitespace() {
+            if !out.ends_with(' ') {
+                out.push(' ');
+            }
+        } else {
+            out.push(c);
+        }
+        if out.len() >= 160 {
+            out.push('…');
+            break;
+        }
+    }
+    format!("{}: {}", class.map_or("unclassified", Class::as_str), out.trim())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_mask_variable_parts() {
+        let a = fingerprint(Some(Class::Transient), "connect to 10.0.0.12:22 failed: Connection refused (exit code 1)");
+        let b = fingerprint(Some(Class::Transient), "connect to 10.0.0.7:22 failed: Connection refused (exit code 1)");
+        assert_eq!(a, b);
+        assert_eq!(a, "transient: connect to #:# failed: Connection refused (exit code #)");
+        let c = fingerprint(Some(Class::Permanent), "tx 0xdeadbeef reverted: 'nonce too low'");
+        assert_eq!(c, "permanent: tx # reverted: \"…\"");
+    }
+}

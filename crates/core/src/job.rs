@@ -96,12 +96,20 @@ pub struct CommandAction {
     pub env: BTreeMap<String, EnvValue>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stdin: Option<String>,
+    /// Time limit of one attempt; overrides the policy's `attempt_timeout`.
+    #[serde(default, with = "crate::duration::option", skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<std::time::Duration>,
 }
 
 impl CommandAction {
     pub fn validate(&self) -> Result<(), String> {
         if self.program.trim().is_empty() {
             return Err("action.program: must not be empty".into());
+        }
+        if let Some(timeout) = self.timeout {
+            if timeout.is_zero() || timeout > crate::policy::MAX_BUDGET {
+                return Err("action.timeout: must be more than 0s and at most 30days".into());
+            }
         }
         for key in self.env.keys() {
             if key.is_empty() || key.contains('=') || key.contains('\0') {
@@ -118,6 +126,11 @@ impl CommandAction {
             return Err("action: program, args and env values must not contain NUL bytes".into());
         }
         Ok(())
+    }
+
+    /// The time limit of one attempt under `policy`.
+    pub fn timeout_under(&self, policy: &Policy) -> Option<std::time::Duration> {
+        self.timeout.or(policy.attempt_timeout)
     }
 
     /// The values to scrub from output and logs.
@@ -284,8 +297,11 @@ pub struct Job {
     /// The node holding the running attempt's lease.
     pub lease_owner: Option<String>,
     pub lease_expires_at: Option<DateTime<Utc>>,
+    /// The running attempt's id: the fence every write about that attempt must match.
+    pub attempt_id: Option<i64>,
     pub cancel_requested: bool,
     pub created_at: DateTime<Utc>,
+    /// When the first attempt started (the origin of `max_elapsed`).
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,

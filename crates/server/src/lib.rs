@@ -1,1 +1,63 @@
+//! retryd's HTTP API. [`app`] builds the router apart from serving it, so that tests can
+//! drive it in-process or on a real port.
+//!
+//! # Layout
+//!
+//! - [`error`]: `api::Error`, the one variant-to-status table.
+//! - [`extract`]: JSON and query extractors whose rejections speak that error shape.
+//! - [`dto`]: requests (validated into domain values here) and responses.
+//! - `routes/`: one module per resource.
+//!
+//! Invariant: only this crate knows HTTP and the API's JSON shapes.
 
+pub mod dto;
+pub mod error;
+pub mod extract;
+mod routes;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use retryd_worker::Engine;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// What handlers share: the engine (store, policies, event stream).
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub engine: Engine,
+}
+
+/// The whole API.
+pub fn app(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/jobs", post(routes::jobs::submit).get(routes::jobs::list))
+        .route("/jobs/{id}", get(routes::jobs::get))
+        .route("/jobs/{id}/attempts", get(routes::jobs::attempts))
+        .route("/jobs/{id}/events", get(routes::jobs::events))
+        .route("/jobs/{id}/log", get(routes::jobs::log))
+        .route("/jobs/{id}/cancel", post(routes::jobs::cancel))
+        .route("/jobs/{id}/retry", post(routes::jobs::retry))
+        .route("/dlq", get(routes::dlq::list))
+        .route("/dlq/requeue", post(routes::dlq::requeue))
+        .route("/dlq/purge", post(routes::dlq::purge))
+        .route("/policies", get(routes::policies::list))
+        .route("/policies/{name}", get(routes::policies::show))
+        .route("/events", get(routes::events::stream))
+        .fallback(routes::not_found);
+    Router::new()
+        .nest("/api/v1", api)
+        .route("/healthz", get(routes::health::healthz))
+        .route("/readyz", get(routes::health::readyz))
+        .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
+        .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
+        .with_state(state)
+}
+
+/// Serves the API until `shutdown` fires.
+pub async fn serve(listener: TcpListener, state: AppState, shutdown: CancellationToken) -> std::io::Result<()> {
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}

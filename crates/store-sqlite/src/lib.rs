@@ -129,6 +129,7 @@ fn job_from_row(row: &Row<'_>) -> rusqlite::Result<Job> {
         finish_reason: row.get(19)?,
         lease_owner: row.get(20)?,
         lease_expires_at: row.get::<_, Option<i64>>(21)?.map(from_ms),
+        attempt_id: row.get(27)?,
         cancel_requested: row.get(22)?,
         created_at: from_ms(row.get(23)?),
         started_at: row.get::<_, Option<i64>>(24)?.map(from_ms),
@@ -157,16 +158,6 @@ fn to_store(e: rusqlite::Error) -> Error {
         rusqlite::Error::FromSqlConversionFailure(_, _, inner) => Error::Corrupt(inner.to_string()),
         other => backend(other),
     }
-}
-
-/// The current attempt id, which fences the job's writes.
-fn current_attempt(tx: &Connection, id: JobId) -> Result<Option<i64>> {
-    tx.query_row(
-        "SELECT current_attempt_id FROM jobs WHERE id = ?1",
-        [id.to_string()],
-        |r| r.get(0),
-    )
-    .map_err(to_store)
 }
 
 fn load_job(conn: &Connection, id: JobId) -> Result<Job> {
@@ -467,7 +458,7 @@ impl JobWriter for SqliteStore {
             let lease = &result.lease;
             let job = load_job(tx, lease.job_id)?;
             let holds = job.state == JobState::Running
-                && current_attempt(tx, job.id)? == Some(lease.attempt_id)
+                && job.attempt_id == Some(lease.attempt_id)
                 && match result.fence {
                     Fence::Owner => job.lease_owner.as_deref() == Some(lease.node.as_str()),
                     Fence::Rescue { expired_before } => job.lease_expires_at.is_some_and(|t| t < expired_before),
@@ -796,6 +787,10 @@ impl JobReader for SqliteStore {
             rows.collect::<rusqlite::Result<_>>().map_err(to_store)
         })
         .await
+    }
+
+    async fn last_event_id(&self) -> Result<i64> {
+        self.read(|conn| conn.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0)).map_err(to_store)).await
     }
 
     async fn read_log(&self, id: JobId, after: i64, limit: usize) -> Result<Vec<LogLine>> {

@@ -66,6 +66,7 @@ pub fn new_job(queue: &str, priority: u8, due_in: i64) -> NewJob {
             cwd: None,
             env: Default::default(),
             stdin: None,
+            timeout: None,
         }),
         policy_name: "default".into(),
         policy: Policy::default(),
@@ -126,6 +127,7 @@ pub async fn insert_and_get_round_trip(store: DynStore) {
     let inserted = store.insert_job(new.clone()).await.unwrap();
     assert!(inserted.created);
     let event = inserted.event.expect("creation event");
+    assert_eq!(store.last_event_id().await.unwrap(), event.id);
     assert_eq!((event.from, event.to), (None, JobState::Pending));
     let job = store.get_job(new.id).await.unwrap();
     assert_eq!(job, inserted.job);

@@ -242,6 +242,8 @@ pub trait JobReader: Send + Sync {
     async fn list_events(&self, id: JobId) -> Result<Vec<Event>>;
     /// Events of all jobs after the given id, oldest first.
     async fn events_after(&self, after: i64, limit: usize) -> Result<Vec<Event>>;
+    /// The id of the newest event (0 when there is none): where a live stream starts.
+    async fn last_event_id(&self) -> Result<i64>;
     /// Log lines of a job with `seq > after`, oldest first.
     async fn read_log(&self, id: JobId, after: i64, limit: usize) -> Result<Vec<LogLine>>;
     /// Due waiting jobs ahead of this one in its queue.
@@ -257,7 +259,7 @@ pub trait JobReader: Send + Sync {
 }
 
 /// A complete backend.
-pub trait Store: JobWriter + JobReader {
+pub trait Store: JobWriter + JobReader + std::fmt::Debug {
     /// True when one process owns the database (SQLite with its lock file): at start, every
     /// `running` job then belongs to a dead process and is rescued at once.
     fn is_exclusive(&self) -> bool;

@@ -1,1 +1,22 @@
+//! retryd's engine: it claims due jobs, runs their attempts, classifies what went wrong,
+//! schedules retries on a precise timer, renews leases, rescues attempts whose node died and
+//! expires jobs past their deadline.
+//!
+//! # Layout
+//!
+//! - [`engine`]: [`Engine`], the service and its cheap `Clone` handle: the claim loop, the
+//!   heartbeat, the rescuer and the deadline sweep, plus the operations the API calls
+//!   (submit, cancel, requeue) so that every change is published and wakes the loop.
+//! - [`attempt`]: one attempt from claim to recorded result.
+//! - [`executor`]: what runs an action (`command` today).
+//! - [`tail`]: the bounded output tail of an attempt.
+//! - [`policies`]: named policies and selection.
 
+pub mod attempt;
+pub mod engine;
+pub mod executor;
+pub mod policies;
+pub mod tail;
+
+pub use engine::{Engine, EngineConfig};
+pub use policies::Policies;

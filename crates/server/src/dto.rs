@@ -1,0 +1,320 @@
+//! What the API accepts and returns. Requests parse into validated domain values here, at
+//! the edge; responses never carry secret values.
+
+use crate::error::Error;
+use chrono::{DateTime, Utc};
+use retryd_core::explain::{Diagnosis, diagnose, waiting_reason};
+use retryd_core::job::{Action, Job, MAX_PRIORITY, NewJob, validate_name};
+use retryd_core::{JobId, JobState, Policy};
+use retryd_worker::Policies;
+use retryd_worker::policies::INLINE;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+const MAX_LABELS: usize = 32;
+const MAX_LABEL_VALUE: usize = 256;
+const MAX_KEY: usize = 200;
+const MAX_ARGS: usize = 1000;
+/// How far ahead a job may be scheduled.
+const MAX_SCHEDULE_AHEAD_DAYS: i64 = 366;
+
+/// A job's policy: a name, or an inline policy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum PolicyRef {
+    Named(String),
+    Inline(Box<Policy>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitRequest {
+    pub action: Action,
+    #[serde(default)]
+    pub queue: Option<String>,
+    #[serde(default)]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub target: Option<String>,
+    #[serde(default)]
+    pub policy: Option<PolicyRef>,
+    #[serde(default)]
+    pub priority: Option<i64>,
+    #[serde(default)]
+    pub run_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub deadline: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+}
+
+impl SubmitRequest {
+    /// Validates every field and resolves the policy (SPEC §2 selection order).
+    pub fn into_new_job(self, policies: &Policies, now: DateTime<Utc>, created_by: &str) -> Result<NewJob, Error> {
+        let split = |message: String| match message.split_once(": ") {
+            Some((field, rest)) => Error::invalid(field, rest),
+            None => Error::invalid("action", message),
+        };
+        self.action.validate().map_err(split)?;
+        let Action::Command(command) = &self.action;
+        if command.args.len() > MAX_ARGS {
+            return Err(Error::invalid("action.args", format!("at most {MAX_ARGS} arguments")));
+        }
+        let queue = self.queue.unwrap_or_else(|| "default".to_owned());
+        validate_name("queue", &queue).map_err(split)?;
+        let kind = self.kind.unwrap_or_else(|| "command".to_owned());
+        validate_name("kind", &kind).map_err(split)?;
+        if let Some(target) = &self.target {
+            validate_name("target", target).map_err(split)?;
+        }
+        let priority = match self.priority {
+            None => retryd_core::job::DEFAULT_PRIORITY,
+            Some(p) if (0..=MAX_PRIORITY as i64).contains(&p) => p as u8,
+            Some(p) => return Err(Error::invalid("priority", format!("must be between 0 and {MAX_PRIORITY}, got {p}"))),
+        };
+        if self.labels.len() > MAX_LABELS {
+            return Err(Error::invalid("labels", format!("at most {MAX_LABELS} labels")));
+        }
+        for (key, value) in &self.labels {
+            validate_name("labels key", key).map_err(|m| Error::invalid(format!("labels.{key}"), m))?;
+            if value.len() > MAX_LABEL_VALUE {
+                return Err(Error::invalid(format!("labels.{key}"), format!("value longer than {MAX_LABEL_VALUE} bytes")));
+            }
+        }
+        if let Some(key) = &self.idempotency_key {
+            if key.is_empty() || key.len() > MAX_KEY {
+                return Err(Error::invalid("idempotency_key", format!("must be 1–{MAX_KEY} bytes")));
+            }
+        }
+        let run_at = self.run_at.unwrap_or(now);
+        if run_at > now + chrono::Duration::days(MAX_SCHEDULE_AHEAD_DAYS) {
+            return Err(Error::invalid("run_at", format!("must be within {MAX_SCHEDULE_AHEAD_DAYS} days from now")));
+        }
+        if let Some(deadline) = self.deadline {
+            if deadline <= now {
+                return Err(Error::invalid("deadline", "must be in the future"));
+            }
+            if deadline <= run_at {
+                return Err(Error::invalid("deadline", "must be after run_at"));
+            }
+        }
+        let (policy_name, policy) = match self.policy {
+            Some(PolicyRef::Inline(policy)) => {
+                policy.validate().map_err(|e| Error::invalid(format!("policy.{}", e.field), e.message))?;
+                (INLINE.to_owned(), *policy)
+            }
+            Some(PolicyRef::Named(name)) if name == INLINE => {
+                return Err(Error::invalid("policy", "'inline' is not a policy name; give the policy object instead"));
+            }
+            named => {
+                let wanted = match &named {
+                    Some(PolicyRef::Named(name)) => Some(name.as_str()),
+                    _ => None,
+                };
+                let name = policies.select(wanted, &kind, priority);
+                let policy = policies.get(&name).cloned().ok_or_else(|| {
+                    Error::invalid("policy", format!("unknown policy '{name}' (known: {})", policies.names().join(", ")))
+                })?;
+                (name, policy)
+            }
+        };
+        Ok(NewJob {
+            id: JobId::new(),
+            queue,
+            kind,
+            target: self.target,
+            action: self.action,
+            policy_name,
+            policy,
+            priority,
+            run_at,
+            deadline: self.deadline,
+            labels: self.labels,
+            idempotency_key: self.idempotency_key,
+            created_by: Some(created_by.to_owned()),
+            created_at: now,
+        })
+    }
+}
+
+/// A job as the API shows it: secrets redacted, with its waiting reason and, when it did
+/// not succeed, its diagnosis.
+#[derive(Debug, Serialize)]
+pub struct JobView {
+    #[serde(flatten)]
+    pub job: Job,
+    /// One line: why it is not running (absent while running or succeeded).
+    pub waiting_reason: Option<String>,
+    pub diagnosis: Option<Diagnosis>,
+    /// The dead-letter group it belongs to (failed jobs only).
+    pub fingerprint: Option<String>,
+}
+
+impl JobView {
+    pub fn new(mut job: Job, now: DateTime<Utc>, ahead: Option<u64>) -> Self {
+        job.action = job.action.redacted();
+        let waiting_reason = waiting_reason(&job, now, ahead);
+        let diagnosis = diagnose(&job);
+        let fingerprint = (job.state == JobState::Failed)
+            .then(|| retryd_core::explain::fingerprint(job.last_error_class, job.last_error.as_deref().unwrap_or("")));
+        JobView { job, waiting_reason, diagnosis, fingerprint }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Submitted {
+    #[serde(flatten)]
+    pub view: JobView,
+    /// False when the idempotency key matched an existing job.
+    pub created: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Comma-separated states.
+    pub state: Option<String>,
+    pub queue: Option<String>,
+    pub kind: Option<String>,
+    pub target: Option<String>,
+    /// `key=value`.
+    pub label: Option<String>,
+    pub created_after: Option<DateTime<Utc>>,
+    pub created_before: Option<DateTime<Utc>>,
+    pub cursor: Option<String>,
+    pub limit: Option<usize>,
+}
+
+pub const MAX_PAGE: usize = 500;
+pub const DEFAULT_PAGE: usize = 50;
+
+impl ListQuery {
+    pub fn filter(&self) -> Result<retryd_store::JobFilter, Error> {
+        let states = match &self.state {
+            None => Vec::new(),
+            Some(list) => list
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(|s| s.trim().parse::<JobState>().map_err(|e| Error::invalid("state", e.to_string())))
+                .collect::<Result<_, _>>()?,
+        };
+        let label = match &self.label {
+            None => None,
+            Some(pair) => match pair.split_once('=') {
+                Some((k, v)) if !k.is_empty() => Some((k.to_owned(), v.to_owned())),
+                _ => return Err(Error::invalid("label", format!("write key=value, got {pair:?}"))),
+            },
+        };
+        Ok(retryd_store::JobFilter {
+            states,
+            queue: self.queue.clone(),
+            kind: self.kind.clone(),
+            target: self.target.clone(),
+            label,
+            created_after: self.created_after,
+            created_before: self.created_before,
+        })
+    }
+
+    pub fn cursor(&self) -> Result<Option<JobId>, Error> {
+        self.cursor.as_deref().map(|c| c.parse().map_err(|e: String| Error::invalid("cursor", e))).transpose()
+    }
+
+    pub fn limit(&self) -> Result<usize, Error> {
+        match self.limit {
+            None => Ok(DEFAULT_PAGE),
+            Some(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
+            Some(n) => Err(Error::invalid("limit", format!("must be between 1 and {MAX_PAGE}, got {n}"))),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct JobPage {
+    pub jobs: Vec<JobView>,
+    pub next_cursor: Option<JobId>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryRequest {
+    /// Start the attempt count from zero again.
+    #[serde(default)]
+    pub reset: bool,
+}
+
+/// Which dead jobs a bulk action applies to. At least one selector is required.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DlqSelection {
+    #[serde(default)]
+    pub ids: Vec<JobId>,
+    pub fingerprint: Option<String>,
+    pub queue: Option<String>,
+    pub kind: Option<String>,
+    pub target: Option<String>,
+    /// Select every dead job.
+    #[serde(default)]
+    pub all: bool,
+    /// For requeue: start the attempt count from zero again.
+    #[serde(default)]
+    pub reset: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DlqGroup {
+    pub fingerprint: String,
+    pub class: Option<String>,
+    /// The most recent error message of the group.
+    pub message: String,
+    pub count: u64,
+    pub first_seen: DateTime<Utc>,
+    pub last_seen: DateTime<Utc>,
+    pub queues: Vec<String>,
+    pub kinds: Vec<String>,
+    pub targets: Vec<String>,
+    /// A few jobs of the group, newest first.
+    pub sample_job_ids: Vec<JobId>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Dlq {
+    pub total: u64,
+    pub groups: Vec<DlqGroup>,
+    pub jobs: Vec<JobView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BulkResult {
+    pub count: u64,
+    pub job_ids: Vec<JobId>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PolicyView {
+    pub name: String,
+    pub builtin: bool,
+    pub policy: Policy,
+    pub schedule: Vec<retryd_core::policy::ScheduleRow>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogQuery {
+    #[serde(default)]
+    pub after: i64,
+    pub limit: Option<usize>,
+    #[serde(default)]
+    pub follow: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LogPage {
+    pub lines: Vec<retryd_core::job::LogLine>,
+    /// Pass as `after` to continue.
+    pub next_after: i64,
+    /// True once the job is finished and every line has been returned.
+    pub complete: bool,
+}

@@ -1,0 +1,85 @@
+//! `api::Error`: every failure a handler can return, mapped to a status in one place and
+//! rendered as `{ "error": { "code", "message", "details" } }`. 5xx bodies never carry
+//! internals; those go to the server log.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The body is not valid JSON, or a parameter cannot be parsed.
+    #[error("{0}")]
+    Malformed(String),
+    /// A field is present and well-formed but not allowed.
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    #[error("{0}")]
+    NotFound(String),
+    /// The state machine refuses the change.
+    #[error("{0}")]
+    Conflict(String),
+    #[error("request body too large (limit {limit} bytes)")]
+    TooLarge { limit: usize },
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("the database is unavailable")]
+    Unavailable,
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Invalid { field: field.into(), message: message.into() }
+    }
+
+    fn parts(&self) -> (StatusCode, &'static str, Value) {
+        match self {
+            Error::Malformed(_) => (StatusCode::BAD_REQUEST, "malformed_request", Value::Null),
+            Error::Invalid { field, .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_value", json!({ "field": field })),
+            Error::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", Value::Null),
+            Error::Conflict(_) => (StatusCode::CONFLICT, "invalid_transition", Value::Null),
+            Error::TooLarge { limit } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", json!({ "limit_bytes": limit })),
+            Error::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", Value::Null),
+            Error::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", Value::Null),
+            Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", Value::Null),
+        }
+    }
+}
+
+impl From<retryd_store::Error> for Error {
+    fn from(e: retryd_store::Error) -> Self {
+        use retryd_store::Error as S;
+        match e {
+            S::NotFound(id) => Error::NotFound(format!("job {id} not found")),
+            S::Transition(t) => Error::Conflict(format!("invalid transition: {t}")),
+            S::LeaseLost { .. } | S::Conflict(_) => Error::Conflict(e.to_string()),
+            S::Backend(message) => {
+                tracing::error!(error = %message, "database error");
+                Error::Unavailable
+            }
+            S::Corrupt(message) => Error::Internal(message),
+        }
+    }
+}
+
+impl From<retryd_worker::engine::Error> for Error {
+    fn from(e: retryd_worker::engine::Error) -> Self {
+        match e {
+            retryd_worker::engine::Error::Store(s) => s.into(),
+        }
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let (status, code, details) = self.parts();
+        if let Error::Internal(detail) = &self {
+            tracing::error!(error = %detail, "internal error");
+        }
+        let body = json!({ "error": { "code": code, "message": self.to_string(), "details": details } });
+        (status, Json(body)).into_response()
+    }
+}

@@ -1,0 +1,275 @@
+//! One attempt, from claim to recorded result: run the action, capture its output into the
+//! bounded tail and the store, classify a failure, decide, and record it under the lease.
+
+use crate::engine::Engine;
+use crate::executor::command::{self, CommandOutcome, Limits, Stopped};
+use crate::executor::OutputLine;
+use crate::tail::Tail;
+use chrono::{DateTime, Utc};
+use retryd_core::classify::{Failure, classify};
+use retryd_core::decide::{Decision, FailedAttempt, decide};
+use retryd_core::job::{Action, Stream};
+use retryd_core::{AttemptOutcome, Class, Jitter, Policy};
+use retryd_store::{AttemptResult, Claimed, Fence, Lease, NewLogLine, Next, Store};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tracing::{Instrument, info, info_span, warn};
+
+/// How often captured output is written to the store while an attempt runs.
+const LOG_FLUSH_EVERY: Duration = Duration::from_millis(100);
+/// Lines shown in a failure's `last_error` context.
+const ERROR_CONTEXT_LINES: usize = 1;
+
+/// Turns a decision into the job's next state and the event's reason.
+pub fn next_from(decision: Decision, attempt: u32, what_happened: &str) -> (Next, String) {
+    match decision {
+        Decision::Retry { at, delay, why } => (
+            Next::Retry { at, delay, delay_reason: why.as_str().to_owned() },
+            format!("{what_happened}; attempt {} in {} ({})", attempt + 1, retryd_core::duration::format(delay), why.as_str()),
+        ),
+        Decision::Fail { reason } => (Next::Failed, format!("{reason}: {what_happened}")),
+        Decision::Expire { reason } => (Next::Expired, format!("{reason}: {what_happened}")),
+    }
+}
+
+pub async fn run(engine: Engine, claimed: Claimed) {
+    let job = &claimed.job;
+    let span = info_span!("attempt", job_id = %job.id, queue = %job.queue, kind = %job.kind,
+        target = job.target.as_deref().unwrap_or("-"), attempt = claimed.lease.attempt, step = "-", state = "running");
+    let id = job.id;
+    run_inner(&engine, &claimed).instrument(span).await;
+    engine.unregister(id);
+}
+
+async fn run_inner(engine: &Engine, claimed: &Claimed) {
+    let inner = &engine.inner;
+    let (job, lease) = (&claimed.job, &claimed.lease);
+    let policy = inner.policies.current(&job.policy_name, &job.policy).clone();
+    let Some((stop, cancelled)) = engine.running_handles(job.id) else { return };
+    let started = inner.clock.now();
+    info!(policy = %job.policy_name, "attempt started");
+
+    // The attempt's own timeout, shortened to the job's deadline when that comes first.
+    let until_deadline = job.deadline.map(|d| (d - started).to_std().unwrap_or(Duration::ZERO));
+    let own_timeout = match &job.action {
+        Action::Command(action) => action.timeout_under(&policy),
+    };
+    let (timeout, deadline_bound) = match (own_timeout, until_deadline) {
+        (Some(t), Some(d)) if d < t => (Some(d), true),
+        (None, Some(d)) => (Some(d), true),
+        (t, _) => (t, false),
+    };
+
+    let (lines_tx, lines_rx) = mpsc::channel(1024);
+    let pump = tokio::spawn(pump_log(inner.store.clone(), lease.clone(), lines_rx, inner.config.log_tail_bytes));
+    let header = format!(
+        "attempt {} of {} started on {} (policy {})",
+        lease.attempt, policy.max_attempts, lease.node, job.policy_name
+    );
+    let _ = lines_tx.send(OutputLine { at: started, stream: Stream::System, line: header }).await;
+    let limits = Limits { timeout, kill_grace: inner.config.kill_grace };
+    let outcome = match &job.action {
+        Action::Command(action) => command::run(action, limits, stop.clone(), lines_tx).await,
+    };
+    let tail = pump.await.unwrap_or_else(|_| Tail::new(1));
+
+    let now = inner.clock.now();
+    let user_cancelled = cancelled.load(Ordering::SeqCst);
+    let released = !user_cancelled && outcome.stopped == Some(Stopped::Requested);
+    let mut result = AttemptResult {
+        lease: lease.clone(),
+        fence: Fence::Owner,
+        now,
+        outcome: AttemptOutcome::Succeeded,
+        exit_code: outcome.exit_code,
+        error: None,
+        class: None,
+        rule: None,
+        output_dropped_bytes: tail.dropped_bytes(),
+        next: Next::Succeeded,
+        reason: format!("attempt {} succeeded", lease.attempt),
+        actor: lease.node.clone(),
+    };
+    let attempt = lease.attempt;
+    if outcome.succeeded() {
+        // The defaults above describe a success.
+    } else if user_cancelled {
+        result.outcome = AttemptOutcome::Cancelled;
+        result.next = Next::Cancelled;
+        result.error = Some("cancelled while running".into());
+        result.reason = format!("cancelled during attempt {attempt}");
+    } else if released {
+        result.outcome = AttemptOutcome::Lost;
+        result.class = Some(Class::Transient);
+        result.rule = Some("released at shutdown".into());
+        result.error = Some(format!("attempt {attempt} stopped: node {} shut down", lease.node));
+        (result.next, result.reason) = if attempt >= policy.max_attempts {
+            (Next::Failed, format!("attempts exhausted ({attempt} of {}): the last was stopped by a shutdown", policy.max_attempts))
+        } else {
+            (
+                Next::Retry { at: now, delay: Duration::ZERO, delay_reason: "released at shutdown".into() },
+                format!("attempt {attempt} released at shutdown; it runs again at once"),
+            )
+        };
+    } else if outcome.stopped == Some(Stopped::Timeout) && deadline_bound {
+        result.outcome = AttemptOutcome::TimedOut;
+        result.next = Next::Expired;
+        result.error = Some("killed: the job's deadline passed".into());
+        result.reason = format!("deadline passed during attempt {attempt}");
+    } else {
+        failed(engine, claimed, &policy, &outcome, &tail, now, &mut result).await;
+    }
+
+    let summary = match &result.next {
+        Next::Retry { delay, .. } => format!(
+            "{} → {} ({}); next attempt in {}",
+            outcome_text(&outcome),
+            result.class.map_or("", Class::as_str),
+            result.rule.as_deref().unwrap_or(""),
+            retryd_core::duration::format(*delay)
+        ),
+        next => format!("{} → {}: {}", outcome_text(&outcome), next.state(), result.reason),
+    };
+    let closing = NewLogLine { at: now, stream: Stream::System, line: summary };
+    if let Err(e) = inner.store.append_log(lease, tail.next_index(), &[closing]).await {
+        warn!(error = %e, "could not write the attempt's closing log line");
+    }
+    record(engine, &result).await;
+}
+
+fn outcome_text(outcome: &CommandOutcome) -> String {
+    if outcome.succeeded() { "exit code 0".to_owned() } else { outcome.describe() }
+}
+
+/// Classifies a failed attempt and decides what comes next.
+async fn failed(
+    engine: &Engine,
+    claimed: &Claimed,
+    policy: &Policy,
+    outcome: &CommandOutcome,
+    tail: &Tail,
+    now: DateTime<Utc>,
+    result: &mut AttemptResult,
+) {
+    let (job, lease) = (&claimed.job, &claimed.lease);
+    let text = tail.text();
+    let timed_out = outcome.stopped == Some(Stopped::Timeout);
+    let classification = match &outcome.spawn_error {
+        // A program that cannot start fails the same way every time, unless the OS says
+        // otherwise (exit codes 126/127 are set for the permanent cases).
+        Some(message) => classify(&policy.rules, &Failure { exit_code: outcome.exit_code, output: message, ..Failure::default() }),
+        None => classify(&policy.rules, &Failure { exit_code: outcome.exit_code, timed_out, output: &text, ..Failure::default() }),
+    };
+    let last_line = tail
+        .last_lines(8)
+        .into_iter()
+        .rev()
+        .filter(|l| l.stream != Stream::System && !l.line.trim().is_empty())
+        .take(ERROR_CONTEXT_LINES)
+        .map(|l| l.line.trim().to_owned())
+        .next();
+    let described = outcome.describe();
+    result.error = Some(match (&outcome.spawn_error, last_line) {
+        (None, Some(line)) => format!("{line} ({described})"),
+        _ => described,
+    });
+    result.outcome = if timed_out { AttemptOutcome::TimedOut } else { AttemptOutcome::Failed };
+    result.class = Some(classification.class);
+    result.rule = Some(classification.rule.clone());
+    let previous_delay = if policy.jitter == Jitter::Decorrelated {
+        previous_delay(engine.inner.store.as_ref(), job.id).await
+    } else {
+        None
+    };
+    let failure = FailedAttempt {
+        attempt: lease.attempt,
+        class: classification.class,
+        now,
+        first_started_at: job.started_at,
+        deadline: job.deadline,
+        previous_delay,
+        retry_after: None,
+    };
+    let what = format!("attempt {} failed ({}, {})", lease.attempt, classification.class, classification.rule);
+    (result.next, result.reason) = next_from(decide(policy, &failure, &mut rand::rng()), lease.attempt, &what);
+}
+
+async fn previous_delay(store: &dyn Store, id: retryd_core::JobId) -> Option<Duration> {
+    let attempts = store.list_attempts(id).await.ok()?;
+    attempts.iter().rev().find_map(|a| a.next_delay_ms).map(Duration::from_millis)
+}
+
+/// Records the result, retrying while the database is unavailable: a result is never
+/// dropped because of a passing error. A refused result (lease lost) is final.
+async fn record(engine: &Engine, result: &AttemptResult) {
+    let mut wait = Duration::from_millis(100);
+    for _ in 0..40 {
+        match engine.inner.store.finish_attempt(result).await {
+            Ok((job, event)) => {
+                info!(to = %job.state, reason = %event.reason, "attempt finished");
+                engine.publish(event);
+                return;
+            }
+            Err(retryd_store::Error::LeaseLost { .. }) => {
+                warn!("result refused: this attempt no longer holds its lease (it was rescued or cancelled elsewhere)");
+                return;
+            }
+            Err(retryd_store::Error::Backend(message)) => {
+                warn!(error = %message, retry_in = ?wait, "could not record the attempt's result; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => {
+                warn!(error = %e, "could not record the attempt's result");
+                return;
+            }
+        }
+    }
+    warn!("gave up recording the attempt's result; the rescuer will reschedule the job when its lease expires");
+}
+
+/// Moves output lines into the bounded tail and, every flush period, into the store.
+async fn pump_log(store: Arc<dyn Store>, lease: Lease, mut lines: mpsc::Receiver<OutputLine>, cap: usize) -> Tail {
+    let mut tail = Tail::new(cap);
+    let mut pending: Vec<(u64, NewLogLine)> = Vec::new();
+    let mut trimmed_to = 0;
+    let mut tick = tokio::time::interval(LOG_FLUSH_EVERY);
+    loop {
+        tokio::select! {
+            line = lines.recv() => match line {
+                Some(line) => {
+                    let entry = NewLogLine { at: line.at, stream: line.stream, line: line.line.clone() };
+                    pending.push((tail.push(line), entry));
+                    if pending.len() >= 512 {
+                        flush(store.as_ref(), &lease, &tail, &mut pending, &mut trimmed_to).await;
+                    }
+                }
+                None => break,
+            },
+            _ = tick.tick() => flush(store.as_ref(), &lease, &tail, &mut pending, &mut trimmed_to).await,
+        }
+    }
+    flush(store.as_ref(), &lease, &tail, &mut pending, &mut trimmed_to).await;
+    tail
+}
+
+async fn flush(store: &dyn Store, lease: &Lease, tail: &Tail, pending: &mut Vec<(u64, NewLogLine)>, trimmed_to: &mut u64) {
+    let first_kept = tail.first_index();
+    pending.retain(|(index, _)| *index >= first_kept);
+    if let Some((first, _)) = pending.first() {
+        let lines: Vec<NewLogLine> = pending.iter().map(|(_, l)| l.clone()).collect();
+        if let Err(e) = store.append_log(lease, *first, &lines).await {
+            warn!(error = %e, "could not store output lines; they stay in the in-memory tail");
+        }
+        pending.clear();
+    }
+    if first_kept > *trimmed_to {
+        if let Err(e) = store.trim_log(lease, first_kept).await {
+            warn!(error = %e, "could not trim the stored output");
+        } else {
+            *trimmed_to = first_kept;
+        }
+    }
+}

@@ -1,0 +1,413 @@
+//! The engine service: one loop that claims work and sleeps exactly until the next thing is
+//! due, a heartbeat that renews leases, and the operations clients call.
+
+use crate::attempt;
+use crate::policies::Policies;
+use chrono::{DateTime, Utc};
+use retryd_core::decide::{FailedAttempt, decide};
+use retryd_core::job::{Event, Job, NewJob};
+use retryd_core::{AttemptOutcome, Class, Clock, JobId, JobState};
+use retryd_store::{AttemptResult, ClaimRequest, Fence, Inserted, Next, Requeue, Store};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Notify, broadcast};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, error, info, info_span, warn};
+
+pub const DEFAULT_CONCURRENCY: usize = 16;
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(10);
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+pub const DEFAULT_LOG_TAIL_BYTES: usize = 256 * 1024;
+/// The loop re-checks the database at least this often even when nothing is due: a safety
+/// net for changes made behind its back (another process editing the file), not the way
+/// due work is found.
+pub const SAFETY_RECHECK: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// This node's name, recorded on attempts and leases.
+    pub node: String,
+    /// Attempts this node runs at once, in all.
+    pub concurrency: usize,
+    /// Per-queue caps; queues not listed get `default_queue_concurrency`.
+    pub queue_concurrency: BTreeMap<String, usize>,
+    pub default_queue_concurrency: usize,
+    pub lease: Duration,
+    /// Between SIGTERM and SIGKILL when an attempt is stopped.
+    pub kill_grace: Duration,
+    /// How long shutdown waits for running attempts before releasing them.
+    pub shutdown_grace: Duration,
+    pub log_tail_bytes: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            node: default_node_name(),
+            concurrency: DEFAULT_CONCURRENCY,
+            queue_concurrency: BTreeMap::new(),
+            default_queue_concurrency: DEFAULT_CONCURRENCY,
+            lease: DEFAULT_LEASE,
+            kill_grace: DEFAULT_KILL_GRACE,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            log_tail_bytes: DEFAULT_LOG_TAIL_BYTES,
+        }
+    }
+}
+
+/// `host-pid`: unique among live processes, readable in the dashboard.
+pub fn default_node_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "node".to_owned());
+    format!("{host}-{}", std::process::id())
+}
+
+/// An attempt running on this node.
+#[derive(Debug)]
+pub(crate) struct Running {
+    pub queue: String,
+    pub stop: CancellationToken,
+    /// Set when a client cancelled the job (as opposed to a shutdown release).
+    pub cancelled: Arc<AtomicBool>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    pub policies: Policies,
+    pub config: EngineConfig,
+    events: broadcast::Sender<Event>,
+    /// Wakes the claim loop: new or requeued work, a freed slot.
+    wake: Notify,
+    // A std Mutex: held only for map operations, never across .await.
+    pub running: Mutex<HashMap<JobId, Running>>,
+    /// Cancelled when shutdown's grace period ends: every attempt still running is released.
+    pub release: CancellationToken,
+}
+
+/// The engine and its handle: cheap to clone, shared by the API and the loop.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    pub(crate) inner: Arc<Inner>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Store(#[from] retryd_store::Error),
+}
+
+impl Engine {
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, policies: Policies, config: EngineConfig) -> Self {
+        let (events, _) = broadcast::channel(4096);
+        Engine {
+            inner: Arc::new(Inner {
+                store,
+                clock,
+                policies,
+                config,
+                events,
+                wake: Notify::new(),
+                running: Mutex::new(HashMap::new()),
+                release: CancellationToken::new(),
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    pub fn policies(&self) -> &Policies {
+        &self.inner.policies
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        self.inner.clock.now()
+    }
+
+    /// Every state change this process makes, as it happens.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.inner.events.subscribe()
+    }
+
+    pub(crate) fn publish(&self, event: Event) {
+        // No subscriber is fine: the event is stored either way.
+        let _ = self.inner.events.send(event);
+    }
+
+    /// Tells the loop to look for work now.
+    pub fn wake(&self) {
+        self.inner.wake.notify_one();
+    }
+
+    /// How many attempts this node is running.
+    pub fn running_count(&self) -> usize {
+        self.inner.running.lock().expect("running map").len()
+    }
+
+    pub async fn submit(&self, job: NewJob) -> Result<Inserted, Error> {
+        let inserted = self.inner.store.insert_job(job).await?;
+        if let Some(event) = inserted.event.clone() {
+            self.publish(event);
+            self.wake();
+        }
+        Ok(inserted)
+    }
+
+    /// Cancels a job: at once when waiting, by stopping its attempt when running here.
+    pub async fn cancel(&self, id: JobId, actor: &str) -> Result<Job, Error> {
+        let (job, event) = self.inner.store.cancel_job(id, actor, self.now()).await?;
+        if let Some(event) = event {
+            self.publish(event);
+        }
+        if job.cancel_requested {
+            self.stop_running(id);
+        }
+        Ok(job)
+    }
+
+    /// Requeues a finished job, or makes a retrying one due now.
+    pub async fn requeue(&self, id: JobId, reset: bool, actor: &str) -> Result<Job, Error> {
+        let requeue = Requeue { reset, actor: actor.to_owned(), now: self.now() };
+        let (job, event) = self.inner.store.requeue_job(id, &requeue).await?;
+        if let Some(event) = event {
+            self.publish(event);
+        }
+        self.wake();
+        Ok(job)
+    }
+
+    /// Stops the attempt of `id` if it runs on this node, as a cancellation.
+    fn stop_running(&self, id: JobId) -> bool {
+        let running = self.inner.running.lock().expect("running map");
+        match running.get(&id) {
+            Some(attempt) => {
+                attempt.cancelled.store(true, Ordering::SeqCst);
+                attempt.stop.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Runs until `shutdown` fires, then stops claiming, lets running attempts finish within
+    /// the grace period, and releases the rest.
+    pub async fn run(&self, shutdown: CancellationToken) {
+        let exclusive = self.inner.store.is_exclusive();
+        self.rescue(exclusive).await;
+        let heartbeat_stop = CancellationToken::new();
+        let heartbeat = tokio::spawn(self.clone().heartbeat(heartbeat_stop.clone()));
+        let mut attempts = JoinSet::new();
+        info!(node = %self.inner.config.node, concurrency = self.inner.config.concurrency, "engine started");
+        while !shutdown.is_cancelled() {
+            let pause = match self.tick(&mut attempts).await {
+                Ok(pause) => pause,
+                Err(e) => {
+                    error!(error = %e, "engine loop: database error; trying again in 1 s");
+                    Duration::from_secs(1)
+                }
+            };
+            tokio::select! {
+                _ = self.inner.wake.notified() => {}
+                _ = tokio::time::sleep(pause) => {}
+                _ = shutdown.cancelled() => {}
+                Some(_) = attempts.join_next(), if !attempts.is_empty() => {}
+            }
+        }
+        let grace = self.inner.config.shutdown_grace;
+        if !attempts.is_empty() {
+            info!(running = attempts.len(), grace = ?grace, "shutting down: waiting for running attempts");
+        }
+        let drained = tokio::time::timeout(grace, async { while attempts.join_next().await.is_some() {} }).await;
+        if drained.is_err() {
+            warn!(running = attempts.len(), "grace period over: releasing running attempts to run again");
+            self.inner.release.cancel();
+            while attempts.join_next().await.is_some() {}
+        }
+        heartbeat_stop.cancel();
+        let _ = heartbeat.await;
+        info!("engine stopped");
+    }
+
+    /// One pass: expire, rescue, claim. Returns how long to sleep unless woken.
+    async fn tick(&self, attempts: &mut JoinSet<()>) -> Result<Duration, Error> {
+        let store = &self.inner.store;
+        let now = self.now();
+        for (_, event) in store.expire_jobs(now).await? {
+            self.publish(event);
+        }
+        self.rescue(false).await;
+        let request = self.claim_request(now);
+        let wanted = request.limit;
+        let claimed = store.claim_jobs(&request).await?;
+        let full = claimed.len() == wanted && wanted > 0;
+        for job in claimed {
+            self.register(&job);
+            attempts.spawn(attempt::run(self.clone(), job));
+        }
+        if full {
+            // There may be more due right now.
+            return Ok(Duration::ZERO);
+        }
+        let mut skip = request.paused.clone();
+        skip.extend(request.queue_free.iter().filter(|(_, free)| **free == 0).map(|(q, _)| q.clone()));
+        let pause = match store.next_wakeup(&skip).await? {
+            Some(due) => {
+                let now = self.now();
+                if due > now {
+                    (due - now).to_std().unwrap_or(SAFETY_RECHECK).min(SAFETY_RECHECK)
+                } else {
+                    // Due but not claimable yet (no free slot): a freed slot wakes us.
+                    Duration::from_millis(if request.limit == 0 { 1000 } else { 10 })
+                }
+            }
+            None => SAFETY_RECHECK,
+        };
+        Ok(pause)
+    }
+
+    fn claim_request(&self, now: DateTime<Utc>) -> ClaimRequest {
+        let config = &self.inner.config;
+        let running = self.inner.running.lock().expect("running map");
+        let free = config.concurrency.saturating_sub(running.len());
+        let mut per_queue: HashMap<String, usize> = HashMap::new();
+        for attempt in running.values() {
+            *per_queue.entry(attempt.queue.clone()).or_default() += 1;
+        }
+        let limit_of = |queue: &str| config.queue_concurrency.get(queue).copied().unwrap_or(config.default_queue_concurrency);
+        let mut queue_free: HashMap<String, usize> = HashMap::new();
+        for (queue, limit) in &config.queue_concurrency {
+            queue_free.insert(queue.clone(), *limit);
+        }
+        for (queue, count) in per_queue {
+            queue_free.insert(queue.clone(), limit_of(&queue).saturating_sub(count));
+        }
+        ClaimRequest {
+            node: config.node.clone(),
+            now,
+            lease_until: now + chrono::Duration::from_std(config.lease).unwrap_or(chrono::Duration::seconds(30)),
+            limit: free,
+            queue_free,
+            default_queue_free: config.default_queue_concurrency.min(free),
+            paused: Vec::new(),
+        }
+    }
+
+    fn register(&self, claimed: &retryd_store::Claimed) {
+        self.publish(claimed.event.clone());
+        let stop = self.inner.release.child_token();
+        let cancelled = Arc::new(AtomicBool::new(false));
+        self.inner.running.lock().expect("running map").insert(
+            claimed.job.id,
+            Running { queue: claimed.job.queue.clone(), stop, cancelled },
+        );
+    }
+
+    pub(crate) fn unregister(&self, id: JobId) {
+        self.inner.running.lock().expect("running map").remove(&id);
+        self.wake();
+    }
+
+    pub(crate) fn running_handles(&self, id: JobId) -> Option<(CancellationToken, Arc<AtomicBool>)> {
+        let running = self.inner.running.lock().expect("running map");
+        running.get(&id).map(|r| (r.stop.clone(), r.cancelled.clone()))
+    }
+
+    /// Renews this node's leases every third of the lease and delivers cancel requests.
+    async fn heartbeat(self, stop: CancellationToken) {
+        let every = self.inner.config.lease / 3;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            let until = self.now() + chrono::Duration::from_std(self.inner.config.lease).unwrap_or(chrono::Duration::seconds(30));
+            match self.inner.store.renew_leases(&self.inner.config.node, until).await {
+                Ok(cancelled) => {
+                    for id in cancelled {
+                        self.stop_running(id);
+                    }
+                }
+                Err(e) => warn!(error = %e, "could not renew leases; will try again"),
+            }
+        }
+    }
+
+    /// Records attempts whose lease expired as `lost` and schedules their jobs by policy.
+    /// At start on an exclusive store, every `running` job belonged to a dead process.
+    async fn rescue(&self, everything_running: bool) {
+        let now = self.now();
+        let cutoff = if everything_running { DateTime::<Utc>::MAX_UTC } else { now };
+        let expired = match self.inner.store.expired_leases(cutoff).await {
+            Ok(jobs) => jobs,
+            Err(e) => {
+                warn!(error = %e, "rescue: cannot list expired leases");
+                return;
+            }
+        };
+        for job in expired {
+            let Some(attempt_id) = job.attempt_id else { continue };
+            if self.inner.running.lock().expect("running map").contains_key(&job.id) {
+                continue;
+            }
+            let owner = job.lease_owner.clone().unwrap_or_else(|| "unknown".into());
+            let rule = format!("lease expired: node {owner} stopped renewing it");
+            let policy = self.inner.policies.current(&job.policy_name, &job.policy).clone();
+            let (next, reason) = if job.cancel_requested {
+                (Next::Cancelled, format!("cancelled; attempt {} lost with node {owner}", job.attempt))
+            } else {
+                let failed = FailedAttempt {
+                    attempt: job.attempt,
+                    class: Class::Transient,
+                    now,
+                    first_started_at: job.started_at,
+                    deadline: job.deadline,
+                    previous_delay: None,
+                    retry_after: None,
+                };
+                attempt::next_from(decide(&policy, &failed, &mut rand::rng()), job.attempt, &format!("attempt {} lost ({rule})", job.attempt))
+            };
+            let result = AttemptResult {
+                lease: retryd_store::Lease { job_id: job.id, attempt_id, attempt: job.attempt, node: owner.clone() },
+                fence: Fence::Rescue { expired_before: cutoff },
+                now,
+                outcome: AttemptOutcome::Lost,
+                exit_code: None,
+                error: Some(format!("attempt lost: node {owner} stopped renewing its lease")),
+                class: Some(Class::Transient),
+                rule: Some(rule),
+                output_dropped_bytes: 0,
+                next,
+                reason,
+                actor: format!("rescuer on {}", self.inner.config.node),
+            };
+            let span = info_span!("rescue", job_id = %job.id, queue = %job.queue, kind = %job.kind,
+                target = job.target.as_deref().unwrap_or("-"), attempt = job.attempt, step = "-", state = %JobState::Running);
+            async {
+                match self.inner.store.finish_attempt(&result).await {
+                    Ok((job, event)) => {
+                        warn!(to = %job.state, "rescued a lost attempt");
+                        self.publish(event);
+                    }
+                    Err(retryd_store::Error::LeaseLost { .. }) => {}
+                    Err(e) => warn!(error = %e, "rescue failed; will try again"),
+                }
+            }
+            .instrument(span)
+            .await;
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! The `command` action: a child process in its own process group, output captured line by
+//! line, SIGTERM then SIGKILL to the whole group on timeout or stop.
+
+use super::OutputLine;
+use chrono::Utc;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use retryd_core::job::{CommandAction, Stream, redact};
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::process::Command;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// A line longer than this is split: one runaway line must not hold the whole log.
+const MAX_LINE_BYTES: usize = 16 * 1024;
+
+/// Why an attempt was stopped before it ended by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// Its time limit passed.
+    Timeout,
+    /// The engine asked it to stop (cancel, shutdown).
+    Requested,
+}
+
+/// How a command attempt ended.
+#[derive(Debug, Clone)]
+pub struct CommandOutcome {
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub stopped: Option<Stopped>,
+    /// The program could not start (the message says why).
+    pub spawn_error: Option<String>,
+}
+
+impl CommandOutcome {
+    pub fn succeeded(&self) -> bool {
+        self.exit_code == Some(0) && self.stopped.is_none()
+    }
+
+    /// A one-line description of the failure, for `last_error`.
+    pub fn describe(&self) -> String {
+        if let Some(error) = &self.spawn_error {
+            return error.clone();
+        }
+        match (self.stopped, self.exit_code, self.signal) {
+            (Some(Stopped::Timeout), _, _) => "killed: attempt timed out".to_owned(),
+            (Some(Stopped::Requested), _, _) => "stopped on request".to_owned(),
+            (None, Some(code), _) => format!("exited with code {code}"),
+            (None, None, Some(signal)) => format!(
+                "killed by signal {}",
+                Signal::try_from(signal).map_or_else(|_| signal.to_string(), |s| s.as_str().to_owned())
+            ),
+            (None, None, None) => "ended without an exit status".to_owned(),
+        }
+    }
+}
+
+/// Limits for one run.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub timeout: Option<Duration>,
+    /// Between SIGTERM and SIGKILL.
+    pub kill_grace: Duration,
+}
+
+/// Runs the command to its end, a timeout or `stop`, sending each output line to `lines`.
+pub async fn run(
+    action: &CommandAction,
+    limits: Limits,
+    stop: CancellationToken,
+    lines: mpsc::Sender<OutputLine>,
+) -> CommandOutcome {
+    let secrets: Arc<[String]> = action.secrets().into();
+    let mut command = Command::new(&action.program);
+    command
+        .args(&action.args)
+        .process_group(0)
+        .stdin(if action.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    // The server's own settings (tokens, database URL) are not the job's business.
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("RETRYD_") {
+            command.env_remove(key);
+        }
+    }
+    for (key, value) in &action.env {
+        command.env(key, value.value());
+    }
+    if let Some(cwd) = &action.cwd {
+        command.current_dir(cwd);
+    }
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(error) => return spawn_failure(action, &error),
+    };
+    let pgid = child.id().map(|id| Pid::from_raw(id as i32));
+    if let (Some(input), Some(mut stdin)) = (action.stdin.clone(), child.stdin.take()) {
+        tokio::spawn(async move {
+            // A child that exits without reading its input is not an error of ours.
+            let _ = stdin.write_all(input.as_bytes()).await;
+        });
+    }
+    let readers = [
+        child.stdout.take().map(|out| tokio::spawn(pump(out, Stream::Stdout, lines.clone(), secrets.clone()))),
+        child.stderr.take().map(|err| tokio::spawn(pump(err, Stream::Stderr, lines.clone(), secrets.clone()))),
+    ];
+    let timeout = async {
+        match limits.timeout {
+            Some(limit) => tokio::time::sleep(limit).await,
+            None => std::future::pending().await,
+        }
+    };
+    let (status, stopped) = tokio::select! {
+        status = child.wait() => (status.ok(), None),
+        _ = timeout => (terminate(&mut child, pgid, limits.kill_grace).await, Some(Stopped::Timeout)),
+        _ = stop.cancelled() => (terminate(&mut child, pgid, limits.kill_grace).await, Some(Stopped::Requested)),
+    };
+    // Whatever the leader did, nothing of the group outlives the attempt.
+    if let Some(pgid) = pgid {
+        let _ = killpg(pgid, Signal::SIGKILL);
+    }
+    for reader in readers.into_iter().flatten() {
+        let _ = reader.await;
+    }
+    let (exit_code, signal) = split_status(status);
+    CommandOutcome { exit_code, signal, stopped, spawn_error: None }
+}
+
+fn split_status(status: Option<ExitStatus>) -> (Option<i32>, Option<i32>) {
+    use std::os::unix::process::ExitStatusExt;
+    match status {
+        Some(status) => (status.code(), status.signal()),
+        None => (None, None),
+    }
+}
+
+/// SIGTERM to the group, then SIGKILL after the grace period.
+async fn terminate(child: &mut tokio::process::Child, pgid: Option<Pid>, grace: Duration) -> Option<ExitStatus> {
+    if let Some(pgid) = pgid {
+        let _ = killpg(pgid, Signal::SIGTERM);
+    }
+    match tokio::time::timeout(grace, child.wait()).await {
+        Ok(status) => status.ok(),
+        Err(_) => {
+            if let Some(pgid) = pgid {
+                let _ = killpg(pgid, Signal::SIGKILL);
+            }
+            child.wait().await.ok()
+        }
+    }
+}
+
+/// Maps a failure to start onto the exit codes a shell would give, so that the same
+/// classification rules apply (127: not found, 126: not executable).
+fn spawn_failure(action: &CommandAction, error: &std::io::Error) -> CommandOutcome {
+    let (exit_code, what) = match error.kind() {
+        std::io::ErrorKind::NotFound => (Some(127), "command not found"),
+        std::io::ErrorKind::PermissionDenied => (Some(126), "permission denied (not executable)"),
+        _ => (None, "cannot start"),
+    };
+    let cwd = action.cwd.as_ref().map(|c| format!(" in {c}")).unwrap_or_default();
+    CommandOutcome {
+        exit_code,
+        signal: None,
+        stopped: None,
+        spawn_error: Some(format!("{}: {what}{cwd}: {error}", action.program)),
+    }
+}
+
+/// Reads a stream, splitting it into lines (long ones in pieces), redacting secrets.
+async fn pump(mut reader: impl AsyncRead + Unpin, stream: Stream, lines: mpsc::Sender<OutputLine>, secrets: Arc<[String]>) {
+    let mut pending: Vec<u8> = Vec::new();
+    let mut buf = vec![0u8; 8192];
+    let emit = |bytes: &[u8]| {
+        let text = String::from_utf8_lossy(bytes);
+        let text = text.strip_suffix('\r').unwrap_or(&text);
+        OutputLine { at: Utc::now(), stream, line: redact(text, &secrets) }
+    };
+    loop {
+        let n = match reader.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        pending.extend_from_slice(&buf[..n]);
+        while let Some(pos) = pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=pos).collect();
+            if lines.send(emit(&line[..line.len() - 1])).await.is_err() {
+                return;
+            }
+        }
+        while pending.len() >= MAX_LINE_BYTES {
+            let piece: Vec<u8> = pending.drain(..MAX_LINE_BYTES).collect();
+            if lines.send(emit(&piece)).await.is_err() {
+                return;
+            }
+        }
+    }
+    if !pending.is_empty() {
+        let _ = lines.send(emit(&pending)).await;
+    }
+}
