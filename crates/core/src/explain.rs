@@ -4,7 +4,7 @@ use crate::classify::Class;
 use crate::job::Job;
 use crate::state::JobState;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 fn clock(at: DateTime<Utc>) -> String {
     at.format("%H:%M:%S").to_string()
@@ -63,7 +63,7 @@ pub fn waiting_reason(job: &Job, now: DateTime<Utc>, ahead: Option<u64>) -> Opti
 }
 
 /// Why a finished job stopped and what to do about it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Diagnosis {
     /// One sentence: why it stopped.
     pub summary: String,

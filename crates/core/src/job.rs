@@ -268,7 +268,7 @@ pub struct NewJob {
 }
 
 /// A stored job.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Job {
     pub id: JobId,
     pub queue: String,
@@ -308,7 +308,7 @@ pub struct Job {
 }
 
 /// One try of a job.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Attempt {
     pub job_id: JobId,
     pub number: u32,
@@ -330,7 +330,7 @@ pub struct Attempt {
 }
 
 /// One state change of a job.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     /// Increases across all jobs: the position in the global event stream.
     pub id: i64,
@@ -371,7 +371,7 @@ impl Stream {
 }
 
 /// One captured output line.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LogLine {
     /// Increases within a job; `after=seq` resumes a follow.
     pub seq: i64,

@@ -282,7 +282,7 @@ impl Policy {
 }
 
 /// One wait of a simulated schedule.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ScheduleRow {
     /// The wait follows this attempt's failure and precedes attempt `after_attempt + 1`.
     pub after_attempt: u32,

@@ -6,7 +6,7 @@ use crate::executor::command::{self, CommandOutcome, Limits, Stopped};
 use crate::executor::OutputLine;
 use crate::tail::Tail;
 use chrono::{DateTime, Utc};
-use retryd_core::classify::{Failure, classify};
+use retryd_core::classify::{Classification, Failure, classify};
 use retryd_core::decide::{Decision, FailedAttempt, decide};
 use retryd_core::job::{Action, Stream};
 use retryd_core::{AttemptOutcome, Class, Jitter, Policy};
@@ -19,8 +19,6 @@ use tracing::{Instrument, info, info_span, warn};
 
 /// How often captured output is written to the store while an attempt runs.
 const LOG_FLUSH_EVERY: Duration = Duration::from_millis(100);
-/// Lines shown in a failure's `last_error` context.
-const ERROR_CONTEXT_LINES: usize = 1;
 
 /// Turns a decision into the job's next state and the event's reason.
 pub fn next_from(decision: Decision, attempt: u32, what_happened: &str) -> (Next, String) {
@@ -143,6 +141,30 @@ fn outcome_text(outcome: &CommandOutcome) -> String {
     if outcome.succeeded() { "exit code 0".to_owned() } else { outcome.describe() }
 }
 
+/// Classifies a failed command attempt. Returns the classification and a one-line error:
+/// the last line of output with how the process ended.
+pub fn classify_failure(policy: &Policy, outcome: &CommandOutcome, tail: &Tail) -> (Classification, String) {
+    let timed_out = outcome.stopped == Some(Stopped::Timeout);
+    let classification = match &outcome.spawn_error {
+        // A program that cannot start is classified on the OS's message, with exit codes
+        // 126/127 set for the permanent cases as a shell would.
+        Some(message) => classify(&policy.rules, &Failure { exit_code: outcome.exit_code, output: message, ..Failure::default() }),
+        None => classify(&policy.rules, &Failure { exit_code: outcome.exit_code, timed_out, output: &tail.text(), ..Failure::default() }),
+    };
+    let last_line = tail
+        .last_lines(8)
+        .into_iter()
+        .rev()
+        .find(|l| l.stream != Stream::System && !l.line.trim().is_empty())
+        .map(|l| l.line.trim().to_owned());
+    let described = outcome.describe();
+    let error = match (&outcome.spawn_error, last_line) {
+        (None, Some(line)) => format!("{} ({described})", crate::truncate(&line, 300)),
+        _ => described,
+    };
+    (classification, error)
+}
+
 /// Classifies a failed attempt and decides what comes next.
 async fn failed(
     engine: &Engine,
@@ -154,27 +176,9 @@ async fn failed(
     result: &mut AttemptResult,
 ) {
     let (job, lease) = (&claimed.job, &claimed.lease);
-    let text = tail.text();
     let timed_out = outcome.stopped == Some(Stopped::Timeout);
-    let classification = match &outcome.spawn_error {
-        // A program that cannot start fails the same way every time, unless the OS says
-        // otherwise (exit codes 126/127 are set for the permanent cases).
-        Some(message) => classify(&policy.rules, &Failure { exit_code: outcome.exit_code, output: message, ..Failure::default() }),
-        None => classify(&policy.rules, &Failure { exit_code: outcome.exit_code, timed_out, output: &text, ..Failure::default() }),
-    };
-    let last_line = tail
-        .last_lines(8)
-        .into_iter()
-        .rev()
-        .filter(|l| l.stream != Stream::System && !l.line.trim().is_empty())
-        .take(ERROR_CONTEXT_LINES)
-        .map(|l| l.line.trim().to_owned())
-        .next();
-    let described = outcome.describe();
-    result.error = Some(match (&outcome.spawn_error, last_line) {
-        (None, Some(line)) => format!("{line} ({described})"),
-        _ => described,
-    });
+    let (classification, error) = classify_failure(policy, outcome, tail);
+    result.error = Some(error);
     result.outcome = if timed_out { AttemptOutcome::TimedOut } else { AttemptOutcome::Failed };
     result.class = Some(classification.class);
     result.rule = Some(classification.rule.clone());

@@ -20,3 +20,12 @@ pub mod tail;
 
 pub use engine::{Engine, EngineConfig};
 pub use policies::Policies;
+
+/// Cuts text to `max` characters, marking the cut.
+pub(crate) fn truncate(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        text.to_owned()
+    } else {
+        format!("{}…", text.chars().take(max).collect::<String>())
+    }
+}

@@ -1,0 +1,216 @@
+//! Command-line arguments, as typed. `main` turns them into validated values.
+
+use crate::config::ServeOverrides;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(name = "retryd", version, about = "Runs deployments and background jobs to completion: honest retries, live state, a dead-letter queue you can read.")]
+#[command(after_help = "Exit codes: 0 success; 1 error (server unreachable, refused request); 2 usage error;\n\
+    3 job failed; 4 job cancelled; 5 job expired. `run` exits with the command's last exit code.")]
+pub struct Cli {
+    /// Server address for client commands
+    #[arg(long, global = true, env = "RETRYD_SERVER", default_value = crate::client::DEFAULT_SERVER)]
+    pub server: String,
+    /// Print machine-readable JSON instead of tables
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Never use colours (NO_COLOR is honoured too)
+    #[arg(long, global = true)]
+    pub no_color: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server: HTTP API, workers and scheduler
+    Serve(ServeOverrides),
+    /// Submit a job to the server
+    Submit(SubmitArgs),
+    /// Run a command under a retry policy, here and now, without a server
+    Run(RunArgs),
+    /// List jobs
+    Jobs(JobsArgs),
+    /// Show a job: diagnosis, attempts, timeline and last output
+    Show(IdArg),
+    /// Print a job's output
+    Logs(LogsArgs),
+    /// Cancel a job (a running attempt is stopped)
+    Cancel(IdArg),
+    /// Retry a job now, or requeue a finished one
+    Retry(RetryArgs),
+    /// The dead-letter queue: jobs that finally failed
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+    /// Retry policies
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct IdArg {
+    /// Job id
+    pub id: String,
+}
+
+#[derive(Debug, Args)]
+pub struct JobOptions {
+    /// Policy name, or an inline policy as JSON
+    #[arg(long)]
+    pub policy: Option<String>,
+    /// Attempt time limit, e.g. 30s (overrides the policy's)
+    #[arg(long)]
+    pub timeout: Option<String>,
+    /// Environment variable for the command, KEY=VALUE (repeatable)
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Secret environment variable: passed to the command, never shown or logged
+    #[arg(long = "secret-env", value_name = "KEY=VALUE")]
+    pub secret_env: Vec<String>,
+    /// Working directory of the command
+    #[arg(long)]
+    pub cwd: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    #[command(flatten)]
+    pub options: JobOptions,
+    #[arg(long)]
+    pub queue: Option<String>,
+    /// A free name for this kind of job, e.g. wordpress-deploy
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// The system acted upon, e.g. metis-rpc
+    #[arg(long)]
+    pub target: Option<String>,
+    /// 0–100, higher runs first [default: 50]
+    #[arg(long)]
+    pub priority: Option<i64>,
+    /// Give up after this: an RFC 3339 instant, or a duration from now such as 10m
+    #[arg(long)]
+    pub deadline: Option<String>,
+    /// Not before this: an RFC 3339 instant, or a duration from now such as 30s
+    #[arg(long)]
+    pub run_at: Option<String>,
+    /// Submitting the same key again in the queue returns the existing job
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+    /// Label, key=value (repeatable)
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+    /// Follow the job live; exit 0 if it succeeds, 3 failed, 4 cancelled, 5 expired
+    #[arg(long)]
+    pub wait: bool,
+    /// The command and its arguments, after --
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub options: JobOptions,
+    /// Read named policies from this config file [default: ./retryd.toml when present]
+    #[arg(long, env = "RETRYD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// The command and its arguments, after --
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct JobsArgs {
+    /// Only these states, comma-separated (e.g. failed,retrying)
+    #[arg(long)]
+    pub state: Option<String>,
+    #[arg(long)]
+    pub queue: Option<String>,
+    #[arg(long)]
+    pub kind: Option<String>,
+    #[arg(long)]
+    pub target: Option<String>,
+    /// key=value
+    #[arg(long)]
+    pub label: Option<String>,
+    /// Jobs per page (1–500)
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+    /// Continue from a previous page
+    #[arg(long)]
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Job id
+    pub id: String,
+    /// Keep printing new output until the job finishes
+    #[arg(long, short)]
+    pub follow: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RetryArgs {
+    /// Job id
+    pub id: String,
+    /// Start counting attempts from zero again
+    #[arg(long)]
+    pub reset: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// Dead jobs grouped by failure fingerprint
+    List(DlqFilter),
+    /// Requeue dead jobs by id, fingerprint or filter
+    Requeue(DlqAction),
+    /// Delete dead jobs by id, fingerprint or filter
+    Purge(DlqAction),
+}
+
+#[derive(Debug, Args)]
+pub struct DlqFilter {
+    #[arg(long)]
+    pub queue: Option<String>,
+    #[arg(long)]
+    pub kind: Option<String>,
+    #[arg(long)]
+    pub target: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DlqAction {
+    /// Job ids
+    pub ids: Vec<String>,
+    /// Every dead job with this fingerprint (see `dlq list`)
+    #[arg(long)]
+    pub fingerprint: Option<String>,
+    #[command(flatten)]
+    pub filter: DlqFilter,
+    /// Every dead job
+    #[arg(long)]
+    pub all: bool,
+    /// Requeue only: start counting attempts from zero again
+    #[arg(long)]
+    pub reset: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Named policies on the server
+    List,
+    /// One policy and its schedule
+    Show {
+        name: String,
+    },
+    /// The schedule a policy gives: wait ranges and cumulative time per attempt
+    Simulate {
+        /// A policy name on the server
+        name: Option<String>,
+        /// An inline policy as JSON, simulated locally
+        #[arg(long, conflicts_with = "name")]
+        inline: Option<String>,
+    },
+}

@@ -1,0 +1,133 @@
+//! The CLI's client of the HTTP API.
+
+use futures::StreamExt;
+use retryd_core::explain::Diagnosis;
+use retryd_core::job::Job;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:7878";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach retryd at {server}: {reason}\n  is `retryd serve` running there? Point the CLI elsewhere with --server or RETRYD_SERVER.")]
+    Unreachable { server: String, reason: String },
+    #[error("{message}{}", field.as_ref().map(|f| format!(" (field: {f})")).unwrap_or_default())]
+    Api { status: u16, code: String, message: String, field: Option<String> },
+    #[error("unexpected reply from the server: {0}")]
+    Decode(String),
+}
+
+/// A job as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobView {
+    #[serde(flatten)]
+    pub job: Job,
+    pub waiting_reason: Option<String>,
+    pub diagnosis: Option<Diagnosis>,
+    pub fingerprint: Option<String>,
+    /// Present on submit replies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<bool>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Deserialize)]
+struct ErrorDetail {
+    code: String,
+    message: String,
+    #[serde(default)]
+    details: Option<serde_json::Value>,
+}
+
+impl Client {
+    pub fn new(server: &str) -> Self {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .expect("HTTP client builds");
+        Client { http, base: server.trim_end_matches('/').to_owned() }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/api/v1{path}", self.base)
+    }
+
+    fn unreachable(&self, e: reqwest::Error) -> ClientError {
+        let mut reason = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            reason = s.to_string();
+            source = s.source();
+        }
+        ClientError::Unreachable { server: self.base.clone(), reason }
+    }
+
+    async fn decode<T: DeserializeOwned>(response: reqwest::Response) -> Result<T, ClientError> {
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(|e| ClientError::Decode(e.to_string()))?;
+        if status.is_success() {
+            return serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()));
+        }
+        match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(body) => Err(ClientError::Api {
+                status: status.as_u16(),
+                code: body.error.code,
+                message: body.error.message,
+                field: body.error.details.and_then(|d| d.get("field").and_then(|f| f.as_str()).map(str::to_owned)),
+            }),
+            Err(_) => Err(ClientError::Api {
+                status: status.as_u16(),
+                code: "http".into(),
+                message: format!("HTTP {status}: {}", String::from_utf8_lossy(&bytes)),
+                field: None,
+            }),
+        }
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        let response = self.http.get(self.url(path)).send().await.map_err(|e| self.unreachable(e))?;
+        Self::decode(response).await
+    }
+
+    pub async fn get_query<T: DeserializeOwned, Q: Serialize>(&self, path: &str, query: &Q) -> Result<T, ClientError> {
+        let response = self.http.get(self.url(path)).query(query).send().await.map_err(|e| self.unreachable(e))?;
+        Self::decode(response).await
+    }
+
+    pub async fn post<T: DeserializeOwned, B: Serialize>(&self, path: &str, body: &B) -> Result<T, ClientError> {
+        let response = self.http.post(self.url(path)).json(body).send().await.map_err(|e| self.unreachable(e))?;
+        Self::decode(response).await
+    }
+
+    /// Follows an NDJSON stream, calling `each` for every line until the server ends it.
+    pub async fn follow_ndjson<T: DeserializeOwned>(&self, path: &str, mut each: impl FnMut(T)) -> Result<(), ClientError> {
+        let response = self.http.get(self.url(path)).send().await.map_err(|e| self.unreachable(e))?;
+        if !response.status().is_success() {
+            return Self::decode::<serde_json::Value>(response).await.map(|_| ());
+        }
+        let mut stream = response.bytes_stream();
+        let mut pending: Vec<u8> = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| self.unreachable(e))?;
+            pending.extend_from_slice(&chunk);
+            while let Some(pos) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=pos).collect();
+                let value = serde_json::from_slice(&line).map_err(|e| ClientError::Decode(e.to_string()))?;
+                each(value);
+            }
+        }
+        Ok(())
+    }
+}

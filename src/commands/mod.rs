@@ -1,0 +1,28 @@
+mod dlq;
+mod jobs;
+mod policy;
+mod run;
+mod serve;
+mod submit;
+
+use crate::cli::{Cli, Command};
+use crate::client::Client;
+use anyhow::Result;
+
+/// Runs a command; the value is the process exit code.
+pub async fn dispatch(cli: Cli) -> Result<u8> {
+    let client = Client::new(&cli.server);
+    let json = cli.json;
+    match cli.command {
+        Command::Serve(flags) => serve::serve(flags).await,
+        Command::Run(args) => run::run(args, json).await,
+        Command::Submit(args) => submit::submit(&client, args, json).await,
+        Command::Jobs(args) => jobs::list(&client, args, json).await,
+        Command::Show(args) => jobs::show(&client, &args.id, json).await,
+        Command::Logs(args) => jobs::logs(&client, &args.id, args.follow, json).await,
+        Command::Cancel(args) => jobs::cancel(&client, &args.id, json).await,
+        Command::Retry(args) => jobs::retry(&client, &args.id, args.reset, json).await,
+        Command::Dlq(command) => dlq::dlq(&client, command, json).await,
+        Command::Policy(command) => policy::policy(&client, command, json).await,
+    }
+}

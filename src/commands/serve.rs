@@ -1,0 +1,75 @@
+//! `retryd serve`: the API, the engine and the shutdown path.
+
+use crate::config::{LogFormat, ServeOverrides, Settings, SyncMode};
+use anyhow::{Context, Result, bail};
+use retryd_core::SystemClock;
+use retryd_server::AppState;
+use retryd_store_sqlite::{SqliteStore, Synchronous};
+use retryd_worker::Engine;
+use std::io::Write;
+use std::sync::Arc;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+fn init_tracing(format: LogFormat, level: &str) -> Result<()> {
+    let filter = EnvFilter::try_new(level).map_err(|e| anyhow::anyhow!("log_level: {e}"))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        // Span fields (job_id, queue, kind, target, attempt, step, state) go on every line.
+        LogFormat::Json => builder.json().with_current_span(true).with_span_list(false).init(),
+        LogFormat::Text => builder.with_target(false).init(),
+    }
+    Ok(())
+}
+
+pub async fn serve(flags: ServeOverrides) -> Result<u8> {
+    let settings = Settings::resolve(&flags)?;
+    init_tracing(settings.log_format, &settings.log_level)?;
+    if !settings.listen.ip().is_loopback() {
+        bail!(
+            "listen: refusing to serve on {} without authentication. This build has no API tokens yet, so \
+             anyone who can reach that address could run commands. Listen on 127.0.0.1 (or ::1) and put an \
+             authenticating reverse proxy in front for remote access.",
+            settings.listen
+        );
+    }
+    let synchronous = match settings.synchronous {
+        SyncMode::Full => Synchronous::Full,
+        SyncMode::Normal => Synchronous::Normal,
+    };
+    let store = SqliteStore::open(&settings.database, synchronous)
+        .with_context(|| format!("database: cannot open {}", settings.database.display()))?;
+    let engine = Engine::new(Arc::new(store), Arc::new(SystemClock), settings.policies, settings.engine);
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("listen: cannot bind {}", settings.listen))?;
+    let address = listener.local_addr()?;
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "retryd {} listening on http://{address} (database {})", env!("CARGO_PKG_VERSION"), settings.database.display())?;
+        out.flush()?;
+    }
+    tracing::info!(%address, database = %settings.database.display(), config = ?settings.config_file, "retryd started");
+
+    let shutdown = CancellationToken::new();
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let on_signal = shutdown.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+        tracing::info!("signal received: stopping claims, letting running attempts finish");
+        on_signal.cancel();
+    });
+
+    let http_stop = CancellationToken::new();
+    let http = tokio::spawn(retryd_server::serve(listener, AppState { engine: engine.clone() }, http_stop.clone()));
+    engine.run(shutdown).await;
+    // The API keeps answering until the engine is done, so that clients see the shutdown.
+    http_stop.cancel();
+    http.await.context("HTTP server task")?.context("HTTP server")?;
+    Ok(crate::exit::OK)
+}

@@ -1,0 +1,169 @@
+//! `retryd submit`: build a job from flags, send it, optionally follow it to its end.
+
+use crate::cli::{JobOptions, SubmitArgs};
+use crate::client::{Client, JobView};
+use crate::output::{self, StatusLine};
+use anyhow::{Context, Result, bail};
+use chrono::{DateTime, Utc};
+use retryd_core::JobState;
+use retryd_core::job::{CommandAction, EnvValue, Event};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Splits `KEY=VALUE`, naming the flag on error.
+pub fn key_value(flag: &str, pair: &str) -> Result<(String, String)> {
+    match pair.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => bail!("{flag}: expected KEY=VALUE, got {pair:?}"),
+    }
+}
+
+/// The command action the flags describe.
+pub fn command_action(options: &JobOptions, command: &[String]) -> Result<CommandAction> {
+    let (program, args) = command.split_first().context("COMMAND: give the command to run after --")?;
+    let mut env = BTreeMap::new();
+    for pair in &options.env {
+        let (k, v) = key_value("--env", pair)?;
+        env.insert(k, EnvValue::Plain(v));
+    }
+    for pair in &options.secret_env {
+        let (k, v) = key_value("--secret-env", pair)?;
+        env.insert(k, EnvValue::Marked { value: v, secret: true });
+    }
+    let timeout = options
+        .timeout
+        .as_deref()
+        .map(|t| retryd_core::duration::parse(t).map_err(|e| anyhow::anyhow!("--timeout: {e}")))
+        .transpose()?;
+    let action = CommandAction {
+        program: program.clone(),
+        args: args.to_vec(),
+        cwd: options.cwd.as_ref().map(|p| p.display().to_string()),
+        env,
+        stdin: None,
+        timeout,
+    };
+    action.validate().map_err(|e| anyhow::anyhow!(e))?;
+    Ok(action)
+}
+
+/// An instant given as RFC 3339 or as a duration from now.
+fn instant(flag: &str, text: &str) -> Result<DateTime<Utc>> {
+    if let Ok(at) = DateTime::parse_from_rfc3339(text) {
+        return Ok(at.with_timezone(&Utc));
+    }
+    let after = retryd_core::duration::parse(text)
+        .map_err(|_| anyhow::anyhow!("{flag}: {text:?} is neither an RFC 3339 instant (2026-01-15T12:00:00Z) nor a duration (10m)"))?;
+    Ok(Utc::now() + chrono::Duration::from_std(after).context("duration too large")?)
+}
+
+/// A policy flag: a name, or inline JSON.
+pub fn policy_value(text: &str) -> Result<Value> {
+    if text.trim_start().starts_with('{') {
+        serde_json::from_str(text).map_err(|e| anyhow::anyhow!("--policy: invalid JSON: {e}"))
+    } else {
+        Ok(Value::String(text.to_owned()))
+    }
+}
+
+pub async fn submit(client: &Client, args: SubmitArgs, json: bool) -> Result<u8> {
+    let action = command_action(&args.options, &args.command)?;
+    let mut labels = BTreeMap::new();
+    for pair in &args.labels {
+        let (k, v) = key_value("--label", pair)?;
+        labels.insert(k, v);
+    }
+    let mut body = json!({ "action": { "type": "command" }, "labels": labels });
+    body["action"] = serde_json::to_value(retryd_core::Action::Command(action))?;
+    let fields: [(&str, Option<Value>); 8] = [
+        ("queue", args.queue.map(Value::from)),
+        ("kind", args.kind.map(Value::from)),
+        ("target", args.target.map(Value::from)),
+        ("priority", args.priority.map(Value::from)),
+        ("idempotency_key", args.idempotency_key.map(Value::from)),
+        ("policy", args.options.policy.as_deref().map(policy_value).transpose()?),
+        ("deadline", args.deadline.as_deref().map(|d| instant("--deadline", d)).transpose()?.map(|d| Value::from(d.to_rfc3339()))),
+        ("run_at", args.run_at.as_deref().map(|d| instant("--run-at", d)).transpose()?.map(|d| Value::from(d.to_rfc3339()))),
+    ];
+    for (name, value) in fields {
+        if let Some(value) = value {
+            body[name] = value;
+        }
+    }
+    let view: JobView = client.post("/jobs", &body).await?;
+    let id = view.job.id;
+    if !args.wait {
+        if json {
+            output::json(&view);
+        } else {
+            let verb = if view.created == Some(false) { "already submitted" } else { "submitted" };
+            println!(
+                "{verb} job {} ({}, queue {}, policy {})",
+                output::bold(&id.to_string()),
+                output::state(view.job.state.as_str()),
+                view.job.queue,
+                view.job.policy_name
+            );
+            if let Some(reason) = &view.waiting_reason {
+                println!("  {}", output::dim(reason));
+            }
+        }
+        return Ok(crate::exit::OK);
+    }
+    follow(client, &id.to_string(), json).await
+}
+
+/// The exit code a finished job maps to.
+pub fn exit_code(state: JobState) -> u8 {
+    match state {
+        JobState::Succeeded => crate::exit::OK,
+        JobState::Cancelled => crate::exit::CANCELLED,
+        JobState::Expired => crate::exit::EXPIRED,
+        _ => crate::exit::FAILED,
+    }
+}
+
+/// Follows a job live, printing each state change, until it finishes.
+pub async fn follow(client: &Client, id: &str, json: bool) -> Result<u8> {
+    let mut status = StatusLine::new();
+    let mut seen = 0;
+    loop {
+        let view: JobView = client.get(&format!("/jobs/{id}")).await?;
+        let events: Vec<Event> = client.get(&format!("/jobs/{id}/events")).await?;
+        if !json {
+            for event in events.iter().skip(seen) {
+                status.clear();
+                let from = event.from.map_or("·".to_owned(), |f| f.to_string());
+                println!(
+                    "{}  {} → {}  {}",
+                    output::dim(&output::time(event.at)),
+                    from,
+                    output::state(event.to.as_str()),
+                    event.reason
+                );
+            }
+        }
+        seen = events.len();
+        let job = &view.job;
+        if job.state.is_terminal() {
+            status.clear();
+            if json {
+                output::json(&view);
+            } else if let Some(diagnosis) = &view.diagnosis {
+                println!("\n{}", output::bold(&diagnosis.summary));
+                for step in &diagnosis.next_steps {
+                    println!("  → {step}");
+                }
+                println!("{}", output::dim(&format!("details: retryd show {id}")));
+            }
+            return Ok(exit_code(job.state));
+        }
+        let line = match &view.waiting_reason {
+            Some(reason) => format!("{}: {reason}", job.state),
+            None => format!("{}: attempt {} of {}", job.state, job.attempt, job.policy.max_attempts),
+        };
+        status.update(&line);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

@@ -1,0 +1,214 @@
+//! Settings in layers: defaults < `retryd.toml` < `RETRYD_*` environment < flags. The file
+//! is parsed strictly (an unknown key is an error that names it); every value is validated
+//! with a message that names its field.
+
+use anyhow::{Context, Result, bail};
+use retryd_core::Policy;
+use retryd_core::policy::PriorityRule;
+use retryd_worker::engine::EngineConfig;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
+pub const DEFAULT_DATABASE: &str = "retryd.db";
+pub const DEFAULT_CONFIG_FILE: &str = "retryd.toml";
+
+/// `retryd.toml`, as written. Every field is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub database: Option<String>,
+    pub listen: Option<String>,
+    pub log_format: Option<LogFormat>,
+    pub log_level: Option<String>,
+    pub synchronous: Option<SyncMode>,
+    #[serde(default)]
+    pub engine: EngineFile,
+    #[serde(default)]
+    pub queues: BTreeMap<String, QueueFile>,
+    #[serde(default)]
+    pub policies: BTreeMap<String, Policy>,
+    #[serde(default)]
+    pub kinds: BTreeMap<String, String>,
+    pub priority_rule: Option<PriorityRule>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineFile {
+    pub node: Option<String>,
+    pub concurrency: Option<usize>,
+    pub default_queue_concurrency: Option<usize>,
+    #[serde(default, with = "retryd_core::duration::option")]
+    pub lease: Option<Duration>,
+    #[serde(default, with = "retryd_core::duration::option")]
+    pub kill_grace: Option<Duration>,
+    #[serde(default, with = "retryd_core::duration::option")]
+    pub shutdown_grace: Option<Duration>,
+    pub log_tail_bytes: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueFile {
+    pub concurrency: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncMode {
+    Full,
+    Normal,
+}
+
+/// Values given on the command line or in the environment (clap reads both).
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct ServeOverrides {
+    /// Configuration file [default: ./retryd.toml when present]
+    #[arg(long, env = "RETRYD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// SQLite file (or sqlite:// URL) [default: retryd.db]
+    #[arg(long, env = "RETRYD_DATABASE_URL")]
+    pub database: Option<String>,
+    /// Address to listen on [default: 127.0.0.1:7878]; port 0 picks a free port
+    #[arg(long, env = "RETRYD_LISTEN")]
+    pub listen: Option<String>,
+    /// Server log format [default: text]
+    #[arg(long, env = "RETRYD_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Log filter, e.g. info or retryd_worker=debug [default: info]
+    #[arg(long, env = "RETRYD_LOG_LEVEL")]
+    pub log_level: Option<String>,
+    /// Attempts run at once on this node [default: 16]
+    #[arg(long, env = "RETRYD_CONCURRENCY")]
+    pub concurrency: Option<usize>,
+    /// Lease of a running attempt, renewed every third of it [default: 30s]
+    #[arg(long, env = "RETRYD_LEASE", value_parser = parse_duration)]
+    pub lease: Option<Duration>,
+    /// Time running attempts get to finish at shutdown [default: 30s]
+    #[arg(long, env = "RETRYD_SHUTDOWN_GRACE", value_parser = parse_duration)]
+    pub shutdown_grace: Option<Duration>,
+    /// This node's name [default: host-pid]
+    #[arg(long, env = "RETRYD_NODE")]
+    pub node: Option<String>,
+    /// fsync every commit (full) or rely on WAL checkpoints (normal) [default: full]
+    #[arg(long, env = "RETRYD_SYNCHRONOUS", value_enum)]
+    pub synchronous: Option<SyncMode>,
+}
+
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    retryd_core::duration::parse(text)
+}
+
+/// The validated settings the server runs with.
+#[derive(Debug)]
+pub struct Settings {
+    pub database: PathBuf,
+    pub listen: SocketAddr,
+    pub log_format: LogFormat,
+    pub log_level: String,
+    pub synchronous: SyncMode,
+    pub engine: EngineConfig,
+    pub policies: retryd_worker::Policies,
+    /// Where the file layer came from, if any.
+    pub config_file: Option<PathBuf>,
+}
+
+/// Reads the file layer: the given path (which must exist), else `./retryd.toml` if present.
+pub fn load_file(path: Option<&Path>) -> Result<(FileConfig, Option<PathBuf>)> {
+    let path = match path {
+        Some(p) => p.to_path_buf(),
+        None if Path::new(DEFAULT_CONFIG_FILE).exists() => PathBuf::from(DEFAULT_CONFIG_FILE),
+        None => return Ok((FileConfig::default(), None)),
+    };
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read config file {}", path.display()))?;
+    let file: FileConfig = toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok((file, Some(path)))
+}
+
+fn database_path(value: &str) -> Result<PathBuf> {
+    if value.starts_with("postgres://") || value.starts_with("postgresql://") {
+        bail!("database: PostgreSQL is not supported by this build yet; use a SQLite file path");
+    }
+    let path = value.strip_prefix("sqlite://").unwrap_or(value);
+    if path.is_empty() {
+        bail!("database: must be a file path such as retryd.db");
+    }
+    Ok(PathBuf::from(path))
+}
+
+impl Settings {
+    pub fn resolve(flags: &ServeOverrides) -> Result<Settings> {
+        let (file, config_file) = load_file(flags.config.as_deref())?;
+        let database = database_path(flags.database.as_deref().or(file.database.as_deref()).unwrap_or(DEFAULT_DATABASE))?;
+        let listen_text = flags.listen.clone().or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+        let listen: SocketAddr = listen_text
+            .parse()
+            .map_err(|_| anyhow::anyhow!("listen: {listen_text:?} is not an address; write host:port such as 127.0.0.1:7878"))?;
+        let defaults = EngineConfig::default();
+        let engine = EngineConfig {
+            node: flags.node.clone().or(file.engine.node).unwrap_or(defaults.node),
+            concurrency: flags.concurrency.or(file.engine.concurrency).unwrap_or(defaults.concurrency),
+            queue_concurrency: file.queues.iter().filter_map(|(q, c)| c.concurrency.map(|n| (q.clone(), n))).collect(),
+            default_queue_concurrency: file.engine.default_queue_concurrency.unwrap_or(defaults.default_queue_concurrency),
+            lease: flags.lease.or(file.engine.lease).unwrap_or(defaults.lease),
+            kill_grace: file.engine.kill_grace.unwrap_or(defaults.kill_grace),
+            shutdown_grace: flags.shutdown_grace.or(file.engine.shutdown_grace).unwrap_or(defaults.shutdown_grace),
+            log_tail_bytes: file.engine.log_tail_bytes.unwrap_or(defaults.log_tail_bytes),
+        };
+        validate_engine(&engine)?;
+        let policies = retryd_worker::Policies::new(file.policies, file.kinds, file.priority_rule.unwrap_or_default())
+            .map_err(|e| anyhow::anyhow!("{}: {}", e.field, e.message))?;
+        Ok(Settings {
+            database,
+            listen,
+            log_format: flags.log_format.or(file.log_format).unwrap_or(LogFormat::Text),
+            log_level: flags.log_level.clone().or(file.log_level).unwrap_or_else(|| "info".to_owned()),
+            synchronous: flags.synchronous.or(file.synchronous).unwrap_or(SyncMode::Full),
+            engine,
+            policies,
+            config_file,
+        })
+    }
+}
+
+fn validate_engine(engine: &EngineConfig) -> Result<()> {
+    if !(1..=10_000).contains(&engine.concurrency) {
+        bail!("engine.concurrency: must be between 1 and 10000, got {}", engine.concurrency);
+    }
+    if !(1..=10_000).contains(&engine.default_queue_concurrency) {
+        bail!("engine.default_queue_concurrency: must be between 1 and 10000, got {}", engine.default_queue_concurrency);
+    }
+    for (queue, n) in &engine.queue_concurrency {
+        retryd_core::job::validate_name("queue", queue).map_err(|e| anyhow::anyhow!("queues.{queue}: {e}"))?;
+        if !(1..=10_000).contains(n) {
+            bail!("queues.{queue}.concurrency: must be between 1 and 10000, got {n}");
+        }
+    }
+    if engine.lease < Duration::from_secs(1) || engine.lease > Duration::from_secs(3600) {
+        bail!("engine.lease: must be between 1s and 1h, got {}", retryd_core::duration::format(engine.lease));
+    }
+    if engine.shutdown_grace > Duration::from_secs(3600) {
+        bail!("engine.shutdown_grace: must be at most 1h");
+    }
+    if engine.kill_grace > Duration::from_secs(600) {
+        bail!("engine.kill_grace: must be at most 10m");
+    }
+    if !(1024..=64 * 1024 * 1024).contains(&engine.log_tail_bytes) {
+        bail!("engine.log_tail_bytes: must be between 1024 and 67108864, got {}", engine.log_tail_bytes);
+    }
+    if engine.node.is_empty() || engine.node.len() > 128 {
+        bail!("engine.node: must be 1–128 characters");
+    }
+    Ok(())
+}
