@@ -55,11 +55,11 @@ pub async fn list(client: &Client, args: JobsArgs, json: bool) -> Result<u8> {
         .iter()
         .map(|v| {
             let job = &v.job;
-            let status = v
-                .waiting_reason
-                .clone()
-                .or_else(|| job.last_error.clone())
-                .unwrap_or_default();
+            let status = match (&v.waiting_reason, job.state) {
+                (Some(reason), _) => reason.clone(),
+                (None, retryd_core::JobState::Succeeded) => format!("done after {} attempt{}", job.attempt, if job.attempt == 1 { "" } else { "s" }),
+                (None, _) => format!("attempt {} running on {}", job.attempt, job.lease_owner.as_deref().unwrap_or("?")),
+            };
             vec![
                 job.id.to_string(),
                 output::state(job.state.as_str()),

@@ -6,7 +6,7 @@ use retryd_core::SystemClock;
 use retryd_server::AppState;
 use retryd_store_sqlite::{SqliteStore, Synchronous};
 use retryd_worker::Engine;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
@@ -14,7 +14,8 @@ use tracing_subscriber::EnvFilter;
 
 fn init_tracing(format: LogFormat, level: &str) -> Result<()> {
     let filter = EnvFilter::try_new(level).map_err(|e| anyhow::anyhow!("log_level: {e}"))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     match format {
         // Span fields (job_id, queue, kind, target, attempt, step, state) go on every line.
         LogFormat::Json => builder.json().with_current_span(true).with_span_list(false).init(),
