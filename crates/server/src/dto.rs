@@ -18,14 +18,6 @@ const MAX_ARGS: usize = 1000;
 /// How far ahead a job may be scheduled.
 const MAX_SCHEDULE_AHEAD_DAYS: i64 = 366;
 
-/// A job's policy: a name, or an inline policy.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum PolicyRef {
-    Named(String),
-    Inline(Box<Policy>),
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitRequest {
@@ -36,8 +28,9 @@ pub struct SubmitRequest {
     pub kind: Option<String>,
     #[serde(default)]
     pub target: Option<String>,
+    /// A policy name, or an inline policy object.
     #[serde(default)]
-    pub policy: Option<PolicyRef>,
+    pub policy: Option<serde_json::Value>,
     #[serde(default)]
     pub priority: Option<i64>,
     #[serde(default)]
@@ -101,24 +94,30 @@ impl SubmitRequest {
             }
         }
         let (policy_name, policy) = match self.policy {
-            Some(PolicyRef::Inline(policy)) => {
+            Some(serde_json::Value::Object(fields)) => {
+                let policy: Policy = serde_path_to_error::deserialize(serde_json::Value::Object(fields)).map_err(|e| {
+                    let path = e.path().to_string();
+                    let field = if path == "." { "policy".to_owned() } else { format!("policy.{path}") };
+                    Error::invalid(field, e.into_inner().to_string())
+                })?;
                 policy.validate().map_err(|e| Error::invalid(format!("policy.{}", e.field), e.message))?;
-                (INLINE.to_owned(), *policy)
+                (INLINE.to_owned(), policy)
             }
-            Some(PolicyRef::Named(name)) if name == INLINE => {
+            Some(serde_json::Value::String(name)) if name == INLINE => {
                 return Err(Error::invalid("policy", "'inline' is not a policy name; give the policy object instead"));
             }
-            named => {
-                let wanted = match &named {
-                    Some(PolicyRef::Named(name)) => Some(name.as_str()),
-                    _ => None,
-                };
-                let name = policies.select(wanted, &kind, priority);
+            Some(serde_json::Value::String(name)) => {
                 let policy = policies.get(&name).cloned().ok_or_else(|| {
                     Error::invalid("policy", format!("unknown policy '{name}' (known: {})", policies.names().join(", ")))
                 })?;
                 (name, policy)
             }
+            None | Some(serde_json::Value::Null) => {
+                let name = policies.select(None, &kind, priority);
+                let policy = policies.get(&name).cloned().ok_or_else(|| Error::Internal(format!("selected policy '{name}' is missing")))?;
+                (name, policy)
+            }
+            Some(_) => return Err(Error::invalid("policy", "must be a policy name or a policy object")),
         };
         Ok(NewJob {
             id: JobId::new(),

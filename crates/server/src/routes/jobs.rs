@@ -69,9 +69,14 @@ pub async fn retry(State(state): State<AppState>, Path(id): Path<String>, body: 
     let request: RetryRequest = if body.iter().all(u8::is_ascii_whitespace) {
         RetryRequest::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| match e.classify() {
-            serde_json::error::Category::Data => Error::invalid("body", e.to_string()),
-            _ => Error::Malformed(format!("body is not valid JSON: {e}")),
+        let mut parser = serde_json::Deserializer::from_slice(&body);
+        serde_path_to_error::deserialize(&mut parser).map_err(|e| {
+            let field = e.path().to_string();
+            let inner = e.into_inner();
+            match inner.classify() {
+                serde_json::error::Category::Data => Error::invalid(if field == "." { "body".to_owned() } else { field }, inner.to_string()),
+                _ => Error::Malformed(format!("body is not valid JSON: {inner}")),
+            }
         })?
     };
     let job = state.engine.requeue(job_id(&id)?, request.reset, API_ACTOR).await?;

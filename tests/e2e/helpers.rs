@@ -1,0 +1,258 @@
+//! The harness: a real `retryd serve` process on a free loopback port with its own SQLite
+//! file, the real CLI, and a small API client.
+
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_retryd");
+
+/// An inline policy that retries fast, for tests that do not measure backoff.
+pub fn fast_policy(max_attempts: u32) -> Value {
+    json!({ "max_attempts": max_attempts, "initial_delay": "50ms", "max_delay": "200ms", "jitter": "none" })
+}
+
+/// A running server. Killed when dropped.
+pub struct Server {
+    child: Option<Child>,
+    pub url: String,
+    pub dir: PathBuf,
+    pub http: reqwest::Client,
+    args: Vec<String>,
+}
+
+impl Server {
+    /// Starts a server in a fresh temporary directory.
+    pub async fn start(extra: &[&str]) -> Server {
+        let dir = tempfile::tempdir().expect("temp dir").keep();
+        Server::start_in(&dir, extra).await
+    }
+
+    /// Starts a server on the database in `dir` (a restart when one ran there before).
+    pub async fn start_in(dir: &Path, extra: &[&str]) -> Server {
+        let args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let (child, url) = spawn(dir, &args);
+        let server = Server { child: Some(child), url, dir: dir.to_path_buf(), http: reqwest::Client::new(), args };
+        server.wait_healthy().await;
+        server
+    }
+
+    pub async fn wait_healthy(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = self.http.get(format!("{}/healthz", self.url)).send().await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "server did not answer /healthz; log:\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// SIGKILL: no shutdown path runs.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then waits for the process to exit; returns its exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).ok();
+        child.wait().ok().and_then(|s| s.code())
+    }
+
+    /// Waits for the server process to exit by itself (a poison job kills it).
+    pub fn wait_exit(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut() {
+                if child.try_wait().ok().flatten().is_some() {
+                    self.child = None;
+                    return true;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// Starts the server again on the same database and flags.
+    pub async fn restart(&mut self) {
+        self.kill9();
+        let (child, url) = spawn(&self.dir, &self.args);
+        self.child = Some(child);
+        self.url = url;
+        self.wait_healthy().await;
+    }
+
+    /// Everything the server wrote to stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+    }
+
+    pub fn api(&self, path: &str) -> String {
+        format!("{}/api/v1{path}", self.url)
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self.http.get(self.api(path)).send().await.expect("GET");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let r = self.http.post(self.api(path)).json(&body).send().await.expect("POST");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Submits a command job; returns its id.
+    pub async fn submit(&self, args: &[&str], extra: Value) -> String {
+        let (program, rest) = args.split_first().expect("a command");
+        let mut body = json!({ "action": { "type": "command", "program": program, "args": rest } });
+        if let Value::Object(fields) = extra {
+            for (k, v) in fields {
+                body[k] = v;
+            }
+        }
+        let (status, job) = self.post("/jobs", body).await;
+        assert_eq!(status, 201, "submit refused: {job}");
+        job["id"].as_str().expect("id").to_owned()
+    }
+
+    pub async fn job(&self, id: &str) -> Value {
+        let (status, job) = self.get(&format!("/jobs/{id}")).await;
+        assert_eq!(status, 200, "{job}");
+        job
+    }
+
+    /// Polls until the job is in a terminal state; panics after `timeout`.
+    pub async fn wait_terminal(&self, id: &str, timeout: Duration) -> Value {
+        self.wait_for(id, timeout, |job| {
+            matches!(job["state"].as_str(), Some("succeeded" | "failed" | "cancelled" | "expired"))
+        })
+        .await
+    }
+
+    pub async fn wait_for(&self, id: &str, timeout: Duration, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let job = self.job(id).await;
+            if done(&job) {
+                return job;
+            }
+            assert!(Instant::now() < deadline, "job {id} did not get there in {timeout:?}: {job}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn attempts(&self, id: &str) -> Vec<Value> {
+        let (_, v) = self.get(&format!("/jobs/{id}/attempts")).await;
+        v.as_array().cloned().unwrap_or_default()
+    }
+
+    pub async fn events(&self, id: &str) -> Vec<Value> {
+        let (_, v) = self.get(&format!("/jobs/{id}/events")).await;
+        v.as_array().cloned().unwrap_or_default()
+    }
+
+    /// Runs the real CLI against this server.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        cli(args, &[("RETRYD_SERVER", self.url.as_str())])
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn spawn(dir: &Path, extra: &[String]) -> (Child, String) {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("server.log")).expect("log file");
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+        .arg("--database")
+        .arg(dir.join("retryd.db"))
+        .args(extra)
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        .env_remove("RETRYD_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("spawn retryd serve");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                let url = rest.split_whitespace().next().unwrap_or_default().to_owned();
+                let _ = tx.send(url);
+            }
+        }
+    });
+    let url = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_else(|_| {
+        let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
+        panic!("retryd serve did not print its address; log:\n{log}")
+    });
+    (child, url)
+}
+
+/// Runs the CLI with extra environment variables; colours are off (NO_COLOR).
+pub fn cli(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(BIN);
+    // Run from the temp dir so that a stray default never touches the working tree.
+    command.args(args).env("NO_COLOR", "1").env_remove("RETRYD_CONFIG").stdin(Stdio::null()).current_dir(std::env::temp_dir());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command.output().expect("run retryd")
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// A shell snippet that fails with `message` on stderr until it has run `failures` times
+/// (counted in `counter`), then prints "deployed".
+pub fn flaky(counter: &Path, failures: u32, message: &str) -> String {
+    format!(
+        "n=$(cat '{c}' 2>/dev/null || echo 0); n=$((n+1)); echo $n > '{c}'; \
+         if [ $n -le {failures} ]; then echo '{message}' >&2; exit 1; fi; echo deployed",
+        c = counter.display()
+    )
+}
+
+/// Percentile of sorted values.
+pub fn percentile(sorted: &[i64], p: f64) -> i64 {
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// Process ids whose command line contains `marker`.
+pub fn processes_with(marker: &str) -> Vec<i32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+            let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if text.contains(marker) && !text.contains("cargo") {
+                found.push(pid);
+            }
+        }
+    }
+    found
+}

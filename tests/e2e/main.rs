@@ -1,0 +1,11 @@
+//! End-to-end tests: the real binary, a real SQLite file, real child processes, the real
+//! HTTP API on a loopback port. One file per feature; the harness is in `helpers.rs`.
+
+mod bad_input;
+mod cancel;
+mod cli;
+mod crash;
+mod dead_letter;
+mod helpers;
+mod retries;
+mod timing;
