@@ -156,11 +156,13 @@ impl Settings {
             .parse()
             .map_err(|_| anyhow::anyhow!("listen: {listen_text:?} is not an address; write host:port such as 127.0.0.1:7878"))?;
         let defaults = EngineConfig::default();
+        let concurrency = flags.concurrency.or(file.engine.concurrency).unwrap_or(defaults.concurrency);
         let engine = EngineConfig {
             node: flags.node.clone().or(file.engine.node).unwrap_or(defaults.node),
-            concurrency: flags.concurrency.or(file.engine.concurrency).unwrap_or(defaults.concurrency),
+            concurrency,
             queue_concurrency: file.queues.iter().filter_map(|(q, c)| c.concurrency.map(|n| (q.clone(), n))).collect(),
-            default_queue_concurrency: file.engine.default_queue_concurrency.unwrap_or(defaults.default_queue_concurrency),
+            // A queue without its own cap may use every slot unless told otherwise.
+            default_queue_concurrency: file.engine.default_queue_concurrency.unwrap_or(concurrency),
             lease: flags.lease.or(file.engine.lease).unwrap_or(defaults.lease),
             kill_grace: file.engine.kill_grace.unwrap_or(defaults.kill_grace),
             shutdown_grace: flags.shutdown_grace.or(file.engine.shutdown_grace).unwrap_or(defaults.shutdown_grace),

@@ -11,7 +11,7 @@ async fn kill_9_mid_run_then_restart_finishes_every_job() {
     let policy = json!({ "max_attempts": 3, "initial_delay": "100ms", "max_delay": "500ms" });
     let mut ids = Vec::new();
     for _ in 0..50 {
-        ids.push(server.submit(&["sleep", "1.5"], json!({ "policy": policy })).await);
+        ids.push(server.submit(&["sleep", "4"], json!({ "policy": policy })).await);
     }
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {

@@ -10,7 +10,7 @@ use std::time::Duration;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn due_retries_start_on_time() {
     const JOBS: usize = 200;
-    let server = Server::start(&["--concurrency", "256", "--synchronous", "normal"]).await;
+    let server = Server::start(&["--concurrency", "256"]).await;
     let policy = json!({ "max_attempts": 2, "initial_delay": "100ms", "max_delay": "100ms", "jitter": "none" });
     let mut ids = Vec::new();
     for i in 0..JOBS {
