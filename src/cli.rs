@@ -5,9 +5,15 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
-#[command(name = "retryd", version, about = "Runs deployments and background jobs to completion: honest retries, live state, a dead-letter queue you can read.")]
-#[command(after_help = "Exit codes: 0 success; 1 error (server unreachable, refused request); 2 usage error;\n\
-    3 job failed; 4 job cancelled; 5 job expired. `run` exits with the command's last exit code.")]
+#[command(
+    name = "retryd",
+    version,
+    about = "Runs deployments and background jobs to completion: honest retries, live state, a dead-letter queue you can read."
+)]
+#[command(
+    after_help = "Exit codes: 0 success; 1 error (server unreachable, refused request); 2 usage error;\n\
+    3 job failed; 4 job cancelled; 5 job expired. `run` exits with the command's last exit code."
+)]
 pub struct Cli {
     /// Server address for client commands
     #[arg(long, global = true, env = "RETRYD_SERVER", default_value = crate::client::DEFAULT_SERVER)]
@@ -202,9 +208,7 @@ pub enum PolicyCommand {
     /// Named policies on the server
     List,
     /// One policy and its schedule
-    Show {
-        name: String,
-    },
+    Show { name: String },
     /// The schedule a policy gives: wait ranges and cumulative time per attempt
     Simulate {
         /// A policy name on the server

@@ -11,10 +11,17 @@ pub const DEFAULT_SERVER: &str = "http://127.0.0.1:7878";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot reach retryd at {server}: {reason}\n  is `retryd serve` running there? Point the CLI elsewhere with --server or RETRYD_SERVER.")]
+    #[error(
+        "cannot reach retryd at {server}: {reason}\n  is `retryd serve` running there? Point the CLI elsewhere with --server or RETRYD_SERVER."
+    )]
     Unreachable { server: String, reason: String },
     #[error("{message}{}", field.as_ref().map(|f| format!(" (field: {f})")).unwrap_or_default())]
-    Api { status: u16, code: String, message: String, field: Option<String> },
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+        field: Option<String>,
+    },
     #[error("unexpected reply from the server: {0}")]
     Decode(String),
 }
@@ -57,7 +64,10 @@ impl Client {
             .connect_timeout(Duration::from_secs(5))
             .build()
             .expect("HTTP client builds");
-        Client { http, base: server.trim_end_matches('/').to_owned() }
+        Client {
+            http,
+            base: server.trim_end_matches('/').to_owned(),
+        }
     }
 
     fn url(&self, path: &str) -> String {
@@ -71,12 +81,18 @@ impl Client {
             reason = s.to_string();
             source = s.source();
         }
-        ClientError::Unreachable { server: self.base.clone(), reason }
+        ClientError::Unreachable {
+            server: self.base.clone(),
+            reason,
+        }
     }
 
     async fn decode<T: DeserializeOwned>(response: reqwest::Response) -> Result<T, ClientError> {
         let status = response.status();
-        let bytes = response.bytes().await.map_err(|e| ClientError::Decode(e.to_string()))?;
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| ClientError::Decode(e.to_string()))?;
         if status.is_success() {
             return serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()));
         }
@@ -85,7 +101,10 @@ impl Client {
                 status: status.as_u16(),
                 code: body.error.code,
                 message: body.error.message,
-                field: body.error.details.and_then(|d| d.get("field").and_then(|f| f.as_str()).map(str::to_owned)),
+                field: body
+                    .error
+                    .details
+                    .and_then(|d| d.get("field").and_then(|f| f.as_str()).map(str::to_owned)),
             }),
             Err(_) => Err(ClientError::Api {
                 status: status.as_u16(),
@@ -97,25 +116,61 @@ impl Client {
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        let response = self.http.get(self.url(path)).send().await.map_err(|e| self.unreachable(e))?;
+        let response = self
+            .http
+            .get(self.url(path))
+            .send()
+            .await
+            .map_err(|e| self.unreachable(e))?;
         Self::decode(response).await
     }
 
-    pub async fn get_query<T: DeserializeOwned, Q: Serialize>(&self, path: &str, query: &Q) -> Result<T, ClientError> {
-        let response = self.http.get(self.url(path)).query(query).send().await.map_err(|e| self.unreachable(e))?;
+    pub async fn get_query<T: DeserializeOwned, Q: Serialize>(
+        &self,
+        path: &str,
+        query: &Q,
+    ) -> Result<T, ClientError> {
+        let response = self
+            .http
+            .get(self.url(path))
+            .query(query)
+            .send()
+            .await
+            .map_err(|e| self.unreachable(e))?;
         Self::decode(response).await
     }
 
-    pub async fn post<T: DeserializeOwned, B: Serialize>(&self, path: &str, body: &B) -> Result<T, ClientError> {
-        let response = self.http.post(self.url(path)).json(body).send().await.map_err(|e| self.unreachable(e))?;
+    pub async fn post<T: DeserializeOwned, B: Serialize>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        let response = self
+            .http
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| self.unreachable(e))?;
         Self::decode(response).await
     }
 
     /// Follows an NDJSON stream, calling `each` for every line until the server ends it.
-    pub async fn follow_ndjson<T: DeserializeOwned>(&self, path: &str, mut each: impl FnMut(T)) -> Result<(), ClientError> {
-        let response = self.http.get(self.url(path)).send().await.map_err(|e| self.unreachable(e))?;
+    pub async fn follow_ndjson<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        mut each: impl FnMut(T),
+    ) -> Result<(), ClientError> {
+        let response = self
+            .http
+            .get(self.url(path))
+            .send()
+            .await
+            .map_err(|e| self.unreachable(e))?;
         if !response.status().is_success() {
-            return Self::decode::<serde_json::Value>(response).await.map(|_| ());
+            return Self::decode::<serde_json::Value>(response)
+                .await
+                .map(|_| ());
         }
         let mut stream = response.bytes_stream();
         let mut pending: Vec<u8> = Vec::new();
@@ -124,7 +179,8 @@ impl Client {
             pending.extend_from_slice(&chunk);
             while let Some(pos) = pending.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = pending.drain(..=pos).collect();
-                let value = serde_json::from_slice(&line).map_err(|e| ClientError::Decode(e.to_string()))?;
+                let value = serde_json::from_slice(&line)
+                    .map_err(|e| ClientError::Decode(e.to_string()))?;
                 each(value);
             }
         }

@@ -131,8 +131,10 @@ pub fn load_file(path: Option<&Path>) -> Result<(FileConfig, Option<PathBuf>)> {
         None if Path::new(DEFAULT_CONFIG_FILE).exists() => PathBuf::from(DEFAULT_CONFIG_FILE),
         None => return Ok((FileConfig::default(), None)),
     };
-    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read config file {}", path.display()))?;
-    let file: FileConfig = toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    let file: FileConfig =
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     Ok((file, Some(path)))
 }
 
@@ -150,33 +152,76 @@ fn database_path(value: &str) -> Result<PathBuf> {
 impl Settings {
     pub fn resolve(flags: &ServeOverrides) -> Result<Settings> {
         let (file, config_file) = load_file(flags.config.as_deref())?;
-        let database = database_path(flags.database.as_deref().or(file.database.as_deref()).unwrap_or(DEFAULT_DATABASE))?;
-        let listen_text = flags.listen.clone().or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
-        let listen: SocketAddr = listen_text
-            .parse()
-            .map_err(|_| anyhow::anyhow!("listen: {listen_text:?} is not an address; write host:port such as 127.0.0.1:7878"))?;
+        let database = database_path(
+            flags
+                .database
+                .as_deref()
+                .or(file.database.as_deref())
+                .unwrap_or(DEFAULT_DATABASE),
+        )?;
+        let listen_text = flags
+            .listen
+            .clone()
+            .or(file.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+        let listen: SocketAddr = listen_text.parse().map_err(|_| {
+            anyhow::anyhow!(
+                "listen: {listen_text:?} is not an address; write host:port such as 127.0.0.1:7878"
+            )
+        })?;
         let defaults = EngineConfig::default();
-        let concurrency = flags.concurrency.or(file.engine.concurrency).unwrap_or(defaults.concurrency);
+        let concurrency = flags
+            .concurrency
+            .or(file.engine.concurrency)
+            .unwrap_or(defaults.concurrency);
         let engine = EngineConfig {
-            node: flags.node.clone().or(file.engine.node).unwrap_or(defaults.node),
+            node: flags
+                .node
+                .clone()
+                .or(file.engine.node)
+                .unwrap_or(defaults.node),
             concurrency,
-            queue_concurrency: file.queues.iter().filter_map(|(q, c)| c.concurrency.map(|n| (q.clone(), n))).collect(),
+            queue_concurrency: file
+                .queues
+                .iter()
+                .filter_map(|(q, c)| c.concurrency.map(|n| (q.clone(), n)))
+                .collect(),
             // A queue without its own cap may use every slot unless told otherwise.
             default_queue_concurrency: file.engine.default_queue_concurrency.unwrap_or(concurrency),
             lease: flags.lease.or(file.engine.lease).unwrap_or(defaults.lease),
             kill_grace: file.engine.kill_grace.unwrap_or(defaults.kill_grace),
-            shutdown_grace: flags.shutdown_grace.or(file.engine.shutdown_grace).unwrap_or(defaults.shutdown_grace),
-            log_tail_bytes: file.engine.log_tail_bytes.unwrap_or(defaults.log_tail_bytes),
+            shutdown_grace: flags
+                .shutdown_grace
+                .or(file.engine.shutdown_grace)
+                .unwrap_or(defaults.shutdown_grace),
+            log_tail_bytes: file
+                .engine
+                .log_tail_bytes
+                .unwrap_or(defaults.log_tail_bytes),
         };
         validate_engine(&engine)?;
-        let policies = retryd_worker::Policies::new(file.policies, file.kinds, file.priority_rule.unwrap_or_default())
-            .map_err(|e| anyhow::anyhow!("{}: {}", e.field, e.message))?;
+        let policies = retryd_worker::Policies::new(
+            file.policies,
+            file.kinds,
+            file.priority_rule.unwrap_or_default(),
+        )
+        .map_err(|e| anyhow::anyhow!("{}: {}", e.field, e.message))?;
         Ok(Settings {
             database,
             listen,
-            log_format: flags.log_format.or(file.log_format).unwrap_or(LogFormat::Text),
-            log_level: flags.log_level.clone().or(file.log_level).unwrap_or_else(|| "info".to_owned()),
-            synchronous: flags.synchronous.or(file.synchronous).unwrap_or(SyncMode::Full),
+            log_format: flags
+                .log_format
+                .or(file.log_format)
+                .unwrap_or(LogFormat::Text),
+            log_level: flags
+                .log_level
+                .clone()
+                .or(file.log_level)
+                .unwrap_or_else(|| "info".to_owned()),
+            synchronous: flags
+                .synchronous
+                .or(file.synchronous)
+                .unwrap_or(SyncMode::Full),
             engine,
             policies,
             config_file,
@@ -186,19 +231,29 @@ impl Settings {
 
 fn validate_engine(engine: &EngineConfig) -> Result<()> {
     if !(1..=10_000).contains(&engine.concurrency) {
-        bail!("engine.concurrency: must be between 1 and 10000, got {}", engine.concurrency);
+        bail!(
+            "engine.concurrency: must be between 1 and 10000, got {}",
+            engine.concurrency
+        );
     }
     if !(1..=10_000).contains(&engine.default_queue_concurrency) {
-        bail!("engine.default_queue_concurrency: must be between 1 and 10000, got {}", engine.default_queue_concurrency);
+        bail!(
+            "engine.default_queue_concurrency: must be between 1 and 10000, got {}",
+            engine.default_queue_concurrency
+        );
     }
     for (queue, n) in &engine.queue_concurrency {
-        retryd_core::job::validate_name("queue", queue).map_err(|e| anyhow::anyhow!("queues.{queue}: {e}"))?;
+        retryd_core::job::validate_name("queue", queue)
+            .map_err(|e| anyhow::anyhow!("queues.{queue}: {e}"))?;
         if !(1..=10_000).contains(n) {
             bail!("queues.{queue}.concurrency: must be between 1 and 10000, got {n}");
         }
     }
     if engine.lease < Duration::from_secs(1) || engine.lease > Duration::from_secs(3600) {
-        bail!("engine.lease: must be between 1s and 1h, got {}", retryd_core::duration::format(engine.lease));
+        bail!(
+            "engine.lease: must be between 1s and 1h, got {}",
+            retryd_core::duration::format(engine.lease)
+        );
     }
     if engine.shutdown_grace > Duration::from_secs(3600) {
         bail!("engine.shutdown_grace: must be at most 1h");
@@ -207,7 +262,10 @@ fn validate_engine(engine: &EngineConfig) -> Result<()> {
         bail!("engine.kill_grace: must be at most 10m");
     }
     if !(1024..=64 * 1024 * 1024).contains(&engine.log_tail_bytes) {
-        bail!("engine.log_tail_bytes: must be between 1024 and 67108864, got {}", engine.log_tail_bytes);
+        bail!(
+            "engine.log_tail_bytes: must be between 1024 and 67108864, got {}",
+            engine.log_tail_bytes
+        );
     }
     if engine.node.is_empty() || engine.node.len() > 128 {
         bail!("engine.node: must be 1–128 characters");

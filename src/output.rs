@@ -9,7 +9,9 @@ static COLOR: OnceLock<bool> = OnceLock::new();
 
 /// Colour only on a terminal, and never when `NO_COLOR` is set (https://no-color.org).
 pub fn init_color(disabled: bool) {
-    let enabled = !disabled && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stdout().is_terminal();
+    let enabled = !disabled
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        && std::io::stdout().is_terminal();
     let _ = COLOR.set(enabled);
 }
 
@@ -18,7 +20,11 @@ fn color_on() -> bool {
 }
 
 pub fn paint(code: &str, text: &str) -> String {
-    if color_on() { format!("\x1b[{code}m{text}\x1b[0m") } else { text.to_owned() }
+    if color_on() {
+        format!("\x1b[{code}m{text}\x1b[0m")
+    } else {
+        text.to_owned()
+    }
 }
 
 pub fn bold(text: &str) -> String {
@@ -61,7 +67,9 @@ pub fn time(at: DateTime<Utc>) -> String {
 }
 
 pub fn datetime(at: DateTime<Utc>) -> String {
-    at.with_timezone(&Local).format("%Y-%m-%d %H:%M:%S").to_string()
+    at.with_timezone(&Local)
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string()
 }
 
 /// "3s ago", "in 2m".
@@ -73,7 +81,11 @@ pub fn relative(at: DateTime<Utc>, now: DateTime<Utc>) -> String {
         3600..=86_399 => format!("{}h", s / 3600),
         _ => format!("{}d", s / 86_400),
     };
-    if secs >= 0 { format!("in {}", span(secs)) } else { format!("{} ago", span(-secs)) }
+    match secs {
+        0 => "just now".to_owned(),
+        1.. => format!("in {}", span(secs)),
+        _ => format!("{} ago", span(-secs)),
+    }
 }
 
 fn visible_width(text: &str) -> usize {
@@ -136,7 +148,11 @@ pub struct StatusLine {
 
 impl StatusLine {
     pub fn new() -> Self {
-        StatusLine { enabled: std::io::stderr().is_terminal(), frame: 0, shown: false }
+        StatusLine {
+            enabled: std::io::stderr().is_terminal(),
+            frame: 0,
+            shown: false,
+        }
     }
 
     pub fn update(&mut self, text: &str) {
@@ -146,7 +162,12 @@ impl StatusLine {
         const FRAMES: [&str; 10] = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"];
         self.frame = (self.frame + 1) % FRAMES.len();
         let mut err = std::io::stderr().lock();
-        let _ = write!(err, "\r\x1b[2K{} {}", FRAMES[self.frame], truncate(text, 110));
+        let _ = write!(
+            err,
+            "\r\x1b[2K{} {}",
+            FRAMES[self.frame],
+            truncate(text, 110)
+        );
         let _ = err.flush();
         self.shown = true;
     }
@@ -170,5 +191,8 @@ impl Drop for StatusLine {
 
 /// Prints a value as pretty JSON on stdout.
 pub fn json<T: serde::Serialize>(value: &T) {
-    println!("{}", serde_json::to_string_pretty(value).expect("serializable"));
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("serializable")
+    );
 }

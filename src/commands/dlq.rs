@@ -36,10 +36,14 @@ struct Bulk {
 }
 
 fn filter_query(filter: &DlqFilter) -> Vec<(&'static str, String)> {
-    [("queue", &filter.queue), ("kind", &filter.kind), ("target", &filter.target)]
-        .into_iter()
-        .filter_map(|(k, v)| v.clone().map(|v| (k, v)))
-        .collect()
+    [
+        ("queue", &filter.queue),
+        ("kind", &filter.kind),
+        ("target", &filter.target),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.clone().map(|v| (k, v)))
+    .collect()
 }
 
 fn selection(action: &DlqAction) -> Value {
@@ -78,7 +82,11 @@ fn report(result: &Bulk, verb: &str, json: bool) {
     if json {
         output::json(result);
     } else {
-        println!("{verb} {} dead job{}", result.count, if result.count == 1 { "" } else { "s" });
+        println!(
+            "{verb} {} dead job{}",
+            result.count,
+            if result.count == 1 { "" } else { "s" }
+        );
     }
 }
 
@@ -92,17 +100,48 @@ async fn list(client: &Client, filter: &DlqFilter, json: bool) -> Result<u8> {
         println!("the dead-letter queue is empty");
         return Ok(crate::exit::OK);
     }
-    println!("{}", bold(&format!("{} dead job{} in {} group{}", dlq.total, if dlq.total == 1 { "" } else { "s" }, dlq.groups.len(), if dlq.groups.len() == 1 { "" } else { "s" })));
+    println!(
+        "{}",
+        bold(&format!(
+            "{} dead job{} in {} group{}",
+            dlq.total,
+            if dlq.total == 1 { "" } else { "s" },
+            dlq.groups.len(),
+            if dlq.groups.len() == 1 { "" } else { "s" }
+        ))
+    );
     for group in &dlq.groups {
         println!(
             "\n  {} {}  {}",
             output::red(&format!("{} ×", group.count)),
             truncate(&group.message, 100),
-            dim(&format!("(since {}, last {})", output::datetime(group.first_seen), output::datetime(group.last_seen)))
+            dim(&format!(
+                "(since {}, last {})",
+                output::datetime(group.first_seen),
+                output::datetime(group.last_seen)
+            ))
         );
         println!("    {} {}", dim("fingerprint"), group.fingerprint);
-        println!("    {} {}   {} {}   {} {}", dim("queue"), group.queues.join(","), dim("kind"), group.kinds.join(","), dim("target"), if group.targets.is_empty() { "-".to_owned() } else { group.targets.join(",") });
-        println!("    {}", dim(&format!("requeue all: retryd dlq requeue --fingerprint '{}' --reset", group.fingerprint.replace('\'', r"'\''"))));
+        println!(
+            "    {} {}   {} {}   {} {}",
+            dim("queue"),
+            group.queues.join(","),
+            dim("kind"),
+            group.kinds.join(","),
+            dim("target"),
+            if group.targets.is_empty() {
+                "-".to_owned()
+            } else {
+                group.targets.join(",")
+            }
+        );
+        println!(
+            "    {}",
+            dim(&format!(
+                "requeue all: retryd dlq requeue --fingerprint '{}' --reset",
+                group.fingerprint.replace('\'', r"'\''")
+            ))
+        );
     }
     println!("\n{}", bold("Newest dead jobs"));
     let rows: Vec<Vec<String>> = dlq

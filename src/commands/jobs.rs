@@ -57,8 +57,16 @@ pub async fn list(client: &Client, args: JobsArgs, json: bool) -> Result<u8> {
             let job = &v.job;
             let status = match (&v.waiting_reason, job.state) {
                 (Some(reason), _) => reason.clone(),
-                (None, retryd_core::JobState::Succeeded) => format!("done after {} attempt{}", job.attempt, if job.attempt == 1 { "" } else { "s" }),
-                (None, _) => format!("attempt {} running on {}", job.attempt, job.lease_owner.as_deref().unwrap_or("?")),
+                (None, retryd_core::JobState::Succeeded) => format!(
+                    "done after {} attempt{}",
+                    job.attempt,
+                    if job.attempt == 1 { "" } else { "s" }
+                ),
+                (None, _) => format!(
+                    "attempt {} running on {}",
+                    job.attempt,
+                    job.lease_owner.as_deref().unwrap_or("?")
+                ),
             };
             vec![
                 job.id.to_string(),
@@ -72,7 +80,13 @@ pub async fn list(client: &Client, args: JobsArgs, json: bool) -> Result<u8> {
             ]
         })
         .collect();
-    table("", &["ID", "STATE", "QUEUE", "KIND", "TARGET", "ATTEMPTS", "UPDATED", "STATUS"], &rows);
+    table(
+        "",
+        &[
+            "ID", "STATE", "QUEUE", "KIND", "TARGET", "ATTEMPTS", "UPDATED", "STATUS",
+        ],
+        &rows,
+    );
     if let Some(cursor) = page.next_cursor {
         println!("{}", dim(&format!("more: retryd jobs --cursor {cursor}")));
     }
@@ -83,7 +97,9 @@ async fn tail_of_last_attempt(client: &Client, id: &str, attempt: u32) -> Result
     let mut lines = Vec::new();
     let mut after = 0;
     loop {
-        let page: LogPage = client.get(&format!("/jobs/{id}/log?after={after}&limit=5000")).await?;
+        let page: LogPage = client
+            .get(&format!("/jobs/{id}/log?after={after}&limit=5000"))
+            .await?;
         let done = page.lines.is_empty() || page.complete;
         after = page.next_after;
         lines.extend(page.lines.into_iter().filter(|l| l.attempt == attempt));
@@ -109,21 +125,41 @@ pub async fn show(client: &Client, id: &str, json: bool) -> Result<u8> {
     let attempts: Vec<Attempt> = client.get(&format!("/jobs/{id}/attempts")).await?;
     let events: Vec<Event> = client.get(&format!("/jobs/{id}/events")).await?;
     let last = attempts.last().map_or(0, |a| a.number);
-    let output_lines = if last > 0 { tail_of_last_attempt(client, id, last).await? } else { Vec::new() };
+    let output_lines = if last > 0 {
+        tail_of_last_attempt(client, id, last).await?
+    } else {
+        Vec::new()
+    };
     if json {
-        output::json(&json!({ "job": view, "attempts": attempts, "events": events, "last_output": output_lines }));
+        output::json(
+            &json!({ "job": view, "attempts": attempts, "events": events, "last_output": output_lines }),
+        );
         return Ok(crate::exit::OK);
     }
     let job = &view.job;
     let policy = &job.policy;
-    println!("{} {}  {}", bold("Job"), bold(&job.id.to_string()), output::state(job.state.as_str()));
+    println!(
+        "{} {}  {}",
+        bold("Job"),
+        bold(&job.id.to_string()),
+        output::state(job.state.as_str())
+    );
     let field = |name: &str, value: String| println!("  {:<10}{value}", dim(name));
     field("command", job.action.summary());
-    field("queue", format!("{}   kind {}   target {}   priority {}", job.queue, job.kind, job.target.as_deref().unwrap_or("-"), job.priority));
+    field(
+        "queue",
+        format!(
+            "{}   kind {}   target {}   priority {}",
+            job.queue,
+            job.kind,
+            job.target.as_deref().unwrap_or("-"),
+            job.priority
+        ),
+    );
     field(
         "policy",
         format!(
-            "{} ({} attempts, {} ×{}, cap {}, {:?} jitter)",
+            "{} ({} attempts, {} ×{}, cap {}, jitter {:?})",
             job.policy_name,
             policy.max_attempts,
             retryd_core::duration::format(policy.initial_delay),
@@ -134,12 +170,26 @@ pub async fn show(client: &Client, id: &str, json: bool) -> Result<u8> {
         .to_lowercase(),
     );
     field("attempts", attempts_text(&view));
-    field("created", format!("{} by {}", output::datetime(job.created_at), job.created_by.as_deref().unwrap_or("-")));
+    field(
+        "created",
+        format!(
+            "{} by {}",
+            output::datetime(job.created_at),
+            job.created_by.as_deref().unwrap_or("-")
+        ),
+    );
     if let Some(deadline) = job.deadline {
         field("deadline", output::datetime(deadline));
     }
     if !job.labels.is_empty() {
-        field("labels", job.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "));
+        field(
+            "labels",
+            job.labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+        );
     }
     if let Some(reason) = &view.waiting_reason {
         field("status", reason.clone());
@@ -156,9 +206,17 @@ pub async fn show(client: &Client, id: &str, json: bool) -> Result<u8> {
         let rows: Vec<Vec<String>> = attempts
             .iter()
             .map(|a| {
-                let took = a.finished_at.map_or("running".to_owned(), |f| format!("{:.2}s", (f - a.started_at).num_milliseconds() as f64 / 1000.0));
+                let took = a.finished_at.map_or("running".to_owned(), |f| {
+                    format!(
+                        "{:.2}s",
+                        (f - a.started_at).num_milliseconds() as f64 / 1000.0
+                    )
+                });
                 let then = match (a.next_delay_ms, &a.delay_reason) {
-                    (Some(ms), Some(why)) => format!("retry in {} ({why})", retryd_core::duration::format(std::time::Duration::from_millis(ms))),
+                    (Some(ms), Some(why)) => format!(
+                        "retry in {} ({why})",
+                        retryd_core::duration::format(std::time::Duration::from_millis(ms))
+                    ),
                     _ => String::new(),
                 };
                 vec![
@@ -173,12 +231,29 @@ pub async fn show(client: &Client, id: &str, json: bool) -> Result<u8> {
                 ]
             })
             .collect();
-        table("  ", &["#", "STARTED", "TOOK", "OUTCOME", "EXIT", "CLASS", "RULE", "THEN"], &rows);
+        table(
+            "  ",
+            &[
+                "#", "STARTED", "TOOK", "OUTCOME", "EXIT", "CLASS", "RULE", "THEN",
+            ],
+            &rows,
+        );
     }
     println!("\n{}", bold("Timeline"));
     for event in &events {
         let from = event.from.map_or("·".to_owned(), |f| f.to_string());
-        println!("  {}  {from} → {}  {} {}", dim(&output::time(event.at)), output::state(event.to.as_str()), event.reason, dim(&format!("({})", event.actor)));
+        // The actor is shown unless the reason already names it.
+        let actor = if event.reason.contains(&event.actor) {
+            String::new()
+        } else {
+            dim(&format!("({})", event.actor))
+        };
+        println!(
+            "  {}  {from} → {}  {} {actor}",
+            dim(&output::time(event.at)),
+            output::state(event.to.as_str()),
+            event.reason
+        );
     }
     if !output_lines.is_empty() {
         println!("\n{}", bold(&format!("Last output (attempt {last})")));
@@ -195,17 +270,29 @@ pub async fn logs(client: &Client, id: &str, follow: bool, json: bool) -> Result
             println!("{}", serde_json::to_string(&line).unwrap_or_default());
         } else {
             let prefix = dim(&format!("{} #{}", output::time(line.at), line.attempt));
-            println!("{prefix} {}{}", if line.stream == Stream::Stderr { output::yellow("! ") } else { String::new() }, line.line);
+            println!(
+                "{prefix} {}{}",
+                if line.stream == Stream::Stderr {
+                    output::yellow("! ")
+                } else {
+                    String::new()
+                },
+                line.line
+            );
         }
     };
     if follow {
-        client.follow_ndjson(&format!("/jobs/{id}/log?follow=true"), print).await?;
+        client
+            .follow_ndjson(&format!("/jobs/{id}/log?follow=true"), print)
+            .await?;
         let view: JobView = client.get(&format!("/jobs/{id}")).await?;
         return Ok(crate::commands::submit::exit_code(view.job.state));
     }
     let mut after = 0;
     loop {
-        let page: LogPage = client.get(&format!("/jobs/{id}/log?after={after}&limit=5000")).await?;
+        let page: LogPage = client
+            .get(&format!("/jobs/{id}/log?after={after}&limit=5000"))
+            .await?;
         let done = page.lines.is_empty() || page.complete;
         after = page.next_after;
         page.lines.into_iter().for_each(print);
@@ -216,7 +303,9 @@ pub async fn logs(client: &Client, id: &str, follow: bool, json: bool) -> Result
 }
 
 pub async fn cancel(client: &Client, id: &str, json: bool) -> Result<u8> {
-    let mut view: JobView = client.post(&format!("/jobs/{id}/cancel"), &json!({})).await?;
+    let mut view: JobView = client
+        .post(&format!("/jobs/{id}/cancel"), &json!({}))
+        .await?;
     // A running attempt stops within moments; wait briefly so that the answer is final.
     for _ in 0..40 {
         if view.job.state.is_terminal() {
@@ -228,18 +317,28 @@ pub async fn cancel(client: &Client, id: &str, json: bool) -> Result<u8> {
     if json {
         output::json(&view);
     } else {
-        println!("job {} {}", view.job.id, output::state(view.job.state.as_str()));
+        println!(
+            "job {} {}",
+            view.job.id,
+            output::state(view.job.state.as_str())
+        );
     }
     Ok(crate::exit::OK)
 }
 
 pub async fn retry(client: &Client, id: &str, reset: bool, json: bool) -> Result<u8> {
-    let view: JobView = client.post(&format!("/jobs/{id}/retry"), &json!({ "reset": reset })).await?;
+    let view: JobView = client
+        .post(&format!("/jobs/{id}/retry"), &json!({ "reset": reset }))
+        .await?;
     if json {
         output::json(&view);
     } else {
         let reset_note = if reset { " with attempts reset" } else { "" };
-        println!("job {} requeued{reset_note}: {}", view.job.id, output::state(view.job.state.as_str()));
+        println!(
+            "job {} requeued{reset_note}: {}",
+            view.job.id,
+            output::state(view.job.state.as_str())
+        );
         if let Some(reason) = &view.waiting_reason {
             println!("  {}", dim(reason));
         }

@@ -19,13 +19,16 @@ struct PolicyView {
 
 fn summary(policy: &Policy) -> String {
     format!(
-        "{} attempts, {} ×{}, cap {}, {} jitter{}",
+        "{} attempts, {} ×{}, cap {}, jitter {}{}",
         policy.max_attempts,
         fmt(policy.initial_delay),
         policy.multiplier,
         fmt(policy.max_delay),
         format!("{:?}", policy.jitter).to_lowercase(),
-        policy.attempt_timeout.map(|t| format!(", attempt timeout {}", fmt(t))).unwrap_or_default()
+        policy
+            .attempt_timeout
+            .map(|t| format!(", attempt timeout {}", fmt(t)))
+            .unwrap_or_default()
     )
 }
 
@@ -37,7 +40,13 @@ fn print_schedule(schedule: &[ScheduleRow]) {
     let rows: Vec<Vec<String>> = schedule
         .iter()
         .map(|r| {
-            let range = |a, b| if a == b { fmt(a) } else { format!("{} – {}", fmt(a), fmt(b)) };
+            let range = |a, b| {
+                if a == b {
+                    fmt(a)
+                } else {
+                    format!("{} – {}", fmt(a), fmt(b))
+                }
+            };
             vec![
                 format!("{} → {}", r.after_attempt, r.after_attempt + 1),
                 range(r.delay_min, r.delay_max),
@@ -57,12 +66,26 @@ pub async fn policy(client: &Client, command: PolicyCommand, json: bool) -> Resu
             } else {
                 let rows: Vec<Vec<String>> = policies
                     .iter()
-                    .map(|p| vec![p.name.clone(), if p.builtin { "built-in".into() } else { "configured".into() }, summary(&p.policy)])
+                    .map(|p| {
+                        vec![
+                            p.name.clone(),
+                            if p.builtin {
+                                "built-in".into()
+                            } else {
+                                "configured".into()
+                            },
+                            summary(&p.policy),
+                        ]
+                    })
                     .collect();
                 table("", &["NAME", "SOURCE", "SCHEDULE"], &rows);
             }
         }
-        PolicyCommand::Show { name } | PolicyCommand::Simulate { name: Some(name), inline: None } => {
+        PolicyCommand::Show { name }
+        | PolicyCommand::Simulate {
+            name: Some(name),
+            inline: None,
+        } => {
             let view: PolicyView = client.get(&format!("/policies/{name}")).await?;
             if json {
                 output::json(&view);
@@ -70,15 +93,24 @@ pub async fn policy(client: &Client, command: PolicyCommand, json: bool) -> Resu
                 println!("{} {}", bold("Policy"), bold(&view.name));
                 println!("  {}", summary(&view.policy));
                 if !view.policy.rules.is_empty() {
-                    println!("  {} {} own classification rules before the built-in ones", dim("rules"), view.policy.rules.len());
+                    println!(
+                        "  {} {} own classification rules before the built-in ones",
+                        dim("rules"),
+                        view.policy.rules.len()
+                    );
                 }
                 println!();
                 print_schedule(&view.schedule);
             }
         }
-        PolicyCommand::Simulate { inline: Some(text), .. } => {
-            let policy: Policy = serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("--inline: {e}"))?;
-            policy.validate().map_err(|e| anyhow::anyhow!("--inline: {e}"))?;
+        PolicyCommand::Simulate {
+            inline: Some(text), ..
+        } => {
+            let policy: Policy =
+                serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("--inline: {e}"))?;
+            policy
+                .validate()
+                .map_err(|e| anyhow::anyhow!("--inline: {e}"))?;
             let schedule = policy.simulate();
             if json {
                 output::json(&schedule);
@@ -87,7 +119,10 @@ pub async fn policy(client: &Client, command: PolicyCommand, json: bool) -> Resu
                 print_schedule(&schedule);
             }
         }
-        PolicyCommand::Simulate { name: None, inline: None } => {
+        PolicyCommand::Simulate {
+            name: None,
+            inline: None,
+        } => {
             anyhow::bail!("policy simulate: give a policy NAME or --inline JSON");
         }
     }

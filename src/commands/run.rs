@@ -25,17 +25,36 @@ const INTERRUPTED: u8 = 130;
 
 fn resolve_policy(args: &RunArgs) -> Result<(String, Policy)> {
     let (file, _) = load_file(args.config.as_deref())?;
-    let policies = Policies::new(file.policies, file.kinds, file.priority_rule.unwrap_or_default())
-        .map_err(|e| anyhow::anyhow!("{}: {}", e.field, e.message))?;
-    match args.options.policy.as_deref().map(policy_value).transpose()? {
-        None => Ok(("default".into(), policies.get("default").cloned().unwrap_or_default())),
+    let policies = Policies::new(
+        file.policies,
+        file.kinds,
+        file.priority_rule.unwrap_or_default(),
+    )
+    .map_err(|e| anyhow::anyhow!("{}: {}", e.field, e.message))?;
+    match args
+        .options
+        .policy
+        .as_deref()
+        .map(policy_value)
+        .transpose()?
+    {
+        None => Ok((
+            "default".into(),
+            policies.get("default").cloned().unwrap_or_default(),
+        )),
         Some(serde_json::Value::String(name)) => match policies.get(&name) {
             Some(policy) => Ok((name, policy.clone())),
-            None => bail!("--policy: unknown policy '{name}' (known: {})", policies.names().join(", ")),
+            None => bail!(
+                "--policy: unknown policy '{name}' (known: {})",
+                policies.names().join(", ")
+            ),
         },
         Some(inline) => {
-            let policy: Policy = serde_json::from_value(inline).map_err(|e| anyhow::anyhow!("--policy: {e}"))?;
-            policy.validate().map_err(|e| anyhow::anyhow!("--policy.{e}"))?;
+            let policy: Policy =
+                serde_json::from_value(inline).map_err(|e| anyhow::anyhow!("--policy: {e}"))?;
+            policy
+                .validate()
+                .map_err(|e| anyhow::anyhow!("--policy.{e}"))?;
             Ok(("inline".into(), policy))
         }
     }
@@ -57,7 +76,12 @@ pub async fn run(args: RunArgs, json: bool) -> Result<u8> {
     let mut attempt = 1;
     loop {
         if !json {
-            eprintln!("{} attempt {attempt} of {} {}", bold("retryd:"), policy.max_attempts, dim(&format!("(policy {policy_name}): {}", action.display())));
+            eprintln!(
+                "{} attempt {attempt} of {} {}",
+                bold("retryd:"),
+                policy.max_attempts,
+                dim(&format!("(policy {policy_name}): {}", action.display()))
+            );
         }
         let (lines_tx, mut lines_rx) = mpsc::channel::<retryd_worker::executor::OutputLine>(1024);
         let printer = tokio::spawn(async move {
@@ -73,7 +97,10 @@ pub async fn run(args: RunArgs, json: bool) -> Result<u8> {
             tail
         });
         let started = Instant::now();
-        let limits = Limits { timeout: action.timeout_under(&policy), kill_grace: KILL_GRACE };
+        let limits = Limits {
+            timeout: action.timeout_under(&policy),
+            kill_grace: KILL_GRACE,
+        };
         let outcome = command::run(&action, limits, interrupted.clone(), lines_tx).await;
         let tail = printer.await?;
         let took = format!("{:.2}s", started.elapsed().as_secs_f64());
@@ -129,15 +156,29 @@ pub async fn run(args: RunArgs, json: bool) -> Result<u8> {
             }
             Decision::Fail { reason } | Decision::Expire { reason } => {
                 if json {
-                    output::json(&json!({ "outcome": "failed", "reason": reason, "attempts": report }));
+                    output::json(
+                        &json!({ "outcome": "failed", "reason": reason, "attempts": report }),
+                    );
                 } else {
-                    eprintln!("{} attempt {attempt} failed: {} → {verdict}", red("✗"), outcome.describe());
+                    eprintln!(
+                        "{} attempt {attempt} failed: {} → {verdict}",
+                        red("✗"),
+                        outcome.describe()
+                    );
                     eprintln!("{} {reason}", bold("gave up:"));
                     if classification.class == Class::Permanent {
-                        eprintln!("{}", dim("a permanent error is not retried: fix the cause, or add a rule to the policy if it is in fact passing"));
+                        eprintln!(
+                            "{}",
+                            dim(
+                                "a permanent error is not retried: fix the cause, or add a rule to the policy if it is in fact passing"
+                            )
+                        );
                     }
                 }
-                let code = outcome.exit_code.filter(|c| (1..=255).contains(c)).unwrap_or(1);
+                let code = outcome
+                    .exit_code
+                    .filter(|c| (1..=255).contains(c))
+                    .unwrap_or(1);
                 return Ok(code as u8);
             }
         }

@@ -14,11 +14,19 @@ use tracing_subscriber::EnvFilter;
 
 fn init_tracing(format: LogFormat, level: &str) -> Result<()> {
     let filter = EnvFilter::try_new(level).map_err(|e| anyhow::anyhow!("log_level: {e}"))?;
-    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    let ansi = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     match format {
         // Span fields (job_id, queue, kind, target, attempt, step, state) go on every line.
-        LogFormat::Json => builder.json().with_current_span(true).with_span_list(false).init(),
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
         LogFormat::Text => builder.with_target(false).init(),
     }
     Ok(())
@@ -41,14 +49,24 @@ pub async fn serve(flags: ServeOverrides) -> Result<u8> {
     };
     let store = SqliteStore::open(&settings.database, synchronous)
         .with_context(|| format!("database: cannot open {}", settings.database.display()))?;
-    let engine = Engine::new(Arc::new(store), Arc::new(SystemClock), settings.policies, settings.engine);
+    let engine = Engine::new(
+        Arc::new(store),
+        Arc::new(SystemClock),
+        settings.policies,
+        settings.engine,
+    );
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("listen: cannot bind {}", settings.listen))?;
     let address = listener.local_addr()?;
     {
         let mut out = std::io::stdout().lock();
-        writeln!(out, "retryd {} listening on http://{address} (database {})", env!("CARGO_PKG_VERSION"), settings.database.display())?;
+        writeln!(
+            out,
+            "retryd {} listening on http://{address} (database {})",
+            env!("CARGO_PKG_VERSION"),
+            settings.database.display()
+        )?;
         out.flush()?;
     }
     tracing::info!(%address, database = %settings.database.display(), config = ?settings.config_file, "retryd started");
@@ -67,10 +85,18 @@ pub async fn serve(flags: ServeOverrides) -> Result<u8> {
     });
 
     let http_stop = CancellationToken::new();
-    let http = tokio::spawn(retryd_server::serve(listener, AppState { engine: engine.clone() }, http_stop.clone()));
+    let http = tokio::spawn(retryd_server::serve(
+        listener,
+        AppState {
+            engine: engine.clone(),
+        },
+        http_stop.clone(),
+    ));
     engine.run(shutdown).await;
     // The API keeps answering until the engine is done, so that clients see the shutdown.
     http_stop.cancel();
-    http.await.context("HTTP server task")?.context("HTTP server")?;
+    http.await
+        .context("HTTP server task")?
+        .context("HTTP server")?;
     Ok(crate::exit::OK)
 }

@@ -21,7 +21,9 @@ pub fn key_value(flag: &str, pair: &str) -> Result<(String, String)> {
 
 /// The command action the flags describe.
 pub fn command_action(options: &JobOptions, command: &[String]) -> Result<CommandAction> {
-    let (program, args) = command.split_first().context("COMMAND: give the command to run after --")?;
+    let (program, args) = command
+        .split_first()
+        .context("COMMAND: give the command to run after --")?;
     let mut env = BTreeMap::new();
     for pair in &options.env {
         let (k, v) = key_value("--env", pair)?;
@@ -29,7 +31,13 @@ pub fn command_action(options: &JobOptions, command: &[String]) -> Result<Comman
     }
     for pair in &options.secret_env {
         let (k, v) = key_value("--secret-env", pair)?;
-        env.insert(k, EnvValue::Marked { value: v, secret: true });
+        env.insert(
+            k,
+            EnvValue::Marked {
+                value: v,
+                secret: true,
+            },
+        );
     }
     let timeout = options
         .timeout
@@ -82,9 +90,30 @@ pub async fn submit(client: &Client, args: SubmitArgs, json: bool) -> Result<u8>
         ("target", args.target.map(Value::from)),
         ("priority", args.priority.map(Value::from)),
         ("idempotency_key", args.idempotency_key.map(Value::from)),
-        ("policy", args.options.policy.as_deref().map(policy_value).transpose()?),
-        ("deadline", args.deadline.as_deref().map(|d| instant("--deadline", d)).transpose()?.map(|d| Value::from(d.to_rfc3339()))),
-        ("run_at", args.run_at.as_deref().map(|d| instant("--run-at", d)).transpose()?.map(|d| Value::from(d.to_rfc3339()))),
+        (
+            "policy",
+            args.options
+                .policy
+                .as_deref()
+                .map(policy_value)
+                .transpose()?,
+        ),
+        (
+            "deadline",
+            args.deadline
+                .as_deref()
+                .map(|d| instant("--deadline", d))
+                .transpose()?
+                .map(|d| Value::from(d.to_rfc3339())),
+        ),
+        (
+            "run_at",
+            args.run_at
+                .as_deref()
+                .map(|d| instant("--run-at", d))
+                .transpose()?
+                .map(|d| Value::from(d.to_rfc3339())),
+        ),
     ];
     for (name, value) in fields {
         if let Some(value) = value {
@@ -97,7 +126,11 @@ pub async fn submit(client: &Client, args: SubmitArgs, json: bool) -> Result<u8>
         if json {
             output::json(&view);
         } else {
-            let verb = if view.created == Some(false) { "already submitted" } else { "submitted" };
+            let verb = if view.created == Some(false) {
+                "already submitted"
+            } else {
+                "submitted"
+            };
             println!(
                 "{verb} job {} ({}, queue {}, policy {})",
                 output::bold(&id.to_string()),
@@ -161,7 +194,10 @@ pub async fn follow(client: &Client, id: &str, json: bool) -> Result<u8> {
         }
         let line = match &view.waiting_reason {
             Some(reason) => format!("{}: {reason}", job.state),
-            None => format!("{}: attempt {} of {}", job.state, job.attempt, job.policy.max_attempts),
+            None => format!(
+                "{}: attempt {} of {}",
+                job.state, job.attempt, job.policy.max_attempts
+            ),
         };
         status.update(&line);
         tokio::time::sleep(Duration::from_millis(250)).await;

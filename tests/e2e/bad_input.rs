@@ -6,7 +6,14 @@ use serde_json::{Value, json};
 use std::time::Duration;
 
 async fn post_raw(server: &Server, path: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
-    let r = server.http.post(server.api(path)).header("content-type", content_type).body(body).send().await.expect("POST");
+    let r = server
+        .http
+        .post(server.api(path))
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .expect("POST");
     let status = r.status().as_u16();
     (status, r.json().await.unwrap_or(Value::Null))
 }
@@ -17,8 +24,12 @@ async fn post_raw(server: &Server, path: &str, content_type: &str, body: Vec<u8>
 async fn post_huge(server: &Server, size: usize) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let address = server.url.trim_start_matches("http://").to_owned();
-    let mut socket = tokio::net::TcpStream::connect(&address).await.expect("connect");
-    let head = format!("POST /api/v1/jobs HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {size}\r\n\r\n");
+    let mut socket = tokio::net::TcpStream::connect(&address)
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /api/v1/jobs HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {size}\r\n\r\n"
+    );
     socket.write_all(head.as_bytes()).await.expect("send head");
     let (mut reader, mut writer) = socket.into_split();
     let sender = tokio::spawn(async move {
@@ -30,10 +41,18 @@ async fn post_huge(server: &Server, size: usize) -> (u16, String) {
         }
     });
     let mut answer = Vec::new();
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), reader.read_to_end(&mut answer)).await;
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        reader.read_to_end(&mut answer),
+    )
+    .await;
     sender.abort();
     let text = String::from_utf8_lossy(&answer).into_owned();
-    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     (status, text)
 }
 
@@ -47,8 +66,14 @@ fn job_with(field: &str, value: Value) -> Value {
 fn assert_error(status: u16, body: &Value, want_status: u16, field: &str) {
     assert_eq!(status, want_status, "{body}");
     let error = &body["error"];
-    assert!(error["code"].is_string() && error["message"].is_string(), "error shape: {body}");
-    let named = error["details"]["field"].as_str().is_some_and(|f| f.contains(field)) || error["message"].as_str().unwrap().contains(field);
+    assert!(
+        error["code"].is_string() && error["message"].is_string(),
+        "error shape: {body}"
+    );
+    let named = error["details"]["field"]
+        .as_str()
+        .is_some_and(|f| f.contains(field))
+        || error["message"].as_str().unwrap().contains(field);
     assert!(named, "the error does not name {field:?}: {body}");
 }
 
@@ -59,11 +84,19 @@ async fn bad_input_gets_clear_errors_and_changes_nothing() {
     server.wait_terminal(&done, Duration::from_secs(10)).await;
     let (_, before) = server.get("/jobs?limit=500").await;
 
-    let (status, body) = post_raw(&server, "/jobs", "application/json", b"{\"action\": ".to_vec()).await;
+    let (status, body) = post_raw(
+        &server,
+        "/jobs",
+        "application/json",
+        b"{\"action\": ".to_vec(),
+    )
+    .await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"]["code"], "malformed_request");
 
-    let (status, body) = server.post("/jobs", job_with("colour", json!("blue"))).await;
+    let (status, body) = server
+        .post("/jobs", job_with("colour", json!("blue")))
+        .await;
     assert_error(status, &body, 422, "colour");
 
     for (field, value, named) in [
@@ -87,9 +120,16 @@ async fn bad_input_gets_clear_errors_and_changes_nothing() {
         assert_error(status, &body, 422, named);
     }
 
-    let (status, body) = server.post("/jobs", json!({ "action": { "type": "command", "program": "" } })).await;
+    let (status, body) = server
+        .post(
+            "/jobs",
+            json!({ "action": { "type": "command", "program": "" } }),
+        )
+        .await;
     assert_error(status, &body, 422, "program");
-    let (status, body) = server.post("/jobs", json!({ "action": { "type": "teleport" } })).await;
+    let (status, body) = server
+        .post("/jobs", json!({ "action": { "type": "teleport" } }))
+        .await;
     assert_error(status, &body, 422, "action");
 
     let (status, body) = post_huge(&server, 10 * 1024 * 1024).await;
@@ -104,15 +144,36 @@ async fn bad_input_gets_clear_errors_and_changes_nothing() {
     assert_eq!(status, 404, "{body}");
     let (status, body) = server.get("/jobs/not-an-id").await;
     assert_eq!(status, 404, "{body}");
-    assert!(body["error"]["message"].as_str().unwrap().contains("not a job id"));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not a job id")
+    );
 
-    let (status, body) = server.post(&format!("/jobs/{done}/cancel"), json!({})).await;
+    let (status, body) = server
+        .post(&format!("/jobs/{done}/cancel"), json!({}))
+        .await;
     assert_eq!(status, 409, "{body}");
-    assert!(body["error"]["message"].as_str().unwrap().contains("succeeded"));
-    let (status, body) = server.post(&format!("/jobs/{done}/retry"), json!({ "reset": "yes" })).await;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("succeeded")
+    );
+    let (status, body) = server
+        .post(&format!("/jobs/{done}/retry"), json!({ "reset": "yes" }))
+        .await;
     assert_error(status, &body, 422, "reset");
 
-    for query in ["limit=0", "limit=100000", "state=done", "label=novalue", "cursor=zzz", "colour=blue"] {
+    for query in [
+        "limit=0",
+        "limit=100000",
+        "state=done",
+        "label=novalue",
+        "cursor=zzz",
+        "colour=blue",
+    ] {
         let (status, body) = server.get(&format!("/jobs?{query}")).await;
         assert_eq!(status, 422, "{query}: {body}");
     }
@@ -144,24 +205,58 @@ async fn bad_config_and_flags_name_the_field() {
         ("[engine]\nconcurrency = 0", "engine.concurrency"),
         ("[engine]\nlease = \"-1s\"", "lease"),
         ("colour = \"blue\"", "colour"),
-        ("[policies.mine]\nmax_attempts = 0", "policies.mine.max_attempts"),
+        (
+            "[policies.mine]\nmax_attempts = 0",
+            "policies.mine.max_attempts",
+        ),
         ("[kinds]\ndeploy = \"nope\"", "kinds.deploy"),
     ] {
         std::fs::write(&config, text).unwrap();
-        let out = cli(&["serve", "--config", config.to_str().unwrap(), "--listen", "127.0.0.1:0", "--database", dir.path().join("x.db").to_str().unwrap()], &[]);
+        let out = cli(
+            &[
+                "serve",
+                "--config",
+                config.to_str().unwrap(),
+                "--listen",
+                "127.0.0.1:0",
+                "--database",
+                dir.path().join("x.db").to_str().unwrap(),
+            ],
+            &[],
+        );
         assert_eq!(out.status.code(), Some(1), "{text}");
         assert!(stderr(&out).contains(field), "{text}: {}", stderr(&out));
     }
-    let out = cli(&["serve", "--listen", "0.0.0.0:0", "--database", dir.path().join("x.db").to_str().unwrap()], &[]);
+    let out = cli(
+        &[
+            "serve",
+            "--listen",
+            "0.0.0.0:0",
+            "--database",
+            dir.path().join("x.db").to_str().unwrap(),
+        ],
+        &[],
+    );
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("without authentication"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("without authentication"),
+        "{}",
+        stderr(&out)
+    );
 
-    let out = cli(&["submit", "--label", "novalue", "--", "true"], &[("RETRYD_SERVER", "http://127.0.0.1:9")]);
+    let out = cli(
+        &["submit", "--label", "novalue", "--", "true"],
+        &[("RETRYD_SERVER", "http://127.0.0.1:9")],
+    );
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("--label"), "{}", stderr(&out));
     let out = cli(&["jobs"], &[("RETRYD_SERVER", "http://127.0.0.1:9")]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("cannot reach retryd"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot reach retryd"),
+        "{}",
+        stderr(&out)
+    );
     let out = cli(&["frobnicate"], &[]);
     assert_eq!(out.status.code(), Some(2), "usage errors exit 2");
 }

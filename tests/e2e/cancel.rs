@@ -24,7 +24,10 @@ async fn cancel_reaches_a_running_sleep_within_a_second_and_leaves_no_child() {
     let took = started.elapsed();
     assert_eq!(job["state"], "cancelled");
     assert!(took < Duration::from_secs(1), "cancel took {took:?}");
-    assert!(processes_with(&format!("sleep {marker}")).is_empty(), "a child survived the cancel");
+    assert!(
+        processes_with(&format!("sleep {marker}")).is_empty(),
+        "a child survived the cancel"
+    );
     assert_eq!(server.attempts(&id).await[0]["outcome"], "cancelled");
 }
 
@@ -33,7 +36,12 @@ async fn cancelling_a_waiting_job_is_immediate_and_a_finished_one_is_refused() {
     let server = Server::start(&[]).await;
     let later = (chrono::Utc::now() + chrono::Duration::minutes(10)).to_rfc3339();
     let id = server.submit(&["true"], json!({ "run_at": later })).await;
-    assert!(server.job(&id).await["waiting_reason"].as_str().unwrap().starts_with("waiting for its run_at"));
+    assert!(
+        server.job(&id).await["waiting_reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("waiting for its run_at")
+    );
     let (status, job) = server.post(&format!("/jobs/{id}/cancel"), json!({})).await;
     assert_eq!((status, job["state"].as_str()), (200, Some("cancelled")));
     let (status, body) = server.post(&format!("/jobs/{id}/cancel"), json!({})).await;

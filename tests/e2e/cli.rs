@@ -7,28 +7,68 @@ use std::time::Duration;
 #[test]
 fn run_retries_a_flaky_command_and_prints_each_attempt() {
     let dir = tempfile::tempdir().unwrap();
-    let script = flaky(&dir.path().join("count"), 2, "dial tcp 10.1.2.3:8545: connect: connection refused");
+    let script = flaky(
+        &dir.path().join("count"),
+        2,
+        "dial tcp 10.1.2.3:8545: connect: connection refused",
+    );
     let policy = r#"{"max_attempts":3,"initial_delay":"50ms","jitter":"none"}"#;
     let out = cli(&["run", "--policy", policy, "--", "sh", "-c", &script], &[]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(0), "{err}");
-    assert!(err.contains("attempt 1 of 3") && err.contains("attempt 3 of 3"), "{err}");
-    assert!(err.contains("transient (output: connection refused or reset); next attempt in 50ms (backoff)"), "{err}");
+    assert!(
+        err.contains("attempt 1 of 3") && err.contains("attempt 3 of 3"),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "transient (output: connection refused or reset); next attempt in 50ms (backoff)"
+        ),
+        "{err}"
+    );
     assert!(err.contains("next attempt in 100ms"), "{err}");
     assert!(err.contains("attempt 3 succeeded"), "{err}");
-    assert_eq!(stdout(&out).trim(), "deployed", "the command's stdout passes through");
+    assert_eq!(
+        stdout(&out).trim(),
+        "deployed",
+        "the command's stdout passes through"
+    );
     assert!(!err.contains('\x1b'), "NO_COLOR: no escape codes");
 }
 
 #[test]
 fn run_stops_at_a_permanent_error_and_exits_with_the_command_code() {
-    let out = cli(&["run", "--", "sh", "-c", "echo 'Error: pull access denied for private/image' >&2; exit 125"], &[]);
+    let out = cli(
+        &[
+            "run",
+            "--",
+            "sh",
+            "-c",
+            "echo 'Error: pull access denied for private/image' >&2; exit 125",
+        ],
+        &[],
+    );
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(125), "{err}");
-    assert!(err.contains("permanent (output: image or repository not found)"), "{err}");
+    assert!(
+        err.contains("permanent (output: image or repository not found)"),
+        "{err}"
+    );
     assert!(!err.contains("attempt 2"), "{err}");
 
-    let out = cli(&["run", "--json", "--policy", r#"{"max_attempts":2,"initial_delay":"10ms"}"#, "--", "sh", "-c", "exit 75"], &[]);
+    let out = cli(
+        &[
+            "run",
+            "--json",
+            "--policy",
+            r#"{"max_attempts":2,"initial_delay":"10ms"}"#,
+            "--",
+            "sh",
+            "-c",
+            "exit 75",
+        ],
+        &[],
+    );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json report");
     assert_eq!(report["outcome"], "failed");
     assert_eq!(report["attempts"].as_array().unwrap().len(), 2);
@@ -40,12 +80,34 @@ fn run_stops_at_a_permanent_error_and_exits_with_the_command_code() {
 async fn policy_commands_list_show_and_simulate() {
     let server = Server::start(&[]).await;
     let list = stdout(&server.cli(&["policy", "list"]));
-    for name in ["default", "aggressive", "conservative", "high_priority", "connection", "upload"] {
+    for name in [
+        "default",
+        "aggressive",
+        "conservative",
+        "high_priority",
+        "connection",
+        "upload",
+    ] {
         assert!(list.contains(name), "{list}");
     }
     let sim = stdout(&server.cli(&["policy", "simulate", "default"]));
-    assert!(sim.contains("1 → 2") && sim.contains("0s – 2s") && sim.contains("2 → 3") && sim.contains("0s – 4s"), "{sim}");
-    let local = cli(&["policy", "simulate", "--inline", r#"{"max_attempts":4,"initial_delay":"1s","jitter":"none"}"#, "--json"], &[]);
+    assert!(
+        sim.contains("1 → 2")
+            && sim.contains("0s – 2s")
+            && sim.contains("2 → 3")
+            && sim.contains("0s – 4s"),
+        "{sim}"
+    );
+    let local = cli(
+        &[
+            "policy",
+            "simulate",
+            "--inline",
+            r#"{"max_attempts":4,"initial_delay":"1s","jitter":"none"}"#,
+            "--json",
+        ],
+        &[],
+    );
     let rows: serde_json::Value = serde_json::from_slice(&local.stdout).unwrap();
     assert_eq!(rows.as_array().unwrap().len(), 3);
     assert_eq!(rows[2]["delay_max"], "4s");
@@ -58,21 +120,47 @@ async fn policy_commands_list_show_and_simulate() {
 async fn jobs_filters_paginate_and_logs_follow() {
     let server = Server::start(&[]).await;
     for i in 0..3 {
-        server.submit(&["sh", "-c", &format!("echo line-{i}")], serde_json::json!({ "queue": "deploy", "labels": { "release": "v2" } })).await;
+        server
+            .submit(
+                &["sh", "-c", &format!("echo line-{i}")],
+                serde_json::json!({ "queue": "deploy", "labels": { "release": "v2" } }),
+            )
+            .await;
     }
-    let id = server.submit(&["sh", "-c", "for i in 1 2 3; do echo tick $i; sleep 0.1; done"], serde_json::json!({})).await;
+    let id = server
+        .submit(
+            &[
+                "sh",
+                "-c",
+                "for i in 1 2 3; do echo tick $i; sleep 0.1; done",
+            ],
+            serde_json::json!({}),
+        )
+        .await;
     let follow = server.cli(&["logs", &id, "--follow"]);
     let text = stdout(&follow);
     assert_eq!(follow.status.code(), Some(0), "{}", stderr(&follow));
     assert!(text.contains("tick 1") && text.contains("tick 3"), "{text}");
     server.wait_terminal(&id, Duration::from_secs(10)).await;
-    let page = server.cli(&["jobs", "--queue", "deploy", "--label", "release=v2", "--limit", "2"]);
+    let page = server.cli(&[
+        "jobs",
+        "--queue",
+        "deploy",
+        "--label",
+        "release=v2",
+        "--limit",
+        "2",
+    ]);
     let text = stdout(&page);
-    assert_eq!(text.lines().filter(|l| l.contains("deploy")).count(), 2, "{text}");
+    assert_eq!(
+        text.lines().filter(|l| l.contains("deploy")).count(),
+        2,
+        "{text}"
+    );
     assert!(text.contains("more: retryd jobs --cursor"), "{text}");
     let json = server.cli(&["jobs", "--json", "--state", "succeeded,pending,running"]);
     let value: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
-    assert!(value["jobs"].as_array().unwrap().len() >= 1);
+    assert!(!value["jobs"].as_array().unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -92,5 +180,8 @@ async fn server_log_lines_about_a_job_carry_its_fields() {
     assert_eq!(span["kind"], "wordpress-deploy");
     assert_eq!(span["target"], "sftp.example");
     assert_eq!(span["attempt"], 1);
-    assert!(span["step"].is_string() && span["state"].is_string(), "{line}");
+    assert!(
+        span["step"].is_string() && span["state"].is_string(),
+        "{line}"
+    );
 }

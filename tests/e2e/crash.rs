@@ -11,7 +11,11 @@ async fn kill_9_mid_run_then_restart_finishes_every_job() {
     let policy = json!({ "max_attempts": 3, "initial_delay": "100ms", "max_delay": "500ms" });
     let mut ids = Vec::new();
     for _ in 0..50 {
-        ids.push(server.submit(&["sleep", "4"], json!({ "policy": policy })).await);
+        ids.push(
+            server
+                .submit(&["sleep", "4"], json!({ "policy": policy }))
+                .await,
+        );
     }
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -34,17 +38,32 @@ async fn kill_9_mid_run_then_restart_finishes_every_job() {
         assert_eq!(attempts[1]["outcome"], "succeeded");
     }
     let (_, running) = server.get("/jobs?state=running").await;
-    assert!(running["jobs"].as_array().unwrap().is_empty(), "nothing stays running");
+    assert!(
+        running["jobs"].as_array().unwrap().is_empty(),
+        "nothing stays running"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_job_ends_failed_while_the_others_finish() {
     let mut server = Server::start(&[]).await;
     // The command SIGKILLs its parent: the server itself.
-    let poison = server.submit(&["sh", "-c", "sleep 0.2; kill -9 $PPID"], json!({ "policy": fast_policy(3), "priority": 90 })).await;
+    let poison = server
+        .submit(
+            &["sh", "-c", "sleep 0.2; kill -9 $PPID"],
+            json!({ "policy": fast_policy(3), "priority": 90 }),
+        )
+        .await;
     let mut others = Vec::new();
     for i in 0..10 {
-        others.push(server.submit(&["sh", "-c", &format!("sleep 0.{i}")], json!({ "policy": fast_policy(10) })).await);
+        others.push(
+            server
+                .submit(
+                    &["sh", "-c", &format!("sleep 0.{i}")],
+                    json!({ "policy": fast_policy(10) }),
+                )
+                .await,
+        );
     }
     let mut restarts = 0;
     let deadline = Instant::now() + Duration::from_secs(90);
@@ -62,9 +81,18 @@ async fn poison_job_ends_failed_while_the_others_finish() {
     }
     let job = server.job(&poison).await;
     assert_eq!(restarts, 3, "one crash per counted attempt");
-    assert!(job["finish_reason"].as_str().unwrap().starts_with("attempts exhausted (3 of 3)"), "{job}");
+    assert!(
+        job["finish_reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("attempts exhausted (3 of 3)"),
+        "{job}"
+    );
     let attempts = server.attempts(&poison).await;
-    assert!(attempts.iter().all(|a| a["outcome"] == "lost"), "{attempts:?}");
+    assert!(
+        attempts.iter().all(|a| a["outcome"] == "lost"),
+        "{attempts:?}"
+    );
     for id in &others {
         let job = server.wait_terminal(id, Duration::from_secs(30)).await;
         assert_eq!(job["state"], "succeeded", "{job}");
@@ -75,19 +103,31 @@ async fn poison_job_ends_failed_while_the_others_finish() {
 async fn sigterm_lets_running_attempts_finish() {
     let mut server = Server::start(&["--shutdown-grace", "10s"]).await;
     let id = server.submit(&["sleep", "1"], json!({})).await;
-    server.wait_for(&id, Duration::from_secs(10), |j| j["state"] == "running").await;
+    server
+        .wait_for(&id, Duration::from_secs(10), |j| j["state"] == "running")
+        .await;
     assert_eq!(server.terminate(), Some(0), "clean exit");
     server.restart().await;
     let job = server.job(&id).await;
-    assert_eq!(job["state"], "succeeded", "the attempt finished before the server stopped: {job}");
+    assert_eq!(
+        job["state"], "succeeded",
+        "the attempt finished before the server stopped: {job}"
+    );
     assert_eq!(job["attempt"], 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_past_grace_releases_attempts_to_run_again() {
     let mut server = Server::start(&["--shutdown-grace", "200ms"]).await;
-    let id = server.submit(&["sh", "-c", "sleep 30"], json!({ "policy": fast_policy(3) })).await;
-    server.wait_for(&id, Duration::from_secs(10), |j| j["state"] == "running").await;
+    let id = server
+        .submit(
+            &["sh", "-c", "sleep 30"],
+            json!({ "policy": fast_policy(3) }),
+        )
+        .await;
+    server
+        .wait_for(&id, Duration::from_secs(10), |j| j["state"] == "running")
+        .await;
     assert_eq!(server.terminate(), Some(0));
     let job_after = {
         server.restart().await;
@@ -97,13 +137,30 @@ async fn shutdown_past_grace_releases_attempts_to_run_again() {
     assert_eq!(attempts[0]["outcome"], "lost");
     assert_eq!(attempts[0]["rule"], "released at shutdown");
     assert_ne!(job_after["state"], "failed", "{job_after}");
+    let rerun = server
+        .wait_for(&id, Duration::from_secs(10), |j| j["state"] == "running")
+        .await;
+    assert_eq!(rerun["attempt"], 1, "a released attempt is not counted");
 }
 
 #[tokio::test]
 async fn a_second_server_on_the_same_database_is_refused() {
     let server = Server::start(&[]).await;
     let db = server.dir.join("retryd.db");
-    let out = cli(&["serve", "--listen", "127.0.0.1:0", "--database", db.to_str().unwrap()], &[]);
+    let out = cli(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--database",
+            db.to_str().unwrap(),
+        ],
+        &[],
+    );
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("in use by another retryd process"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("in use by another retryd process"),
+        "{}",
+        stderr(&out)
+    );
 }

@@ -35,7 +35,13 @@ impl Server {
     pub async fn start_in(dir: &Path, extra: &[&str]) -> Server {
         let args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         let (child, url) = spawn(dir, &args);
-        let server = Server { child: Some(child), url, dir: dir.to_path_buf(), http: reqwest::Client::new(), args };
+        let server = Server {
+            child: Some(child),
+            url,
+            dir: dir.to_path_buf(),
+            http: reqwest::Client::new(),
+            args,
+        };
         server.wait_healthy().await;
         server
     }
@@ -43,12 +49,16 @@ impl Server {
     pub async fn wait_healthy(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok(r) = self.http.get(format!("{}/healthz", self.url)).send().await {
-                if r.status().is_success() {
-                    return;
-                }
+            if let Ok(r) = self.http.get(format!("{}/healthz", self.url)).send().await
+                && r.status().is_success()
+            {
+                return;
             }
-            assert!(Instant::now() < deadline, "server did not answer /healthz; log:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "server did not answer /healthz; log:\n{}",
+                self.log()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -64,7 +74,11 @@ impl Server {
     /// SIGTERM, then waits for the process to exit; returns its exit code.
     pub fn terminate(&mut self) -> Option<i32> {
         let mut child = self.child.take()?;
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).ok();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .ok();
         child.wait().ok().and_then(|s| s.code())
     }
 
@@ -72,11 +86,11 @@ impl Server {
     pub fn wait_exit(&mut self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
-            if let Some(child) = self.child.as_mut() {
-                if child.try_wait().ok().flatten().is_some() {
-                    self.child = None;
-                    return true;
-                }
+            if let Some(child) = self.child.as_mut()
+                && child.try_wait().ok().flatten().is_some()
+            {
+                self.child = None;
+                return true;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -108,7 +122,13 @@ impl Server {
     }
 
     pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let r = self.http.post(self.api(path)).json(&body).send().await.expect("POST");
+        let r = self
+            .http
+            .post(self.api(path))
+            .json(&body)
+            .send()
+            .await
+            .expect("POST");
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }
@@ -136,19 +156,30 @@ impl Server {
     /// Polls until the job is in a terminal state; panics after `timeout`.
     pub async fn wait_terminal(&self, id: &str, timeout: Duration) -> Value {
         self.wait_for(id, timeout, |job| {
-            matches!(job["state"].as_str(), Some("succeeded" | "failed" | "cancelled" | "expired"))
+            matches!(
+                job["state"].as_str(),
+                Some("succeeded" | "failed" | "cancelled" | "expired")
+            )
         })
         .await
     }
 
-    pub async fn wait_for(&self, id: &str, timeout: Duration, done: impl Fn(&Value) -> bool) -> Value {
+    pub async fn wait_for(
+        &self,
+        id: &str,
+        timeout: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
         let deadline = Instant::now() + timeout;
         loop {
             let job = self.job(id).await;
             if done(&job) {
                 return job;
             }
-            assert!(Instant::now() < deadline, "job {id} did not get there in {timeout:?}: {job}");
+            assert!(
+                Instant::now() < deadline,
+                "job {id} did not get there in {timeout:?}: {job}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -176,7 +207,11 @@ impl Drop for Server {
 }
 
 fn spawn(dir: &Path, extra: &[String]) -> (Child, String) {
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("server.log")).expect("log file");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("server.log"))
+        .expect("log file");
     let mut child = Command::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
         .arg("--database")
@@ -195,15 +230,21 @@ fn spawn(dir: &Path, extra: &[String]) -> (Child, String) {
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             if let Some(rest) = line.split("listening on ").nth(1) {
-                let url = rest.split_whitespace().next().unwrap_or_default().to_owned();
+                let url = rest
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
                 let _ = tx.send(url);
             }
         }
     });
-    let url = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_else(|_| {
-        let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
-        panic!("retryd serve did not print its address; log:\n{log}")
-    });
+    let url = rx
+        .recv_timeout(Duration::from_secs(20))
+        .unwrap_or_else(|_| {
+            let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
+            panic!("retryd serve did not print its address; log:\n{log}")
+        });
     (child, url)
 }
 
@@ -211,7 +252,12 @@ fn spawn(dir: &Path, extra: &[String]) -> (Child, String) {
 pub fn cli(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = Command::new(BIN);
     // Run from the temp dir so that a stray default never touches the working tree.
-    command.args(args).env("NO_COLOR", "1").env_remove("RETRYD_CONFIG").stdin(Stdio::null()).current_dir(std::env::temp_dir());
+    command
+        .args(args)
+        .env("NO_COLOR", "1")
+        .env_remove("RETRYD_CONFIG")
+        .stdin(Stdio::null())
+        .current_dir(std::env::temp_dir());
     for (k, v) in env {
         command.env(k, v);
     }
@@ -246,7 +292,9 @@ pub fn percentile(sorted: &[i64], p: f64) -> i64 {
 pub fn processes_with(marker: &str) -> Vec<i32> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
         if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
             let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
             if text.contains(marker) && !text.contains("cargo") {

@@ -8,10 +8,28 @@ use std::time::Duration;
 #[tokio::test]
 async fn transient_failures_retry_until_success_and_show_tells_the_story() {
     let server = Server::start(&[]).await;
-    let script = flaky(&server.dir.join("count"), 2, "curl: (7) Failed to connect to db.internal port 5432: Connection refused");
-    let policy = json!({ "max_attempts": 3, "initial_delay": "100ms", "max_delay": "1s", "jitter": "none" });
+    let script = flaky(
+        &server.dir.join("count"),
+        2,
+        "curl: (7) Failed to connect to db.internal port 5432: Connection refused",
+    );
+    let policy =
+        json!({ "max_attempts": 3, "initial_delay": "100ms", "max_delay": "1s", "jitter": "none" });
     let policy_flag = policy.to_string();
-    let out = server.cli(&["submit", "--policy", &policy_flag, "--kind", "deploy", "--target", "db.internal", "--json", "--", "sh", "-c", &script]);
+    let out = server.cli(&[
+        "submit",
+        "--policy",
+        &policy_flag,
+        "--kind",
+        "deploy",
+        "--target",
+        "db.internal",
+        "--json",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let submitted: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let id = submitted["id"].as_str().unwrap().to_owned();
@@ -20,8 +38,24 @@ async fn transient_failures_retry_until_success_and_show_tells_the_story() {
     assert_eq!(job["state"], "succeeded", "{job}");
     assert_eq!(job["attempt"], 3);
 
-    let states: Vec<String> = server.events(&id).await.iter().map(|e| e["to"].as_str().unwrap().to_owned()).collect();
-    assert_eq!(states, ["pending", "running", "retrying", "running", "retrying", "running", "succeeded"]);
+    let states: Vec<String> = server
+        .events(&id)
+        .await
+        .iter()
+        .map(|e| e["to"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        states,
+        [
+            "pending",
+            "running",
+            "retrying",
+            "running",
+            "retrying",
+            "running",
+            "succeeded"
+        ]
+    );
 
     let attempts = server.attempts(&id).await;
     assert_eq!(attempts.len(), 3);
@@ -30,14 +64,25 @@ async fn transient_failures_retry_until_success_and_show_tells_the_story() {
         assert_eq!(attempt["class"], "transient");
         assert_eq!(attempt["rule"], "output: connection refused or reset");
         assert_eq!(attempt["delay_reason"], "backoff");
-        assert_eq!(attempt["next_delay_ms"], 100 * 2u64.pow(i as u32), "exponential backoff without jitter");
+        assert_eq!(
+            attempt["next_delay_ms"],
+            100 * 2u64.pow(i as u32),
+            "exponential backoff without jitter"
+        );
     }
     assert_eq!(attempts[2]["outcome"], "succeeded");
 
     let show = server.cli(&["show", &id]);
     let text = stdout(&show);
     assert!(show.status.success(), "{}", stderr(&show));
-    for expected in ["succeeded", "transient", "output: connection refused or reset", "retry in 100ms (backoff)", "retry in 200ms (backoff)", "deployed"] {
+    for expected in [
+        "succeeded",
+        "transient",
+        "output: connection refused or reset",
+        "retry in 100ms (backoff)",
+        "retry in 200ms (backoff)",
+        "deployed",
+    ] {
         assert!(text.contains(expected), "show lacks {expected:?}:\n{text}");
     }
 }
@@ -45,16 +90,36 @@ async fn transient_failures_retry_until_success_and_show_tells_the_story() {
 #[tokio::test]
 async fn submit_wait_follows_the_job_and_exits_with_its_outcome() {
     let server = Server::start(&[]).await;
-    let script = flaky(&server.dir.join("count"), 1, "read tcp 10.0.0.2:443: connection reset by peer");
+    let script = flaky(
+        &server.dir.join("count"),
+        1,
+        "read tcp 10.0.0.2:443: connection reset by peer",
+    );
     let policy = fast_policy(3).to_string();
-    let ok = server.cli(&["submit", "--wait", "--policy", &policy, "--", "sh", "-c", &script]);
+    let ok = server.cli(&[
+        "submit", "--wait", "--policy", &policy, "--", "sh", "-c", &script,
+    ]);
     let text = stdout(&ok);
     assert_eq!(ok.status.code(), Some(0), "{text}{}", stderr(&ok));
-    assert!(text.contains("running → retrying") && text.contains("running → succeeded"), "{text}");
+    assert!(
+        text.contains("running → retrying") && text.contains("running → succeeded"),
+        "{text}"
+    );
 
-    let failed = server.cli(&["submit", "--wait", "--", "sh", "-c", "echo 'Error: invalid configuration: port' >&2; exit 1"]);
+    let failed = server.cli(&[
+        "submit",
+        "--wait",
+        "--",
+        "sh",
+        "-c",
+        "echo 'Error: invalid configuration: port' >&2; exit 1",
+    ]);
     assert_eq!(failed.status.code(), Some(3), "a failed job exits 3");
-    assert!(stdout(&failed).contains("permanent error"), "{}", stdout(&failed));
+    assert!(
+        stdout(&failed).contains("permanent error"),
+        "{}",
+        stdout(&failed)
+    );
 }
 
 #[tokio::test]
@@ -78,10 +143,16 @@ async fn deadlines_expire_jobs_that_cannot_finish_in_time() {
             "policy": { "max_attempts": 10, "initial_delay": "5s", "max_delay": "5s", "jitter": "none" },
         }))
         .await;
-    let too_slow = server.submit(&["sleep", "30"], json!({ "deadline": deadline })).await;
-    let job = server.wait_terminal(&backing_off, Duration::from_secs(10)).await;
+    let too_slow = server
+        .submit(&["sleep", "30"], json!({ "deadline": deadline }))
+        .await;
+    let job = server
+        .wait_terminal(&backing_off, Duration::from_secs(10))
+        .await;
     assert_eq!(job["state"], "expired", "{job}");
-    let job = server.wait_terminal(&too_slow, Duration::from_secs(10)).await;
+    let job = server
+        .wait_terminal(&too_slow, Duration::from_secs(10))
+        .await;
     assert_eq!(job["state"], "expired", "{job}");
     assert_eq!(server.attempts(&too_slow).await[0]["outcome"], "timed_out");
 }
@@ -96,7 +167,12 @@ async fn attempt_timeout_kills_the_attempt_and_counts_as_transient() {
     assert_eq!(job["state"], "failed");
     let attempts = server.attempts(&id).await;
     assert_eq!(attempts.len(), 2);
-    assert!(attempts.iter().all(|a| a["outcome"] == "timed_out" && a["class"] == "transient"), "{attempts:?}");
+    assert!(
+        attempts
+            .iter()
+            .all(|a| a["outcome"] == "timed_out" && a["class"] == "transient"),
+        "{attempts:?}"
+    );
     assert_eq!(attempts[0]["rule"], "killed by the attempt timeout");
 }
 

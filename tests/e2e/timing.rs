@@ -16,7 +16,11 @@ async fn due_retries_start_on_time() {
     for i in 0..JOBS {
         let counter = server.dir.join(format!("count-{i}"));
         let script = flaky(&counter, 1, "connection refused");
-        ids.push(server.submit(&["sh", "-c", &script], json!({ "policy": policy })).await);
+        ids.push(
+            server
+                .submit(&["sh", "-c", &script], json!({ "policy": policy }))
+                .await,
+        );
         if i % 20 == 19 {
             // Spread the failures so that retries fall due at different instants.
             tokio::time::sleep(Duration::from_millis(37)).await;
@@ -27,14 +31,25 @@ async fn due_retries_start_on_time() {
         let job = server.wait_terminal(id, Duration::from_secs(60)).await;
         assert_eq!(job["state"], "succeeded", "{job}");
         let attempts = server.attempts(id).await;
-        let first_end = DateTime::parse_from_rfc3339(attempts[0]["finished_at"].as_str().unwrap()).unwrap();
+        let first_end =
+            DateTime::parse_from_rfc3339(attempts[0]["finished_at"].as_str().unwrap()).unwrap();
         let delay = attempts[0]["next_delay_ms"].as_i64().unwrap();
-        let second_start = DateTime::parse_from_rfc3339(attempts[1]["started_at"].as_str().unwrap()).unwrap();
+        let second_start =
+            DateTime::parse_from_rfc3339(attempts[1]["started_at"].as_str().unwrap()).unwrap();
         lateness.push((second_start - first_end).num_milliseconds() - delay);
     }
     lateness.sort();
     let (p50, p99) = (percentile(&lateness, 50.0), percentile(&lateness, 99.0));
-    eprintln!("retry wake-up lateness over {JOBS} due retries (SQLite): p50 {p50} ms, p99 {p99} ms, max {} ms", lateness.last().unwrap());
-    assert!(lateness[0] >= 0, "no retry starts before it is due: {lateness:?}");
-    assert!(p99 < 500, "retries are being polled for, not timed: p99 {p99} ms");
+    eprintln!(
+        "retry wake-up lateness over {JOBS} due retries (SQLite): p50 {p50} ms, p99 {p99} ms, max {} ms",
+        lateness.last().unwrap()
+    );
+    assert!(
+        lateness[0] >= 0,
+        "no retry starts before it is due: {lateness:?}"
+    );
+    assert!(
+        p99 < 500,
+        "retries are being polled for, not timed: p99 {p99} ms"
+    );
 }

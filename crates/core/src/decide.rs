@@ -83,16 +83,16 @@ pub fn decide(policy: &Policy, failed: &FailedAttempt, rng: &mut impl Rng) -> De
         ),
     };
     let at = failed.now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
-    if let Some(deadline) = failed.deadline {
-        if at >= deadline {
-            return Decision::Expire {
-                reason: format!(
-                    "deadline {} passes before attempt {} could start",
-                    deadline.format("%Y-%m-%d %H:%M:%S UTC"),
-                    failed.attempt + 1
-                ),
-            };
-        }
+    if let Some(deadline) = failed.deadline
+        && at >= deadline
+    {
+        return Decision::Expire {
+            reason: format!(
+                "deadline {} passes before attempt {} could start",
+                deadline.format("%Y-%m-%d %H:%M:%S UTC"),
+                failed.attempt + 1
+            ),
+        };
     }
     if let (Some(budget), Some(first)) = (policy.max_elapsed, failed.first_started_at) {
         let budget_end =

@@ -62,6 +62,18 @@ pub fn waiting_reason(job: &Job, now: DateTime<Utc>, ahead: Option<u64>) -> Opti
     }
 }
 
+/// The timeline entry of a claimed attempt. An attempt past the policy's maximum is one a
+/// requeue without reset allowed.
+pub fn attempt_started(number: u32, max_attempts: u32, node: &str) -> String {
+    if number > max_attempts {
+        format!(
+            "attempt {number} started on {node} (one more after a requeue; the policy allows {max_attempts})"
+        )
+    } else {
+        format!("attempt {number} of {max_attempts} started on {node}")
+    }
+}
+
 /// Why a finished job stopped and what to do about it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Diagnosis {
@@ -120,7 +132,10 @@ pub fn fingerprint(class: Option<Class>, message: &str) -> String {
     while let Some(c) = chars.next() {
         if c.is_ascii_digit() || (c == '0' && chars.peek() == Some(&'x')) {
             // A run of digits, hex letters and separators that started with a digit.
-            while chars.peek().is_some_and(|n| n.is_ascii_hexdigit() || *n == 'x' || *n == '-' || *n == '.') {
+            while chars
+                .peek()
+                .is_some_and(|n| n.is_ascii_hexdigit() || *n == 'x' || *n == '-' || *n == '.')
+            {
                 chars.next();
             }
             if !last_was_mask {
@@ -153,7 +168,11 @@ pub fn fingerprint(class: Option<Class>, message: &str) -> String {
             break;
         }
     }
-    format!("{}: {}", class.map_or("unclassified", Class::as_str), out.trim())
+    format!(
+        "{}: {}",
+        class.map_or("unclassified", Class::as_str),
+        out.trim()
+    )
 }
 
 #[cfg(test)]
@@ -162,11 +181,23 @@ mod tests {
 
     #[test]
     fn fingerprints_mask_variable_parts() {
-        let a = fingerprint(Some(Class::Transient), "connect to 10.0.0.12:22 failed: Connection refused (exit code 1)");
-        let b = fingerprint(Some(Class::Transient), "connect to 10.0.0.7:22 failed: Connection refused (exit code 1)");
+        let a = fingerprint(
+            Some(Class::Transient),
+            "connect to 10.0.0.12:22 failed: Connection refused (exit code 1)",
+        );
+        let b = fingerprint(
+            Some(Class::Transient),
+            "connect to 10.0.0.7:22 failed: Connection refused (exit code 1)",
+        );
         assert_eq!(a, b);
-        assert_eq!(a, "transient: connect to #:# failed: Connection refused (exit code #)");
-        let c = fingerprint(Some(Class::Permanent), "tx 0xdeadbeef reverted: 'nonce too low'");
+        assert_eq!(
+            a,
+            "transient: connect to #:# failed: Connection refused (exit code #)"
+        );
+        let c = fingerprint(
+            Some(Class::Permanent),
+            "tx 0xdeadbeef reverted: 'nonce too low'",
+        );
         assert_eq!(c, "permanent: tx # reverted: \"…\"");
     }
 }

@@ -97,7 +97,11 @@ pub struct CommandAction {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stdin: Option<String>,
     /// Time limit of one attempt; overrides the policy's `attempt_timeout`.
-    #[serde(default, with = "crate::duration::option", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "crate::duration::option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub timeout: Option<std::time::Duration>,
 }
 
@@ -106,10 +110,10 @@ impl CommandAction {
         if self.program.trim().is_empty() {
             return Err("action.program: must not be empty".into());
         }
-        if let Some(timeout) = self.timeout {
-            if timeout.is_zero() || timeout > crate::policy::MAX_BUDGET {
-                return Err("action.timeout: must be more than 0s and at most 30days".into());
-            }
+        if let Some(timeout) = self.timeout
+            && (timeout.is_zero() || timeout > crate::policy::MAX_BUDGET)
+        {
+            return Err("action.timeout: must be more than 0s and at most 30days".into());
         }
         for key in self.env.keys() {
             if key.is_empty() || key.contains('=') || key.contains('\0') {

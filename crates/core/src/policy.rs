@@ -195,17 +195,17 @@ impl Policy {
             ("max_elapsed", self.max_elapsed),
             ("attempt_timeout", self.attempt_timeout),
         ] {
-            if let Some(value) = value {
-                if value.is_zero() || value > MAX_BUDGET {
-                    return Err(PolicyError::new(
-                        field,
-                        format!(
-                            "must be more than 0s and at most {}, got {}",
-                            crate::duration::format(MAX_BUDGET),
-                            crate::duration::format(value)
-                        ),
-                    ));
-                }
+            if let Some(value) = value
+                && (value.is_zero() || value > MAX_BUDGET)
+            {
+                return Err(PolicyError::new(
+                    field,
+                    format!(
+                        "must be more than 0s and at most {}, got {}",
+                        crate::duration::format(MAX_BUDGET),
+                        crate::duration::format(value)
+                    ),
+                ));
             }
         }
         for (i, rule) in self.rules.iter().enumerate() {

@@ -45,7 +45,12 @@ pub struct SubmitRequest {
 
 impl SubmitRequest {
     /// Validates every field and resolves the policy (SPEC §2 selection order).
-    pub fn into_new_job(self, policies: &Policies, now: DateTime<Utc>, created_by: &str) -> Result<NewJob, Error> {
+    pub fn into_new_job(
+        self,
+        policies: &Policies,
+        now: DateTime<Utc>,
+        created_by: &str,
+    ) -> Result<NewJob, Error> {
         let split = |message: String| match message.split_once(": ") {
             Some((field, rest)) => Error::invalid(field, rest),
             None => Error::invalid("action", message),
@@ -53,7 +58,10 @@ impl SubmitRequest {
         self.action.validate().map_err(split)?;
         let Action::Command(command) = &self.action;
         if command.args.len() > MAX_ARGS {
-            return Err(Error::invalid("action.args", format!("at most {MAX_ARGS} arguments")));
+            return Err(Error::invalid(
+                "action.args",
+                format!("at most {MAX_ARGS} arguments"),
+            ));
         }
         let queue = self.queue.unwrap_or_else(|| "default".to_owned());
         validate_name("queue", &queue).map_err(split)?;
@@ -65,25 +73,43 @@ impl SubmitRequest {
         let priority = match self.priority {
             None => retryd_core::job::DEFAULT_PRIORITY,
             Some(p) if (0..=MAX_PRIORITY as i64).contains(&p) => p as u8,
-            Some(p) => return Err(Error::invalid("priority", format!("must be between 0 and {MAX_PRIORITY}, got {p}"))),
+            Some(p) => {
+                return Err(Error::invalid(
+                    "priority",
+                    format!("must be between 0 and {MAX_PRIORITY}, got {p}"),
+                ));
+            }
         };
         if self.labels.len() > MAX_LABELS {
-            return Err(Error::invalid("labels", format!("at most {MAX_LABELS} labels")));
+            return Err(Error::invalid(
+                "labels",
+                format!("at most {MAX_LABELS} labels"),
+            ));
         }
         for (key, value) in &self.labels {
-            validate_name("labels key", key).map_err(|m| Error::invalid(format!("labels.{key}"), m))?;
+            validate_name("labels key", key)
+                .map_err(|m| Error::invalid(format!("labels.{key}"), m))?;
             if value.len() > MAX_LABEL_VALUE {
-                return Err(Error::invalid(format!("labels.{key}"), format!("value longer than {MAX_LABEL_VALUE} bytes")));
+                return Err(Error::invalid(
+                    format!("labels.{key}"),
+                    format!("value longer than {MAX_LABEL_VALUE} bytes"),
+                ));
             }
         }
-        if let Some(key) = &self.idempotency_key {
-            if key.is_empty() || key.len() > MAX_KEY {
-                return Err(Error::invalid("idempotency_key", format!("must be 1–{MAX_KEY} bytes")));
-            }
+        if let Some(key) = &self.idempotency_key
+            && (key.is_empty() || key.len() > MAX_KEY)
+        {
+            return Err(Error::invalid(
+                "idempotency_key",
+                format!("must be 1–{MAX_KEY} bytes"),
+            ));
         }
         let run_at = self.run_at.unwrap_or(now);
         if run_at > now + chrono::Duration::days(MAX_SCHEDULE_AHEAD_DAYS) {
-            return Err(Error::invalid("run_at", format!("must be within {MAX_SCHEDULE_AHEAD_DAYS} days from now")));
+            return Err(Error::invalid(
+                "run_at",
+                format!("must be within {MAX_SCHEDULE_AHEAD_DAYS} days from now"),
+            ));
         }
         if let Some(deadline) = self.deadline {
             if deadline <= now {
@@ -95,29 +121,54 @@ impl SubmitRequest {
         }
         let (policy_name, policy) = match self.policy {
             Some(serde_json::Value::Object(fields)) => {
-                let policy: Policy = serde_path_to_error::deserialize(serde_json::Value::Object(fields)).map_err(|e| {
+                let policy: Policy = serde_path_to_error::deserialize(serde_json::Value::Object(
+                    fields,
+                ))
+                .map_err(|e| {
                     let path = e.path().to_string();
-                    let field = if path == "." { "policy".to_owned() } else { format!("policy.{path}") };
+                    let field = if path == "." {
+                        "policy".to_owned()
+                    } else {
+                        format!("policy.{path}")
+                    };
                     Error::invalid(field, e.into_inner().to_string())
                 })?;
-                policy.validate().map_err(|e| Error::invalid(format!("policy.{}", e.field), e.message))?;
+                policy
+                    .validate()
+                    .map_err(|e| Error::invalid(format!("policy.{}", e.field), e.message))?;
                 (INLINE.to_owned(), policy)
             }
             Some(serde_json::Value::String(name)) if name == INLINE => {
-                return Err(Error::invalid("policy", "'inline' is not a policy name; give the policy object instead"));
+                return Err(Error::invalid(
+                    "policy",
+                    "'inline' is not a policy name; give the policy object instead",
+                ));
             }
             Some(serde_json::Value::String(name)) => {
                 let policy = policies.get(&name).cloned().ok_or_else(|| {
-                    Error::invalid("policy", format!("unknown policy '{name}' (known: {})", policies.names().join(", ")))
+                    Error::invalid(
+                        "policy",
+                        format!(
+                            "unknown policy '{name}' (known: {})",
+                            policies.names().join(", ")
+                        ),
+                    )
                 })?;
                 (name, policy)
             }
             None | Some(serde_json::Value::Null) => {
                 let name = policies.select(None, &kind, priority);
-                let policy = policies.get(&name).cloned().ok_or_else(|| Error::Internal(format!("selected policy '{name}' is missing")))?;
+                let policy = policies.get(&name).cloned().ok_or_else(|| {
+                    Error::Internal(format!("selected policy '{name}' is missing"))
+                })?;
                 (name, policy)
             }
-            Some(_) => return Err(Error::invalid("policy", "must be a policy name or a policy object")),
+            Some(_) => {
+                return Err(Error::invalid(
+                    "policy",
+                    "must be a policy name or a policy object",
+                ));
+            }
         };
         Ok(NewJob {
             id: JobId::new(),
@@ -156,9 +207,18 @@ impl JobView {
         job.action = job.action.redacted();
         let waiting_reason = waiting_reason(&job, now, ahead);
         let diagnosis = diagnose(&job);
-        let fingerprint = (job.state == JobState::Failed)
-            .then(|| retryd_core::explain::fingerprint(job.last_error_class, job.last_error.as_deref().unwrap_or("")));
-        JobView { job, waiting_reason, diagnosis, fingerprint }
+        let fingerprint = (job.state == JobState::Failed).then(|| {
+            retryd_core::explain::fingerprint(
+                job.last_error_class,
+                job.last_error.as_deref().unwrap_or(""),
+            )
+        });
+        JobView {
+            job,
+            waiting_reason,
+            diagnosis,
+            fingerprint,
+        }
     }
 }
 
@@ -196,14 +256,23 @@ impl ListQuery {
             Some(list) => list
                 .split(',')
                 .filter(|s| !s.is_empty())
-                .map(|s| s.trim().parse::<JobState>().map_err(|e| Error::invalid("state", e.to_string())))
+                .map(|s| {
+                    s.trim()
+                        .parse::<JobState>()
+                        .map_err(|e| Error::invalid("state", e.to_string()))
+                })
                 .collect::<Result<_, _>>()?,
         };
         let label = match &self.label {
             None => None,
             Some(pair) => match pair.split_once('=') {
                 Some((k, v)) if !k.is_empty() => Some((k.to_owned(), v.to_owned())),
-                _ => return Err(Error::invalid("label", format!("write key=value, got {pair:?}"))),
+                _ => {
+                    return Err(Error::invalid(
+                        "label",
+                        format!("write key=value, got {pair:?}"),
+                    ));
+                }
             },
         };
         Ok(retryd_store::JobFilter {
@@ -218,14 +287,20 @@ impl ListQuery {
     }
 
     pub fn cursor(&self) -> Result<Option<JobId>, Error> {
-        self.cursor.as_deref().map(|c| c.parse().map_err(|e: String| Error::invalid("cursor", e))).transpose()
+        self.cursor
+            .as_deref()
+            .map(|c| c.parse().map_err(|e: String| Error::invalid("cursor", e)))
+            .transpose()
     }
 
     pub fn limit(&self) -> Result<usize, Error> {
         match self.limit {
             None => Ok(DEFAULT_PAGE),
             Some(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
-            Some(n) => Err(Error::invalid("limit", format!("must be between 1 and {MAX_PAGE}, got {n}"))),
+            Some(n) => Err(Error::invalid(
+                "limit",
+                format!("must be between 1 and {MAX_PAGE}, got {n}"),
+            )),
         }
     }
 }

@@ -32,17 +32,32 @@ pub enum Error {
 
 impl Error {
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Error::Invalid { field: field.into(), message: message.into() }
+        Error::Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 
     fn parts(&self) -> (StatusCode, &'static str, Value) {
         match self {
             Error::Malformed(_) => (StatusCode::BAD_REQUEST, "malformed_request", Value::Null),
-            Error::Invalid { field, .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_value", json!({ "field": field })),
+            Error::Invalid { field, .. } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_value",
+                json!({ "field": field }),
+            ),
             Error::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", Value::Null),
             Error::Conflict(_) => (StatusCode::CONFLICT, "invalid_transition", Value::Null),
-            Error::TooLarge { limit } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", json!({ "limit_bytes": limit })),
-            Error::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", Value::Null),
+            Error::TooLarge { limit } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                json!({ "limit_bytes": limit }),
+            ),
+            Error::UnsupportedMediaType(_) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                Value::Null,
+            ),
             Error::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", Value::Null),
             Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", Value::Null),
         }
@@ -79,7 +94,8 @@ impl IntoResponse for Error {
         if let Error::Internal(detail) = &self {
             tracing::error!(error = %detail, "internal error");
         }
-        let body = json!({ "error": { "code": code, "message": self.to_string(), "details": details } });
+        let body =
+            json!({ "error": { "code": code, "message": self.to_string(), "details": details } });
         (status, Json(body)).into_response()
     }
 }

@@ -28,9 +28,12 @@ fn json_error(rejection: JsonRejection) -> Error {
     match rejection {
         JsonRejection::JsonDataError(e) => {
             // serde_path_to_error's message reads "field.path: what is wrong".
-            let text = std::error::Error::source(&e).map_or_else(|| e.body_text(), |s| s.to_string());
+            let text =
+                std::error::Error::source(&e).map_or_else(|| e.body_text(), |s| s.to_string());
             let (field, message) = match text.split_once(": ") {
-                Some((path, message)) if !path.contains(' ') => (path.to_owned(), message.to_owned()),
+                Some((path, message)) if !path.contains(' ') => {
+                    (path.to_owned(), message.to_owned())
+                }
                 _ => ("body".to_owned(), text),
             };
             Error::invalid(field, message)
@@ -39,10 +42,12 @@ fn json_error(rejection: JsonRejection) -> Error {
             "body is not valid JSON: {}",
             std::error::Error::source(&e).map_or_else(|| e.body_text(), |s| s.to_string())
         )),
-        JsonRejection::MissingJsonContentType(_) => {
-            Error::UnsupportedMediaType("send the body as JSON with Content-Type: application/json".into())
+        JsonRejection::MissingJsonContentType(_) => Error::UnsupportedMediaType(
+            "send the body as JSON with Content-Type: application/json".into(),
+        ),
+        JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            Error::TooLarge { limit: BODY_LIMIT }
         }
-        JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Error::TooLarge { limit: BODY_LIMIT },
         other => Error::Malformed(other.body_text()),
     }
 }
@@ -56,9 +61,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Query(value)) => Ok(ApiQuery(value)),
-            Err(QueryRejection::FailedToDeserializeQueryString(e)) => {
-                Err(Error::invalid("query", std::error::Error::source(&e).map_or_else(|| e.body_text(), |s| s.to_string())))
-            }
+            Err(QueryRejection::FailedToDeserializeQueryString(e)) => Err(Error::invalid(
+                "query",
+                std::error::Error::source(&e).map_or_else(|| e.body_text(), |s| s.to_string()),
+            )),
             Err(other) => Err(Error::Malformed(other.body_text())),
         }
     }

@@ -56,7 +56,11 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// Serves the API until `shutdown` fires.
-pub async fn serve(listener: TcpListener, state: AppState, shutdown: CancellationToken) -> std::io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     axum::serve(listener, app(state))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await

@@ -422,7 +422,7 @@ impl JobWriter for SqliteStore {
                     params![job.id.to_string(), number, request.node, ms(request.lease_until), attempt_id, now],
                 )
                 .map_err(to_store)?;
-                let reason = format!("attempt {number} of {} started on {}", job.policy.max_attempts, request.node);
+                let reason = retryd_core::explain::attempt_started(number, job.policy.max_attempts, &request.node);
                 let event = insert_event(tx, job.id, request.now, Some(from), JobState::Running, &reason, &request.node)?;
                 claimed.push(Claimed {
                     job: load_job(tx, job.id)?,
@@ -470,8 +470,10 @@ impl JobWriter for SqliteStore {
             let now = ms(result.now);
             let (delay_ms, delay_reason, next_at) = match &result.next {
                 Next::Retry { at, delay, delay_reason } => (Some(delay.as_millis() as i64), Some(delay_reason.clone()), Some(ms(*at))),
+                Next::Released { at } => (Some(0), Some("released at shutdown".to_owned()), Some(ms(*at))),
                 _ => (None, None, None),
             };
+            let refund = i64::from(matches!(result.next, Next::Released { .. }));
             tx.execute(
                 "UPDATE attempts SET finished_at = ?2, outcome = ?3, exit_code = ?4, error = ?5, class = ?6, rule = ?7, \
                  next_delay_ms = ?8, delay_reason = ?9, output_dropped_bytes = ?10 WHERE id = ?1",
@@ -496,7 +498,7 @@ impl JobWriter for SqliteStore {
                  last_error_class = CASE WHEN ?4 IS NULL THEN last_error_class ELSE ?5 END, \
                  last_rule = CASE WHEN ?4 IS NULL THEN last_rule ELSE ?6 END, \
                  finish_reason = ?7, finished_at = ?8, lease_owner = NULL, lease_expires_at = NULL, \
-                 current_attempt_id = NULL, cancel_requested = 0, updated_at = ?9 WHERE id = ?1",
+                 current_attempt_id = NULL, cancel_requested = 0, updated_at = ?9, attempt = attempt - ?10 WHERE id = ?1",
                 params![
                     job.id.to_string(),
                     to.as_str(),
@@ -507,6 +509,7 @@ impl JobWriter for SqliteStore {
                     terminal.then_some(&result.reason),
                     terminal.then_some(now),
                     now,
+                    refund,
                 ],
             )
             .map_err(to_store)?;
@@ -557,8 +560,8 @@ impl JobWriter for SqliteStore {
             let attempt = if requeue.reset { 0 } else { job.attempt };
             tx.execute(
                 "UPDATE jobs SET state = ?2, attempt = ?3, next_attempt_at = ?4, finish_reason = NULL, finished_at = NULL, \
-                 cancel_requested = 0, updated_at = ?4 WHERE id = ?1",
-                params![id.to_string(), to.as_str(), attempt, now],
+                 cancel_requested = 0, updated_at = ?4, started_at = CASE WHEN ?5 THEN NULL ELSE started_at END WHERE id = ?1",
+                params![id.to_string(), to.as_str(), attempt, now, requeue.reset],
             )
             .map_err(to_store)?;
             let reason = if requeue.reset {
@@ -790,7 +793,11 @@ impl JobReader for SqliteStore {
     }
 
     async fn last_event_id(&self) -> Result<i64> {
-        self.read(|conn| conn.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0)).map_err(to_store)).await
+        self.read(|conn| {
+            conn.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))
+                .map_err(to_store)
+        })
+        .await
     }
 
     async fn read_log(&self, id: JobId, after: i64, limit: usize) -> Result<Vec<LogLine>> {

@@ -27,6 +27,7 @@ macro_rules! conformance_tests {
             cancel_waiting_job_at_once_and_running_job_by_request,
             cancelling_a_finished_job_is_an_invalid_transition,
             requeue_with_and_without_reset,
+            a_released_attempt_is_not_counted,
             deadlines_expire_waiting_jobs,
             prune_and_purge_never_touch_live_jobs,
             listing_filters_and_cursor_pagination,
@@ -573,6 +574,10 @@ pub async fn requeue_with_and_without_reset(store: DynStore) {
         .await
         .unwrap();
     assert_eq!(job2.attempt, 0);
+    assert_eq!(
+        job2.started_at, None,
+        "a reset also restarts the time budget"
+    );
     let third = store
         .claim_jobs(&claim_request(later, 1))
         .await
@@ -583,6 +588,42 @@ pub async fn requeue_with_and_without_reset(store: DynStore) {
         store.list_attempts(job.id).await.unwrap().len(),
         3,
         "history is kept"
+    );
+}
+
+pub async fn a_released_attempt_is_not_counted(store: DynStore) {
+    let job = insert(&store, new_job("default", 50, 0)).await;
+    let claimed = store
+        .claim_jobs(&claim_request(t0(), 1))
+        .await
+        .unwrap()
+        .remove(0);
+    let released = AttemptResult {
+        class: Some(Class::Transient),
+        ..result(
+            &claimed,
+            t0(),
+            AttemptOutcome::Lost,
+            Next::Released { at: t0() },
+        )
+    };
+    let (after, event) = store.finish_attempt(&released).await.unwrap();
+    assert_eq!(
+        (after.state, after.attempt, after.next_attempt_at),
+        (JobState::Retrying, 0, Some(t0()))
+    );
+    assert_eq!(event.to, JobState::Retrying);
+    let again = store
+        .claim_jobs(&claim_request(t0(), 1))
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(again.lease.attempt, 1);
+    let attempts = store.list_attempts(job.id).await.unwrap();
+    assert_eq!(attempts[0].outcome, Some(AttemptOutcome::Lost));
+    assert_eq!(
+        attempts[0].delay_reason.as_deref(),
+        Some("released at shutdown")
     );
 }
 

@@ -109,6 +109,12 @@ pub enum Next {
         delay: Duration,
         delay_reason: String,
     },
+    /// Stopped by a graceful shutdown: due again at `at`, and the attempt is not counted
+    /// (a shutdown is not the job's failure). A crash still counts, so that a job that
+    /// kills its node cannot loop.
+    Released {
+        at: DateTime<Utc>,
+    },
     Failed,
     Cancelled,
     Expired,
@@ -118,7 +124,7 @@ impl Next {
     pub fn state(&self) -> JobState {
         match self {
             Next::Succeeded => JobState::Succeeded,
-            Next::Retry { .. } => JobState::Retrying,
+            Next::Retry { .. } | Next::Released { .. } => JobState::Retrying,
             Next::Failed => JobState::Failed,
             Next::Cancelled => JobState::Cancelled,
             Next::Expired => JobState::Expired,

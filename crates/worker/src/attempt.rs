@@ -2,8 +2,8 @@
 //! bounded tail and the store, classify a failure, decide, and record it under the lease.
 
 use crate::engine::Engine;
-use crate::executor::command::{self, CommandOutcome, Limits, Stopped};
 use crate::executor::OutputLine;
+use crate::executor::command::{self, CommandOutcome, Limits, Stopped};
 use crate::tail::Tail;
 use chrono::{DateTime, Utc};
 use retryd_core::classify::{Classification, Failure, classify};
@@ -24,8 +24,17 @@ const LOG_FLUSH_EVERY: Duration = Duration::from_millis(100);
 pub fn next_from(decision: Decision, attempt: u32, what_happened: &str) -> (Next, String) {
     match decision {
         Decision::Retry { at, delay, why } => (
-            Next::Retry { at, delay, delay_reason: why.as_str().to_owned() },
-            format!("{what_happened}; attempt {} in {} ({})", attempt + 1, retryd_core::duration::format(delay), why.as_str()),
+            Next::Retry {
+                at,
+                delay,
+                delay_reason: why.as_str().to_owned(),
+            },
+            format!(
+                "{what_happened}; attempt {} in {} ({})",
+                attempt + 1,
+                retryd_core::duration::format(delay),
+                why.as_str()
+            ),
         ),
         Decision::Fail { reason } => (Next::Failed, format!("{reason}: {what_happened}")),
         Decision::Expire { reason } => (Next::Expired, format!("{reason}: {what_happened}")),
@@ -44,13 +53,20 @@ pub async fn run(engine: Engine, claimed: Claimed) {
 async fn run_inner(engine: &Engine, claimed: &Claimed) {
     let inner = &engine.inner;
     let (job, lease) = (&claimed.job, &claimed.lease);
-    let policy = inner.policies.current(&job.policy_name, &job.policy).clone();
-    let Some((stop, cancelled)) = engine.running_handles(job.id) else { return };
+    let policy = inner
+        .policies
+        .current(&job.policy_name, &job.policy)
+        .clone();
+    let Some((stop, cancelled)) = engine.running_handles(job.id) else {
+        return;
+    };
     let started = inner.clock.now();
     info!(policy = %job.policy_name, "attempt started");
 
     // The attempt's own timeout, shortened to the job's deadline when that comes first.
-    let until_deadline = job.deadline.map(|d| (d - started).to_std().unwrap_or(Duration::ZERO));
+    let until_deadline = job
+        .deadline
+        .map(|d| (d - started).to_std().unwrap_or(Duration::ZERO));
     let own_timeout = match &job.action {
         Action::Command(action) => action.timeout_under(&policy),
     };
@@ -61,13 +77,27 @@ async fn run_inner(engine: &Engine, claimed: &Claimed) {
     };
 
     let (lines_tx, lines_rx) = mpsc::channel(1024);
-    let pump = tokio::spawn(pump_log(inner.store.clone(), lease.clone(), lines_rx, inner.config.log_tail_bytes));
+    let pump = tokio::spawn(pump_log(
+        inner.store.clone(),
+        lease.clone(),
+        lines_rx,
+        inner.config.log_tail_bytes,
+    ));
     let header = format!(
         "attempt {} of {} started on {} (policy {})",
         lease.attempt, policy.max_attempts, lease.node, job.policy_name
     );
-    let _ = lines_tx.send(OutputLine { at: started, stream: Stream::System, line: header }).await;
-    let limits = Limits { timeout, kill_grace: inner.config.kill_grace };
+    let _ = lines_tx
+        .send(OutputLine {
+            at: started,
+            stream: Stream::System,
+            line: header,
+        })
+        .await;
+    let limits = Limits {
+        timeout,
+        kill_grace: inner.config.kill_grace,
+    };
     let outcome = match &job.action {
         Action::Command(action) => command::run(action, limits, stop.clone(), lines_tx).await,
     };
@@ -102,15 +132,13 @@ async fn run_inner(engine: &Engine, claimed: &Claimed) {
         result.outcome = AttemptOutcome::Lost;
         result.class = Some(Class::Transient);
         result.rule = Some("released at shutdown".into());
-        result.error = Some(format!("attempt {attempt} stopped: node {} shut down", lease.node));
-        (result.next, result.reason) = if attempt >= policy.max_attempts {
-            (Next::Failed, format!("attempts exhausted ({attempt} of {}): the last was stopped by a shutdown", policy.max_attempts))
-        } else {
-            (
-                Next::Retry { at: now, delay: Duration::ZERO, delay_reason: "released at shutdown".into() },
-                format!("attempt {attempt} released at shutdown; it runs again at once"),
-            )
-        };
+        result.error = Some(format!(
+            "attempt {attempt} stopped: node {} shut down",
+            lease.node
+        ));
+        result.next = Next::Released { at: now };
+        result.reason =
+            format!("attempt {attempt} released at shutdown; it runs again and does not count");
     } else if outcome.stopped == Some(Stopped::Timeout) && deadline_bound {
         result.outcome = AttemptOutcome::TimedOut;
         result.next = Next::Expired;
@@ -128,28 +156,64 @@ async fn run_inner(engine: &Engine, claimed: &Claimed) {
             result.rule.as_deref().unwrap_or(""),
             retryd_core::duration::format(*delay)
         ),
-        next => format!("{} → {}: {}", outcome_text(&outcome), next.state(), result.reason),
+        next => format!(
+            "{} → {}: {}",
+            outcome_text(&outcome),
+            next.state(),
+            result.reason
+        ),
     };
-    let closing = NewLogLine { at: now, stream: Stream::System, line: summary };
-    if let Err(e) = inner.store.append_log(lease, tail.next_index(), &[closing]).await {
+    let closing = NewLogLine {
+        at: now,
+        stream: Stream::System,
+        line: summary,
+    };
+    if let Err(e) = inner
+        .store
+        .append_log(lease, tail.next_index(), &[closing])
+        .await
+    {
         warn!(error = %e, "could not write the attempt's closing log line");
     }
     record(engine, &result).await;
 }
 
 fn outcome_text(outcome: &CommandOutcome) -> String {
-    if outcome.succeeded() { "exit code 0".to_owned() } else { outcome.describe() }
+    if outcome.succeeded() {
+        "exit code 0".to_owned()
+    } else {
+        outcome.describe()
+    }
 }
 
 /// Classifies a failed command attempt. Returns the classification and a one-line error:
 /// the last line of output with how the process ended.
-pub fn classify_failure(policy: &Policy, outcome: &CommandOutcome, tail: &Tail) -> (Classification, String) {
+pub fn classify_failure(
+    policy: &Policy,
+    outcome: &CommandOutcome,
+    tail: &Tail,
+) -> (Classification, String) {
     let timed_out = outcome.stopped == Some(Stopped::Timeout);
     let classification = match &outcome.spawn_error {
         // A program that cannot start is classified on the OS's message, with exit codes
         // 126/127 set for the permanent cases as a shell would.
-        Some(message) => classify(&policy.rules, &Failure { exit_code: outcome.exit_code, output: message, ..Failure::default() }),
-        None => classify(&policy.rules, &Failure { exit_code: outcome.exit_code, timed_out, output: &tail.text(), ..Failure::default() }),
+        Some(message) => classify(
+            &policy.rules,
+            &Failure {
+                exit_code: outcome.exit_code,
+                output: message,
+                ..Failure::default()
+            },
+        ),
+        None => classify(
+            &policy.rules,
+            &Failure {
+                exit_code: outcome.exit_code,
+                timed_out,
+                output: &tail.text(),
+                ..Failure::default()
+            },
+        ),
     };
     let last_line = tail
         .last_lines(8)
@@ -179,7 +243,11 @@ async fn failed(
     let timed_out = outcome.stopped == Some(Stopped::Timeout);
     let (classification, error) = classify_failure(policy, outcome, tail);
     result.error = Some(error);
-    result.outcome = if timed_out { AttemptOutcome::TimedOut } else { AttemptOutcome::Failed };
+    result.outcome = if timed_out {
+        AttemptOutcome::TimedOut
+    } else {
+        AttemptOutcome::Failed
+    };
     result.class = Some(classification.class);
     result.rule = Some(classification.rule.clone());
     let previous_delay = if policy.jitter == Jitter::Decorrelated {
@@ -196,13 +264,24 @@ async fn failed(
         previous_delay,
         retry_after: None,
     };
-    let what = format!("attempt {} failed ({}, {})", lease.attempt, classification.class, classification.rule);
-    (result.next, result.reason) = next_from(decide(policy, &failure, &mut rand::rng()), lease.attempt, &what);
+    let what = format!(
+        "attempt {} failed ({}, {})",
+        lease.attempt, classification.class, classification.rule
+    );
+    (result.next, result.reason) = next_from(
+        decide(policy, &failure, &mut rand::rng()),
+        lease.attempt,
+        &what,
+    );
 }
 
 async fn previous_delay(store: &dyn Store, id: retryd_core::JobId) -> Option<Duration> {
     let attempts = store.list_attempts(id).await.ok()?;
-    attempts.iter().rev().find_map(|a| a.next_delay_ms).map(Duration::from_millis)
+    attempts
+        .iter()
+        .rev()
+        .find_map(|a| a.next_delay_ms)
+        .map(Duration::from_millis)
 }
 
 /// Records the result, retrying while the database is unavailable: a result is never
@@ -217,7 +296,9 @@ async fn record(engine: &Engine, result: &AttemptResult) {
                 return;
             }
             Err(retryd_store::Error::LeaseLost { .. }) => {
-                warn!("result refused: this attempt no longer holds its lease (it was rescued or cancelled elsewhere)");
+                warn!(
+                    "result refused: this attempt no longer holds its lease (it was rescued or cancelled elsewhere)"
+                );
                 return;
             }
             Err(retryd_store::Error::Backend(message)) => {
@@ -231,11 +312,18 @@ async fn record(engine: &Engine, result: &AttemptResult) {
             }
         }
     }
-    warn!("gave up recording the attempt's result; the rescuer will reschedule the job when its lease expires");
+    warn!(
+        "gave up recording the attempt's result; the rescuer will reschedule the job when its lease expires"
+    );
 }
 
 /// Moves output lines into the bounded tail and, every flush period, into the store.
-async fn pump_log(store: Arc<dyn Store>, lease: Lease, mut lines: mpsc::Receiver<OutputLine>, cap: usize) -> Tail {
+async fn pump_log(
+    store: Arc<dyn Store>,
+    lease: Lease,
+    mut lines: mpsc::Receiver<OutputLine>,
+    cap: usize,
+) -> Tail {
     let mut tail = Tail::new(cap);
     let mut pending: Vec<(u64, NewLogLine)> = Vec::new();
     let mut trimmed_to = 0;
@@ -259,7 +347,13 @@ async fn pump_log(store: Arc<dyn Store>, lease: Lease, mut lines: mpsc::Receiver
     tail
 }
 
-async fn flush(store: &dyn Store, lease: &Lease, tail: &Tail, pending: &mut Vec<(u64, NewLogLine)>, trimmed_to: &mut u64) {
+async fn flush(
+    store: &dyn Store,
+    lease: &Lease,
+    tail: &Tail,
+    pending: &mut Vec<(u64, NewLogLine)>,
+    trimmed_to: &mut u64,
+) {
     let first_kept = tail.first_index();
     pending.retain(|(index, _)| *index >= first_kept);
     if let Some((first, _)) = pending.first() {

@@ -106,7 +106,12 @@ pub enum Error {
 }
 
 impl Engine {
-    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, policies: Policies, config: EngineConfig) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        policies: Policies,
+        config: EngineConfig,
+    ) -> Self {
         let (events, _) = broadcast::channel(4096);
         Engine {
             inner: Arc::new(Inner {
@@ -181,7 +186,11 @@ impl Engine {
 
     /// Requeues a finished job, or makes a retrying one due now.
     pub async fn requeue(&self, id: JobId, reset: bool, actor: &str) -> Result<Job, Error> {
-        let requeue = Requeue { reset, actor: actor.to_owned(), now: self.now() };
+        let requeue = Requeue {
+            reset,
+            actor: actor.to_owned(),
+            now: self.now(),
+        };
         let (job, event) = self.inner.store.requeue_job(id, &requeue).await?;
         if let Some(event) = event {
             self.publish(event);
@@ -231,9 +240,15 @@ impl Engine {
         if !attempts.is_empty() {
             info!(running = attempts.len(), grace = ?grace, "shutting down: waiting for running attempts");
         }
-        let drained = tokio::time::timeout(grace, async { while attempts.join_next().await.is_some() {} }).await;
+        let drained = tokio::time::timeout(grace, async {
+            while attempts.join_next().await.is_some() {}
+        })
+        .await;
         if drained.is_err() {
-            warn!(running = attempts.len(), "grace period over: releasing running attempts to run again");
+            warn!(
+                running = attempts.len(),
+                "grace period over: releasing running attempts to run again"
+            );
             self.inner.release.cancel();
             while attempts.join_next().await.is_some() {}
         }
@@ -263,12 +278,21 @@ impl Engine {
             return Ok(Duration::ZERO);
         }
         let mut skip = request.paused.clone();
-        skip.extend(request.queue_free.iter().filter(|(_, free)| **free == 0).map(|(q, _)| q.clone()));
+        skip.extend(
+            request
+                .queue_free
+                .iter()
+                .filter(|(_, free)| **free == 0)
+                .map(|(q, _)| q.clone()),
+        );
         let pause = match store.next_wakeup(&skip).await? {
             Some(due) => {
                 let now = self.now();
                 if due > now {
-                    (due - now).to_std().unwrap_or(SAFETY_RECHECK).min(SAFETY_RECHECK)
+                    (due - now)
+                        .to_std()
+                        .unwrap_or(SAFETY_RECHECK)
+                        .min(SAFETY_RECHECK)
                 } else {
                     // Due but not claimable yet (no free slot): a freed slot wakes us.
                     Duration::from_millis(if request.limit == 0 { 1000 } else { 10 })
@@ -287,7 +311,13 @@ impl Engine {
         for attempt in running.values() {
             *per_queue.entry(attempt.queue.clone()).or_default() += 1;
         }
-        let limit_of = |queue: &str| config.queue_concurrency.get(queue).copied().unwrap_or(config.default_queue_concurrency);
+        let limit_of = |queue: &str| {
+            config
+                .queue_concurrency
+                .get(queue)
+                .copied()
+                .unwrap_or(config.default_queue_concurrency)
+        };
         let mut queue_free: HashMap<String, usize> = HashMap::new();
         for (queue, limit) in &config.queue_concurrency {
             queue_free.insert(queue.clone(), *limit);
@@ -298,7 +328,8 @@ impl Engine {
         ClaimRequest {
             node: config.node.clone(),
             now,
-            lease_until: now + chrono::Duration::from_std(config.lease).unwrap_or(chrono::Duration::seconds(30)),
+            lease_until: now
+                + chrono::Duration::from_std(config.lease).unwrap_or(chrono::Duration::seconds(30)),
             limit: free,
             queue_free,
             default_queue_free: config.default_queue_concurrency.min(free),
@@ -312,7 +343,11 @@ impl Engine {
         let cancelled = Arc::new(AtomicBool::new(false));
         self.inner.running.lock().expect("running map").insert(
             claimed.job.id,
-            Running { queue: claimed.job.queue.clone(), stop, cancelled },
+            Running {
+                queue: claimed.job.queue.clone(),
+                stop,
+                cancelled,
+            },
         );
     }
 
@@ -321,9 +356,14 @@ impl Engine {
         self.wake();
     }
 
-    pub(crate) fn running_handles(&self, id: JobId) -> Option<(CancellationToken, Arc<AtomicBool>)> {
+    pub(crate) fn running_handles(
+        &self,
+        id: JobId,
+    ) -> Option<(CancellationToken, Arc<AtomicBool>)> {
         let running = self.inner.running.lock().expect("running map");
-        running.get(&id).map(|r| (r.stop.clone(), r.cancelled.clone()))
+        running
+            .get(&id)
+            .map(|r| (r.stop.clone(), r.cancelled.clone()))
     }
 
     /// Renews this node's leases every third of the lease and delivers cancel requests.
@@ -334,8 +374,15 @@ impl Engine {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(every) => {}
             }
-            let until = self.now() + chrono::Duration::from_std(self.inner.config.lease).unwrap_or(chrono::Duration::seconds(30));
-            match self.inner.store.renew_leases(&self.inner.config.node, until).await {
+            let until = self.now()
+                + chrono::Duration::from_std(self.inner.config.lease)
+                    .unwrap_or(chrono::Duration::seconds(30));
+            match self
+                .inner
+                .store
+                .renew_leases(&self.inner.config.node, until)
+                .await
+            {
                 Ok(cancelled) => {
                     for id in cancelled {
                         self.stop_running(id);
@@ -350,7 +397,11 @@ impl Engine {
     /// At start on an exclusive store, every `running` job belonged to a dead process.
     async fn rescue(&self, everything_running: bool) {
         let now = self.now();
-        let cutoff = if everything_running { DateTime::<Utc>::MAX_UTC } else { now };
+        let cutoff = if everything_running {
+            DateTime::<Utc>::MAX_UTC
+        } else {
+            now
+        };
         let expired = match self.inner.store.expired_leases(cutoff).await {
             Ok(jobs) => jobs,
             Err(e) => {
@@ -359,15 +410,30 @@ impl Engine {
             }
         };
         for job in expired {
-            let Some(attempt_id) = job.attempt_id else { continue };
-            if self.inner.running.lock().expect("running map").contains_key(&job.id) {
+            let Some(attempt_id) = job.attempt_id else {
+                continue;
+            };
+            if self
+                .inner
+                .running
+                .lock()
+                .expect("running map")
+                .contains_key(&job.id)
+            {
                 continue;
             }
             let owner = job.lease_owner.clone().unwrap_or_else(|| "unknown".into());
             let rule = format!("lease expired: node {owner} stopped renewing it");
-            let policy = self.inner.policies.current(&job.policy_name, &job.policy).clone();
+            let policy = self
+                .inner
+                .policies
+                .current(&job.policy_name, &job.policy)
+                .clone();
             let (next, reason) = if job.cancel_requested {
-                (Next::Cancelled, format!("cancelled; attempt {} lost with node {owner}", job.attempt))
+                (
+                    Next::Cancelled,
+                    format!("cancelled; attempt {} lost with node {owner}", job.attempt),
+                )
             } else {
                 let failed = FailedAttempt {
                     attempt: job.attempt,
@@ -378,15 +444,28 @@ impl Engine {
                     previous_delay: None,
                     retry_after: None,
                 };
-                attempt::next_from(decide(&policy, &failed, &mut rand::rng()), job.attempt, &format!("attempt {} lost ({rule})", job.attempt))
+                attempt::next_from(
+                    decide(&policy, &failed, &mut rand::rng()),
+                    job.attempt,
+                    &format!("attempt {} lost ({rule})", job.attempt),
+                )
             };
             let result = AttemptResult {
-                lease: retryd_store::Lease { job_id: job.id, attempt_id, attempt: job.attempt, node: owner.clone() },
-                fence: Fence::Rescue { expired_before: cutoff },
+                lease: retryd_store::Lease {
+                    job_id: job.id,
+                    attempt_id,
+                    attempt: job.attempt,
+                    node: owner.clone(),
+                },
+                fence: Fence::Rescue {
+                    expired_before: cutoff,
+                },
                 now,
                 outcome: AttemptOutcome::Lost,
                 exit_code: None,
-                error: Some(format!("attempt lost: node {owner} stopped renewing its lease")),
+                error: Some(format!(
+                    "attempt lost: node {owner} stopped renewing its lease"
+                )),
                 class: Some(Class::Transient),
                 rule: Some(rule),
                 output_dropped_bytes: 0,

@@ -15,7 +15,13 @@ pub struct Tail {
 
 impl Tail {
     pub fn new(cap: usize) -> Self {
-        Tail { lines: VecDeque::new(), bytes: 0, cap: cap.max(1), next_index: 0, dropped_bytes: 0 }
+        Tail {
+            lines: VecDeque::new(),
+            bytes: 0,
+            cap: cap.max(1),
+            next_index: 0,
+            dropped_bytes: 0,
+        }
     }
 
     /// Adds a line, dropping the oldest ones beyond the cap. Returns the line's index.
@@ -58,7 +64,13 @@ impl Tail {
 
     /// The last `n` lines.
     pub fn last_lines(&self, n: usize) -> Vec<&OutputLine> {
-        self.lines.iter().rev().take(n).rev().map(|(_, l)| l).collect()
+        self.lines
+            .iter()
+            .rev()
+            .take(n)
+            .rev()
+            .map(|(_, l)| l)
+            .collect()
     }
 }
 
@@ -68,7 +80,11 @@ mod tests {
     use retryd_core::job::Stream;
 
     fn line(text: &str) -> OutputLine {
-        OutputLine { at: chrono::Utc::now(), stream: Stream::Stdout, line: text.to_owned() }
+        OutputLine {
+            at: chrono::Utc::now(),
+            stream: Stream::Stdout,
+            line: text.to_owned(),
+        }
     }
 
     #[test]

@@ -29,17 +29,33 @@ pub struct DlqQuery {
 }
 
 fn job_fingerprint(job: &Job) -> String {
-    fingerprint(job.last_error_class, job.last_error.as_deref().unwrap_or(""))
+    fingerprint(
+        job.last_error_class,
+        job.last_error.as_deref().unwrap_or(""),
+    )
 }
 
 /// The newest dead jobs matching the filter, up to the scan limit.
-async fn dead_jobs(state: &AppState, queue: Option<String>, kind: Option<String>, target: Option<String>) -> Result<Vec<Job>, Error> {
-    let filter = JobFilter { states: vec![JobState::Failed], queue, kind, target, ..Default::default() };
+async fn dead_jobs(
+    state: &AppState,
+    queue: Option<String>,
+    kind: Option<String>,
+    target: Option<String>,
+) -> Result<Vec<Job>, Error> {
+    let filter = JobFilter {
+        states: vec![JobState::Failed],
+        queue,
+        kind,
+        target,
+        ..Default::default()
+    };
     let store = state.engine.store();
     let mut jobs = Vec::new();
     let mut cursor = None;
     loop {
-        let page = store.list_jobs(&filter, cursor, crate::dto::MAX_PAGE).await?;
+        let page = store
+            .list_jobs(&filter, cursor, crate::dto::MAX_PAGE)
+            .await?;
         jobs.extend(page.jobs);
         match page.next_cursor {
             Some(next) if jobs.len() < SCAN_LIMIT => cursor = Some(next),
@@ -48,35 +64,50 @@ async fn dead_jobs(state: &AppState, queue: Option<String>, kind: Option<String>
     }
 }
 
-pub async fn list(State(state): State<AppState>, ApiQuery(query): ApiQuery<DlqQuery>) -> Result<Json<Dlq>, Error> {
+pub async fn list(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<DlqQuery>,
+) -> Result<Json<Dlq>, Error> {
     let limit = query.limit.unwrap_or(crate::dto::DEFAULT_PAGE);
     if !(1..=crate::dto::MAX_PAGE).contains(&limit) {
-        return Err(Error::invalid("limit", format!("must be between 1 and {}, got {limit}", crate::dto::MAX_PAGE)));
+        return Err(Error::invalid(
+            "limit",
+            format!(
+                "must be between 1 and {}, got {limit}",
+                crate::dto::MAX_PAGE
+            ),
+        ));
     }
     let jobs = dead_jobs(&state, query.queue, query.kind, query.target).await?;
     let mut groups: BTreeMap<String, DlqGroup> = BTreeMap::new();
     for job in &jobs {
         let seen = job.finished_at.unwrap_or(job.updated_at);
-        let group = groups.entry(job_fingerprint(job)).or_insert_with_key(|key| DlqGroup {
-            fingerprint: key.clone(),
-            class: job.last_error_class.map(|c| c.as_str().to_owned()),
-            message: job.last_error.clone().unwrap_or_default(),
-            count: 0,
-            first_seen: seen,
-            last_seen: seen,
-            queues: vec![],
-            kinds: vec![],
-            targets: vec![],
-            sample_job_ids: vec![],
-        });
+        let group = groups
+            .entry(job_fingerprint(job))
+            .or_insert_with_key(|key| DlqGroup {
+                fingerprint: key.clone(),
+                class: job.last_error_class.map(|c| c.as_str().to_owned()),
+                message: job.last_error.clone().unwrap_or_default(),
+                count: 0,
+                first_seen: seen,
+                last_seen: seen,
+                queues: vec![],
+                kinds: vec![],
+                targets: vec![],
+                sample_job_ids: vec![],
+            });
         group.count += 1;
         group.first_seen = group.first_seen.min(seen);
         group.last_seen = group.last_seen.max(seen);
-        for (list, value) in [(&mut group.queues, Some(&job.queue)), (&mut group.kinds, Some(&job.kind)), (&mut group.targets, job.target.as_ref())] {
-            if let Some(value) = value {
-                if !list.contains(value) {
-                    list.push(value.clone());
-                }
+        for (list, value) in [
+            (&mut group.queues, Some(&job.queue)),
+            (&mut group.kinds, Some(&job.kind)),
+            (&mut group.targets, job.target.as_ref()),
+        ] {
+            if let Some(value) = value
+                && !list.contains(value)
+            {
+                list.push(value.clone());
             }
         }
         if group.sample_job_ids.len() < SAMPLE {
@@ -89,27 +120,51 @@ pub async fn list(State(state): State<AppState>, ApiQuery(query): ApiQuery<DlqQu
     Ok(Json(Dlq {
         total: jobs.len() as u64,
         groups,
-        jobs: jobs.into_iter().take(limit).map(|job| JobView::new(job, now, None)).collect(),
+        jobs: jobs
+            .into_iter()
+            .take(limit)
+            .map(|job| JobView::new(job, now, None))
+            .collect(),
     }))
 }
 
 async fn select(state: &AppState, selection: &DlqSelection) -> Result<Vec<JobId>, Error> {
-    let filtered = selection.fingerprint.is_some() || selection.queue.is_some() || selection.kind.is_some() || selection.target.is_some();
+    let filtered = selection.fingerprint.is_some()
+        || selection.queue.is_some()
+        || selection.kind.is_some()
+        || selection.target.is_some();
     if selection.ids.is_empty() && !filtered && !selection.all {
-        return Err(Error::invalid("selection", "name the jobs: ids, fingerprint, queue, kind, target, or all: true"));
+        return Err(Error::invalid(
+            "selection",
+            "name the jobs: ids, fingerprint, queue, kind, target, or all: true",
+        ));
     }
     if !selection.ids.is_empty() {
         return Ok(selection.ids.clone());
     }
-    let jobs = dead_jobs(state, selection.queue.clone(), selection.kind.clone(), selection.target.clone()).await?;
+    let jobs = dead_jobs(
+        state,
+        selection.queue.clone(),
+        selection.kind.clone(),
+        selection.target.clone(),
+    )
+    .await?;
     Ok(jobs
         .into_iter()
-        .filter(|job| selection.fingerprint.as_ref().is_none_or(|f| *f == job_fingerprint(job)))
+        .filter(|job| {
+            selection
+                .fingerprint
+                .as_ref()
+                .is_none_or(|f| *f == job_fingerprint(job))
+        })
         .map(|job| job.id)
         .collect())
 }
 
-pub async fn requeue(State(state): State<AppState>, ApiJson(selection): ApiJson<DlqSelection>) -> Result<Json<BulkResult>, Error> {
+pub async fn requeue(
+    State(state): State<AppState>,
+    ApiJson(selection): ApiJson<DlqSelection>,
+) -> Result<Json<BulkResult>, Error> {
     let ids = select(&state, &selection).await?;
     let mut done = Vec::new();
     for id in ids {
@@ -120,10 +175,16 @@ pub async fn requeue(State(state): State<AppState>, ApiJson(selection): ApiJson<
         state.engine.requeue(id, selection.reset, "api").await?;
         done.push(id);
     }
-    Ok(Json(BulkResult { count: done.len() as u64, job_ids: done }))
+    Ok(Json(BulkResult {
+        count: done.len() as u64,
+        job_ids: done,
+    }))
 }
 
-pub async fn purge(State(state): State<AppState>, ApiJson(selection): ApiJson<DlqSelection>) -> Result<Json<BulkResult>, Error> {
+pub async fn purge(
+    State(state): State<AppState>,
+    ApiJson(selection): ApiJson<DlqSelection>,
+) -> Result<Json<BulkResult>, Error> {
     if selection.reset {
         return Err(Error::invalid("reset", "applies to requeue only"));
     }
@@ -137,5 +198,8 @@ pub async fn purge(State(state): State<AppState>, ApiJson(selection): ApiJson<Dl
         }
     }
     let count = state.engine.store().purge_jobs(&dead).await?;
-    Ok(Json(BulkResult { count, job_ids: dead }))
+    Ok(Json(BulkResult {
+        count,
+        job_ids: dead,
+    }))
 }

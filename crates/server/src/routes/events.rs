@@ -40,29 +40,39 @@ pub async fn stream(
         None => latest_event_id(&state).await?,
     };
     let wake = state.engine.subscribe();
-    let events = futures::stream::unfold((start, Vec::new(), wake), move |(mut after, mut buffer, mut wake)| {
-        let store = store.clone();
-        async move {
-            loop {
-                if let Some(event) = buffer.pop() {
-                    let event: retryd_core::job::Event = event;
-                    let data = serde_json::to_string(&event).unwrap_or_default();
-                    let sse = SseEvent::default().id(event.id.to_string()).event("state").data(data);
-                    return Some((Ok(sse), (after, buffer, wake)));
-                }
-                match store.events_after(after, 500).await {
-                    Ok(batch) if !batch.is_empty() => {
-                        after = batch.last().map_or(after, |e| e.id);
-                        buffer = batch.into_iter().filter(|e| job.is_none_or(|j| e.job_id == j)).rev().collect();
+    let events = futures::stream::unfold(
+        (start, Vec::new(), wake),
+        move |(mut after, mut buffer, mut wake)| {
+            let store = store.clone();
+            async move {
+                loop {
+                    if let Some(event) = buffer.pop() {
+                        let event: retryd_core::job::Event = event;
+                        let data = serde_json::to_string(&event).unwrap_or_default();
+                        let sse = SseEvent::default()
+                            .id(event.id.to_string())
+                            .event("state")
+                            .data(data);
+                        return Some((Ok(sse), (after, buffer, wake)));
                     }
-                    // Nothing new, or the database is briefly unavailable: wait for a wake-up.
-                    _ => {
-                        let _ = tokio::time::timeout(Duration::from_secs(1), wake.recv()).await;
+                    match store.events_after(after, 500).await {
+                        Ok(batch) if !batch.is_empty() => {
+                            after = batch.last().map_or(after, |e| e.id);
+                            buffer = batch
+                                .into_iter()
+                                .filter(|e| job.is_none_or(|j| e.job_id == j))
+                                .rev()
+                                .collect();
+                        }
+                        // Nothing new, or the database is briefly unavailable: wait for a wake-up.
+                        _ => {
+                            let _ = tokio::time::timeout(Duration::from_secs(1), wake.recv()).await;
+                        }
                     }
                 }
             }
-        }
-    });
+        },
+    );
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }
 

@@ -1,6 +1,8 @@
 use super::job_id;
 use crate::AppState;
-use crate::dto::{JobPage, JobView, ListQuery, LogPage, LogQuery, RetryRequest, SubmitRequest, Submitted};
+use crate::dto::{
+    JobPage, JobView, ListQuery, LogPage, LogQuery, RetryRequest, SubmitRequest, Submitted,
+};
 use crate::error::Error;
 use crate::extract::{ApiJson, ApiQuery};
 use axum::Json;
@@ -18,54 +20,95 @@ const MAX_LOG_PAGE: usize = 5000;
 async fn view(state: &AppState, job: Job) -> Result<JobView, Error> {
     let now = state.engine.now();
     let due = job.state.is_waiting() && job.next_attempt_at.is_some_and(|t| t <= now);
-    let ahead = if due { Some(state.engine.store().count_ahead(&job, now).await?) } else { None };
+    let ahead = if due {
+        Some(state.engine.store().count_ahead(&job, now).await?)
+    } else {
+        None
+    };
     Ok(JobView::new(job, now, ahead))
 }
 
-pub async fn submit(State(state): State<AppState>, ApiJson(request): ApiJson<SubmitRequest>) -> Result<Response, Error> {
+pub async fn submit(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<SubmitRequest>,
+) -> Result<Response, Error> {
     let engine = &state.engine;
     let new = request.into_new_job(engine.policies(), engine.now(), API_ACTOR)?;
     let inserted = engine.submit(new).await?;
-    let status = if inserted.created { StatusCode::CREATED } else { StatusCode::OK };
-    let body = Submitted { view: view(&state, inserted.job).await?, created: inserted.created };
+    let status = if inserted.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let body = Submitted {
+        view: view(&state, inserted.job).await?,
+        created: inserted.created,
+    };
     Ok((status, Json(body)).into_response())
 }
 
-pub async fn list(State(state): State<AppState>, ApiQuery(query): ApiQuery<ListQuery>) -> Result<Json<JobPage>, Error> {
-    let page = state.engine.store().list_jobs(&query.filter()?, query.cursor()?, query.limit()?).await?;
+pub async fn list(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Json<JobPage>, Error> {
+    let page = state
+        .engine
+        .store()
+        .list_jobs(&query.filter()?, query.cursor()?, query.limit()?)
+        .await?;
     let now = state.engine.now();
     Ok(Json(JobPage {
-        jobs: page.jobs.into_iter().map(|job| JobView::new(job, now, None)).collect(),
+        jobs: page
+            .jobs
+            .into_iter()
+            .map(|job| JobView::new(job, now, None))
+            .collect(),
         next_cursor: page.next_cursor,
     }))
 }
 
-pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<JobView>, Error> {
+pub async fn get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<JobView>, Error> {
     let job = state.engine.store().get_job(job_id(&id)?).await?;
     Ok(Json(view(&state, job).await?))
 }
 
-pub async fn attempts(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Vec<Attempt>>, Error> {
+pub async fn attempts(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<Attempt>>, Error> {
     let id = job_id(&id)?;
     let store = state.engine.store();
     store.get_job(id).await?;
     Ok(Json(store.list_attempts(id).await?))
 }
 
-pub async fn events(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Vec<Event>>, Error> {
+pub async fn events(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<Event>>, Error> {
     let id = job_id(&id)?;
     let store = state.engine.store();
     store.get_job(id).await?;
     Ok(Json(store.list_events(id).await?))
 }
 
-pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<JobView>, Error> {
+pub async fn cancel(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<JobView>, Error> {
     let job = state.engine.cancel(job_id(&id)?, API_ACTOR).await?;
     Ok(Json(view(&state, job).await?))
 }
 
 /// Retry now / requeue. The body is optional: `{"reset": true}` restarts the attempt count.
-pub async fn retry(State(state): State<AppState>, Path(id): Path<String>, body: Bytes) -> Result<Json<JobView>, Error> {
+pub async fn retry(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<JobView>, Error> {
     let request: RetryRequest = if body.iter().all(u8::is_ascii_whitespace) {
         RetryRequest::default()
     } else {
@@ -74,30 +117,52 @@ pub async fn retry(State(state): State<AppState>, Path(id): Path<String>, body: 
             let field = e.path().to_string();
             let inner = e.into_inner();
             match inner.classify() {
-                serde_json::error::Category::Data => Error::invalid(if field == "." { "body".to_owned() } else { field }, inner.to_string()),
+                serde_json::error::Category::Data => Error::invalid(
+                    if field == "." {
+                        "body".to_owned()
+                    } else {
+                        field
+                    },
+                    inner.to_string(),
+                ),
                 _ => Error::Malformed(format!("body is not valid JSON: {inner}")),
             }
         })?
     };
-    let job = state.engine.requeue(job_id(&id)?, request.reset, API_ACTOR).await?;
+    let job = state
+        .engine
+        .requeue(job_id(&id)?, request.reset, API_ACTOR)
+        .await?;
     Ok(Json(view(&state, job).await?))
 }
 
 /// A page of the job's output; with `follow=true`, a stream of NDJSON lines that ends when
 /// the job is finished and its output drained.
-pub async fn log(State(state): State<AppState>, Path(id): Path<String>, ApiQuery(query): ApiQuery<LogQuery>) -> Result<Response, Error> {
+pub async fn log(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiQuery(query): ApiQuery<LogQuery>,
+) -> Result<Response, Error> {
     let id = job_id(&id)?;
     let store = state.engine.store().clone();
     let limit = query.limit.unwrap_or(1000);
     if !(1..=MAX_LOG_PAGE).contains(&limit) {
-        return Err(Error::invalid("limit", format!("must be between 1 and {MAX_LOG_PAGE}, got {limit}")));
+        return Err(Error::invalid(
+            "limit",
+            format!("must be between 1 and {MAX_LOG_PAGE}, got {limit}"),
+        ));
     }
     let job = store.get_job(id).await?;
     if !query.follow {
         let lines = store.read_log(id, query.after, limit).await?;
         let next_after = lines.last().map_or(query.after, |l| l.seq);
         let complete = job.state.is_terminal() && lines.len() < limit;
-        return Ok(Json(LogPage { lines, next_after, complete }).into_response());
+        return Ok(Json(LogPage {
+            lines,
+            next_after,
+            complete,
+        })
+        .into_response());
     }
     let events = state.engine.subscribe();
     let stream = futures::stream::unfold((query.after, false), move |(after, done)| {
@@ -118,9 +183,16 @@ pub async fn log(State(state): State<AppState>, Path(id): Path<String>, ApiQuery
                         chunk.push_str(&serde_json::to_string(line).unwrap_or_default());
                         chunk.push('\n');
                     }
-                    return Some((Ok::<_, std::io::Error>(Bytes::from(chunk)), (last.seq, false)));
+                    return Some((
+                        Ok::<_, std::io::Error>(Bytes::from(chunk)),
+                        (last.seq, false),
+                    ));
                 }
-                let finished = store.get_job(id).await.map(|j| j.state.is_terminal()).unwrap_or(true);
+                let finished = store
+                    .get_job(id)
+                    .await
+                    .map(|j| j.state.is_terminal())
+                    .unwrap_or(true);
                 if finished {
                     // One last read: lines written just before the final state change.
                     let rest = store.read_log(id, after, 500).await.unwrap_or_default();
@@ -134,5 +206,9 @@ pub async fn log(State(state): State<AppState>, Path(id): Path<String>, ApiQuery
             }
         }
     });
-    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(stream)).into_response())
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(stream),
+    )
+        .into_response())
 }

@@ -5,15 +5,16 @@ pub mod jobs;
 pub mod policies;
 
 use crate::error::Error;
-use axum::http::{Method, Uri};
+use axum::extract::OriginalUri;
+use axum::http::Method;
 use axum::response::{IntoResponse, Response};
 use retryd_core::JobId;
 
-pub async fn not_found(uri: Uri) -> Error {
+pub async fn not_found(OriginalUri(uri): OriginalUri) -> Error {
     Error::NotFound(format!("no route for {}", uri.path()))
 }
 
-pub async fn method_not_allowed(method: Method, uri: Uri) -> Response {
+pub async fn method_not_allowed(method: Method, OriginalUri(uri): OriginalUri) -> Response {
     let body = serde_json::json!({ "error": {
         "code": "method_not_allowed",
         "message": format!("{method} is not allowed on {}", uri.path()),
@@ -25,5 +26,6 @@ pub async fn method_not_allowed(method: Method, uri: Uri) -> Response {
 /// A job id from the path; a malformed one cannot name a job, so it is a 404 like any
 /// unknown id, with a message that says why.
 pub fn job_id(raw: &str) -> Result<JobId, Error> {
-    raw.parse().map_err(|message: String| Error::NotFound(message))
+    raw.parse()
+        .map_err(|message: String| Error::NotFound(message))
 }

@@ -16,13 +16,28 @@ fn policy_view(name: &str, policy: &Policy) -> PolicyView {
 }
 
 pub async fn list(State(state): State<AppState>) -> Json<Vec<PolicyView>> {
-    Json(state.engine.policies().iter().map(|(name, policy)| policy_view(name, policy)).collect())
+    Json(
+        state
+            .engine
+            .policies()
+            .iter()
+            .map(|(name, policy)| policy_view(name, policy))
+            .collect(),
+    )
 }
 
-pub async fn show(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<PolicyView>, Error> {
+pub async fn show(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<PolicyView>, Error> {
     let policies = state.engine.policies();
     policies
         .get(&name)
         .map(|policy| Json(policy_view(&name, policy)))
-        .ok_or_else(|| Error::NotFound(format!("no policy named '{name}' (known: {})", policies.names().join(", "))))
+        .ok_or_else(|| {
+            Error::NotFound(format!(
+                "no policy named '{name}' (known: {})",
+                policies.names().join(", ")
+            ))
+        })
 }

@@ -52,7 +52,8 @@ impl CommandOutcome {
             (None, Some(code), _) => format!("exited with code {code}"),
             (None, None, Some(signal)) => format!(
                 "killed by signal {}",
-                Signal::try_from(signal).map_or_else(|_| signal.to_string(), |s| s.as_str().to_owned())
+                Signal::try_from(signal)
+                    .map_or_else(|_| signal.to_string(), |s| s.as_str().to_owned())
             ),
             (None, None, None) => "ended without an exit status".to_owned(),
         }
@@ -79,7 +80,11 @@ pub async fn run(
     command
         .args(&action.args)
         .process_group(0)
-        .stdin(if action.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if action.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
@@ -107,8 +112,14 @@ pub async fn run(
         });
     }
     let readers = [
-        child.stdout.take().map(|out| tokio::spawn(pump(out, Stream::Stdout, lines.clone(), secrets.clone()))),
-        child.stderr.take().map(|err| tokio::spawn(pump(err, Stream::Stderr, lines.clone(), secrets.clone()))),
+        child
+            .stdout
+            .take()
+            .map(|out| tokio::spawn(pump(out, Stream::Stdout, lines.clone(), secrets.clone()))),
+        child
+            .stderr
+            .take()
+            .map(|err| tokio::spawn(pump(err, Stream::Stderr, lines.clone(), secrets.clone()))),
     ];
     let timeout = async {
         match limits.timeout {
@@ -129,7 +140,12 @@ pub async fn run(
         let _ = reader.await;
     }
     let (exit_code, signal) = split_status(status);
-    CommandOutcome { exit_code, signal, stopped, spawn_error: None }
+    CommandOutcome {
+        exit_code,
+        signal,
+        stopped,
+        spawn_error: None,
+    }
 }
 
 fn split_status(status: Option<ExitStatus>) -> (Option<i32>, Option<i32>) {
@@ -141,7 +157,11 @@ fn split_status(status: Option<ExitStatus>) -> (Option<i32>, Option<i32>) {
 }
 
 /// SIGTERM to the group, then SIGKILL after the grace period.
-async fn terminate(child: &mut tokio::process::Child, pgid: Option<Pid>, grace: Duration) -> Option<ExitStatus> {
+async fn terminate(
+    child: &mut tokio::process::Child,
+    pgid: Option<Pid>,
+    grace: Duration,
+) -> Option<ExitStatus> {
     if let Some(pgid) = pgid {
         let _ = killpg(pgid, Signal::SIGTERM);
     }
@@ -164,7 +184,11 @@ fn spawn_failure(action: &CommandAction, error: &std::io::Error) -> CommandOutco
         std::io::ErrorKind::PermissionDenied => (Some(126), "permission denied (not executable)"),
         _ => (None, "cannot start"),
     };
-    let cwd = action.cwd.as_ref().map(|c| format!(" in {c}")).unwrap_or_default();
+    let cwd = action
+        .cwd
+        .as_ref()
+        .map(|c| format!(" in {c}"))
+        .unwrap_or_default();
     CommandOutcome {
         exit_code,
         signal: None,
@@ -174,13 +198,22 @@ fn spawn_failure(action: &CommandAction, error: &std::io::Error) -> CommandOutco
 }
 
 /// Reads a stream, splitting it into lines (long ones in pieces), redacting secrets.
-async fn pump(mut reader: impl AsyncRead + Unpin, stream: Stream, lines: mpsc::Sender<OutputLine>, secrets: Arc<[String]>) {
+async fn pump(
+    mut reader: impl AsyncRead + Unpin,
+    stream: Stream,
+    lines: mpsc::Sender<OutputLine>,
+    secrets: Arc<[String]>,
+) {
     let mut pending: Vec<u8> = Vec::new();
     let mut buf = vec![0u8; 8192];
     let emit = |bytes: &[u8]| {
         let text = String::from_utf8_lossy(bytes);
         let text = text.strip_suffix('\r').unwrap_or(&text);
-        OutputLine { at: Utc::now(), stream, line: redact(text, &secrets) }
+        OutputLine {
+            at: Utc::now(),
+            stream,
+            line: redact(text, &secrets),
+        }
     };
     loop {
         let n = match reader.read(&mut buf).await {
