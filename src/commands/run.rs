@@ -101,7 +101,7 @@ pub async fn run(args: RunArgs, json: bool) -> Result<u8> {
             timeout: action.timeout_under(&policy),
             kill_grace: KILL_GRACE,
         };
-        let outcome = command::run(&action, limits, interrupted.clone(), lines_tx).await;
+        let outcome = command::run(&action, limits, interrupted.clone(), lines_tx, |_| {}).await;
         let tail = printer.await?;
         let took = format!("{:.2}s", started.elapsed().as_secs_f64());
         if outcome.succeeded() {

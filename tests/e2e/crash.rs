@@ -9,23 +9,27 @@ use std::time::{Duration, Instant};
 async fn kill_9_mid_run_then_restart_finishes_every_job() {
     let mut server = Server::start(&["--concurrency", "64"]).await;
     let policy = json!({ "max_attempts": 3, "initial_delay": "100ms", "max_delay": "500ms" });
+    // The first attempt of each job hangs (a long sleep with a marker); later ones succeed.
+    let marker = format!("sleep 300.{}", std::process::id());
     let mut ids = Vec::new();
-    for _ in 0..50 {
+    for i in 0..50 {
+        let seen = server.dir.join(format!("started-{i}"));
+        let script = format!(
+            "if [ -e '{s}' ]; then echo resumed; exit 0; fi; touch '{s}'; {marker}",
+            s = seen.display()
+        );
         ids.push(
             server
-                .submit(&["sleep", "4"], json!({ "policy": policy }))
+                .submit(&["sh", "-c", &script], json!({ "policy": policy }))
                 .await,
         );
     }
     let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (_, page) = server.get("/jobs?state=running&limit=100").await;
-        if page["jobs"].as_array().unwrap().len() == 50 {
-            break;
-        }
+    while processes_with(&marker).len() < 50 {
         assert!(Instant::now() < deadline, "the 50 jobs did not all start");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let orphans = processes_with(&marker);
     server.kill9();
     server.restart().await;
     for id in &ids {
@@ -41,6 +45,14 @@ async fn kill_9_mid_run_then_restart_finishes_every_job() {
     assert!(
         running["jobs"].as_array().unwrap().is_empty(),
         "nothing stays running"
+    );
+    let survivors: Vec<i32> = processes_with(&marker)
+        .into_iter()
+        .filter(|p| orphans.contains(p))
+        .collect();
+    assert!(
+        survivors.is_empty(),
+        "commands of the killed server still run: {survivors:?}"
     );
 }
 

@@ -19,7 +19,7 @@ use retryd_core::job::{Attempt, Event, Job, LogLine, NewJob, Stream};
 use retryd_core::{AttemptOutcome, Class, JobId, JobState};
 use retryd_store::{
     AttemptResult, ClaimRequest, Claimed, Error, Fence, Inserted, JobFilter, JobReader, JobWriter,
-    Lease, NewLogLine, Next, Page, Requeue, Result, Store,
+    Lease, NewLogLine, Next, Page, Process, Requeue, Result, Store,
 };
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use std::collections::{BTreeMap, HashMap};
@@ -27,7 +27,10 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/0001_init.sql")),
+    (2, include_str!("../migrations/0002_attempt_process.sql")),
+];
 
 const JOB_COLUMNS: &str = "id, queue, kind, target, action, policy_name, policy, priority, run_at, deadline, \
      labels, idempotency_key, created_by, state, attempt, next_attempt_at, last_error, last_error_class, \
@@ -636,6 +639,19 @@ impl JobWriter for SqliteStore {
         .await
     }
 
+    async fn record_process(&self, lease: &Lease, process: Process) -> Result<()> {
+        let attempt_id = lease.attempt_id;
+        self.write(move |tx| {
+            tx.execute(
+                "UPDATE attempts SET pid = ?2, pid_started = ?3 WHERE id = ?1",
+                params![attempt_id, process.pid, process.started as i64],
+            )
+            .map_err(to_store)?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn append_log(
         &self,
         lease: &Lease,
@@ -869,6 +885,27 @@ impl JobReader for SqliteStore {
             })
             .map(|t| t.map(from_ms))
             .map_err(to_store)
+        })
+        .await
+    }
+
+    async fn attempt_process(&self, attempt_id: i64) -> Result<Option<Process>> {
+        self.read(move |conn| {
+            let row: Option<(Option<u32>, Option<i64>)> = conn
+                .query_row(
+                    "SELECT pid, pid_started FROM attempts WHERE id = ?1",
+                    [attempt_id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(to_store)?;
+            Ok(match row {
+                Some((Some(pid), Some(started))) => Some(Process {
+                    pid,
+                    started: started as u64,
+                }),
+                _ => None,
+            })
         })
         .await
     }

@@ -32,6 +32,7 @@ macro_rules! conformance_tests {
             prune_and_purge_never_touch_live_jobs,
             listing_filters_and_cursor_pagination,
             logs_append_trim_and_read,
+            an_attempts_process_is_recorded,
             next_wakeup_is_the_earliest_due_instant,
         );
     };
@@ -845,6 +846,34 @@ pub async fn logs_append_trim_and_read(store: DynStore) {
     assert_eq!(
         kept.iter().map(|l| l.line.as_str()).collect::<Vec<_>>(),
         ["line 3", "line 4"]
+    );
+}
+
+pub async fn an_attempts_process_is_recorded(store: DynStore) {
+    insert(&store, new_job("default", 50, 0)).await;
+    let claimed = store
+        .claim_jobs(&claim_request(t0(), 1))
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(
+        store
+            .attempt_process(claimed.lease.attempt_id)
+            .await
+            .unwrap(),
+        None
+    );
+    let process = Process {
+        pid: 4242,
+        started: 987_654_321,
+    };
+    store.record_process(&claimed.lease, process).await.unwrap();
+    assert_eq!(
+        store
+            .attempt_process(claimed.lease.attempt_id)
+            .await
+            .unwrap(),
+        Some(process)
     );
 }
 

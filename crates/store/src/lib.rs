@@ -150,6 +150,14 @@ pub struct AttemptResult {
     pub actor: String,
 }
 
+/// A process, named so that a reused pid is not mistaken for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Process {
+    pub pid: u32,
+    /// Start time in clock ticks since boot.
+    pub started: u64,
+}
+
 /// A log line to append.
 #[derive(Debug, Clone)]
 pub struct NewLogLine {
@@ -226,6 +234,9 @@ pub trait JobWriter: Send + Sync {
     /// Deletes the given terminal jobs; live ones are skipped. Returns how many went.
     async fn purge_jobs(&self, ids: &[JobId]) -> Result<u64>;
 
+    /// Records the process group leader of a running command attempt.
+    async fn record_process(&self, lease: &Lease, process: Process) -> Result<()>;
+
     /// Appends output lines to an attempt's log.
     async fn append_log(&self, lease: &Lease, first_index: u64, lines: &[NewLogLine])
     -> Result<()>;
@@ -260,6 +271,8 @@ pub trait JobReader: Send + Sync {
     async fn expired_leases(&self, cutoff: DateTime<Utc>) -> Result<Vec<Job>>;
     /// The next instant something is due: a waiting job, a deadline or a lease expiry.
     async fn next_wakeup(&self, paused: &[String]) -> Result<Option<DateTime<Utc>>>;
+    /// The process recorded for an attempt, if any.
+    async fn attempt_process(&self, attempt_id: i64) -> Result<Option<Process>>;
     /// Whether the database answers.
     async fn ping(&self) -> Result<()>;
 }

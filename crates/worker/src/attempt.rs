@@ -98,8 +98,21 @@ async fn run_inner(engine: &Engine, claimed: &Claimed) {
         timeout,
         kill_grace: inner.config.kill_grace,
     };
+    let store = inner.store.clone();
+    let owner = lease.clone();
+    let remember = move |pid: u32| {
+        if let Some(process) = crate::process::identify(pid) {
+            tokio::spawn(async move {
+                if let Err(e) = store.record_process(&owner, process).await {
+                    warn!(error = %e, "could not record the attempt's process");
+                }
+            });
+        }
+    };
     let outcome = match &job.action {
-        Action::Command(action) => command::run(action, limits, stop.clone(), lines_tx).await,
+        Action::Command(action) => {
+            command::run(action, limits, stop.clone(), lines_tx, remember).await
+        }
     };
     let tail = pump.await.unwrap_or_else(|_| Tail::new(1));
 

@@ -423,6 +423,13 @@ impl Engine {
                 continue;
             }
             let owner = job.lease_owner.clone().unwrap_or_else(|| "unknown".into());
+            // The dead process's command may still run: stop it before the job runs again.
+            if everything_running
+                && let Ok(Some(process)) = self.inner.store.attempt_process(attempt_id).await
+                && crate::process::kill_leftover_group(process)
+            {
+                warn!(job_id = %job.id, pid = process.pid, "stopped a command left running by the previous process");
+            }
             let rule = format!("lease expired: node {owner} stopped renewing it");
             let policy = self
                 .inner

@@ -11,11 +11,13 @@
 //! - [`executor`]: what runs an action (`command` today).
 //! - [`tail`]: the bounded output tail of an attempt.
 //! - [`policies`]: named policies and selection.
+//! - [`process`]: finding a killed node's leftover process groups after a restart.
 
 pub mod attempt;
 pub mod engine;
 pub mod executor;
 pub mod policies;
+pub mod process;
 pub mod tail;
 
 pub use engine::{Engine, EngineConfig};

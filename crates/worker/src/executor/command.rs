@@ -69,11 +69,13 @@ pub struct Limits {
 }
 
 /// Runs the command to its end, a timeout or `stop`, sending each output line to `lines`.
+/// `spawned` learns the pid of the process group leader as soon as it exists.
 pub async fn run(
     action: &CommandAction,
     limits: Limits,
     stop: CancellationToken,
     lines: mpsc::Sender<OutputLine>,
+    spawned: impl FnOnce(u32),
 ) -> CommandOutcome {
     let secrets: Arc<[String]> = action.secrets().into();
     let mut command = Command::new(&action.program);
@@ -105,6 +107,9 @@ pub async fn run(
         Err(error) => return spawn_failure(action, &error),
     };
     let pgid = child.id().map(|id| Pid::from_raw(id as i32));
+    if let Some(pid) = child.id() {
+        spawned(pid);
+    }
     if let (Some(input), Some(mut stdin)) = (action.stdin.clone(), child.stdin.take()) {
         tokio::spawn(async move {
             // A child that exits without reading its input is not an error of ours.
