@@ -25,7 +25,10 @@ async fn kill_9_mid_run_then_restart_finishes_every_job() {
         );
     }
     let deadline = Instant::now() + Duration::from_secs(20);
-    while processes_with(&marker).len() < 50 {
+    // Each job's shell and its sleep carry the marker: 100 processes once all have started.
+    while processes_with(&marker).len() < 100
+        || (0..50).any(|i| !server.dir.join(format!("started-{i}")).exists())
+    {
         assert!(Instant::now() < deadline, "the 50 jobs did not all start");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

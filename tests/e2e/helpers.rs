@@ -201,8 +201,18 @@ impl Server {
 }
 
 impl Drop for Server {
+    /// A graceful stop, so that the attempts' commands do not outlive the test.
     fn drop(&mut self) {
-        self.kill9();
+        if let Some(mut child) = self.child.take() {
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).ok();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline && child.try_wait().ok().flatten().is_none() {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
@@ -217,6 +227,12 @@ fn spawn(dir: &Path, extra: &[String]) -> (Child, String) {
         .arg("--database")
         .arg(dir.join("retryd.db"))
         .args(extra)
+        // Tests stop servers with SIGTERM: running attempts get a second, then are released.
+        .args(if extra.iter().any(|a| a == "--shutdown-grace") {
+            &[][..]
+        } else {
+            &["--shutdown-grace", "1s"][..]
+        })
         .current_dir(dir)
         .env("NO_COLOR", "1")
         .env_remove("RETRYD_CONFIG")
