@@ -185,3 +185,46 @@ async fn server_log_lines_about_a_job_carry_its_fields() {
         "{line}"
     );
 }
+
+/// Issue 3, must-show 10: `retryd serve` with no configuration at all serves on
+/// 127.0.0.1:7878 with `retryd.db` in the current folder (the README's first command).
+#[tokio::test]
+async fn bare_serve_uses_the_documented_defaults() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(BIN)
+        .arg("serve")
+        .current_dir(dir.path())
+        .env("NO_COLOR", "1")
+        .env_remove("RETRYD_CONFIG")
+        .env_remove("RETRYD_LISTEN")
+        .env_remove("RETRYD_DATABASE_URL")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(
+        first.contains("listening on http://127.0.0.1:7878 (database retryd.db)"),
+        "{first:?} (is another process on port 7878?)"
+    );
+    let health: serde_json::Value = reqwest::get("http://127.0.0.1:7878/healthz")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "ok");
+    let ready = reqwest::get("http://127.0.0.1:7878/readyz").await.unwrap();
+    assert_eq!(ready.status(), 200);
+    assert!(dir.path().join("retryd.db").exists());
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
