@@ -18,11 +18,11 @@ use chrono::{DateTime, TimeZone, Utc};
 use retryd_core::job::{Attempt, Event, Job, LogLine, NewJob, Stream};
 use retryd_core::{AttemptOutcome, Class, JobId, JobState};
 use retryd_store::{
-    AttemptResult, ClaimRequest, Claimed, Error, Fence, Inserted, JobFilter, JobReader, JobWriter,
-    Lease, NewLogLine, Next, Page, Process, Requeue, Result, Store,
+    AttemptResult, ClaimRequest, Claimed, Error, Inserted, JobFilter, JobReader, JobWriter, Lease,
+    NewLogLine, Page, Process, Requeue, Result, Store, rules,
 };
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -388,27 +388,17 @@ impl JobWriter for SqliteStore {
             return Ok(Vec::new());
         }
         self.write(move |tx| {
-            let mut excluded = request.paused.clone();
-            excluded.extend(request.queue_free.iter().filter(|(_, free)| **free == 0).map(|(q, _)| q.clone()));
+            let skipped = rules::skipped_queues(&request);
             let now = ms(request.now);
             let candidates: Vec<Job> = {
                 let mut stmt = tx.prepare_cached(&with_columns(include_str!("../queries/claim_candidates.sql"))).map_err(to_store)?;
                 let rows = stmt
-                    .query_map(params![now, json(&excluded), (request.limit * 4 + 16) as i64], job_from_row)
+                    .query_map(params![now, json(&skipped), rules::candidate_window(&request) as i64], job_from_row)
                     .map_err(to_store)?;
                 rows.collect::<rusqlite::Result<_>>().map_err(to_store)?
             };
-            let mut taken: HashMap<String, usize> = HashMap::new();
             let mut claimed = Vec::new();
-            for job in candidates {
-                if claimed.len() >= request.limit {
-                    break;
-                }
-                let used = taken.entry(job.queue.clone()).or_default();
-                if *used >= request.free_in(&job.queue) {
-                    continue;
-                }
-                *used += 1;
+            for job in rules::within_slots(candidates, &request) {
                 let number = job.attempt + 1;
                 tx.execute(
                     "INSERT INTO attempts (job_id, number, node, started_at) VALUES (?1, ?2, ?3, ?4)",
@@ -460,23 +450,13 @@ impl JobWriter for SqliteStore {
         self.write(move |tx| {
             let lease = &result.lease;
             let job = load_job(tx, lease.job_id)?;
-            let holds = job.state == JobState::Running
-                && job.attempt_id == Some(lease.attempt_id)
-                && match result.fence {
-                    Fence::Owner => job.lease_owner.as_deref() == Some(lease.node.as_str()),
-                    Fence::Rescue { expired_before } => job.lease_expires_at.is_some_and(|t| t < expired_before),
-                };
-            if !holds {
+            if !rules::fence_holds(&job, lease, result.fence) {
                 return Err(Error::LeaseLost { job_id: job.id, attempt_id: lease.attempt_id });
             }
             let to = job.state.transition(result.next.state())?;
             let now = ms(result.now);
-            let (delay_ms, delay_reason, next_at) = match &result.next {
-                Next::Retry { at, delay, delay_reason } => (Some(delay.as_millis() as i64), Some(delay_reason.clone()), Some(ms(*at))),
-                Next::Released { at } => (Some(0), Some("released at shutdown".to_owned()), Some(ms(*at))),
-                _ => (None, None, None),
-            };
-            let refund = i64::from(matches!(result.next, Next::Released { .. }));
+            let (delay_ms, delay_reason, next_at, refund) = rules::next_columns(&result.next);
+            let next_at = opt_ms(next_at);
             tx.execute(
                 "UPDATE attempts SET finished_at = ?2, outcome = ?3, exit_code = ?4, error = ?5, class = ?6, rule = ?7, \
                  next_delay_ms = ?8, delay_reason = ?9, output_dropped_bytes = ?10 WHERE id = ?1",
@@ -537,7 +517,7 @@ impl JobWriter for SqliteStore {
                 return Ok((load_job(tx, id)?, None));
             }
             let to = job.state.transition(JobState::Cancelled)?;
-            let reason = format!("cancelled by {actor}");
+            let reason = rules::cancel_reason(&actor);
             tx.execute(
                 "UPDATE jobs SET state = ?2, finish_reason = ?3, finished_at = ?4, next_attempt_at = NULL, updated_at = ?4 WHERE id = ?1",
                 params![id.to_string(), to.as_str(), reason, ms(now)],
@@ -567,11 +547,7 @@ impl JobWriter for SqliteStore {
                 params![id.to_string(), to.as_str(), attempt, now, requeue.reset],
             )
             .map_err(to_store)?;
-            let reason = if requeue.reset {
-                format!("requeued by {} with attempts reset", requeue.actor)
-            } else {
-                format!("requeued by {} (attempts so far: {})", requeue.actor, job.attempt)
-            };
+            let reason = rules::requeue_reason(&job, &requeue);
             let event = insert_event(tx, id, requeue.now, Some(job.state), to, &reason, &requeue.actor)?;
             Ok((load_job(tx, id)?, Some(event)))
         })
@@ -592,14 +568,13 @@ impl JobWriter for SqliteStore {
             let mut expired = Vec::with_capacity(due.len());
             for job in due {
                 let to = job.state.transition(JobState::Expired)?;
-                let deadline = job.deadline.unwrap_or(now);
-                let reason = format!("deadline {} passed while {}", deadline.format("%Y-%m-%d %H:%M:%S UTC"), job.state);
+                let reason = rules::expire_reason(&job, now);
                 tx.execute(
                     "UPDATE jobs SET state = ?2, finish_reason = ?3, finished_at = ?4, next_attempt_at = NULL, updated_at = ?4 WHERE id = ?1",
                     params![job.id.to_string(), to.as_str(), reason, ms(now)],
                 )
                 .map_err(to_store)?;
-                let event = insert_event(tx, job.id, now, Some(job.state), to, &reason, "scheduler")?;
+                let event = insert_event(tx, job.id, now, Some(job.state), to, &reason, rules::SCHEDULER)?;
                 expired.push((load_job(tx, job.id)?, event));
             }
             Ok(expired)

@@ -283,3 +283,109 @@ pub trait Store: JobWriter + JobReader + std::fmt::Debug {
     /// `running` job then belongs to a dead process and is rescued at once.
     fn is_exclusive(&self) -> bool;
 }
+
+/// Decisions every backend makes the same way, kept here so that backends differ only in
+/// their SQL.
+pub mod rules {
+    use super::*;
+    use retryd_core::job::Job;
+
+    /// Whether the attempt named by `lease` may still write its result.
+    pub fn fence_holds(job: &Job, lease: &Lease, fence: Fence) -> bool {
+        job.state == JobState::Running
+            && job.attempt_id == Some(lease.attempt_id)
+            && match fence {
+                Fence::Owner => job.lease_owner.as_deref() == Some(lease.node.as_str()),
+                Fence::Rescue { expired_before } => {
+                    job.lease_expires_at.is_some_and(|t| t < expired_before)
+                }
+            }
+    }
+
+    /// Picks, from candidates in claim order, the jobs the request's slots allow.
+    pub fn within_slots(candidates: Vec<Job>, request: &ClaimRequest) -> Vec<Job> {
+        let mut taken: HashMap<String, usize> = HashMap::new();
+        let mut chosen = Vec::new();
+        for job in candidates {
+            if chosen.len() >= request.limit {
+                break;
+            }
+            let used = taken.entry(job.queue.clone()).or_default();
+            if *used < request.free_in(&job.queue) {
+                *used += 1;
+                chosen.push(job);
+            }
+        }
+        chosen
+    }
+
+    /// How many candidates to read for a claim: more than the limit, because some may sit in
+    /// queues without a free slot.
+    pub fn candidate_window(request: &ClaimRequest) -> usize {
+        request.limit * 4 + 16
+    }
+
+    /// Queues a claim must skip: paused ones and those without a free slot.
+    pub fn skipped_queues(request: &ClaimRequest) -> Vec<String> {
+        let mut skipped = request.paused.clone();
+        skipped.extend(
+            request
+                .queue_free
+                .iter()
+                .filter(|(_, free)| **free == 0)
+                .map(|(q, _)| q.clone()),
+        );
+        skipped
+    }
+
+    /// The columns a result writes about the next attempt: delay in ms, why, when it is due,
+    /// and how many attempts to give back (a release is not counted).
+    pub fn next_columns(next: &Next) -> (Option<i64>, Option<String>, Option<DateTime<Utc>>, i64) {
+        match next {
+            Next::Retry {
+                at,
+                delay,
+                delay_reason,
+            } => (
+                Some(delay.as_millis() as i64),
+                Some(delay_reason.clone()),
+                Some(*at),
+                0,
+            ),
+            Next::Released { at } => (
+                Some(0),
+                Some("released at shutdown".to_owned()),
+                Some(*at),
+                1,
+            ),
+            _ => (None, None, None, 0),
+        }
+    }
+
+    pub fn cancel_reason(actor: &str) -> String {
+        format!("cancelled by {actor}")
+    }
+
+    pub fn requeue_reason(job: &Job, requeue: &Requeue) -> String {
+        if requeue.reset {
+            format!("requeued by {} with attempts reset", requeue.actor)
+        } else {
+            format!(
+                "requeued by {} (attempts so far: {})",
+                requeue.actor, job.attempt
+            )
+        }
+    }
+
+    pub fn expire_reason(job: &Job, now: DateTime<Utc>) -> String {
+        let deadline = job.deadline.unwrap_or(now);
+        format!(
+            "deadline {} passed while {}",
+            deadline.format("%Y-%m-%d %H:%M:%S UTC"),
+            job.state
+        )
+    }
+
+    /// The actor recorded on deadline expiries.
+    pub const SCHEDULER: &str = "scheduler";
+}
