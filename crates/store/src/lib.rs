@@ -277,11 +277,26 @@ pub trait JobReader: Send + Sync {
     async fn ping(&self) -> Result<()>;
 }
 
+/// Something another process did that this one should react to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// Work may have become due, or a due time changed: look again.
+    Wake,
+    /// A client asked to cancel this job; stop its attempt if it runs here.
+    Cancel(JobId),
+}
+
 /// A complete backend.
 pub trait Store: JobWriter + JobReader + std::fmt::Debug {
     /// True when one process owns the database (SQLite with its lock file): at start, every
     /// `running` job then belongs to a dead process and is rescued at once.
     fn is_exclusive(&self) -> bool;
+
+    /// Notices from other nodes (PostgreSQL's LISTEN/NOTIFY). `None` for a backend that one
+    /// process owns: its own changes already wake it.
+    fn notices(&self) -> Option<tokio::sync::broadcast::Receiver<Notice>> {
+        None
+    }
 }
 
 /// Decisions every backend makes the same way, kept here so that backends differ only in

@@ -1,0 +1,10 @@
+-- Due jobs by priority, then due time, outside paused or full queues. SKIP LOCKED: another
+-- node's claim in flight is passed over, never waited for and never taken twice.
+SELECT id FROM jobs
+WHERE state IN ('pending', 'retrying')
+  AND next_attempt_at <= $1
+  AND (deadline IS NULL OR deadline > $1)
+  AND NOT (queue = ANY($2))
+ORDER BY priority DESC, next_attempt_at, id
+LIMIT $3
+FOR UPDATE SKIP LOCKED

@@ -1,0 +1,12 @@
+-- Newest first; every filter is optional (NULL means "any").
+SELECT {JOB_COLUMNS} FROM jobs
+WHERE ($1::text[] IS NULL OR state = ANY($1))
+  AND ($2::text IS NULL OR queue = $2)
+  AND ($3::text IS NULL OR kind = $3)
+  AND ($4::text IS NULL OR target = $4)
+  AND ($5::text IS NULL OR labels @> jsonb_build_object($5::text, $6::text))
+  AND ($7::timestamptz IS NULL OR created_at >= $7)
+  AND ($8::timestamptz IS NULL OR created_at < $8)
+  AND ($9::uuid IS NULL OR id < $9)
+ORDER BY id DESC
+LIMIT $10

@@ -1,0 +1,1055 @@
+//! The PostgreSQL backend: several retryd nodes share one queue.
+//!
+//! # Layout
+//!
+//! - `migrations/`: schema, applied at start under an advisory lock so that nodes starting
+//!   together do not race.
+//! - `queries/`: the longer queries, with the same file names as the SQLite backend.
+//! - this file: [`PostgresStore`] (the [`retryd_store`] traits), the LISTEN task that turns
+//!   NOTIFY into [`Notice`]s, and [`DbClock`].
+//!
+//! Claims lock candidates with `FOR UPDATE SKIP LOCKED`, so two nodes never claim one job
+//! and never wait for each other. Writes that make work due or cancel a running attempt
+//! `pg_notify` in the same transaction: other nodes wake at commit. A notification only
+//! wakes a node; what it runs is decided by the claim query. Heartbeats use a pool of their
+//! own so that busy API traffic cannot starve lease renewals.
+
+pub mod clock;
+pub mod testing;
+
+pub use clock::DbClock;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::GenericClient;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use futures::StreamExt;
+use retryd_core::job::{Attempt, Event, Job, LogLine, NewJob, Stream};
+use retryd_core::{AttemptOutcome, Class, JobId, JobState};
+use retryd_store::{
+    AttemptResult, ClaimRequest, Claimed, Error, Inserted, JobFilter, JobReader, JobWriter, Lease,
+    NewLogLine, Notice, Page, Process, Requeue, Result, Store, rules,
+};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::time::Duration;
+use tokio::sync::broadcast;
+use tokio_postgres::{AsyncMessage, NoTls, Row};
+use tracing::{info, warn};
+
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/0001_init.sql"))];
+
+/// Advisory lock keys ("retryd" in ASCII, plus a purpose).
+const MIGRATION_LOCK: i64 = 0x7265_7472_7964_0001;
+const PRUNE_LOCK: i64 = 0x7265_7472_7964_0002;
+
+const WAKE_CHANNEL: &str = "retryd_wake";
+const CANCEL_CHANNEL: &str = "retryd_cancel";
+
+const JOB_COLUMNS: &str = "id, queue, kind, target, action, policy_name, policy, priority, run_at, deadline, \
+     labels, idempotency_key, created_by, state, attempt, next_attempt_at, last_error, last_error_class, \
+     last_rule, finish_reason, lease_owner, lease_expires_at, cancel_requested, created_at, started_at, \
+     finished_at, updated_at, current_attempt_id";
+
+const EVENT_COLUMNS: &str = "id, job_id, at, from_state, to_state, reason, actor";
+
+/// Connections for API and engine traffic.
+const POOL_SIZE: usize = 16;
+/// Connections reserved for lease renewals.
+const HEARTBEAT_POOL_SIZE: usize = 2;
+
+fn with_columns(query: &str) -> String {
+    query.replace("{JOB_COLUMNS}", JOB_COLUMNS)
+}
+
+fn backend(e: impl std::fmt::Display) -> Error {
+    Error::Backend(e.to_string())
+}
+
+fn pg(e: tokio_postgres::Error) -> Error {
+    // `Display` of a server error is just "db error"; the source carries the message.
+    match e.as_db_error() {
+        Some(db) => Error::Backend(format!("{}: {}", db.code().code(), db.message())),
+        None => Error::Backend(e.to_string()),
+    }
+}
+
+fn corrupt(what: impl std::fmt::Display) -> Error {
+    Error::Corrupt(what.to_string())
+}
+
+fn json<T: serde::de::DeserializeOwned>(value: Value) -> Result<T> {
+    serde_json::from_value(value).map_err(corrupt)
+}
+
+fn to_json(value: &impl serde::Serialize) -> Value {
+    serde_json::to_value(value).expect("plain data serializes")
+}
+
+fn state(text: &str) -> Result<JobState> {
+    text.parse().map_err(corrupt)
+}
+
+fn class(text: Option<String>) -> Result<Option<Class>> {
+    text.map(|t| Class::parse(&t).ok_or_else(|| corrupt(format!("class {t}"))))
+        .transpose()
+}
+
+fn job_from_row(row: &Row) -> Result<Job> {
+    let get = |e: tokio_postgres::Error| corrupt(e);
+    Ok(Job {
+        id: JobId(row.try_get(0).map_err(get)?),
+        queue: row.try_get(1).map_err(get)?,
+        kind: row.try_get(2).map_err(get)?,
+        target: row.try_get(3).map_err(get)?,
+        action: json(row.try_get(4).map_err(get)?)?,
+        policy_name: row.try_get(5).map_err(get)?,
+        policy: json(row.try_get(6).map_err(get)?)?,
+        priority: u8::try_from(row.try_get::<_, i32>(7).map_err(get)?).map_err(corrupt)?,
+        run_at: row.try_get(8).map_err(get)?,
+        deadline: row.try_get(9).map_err(get)?,
+        labels: json(row.try_get(10).map_err(get)?)?,
+        idempotency_key: row.try_get(11).map_err(get)?,
+        created_by: row.try_get(12).map_err(get)?,
+        state: state(row.try_get(13).map_err(get)?)?,
+        attempt: u32::try_from(row.try_get::<_, i32>(14).map_err(get)?).map_err(corrupt)?,
+        next_attempt_at: row.try_get(15).map_err(get)?,
+        last_error: row.try_get(16).map_err(get)?,
+        last_error_class: class(row.try_get(17).map_err(get)?)?,
+        last_rule: row.try_get(18).map_err(get)?,
+        finish_reason: row.try_get(19).map_err(get)?,
+        lease_owner: row.try_get(20).map_err(get)?,
+        lease_expires_at: row.try_get(21).map_err(get)?,
+        cancel_requested: row.try_get(22).map_err(get)?,
+        created_at: row.try_get(23).map_err(get)?,
+        started_at: row.try_get(24).map_err(get)?,
+        finished_at: row.try_get(25).map_err(get)?,
+        updated_at: row.try_get(26).map_err(get)?,
+        attempt_id: row.try_get(27).map_err(get)?,
+    })
+}
+
+fn event_from_row(row: &Row) -> Result<Event> {
+    let get = |e: tokio_postgres::Error| corrupt(e);
+    let from: Option<String> = row.try_get(3).map_err(get)?;
+    Ok(Event {
+        id: row.try_get(0).map_err(get)?,
+        job_id: JobId(row.try_get(1).map_err(get)?),
+        at: row.try_get(2).map_err(get)?,
+        from: from.as_deref().map(state).transpose()?,
+        to: state(row.try_get(4).map_err(get)?)?,
+        reason: row.try_get(5).map_err(get)?,
+        actor: row.try_get(6).map_err(get)?,
+    })
+}
+
+async fn load_job(client: &impl GenericClient, id: JobId) -> Result<Job> {
+    let row = client
+        .query_opt(
+            &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"),
+            &[&id.0],
+        )
+        .await
+        .map_err(pg)?
+        .ok_or(Error::NotFound(id))?;
+    job_from_row(&row)
+}
+
+/// Loads a job and locks its row for the rest of the transaction.
+async fn lock_job(client: &impl GenericClient, id: JobId) -> Result<Job> {
+    let row = client
+        .query_opt(
+            &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1 FOR UPDATE"),
+            &[&id.0],
+        )
+        .await
+        .map_err(pg)?
+        .ok_or(Error::NotFound(id))?;
+    job_from_row(&row)
+}
+
+async fn insert_event(
+    client: &impl GenericClient,
+    id: JobId,
+    at: DateTime<Utc>,
+    from: Option<JobState>,
+    to: JobState,
+    reason: &str,
+    actor: &str,
+) -> Result<Event> {
+    let row = client
+        .query_one(
+            &format!(
+                "INSERT INTO events (job_id, at, from_state, to_state, reason, actor) VALUES ($1, $2, $3, $4, $5, $6) RETURNING {EVENT_COLUMNS}"
+            ),
+            &[&id.0, &at, &from.map(JobState::as_str), &to.as_str(), &reason, &actor],
+        )
+        .await
+        .map_err(pg)?;
+    event_from_row(&row)
+}
+
+async fn notify(client: &impl GenericClient, channel: &str, payload: &str) -> Result<()> {
+    client
+        .execute("SELECT pg_notify($1, $2)", &[&channel, &payload])
+        .await
+        .map_err(pg)?;
+    Ok(())
+}
+
+fn pool(config: &tokio_postgres::Config, size: usize) -> Result<Pool> {
+    let manager = Manager::from_config(
+        config.clone(),
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(size)
+        .wait_timeout(Some(Duration::from_secs(10)))
+        .create_timeout(Some(Duration::from_secs(5)))
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .build()
+        .map_err(backend)
+}
+
+/// A deadpool error, with the database's own message when there is one.
+fn pool_error(e: deadpool_postgres::PoolError) -> Error {
+    match e {
+        deadpool_postgres::PoolError::Backend(e) => pg(e),
+        other => backend(other),
+    }
+}
+
+#[derive(Debug)]
+pub struct PostgresStore {
+    pool: Pool,
+    /// Lease renewals only, so that they never queue behind other work.
+    heartbeat: Pool,
+    notices: broadcast::Sender<Notice>,
+    clock: DbClock,
+}
+
+impl PostgresStore {
+    /// Connects, applies migrations (one node at a time), starts listening for other nodes'
+    /// notifications and measures the database clock.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let config = tokio_postgres::Config::from_str(url)
+            .map_err(|e| Error::Backend(format!("invalid PostgreSQL URL: {e}")))?;
+        let pool = pool(&config, POOL_SIZE)?;
+        let heartbeat = pool_for_heartbeat(&config)?;
+        migrate(&pool).await?;
+        let clock = DbClock::measure(&pool).await?;
+        clock.keep_measuring(pool.clone());
+        let (notices, _) = broadcast::channel(1024);
+        tokio::spawn(listen(config, notices.clone()));
+        Ok(PostgresStore {
+            pool,
+            heartbeat,
+            notices,
+            clock,
+        })
+    }
+
+    /// The database's clock, as seen from this node: leases and due times must not depend on
+    /// the nodes' own clocks.
+    pub fn clock(&self) -> DbClock {
+        self.clock.clone()
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object> {
+        self.pool.get().await.map_err(pool_error)
+    }
+}
+
+fn pool_for_heartbeat(config: &tokio_postgres::Config) -> Result<Pool> {
+    pool(config, HEARTBEAT_POOL_SIZE)
+}
+
+async fn migrate(pool: &Pool) -> Result<()> {
+    let mut client = pool.get().await.map_err(pool_error)?;
+    let tx = client.transaction().await.map_err(pg)?;
+    // Nodes starting together queue here; the first applies, the others find it done.
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(pg)?;
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS retryd_migrations (version bigint PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())")
+        .await
+        .map_err(pg)?;
+    for (version, sql) in MIGRATIONS {
+        let applied = tx
+            .query_opt(
+                "SELECT 1 FROM retryd_migrations WHERE version = $1",
+                &[version],
+            )
+            .await
+            .map_err(pg)?
+            .is_some();
+        if !applied {
+            tx.batch_execute(sql).await.map_err(pg)?;
+            tx.execute(
+                "INSERT INTO retryd_migrations (version) VALUES ($1)",
+                &[version],
+            )
+            .await
+            .map_err(pg)?;
+            info!(version, "applied migration");
+        }
+    }
+    tx.commit().await.map_err(pg)
+}
+
+/// Holds a LISTEN connection, reconnecting with backoff. After every (re)connect it sends a
+/// `Wake`: notifications sent while it was away are lost, so the node looks again.
+async fn listen(config: tokio_postgres::Config, notices: broadcast::Sender<Notice>) {
+    let mut wait = Duration::from_millis(100);
+    loop {
+        match config.connect(NoTls).await {
+            Ok((client, mut connection)) => {
+                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+                let driver = tokio::spawn(async move {
+                    let mut messages =
+                        futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+                    while let Some(Ok(message)) = messages.next().await {
+                        if let AsyncMessage::Notification(n) = message {
+                            let _ = tx.send((n.channel().to_owned(), n.payload().to_owned()));
+                        }
+                    }
+                });
+                if client
+                    .batch_execute(&format!("LISTEN {WAKE_CHANNEL}; LISTEN {CANCEL_CHANNEL}"))
+                    .await
+                    .is_ok()
+                {
+                    wait = Duration::from_millis(100);
+                    let _ = notices.send(Notice::Wake);
+                    while let Some((channel, payload)) = rx.recv().await {
+                        let notice = match channel.as_str() {
+                            CANCEL_CHANNEL => match payload.parse() {
+                                Ok(id) => Notice::Cancel(id),
+                                Err(_) => continue,
+                            },
+                            _ => Notice::Wake,
+                        };
+                        let _ = notices.send(notice);
+                    }
+                }
+                driver.abort();
+                warn!("lost the LISTEN connection to PostgreSQL; reconnecting");
+            }
+            Err(e) => {
+                warn!(error = %e, retry_in = ?wait, "cannot open the LISTEN connection to PostgreSQL")
+            }
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(5));
+    }
+}
+
+async fn select_jobs(
+    client: &impl GenericClient,
+    query: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<Vec<Job>> {
+    let rows = client.query(query, params).await.map_err(pg)?;
+    rows.iter().map(job_from_row).collect()
+}
+
+async fn delete_jobs(client: &impl GenericClient, ids: &[uuid::Uuid]) -> Result<u64> {
+    for child in ["attempts", "events", "log_lines"] {
+        client
+            .execute(
+                &format!("DELETE FROM {child} WHERE job_id = ANY($1)"),
+                &[&ids],
+            )
+            .await
+            .map_err(pg)?;
+    }
+    client
+        .execute("DELETE FROM jobs WHERE id = ANY($1)", &[&ids])
+        .await
+        .map_err(pg)
+}
+
+#[async_trait]
+impl JobWriter for PostgresStore {
+    async fn insert_job(&self, job: NewJob) -> Result<Inserted> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let inserted = tx
+            .query_opt(
+                "INSERT INTO jobs (id, queue, kind, target, action, policy_name, policy, priority, run_at, deadline, \
+                 labels, idempotency_key, created_by, state, attempt, next_attempt_at, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'pending', 0, $9, $14, $14) \
+                 ON CONFLICT (queue, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING id",
+                &[
+                    &job.id.0,
+                    &job.queue,
+                    &job.kind,
+                    &job.target,
+                    &to_json(&job.action),
+                    &job.policy_name,
+                    &to_json(&job.policy),
+                    &i32::from(job.priority),
+                    &job.run_at,
+                    &job.deadline,
+                    &to_json(&job.labels),
+                    &job.idempotency_key,
+                    &job.created_by,
+                    &job.created_at,
+                ],
+            )
+            .await
+            .map_err(pg)?;
+        if inserted.is_none() {
+            let row = tx
+                .query_one(
+                    "SELECT id FROM jobs WHERE queue = $1 AND idempotency_key = $2",
+                    &[&job.queue, &job.idempotency_key],
+                )
+                .await
+                .map_err(pg)?;
+            let existing = load_job(&tx, JobId(row.get(0))).await?;
+            tx.commit().await.map_err(pg)?;
+            return Ok(Inserted {
+                job: existing,
+                created: false,
+                event: None,
+            });
+        }
+        let actor = job.created_by.as_deref().unwrap_or("api");
+        let event = insert_event(
+            &tx,
+            job.id,
+            job.created_at,
+            None,
+            JobState::Pending,
+            "submitted",
+            actor,
+        )
+        .await?;
+        notify(&tx, WAKE_CHANNEL, "").await?;
+        let stored = load_job(&tx, job.id).await?;
+        tx.commit().await.map_err(pg)?;
+        Ok(Inserted {
+            job: stored,
+            created: true,
+            event: Some(event),
+        })
+    }
+
+    async fn claim_jobs(&self, request: &ClaimRequest) -> Result<Vec<Claimed>> {
+        if request.limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let skipped = rules::skipped_queues(request);
+        let window = rules::candidate_window(request) as i64;
+        let ids: Vec<uuid::Uuid> = tx
+            .query(
+                include_str!("../queries/claim_candidates.sql"),
+                &[&request.now, &skipped, &window],
+            )
+            .await
+            .map_err(pg)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let candidates = select_jobs(
+            &tx,
+            &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ANY($1) ORDER BY priority DESC, next_attempt_at, id"),
+            &[&ids],
+        )
+        .await?;
+        let mut claimed = Vec::new();
+        for job in rules::within_slots(candidates, request) {
+            let number = job.attempt + 1;
+            let from = job.state;
+            from.transition(JobState::Running)?;
+            let attempt_id: i64 = tx
+                .query_one(
+                    "INSERT INTO attempts (job_id, number, node, started_at) VALUES ($1, $2, $3, $4) RETURNING id",
+                    &[&job.id.0, &(number as i32), &request.node, &request.now],
+                )
+                .await
+                .map_err(pg)?
+                .get(0);
+            let row = tx
+                .query_one(
+                    &format!(
+                        "UPDATE jobs SET state = 'running', attempt = $2, lease_owner = $3, lease_expires_at = $4, \
+                         current_attempt_id = $5, next_attempt_at = NULL, started_at = COALESCE(started_at, $6), updated_at = $6 \
+                         WHERE id = $1 RETURNING {JOB_COLUMNS}"
+                    ),
+                    &[&job.id.0, &(number as i32), &request.node, &request.lease_until, &attempt_id, &request.now],
+                )
+                .await
+                .map_err(pg)?;
+            let reason = retryd_core::explain::attempt_started(
+                number,
+                job.policy.max_attempts,
+                &request.node,
+            );
+            let event = insert_event(
+                &tx,
+                job.id,
+                request.now,
+                Some(from),
+                JobState::Running,
+                &reason,
+                &request.node,
+            )
+            .await?;
+            claimed.push(Claimed {
+                job: job_from_row(&row)?,
+                lease: Lease {
+                    job_id: job.id,
+                    attempt_id,
+                    attempt: number,
+                    node: request.node.clone(),
+                },
+                event,
+            });
+        }
+        tx.commit().await.map_err(pg)?;
+        Ok(claimed)
+    }
+
+    async fn renew_leases(&self, node: &str, lease_until: DateTime<Utc>) -> Result<Vec<JobId>> {
+        let client = self.heartbeat.get().await.map_err(pool_error)?;
+        let rows = client
+            .query(
+                "UPDATE jobs SET lease_expires_at = $2 WHERE state = 'running' AND lease_owner = $1 RETURNING id, cancel_requested",
+                &[&node, &lease_until],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(rows
+            .iter()
+            .filter(|r| r.get::<_, bool>(1))
+            .map(|r| JobId(r.get(0)))
+            .collect())
+    }
+
+    async fn finish_attempt(&self, result: &AttemptResult) -> Result<(Job, Event)> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let lease = &result.lease;
+        let job = lock_job(&tx, lease.job_id).await?;
+        if !rules::fence_holds(&job, lease, result.fence) {
+            return Err(Error::LeaseLost {
+                job_id: job.id,
+                attempt_id: lease.attempt_id,
+            });
+        }
+        let to = job.state.transition(result.next.state())?;
+        let (delay_ms, delay_reason, next_at, refund) = rules::next_columns(&result.next);
+        tx.execute(
+            "UPDATE attempts SET finished_at = $2, outcome = $3, exit_code = $4, error = $5, class = $6, rule = $7, \
+             next_delay_ms = $8, delay_reason = $9, output_dropped_bytes = $10 WHERE id = $1",
+            &[
+                &lease.attempt_id,
+                &result.now,
+                &result.outcome.as_str(),
+                &result.exit_code,
+                &result.error,
+                &result.class.map(Class::as_str),
+                &result.rule,
+                &delay_ms,
+                &delay_reason,
+                &(result.output_dropped_bytes as i64),
+            ],
+        )
+        .await
+        .map_err(pg)?;
+        let terminal = to.is_terminal();
+        let row = tx
+            .query_one(
+                &format!(
+                    "UPDATE jobs SET state = $2, next_attempt_at = $3, \
+                     last_error = COALESCE($4, last_error), \
+                     last_error_class = CASE WHEN $4::text IS NULL THEN last_error_class ELSE $5 END, \
+                     last_rule = CASE WHEN $4::text IS NULL THEN last_rule ELSE $6 END, \
+                     finish_reason = $7, finished_at = $8, lease_owner = NULL, lease_expires_at = NULL, \
+                     current_attempt_id = NULL, cancel_requested = false, updated_at = $9, attempt = attempt - $10 \
+                     WHERE id = $1 RETURNING {JOB_COLUMNS}"
+                ),
+                &[
+                    &job.id.0,
+                    &to.as_str(),
+                    &next_at,
+                    &result.error,
+                    &result.class.map(Class::as_str),
+                    &result.rule,
+                    &terminal.then_some(&result.reason),
+                    &terminal.then_some(result.now),
+                    &result.now,
+                    &(refund as i32),
+                ],
+            )
+            .await
+            .map_err(pg)?;
+        let event = insert_event(
+            &tx,
+            job.id,
+            result.now,
+            Some(job.state),
+            to,
+            &result.reason,
+            &result.actor,
+        )
+        .await?;
+        if next_at.is_some() {
+            notify(&tx, WAKE_CHANNEL, "").await?;
+        }
+        let job = job_from_row(&row)?;
+        tx.commit().await.map_err(pg)?;
+        Ok((job, event))
+    }
+
+    async fn cancel_job(
+        &self,
+        id: JobId,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(Job, Option<Event>)> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let job = lock_job(&tx, id).await?;
+        if job.state == JobState::Running {
+            tx.execute(
+                "UPDATE jobs SET cancel_requested = true, updated_at = $2 WHERE id = $1",
+                &[&id.0, &now],
+            )
+            .await
+            .map_err(pg)?;
+            notify(&tx, CANCEL_CHANNEL, &id.to_string()).await?;
+            let job = load_job(&tx, id).await?;
+            tx.commit().await.map_err(pg)?;
+            return Ok((job, None));
+        }
+        let to = job.state.transition(JobState::Cancelled)?;
+        let reason = rules::cancel_reason(actor);
+        tx.execute(
+            "UPDATE jobs SET state = $2, finish_reason = $3, finished_at = $4, next_attempt_at = NULL, updated_at = $4 WHERE id = $1",
+            &[&id.0, &to.as_str(), &reason, &now],
+        )
+        .await
+        .map_err(pg)?;
+        let event = insert_event(&tx, id, now, Some(job.state), to, &reason, actor).await?;
+        let job = load_job(&tx, id).await?;
+        tx.commit().await.map_err(pg)?;
+        Ok((job, Some(event)))
+    }
+
+    async fn requeue_job(&self, id: JobId, requeue: &Requeue) -> Result<(Job, Option<Event>)> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let job = lock_job(&tx, id).await?;
+        if job.state == JobState::Retrying {
+            tx.execute(
+                "UPDATE jobs SET next_attempt_at = $2, updated_at = $2 WHERE id = $1",
+                &[&id.0, &requeue.now],
+            )
+            .await
+            .map_err(pg)?;
+            notify(&tx, WAKE_CHANNEL, "").await?;
+            let job = load_job(&tx, id).await?;
+            tx.commit().await.map_err(pg)?;
+            return Ok((job, None));
+        }
+        let to = job.state.transition(JobState::Pending)?;
+        let attempt = if requeue.reset { 0 } else { job.attempt as i32 };
+        tx.execute(
+            "UPDATE jobs SET state = $2, attempt = $3, next_attempt_at = $4, finish_reason = NULL, finished_at = NULL, \
+             cancel_requested = false, updated_at = $4, started_at = CASE WHEN $5 THEN NULL ELSE started_at END WHERE id = $1",
+            &[&id.0, &to.as_str(), &attempt, &requeue.now, &requeue.reset],
+        )
+        .await
+        .map_err(pg)?;
+        let reason = rules::requeue_reason(&job, requeue);
+        let event = insert_event(
+            &tx,
+            id,
+            requeue.now,
+            Some(job.state),
+            to,
+            &reason,
+            &requeue.actor,
+        )
+        .await?;
+        notify(&tx, WAKE_CHANNEL, "").await?;
+        let job = load_job(&tx, id).await?;
+        tx.commit().await.map_err(pg)?;
+        Ok((job, Some(event)))
+    }
+
+    async fn expire_jobs(&self, now: DateTime<Utc>) -> Result<Vec<(Job, Event)>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let due = select_jobs(
+            &tx,
+            &format!(
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE state IN ('pending', 'retrying') AND deadline IS NOT NULL AND deadline <= $1 \
+                 FOR UPDATE SKIP LOCKED"
+            ),
+            &[&now],
+        )
+        .await?;
+        let mut expired = Vec::with_capacity(due.len());
+        for job in due {
+            let to = job.state.transition(JobState::Expired)?;
+            let reason = rules::expire_reason(&job, now);
+            tx.execute(
+                "UPDATE jobs SET state = $2, finish_reason = $3, finished_at = $4, next_attempt_at = NULL, updated_at = $4 WHERE id = $1",
+                &[&job.id.0, &to.as_str(), &reason, &now],
+            )
+            .await
+            .map_err(pg)?;
+            let event = insert_event(
+                &tx,
+                job.id,
+                now,
+                Some(job.state),
+                to,
+                &reason,
+                rules::SCHEDULER,
+            )
+            .await?;
+            expired.push((load_job(&tx, job.id).await?, event));
+        }
+        tx.commit().await.map_err(pg)?;
+        Ok(expired)
+    }
+
+    async fn prune_jobs(&self, finished_before: &BTreeMap<JobState, DateTime<Utc>>) -> Result<u64> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        // One node prunes at a time; the others find the lock taken and skip this round.
+        let locked: bool = tx
+            .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&PRUNE_LOCK])
+            .await
+            .map_err(pg)?
+            .get(0);
+        if !locked {
+            return Ok(0);
+        }
+        let mut total = 0;
+        for (state, cutoff) in finished_before.iter().filter(|(s, _)| s.is_terminal()) {
+            let ids: Vec<uuid::Uuid> = tx
+                .query(
+                    "SELECT id FROM jobs WHERE state = $1 AND finished_at < $2",
+                    &[&state.as_str(), cutoff],
+                )
+                .await
+                .map_err(pg)?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            total += delete_jobs(&tx, &ids).await?;
+        }
+        tx.commit().await.map_err(pg)?;
+        Ok(total)
+    }
+
+    async fn purge_jobs(&self, ids: &[JobId]) -> Result<u64> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let wanted: Vec<uuid::Uuid> = ids.iter().map(|id| id.0).collect();
+        let dead: Vec<uuid::Uuid> = tx
+            .query(
+                "SELECT id FROM jobs WHERE id = ANY($1) AND state IN ('succeeded', 'failed', 'cancelled', 'expired') FOR UPDATE",
+                &[&wanted],
+            )
+            .await
+            .map_err(pg)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let n = delete_jobs(&tx, &dead).await?;
+        tx.commit().await.map_err(pg)?;
+        Ok(n)
+    }
+
+    async fn record_process(&self, lease: &Lease, process: Process) -> Result<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE attempts SET pid = $2, pid_started = $3 WHERE id = $1",
+                &[
+                    &lease.attempt_id,
+                    &i64::from(process.pid),
+                    &(process.started as i64),
+                ],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(())
+    }
+
+    async fn append_log(
+        &self,
+        lease: &Lease,
+        first_index: u64,
+        lines: &[NewLogLine],
+    ) -> Result<()> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let client = self.client().await?;
+        let indexes: Vec<i64> = (0..lines.len() as i64)
+            .map(|i| first_index as i64 + i)
+            .collect();
+        let ats: Vec<DateTime<Utc>> = lines.iter().map(|l| l.at).collect();
+        let streams: Vec<&str> = lines.iter().map(|l| l.stream.as_str()).collect();
+        let texts: Vec<&str> = lines.iter().map(|l| l.line.as_str()).collect();
+        // PostgreSQL text cannot hold NUL; such bytes become U+FFFD.
+        let texts: Vec<String> = texts.iter().map(|t| t.replace('\0', "\u{FFFD}")).collect();
+        client
+            .execute(
+                "INSERT INTO log_lines (job_id, attempt_id, attempt, idx, at, stream, line) \
+                 SELECT $1, $2, $3, i, a, s, l FROM UNNEST($4::bigint[], $5::timestamptz[], $6::text[], $7::text[]) AS t(i, a, s, l)",
+                &[&lease.job_id.0, &lease.attempt_id, &(lease.attempt as i32), &indexes, &ats, &streams, &texts],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(())
+    }
+
+    async fn trim_log(&self, lease: &Lease, before_index: u64) -> Result<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "DELETE FROM log_lines WHERE attempt_id = $1 AND idx < $2",
+                &[&lease.attempt_id, &(before_index as i64)],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl JobReader for PostgresStore {
+    async fn get_job(&self, id: JobId) -> Result<Job> {
+        load_job(&self.client().await?, id).await
+    }
+
+    async fn list_jobs(
+        &self,
+        filter: &JobFilter,
+        cursor: Option<JobId>,
+        limit: usize,
+    ) -> Result<Page> {
+        let client = self.client().await?;
+        let states: Option<Vec<&str>> =
+            (!filter.states.is_empty()).then(|| filter.states.iter().map(|s| s.as_str()).collect());
+        let (label_key, label_value) = filter.label.clone().unzip();
+        let mut jobs = select_jobs(
+            &client,
+            &with_columns(include_str!("../queries/list_jobs.sql")),
+            &[
+                &states,
+                &filter.queue,
+                &filter.kind,
+                &filter.target,
+                &label_key,
+                &label_value,
+                &filter.created_after,
+                &filter.created_before,
+                &cursor.map(|c| c.0),
+                &((limit + 1) as i64),
+            ],
+        )
+        .await?;
+        let next_cursor = if jobs.len() > limit {
+            jobs.truncate(limit);
+            jobs.last().map(|j| j.id)
+        } else {
+            None
+        };
+        Ok(Page { jobs, next_cursor })
+    }
+
+    async fn list_attempts(&self, id: JobId) -> Result<Vec<Attempt>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT job_id, number, step, node, started_at, finished_at, outcome, exit_code, error, class, rule, \
+                 next_delay_ms, delay_reason, output_dropped_bytes FROM attempts WHERE job_id = $1 ORDER BY id",
+                &[&id.0],
+            )
+            .await
+            .map_err(pg)?;
+        rows.iter()
+            .map(|row| {
+                let get = |e: tokio_postgres::Error| corrupt(e);
+                let outcome: Option<String> = row.try_get(6).map_err(get)?;
+                Ok(Attempt {
+                    job_id: JobId(row.try_get(0).map_err(get)?),
+                    number: row.try_get::<_, i32>(1).map_err(get)? as u32,
+                    step: row.try_get(2).map_err(get)?,
+                    node: row.try_get(3).map_err(get)?,
+                    started_at: row.try_get(4).map_err(get)?,
+                    finished_at: row.try_get(5).map_err(get)?,
+                    outcome: outcome
+                        .map(|o| {
+                            AttemptOutcome::parse(&o).ok_or_else(|| corrupt(format!("outcome {o}")))
+                        })
+                        .transpose()?,
+                    exit_code: row.try_get(7).map_err(get)?,
+                    error: row.try_get(8).map_err(get)?,
+                    class: class(row.try_get(9).map_err(get)?)?,
+                    rule: row.try_get(10).map_err(get)?,
+                    next_delay_ms: row
+                        .try_get::<_, Option<i64>>(11)
+                        .map_err(get)?
+                        .map(|v| v.max(0) as u64),
+                    delay_reason: row.try_get(12).map_err(get)?,
+                    output_dropped_bytes: row.try_get::<_, i64>(13).map_err(get)?.max(0) as u64,
+                })
+            })
+            .collect()
+    }
+
+    async fn list_events(&self, id: JobId) -> Result<Vec<Event>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!("SELECT {EVENT_COLUMNS} FROM events WHERE job_id = $1 ORDER BY id"),
+                &[&id.0],
+            )
+            .await
+            .map_err(pg)?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn events_after(&self, after: i64, limit: usize) -> Result<Vec<Event>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!("SELECT {EVENT_COLUMNS} FROM events WHERE id > $1 ORDER BY id LIMIT $2"),
+                &[&after, &(limit as i64)],
+            )
+            .await
+            .map_err(pg)?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn last_event_id(&self) -> Result<i64> {
+        let client = self.client().await?;
+        Ok(client
+            .query_one("SELECT COALESCE(MAX(id), 0) FROM events", &[])
+            .await
+            .map_err(pg)?
+            .get(0))
+    }
+
+    async fn read_log(&self, id: JobId, after: i64, limit: usize) -> Result<Vec<LogLine>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT seq, attempt, at, stream, line FROM log_lines WHERE job_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+                &[&id.0, &after, &(limit as i64)],
+            )
+            .await
+            .map_err(pg)?;
+        rows.iter()
+            .map(|row| {
+                let stream: String = row.get(3);
+                Ok(LogLine {
+                    seq: row.get(0),
+                    attempt: row.get::<_, i32>(1) as u32,
+                    at: row.get(2),
+                    stream: Stream::parse(&stream)
+                        .ok_or_else(|| corrupt(format!("stream {stream}")))?,
+                    line: row.get(4),
+                })
+            })
+            .collect()
+    }
+
+    async fn count_ahead(&self, job: &Job, now: DateTime<Utc>) -> Result<u64> {
+        let client = self.client().await?;
+        let due = job.next_attempt_at.unwrap_or(job.run_at);
+        let row = client
+            .query_one(
+                include_str!("../queries/count_ahead.sql"),
+                &[&job.queue, &now, &i32::from(job.priority), &due, &job.id.0],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(row.get::<_, i64>(0) as u64)
+    }
+
+    async fn count_by_state(&self) -> Result<BTreeMap<JobState, u64>> {
+        let client = self.client().await?;
+        let rows = client
+            .query("SELECT state, COUNT(*) FROM jobs GROUP BY state", &[])
+            .await
+            .map_err(pg)?;
+        rows.iter()
+            .map(|r| Ok((state(r.get(0))?, r.get::<_, i64>(1) as u64)))
+            .collect()
+    }
+
+    async fn expired_leases(&self, cutoff: DateTime<Utc>) -> Result<Vec<Job>> {
+        let client = self.client().await?;
+        select_jobs(
+            &client,
+            &format!(
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE state = 'running' AND lease_expires_at < $1"
+            ),
+            &[&cutoff],
+        )
+        .await
+    }
+
+    async fn attempt_process(&self, attempt_id: i64) -> Result<Option<Process>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT pid, pid_started FROM attempts WHERE id = $1",
+                &[&attempt_id],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(row.and_then(
+            |r| match (r.get::<_, Option<i64>>(0), r.get::<_, Option<i64>>(1)) {
+                (Some(pid), Some(started)) => Some(Process {
+                    pid: pid as u32,
+                    started: started as u64,
+                }),
+                _ => None,
+            },
+        ))
+    }
+
+    async fn next_wakeup(&self, paused: &[String]) -> Result<Option<DateTime<Utc>>> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(include_str!("../queries/next_wakeup.sql"), &[&paused])
+            .await
+            .map_err(pg)?;
+        Ok(row.get(0))
+    }
+
+    async fn ping(&self) -> Result<()> {
+        let client = self.client().await?;
+        client.query_one("SELECT 1", &[]).await.map_err(pg)?;
+        Ok(())
+    }
+}
+
+impl Store for PostgresStore {
+    fn is_exclusive(&self) -> bool {
+        false
+    }
+
+    fn notices(&self) -> Option<broadcast::Receiver<Notice>> {
+        Some(self.notices.subscribe())
+    }
+}
