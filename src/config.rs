@@ -3,8 +3,8 @@
 //! with a message that names its field.
 
 use anyhow::{Context, Result, bail};
-use retryd_core::Policy;
 use retryd_core::policy::PriorityRule;
+use retryd_core::{JobState, Policy};
 use retryd_worker::engine::EngineConfig;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -34,6 +34,20 @@ pub struct FileConfig {
     #[serde(default)]
     pub kinds: BTreeMap<String, String>,
     pub priority_rule: Option<PriorityRule>,
+    #[serde(default)]
+    pub retention: RetentionFile,
+}
+
+/// How long finished jobs are kept before the purge deletes them.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionFile {
+    /// Succeeded, cancelled and expired jobs [default: 14 days].
+    #[serde(default, with = "retryd_core::duration::option")]
+    pub finished: Option<Duration>,
+    /// Failed jobs, the dead-letter queue [default: 30 days].
+    #[serde(default, with = "retryd_core::duration::option")]
+    pub failed: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -110,10 +124,41 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     retryd_core::duration::parse(text)
 }
 
+/// Where jobs live.
+#[derive(Debug, Clone)]
+pub enum Database {
+    /// One node, one file.
+    Sqlite(PathBuf),
+    /// Several nodes sharing one database.
+    Postgres(String),
+}
+
+impl std::fmt::Display for Database {
+    /// Never shows a password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Database::Sqlite(path) => write!(f, "{}", path.display()),
+            Database::Postgres(url) => match (url.find("://"), url.rfind('@')) {
+                (Some(scheme), Some(at)) if at > scheme => {
+                    let credentials = &url[scheme + 3..at];
+                    let user = credentials.split(':').next().unwrap_or_default();
+                    let hidden = if credentials.contains(':') {
+                        ":***"
+                    } else {
+                        ""
+                    };
+                    write!(f, "{}{user}{hidden}{}", &url[..scheme + 3], &url[at..])
+                }
+                _ => f.write_str(url),
+            },
+        }
+    }
+}
+
 /// The validated settings the server runs with.
 #[derive(Debug)]
 pub struct Settings {
-    pub database: PathBuf,
+    pub database: Database,
     pub listen: SocketAddr,
     pub log_format: LogFormat,
     pub log_level: String,
@@ -138,21 +183,26 @@ pub fn load_file(path: Option<&Path>) -> Result<(FileConfig, Option<PathBuf>)> {
     Ok((file, Some(path)))
 }
 
-fn database_path(value: &str) -> Result<PathBuf> {
+fn database(value: &str) -> Result<Database> {
     if value.starts_with("postgres://") || value.starts_with("postgresql://") {
-        bail!("database: PostgreSQL is not supported by this build yet; use a SQLite file path");
+        return Ok(Database::Postgres(value.to_owned()));
+    }
+    if value.contains("://") && !value.starts_with("sqlite://") {
+        bail!(
+            "database: {value:?} is neither a SQLite file (retryd.db, sqlite://retryd.db) nor a postgres:// URL"
+        );
     }
     let path = value.strip_prefix("sqlite://").unwrap_or(value);
     if path.is_empty() {
-        bail!("database: must be a file path such as retryd.db");
+        bail!("database: must be a file path such as retryd.db, or a postgres:// URL");
     }
-    Ok(PathBuf::from(path))
+    Ok(Database::Sqlite(PathBuf::from(path)))
 }
 
 impl Settings {
     pub fn resolve(flags: &ServeOverrides) -> Result<Settings> {
         let (file, config_file) = load_file(flags.config.as_deref())?;
-        let database = database_path(
+        let database = database(
             flags
                 .database
                 .as_deref()
@@ -198,6 +248,7 @@ impl Settings {
                 .engine
                 .log_tail_bytes
                 .unwrap_or(defaults.log_tail_bytes),
+            retention: retention(&file.retention, defaults.retention)?,
         };
         validate_engine(&engine)?;
         let policies = retryd_worker::Policies::new(
@@ -227,6 +278,29 @@ impl Settings {
             config_file,
         })
     }
+}
+
+fn retention(
+    file: &RetentionFile,
+    mut retention: BTreeMap<JobState, Duration>,
+) -> Result<BTreeMap<JobState, Duration>> {
+    for (field, value) in [
+        ("retention.finished", file.finished),
+        ("retention.failed", file.failed),
+    ] {
+        if value.is_some_and(|v| v < Duration::from_secs(1)) {
+            bail!("{field}: must be at least 1s");
+        }
+    }
+    if let Some(keep) = file.finished {
+        for state in [JobState::Succeeded, JobState::Cancelled, JobState::Expired] {
+            retention.insert(state, keep);
+        }
+    }
+    if let Some(keep) = file.failed {
+        retention.insert(JobState::Failed, keep);
+    }
+    Ok(retention)
 }
 
 fn validate_engine(engine: &EngineConfig) -> Result<()> {

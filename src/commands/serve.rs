@@ -1,9 +1,11 @@
 //! `retryd serve`: the API, the engine and the shutdown path.
 
-use crate::config::{LogFormat, ServeOverrides, Settings, SyncMode};
+use crate::config::{Database, LogFormat, ServeOverrides, Settings, SyncMode};
 use anyhow::{Context, Result, bail};
-use retryd_core::SystemClock;
+use retryd_core::{Clock, SystemClock};
 use retryd_server::AppState;
+use retryd_store::Store;
+use retryd_store_postgres::PostgresStore;
 use retryd_store_sqlite::{SqliteStore, Synchronous};
 use retryd_worker::Engine;
 use std::io::{IsTerminal, Write};
@@ -47,14 +49,25 @@ pub async fn serve(flags: ServeOverrides) -> Result<u8> {
         SyncMode::Full => Synchronous::Full,
         SyncMode::Normal => Synchronous::Normal,
     };
-    let store = SqliteStore::open(&settings.database, synchronous)
-        .with_context(|| format!("database: cannot open {}", settings.database.display()))?;
-    let engine = Engine::new(
-        Arc::new(store),
-        Arc::new(SystemClock),
-        settings.policies,
-        settings.engine,
-    );
+    let (store, clock): (Arc<dyn Store>, Arc<dyn Clock>) = match &settings.database {
+        Database::Sqlite(path) => {
+            let store = SqliteStore::open(path, synchronous)
+                .with_context(|| format!("database: cannot open {}", path.display()))?;
+            (Arc::new(store), Arc::new(SystemClock))
+        }
+        Database::Postgres(url) => {
+            let store = PostgresStore::connect(url)
+                .await
+                .with_context(|| format!("database: cannot use {}", settings.database))?;
+            let clock = store.clock();
+            tracing::info!(
+                offset_ms = clock.offset().num_milliseconds(),
+                "using the database's clock"
+            );
+            (Arc::new(store), Arc::new(clock))
+        }
+    };
+    let engine = Engine::new(store, clock, settings.policies, settings.engine);
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("listen: cannot bind {}", settings.listen))?;
@@ -65,11 +78,11 @@ pub async fn serve(flags: ServeOverrides) -> Result<u8> {
             out,
             "retryd {} listening on http://{address} (database {})",
             env!("CARGO_PKG_VERSION"),
-            settings.database.display()
+            settings.database
         )?;
         out.flush()?;
     }
-    tracing::info!(%address, database = %settings.database.display(), config = ?settings.config_file, "retryd started");
+    tracing::info!(%address, database = %settings.database, config = ?settings.config_file, "retryd started");
 
     let shutdown = CancellationToken::new();
     let mut interrupt = signal(SignalKind::interrupt())?;

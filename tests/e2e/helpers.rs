@@ -21,6 +21,8 @@ pub struct Server {
     pub url: String,
     pub dir: PathBuf,
     pub http: reqwest::Client,
+    /// The database: the SQLite file in `dir`, or a PostgreSQL URL.
+    database: String,
     args: Vec<String>,
 }
 
@@ -33,17 +35,33 @@ impl Server {
 
     /// Starts a server on the database in `dir` (a restart when one ran there before).
     pub async fn start_in(dir: &Path, extra: &[&str]) -> Server {
+        let database = dir.join("retryd.db").display().to_string();
+        Server::start_on(dir, &database, extra).await
+    }
+
+    /// Starts a node on a shared database (a PostgreSQL URL), logging into its own folder.
+    pub async fn start_node(database: &str, extra: &[&str]) -> Server {
+        let dir = tempfile::tempdir().expect("temp dir").keep();
+        Server::start_on(&dir, database, extra).await
+    }
+
+    async fn start_on(dir: &Path, database: &str, extra: &[&str]) -> Server {
         let args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let (child, url) = spawn(dir, &args);
+        let (child, url) = spawn(dir, database, &args);
         let server = Server {
             child: Some(child),
             url,
             dir: dir.to_path_buf(),
             http: reqwest::Client::new(),
+            database: database.to_owned(),
             args,
         };
         server.wait_healthy().await;
         server
+    }
+
+    pub fn pid(&self) -> Option<i32> {
+        self.child.as_ref().map(|c| c.id() as i32)
     }
 
     pub async fn wait_healthy(&self) {
@@ -100,7 +118,7 @@ impl Server {
     /// Starts the server again on the same database and flags.
     pub async fn restart(&mut self) {
         self.kill9();
-        let (child, url) = spawn(&self.dir, &self.args);
+        let (child, url) = spawn(&self.dir, &self.database, &self.args);
         self.child = Some(child);
         self.url = url;
         self.wait_healthy().await;
@@ -216,7 +234,7 @@ impl Drop for Server {
     }
 }
 
-fn spawn(dir: &Path, extra: &[String]) -> (Child, String) {
+fn spawn(dir: &Path, database: &str, extra: &[String]) -> (Child, String) {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -224,8 +242,7 @@ fn spawn(dir: &Path, extra: &[String]) -> (Child, String) {
         .expect("log file");
     let mut child = Command::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
-        .arg("--database")
-        .arg(dir.join("retryd.db"))
+        .args(["--database", database])
         .args(extra)
         // Tests stop servers with SIGTERM: running attempts get a second, then are released.
         .args(if extra.iter().any(|a| a == "--shutdown-grace") {

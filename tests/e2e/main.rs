@@ -4,6 +4,7 @@
 mod bad_input;
 mod cancel;
 mod cli;
+mod cluster;
 mod crash;
 mod dead_letter;
 mod helpers;

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use retryd_core::decide::{FailedAttempt, decide};
 use retryd_core::job::{Event, Job, NewJob};
 use retryd_core::{AttemptOutcome, Class, Clock, JobId, JobState};
-use retryd_store::{AttemptResult, ClaimRequest, Fence, Inserted, Next, Requeue, Store};
+use retryd_store::{AttemptResult, ClaimRequest, Fence, Inserted, Next, Notice, Requeue, Store};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -42,7 +42,23 @@ pub struct EngineConfig {
     /// How long shutdown waits for running attempts before releasing them.
     pub shutdown_grace: Duration,
     pub log_tail_bytes: usize,
+    /// How long finished jobs are kept, per terminal state.
+    pub retention: BTreeMap<JobState, Duration>,
 }
+
+/// Finished jobs are kept 14 days, failed ones (the dead-letter queue) 30 days.
+pub fn default_retention() -> BTreeMap<JobState, Duration> {
+    const DAY: u64 = 86_400;
+    BTreeMap::from([
+        (JobState::Succeeded, Duration::from_secs(14 * DAY)),
+        (JobState::Cancelled, Duration::from_secs(14 * DAY)),
+        (JobState::Expired, Duration::from_secs(14 * DAY)),
+        (JobState::Failed, Duration::from_secs(30 * DAY)),
+    ])
+}
+
+/// How often the retention purge runs (and once at start).
+pub const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
 impl Default for EngineConfig {
     fn default() -> Self {
@@ -55,6 +71,7 @@ impl Default for EngineConfig {
             kill_grace: DEFAULT_KILL_GRACE,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             log_tail_bytes: DEFAULT_LOG_TAIL_BYTES,
+            retention: default_retention(),
         }
     }
 }
@@ -219,6 +236,10 @@ impl Engine {
         self.rescue(exclusive).await;
         let heartbeat_stop = CancellationToken::new();
         let heartbeat = tokio::spawn(self.clone().heartbeat(heartbeat_stop.clone()));
+        let pruner = tokio::spawn(self.clone().prune_periodically(heartbeat_stop.clone()));
+        if let Some(notices) = self.inner.store.notices() {
+            tokio::spawn(self.clone().follow_notices(notices, heartbeat_stop.clone()));
+        }
         let mut attempts = JoinSet::new();
         info!(node = %self.inner.config.node, concurrency = self.inner.config.concurrency, "engine started");
         while !shutdown.is_cancelled() {
@@ -254,6 +275,7 @@ impl Engine {
         }
         heartbeat_stop.cancel();
         let _ = heartbeat.await;
+        let _ = pruner.await;
         info!("engine stopped");
     }
 
@@ -364,6 +386,58 @@ impl Engine {
         running
             .get(&id)
             .map(|r| (r.stop.clone(), r.cancelled.clone()))
+    }
+
+    /// Reacts to other nodes: new or rescheduled work wakes the loop; a cancel stops the
+    /// attempt if it runs here.
+    async fn follow_notices(
+        self,
+        mut notices: broadcast::Receiver<Notice>,
+        stop: CancellationToken,
+    ) {
+        loop {
+            let notice = tokio::select! {
+                _ = stop.cancelled() => return,
+                notice = notices.recv() => notice,
+            };
+            match notice {
+                Ok(Notice::Wake) => self.wake(),
+                Ok(Notice::Cancel(id)) => {
+                    self.stop_running(id);
+                }
+                // Missed some: looking again covers whatever they were.
+                Err(broadcast::error::RecvError::Lagged(_)) => self.wake(),
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+
+    /// Deletes finished jobs past their retention, at start and then every `PRUNE_EVERY`.
+    async fn prune_periodically(self, stop: CancellationToken) {
+        loop {
+            let now = self.now();
+            let cutoffs: BTreeMap<JobState, DateTime<Utc>> = self
+                .inner
+                .config
+                .retention
+                .iter()
+                .map(|(state, keep)| {
+                    (
+                        *state,
+                        now - chrono::Duration::from_std(*keep).unwrap_or(chrono::Duration::MAX),
+                    )
+                })
+                .collect();
+            match self.inner.store.prune_jobs(&cutoffs).await {
+                Ok(0) => {}
+                Ok(n) => info!(pruned = n, "deleted finished jobs past their retention"),
+                Err(e) => warn!(error = %e, "retention purge failed; will try again"),
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(PRUNE_EVERY) => {}
+            }
+        }
     }
 
     /// Renews this node's leases every third of the lease and delivers cancel requests.
