@@ -62,13 +62,7 @@ async fn kill_9_mid_run_then_restart_finishes_every_job() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_job_ends_failed_while_the_others_finish() {
     let mut server = Server::start(&[]).await;
-    // The command SIGKILLs its parent: the server itself.
-    let poison = server
-        .submit(
-            &["sh", "-c", "sleep 0.2; kill -9 $PPID"],
-            json!({ "policy": fast_policy(3), "priority": 90 }),
-        )
-        .await;
+    // The others first: once the poison job is in, the server can die at any moment.
     let mut others = Vec::new();
     for i in 0..10 {
         others.push(
@@ -80,6 +74,13 @@ async fn poison_job_ends_failed_while_the_others_finish() {
                 .await,
         );
     }
+    // The command SIGKILLs its parent: the server itself.
+    let poison = server
+        .submit(
+            &["sh", "-c", "sleep 0.2; kill -9 $PPID"],
+            json!({ "policy": fast_policy(3), "priority": 90 }),
+        )
+        .await;
     let mut restarts = 0;
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {

@@ -1,6 +1,6 @@
 -- Due jobs by priority, then due time, outside paused or full queues. SKIP LOCKED: another
 -- node's claim in flight is passed over, never waited for and never taken twice.
-SELECT id FROM jobs
+SELECT {JOB_COLUMNS} FROM jobs
 WHERE state IN ('pending', 'retrying')
   AND next_attempt_at <= $1
   AND (deadline IS NULL OR deadline > $1)

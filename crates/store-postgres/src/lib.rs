@@ -28,7 +28,7 @@ use retryd_core::job::{Attempt, Event, Job, LogLine, NewJob, Stream};
 use retryd_core::{AttemptOutcome, Class, JobId, JobState};
 use retryd_store::{
     AttemptResult, ClaimRequest, Claimed, Error, Inserted, JobFilter, JobReader, JobWriter, Lease,
-    NewLogLine, Notice, Page, Process, Requeue, Result, Store, rules,
+    NewLogLine, Notice, Page, Process, Requeue, Result, Store, Wakeups, rules,
 };
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -55,9 +55,11 @@ const JOB_COLUMNS: &str = "id, queue, kind, target, action, policy_name, policy,
 const EVENT_COLUMNS: &str = "id, job_id, at, from_state, to_state, reason, actor";
 
 /// Connections for API and engine traffic.
-const POOL_SIZE: usize = 16;
+const POOL_SIZE: usize = 8;
 /// Connections reserved for lease renewals.
-const HEARTBEAT_POOL_SIZE: usize = 2;
+const HEARTBEAT_POOL_SIZE: usize = 1;
+/// Connections reserved for the claim loop, whose latency is the retry wake-up latency.
+const SCHEDULER_POOL_SIZE: usize = 1;
 
 fn with_columns(query: &str) -> String {
     query.replace("{JOB_COLUMNS}", JOB_COLUMNS)
@@ -198,7 +200,7 @@ async fn notify(client: &impl GenericClient, channel: &str, payload: &str) -> Re
     Ok(())
 }
 
-fn pool(config: &tokio_postgres::Config, size: usize) -> Result<Pool> {
+fn new_pool(config: &tokio_postgres::Config, size: usize) -> Result<Pool> {
     let manager = Manager::from_config(
         config.clone(),
         NoTls,
@@ -228,6 +230,8 @@ pub struct PostgresStore {
     pool: Pool,
     /// Lease renewals only, so that they never queue behind other work.
     heartbeat: Pool,
+    /// Claims, due-time look-ups and sweeps: never queued behind output and results.
+    scheduler: Pool,
     notices: broadcast::Sender<Notice>,
     clock: DbClock,
 }
@@ -238,8 +242,9 @@ impl PostgresStore {
     pub async fn connect(url: &str) -> Result<Self> {
         let config = tokio_postgres::Config::from_str(url)
             .map_err(|e| Error::Backend(format!("invalid PostgreSQL URL: {e}")))?;
-        let pool = pool(&config, POOL_SIZE)?;
-        let heartbeat = pool_for_heartbeat(&config)?;
+        let pool = new_pool(&config, POOL_SIZE)?;
+        let heartbeat = new_pool(&config, HEARTBEAT_POOL_SIZE)?;
+        let scheduler = new_pool(&config, SCHEDULER_POOL_SIZE)?;
         migrate(&pool).await?;
         let clock = DbClock::measure(&pool).await?;
         clock.keep_measuring(pool.clone());
@@ -248,6 +253,7 @@ impl PostgresStore {
         Ok(PostgresStore {
             pool,
             heartbeat,
+            scheduler,
             notices,
             clock,
         })
@@ -262,10 +268,10 @@ impl PostgresStore {
     async fn client(&self) -> Result<deadpool_postgres::Object> {
         self.pool.get().await.map_err(pool_error)
     }
-}
 
-fn pool_for_heartbeat(config: &tokio_postgres::Config) -> Result<Pool> {
-    pool(config, HEARTBEAT_POOL_SIZE)
+    async fn scheduler_client(&self) -> Result<deadpool_postgres::Object> {
+        self.scheduler.get().await.map_err(pool_error)
+    }
 }
 
 async fn migrate(pool: &Pool) -> Result<()> {
@@ -444,86 +450,121 @@ impl JobWriter for PostgresStore {
         if request.limit == 0 {
             return Ok(Vec::new());
         }
-        let mut client = self.client().await?;
+        let mut client = self.scheduler_client().await?;
         let tx = client.transaction().await.map_err(pg)?;
+        // A claim need not wait for its WAL flush: if the database loses it in a crash, the
+        // job is simply still due, and the attempt's result is refused by the fence.
+        tx.batch_execute("SET LOCAL synchronous_commit = off")
+            .await
+            .map_err(pg)?;
         let skipped = rules::skipped_queues(request);
         let window = rules::candidate_window(request) as i64;
-        let ids: Vec<uuid::Uuid> = tx
+        let candidates = select_jobs(
+            &tx,
+            &with_columns(include_str!("../queries/claim_candidates.sql")),
+            &[&request.now, &skipped, &window],
+        )
+        .await?;
+        let chosen = rules::within_slots(candidates, request);
+        if chosen.is_empty() {
+            // Commit, not drop: a dropped transaction releases its row locks only when
+            // its rollback reaches the server, and other nodes would skip them meanwhile.
+            tx.commit().await.map_err(pg)?;
+            return Ok(Vec::new());
+        }
+        // Four statements for the whole batch, whatever its size: the claim is on the path
+        // between a retry's due time and its start.
+        let ids: Vec<uuid::Uuid> = chosen.iter().map(|j| j.id.0).collect();
+        let numbers: Vec<i32> = chosen.iter().map(|j| j.attempt as i32 + 1).collect();
+        for job in &chosen {
+            job.state.transition(JobState::Running)?;
+        }
+        let attempt_ids: BTreeMap<uuid::Uuid, i64> = tx
             .query(
-                include_str!("../queries/claim_candidates.sql"),
-                &[&request.now, &skipped, &window],
+                "INSERT INTO attempts (job_id, number, node, started_at) \
+                 SELECT job, number, $3, $4 FROM unnest($1::uuid[], $2::int[]) AS t(job, number) RETURNING job_id, id",
+                &[&ids, &numbers, &request.node, &request.now],
             )
             .await
             .map_err(pg)?
             .iter()
-            .map(|r| r.get(0))
+            .map(|r| (r.get(0), r.get(1)))
             .collect();
-        let candidates = select_jobs(
+        let attempt_column: Vec<i64> = ids.iter().map(|id| attempt_ids[id]).collect();
+        let started: BTreeMap<JobId, Job> = select_jobs(
             &tx,
-            &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ANY($1) ORDER BY priority DESC, next_attempt_at, id"),
-            &[&ids],
+            &with_columns(include_str!("../queries/claim_start.sql")),
+            &[
+                &ids,
+                &numbers,
+                &attempt_column,
+                &request.node,
+                &request.lease_until,
+                &request.now,
+            ],
         )
-        .await?;
-        let mut claimed = Vec::new();
-        for job in rules::within_slots(candidates, request) {
-            let number = job.attempt + 1;
-            let from = job.state;
-            from.transition(JobState::Running)?;
-            let attempt_id: i64 = tx
-                .query_one(
-                    "INSERT INTO attempts (job_id, number, node, started_at) VALUES ($1, $2, $3, $4) RETURNING id",
-                    &[&job.id.0, &(number as i32), &request.node, &request.now],
+        .await?
+        .into_iter()
+        .map(|j| (j.id, j))
+        .collect();
+        let from_states: Vec<&str> = chosen.iter().map(|j| j.state.as_str()).collect();
+        let reasons: Vec<String> = chosen
+            .iter()
+            .map(|j| {
+                retryd_core::explain::attempt_started(
+                    j.attempt + 1,
+                    j.policy.max_attempts,
+                    &request.node,
                 )
-                .await
-                .map_err(pg)?
-                .get(0);
-            let row = tx
-                .query_one(
-                    &format!(
-                        "UPDATE jobs SET state = 'running', attempt = $2, lease_owner = $3, lease_expires_at = $4, \
-                         current_attempt_id = $5, next_attempt_at = NULL, started_at = COALESCE(started_at, $6), updated_at = $6 \
-                         WHERE id = $1 RETURNING {JOB_COLUMNS}"
-                    ),
-                    &[&job.id.0, &(number as i32), &request.node, &request.lease_until, &attempt_id, &request.now],
-                )
-                .await
-                .map_err(pg)?;
-            let reason = retryd_core::explain::attempt_started(
-                number,
-                job.policy.max_attempts,
-                &request.node,
-            );
-            let event = insert_event(
-                &tx,
-                job.id,
-                request.now,
-                Some(from),
-                JobState::Running,
-                &reason,
-                &request.node,
+            })
+            .collect();
+        let events: BTreeMap<JobId, Event> = tx
+            .query(
+                &format!(
+                    "INSERT INTO events (job_id, at, from_state, to_state, reason, actor) \
+                     SELECT job, $2, from_state, 'running', reason, $3 FROM unnest($1::uuid[], $4::text[], $5::text[]) \
+                     AS t(job, from_state, reason) RETURNING {EVENT_COLUMNS}"
+                ),
+                &[&ids, &request.now, &request.node, &from_states, &reasons],
             )
-            .await?;
-            claimed.push(Claimed {
-                job: job_from_row(&row)?,
-                lease: Lease {
-                    job_id: job.id,
-                    attempt_id,
-                    attempt: number,
-                    node: request.node.clone(),
-                },
-                event,
-            });
-        }
+            .await
+            .map_err(pg)?
+            .iter()
+            .map(|row| event_from_row(row).map(|e| (e.job_id, e)))
+            .collect::<Result<_>>()?;
         tx.commit().await.map_err(pg)?;
-        Ok(claimed)
+        let mut started = started;
+        let mut events = events;
+        chosen
+            .iter()
+            .map(|job| {
+                let missing = || corrupt(format!("claimed job {} vanished", job.id));
+                Ok(Claimed {
+                    job: started.remove(&job.id).ok_or_else(missing)?,
+                    lease: Lease {
+                        job_id: job.id,
+                        attempt_id: attempt_ids[&job.id.0],
+                        attempt: job.attempt + 1,
+                        node: request.node.clone(),
+                    },
+                    event: events.remove(&job.id).ok_or_else(missing)?,
+                })
+            })
+            .collect()
     }
 
-    async fn renew_leases(&self, node: &str, lease_until: DateTime<Utc>) -> Result<Vec<JobId>> {
+    async fn renew_leases(
+        &self,
+        node: &str,
+        attempt_ids: &[i64],
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<JobId>> {
         let client = self.heartbeat.get().await.map_err(pool_error)?;
         let rows = client
             .query(
-                "UPDATE jobs SET lease_expires_at = $2 WHERE state = 'running' AND lease_owner = $1 RETURNING id, cancel_requested",
-                &[&node, &lease_until],
+                "UPDATE jobs SET lease_expires_at = $2 \
+                 WHERE state = 'running' AND lease_owner = $1 AND current_attempt_id = ANY($3) RETURNING id, cancel_requested",
+                &[&node, &lease_until, &attempt_ids],
             )
             .await
             .map_err(pg)?;
@@ -540,6 +581,7 @@ impl JobWriter for PostgresStore {
         let lease = &result.lease;
         let job = lock_job(&tx, lease.job_id).await?;
         if !rules::fence_holds(&job, lease, result.fence) {
+            tx.rollback().await.map_err(pg)?;
             return Err(Error::LeaseLost {
                 job_id: job.id,
                 attempt_id: lease.attempt_id,
@@ -631,7 +673,13 @@ impl JobWriter for PostgresStore {
             tx.commit().await.map_err(pg)?;
             return Ok((job, None));
         }
-        let to = job.state.transition(JobState::Cancelled)?;
+        let to = match job.state.transition(JobState::Cancelled) {
+            Ok(to) => to,
+            Err(refused) => {
+                tx.rollback().await.map_err(pg)?;
+                return Err(refused.into());
+            }
+        };
         let reason = rules::cancel_reason(actor);
         tx.execute(
             "UPDATE jobs SET state = $2, finish_reason = $3, finished_at = $4, next_attempt_at = NULL, updated_at = $4 WHERE id = $1",
@@ -661,7 +709,13 @@ impl JobWriter for PostgresStore {
             tx.commit().await.map_err(pg)?;
             return Ok((job, None));
         }
-        let to = job.state.transition(JobState::Pending)?;
+        let to = match job.state.transition(JobState::Pending) {
+            Ok(to) => to,
+            Err(refused) => {
+                tx.rollback().await.map_err(pg)?;
+                return Err(refused.into());
+            }
+        };
         let attempt = if requeue.reset { 0 } else { job.attempt as i32 };
         tx.execute(
             "UPDATE jobs SET state = $2, attempt = $3, next_attempt_at = $4, finish_reason = NULL, finished_at = NULL, \
@@ -688,7 +742,7 @@ impl JobWriter for PostgresStore {
     }
 
     async fn expire_jobs(&self, now: DateTime<Utc>) -> Result<Vec<(Job, Event)>> {
-        let mut client = self.client().await?;
+        let mut client = self.scheduler_client().await?;
         let tx = client.transaction().await.map_err(pg)?;
         let due = select_jobs(
             &tx,
@@ -997,7 +1051,7 @@ impl JobReader for PostgresStore {
     }
 
     async fn expired_leases(&self, cutoff: DateTime<Utc>) -> Result<Vec<Job>> {
-        let client = self.client().await?;
+        let client = self.scheduler_client().await?;
         select_jobs(
             &client,
             &format!(
@@ -1028,13 +1082,17 @@ impl JobReader for PostgresStore {
         ))
     }
 
-    async fn next_wakeup(&self, paused: &[String]) -> Result<Option<DateTime<Utc>>> {
-        let client = self.client().await?;
+    async fn next_wakeup(&self, paused: &[String]) -> Result<Wakeups> {
+        let client = self.scheduler_client().await?;
         let row = client
             .query_one(include_str!("../queries/next_wakeup.sql"), &[&paused])
             .await
             .map_err(pg)?;
-        Ok(row.get(0))
+        Ok(Wakeups {
+            due: row.get(0),
+            deadline: row.get(1),
+            lease_expiry: row.get(2),
+        })
     }
 
     async fn ping(&self) -> Result<()> {

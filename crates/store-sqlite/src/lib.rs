@@ -19,7 +19,7 @@ use retryd_core::job::{Attempt, Event, Job, LogLine, NewJob, Stream};
 use retryd_core::{AttemptOutcome, Class, JobId, JobState};
 use retryd_store::{
     AttemptResult, ClaimRequest, Claimed, Error, Inserted, JobFilter, JobReader, JobWriter, Lease,
-    NewLogLine, Page, Process, Requeue, Result, Store, rules,
+    NewLogLine, Page, Process, Requeue, Result, Store, Wakeups, rules,
 };
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use std::collections::BTreeMap;
@@ -428,18 +428,22 @@ impl JobWriter for SqliteStore {
         .await
     }
 
-    async fn renew_leases(&self, node: &str, lease_until: DateTime<Utc>) -> Result<Vec<JobId>> {
+    async fn renew_leases(
+        &self,
+        node: &str,
+        attempt_ids: &[i64],
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<JobId>> {
         let node = node.to_owned();
+        let attempts = json(&attempt_ids);
         self.write(move |tx| {
-            tx.execute(
-                "UPDATE jobs SET lease_expires_at = ?2 WHERE state = 'running' AND lease_owner = ?1",
-                params![node, ms(lease_until)],
-            )
-            .map_err(to_store)?;
-            let mut stmt = tx
-                .prepare_cached("SELECT id FROM jobs WHERE state = 'running' AND lease_owner = ?1 AND cancel_requested = 1")
+            const HELD: &str = "state = 'running' AND lease_owner = ?1 AND current_attempt_id IN (SELECT value FROM json_each(?2))";
+            tx.execute(&format!("UPDATE jobs SET lease_expires_at = ?3 WHERE {HELD}"), params![node, attempts, ms(lease_until)])
                 .map_err(to_store)?;
-            let ids = stmt.query_map([&node], |r| id_col(r, 0)).map_err(to_store)?;
+            let mut stmt = tx
+                .prepare_cached(&format!("SELECT id FROM jobs WHERE {HELD} AND cancel_requested = 1"))
+                .map_err(to_store)?;
+            let ids = stmt.query_map(params![node, attempts], |r| id_col(r, 0)).map_err(to_store)?;
             ids.collect::<rusqlite::Result<_>>().map_err(to_store)
         })
         .await
@@ -852,13 +856,17 @@ impl JobReader for SqliteStore {
         .await
     }
 
-    async fn next_wakeup(&self, paused: &[String]) -> Result<Option<DateTime<Utc>>> {
+    async fn next_wakeup(&self, paused: &[String]) -> Result<Wakeups> {
         let paused = json(&paused);
         self.read(move |conn| {
             conn.query_row(include_str!("../queries/next_wakeup.sql"), [paused], |r| {
-                r.get::<_, Option<i64>>(0)
+                let at = |i| r.get::<_, Option<i64>>(i).map(|t| t.map(from_ms));
+                Ok(Wakeups {
+                    due: at(0)?,
+                    deadline: at(1)?,
+                    lease_expiry: at(2)?,
+                })
             })
-            .map(|t| t.map(from_ms))
             .map_err(to_store)
         })
         .await

@@ -416,7 +416,19 @@ pub async fn expired_leases_are_found_and_renewed_ones_are_not(store: DynStore) 
     );
     assert!(
         store
-            .renew_leases("node-a", t0() + secs(60))
+            .renew_leases("node-a", &[], t0() + secs(60))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.expired_leases(t0() + secs(31)).await.unwrap().len(),
+        1,
+        "only named attempts are renewed"
+    );
+    assert!(
+        store
+            .renew_leases("node-a", &[claimed.lease.attempt_id], t0() + secs(60))
             .await
             .unwrap()
             .is_empty()
@@ -438,7 +450,7 @@ pub async fn expired_leases_are_found_and_renewed_ones_are_not(store: DynStore) 
     );
     assert!(
         store
-            .renew_leases("node-b", t0() + secs(90))
+            .renew_leases("node-b", &[claimed.lease.attempt_id], t0() + secs(90))
             .await
             .unwrap()
             .is_empty()
@@ -468,7 +480,10 @@ pub async fn cancel_waiting_job_at_once_and_running_job_by_request(store: DynSto
         (JobState::Running, true, true)
     );
     assert_eq!(
-        store.renew_leases("node-a", t0() + secs(30)).await.unwrap(),
+        store
+            .renew_leases("node-a", &[claimed.lease.attempt_id], t0() + secs(30))
+            .await
+            .unwrap(),
         vec![running.id]
     );
     let (job, _) = store
@@ -878,11 +893,15 @@ pub async fn an_attempts_process_is_recorded(store: DynStore) {
 }
 
 pub async fn next_wakeup_is_the_earliest_due_instant(store: DynStore) {
-    assert_eq!(store.next_wakeup(&[]).await.unwrap(), None);
+    assert_eq!(store.next_wakeup(&[]).await.unwrap(), Wakeups::default());
     insert(&store, new_job("default", 50, 90)).await;
     insert(&store, new_job("paused", 50, 10)).await;
     assert_eq!(
-        store.next_wakeup(&["paused".to_owned()]).await.unwrap(),
+        store
+            .next_wakeup(&["paused".to_owned()])
+            .await
+            .unwrap()
+            .earliest(),
         Some(t0() + secs(90))
     );
     insert(
@@ -893,9 +912,23 @@ pub async fn next_wakeup_is_the_earliest_due_instant(store: DynStore) {
         },
     )
     .await;
+    let next = store.next_wakeup(&["paused".to_owned()]).await.unwrap();
     assert_eq!(
-        store.next_wakeup(&["paused".to_owned()]).await.unwrap(),
-        Some(t0() + secs(40))
+        (next.due, next.deadline, next.lease_expiry),
+        (Some(t0() + secs(60)), Some(t0() + secs(40)), None)
     );
-    assert_eq!(store.next_wakeup(&[]).await.unwrap(), Some(t0() + secs(10)));
+    assert_eq!(next.earliest(), Some(t0() + secs(40)));
+    assert_eq!(
+        store.next_wakeup(&[]).await.unwrap().due,
+        Some(t0() + secs(10))
+    );
+    store
+        .claim_jobs(&claim_request(t0() + secs(10), 1))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.next_wakeup(&[]).await.unwrap().lease_expiry,
+        Some(t0() + secs(40)),
+        "the claim's 30 s lease"
+    );
 }

@@ -204,9 +204,15 @@ pub trait JobWriter: Send + Sync {
     /// claimed job is `running` with a new counted attempt under a lease.
     async fn claim_jobs(&self, request: &ClaimRequest) -> Result<Vec<Claimed>>;
 
-    /// Extends the leases of every attempt `node` runs; returns the jobs among them whose
-    /// cancellation was requested.
-    async fn renew_leases(&self, node: &str, lease_until: DateTime<Utc>) -> Result<Vec<JobId>>;
+    /// Extends the leases of the given attempts, if `node` still holds them; returns the jobs
+    /// among them whose cancellation was requested. Only attempts a node really runs are
+    /// named, so a lease whose attempt vanished expires and is rescued.
+    async fn renew_leases(
+        &self,
+        node: &str,
+        attempt_ids: &[i64],
+        lease_until: DateTime<Utc>,
+    ) -> Result<Vec<JobId>>;
 
     /// Records an attempt's result and moves the job on, if the fence allows it.
     async fn finish_attempt(&self, result: &AttemptResult) -> Result<(Job, Event)>;
@@ -269,12 +275,33 @@ pub trait JobReader: Send + Sync {
     async fn count_by_state(&self) -> Result<BTreeMap<JobState, u64>>;
     /// Running jobs whose lease expired before `cutoff`.
     async fn expired_leases(&self, cutoff: DateTime<Utc>) -> Result<Vec<Job>>;
-    /// The next instant something is due: a waiting job, a deadline or a lease expiry.
-    async fn next_wakeup(&self, paused: &[String]) -> Result<Option<DateTime<Utc>>>;
+    /// When something is next due: a waiting job, a deadline or a lease expiry.
+    async fn next_wakeup(&self, paused: &[String]) -> Result<Wakeups>;
     /// The process recorded for an attempt, if any.
     async fn attempt_process(&self, attempt_id: i64) -> Result<Option<Process>>;
     /// Whether the database answers.
     async fn ping(&self) -> Result<()>;
+}
+
+/// The next instants the engine has work, by kind: separate, so that a wake-up for a due job
+/// does not also sweep deadlines and leases.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Wakeups {
+    /// The earliest due waiting job outside the skipped queues.
+    pub due: Option<DateTime<Utc>>,
+    /// The earliest deadline of a waiting job.
+    pub deadline: Option<DateTime<Utc>>,
+    /// The earliest lease expiry of a running attempt.
+    pub lease_expiry: Option<DateTime<Utc>>,
+}
+
+impl Wakeups {
+    pub fn earliest(&self) -> Option<DateTime<Utc>> {
+        [self.due, self.deadline, self.lease_expiry]
+            .into_iter()
+            .flatten()
+            .min()
+    }
 }
 
 /// Something another process did that this one should react to.

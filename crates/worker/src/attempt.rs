@@ -45,9 +45,8 @@ pub async fn run(engine: Engine, claimed: Claimed) {
     let job = &claimed.job;
     let span = info_span!("attempt", job_id = %job.id, queue = %job.queue, kind = %job.kind,
         target = job.target.as_deref().unwrap_or("-"), attempt = claimed.lease.attempt, step = "-", state = "running");
-    let id = job.id;
     run_inner(&engine, &claimed).instrument(span).await;
-    engine.unregister(id);
+    engine.unregister(&claimed.lease);
 }
 
 async fn run_inner(engine: &Engine, claimed: &Claimed) {
@@ -57,7 +56,10 @@ async fn run_inner(engine: &Engine, claimed: &Claimed) {
         .policies
         .current(&job.policy_name, &job.policy)
         .clone();
-    let Some((stop, cancelled)) = engine.running_handles(job.id) else {
+    let Some((stop, cancelled)) = engine.running_handles(lease) else {
+        // Cannot happen: the loop registers an attempt before spawning it. Its lease is not
+        // renewed, so the rescuer reschedules the job.
+        warn!("attempt was not registered; leaving it to the rescuer");
         return;
     };
     let started = inner.clock.now();

@@ -7,7 +7,9 @@ use chrono::{DateTime, Utc};
 use retryd_core::decide::{FailedAttempt, decide};
 use retryd_core::job::{Event, Job, NewJob};
 use retryd_core::{AttemptOutcome, Class, Clock, JobId, JobState};
-use retryd_store::{AttemptResult, ClaimRequest, Fence, Inserted, Next, Notice, Requeue, Store};
+use retryd_store::{
+    AttemptResult, ClaimRequest, Fence, Inserted, Next, Notice, Requeue, Store, Wakeups, rules,
+};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -86,9 +88,43 @@ pub fn default_node_name() -> String {
     format!("{host}-{}", std::process::id())
 }
 
+/// When the deadline sweep and the lease rescue next have work. A tick runs each only when
+/// its instant has come (or on the safety re-check), so that the wake-up for a due retry
+/// costs one claim, not three queries.
+#[derive(Debug, Default)]
+struct Sweep {
+    deadline: Option<DateTime<Utc>>,
+    lease_expiry: Option<DateTime<Utc>>,
+    /// When both last ran regardless: the safety net for changes made behind our back.
+    last_full: Option<DateTime<Utc>>,
+}
+
+impl Sweep {
+    /// Which sweeps this tick runs: (deadlines, leases).
+    fn due(&mut self, now: DateTime<Utc>) -> (bool, bool) {
+        let safety = chrono::Duration::from_std(SAFETY_RECHECK).unwrap_or_default();
+        let full = self.last_full.is_none_or(|t| now - t >= safety);
+        if full {
+            self.last_full = Some(now);
+        }
+        (
+            full || self.deadline.is_some_and(|t| t <= now),
+            full || self.lease_expiry.is_some_and(|t| t <= now),
+        )
+    }
+
+    fn plan(&mut self, wakeups: &Wakeups) {
+        self.deadline = wakeups.deadline;
+        self.lease_expiry = wakeups.lease_expiry;
+    }
+}
+
 /// An attempt running on this node.
 #[derive(Debug)]
 pub(crate) struct Running {
+    /// The attempt's id: the map is keyed by job, and a job's next attempt may be claimed
+    /// before the task of its previous one has unregistered.
+    pub attempt_id: i64,
     pub queue: String,
     pub stop: CancellationToken,
     /// Set when a client cancelled the job (as opposed to a shutdown release).
@@ -242,8 +278,12 @@ impl Engine {
         }
         let mut attempts = JoinSet::new();
         info!(node = %self.inner.config.node, concurrency = self.inner.config.concurrency, "engine started");
+        let mut sweep = Sweep::default();
         while !shutdown.is_cancelled() {
-            let pause = match self.tick(&mut attempts).await {
+            let started = std::time::Instant::now();
+            let result = self.tick(&mut attempts, &mut sweep).await;
+            tracing::debug!(took_us = started.elapsed().as_micros() as u64, "tick");
+            let pause = match result {
                 Ok(pause) => pause,
                 Err(e) => {
                     error!(error = %e, "engine loop: database error; trying again in 1 s");
@@ -279,15 +319,21 @@ impl Engine {
         info!("engine stopped");
     }
 
-    /// One pass: expire, rescue, claim. Returns how long to sleep unless woken.
-    async fn tick(&self, attempts: &mut JoinSet<()>) -> Result<Duration, Error> {
+    /// One pass: expire and rescue when their time has come, claim. Returns how long to
+    /// sleep unless woken.
+    async fn tick(&self, attempts: &mut JoinSet<()>, sweep: &mut Sweep) -> Result<Duration, Error> {
         let store = &self.inner.store;
         let now = self.now();
-        for (_, event) in store.expire_jobs(now).await? {
-            self.publish(event);
+        let (deadlines, leases) = sweep.due(now);
+        if deadlines {
+            for (_, event) in store.expire_jobs(now).await? {
+                self.publish(event);
+            }
         }
-        self.rescue(false).await;
-        let request = self.claim_request(now);
+        if leases {
+            self.rescue(false).await;
+        }
+        let request = self.claim_request(self.now());
         let wanted = request.limit;
         let claimed = store.claim_jobs(&request).await?;
         let full = claimed.len() == wanted && wanted > 0;
@@ -299,27 +345,16 @@ impl Engine {
             // There may be more due right now.
             return Ok(Duration::ZERO);
         }
-        let mut skip = request.paused.clone();
-        skip.extend(
-            request
-                .queue_free
-                .iter()
-                .filter(|(_, free)| **free == 0)
-                .map(|(q, _)| q.clone()),
-        );
-        let pause = match store.next_wakeup(&skip).await? {
-            Some(due) => {
-                let now = self.now();
-                if due > now {
-                    (due - now)
-                        .to_std()
-                        .unwrap_or(SAFETY_RECHECK)
-                        .min(SAFETY_RECHECK)
-                } else {
-                    // Due but not claimable yet (no free slot): a freed slot wakes us.
-                    Duration::from_millis(if request.limit == 0 { 1000 } else { 10 })
-                }
-            }
+        let wakeups = store.next_wakeup(&rules::skipped_queues(&request)).await?;
+        let now = self.now();
+        sweep.plan(&wakeups);
+        let pause = match wakeups.earliest() {
+            Some(at) if at > now => (at - now)
+                .to_std()
+                .unwrap_or(SAFETY_RECHECK)
+                .min(SAFETY_RECHECK),
+            // Due but not claimable yet (no free slot): a freed slot wakes us.
+            Some(_) => Duration::from_millis(if request.limit == 0 { 1000 } else { 10 }),
             None => SAFETY_RECHECK,
         };
         Ok(pause)
@@ -366,6 +401,7 @@ impl Engine {
         self.inner.running.lock().expect("running map").insert(
             claimed.job.id,
             Running {
+                attempt_id: claimed.lease.attempt_id,
                 queue: claimed.job.queue.clone(),
                 stop,
                 cancelled,
@@ -373,19 +409,38 @@ impl Engine {
         );
     }
 
-    pub(crate) fn unregister(&self, id: JobId) {
-        self.inner.running.lock().expect("running map").remove(&id);
+    /// Forgets a finished attempt, unless the job's next attempt already took its place.
+    pub(crate) fn unregister(&self, lease: &retryd_store::Lease) {
+        let mut running = self.inner.running.lock().expect("running map");
+        if running
+            .get(&lease.job_id)
+            .is_some_and(|r| r.attempt_id == lease.attempt_id)
+        {
+            running.remove(&lease.job_id);
+        }
+        drop(running);
         self.wake();
     }
 
     pub(crate) fn running_handles(
         &self,
-        id: JobId,
+        lease: &retryd_store::Lease,
     ) -> Option<(CancellationToken, Arc<AtomicBool>)> {
         let running = self.inner.running.lock().expect("running map");
         running
-            .get(&id)
+            .get(&lease.job_id)
+            .filter(|r| r.attempt_id == lease.attempt_id)
             .map(|r| (r.stop.clone(), r.cancelled.clone()))
+    }
+
+    fn running_attempts(&self) -> Vec<i64> {
+        self.inner
+            .running
+            .lock()
+            .expect("running map")
+            .values()
+            .map(|r| r.attempt_id)
+            .collect()
     }
 
     /// Reacts to other nodes: new or rescheduled work wakes the loop; a cancel stops the
@@ -454,7 +509,7 @@ impl Engine {
             match self
                 .inner
                 .store
-                .renew_leases(&self.inner.config.node, until)
+                .renew_leases(&self.inner.config.node, &self.running_attempts(), until)
                 .await
             {
                 Ok(cancelled) => {
