@@ -228,3 +228,15 @@ async fn bare_serve_uses_the_documented_defaults() {
     .unwrap();
     assert_eq!(child.wait().unwrap().code(), Some(0));
 }
+
+/// The documented example configuration is a working one.
+#[tokio::test]
+async fn the_example_configuration_is_valid() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/retryd.example.toml");
+    let server = Server::start(&["--config", example]).await;
+    let list = stdout(&server.cli(&["policy", "list"]));
+    assert!(
+        list.contains("wordpress") && list.contains("configured"),
+        "{list}"
+    );
+}
