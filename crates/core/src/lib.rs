@@ -16,6 +16,7 @@
 //! - [`job`]: identifiers, validated newtypes and actions.
 //! - [`explain`]: the one-line waiting reason and the diagnosis of a finished job.
 //! - [`clock`]: the injected clock.
+//! - [`retry`]: the in-process `retry(policy, op)` library API.
 
 pub mod classify;
 pub mod clock;
@@ -24,6 +25,7 @@ pub mod duration;
 pub mod explain;
 pub mod job;
 pub mod policy;
+pub mod retry;
 pub mod state;
 
 pub use classify::{Class, Classification, Failure, Rule};
