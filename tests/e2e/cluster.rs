@@ -367,8 +367,9 @@ async fn a_frozen_node_cut_off_from_the_database_cannot_apply_late_results() {
     tokio::spawn(connection);
     let cut = client
         .query(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'n1'",
-            &[],
+            // This test's n1 only: other tests run nodes named n1 on their own databases.
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'n1' AND datname = $1",
+            &[&database.rsplit('/').next().unwrap()],
         )
         .await
         .unwrap()
