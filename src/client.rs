@@ -115,14 +115,16 @@ impl Client {
         }
     }
 
-    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        let response = self
-            .http
-            .get(self.url(path))
-            .send()
-            .await
-            .map_err(|e| self.unreachable(e))?;
+    async fn send<T: DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<T, ClientError> {
+        let response = request.send().await.map_err(|e| self.unreachable(e))?;
         Self::decode(response).await
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.send(self.http.get(self.url(path))).await
     }
 
     pub async fn get_query<T: DeserializeOwned, Q: Serialize>(
@@ -130,14 +132,7 @@ impl Client {
         path: &str,
         query: &Q,
     ) -> Result<T, ClientError> {
-        let response = self
-            .http
-            .get(self.url(path))
-            .query(query)
-            .send()
-            .await
-            .map_err(|e| self.unreachable(e))?;
-        Self::decode(response).await
+        self.send(self.http.get(self.url(path)).query(query)).await
     }
 
     pub async fn post<T: DeserializeOwned, B: Serialize>(
@@ -145,14 +140,7 @@ impl Client {
         path: &str,
         body: &B,
     ) -> Result<T, ClientError> {
-        let response = self
-            .http
-            .post(self.url(path))
-            .json(body)
-            .send()
-            .await
-            .map_err(|e| self.unreachable(e))?;
-        Self::decode(response).await
+        self.send(self.http.post(self.url(path)).json(body)).await
     }
 
     /// Follows an NDJSON stream, calling `each` for every line until the server ends it.

@@ -93,8 +93,8 @@ pub async fn list(client: &Client, args: JobsArgs, json: bool) -> Result<u8> {
     Ok(crate::exit::OK)
 }
 
-async fn tail_of_last_attempt(client: &Client, id: &str, attempt: u32) -> Result<Vec<LogLine>> {
-    let mut lines = Vec::new();
+/// Reads a job's whole stored output, page by page.
+async fn each_log_line(client: &Client, id: &str, mut each: impl FnMut(LogLine)) -> Result<()> {
     let mut after = 0;
     loop {
         let page: LogPage = client
@@ -102,11 +102,21 @@ async fn tail_of_last_attempt(client: &Client, id: &str, attempt: u32) -> Result
             .await?;
         let done = page.lines.is_empty() || page.complete;
         after = page.next_after;
-        lines.extend(page.lines.into_iter().filter(|l| l.attempt == attempt));
+        page.lines.into_iter().for_each(&mut each);
         if done {
-            break;
+            return Ok(());
         }
     }
+}
+
+async fn tail_of_last_attempt(client: &Client, id: &str, attempt: u32) -> Result<Vec<LogLine>> {
+    let mut lines = Vec::new();
+    each_log_line(client, id, |line| {
+        if line.attempt == attempt {
+            lines.push(line);
+        }
+    })
+    .await?;
     let skip = lines.len().saturating_sub(20);
     Ok(lines.split_off(skip))
 }
@@ -288,18 +298,8 @@ pub async fn logs(client: &Client, id: &str, follow: bool, json: bool) -> Result
         let view: JobView = client.get(&format!("/jobs/{id}")).await?;
         return Ok(crate::commands::submit::exit_code(view.job.state));
     }
-    let mut after = 0;
-    loop {
-        let page: LogPage = client
-            .get(&format!("/jobs/{id}/log?after={after}&limit=5000"))
-            .await?;
-        let done = page.lines.is_empty() || page.complete;
-        after = page.next_after;
-        page.lines.into_iter().for_each(print);
-        if done {
-            return Ok(crate::exit::OK);
-        }
-    }
+    each_log_line(client, id, print).await?;
+    Ok(crate::exit::OK)
 }
 
 pub async fn cancel(client: &Client, id: &str, json: bool) -> Result<u8> {
