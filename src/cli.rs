@@ -33,7 +33,7 @@ pub enum Command {
     /// Run the server: HTTP API, workers and scheduler
     Serve(ServeOverrides),
     /// Submit a job to the server
-    Submit(SubmitArgs),
+    Submit(Box<SubmitArgs>),
     /// Run a command under a retry policy, here and now, without a server
     Run(RunArgs),
     /// List jobs
@@ -109,9 +109,31 @@ pub struct SubmitArgs {
     /// Follow the job live; exit 0 if it succeeds, 3 failed, 4 cancelled, 5 expired
     #[arg(long)]
     pub wait: bool,
-    /// The command and its arguments, after --
-    #[arg(last = true, required = true, value_name = "COMMAND")]
+    #[command(flatten)]
+    pub http: HttpOptions,
+    /// The command and its arguments, after -- (or --http URL instead)
+    #[arg(last = true, required_unless_present = "http", value_name = "COMMAND")]
     pub command: Vec<String>,
+}
+
+/// An HTTP request instead of a command.
+#[derive(Debug, Args)]
+pub struct HttpOptions {
+    /// Call this URL instead of running a command (2xx is success)
+    #[arg(long, value_name = "URL", conflicts_with = "command")]
+    pub http: Option<String>,
+    /// HTTP method [default: GET]
+    #[arg(long, requires = "http")]
+    pub method: Option<String>,
+    /// Request header, "Name: value" (repeatable)
+    #[arg(long = "header", value_name = "NAME: VALUE", requires = "http")]
+    pub headers: Vec<String>,
+    /// Secret request header: sent, never shown or logged
+    #[arg(long = "secret-header", value_name = "NAME: VALUE", requires = "http")]
+    pub secret_headers: Vec<String>,
+    /// Request body
+    #[arg(long, requires = "http")]
+    pub body: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -16,7 +16,7 @@ pub async fn dispatch(cli: Cli) -> Result<u8> {
     match cli.command {
         Command::Serve(flags) => serve::serve(flags).await,
         Command::Run(args) => run::run(args, json).await,
-        Command::Submit(args) => submit::submit(&client, args, json).await,
+        Command::Submit(args) => submit::submit(&client, *args, json).await,
         Command::Jobs(args) => jobs::list(&client, args, json).await,
         Command::Show(args) => jobs::show(&client, &args.id, json).await,
         Command::Logs(args) => jobs::logs(&client, &args.id, args.follow, json).await,

@@ -104,7 +104,7 @@ pub async fn run(args: RunArgs, json: bool) -> Result<u8> {
         let outcome = command::run(&action, limits, interrupted.clone(), lines_tx, |_| {}).await;
         let tail = printer.await?;
         let took = format!("{:.2}s", started.elapsed().as_secs_f64());
-        if outcome.succeeded() {
+        if outcome.ok {
             report.push(json!({ "attempt": attempt, "outcome": "succeeded", "took": took }));
             if json {
                 output::json(&json!({ "outcome": "succeeded", "attempts": report }));

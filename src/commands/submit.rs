@@ -1,12 +1,13 @@
 //! `retryd submit`: build a job from flags, send it, optionally follow it to its end.
 
-use crate::cli::{JobOptions, SubmitArgs};
+use crate::cli::{HttpOptions, JobOptions, SubmitArgs};
 use crate::client::{Client, JobView};
 use crate::output::{self, StatusLine};
 use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Utc};
+use retryd_core::Action;
 use retryd_core::JobState;
-use retryd_core::job::{CommandAction, EnvValue, Event};
+use retryd_core::job::{CommandAction, EnvValue, Event, HttpAction};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -39,11 +40,7 @@ pub fn command_action(options: &JobOptions, command: &[String]) -> Result<Comman
             },
         );
     }
-    let timeout = options
-        .timeout
-        .as_deref()
-        .map(|t| retryd_core::duration::parse(t).map_err(|e| anyhow::anyhow!("--timeout: {e}")))
-        .transpose()?;
+    let timeout = timeout(options)?;
     let action = CommandAction {
         program: program.clone(),
         args: args.to_vec(),
@@ -75,15 +72,65 @@ pub fn policy_value(text: &str) -> Result<Value> {
     }
 }
 
+/// The HTTP action the flags describe.
+fn http_action(http: &HttpOptions, url: &str, options: &JobOptions) -> Result<HttpAction> {
+    let mut headers = BTreeMap::new();
+    for (flag, list, secret) in [
+        ("--header", &http.headers, false),
+        ("--secret-header", &http.secret_headers, true),
+    ] {
+        for pair in list {
+            let (name, value) = pair
+                .split_once(':')
+                .ok_or_else(|| anyhow::anyhow!("{flag}: expected \"Name: value\", got {pair:?}"))?;
+            let value = value.trim().to_owned();
+            let value = if secret {
+                EnvValue::Marked {
+                    value,
+                    secret: true,
+                }
+            } else {
+                EnvValue::Plain(value)
+            };
+            headers.insert(name.trim().to_owned(), value);
+        }
+    }
+    let action = HttpAction {
+        method: http
+            .method
+            .clone()
+            .unwrap_or_else(|| "GET".to_owned())
+            .to_uppercase(),
+        url: url.to_owned(),
+        headers,
+        body: http.body.clone(),
+        timeout: timeout(options)?,
+        success_statuses: Vec::new(),
+    };
+    action.validate().map_err(|e| anyhow::anyhow!(e))?;
+    Ok(action)
+}
+
+fn timeout(options: &JobOptions) -> Result<Option<std::time::Duration>> {
+    options
+        .timeout
+        .as_deref()
+        .map(|t| retryd_core::duration::parse(t).map_err(|e| anyhow::anyhow!("--timeout: {e}")))
+        .transpose()
+}
+
 pub async fn submit(client: &Client, args: SubmitArgs, json: bool) -> Result<u8> {
-    let action = command_action(&args.options, &args.command)?;
+    let action = match &args.http.http {
+        Some(url) => Action::Http(http_action(&args.http, url, &args.options)?),
+        None => Action::Command(command_action(&args.options, &args.command)?),
+    };
     let mut labels = BTreeMap::new();
     for pair in &args.labels {
         let (k, v) = key_value("--label", pair)?;
         labels.insert(k, v);
     }
     let mut body = json!({ "action": { "type": "command" }, "labels": labels });
-    body["action"] = serde_json::to_value(retryd_core::Action::Command(action))?;
+    body["action"] = serde_json::to_value(action)?;
     let fields: [(&str, Option<Value>); 8] = [
         ("queue", args.queue.map(Value::from)),
         ("kind", args.kind.map(Value::from)),

@@ -8,5 +8,6 @@ mod cluster;
 mod crash;
 mod dead_letter;
 mod helpers;
+mod http;
 mod retries;
 mod timing;

@@ -125,6 +125,8 @@ pub struct Failure<'a> {
     pub http_status: Option<u16>,
     /// The request never got a response (refused, reset, DNS, TLS).
     pub connect_error: bool,
+    /// The action could not even be built (a malformed URL or header): no attempt can work.
+    pub invalid_action: bool,
     /// Captured output (its tail is what rules look at).
     pub output: &'a str,
 }
@@ -152,6 +154,7 @@ fn tail(output: &str) -> &str {
 }
 
 enum Builtin {
+    InvalidAction,
     TimedOut,
     Exit(&'static [i32]),
     ExitRange(i32, i32),
@@ -171,8 +174,8 @@ fn output(pattern: &str) -> Builtin {
     Builtin::Output(compile(pattern).expect("built-in pattern compiles"))
 }
 
-/// The built-in rules, in order. Exit codes that say exactly what happened come first;
-/// permanent output patterns before transient ones, because retrying an authentication
+/// The built-in rules, in order. Exit codes and HTTP statuses, which say exactly what
+/// happened, come first; then permanent output patterns before transient ones, because retrying an authentication
 /// failure that also mentions a reset connection only repeats the failure.
 static BUILTIN_RULES: LazyLock<Vec<BuiltinRule>> = LazyLock::new(|| {
     use Class::*;
@@ -182,6 +185,7 @@ static BUILTIN_RULES: LazyLock<Vec<BuiltinRule>> = LazyLock::new(|| {
         matcher,
     };
     vec![
+        rule("the action cannot start", Permanent, Builtin::InvalidAction),
         rule(
             "killed by the attempt timeout",
             Transient,
@@ -202,6 +206,13 @@ static BUILTIN_RULES: LazyLock<Vec<BuiltinRule>> = LazyLock::new(|| {
             Permanent,
             Builtin::Exit(&[127]),
         ),
+        rule("connect error", Transient, Builtin::ConnectError),
+        rule(
+            "HTTP 408/425/429/5xx",
+            Transient,
+            Builtin::Http(&[408, 425, 429, 500, 502, 503, 504]),
+        ),
+        rule("HTTP 4xx", Permanent, Builtin::HttpRange(400, 499)),
         rule(
             "output: image or repository not found",
             Permanent,
@@ -287,19 +298,13 @@ static BUILTIN_RULES: LazyLock<Vec<BuiltinRule>> = LazyLock::new(|| {
             Permanent,
             Builtin::ExitRange(64, 78),
         ),
-        rule("connect error", Transient, Builtin::ConnectError),
-        rule(
-            "HTTP 408/425/429/5xx",
-            Transient,
-            Builtin::Http(&[408, 425, 429, 500, 502, 503, 504]),
-        ),
-        rule("HTTP 4xx", Permanent, Builtin::HttpRange(400, 499)),
     ]
 });
 
 impl Builtin {
     fn matches(&self, failure: &Failure<'_>) -> bool {
         match self {
+            Builtin::InvalidAction => failure.invalid_action,
             Builtin::TimedOut => failure.timed_out,
             Builtin::Exit(codes) => failure.exit_code.is_some_and(|c| codes.contains(&c)),
             Builtin::ExitRange(lo, hi) => {

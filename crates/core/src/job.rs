@@ -139,11 +139,7 @@ impl CommandAction {
 
     /// The values to scrub from output and logs.
     pub fn secrets(&self) -> Vec<String> {
-        self.env
-            .values()
-            .filter(|v| v.is_secret() && !v.value().is_empty())
-            .map(|v| v.value().to_owned())
-            .collect()
+        secret_values(&self.env).collect()
     }
 
     /// `program arg…` as a person would type it.
@@ -162,23 +158,155 @@ impl CommandAction {
     }
 }
 
+/// Call an HTTP endpoint. Success is a 2xx status unless `success_statuses` says otherwise.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpAction {
+    #[serde(default = "default_method")]
+    pub method: String,
+    pub url: String,
+    /// Header values; `{"value": "...", "secret": true}` is never shown or logged.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, EnvValue>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    /// Time limit of one attempt; overrides the policy's `attempt_timeout`.
+    #[serde(
+        default,
+        with = "crate::duration::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub timeout: Option<std::time::Duration>,
+    /// Statuses that count as success; empty means any 2xx.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub success_statuses: Vec<u16>,
+}
+
+fn default_method() -> String {
+    "GET".to_owned()
+}
+
+pub const HTTP_METHODS: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
+/// The largest request body an HTTP action may carry.
+pub const MAX_HTTP_BODY: usize = 256 * 1024;
+
+impl HttpAction {
+    pub fn validate(&self) -> Result<(), String> {
+        if !HTTP_METHODS.contains(&self.method.as_str()) {
+            return Err(format!(
+                "action.method: must be one of {}, got {:?}",
+                HTTP_METHODS.join(", "),
+                self.method
+            ));
+        }
+        let rest = self
+            .url
+            .strip_prefix("http://")
+            .or_else(|| self.url.strip_prefix("https://"));
+        let host = rest.map(|r| r.split(['/', '?', '#']).next().unwrap_or_default());
+        if host.is_none_or(str::is_empty)
+            || self.url.len() > 2048
+            || self
+                .url
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(format!(
+                "action.url: must be an http:// or https:// URL with a host (at most 2048 characters), got {:?}",
+                self.url
+            ));
+        }
+        for (name, value) in &self.headers {
+            let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+            if name.is_empty() || !name.chars().all(token) {
+                return Err(format!(
+                    "action.headers: {name:?} is not a valid header name"
+                ));
+            }
+            if value
+                .value()
+                .chars()
+                .any(|c| c == '\r' || c == '\n' || c == '\0')
+            {
+                return Err(format!(
+                    "action.headers.{name}: must not contain line breaks or NUL"
+                ));
+            }
+        }
+        if self.body.as_ref().is_some_and(|b| b.len() > MAX_HTTP_BODY) {
+            return Err(format!("action.body: at most {MAX_HTTP_BODY} bytes"));
+        }
+        if let Some(status) = self
+            .success_statuses
+            .iter()
+            .find(|s| !(100..=599).contains(*s))
+        {
+            return Err(format!(
+                "action.success_statuses: {status} is not an HTTP status (100–599)"
+            ));
+        }
+        if self
+            .timeout
+            .is_some_and(|t| t.is_zero() || t > crate::policy::MAX_BUDGET)
+        {
+            return Err("action.timeout: must be more than 0s and at most 30days".into());
+        }
+        Ok(())
+    }
+
+    /// The header values to scrub from output and logs.
+    pub fn secrets_list(&self) -> Vec<String> {
+        secret_values(&self.headers).collect()
+    }
+
+    /// Whether a response status means success.
+    pub fn is_success(&self, status: u16) -> bool {
+        if self.success_statuses.is_empty() {
+            (200..300).contains(&status)
+        } else {
+            self.success_statuses.contains(&status)
+        }
+    }
+}
+
 /// What a job runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Action {
     Command(CommandAction),
+    Http(HttpAction),
+}
+
+fn redact_values(values: &mut BTreeMap<String, EnvValue>) {
+    for value in values.values_mut() {
+        if value.is_secret() {
+            *value = EnvValue::Marked {
+                value: REDACTED.to_owned(),
+                secret: true,
+            };
+        }
+    }
+}
+
+fn secret_values(values: &BTreeMap<String, EnvValue>) -> impl Iterator<Item = String> + '_ {
+    values
+        .values()
+        .filter(|v| v.is_secret() && !v.value().is_empty())
+        .map(|v| v.value().to_owned())
 }
 
 impl Action {
     pub fn validate(&self) -> Result<(), String> {
         match self {
             Action::Command(c) => c.validate(),
+            Action::Http(h) => h.validate(),
         }
     }
 
     pub fn secrets(&self) -> Vec<String> {
         match self {
             Action::Command(c) => c.secrets(),
+            Action::Http(h) => h.secrets_list(),
         }
     }
 
@@ -187,15 +315,13 @@ impl Action {
         match self {
             Action::Command(c) => {
                 let mut c = c.clone();
-                for value in c.env.values_mut() {
-                    if value.is_secret() {
-                        *value = EnvValue::Marked {
-                            value: REDACTED.to_owned(),
-                            secret: true,
-                        };
-                    }
-                }
+                redact_values(&mut c.env);
                 Action::Command(c)
+            }
+            Action::Http(h) => {
+                let mut h = h.clone();
+                redact_values(&mut h.headers);
+                Action::Http(h)
             }
         }
     }
@@ -203,7 +329,17 @@ impl Action {
     pub fn summary(&self) -> String {
         match self {
             Action::Command(c) => c.display(),
+            Action::Http(h) => format!("{} {}", h.method, h.url),
         }
+    }
+
+    /// The time limit of one attempt under `policy`.
+    pub fn timeout_under(&self, policy: &Policy) -> Option<std::time::Duration> {
+        match self {
+            Action::Command(c) => c.timeout,
+            Action::Http(h) => h.timeout,
+        }
+        .or(policy.attempt_timeout)
     }
 }
 

@@ -56,8 +56,9 @@ impl SubmitRequest {
             None => Error::invalid("action", message),
         };
         self.action.validate().map_err(split)?;
-        let Action::Command(command) = &self.action;
-        if command.args.len() > MAX_ARGS {
+        if let Action::Command(command) = &self.action
+            && command.args.len() > MAX_ARGS
+        {
             return Err(Error::invalid(
                 "action.args",
                 format!("at most {MAX_ARGS} arguments"),

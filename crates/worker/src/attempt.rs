@@ -3,10 +3,11 @@
 
 use crate::engine::Engine;
 use crate::executor::OutputLine;
-use crate::executor::command::{self, CommandOutcome, Limits, Stopped};
+use crate::executor::command::{self, Limits};
+use crate::executor::{Outcome, Stopped, http};
 use crate::tail::Tail;
 use chrono::{DateTime, Utc};
-use retryd_core::classify::{Classification, Failure, classify};
+use retryd_core::classify::{Classification, classify};
 use retryd_core::decide::{Decision, FailedAttempt, decide};
 use retryd_core::job::{Action, Stream};
 use retryd_core::{AttemptOutcome, Class, Jitter, Policy};
@@ -69,9 +70,7 @@ async fn run_inner(engine: &Engine, claimed: &Claimed) {
     let until_deadline = job
         .deadline
         .map(|d| (d - started).to_std().unwrap_or(Duration::ZERO));
-    let own_timeout = match &job.action {
-        Action::Command(action) => action.timeout_under(&policy),
-    };
+    let own_timeout = job.action.timeout_under(&policy);
     let (timeout, deadline_bound) = match (own_timeout, until_deadline) {
         (Some(t), Some(d)) if d < t => (Some(d), true),
         (None, Some(d)) => (Some(d), true),
@@ -115,6 +114,7 @@ async fn run_inner(engine: &Engine, claimed: &Claimed) {
         Action::Command(action) => {
             command::run(action, limits, stop.clone(), lines_tx, remember).await
         }
+        Action::Http(action) => http::run(action, timeout, stop.clone(), lines_tx).await,
     };
     let tail = pump.await.unwrap_or_else(|_| Tail::new(1));
 
@@ -136,7 +136,7 @@ async fn run_inner(engine: &Engine, claimed: &Claimed) {
         actor: lease.node.clone(),
     };
     let attempt = lease.attempt;
-    if outcome.succeeded() {
+    if outcome.ok {
         // The defaults above describe a success.
     } else if user_cancelled {
         result.outcome = AttemptOutcome::Cancelled;
@@ -193,43 +193,28 @@ async fn run_inner(engine: &Engine, claimed: &Claimed) {
     record(engine, &result).await;
 }
 
-fn outcome_text(outcome: &CommandOutcome) -> String {
-    if outcome.succeeded() {
-        "exit code 0".to_owned()
-    } else {
-        outcome.describe()
+fn outcome_text(outcome: &Outcome) -> String {
+    match (outcome.ok, outcome.http_status) {
+        (true, Some(status)) => format!("HTTP {status}"),
+        (true, None) => "exit code 0".to_owned(),
+        (false, _) => outcome.describe(),
     }
 }
 
-/// Classifies a failed command attempt. Returns the classification and a one-line error:
-/// the last line of output with how the process ended.
+/// Classifies a failed attempt. Returns the classification and a one-line error: the last
+/// line of output with how the attempt ended.
 pub fn classify_failure(
     policy: &Policy,
-    outcome: &CommandOutcome,
+    outcome: &Outcome,
     tail: &Tail,
 ) -> (Classification, String) {
-    let timed_out = outcome.stopped == Some(Stopped::Timeout);
-    let classification = match &outcome.spawn_error {
-        // A program that cannot start is classified on the OS's message, with exit codes
-        // 126/127 set for the permanent cases as a shell would.
-        Some(message) => classify(
-            &policy.rules,
-            &Failure {
-                exit_code: outcome.exit_code,
-                output: message,
-                ..Failure::default()
-            },
-        ),
-        None => classify(
-            &policy.rules,
-            &Failure {
-                exit_code: outcome.exit_code,
-                timed_out,
-                output: &tail.text(),
-                ..Failure::default()
-            },
-        ),
+    // An action that cannot start is classified on its error message; commands carry the
+    // exit codes 126/127 a shell would give for the permanent cases.
+    let output = match &outcome.start_error {
+        Some(message) => message.clone(),
+        None => tail.text(),
     };
+    let classification = classify(&policy.rules, &outcome.failure(&output));
     let last_line = tail
         .last_lines(8)
         .into_iter()
@@ -237,7 +222,7 @@ pub fn classify_failure(
         .find(|l| l.stream != Stream::System && !l.line.trim().is_empty())
         .map(|l| l.line.trim().to_owned());
     let described = outcome.describe();
-    let error = match (&outcome.spawn_error, last_line) {
+    let error = match (&outcome.start_error, last_line) {
         (None, Some(line)) => format!("{} ({described})", crate::truncate(&line, 300)),
         _ => described,
     };
@@ -249,7 +234,7 @@ async fn failed(
     engine: &Engine,
     claimed: &Claimed,
     policy: &Policy,
-    outcome: &CommandOutcome,
+    outcome: &Outcome,
     tail: &Tail,
     now: DateTime<Utc>,
     result: &mut AttemptResult,
@@ -277,7 +262,7 @@ async fn failed(
         first_started_at: job.started_at,
         deadline: job.deadline,
         previous_delay,
-        retry_after: None,
+        retry_after: outcome.retry_after,
     };
     let what = format!(
         "attempt {} failed ({}, {})",

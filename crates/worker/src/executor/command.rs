@@ -1,7 +1,7 @@
 //! The `command` action: a child process in its own process group, output captured line by
 //! line, SIGTERM then SIGKILL to the whole group on timeout or stop.
 
-use super::OutputLine;
+use super::{Outcome, OutputLine, Stopped};
 use chrono::Utc;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
@@ -16,49 +16,6 @@ use tokio_util::sync::CancellationToken;
 
 /// A line longer than this is split: one runaway line must not hold the whole log.
 const MAX_LINE_BYTES: usize = 16 * 1024;
-
-/// Why an attempt was stopped before it ended by itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stopped {
-    /// Its time limit passed.
-    Timeout,
-    /// The engine asked it to stop (cancel, shutdown).
-    Requested,
-}
-
-/// How a command attempt ended.
-#[derive(Debug, Clone)]
-pub struct CommandOutcome {
-    pub exit_code: Option<i32>,
-    pub signal: Option<i32>,
-    pub stopped: Option<Stopped>,
-    /// The program could not start (the message says why).
-    pub spawn_error: Option<String>,
-}
-
-impl CommandOutcome {
-    pub fn succeeded(&self) -> bool {
-        self.exit_code == Some(0) && self.stopped.is_none()
-    }
-
-    /// A one-line description of the failure, for `last_error`.
-    pub fn describe(&self) -> String {
-        if let Some(error) = &self.spawn_error {
-            return error.clone();
-        }
-        match (self.stopped, self.exit_code, self.signal) {
-            (Some(Stopped::Timeout), _, _) => "killed: attempt timed out".to_owned(),
-            (Some(Stopped::Requested), _, _) => "stopped on request".to_owned(),
-            (None, Some(code), _) => format!("exited with code {code}"),
-            (None, None, Some(signal)) => format!(
-                "killed by signal {}",
-                Signal::try_from(signal)
-                    .map_or_else(|_| signal.to_string(), |s| s.as_str().to_owned())
-            ),
-            (None, None, None) => "ended without an exit status".to_owned(),
-        }
-    }
-}
 
 /// Limits for one run.
 #[derive(Debug, Clone, Copy)]
@@ -76,7 +33,7 @@ pub async fn run(
     stop: CancellationToken,
     lines: mpsc::Sender<OutputLine>,
     spawned: impl FnOnce(u32),
-) -> CommandOutcome {
+) -> Outcome {
     let secrets: Arc<[String]> = action.secrets().into();
     let mut command = Command::new(&action.program);
     command
@@ -145,11 +102,12 @@ pub async fn run(
         let _ = reader.await;
     }
     let (exit_code, signal) = split_status(status);
-    CommandOutcome {
+    Outcome {
+        ok: exit_code == Some(0) && stopped.is_none(),
         exit_code,
         signal,
         stopped,
-        spawn_error: None,
+        ..Outcome::default()
     }
 }
 
@@ -183,7 +141,7 @@ async fn terminate(
 
 /// Maps a failure to start onto the exit codes a shell would give, so that the same
 /// classification rules apply (127: not found, 126: not executable).
-fn spawn_failure(action: &CommandAction, error: &std::io::Error) -> CommandOutcome {
+fn spawn_failure(action: &CommandAction, error: &std::io::Error) -> Outcome {
     let (exit_code, what) = match error.kind() {
         std::io::ErrorKind::NotFound => (Some(127), "command not found"),
         std::io::ErrorKind::PermissionDenied => (Some(126), "permission denied (not executable)"),
@@ -194,11 +152,10 @@ fn spawn_failure(action: &CommandAction, error: &std::io::Error) -> CommandOutco
         .as_ref()
         .map(|c| format!(" in {c}"))
         .unwrap_or_default();
-    CommandOutcome {
+    Outcome {
         exit_code,
-        signal: None,
-        stopped: None,
-        spawn_error: Some(format!("{}: {what}{cwd}: {error}", action.program)),
+        start_error: Some(format!("{}: {what}{cwd}: {error}", action.program)),
+        ..Outcome::default()
     }
 }
 

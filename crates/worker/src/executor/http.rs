@@ -1,0 +1,216 @@
+//! The `http` action: one request; the status, a few headers and the start of the body go
+//! to the attempt's log, secret header values redacted.
+
+use super::{Outcome, OutputLine, Stopped};
+use chrono::{DateTime, Utc};
+use retryd_core::job::{HttpAction, Stream, redact};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Without a timeout of its own or its policy's, a request gives up after this.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// How much of a response body is kept in the log.
+const BODY_EXCERPT_BYTES: usize = 4096;
+/// Response headers worth keeping in the log.
+const HEADERS_OF_INTEREST: [&str; 5] = [
+    "content-type",
+    "retry-after",
+    "location",
+    "x-request-id",
+    "www-authenticate",
+];
+
+/// One client for the process: it pools connections.
+fn client() -> &'static reqwest::Client {
+    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
+    CLIENT.get_or_init(|| {
+        reqwest::Client::builder()
+            .user_agent(concat!("retryd/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("HTTP client builds")
+    })
+}
+
+/// `Retry-After` as seconds or an HTTP date.
+pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = DateTime::parse_from_rfc2822(value).ok()?;
+    Some(
+        (at.with_timezone(&Utc) - now)
+            .to_std()
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+/// The innermost cause, which is the one that says what happened.
+fn root_cause(error: &reqwest::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        message = cause.to_string();
+        source = cause.source();
+    }
+    message
+}
+
+pub async fn run(
+    action: &HttpAction,
+    timeout: Option<Duration>,
+    stop: CancellationToken,
+    lines: mpsc::Sender<OutputLine>,
+) -> Outcome {
+    let secrets = action.secrets_list();
+    let emit = |stream: Stream, text: String| {
+        let line = OutputLine {
+            at: Utc::now(),
+            stream,
+            line: redact(&text, &secrets),
+        };
+        let lines = lines.clone();
+        async move {
+            let _ = lines.send(line).await;
+        }
+    };
+    let method = match reqwest::Method::from_bytes(action.method.as_bytes()) {
+        Ok(method) => method,
+        Err(_) => return invalid(format!("invalid method {}", action.method)),
+    };
+    let mut request = client()
+        .request(method, &action.url)
+        .timeout(timeout.unwrap_or(DEFAULT_TIMEOUT));
+    for (name, value) in &action.headers {
+        request = request.header(name.as_str(), value.value());
+    }
+    if let Some(body) = &action.body {
+        request = request.body(body.clone());
+    }
+    let request = match request.build() {
+        Ok(request) => request,
+        Err(e) => {
+            return invalid(format!(
+                "{} {}: {}",
+                action.method,
+                action.url,
+                root_cause(&e)
+            ));
+        }
+    };
+    let started = Instant::now();
+    let sent = tokio::select! {
+        response = client().execute(request) => response,
+        _ = stop.cancelled() => return Outcome { stopped: Some(Stopped::Requested), ..Outcome::default() },
+    };
+    let took = started.elapsed();
+    let mut response = match sent {
+        Ok(response) => response,
+        Err(e) if e.is_timeout() => {
+            emit(
+                Stream::System,
+                format!(
+                    "{} {}: no answer within {:.1}s",
+                    action.method,
+                    action.url,
+                    took.as_secs_f64()
+                ),
+            )
+            .await;
+            return Outcome {
+                stopped: Some(Stopped::Timeout),
+                ..Outcome::default()
+            };
+        }
+        Err(e) => {
+            emit(
+                Stream::Stderr,
+                format!(
+                    "{} {}: {} ({})",
+                    action.method,
+                    action.url,
+                    root_cause(&e),
+                    e
+                ),
+            )
+            .await;
+            return Outcome {
+                connect_error: true,
+                ..Outcome::default()
+            };
+        }
+    };
+    let status = response.status();
+    emit(
+        Stream::System,
+        format!(
+            "{} {} → {} in {} ms",
+            action.method,
+            action.url,
+            status,
+            took.as_millis()
+        ),
+    )
+    .await;
+    for name in HEADERS_OF_INTEREST {
+        if let Some(value) = response.headers().get(name).and_then(|v| v.to_str().ok()) {
+            emit(Stream::System, format!("{name}: {value}")).await;
+        }
+    }
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_retry_after(v, Utc::now()));
+    let mut excerpt: Vec<u8> = Vec::new();
+    while excerpt.len() < BODY_EXCERPT_BYTES {
+        match response.chunk().await {
+            Ok(Some(chunk)) => excerpt
+                .extend_from_slice(&chunk[..chunk.len().min(BODY_EXCERPT_BYTES - excerpt.len())]),
+            _ => break,
+        }
+    }
+    for line in String::from_utf8_lossy(&excerpt).lines() {
+        emit(Stream::Stdout, line.to_owned()).await;
+    }
+    Outcome {
+        ok: action.is_success(status.as_u16()),
+        http_status: Some(status.as_u16()),
+        retry_after,
+        ..Outcome::default()
+    }
+}
+
+fn invalid(message: String) -> Outcome {
+    Outcome {
+        start_error: Some(message),
+        invalid_action: true,
+        ..Outcome::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn retry_after_takes_seconds_or_a_date() {
+        let now = Utc.with_ymd_and_hms(2015, 10, 21, 7, 28, 0).unwrap();
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:30 GMT", now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:27:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
+}
