@@ -15,13 +15,14 @@ fn node_url(database: &str, node: &str) -> String {
 }
 
 async fn start_nodes(database: &str, names: &[&str], extra: &[&str]) -> Vec<Server> {
-    let mut nodes = Vec::new();
-    for name in names {
+    // Together, on purpose: migrations must be safe when several nodes start at once.
+    let starts = names.iter().map(|name| {
         let mut args = vec!["--node", name];
         args.extend_from_slice(extra);
-        nodes.push(Server::start_node(&node_url(database, name), &args).await);
-    }
-    nodes
+        let url = node_url(database, name);
+        async move { Server::start_node(&url, &args).await }
+    });
+    futures::future::join_all(starts).await
 }
 
 /// A command that appends its start and end instants to `runs`, then behaves as `tail`.
