@@ -36,6 +36,18 @@ pub struct FileConfig {
     pub priority_rule: Option<PriorityRule>,
     #[serde(default)]
     pub retention: RetentionFile,
+    #[serde(default)]
+    pub http: HttpFile,
+}
+
+/// Settings of `http` actions.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpFile {
+    /// The SSRF guard: hosts (`api.example.com`, `*.example.com`) and IP addresses that
+    /// `http` actions may call. Empty: any host.
+    #[serde(default)]
+    pub allow_hosts: Vec<String>,
 }
 
 /// How long finished jobs are kept before the purge deletes them.
@@ -249,6 +261,7 @@ impl Settings {
                 .log_tail_bytes
                 .unwrap_or(defaults.log_tail_bytes),
             retention: retention(&file.retention, defaults.retention)?,
+            http_allow_hosts: allow_hosts(&file.http.allow_hosts)?,
         };
         validate_engine(&engine)?;
         let policies = retryd_worker::Policies::new(
@@ -301,6 +314,22 @@ fn retention(
         retention.insert(JobState::Failed, keep);
     }
     Ok(retention)
+}
+
+fn allow_hosts(hosts: &[String]) -> Result<Vec<String>> {
+    for host in hosts {
+        let name = host.strip_prefix("*.").unwrap_or(host);
+        let valid = !name.is_empty()
+            && name.len() <= 253
+            && (name.parse::<std::net::IpAddr>().is_ok()
+                || name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'));
+        if !valid {
+            bail!("http.allow_hosts: {host:?} is not a host name, *.domain or IP address");
+        }
+    }
+    Ok(hosts.to_vec())
 }
 
 fn validate_engine(engine: &EngineConfig) -> Result<()> {

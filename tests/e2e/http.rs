@@ -178,3 +178,58 @@ async fn submit_http_from_the_cli() {
     assert_eq!(bad.status.code(), Some(1));
     assert!(stderr(&bad).contains("action.url"), "{}", stderr(&bad));
 }
+
+/// With `http.allow_hosts` set, requests go only to listed hosts, and a listed name that
+/// resolves to an internal address is refused unless that address is listed too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ssrf_guard_refuses_unlisted_and_internal_hosts() {
+    let (base, calls) = flaky_target().await;
+    let port = base.rsplit(':').next().unwrap().to_owned();
+    let dir = tempfile::tempdir().unwrap().keep();
+    let config = dir.join("retryd.toml");
+    std::fs::write(
+        &config,
+        "[http]\nallow_hosts = [\"localhost\", \"api.example.com\"]\n",
+    )
+    .unwrap();
+    let server = Server::start_in(&dir, &["--config", config.to_str().unwrap()]).await;
+    for url in [
+        format!("http://127.0.0.1:{port}/missing"),
+        format!("http://localhost:{port}/missing"),
+        format!("http://169.254.169.254:{port}/"),
+    ] {
+        let (_, job) = server.post("/jobs", http_job(&url)).await;
+        let job = server
+            .wait_terminal(job["id"].as_str().unwrap(), Duration::from_secs(10))
+            .await;
+        assert_eq!(job["state"], "failed", "{url}: {job}");
+        assert_eq!(job["attempt"], 1, "{url}: a refused host is not retried");
+        assert_eq!(job["last_error_class"], "permanent", "{url}: {job}");
+    }
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        0,
+        "nothing reached the target"
+    );
+
+    std::fs::write(
+        &config,
+        "[http]\nallow_hosts = [\"localhost\", \"127.0.0.1\", \"::1\"]\n",
+    )
+    .unwrap();
+    drop(server);
+    let server = Server::start_in(&dir, &["--config", config.to_str().unwrap()]).await;
+    let (_, job) = server
+        .post(
+            "/jobs",
+            http_job(&format!("http://localhost:{port}/missing")),
+        )
+        .await;
+    let job = server
+        .wait_terminal(job["id"].as_str().unwrap(), Duration::from_secs(10))
+        .await;
+    assert_eq!(
+        job["last_rule"], "HTTP 4xx",
+        "a listed internal address is reachable: {job}"
+    );
+}

@@ -114,7 +114,9 @@ async fn run_inner(engine: &Engine, claimed: &Claimed) {
         Action::Command(action) => {
             command::run(action, limits, stop.clone(), lines_tx, remember).await
         }
-        Action::Http(action) => http::run(action, timeout, stop.clone(), lines_tx).await,
+        Action::Http(action) => {
+            http::run(&inner.http, action, timeout, stop.clone(), lines_tx).await
+        }
     };
     let tail = pump.await.unwrap_or_else(|_| Tail::new(1));
 

@@ -2,6 +2,8 @@
 //! due, a heartbeat that renews leases, and the operations clients call.
 
 use crate::attempt;
+use crate::executor::guard::HostGuard;
+use crate::executor::http::HttpClient;
 use crate::policies::Policies;
 use chrono::{DateTime, Utc};
 use retryd_core::decide::{FailedAttempt, decide};
@@ -46,6 +48,8 @@ pub struct EngineConfig {
     pub log_tail_bytes: usize,
     /// How long finished jobs are kept, per terminal state.
     pub retention: BTreeMap<JobState, Duration>,
+    /// Hosts `http` actions may call; empty means any (no SSRF guard).
+    pub http_allow_hosts: Vec<String>,
 }
 
 /// Finished jobs are kept 14 days, failed ones (the dead-letter queue) 30 days.
@@ -74,6 +78,7 @@ impl Default for EngineConfig {
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             log_tail_bytes: DEFAULT_LOG_TAIL_BYTES,
             retention: default_retention(),
+            http_allow_hosts: Vec::new(),
         }
     }
 }
@@ -137,6 +142,8 @@ pub(crate) struct Inner {
     pub clock: Arc<dyn Clock>,
     pub policies: Policies,
     pub config: EngineConfig,
+    /// Shared by every `http` attempt: one connection pool, one guard.
+    pub http: HttpClient,
     events: broadcast::Sender<Event>,
     /// Wakes the claim loop: new or requeued work, a freed slot.
     wake: Notify,
@@ -171,6 +178,7 @@ impl Engine {
                 store,
                 clock,
                 policies,
+                http: HttpClient::new(HostGuard::new(&config.http_allow_hosts)),
                 config,
                 events,
                 wake: Notify::new(),

@@ -1,10 +1,11 @@
 //! The `http` action: one request; the status, a few headers and the start of the body go
 //! to the attempt's log, secret header values redacted.
 
+use super::guard::{GuardedResolver, HostGuard, refused_in};
 use super::{Outcome, OutputLine, Stopped};
 use chrono::{DateTime, Utc};
 use retryd_core::job::{HttpAction, Stream, redact};
-use std::sync::OnceLock;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -22,15 +23,29 @@ const HEADERS_OF_INTEREST: [&str; 5] = [
     "www-authenticate",
 ];
 
-/// One client for the process: it pools connections.
-fn client() -> &'static reqwest::Client {
-    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
-    CLIENT.get_or_init(|| {
-        reqwest::Client::builder()
-            .user_agent(concat!("retryd/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .expect("HTTP client builds")
-    })
+/// One client for the engine (it pools connections), with the host guard when configured.
+#[derive(Debug, Clone)]
+pub struct HttpClient {
+    client: reqwest::Client,
+    guard: Option<Arc<HostGuard>>,
+}
+
+impl HttpClient {
+    pub fn new(guard: Option<HostGuard>) -> Self {
+        let guard = guard.map(Arc::new);
+        let mut builder =
+            reqwest::Client::builder().user_agent(concat!("retryd/", env!("CARGO_PKG_VERSION")));
+        if let Some(guard) = &guard {
+            // Redirects could lead anywhere: with a guard, a redirect is the answer.
+            builder = builder
+                .dns_resolver(Arc::new(GuardedResolver(guard.clone())))
+                .redirect(reqwest::redirect::Policy::none());
+        }
+        HttpClient {
+            client: builder.build().expect("HTTP client builds"),
+            guard,
+        }
+    }
 }
 
 /// `Retry-After` as seconds or an HTTP date.
@@ -59,6 +74,7 @@ fn root_cause(error: &reqwest::Error) -> String {
 }
 
 pub async fn run(
+    http: &HttpClient,
     action: &HttpAction,
     timeout: Option<Duration>,
     stop: CancellationToken,
@@ -80,7 +96,8 @@ pub async fn run(
         Ok(method) => method,
         Err(_) => return invalid(format!("invalid method {}", action.method)),
     };
-    let mut request = client()
+    let mut request = http
+        .client
         .request(method, &action.url)
         .timeout(timeout.unwrap_or(DEFAULT_TIMEOUT));
     for (name, value) in &action.headers {
@@ -100,9 +117,18 @@ pub async fn run(
             ));
         }
     };
+    if let Some(guard) = &http.guard {
+        let host = request.url().host_str().unwrap_or_default().to_owned();
+        if let Err(refused) = guard.check_host(&host) {
+            return invalid(format!(
+                "{} {}: refused by the SSRF guard: {refused}",
+                action.method, action.url
+            ));
+        }
+    }
     let started = Instant::now();
     let sent = tokio::select! {
-        response = client().execute(request) => response,
+        response = http.client.execute(request) => response,
         _ = stop.cancelled() => return Outcome { stopped: Some(Stopped::Requested), ..Outcome::default() },
     };
     let took = started.elapsed();
@@ -123,6 +149,13 @@ pub async fn run(
                 stopped: Some(Stopped::Timeout),
                 ..Outcome::default()
             };
+        }
+        Err(e) if refused_in(&e).is_some() => {
+            let refused = refused_in(&e).map(ToString::to_string).unwrap_or_default();
+            return invalid(format!(
+                "{} {}: refused by the SSRF guard: {refused}",
+                action.method, action.url
+            ));
         }
         Err(e) => {
             emit(

@@ -2,6 +2,7 @@
 //! stores or policies: the engine classifies what they report.
 
 pub mod command;
+pub mod guard;
 pub mod http;
 
 use chrono::{DateTime, Utc};
