@@ -155,7 +155,7 @@ pub async fn show(client: &Client, id: &str, json: bool) -> Result<u8> {
         output::state(job.state.as_str())
     );
     let field = |name: &str, value: String| println!("  {:<10}{value}", dim(name));
-    field("command", job.action.summary());
+    field("action", job.action.summary());
     field(
         "queue",
         format!(
@@ -256,10 +256,10 @@ pub async fn show(client: &Client, id: &str, json: bool) -> Result<u8> {
         let actor = if event.reason.contains(&event.actor) {
             String::new()
         } else {
-            dim(&format!("({})", event.actor))
+            format!(" {}", dim(&format!("({})", event.actor)))
         };
         println!(
-            "  {}  {from} → {}  {} {actor}",
+            "  {}  {from} → {}  {}{actor}",
             dim(&output::time(event.at)),
             output::state(event.to.as_str()),
             event.reason

@@ -66,7 +66,13 @@ impl SubmitRequest {
         }
         let queue = self.queue.unwrap_or_else(|| "default".to_owned());
         validate_name("queue", &queue).map_err(split)?;
-        let kind = self.kind.unwrap_or_else(|| "command".to_owned());
+        let kind = self.kind.unwrap_or_else(|| {
+            match self.action {
+                Action::Command(_) => "command",
+                Action::Http(_) => "http",
+            }
+            .to_owned()
+        });
         validate_name("kind", &kind).map_err(split)?;
         if let Some(target) = &self.target {
             validate_name("target", target).map_err(split)?;

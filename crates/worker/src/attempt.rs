@@ -224,8 +224,10 @@ pub fn classify_failure(
         .find(|l| l.stream != Stream::System && !l.line.trim().is_empty())
         .map(|l| l.line.trim().to_owned());
     let described = outcome.describe();
-    let error = match (&outcome.start_error, last_line) {
-        (None, Some(line)) => format!("{} ({described})", crate::truncate(&line, 300)),
+    // A command's last output line says more than its exit code; an HTTP status line says
+    // more than the body's last line.
+    let error = match (&outcome.start_error, outcome.http_status, last_line) {
+        (None, None, Some(line)) => format!("{} ({described})", crate::truncate(&line, 300)),
         _ => described,
     };
     (classification, error)

@@ -176,15 +176,10 @@ pub async fn run(
         }
     };
     let status = response.status();
+    let summary = format!("{} {} → {status}", action.method, action.url);
     emit(
         Stream::System,
-        format!(
-            "{} {} → {} in {} ms",
-            action.method,
-            action.url,
-            status,
-            took.as_millis()
-        ),
+        format!("{summary} in {} ms", took.as_millis()),
     )
     .await;
     for name in HEADERS_OF_INTEREST {
@@ -212,6 +207,7 @@ pub async fn run(
         ok: action.is_success(status.as_u16()),
         http_status: Some(status.as_u16()),
         retry_after,
+        summary: Some(redact(&summary, &secrets)),
         ..Outcome::default()
     }
 }

@@ -45,12 +45,15 @@ pub struct Outcome {
     pub retry_after: Option<Duration>,
     /// The action could not be built (bad URL, bad header): permanent.
     pub invalid_action: bool,
+    /// What happened, in the executor's words ("GET https://… → 503 Service Unavailable"),
+    /// when it says more than the status alone.
+    pub summary: Option<String>,
 }
 
 impl Outcome {
     /// A one-line description of how it ended, for `last_error` and the log.
     pub fn describe(&self) -> String {
-        if let Some(error) = &self.start_error {
+        if let Some(error) = self.start_error.as_ref().or(self.summary.as_ref()) {
             return error.clone();
         }
         match (self.stopped, self.http_status, self.exit_code, self.signal) {
