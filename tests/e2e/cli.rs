@@ -240,3 +240,58 @@ async fn the_example_configuration_is_valid() {
         "{list}"
     );
 }
+
+#[tokio::test]
+async fn metrics_count_jobs_attempts_and_retry_lateness() {
+    let server = Server::start(&[]).await;
+    let script = flaky(&server.dir.join("count"), 1, "connection refused");
+    let flaky_job = server
+        .submit(
+            &["sh", "-c", &script],
+            serde_json::json!({ "policy": fast_policy(3), "queue": "deploy" }),
+        )
+        .await;
+    let dead = server
+        .submit(
+            &["sh", "-c", "echo 'permission denied' >&2; exit 1"],
+            serde_json::json!({}),
+        )
+        .await;
+    let later = (chrono::Utc::now() + chrono::Duration::minutes(5)).to_rfc3339();
+    server
+        .submit(
+            &["true"],
+            serde_json::json!({ "queue": "mail", "run_at": later }),
+        )
+        .await;
+    server
+        .wait_terminal(&flaky_job, Duration::from_secs(10))
+        .await;
+    server.wait_terminal(&dead, Duration::from_secs(10)).await;
+    let response = reqwest::get(format!("{}/metrics", server.url))
+        .await
+        .unwrap();
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
+    let text = response.text().await.unwrap();
+    for line in [
+        "retryd_jobs{state=\"succeeded\"} 1",
+        "retryd_jobs{state=\"failed\"} 1",
+        "retryd_jobs{state=\"pending\"} 1",
+        "retryd_queue_depth{queue=\"mail\"} 1",
+        "retryd_attempts_total{outcome=\"failed\",class=\"transient\"} 1",
+        "retryd_attempts_total{outcome=\"failed\",class=\"permanent\"} 1",
+        "retryd_attempts_total{outcome=\"succeeded\",class=\"none\"} 1",
+        "retryd_retry_lateness_seconds_count 1",
+    ] {
+        assert!(text.contains(line), "no {line:?} in:\n{text}");
+    }
+    assert!(
+        text.contains("retryd_claim_duration_seconds_count"),
+        "{text}"
+    );
+}

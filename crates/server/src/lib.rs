@@ -49,6 +49,7 @@ pub fn app(state: AppState) -> Router {
         .nest("/api/v1", api)
         .route("/healthz", get(routes::health::healthz))
         .route("/readyz", get(routes::health::readyz))
+        .route("/metrics", get(routes::health::metrics))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))

@@ -541,6 +541,7 @@ impl JobWriter for PostgresStore {
                 let missing = || corrupt(format!("claimed job {} vanished", job.id));
                 Ok(Claimed {
                     job: started.remove(&job.id).ok_or_else(missing)?,
+                    due_at: job.next_attempt_at.unwrap_or(job.run_at),
                     lease: Lease {
                         job_id: job.id,
                         attempt_id: attempt_ids[&job.id.0],
@@ -1037,6 +1038,18 @@ impl JobReader for PostgresStore {
             .await
             .map_err(pg)?;
         Ok(row.get::<_, i64>(0) as u64)
+    }
+
+    async fn queue_depths(&self) -> Result<BTreeMap<String, u64>> {
+        let client = self.client().await?;
+        let rows = client
+            .query("SELECT queue, COUNT(*) FROM jobs WHERE state IN ('pending', 'retrying') GROUP BY queue", &[])
+            .await
+            .map_err(pg)?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get::<_, i64>(1) as u64))
+            .collect())
     }
 
     async fn count_by_state(&self) -> Result<BTreeMap<JobState, u64>> {

@@ -419,6 +419,7 @@ impl JobWriter for SqliteStore {
                 let event = insert_event(tx, job.id, request.now, Some(from), JobState::Running, &reason, &request.node)?;
                 claimed.push(Claimed {
                     job: load_job(tx, job.id)?,
+                    due_at: job.next_attempt_at.unwrap_or(job.run_at),
                     lease: Lease { job_id: job.id, attempt_id, attempt: number, node: request.node.clone() },
                     event,
                 });
@@ -828,6 +829,17 @@ impl JobReader for SqliteStore {
             )
             .map(|n| n as u64)
             .map_err(to_store)
+        })
+        .await
+    }
+
+    async fn queue_depths(&self) -> Result<BTreeMap<String, u64>> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT queue, COUNT(*) FROM jobs WHERE state IN ('pending', 'retrying') GROUP BY queue")
+                .map_err(to_store)?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64))).map_err(to_store)?;
+            rows.collect::<rusqlite::Result<_>>().map_err(to_store)
         })
         .await
     }

@@ -304,6 +304,10 @@ pub async fn a_failed_attempt_schedules_the_retry(store: DynStore) {
         .unwrap()
         .remove(0);
     assert_eq!(second.lease.attempt, 2);
+    assert_eq!(
+        second.due_at, at,
+        "the claim reports when the retry was due"
+    );
     let (done, _) = store
         .finish_attempt(&AttemptResult {
             exit_code: Some(0),
@@ -824,6 +828,11 @@ pub async fn listing_filters_and_cursor_pagination(store: DynStore) {
         .await
         .unwrap();
     assert!(none.jobs.is_empty() && none.next_cursor.is_none());
+    let depths = store.queue_depths().await.unwrap();
+    assert_eq!(
+        (depths.get("even"), depths.get("odd")),
+        (Some(&13), Some(&12))
+    );
     let counts = store.count_by_state().await.unwrap();
     assert_eq!(counts.get(&JobState::Pending), Some(&25));
 }

@@ -77,6 +77,8 @@ impl ClaimRequest {
 #[derive(Debug, Clone)]
 pub struct Claimed {
     pub job: Job,
+    /// When it was due: a retry's lateness is the claim's `now` minus this.
+    pub due_at: DateTime<Utc>,
     pub lease: Lease,
     pub event: Event,
 }
@@ -273,6 +275,8 @@ pub trait JobReader: Send + Sync {
     async fn count_ahead(&self, job: &Job, now: DateTime<Utc>) -> Result<u64>;
     /// Jobs per state.
     async fn count_by_state(&self) -> Result<BTreeMap<JobState, u64>>;
+    /// Waiting jobs (pending or retrying) per queue.
+    async fn queue_depths(&self) -> Result<BTreeMap<String, u64>>;
     /// Running jobs whose lease expired before `cutoff`.
     async fn expired_leases(&self, cutoff: DateTime<Utc>) -> Result<Vec<Job>>;
     /// When something is next due: a waiting job, a deadline or a lease expiry.

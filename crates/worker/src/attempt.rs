@@ -296,6 +296,9 @@ async fn record(engine: &Engine, result: &AttemptResult) {
         match engine.inner.store.finish_attempt(result).await {
             Ok((job, event)) => {
                 info!(to = %job.state, reason = %event.reason, "attempt finished");
+                engine
+                    .metrics()
+                    .attempt_finished(result.outcome.as_str(), result.class.map(Class::as_str));
                 engine.publish(event);
                 return;
             }

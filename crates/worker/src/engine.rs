@@ -4,6 +4,7 @@
 use crate::attempt;
 use crate::executor::guard::HostGuard;
 use crate::executor::http::HttpClient;
+use crate::metrics::Metrics;
 use crate::policies::Policies;
 use chrono::{DateTime, Utc};
 use retryd_core::decide::{FailedAttempt, decide};
@@ -144,6 +145,7 @@ pub(crate) struct Inner {
     pub config: EngineConfig,
     /// Shared by every `http` attempt: one connection pool, one guard.
     pub http: HttpClient,
+    pub metrics: Metrics,
     events: broadcast::Sender<Event>,
     /// Wakes the claim loop: new or requeued work, a freed slot.
     wake: Notify,
@@ -180,6 +182,7 @@ impl Engine {
                 policies,
                 http: HttpClient::new(HostGuard::new(&config.http_allow_hosts)),
                 config,
+                metrics: Metrics::default(),
                 events,
                 wake: Notify::new(),
                 running: Mutex::new(HashMap::new()),
@@ -194,6 +197,11 @@ impl Engine {
 
     pub fn policies(&self) -> &Policies {
         &self.inner.policies
+    }
+
+    /// This node's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -343,9 +351,17 @@ impl Engine {
         }
         let request = self.claim_request(self.now());
         let wanted = request.limit;
+        let claiming = std::time::Instant::now();
         let claimed = store.claim_jobs(&request).await?;
+        self.inner
+            .metrics
+            .claimed_in(claiming.elapsed().as_secs_f64());
         let full = claimed.len() == wanted && wanted > 0;
         for job in claimed {
+            if job.event.from == Some(JobState::Retrying) {
+                let late = (request.now - job.due_at).num_microseconds().unwrap_or(0) as f64 / 1e6;
+                self.inner.metrics.retry_started_late(late);
+            }
             self.register(&job);
             attempts.spawn(attempt::run(self.clone(), job));
         }
@@ -623,6 +639,10 @@ impl Engine {
                 match self.inner.store.finish_attempt(&result).await {
                     Ok((job, event)) => {
                         warn!(to = %job.state, "rescued a lost attempt");
+                        self.inner.metrics.attempt_finished(
+                            AttemptOutcome::Lost.as_str(),
+                            Some(Class::Transient.as_str()),
+                        );
                         self.publish(event);
                     }
                     Err(retryd_store::Error::LeaseLost { .. }) => {}

@@ -10,12 +10,14 @@
 //! - [`attempt`]: one attempt from claim to recorded result.
 //! - [`executor`]: what runs an action (`command` today).
 //! - [`tail`]: the bounded output tail of an attempt.
+//! - [`metrics`]: this node's Prometheus metrics.
 //! - [`policies`]: named policies and selection.
 //! - [`process`]: finding a killed node's leftover process groups after a restart.
 
 pub mod attempt;
 pub mod engine;
 pub mod executor;
+pub mod metrics;
 pub mod policies;
 pub mod process;
 pub mod tail;
