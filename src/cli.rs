@@ -52,6 +52,19 @@ pub enum Command {
     /// Retry policies
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Queues: waiting jobs, pause and resume
+    #[command(subcommand)]
+    Queue(QueueCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QueueCommand {
+    /// Queues with waiting jobs, and paused ones
+    List,
+    /// Stop claiming from a queue (running attempts finish)
+    Pause { name: String },
+    /// Claim from a paused queue again
+    Resume { name: String },
 }
 
 #[derive(Debug, Args)]

@@ -1,6 +1,7 @@
 mod dlq;
 mod jobs;
 mod policy;
+mod queue;
 mod run;
 mod serve;
 mod submit;
@@ -24,5 +25,6 @@ pub async fn dispatch(cli: Cli) -> Result<u8> {
         Command::Retry(args) => jobs::retry(&client, &args.id, args.reset, json).await,
         Command::Dlq(command) => dlq::dlq(&client, command, json).await,
         Command::Policy(command) => policy::policy(&client, command, json).await,
+        Command::Queue(command) => queue::queue(&client, command, json).await,
     }
 }

@@ -295,3 +295,37 @@ async fn metrics_count_jobs_attempts_and_retry_lateness() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn a_paused_queue_keeps_its_jobs_waiting_until_resumed() {
+    let server = Server::start(&[]).await;
+    let out = server.cli(&["queue", "pause", "deploy"]);
+    assert!(
+        stdout(&out).contains("paused"),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let id = server
+        .submit(&["true"], serde_json::json!({ "queue": "deploy" }))
+        .await;
+    let other = server
+        .submit(&["true"], serde_json::json!({ "queue": "mail" }))
+        .await;
+    server.wait_terminal(&other, Duration::from_secs(10)).await;
+    let job = server.job(&id).await;
+    assert_eq!(job["state"], "pending");
+    assert_eq!(job["waiting_reason"], "queue deploy paused");
+    let list = stdout(&server.cli(&["queue", "list"]));
+    assert!(
+        list.contains("deploy") && list.contains("paused") && list.contains('1'),
+        "{list}"
+    );
+    let (status, body) = server
+        .post("/queues/bad%20name/pause", serde_json::json!({}))
+        .await;
+    assert_eq!(status, 422, "{body}");
+    server.cli(&["queue", "resume", "deploy"]);
+    let job = server.wait_terminal(&id, Duration::from_secs(10)).await;
+    assert_eq!(job["state"], "succeeded");
+}

@@ -506,3 +506,40 @@ async fn disruptive_postgres_restart_while_jobs_run_loses_nothing() {
     eprintln!("/readyz answered 503 {not_ready} times during the restart");
     assert!(not_ready > 0, "readyz never reported the outage");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_paused_on_one_node_is_paused_on_all() {
+    let database = retryd_store_postgres::testing::fresh_database().await;
+    let nodes = start_nodes(&database, &["n1", "n2"], &[]).await;
+    // A job due later shows, through n2, when n2 has learnt of the pause (its view reads n2's list).
+    let later = (Utc::now() + chrono::Duration::minutes(10)).to_rfc3339();
+    let marker = nodes[1]
+        .submit(&["true"], json!({ "queue": "deploy", "run_at": later }))
+        .await;
+    let (status, _) = nodes[0].post("/queues/deploy/pause", json!({})).await;
+    assert_eq!(status, 200);
+    nodes[1]
+        .wait_for(&marker, Duration::from_secs(5), |j| {
+            j["waiting_reason"] == "queue deploy paused"
+        })
+        .await;
+    let ids: Vec<String> = futures::future::join_all(
+        (0..4).map(|i| nodes[i % 2].submit(&["true"], json!({ "queue": "deploy" }))),
+    )
+    .await;
+    let other = nodes[1].submit(&["true"], json!({ "queue": "mail" })).await;
+    nodes[1]
+        .wait_terminal(&other, Duration::from_secs(10))
+        .await;
+    for id in &ids {
+        let job = nodes[1].job(id).await;
+        assert_eq!(job["waiting_reason"], "queue deploy paused", "{job}");
+    }
+    nodes[1].post("/queues/deploy/resume", json!({})).await;
+    for id in &ids {
+        assert_eq!(
+            nodes[0].wait_terminal(id, Duration::from_secs(10)).await["state"],
+            "succeeded"
+        );
+    }
+}

@@ -11,8 +11,16 @@ fn clock(at: DateTime<Utc>) -> String {
 }
 
 /// The one-line reason a job is not running (SPEC §5). `ahead` is the number of due jobs
-/// before it in its queue, when known.
-pub fn waiting_reason(job: &Job, now: DateTime<Utc>, ahead: Option<u64>) -> Option<String> {
+/// before it in its queue, when known; `queue_paused` whether an operator paused its queue.
+pub fn waiting_reason(
+    job: &Job,
+    now: DateTime<Utc>,
+    ahead: Option<u64>,
+    queue_paused: bool,
+) -> Option<String> {
+    if queue_paused && job.state.is_waiting() {
+        return Some(format!("queue {} paused", job.queue));
+    }
     match job.state {
         JobState::Pending => {
             let due = job.next_attempt_at.unwrap_or(job.run_at);

@@ -210,9 +210,10 @@ pub struct JobView {
 }
 
 impl JobView {
-    pub fn new(mut job: Job, now: DateTime<Utc>, ahead: Option<u64>) -> Self {
+    /// `paused` lists the paused queues.
+    pub fn new(mut job: Job, now: DateTime<Utc>, ahead: Option<u64>, paused: &[String]) -> Self {
         job.action = job.action.redacted();
-        let waiting_reason = waiting_reason(&job, now, ahead);
+        let waiting_reason = waiting_reason(&job, now, ahead, paused.contains(&job.queue));
         let diagnosis = diagnose(&job);
         let fingerprint = (job.state == JobState::Failed).then(|| {
             retryd_core::explain::fingerprint(

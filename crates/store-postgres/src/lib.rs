@@ -38,7 +38,10 @@ use tokio::sync::broadcast;
 use tokio_postgres::{AsyncMessage, NoTls, Row};
 use tracing::{info, warn};
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/0001_init.sql")),
+    (2, include_str!("../migrations/0002_queues.sql")),
+];
 
 /// Advisory lock keys ("retryd" in ASCII, plus a purpose).
 const MIGRATION_LOCK: i64 = 0x7265_7472_7964_0001;
@@ -46,6 +49,7 @@ const PRUNE_LOCK: i64 = 0x7265_7472_7964_0002;
 
 const WAKE_CHANNEL: &str = "retryd_wake";
 const CANCEL_CHANNEL: &str = "retryd_cancel";
+const QUEUES_CHANNEL: &str = "retryd_queues";
 
 const JOB_COLUMNS: &str = "id, queue, kind, target, action, policy_name, policy, priority, run_at, deadline, \
      labels, idempotency_key, created_by, state, attempt, next_attempt_at, last_error, last_error_class, \
@@ -325,7 +329,9 @@ async fn listen(config: tokio_postgres::Config, notices: broadcast::Sender<Notic
                     }
                 });
                 if client
-                    .batch_execute(&format!("LISTEN {WAKE_CHANNEL}; LISTEN {CANCEL_CHANNEL}"))
+                    .batch_execute(&format!(
+                        "LISTEN {WAKE_CHANNEL}; LISTEN {CANCEL_CHANNEL}; LISTEN {QUEUES_CHANNEL}"
+                    ))
                     .await
                     .is_ok()
                 {
@@ -333,6 +339,7 @@ async fn listen(config: tokio_postgres::Config, notices: broadcast::Sender<Notic
                     let _ = notices.send(Notice::Wake);
                     while let Some((channel, payload)) = rx.recv().await {
                         let notice = match channel.as_str() {
+                            QUEUES_CHANNEL => Notice::Queues,
                             CANCEL_CHANNEL => match payload.parse() {
                                 Ok(id) => Notice::Cancel(id),
                                 Err(_) => continue,
@@ -829,6 +836,26 @@ impl JobWriter for PostgresStore {
         Ok(n)
     }
 
+    async fn set_queue_paused(
+        &self,
+        queue: &str,
+        paused: bool,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        tx.execute(
+            "INSERT INTO queues (name, paused, updated_at, updated_by) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (name) DO UPDATE SET paused = $2, updated_at = $3, updated_by = $4",
+            &[&queue, &paused, &now, &actor],
+        )
+        .await
+        .map_err(pg)?;
+        notify(&tx, QUEUES_CHANNEL, queue).await?;
+        tx.commit().await.map_err(pg)
+    }
+
     async fn record_process(&self, lease: &Lease, process: Process) -> Result<()> {
         let client = self.client().await?;
         client
@@ -1038,6 +1065,15 @@ impl JobReader for PostgresStore {
             .await
             .map_err(pg)?;
         Ok(row.get::<_, i64>(0) as u64)
+    }
+
+    async fn paused_queues(&self) -> Result<Vec<String>> {
+        let client = self.scheduler_client().await?;
+        let rows = client
+            .query("SELECT name FROM queues WHERE paused ORDER BY name", &[])
+            .await
+            .map_err(pg)?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
     async fn queue_depths(&self) -> Result<BTreeMap<String, u64>> {

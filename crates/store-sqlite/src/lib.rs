@@ -30,6 +30,7 @@ use std::sync::{Arc, Mutex};
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/0001_init.sql")),
     (2, include_str!("../migrations/0002_attempt_process.sql")),
+    (3, include_str!("../migrations/0003_queues.sql")),
 ];
 
 const JOB_COLUMNS: &str = "id, queue, kind, target, action, policy_name, policy, priority, run_at, deadline, \
@@ -619,6 +620,26 @@ impl JobWriter for SqliteStore {
         .await
     }
 
+    async fn set_queue_paused(
+        &self,
+        queue: &str,
+        paused: bool,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let (queue, actor) = (queue.to_owned(), actor.to_owned());
+        self.write(move |tx| {
+            tx.execute(
+                "INSERT INTO queues (name, paused, updated_at, updated_by) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (name) DO UPDATE SET paused = ?2, updated_at = ?3, updated_by = ?4",
+                params![queue, paused, ms(now), actor],
+            )
+            .map_err(to_store)?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn record_process(&self, lease: &Lease, process: Process) -> Result<()> {
         let attempt_id = lease.attempt_id;
         self.write(move |tx| {
@@ -829,6 +850,17 @@ impl JobReader for SqliteStore {
             )
             .map(|n| n as u64)
             .map_err(to_store)
+        })
+        .await
+    }
+
+    async fn paused_queues(&self) -> Result<Vec<String>> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT name FROM queues WHERE paused = 1 ORDER BY name")
+                .map_err(to_store)?;
+            let rows = stmt.query_map([], |r| r.get(0)).map_err(to_store)?;
+            rows.collect::<rusqlite::Result<_>>().map_err(to_store)
         })
         .await
     }

@@ -33,6 +33,7 @@ macro_rules! conformance_tests {
             listing_filters_and_cursor_pagination,
             logs_append_trim_and_read,
             an_attempts_process_is_recorded,
+            paused_queues_are_remembered,
             next_wakeup_is_the_earliest_due_instant,
         );
     };
@@ -898,6 +899,26 @@ pub async fn an_attempts_process_is_recorded(store: DynStore) {
             .await
             .unwrap(),
         Some(process)
+    );
+}
+
+pub async fn paused_queues_are_remembered(store: DynStore) {
+    assert!(store.paused_queues().await.unwrap().is_empty());
+    store
+        .set_queue_paused("deploy", true, "ops", t0())
+        .await
+        .unwrap();
+    store
+        .set_queue_paused("mail", true, "ops", t0())
+        .await
+        .unwrap();
+    store
+        .set_queue_paused("mail", false, "ops", t0())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.paused_queues().await.unwrap(),
+        vec!["deploy".to_owned()]
     );
 }
 

@@ -242,6 +242,15 @@ pub trait JobWriter: Send + Sync {
     /// Deletes the given terminal jobs; live ones are skipped. Returns how many went.
     async fn purge_jobs(&self, ids: &[JobId]) -> Result<u64>;
 
+    /// Pauses or resumes a queue: a paused queue's jobs are not claimed.
+    async fn set_queue_paused(
+        &self,
+        queue: &str,
+        paused: bool,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()>;
+
     /// Records the process group leader of a running command attempt.
     async fn record_process(&self, lease: &Lease, process: Process) -> Result<()>;
 
@@ -275,6 +284,8 @@ pub trait JobReader: Send + Sync {
     async fn count_ahead(&self, job: &Job, now: DateTime<Utc>) -> Result<u64>;
     /// Jobs per state.
     async fn count_by_state(&self) -> Result<BTreeMap<JobState, u64>>;
+    /// The queues that are paused.
+    async fn paused_queues(&self) -> Result<Vec<String>>;
     /// Waiting jobs (pending or retrying) per queue.
     async fn queue_depths(&self) -> Result<BTreeMap<String, u64>>;
     /// Running jobs whose lease expired before `cutoff`.
@@ -315,6 +326,8 @@ pub enum Notice {
     Wake,
     /// A client asked to cancel this job; stop its attempt if it runs here.
     Cancel(JobId),
+    /// A queue was paused or resumed.
+    Queues,
 }
 
 /// A complete backend.

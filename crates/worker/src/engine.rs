@@ -146,6 +146,9 @@ pub(crate) struct Inner {
     /// Shared by every `http` attempt: one connection pool, one guard.
     pub http: HttpClient,
     pub metrics: Metrics,
+    /// Paused queues, as last read from the store (refreshed on change notices and on every
+    /// safety re-check). A std RwLock: read on every claim, never held across .await.
+    paused: std::sync::RwLock<Vec<String>>,
     events: broadcast::Sender<Event>,
     /// Wakes the claim loop: new or requeued work, a freed slot.
     wake: Notify,
@@ -183,6 +186,7 @@ impl Engine {
                 http: HttpClient::new(HostGuard::new(&config.http_allow_hosts)),
                 config,
                 metrics: Metrics::default(),
+                paused: std::sync::RwLock::new(Vec::new()),
                 events,
                 wake: Notify::new(),
                 running: Mutex::new(HashMap::new()),
@@ -341,6 +345,10 @@ impl Engine {
         let store = &self.inner.store;
         let now = self.now();
         let (deadlines, leases) = sweep.due(now);
+        if deadlines && leases {
+            // The safety re-check also re-reads the paused queues.
+            self.refresh_paused().await;
+        }
         if deadlines {
             for (_, event) in store.expire_jobs(now).await? {
                 self.publish(event);
@@ -414,8 +422,36 @@ impl Engine {
             limit: free,
             queue_free,
             default_queue_free: config.default_queue_concurrency.min(free),
-            paused: Vec::new(),
+            paused: self.paused_queues(),
         }
+    }
+
+    /// The queues paused, as this node last read them.
+    pub fn paused_queues(&self) -> Vec<String> {
+        self.inner.paused.read().expect("paused list").clone()
+    }
+
+    async fn refresh_paused(&self) {
+        match self.inner.store.paused_queues().await {
+            Ok(paused) => *self.inner.paused.write().expect("paused list") = paused,
+            Err(e) => warn!(error = %e, "could not read the paused queues; keeping the last list"),
+        }
+    }
+
+    /// Pauses or resumes a queue: its running attempts finish, nothing new is claimed.
+    pub async fn set_queue_paused(
+        &self,
+        queue: &str,
+        paused: bool,
+        actor: &str,
+    ) -> Result<(), Error> {
+        self.inner
+            .store
+            .set_queue_paused(queue, paused, actor, self.now())
+            .await?;
+        self.refresh_paused().await;
+        self.wake();
+        Ok(())
     }
 
     fn register(&self, claimed: &retryd_store::Claimed) {
@@ -483,6 +519,10 @@ impl Engine {
                 Ok(Notice::Wake) => self.wake(),
                 Ok(Notice::Cancel(id)) => {
                     self.stop_running(id);
+                }
+                Ok(Notice::Queues) => {
+                    self.refresh_paused().await;
+                    self.wake();
                 }
                 // Missed some: looking again covers whatever they were.
                 Err(broadcast::error::RecvError::Lagged(_)) => self.wake(),

@@ -123,7 +123,7 @@ pub async fn list(
         jobs: jobs
             .into_iter()
             .take(limit)
-            .map(|job| JobView::new(job, now, None))
+            .map(|job| JobView::new(job, now, None, &[]))
             .collect(),
     }))
 }

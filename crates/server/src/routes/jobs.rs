@@ -25,7 +25,7 @@ async fn view(state: &AppState, job: Job) -> Result<JobView, Error> {
     } else {
         None
     };
-    Ok(JobView::new(job, now, ahead))
+    Ok(JobView::new(job, now, ahead, &state.engine.paused_queues()))
 }
 
 pub async fn submit(
@@ -57,11 +57,12 @@ pub async fn list(
         .list_jobs(&query.filter()?, query.cursor()?, query.limit()?)
         .await?;
     let now = state.engine.now();
+    let paused = state.engine.paused_queues();
     Ok(Json(JobPage {
         jobs: page
             .jobs
             .into_iter()
-            .map(|job| JobView::new(job, now, None))
+            .map(|job| JobView::new(job, now, None, &paused))
             .collect(),
         next_cursor: page.next_cursor,
     }))

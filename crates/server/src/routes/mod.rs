@@ -3,6 +3,7 @@ pub mod events;
 pub mod health;
 pub mod jobs;
 pub mod policies;
+pub mod queues;
 
 use crate::error::Error;
 use axum::extract::OriginalUri;

@@ -1,0 +1,67 @@
+//! Queues: how many jobs wait in each, and pausing and resuming them.
+
+use crate::AppState;
+use crate::error::Error;
+use axum::Json;
+use axum::extract::{Path, State};
+use retryd_core::job::validate_name;
+use serde::Serialize;
+use std::collections::BTreeSet;
+
+#[derive(Debug, Serialize)]
+pub struct QueueView {
+    pub name: String,
+    pub paused: bool,
+    /// Pending or retrying jobs.
+    pub waiting: u64,
+}
+
+/// Every queue that has waiting jobs or is paused.
+pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<QueueView>>, Error> {
+    let depths = state.engine.store().queue_depths().await?;
+    let paused = state.engine.store().paused_queues().await?;
+    let names: BTreeSet<&String> = depths.keys().chain(paused.iter()).collect();
+    Ok(Json(
+        names
+            .into_iter()
+            .map(|name| QueueView {
+                name: name.clone(),
+                paused: paused.contains(name),
+                waiting: depths.get(name).copied().unwrap_or(0),
+            })
+            .collect(),
+    ))
+}
+
+async fn set(state: &AppState, name: &str, paused: bool) -> Result<Json<QueueView>, Error> {
+    validate_name("queue", name).map_err(|message| Error::invalid("queue", message))?;
+    state.engine.set_queue_paused(name, paused, "api").await?;
+    let waiting = state
+        .engine
+        .store()
+        .queue_depths()
+        .await?
+        .get(name)
+        .copied()
+        .unwrap_or(0);
+    Ok(Json(QueueView {
+        name: name.to_owned(),
+        paused,
+        waiting,
+    }))
+}
+
+/// Running attempts finish; nothing new is claimed from the queue until it is resumed.
+pub async fn pause(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<QueueView>, Error> {
+    set(&state, &name, true).await
+}
+
+pub async fn resume(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<QueueView>, Error> {
+    set(&state, &name, false).await
+}
