@@ -107,6 +107,25 @@ async fn submit_all(nodes: &[Server], bodies: Vec<Value>) -> Vec<String> {
     futures::stream::iter(requests).buffered(16).collect().await
 }
 
+/// Waits until `owner` runs at least `count` attempts, as `node` sees them.
+async fn wait_until_running_on(node: &Server, owner: &str, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, page) = node.get("/jobs?state=running&limit=100").await;
+        let running = page["jobs"].as_array().map_or(0, |jobs| {
+            jobs.iter().filter(|j| j["lease_owner"] == owner).count()
+        });
+        if running >= count {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{owner} never ran {count} attempts at once"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 fn command(script: String, policy: Value) -> Value {
     json!({ "action": { "type": "command", "program": "sh", "args": ["-c", script] }, "policy": policy })
 }
@@ -197,21 +216,7 @@ async fn a_killed_nodes_attempts_are_rescued_by_the_others() {
         })
         .collect();
     let ids = submit_all(&nodes, bodies).await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (_, page) = nodes[1].get("/jobs?state=running&limit=100").await;
-        let on_n1 = page["jobs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|j| j["lease_owner"] == "n1")
-            .count();
-        if on_n1 >= 3 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "n1 never ran anything");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until_running_on(&nodes[1], "n1", 3).await;
     let killed_at = Utc::now();
     nodes[0].kill9();
     wait_all_finished(&nodes[1], Duration::from_secs(60)).await;
@@ -344,22 +349,7 @@ async fn a_frozen_node_cut_off_from_the_database_cannot_apply_late_results() {
         })
         .collect();
     let ids = submit_all(&nodes, bodies).await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (_, page) = nodes[1].get("/jobs?state=running&limit=100").await;
-        if page["jobs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|j| j["lease_owner"] == "n1")
-            .count()
-            >= 2
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "n1 never ran anything");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_until_running_on(&nodes[1], "n1", 2).await;
     // Cut n1's database connections, then freeze it past its lease.
     let admin = retryd_store_postgres::testing::admin_url();
     let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
