@@ -46,6 +46,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
 /// Advisory lock keys ("retryd" in ASCII, plus a purpose).
 const MIGRATION_LOCK: i64 = 0x7265_7472_7964_0001;
 const PRUNE_LOCK: i64 = 0x7265_7472_7964_0002;
+const EXPIRE_LOCK: i64 = 0x7265_7472_7964_0003;
 
 const WAKE_CHANNEL: &str = "retryd_wake";
 const CANCEL_CHANNEL: &str = "retryd_cancel";
@@ -752,6 +753,17 @@ impl JobWriter for PostgresStore {
     async fn expire_jobs(&self, now: DateTime<Utc>) -> Result<Vec<(Job, Event)>> {
         let mut client = self.scheduler_client().await?;
         let tx = client.transaction().await.map_err(pg)?;
+        // One node sweeps at a time; another finds the lock taken and leaves it to that one
+        // (whose sweep this is), and takes over on its next tick if that node dies.
+        let locked: bool = tx
+            .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&EXPIRE_LOCK])
+            .await
+            .map_err(pg)?
+            .get(0);
+        if !locked {
+            tx.commit().await.map_err(pg)?;
+            return Ok(Vec::new());
+        }
         let due = select_jobs(
             &tx,
             &format!(
