@@ -15,9 +15,11 @@
 //! - [`decide`]: turns a classified failure into "retry at", "fail" or "expire".
 //! - [`job`]: identifiers, validated newtypes and actions.
 //! - [`explain`]: the one-line waiting reason and the diagnosis of a finished job.
+//! - [`auth`]: the API's roles.
 //! - [`clock`]: the injected clock.
 //! - [`retry`]: the in-process `retry(policy, op)` library API.
 
+pub mod auth;
 pub mod classify;
 pub mod clock;
 pub mod decide;
@@ -28,6 +30,7 @@ pub mod policy;
 pub mod retry;
 pub mod state;
 
+pub use auth::Role;
 pub use classify::{Class, Classification, Failure, Rule};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use decide::{Decision, decide};

@@ -24,23 +24,29 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use futures::StreamExt;
+use retryd_core::Role;
 use retryd_core::job::{Attempt, Event, Job, LogLine, NewJob, Stream};
 use retryd_core::{AttemptOutcome, Class, JobId, JobState};
+use retryd_store::stats::{Bucket, ErrorGroup, FinishedGroup, TOP_ERRORS};
 use retryd_store::{
-    AttemptResult, ClaimRequest, Claimed, Error, Inserted, JobFilter, JobReader, JobWriter, Lease,
-    NewLogLine, Notice, Page, Process, Requeue, Result, Store, Wakeups, rules,
+    AccessStore, AttemptResult, ClaimRequest, Claimed, Error, Inserted, JobFilter, JobReader,
+    JobWriter, Lease, NewLogLine, Notice, Page, Process, Requeue, Result, StatsQuery, StatsRows,
+    Store, StoredPolicy, TokenRecord, Wakeups, rules,
 };
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::time::Duration;
 use tokio::sync::broadcast;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{AsyncMessage, NoTls, Row};
 use tracing::{info, warn};
 
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/0001_init.sql")),
     (2, include_str!("../migrations/0002_queues.sql")),
+    (4, include_str!("../migrations/0004_access_and_stats.sql")),
 ];
 
 /// Advisory lock keys ("retryd" in ASCII, plus a purpose).
@@ -1161,6 +1167,10 @@ impl JobReader for PostgresStore {
         client.query_one("SELECT 1", &[]).await.map_err(pg)?;
         Ok(())
     }
+
+    async fn stats_rows(&self, query: &StatsQuery) -> Result<StatsRows> {
+        stats_rows(&self.client().await?, query).await
+    }
 }
 
 impl Store for PostgresStore {
@@ -1171,4 +1181,234 @@ impl Store for PostgresStore {
     fn notices(&self) -> Option<broadcast::Receiver<Notice>> {
         Some(self.notices.subscribe())
     }
+}
+
+const TOKEN_COLUMNS: &str = "id, name, role, secret_hash, created_at, created_by, revoked_at";
+
+fn token_from_row(row: &Row) -> Result<TokenRecord> {
+    let role: String = row.get(2);
+    Ok(TokenRecord {
+        id: row.get(0),
+        name: row.get(1),
+        role: Role::parse(&role).ok_or_else(|| corrupt(format!("role {role}")))?,
+        secret_hash: row.get(3),
+        created_at: row.get(4),
+        created_by: row.get(5),
+        revoked_at: row.get(6),
+    })
+}
+
+#[async_trait]
+impl AccessStore for PostgresStore {
+    async fn insert_token(&self, token: &TokenRecord) -> Result<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                &format!(
+                    "INSERT INTO api_tokens ({TOKEN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+                ),
+                &[
+                    &token.id,
+                    &token.name,
+                    &token.role.as_str(),
+                    &token.secret_hash,
+                    &token.created_at,
+                    &token.created_by,
+                    &token.revoked_at,
+                ],
+            )
+            .await
+            .map_err(|e| match e.code() {
+                Some(&SqlState::UNIQUE_VIOLATION) => {
+                    Error::Conflict(format!("a token named '{}' already exists", token.name))
+                }
+                _ => pg(e),
+            })?;
+        Ok(())
+    }
+
+    async fn revoke_token(
+        &self,
+        id_or_name: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<TokenRecord>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                &format!(
+                    "UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, $2) \
+                     WHERE id = $1 OR name = $1 RETURNING {TOKEN_COLUMNS}"
+                ),
+                &[&id_or_name, &now],
+            )
+            .await
+            .map_err(pg)?;
+        row.as_ref().map(token_from_row).transpose()
+    }
+
+    async fn get_token(&self, id: &str) -> Result<Option<TokenRecord>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                &format!("SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE id = $1"),
+                &[&id],
+            )
+            .await
+            .map_err(pg)?;
+        row.as_ref().map(token_from_row).transpose()
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!("SELECT {TOKEN_COLUMNS} FROM api_tokens ORDER BY created_at, id"),
+                &[],
+            )
+            .await
+            .map_err(pg)?;
+        rows.iter().map(token_from_row).collect()
+    }
+
+    async fn put_policy(&self, policy: &StoredPolicy) -> Result<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO managed_policies (name, policy, active, updated_at, updated_by) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (name) DO UPDATE SET policy = $2, active = $3, updated_at = $4, updated_by = $5",
+                &[
+                    &policy.name,
+                    &to_json(&policy.policy),
+                    &policy.active,
+                    &policy.updated_at,
+                    &policy.updated_by,
+                ],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(())
+    }
+
+    async fn list_policies(&self) -> Result<Vec<StoredPolicy>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT name, policy, active, updated_at, updated_by FROM managed_policies ORDER BY name",
+                &[],
+            )
+            .await
+            .map_err(pg)?;
+        rows.iter()
+            .map(|r| {
+                Ok(StoredPolicy {
+                    name: r.get(0),
+                    policy: json(r.get(1))?,
+                    active: r.get(2),
+                    updated_at: r.get(3),
+                    updated_by: r.get(4),
+                })
+            })
+            .collect()
+    }
+}
+
+/// Reads the grouped rows behind stats; `$1`..`$5` are since, until, queue, kind, target.
+async fn stats_rows(client: &impl GenericClient, query: &StatsQuery) -> Result<StatsRows> {
+    const FILTER: &str = "($3::text IS NULL OR j.queue = $3) AND ($4::text IS NULL OR j.kind = $4) AND ($5::text IS NULL OR j.target = $5)";
+    let window: [&(dyn ToSql + Sync); 5] = [
+        &query.since,
+        &query.until,
+        &query.queue,
+        &query.kind,
+        &query.target,
+    ];
+    let mut rows = StatsRows::default();
+    for r in client
+        .query(
+            &format!("SELECT j.state, COUNT(*) FROM jobs j WHERE j.created_at >= $1 AND j.created_at < $2 AND {FILTER} GROUP BY j.state"),
+            &window,
+        )
+        .await
+        .map_err(pg)?
+    {
+        rows.created.insert(state(r.get(0))?, r.get::<_, i64>(1) as u64);
+    }
+    rows.pending_retries = client
+        .query_one(
+            &format!("SELECT COUNT(*) FROM jobs j WHERE j.state = 'retrying' AND $1::timestamptz <= $2::timestamptz AND {FILTER}"),
+            &window,
+        )
+        .await
+        .map_err(pg)?
+        .get::<_, i64>(0) as u64;
+    for r in client
+        .query(
+            &format!(
+                "SELECT j.kind, j.target, j.state, j.attempt <= 1, COUNT(*), SUM(j.attempt)::bigint FROM jobs j \
+                 WHERE j.state IN ('succeeded', 'failed', 'expired', 'cancelled') \
+                   AND j.finished_at >= $1 AND j.finished_at < $2 AND {FILTER} \
+                 GROUP BY j.kind, j.target, j.state, j.attempt <= 1"
+            ),
+            &window,
+        )
+        .await
+        .map_err(pg)?
+    {
+        rows.finished.push(FinishedGroup {
+            kind: r.get(0),
+            target: r.get(1),
+            state: state(r.get(2))?,
+            first_attempt: r.get(3),
+            jobs: r.get::<_, i64>(4) as u64,
+            attempts: r.get::<_, i64>(5) as u64,
+        });
+    }
+    for r in client
+        .query(
+            &format!(
+                "SELECT a.class, a.error, COUNT(*) FROM attempts a JOIN jobs j ON j.id = a.job_id \
+                 WHERE a.started_at >= $1 AND a.started_at < $2 AND {FILTER} \
+                   AND a.outcome IN ('failed', 'timed_out', 'lost') AND a.error IS NOT NULL \
+                 GROUP BY a.class, a.error ORDER BY COUNT(*) DESC, a.error LIMIT {TOP_ERRORS}"
+            ),
+            &window,
+        )
+        .await
+        .map_err(pg)?
+    {
+        rows.errors.push(ErrorGroup {
+            class: class(r.get(0))?,
+            message: r.get(1),
+            count: r.get::<_, i64>(2) as u64,
+        });
+    }
+    let bucket_ms = query.bucket.num_milliseconds().max(1);
+    let series_params: [&(dyn ToSql + Sync); 6] = [
+        &query.since,
+        &query.until,
+        &query.queue,
+        &query.kind,
+        &query.target,
+        &bucket_ms,
+    ];
+    for r in client
+        .query(
+            &format!(
+                "SELECT (floor(extract(epoch FROM a.started_at - $1) * 1000)::bigint / $6) AS b, COUNT(*), \
+                        COUNT(*) FILTER (WHERE a.outcome IN ('failed', 'timed_out', 'lost')) \
+                 FROM attempts a JOIN jobs j ON j.id = a.job_id \
+                 WHERE a.started_at >= $1 AND a.started_at < $2 AND {FILTER} GROUP BY b ORDER BY b"
+            ),
+            &series_params,
+        )
+        .await
+        .map_err(pg)?
+    {
+        rows.series.push(Bucket {
+            start: query.since + chrono::Duration::milliseconds(r.get::<_, i64>(0) * bucket_ms),
+            attempts: r.get::<_, i64>(1) as u64,
+            failures: r.get::<_, i64>(2) as u64,
+        });
+    }
+    Ok(rows)
 }

@@ -15,11 +15,14 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
+use retryd_core::Role;
 use retryd_core::job::{Attempt, Event, Job, LogLine, NewJob, Stream};
 use retryd_core::{AttemptOutcome, Class, JobId, JobState};
+use retryd_store::stats::{Bucket, ErrorGroup, FinishedGroup, TOP_ERRORS};
 use retryd_store::{
-    AttemptResult, ClaimRequest, Claimed, Error, Inserted, JobFilter, JobReader, JobWriter, Lease,
-    NewLogLine, Page, Process, Requeue, Result, Store, Wakeups, rules,
+    AccessStore, AttemptResult, ClaimRequest, Claimed, Error, Inserted, JobFilter, JobReader,
+    JobWriter, Lease, NewLogLine, Page, Process, Requeue, Result, StatsQuery, StatsRows, Store,
+    StoredPolicy, TokenRecord, Wakeups, rules,
 };
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use std::collections::BTreeMap;
@@ -31,6 +34,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/0001_init.sql")),
     (2, include_str!("../migrations/0002_attempt_process.sql")),
     (3, include_str!("../migrations/0003_queues.sql")),
+    (4, include_str!("../migrations/0004_access_and_stats.sql")),
 ];
 
 const JOB_COLUMNS: &str = "id, queue, kind, target, action, policy_name, policy, priority, run_at, deadline, \
@@ -941,10 +945,238 @@ impl JobReader for SqliteStore {
         self.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(to_store))
             .await
     }
+
+    async fn stats_rows(&self, query: &StatsQuery) -> Result<StatsRows> {
+        let query = query.clone();
+        self.read(move |conn| stats_rows(conn, &query).map_err(to_store))
+            .await
+    }
 }
 
 impl Store for SqliteStore {
     fn is_exclusive(&self) -> bool {
         true
     }
+}
+
+fn token_from_row(row: &Row<'_>) -> rusqlite::Result<TokenRecord> {
+    let role: String = row.get(2)?;
+    Ok(TokenRecord {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        role: Role::parse(&role).ok_or_else(|| corrupt(2, format!("role {role}")))?,
+        secret_hash: row.get(3)?,
+        created_at: from_ms(row.get(4)?),
+        created_by: row.get(5)?,
+        revoked_at: row.get::<_, Option<i64>>(6)?.map(from_ms),
+    })
+}
+
+const TOKEN_COLUMNS: &str = "id, name, role, secret_hash, created_at, created_by, revoked_at";
+
+fn unique_violation(e: rusqlite::Error, what: &str) -> Error {
+    match e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+                || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE =>
+        {
+            Error::Conflict(format!("{what} already exists"))
+        }
+        other => to_store(other),
+    }
+}
+
+#[async_trait]
+impl AccessStore for SqliteStore {
+    async fn insert_token(&self, token: &TokenRecord) -> Result<()> {
+        let token = token.clone();
+        self.write(move |tx| {
+            tx.execute(
+                &format!(
+                    "INSERT INTO api_tokens ({TOKEN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+                ),
+                params![
+                    token.id,
+                    token.name,
+                    token.role.as_str(),
+                    token.secret_hash,
+                    ms(token.created_at),
+                    token.created_by,
+                    opt_ms(token.revoked_at)
+                ],
+            )
+            .map_err(|e| unique_violation(e, &format!("a token named '{}'", token.name)))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn revoke_token(
+        &self,
+        id_or_name: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<TokenRecord>> {
+        let key = id_or_name.to_owned();
+        self.write(move |tx| {
+            tx.execute(
+                "UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1 OR name = ?1",
+                params![key, ms(now)],
+            )
+            .map_err(to_store)?;
+            tx.query_row(
+                &format!("SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE id = ?1 OR name = ?1"),
+                [&key],
+                token_from_row,
+            )
+            .optional()
+            .map_err(to_store)
+        })
+        .await
+    }
+
+    async fn get_token(&self, id: &str) -> Result<Option<TokenRecord>> {
+        let id = id.to_owned();
+        self.read(move |conn| {
+            conn.prepare_cached(&format!(
+                "SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE id = ?1"
+            ))
+            .and_then(|mut stmt| stmt.query_row([id], token_from_row).optional())
+            .map_err(to_store)
+        })
+        .await
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT {TOKEN_COLUMNS} FROM api_tokens ORDER BY created_at, id"
+                ))
+                .map_err(to_store)?;
+            let rows = stmt.query_map([], token_from_row).map_err(to_store)?;
+            rows.collect::<rusqlite::Result<_>>().map_err(to_store)
+        })
+        .await
+    }
+
+    async fn put_policy(&self, policy: &StoredPolicy) -> Result<()> {
+        let policy = policy.clone();
+        self.write(move |tx| {
+            tx.execute(
+                "INSERT INTO managed_policies (name, policy, active, updated_at, updated_by) VALUES (?1, ?2, ?3, ?4, ?5) \
+                 ON CONFLICT (name) DO UPDATE SET policy = ?2, active = ?3, updated_at = ?4, updated_by = ?5",
+                params![policy.name, json(&policy.policy), policy.active, ms(policy.updated_at), policy.updated_by],
+            )
+            .map_err(to_store)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_policies(&self) -> Result<Vec<StoredPolicy>> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT name, policy, active, updated_at, updated_by FROM managed_policies ORDER BY name")
+                .map_err(to_store)?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(StoredPolicy {
+                        name: r.get(0)?,
+                        policy: json_col(r, 1)?,
+                        active: r.get(2)?,
+                        updated_at: from_ms(r.get(3)?),
+                        updated_by: r.get(4)?,
+                    })
+                })
+                .map_err(to_store)?;
+            rows.collect::<rusqlite::Result<_>>().map_err(to_store)
+        })
+        .await
+    }
+}
+
+/// Reads the grouped rows behind stats; `?1`..`?5` are since, until, queue, kind, target.
+fn stats_rows(conn: &Connection, query: &StatsQuery) -> rusqlite::Result<StatsRows> {
+    const FILTER: &str = "(?3 IS NULL OR j.queue = ?3) AND (?4 IS NULL OR j.kind = ?4) AND (?5 IS NULL OR j.target = ?5)";
+    let window = params![
+        ms(query.since),
+        ms(query.until),
+        query.queue,
+        query.kind,
+        query.target
+    ];
+    let mut rows = StatsRows::default();
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT j.state, COUNT(*) FROM jobs j WHERE j.created_at >= ?1 AND j.created_at < ?2 AND {FILTER} GROUP BY j.state"
+    ))?;
+    rows.created = stmt
+        .query_map(window, |r| {
+            Ok((state_col(r, 0)?, r.get::<_, i64>(1)? as u64))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    rows.pending_retries = conn
+        .prepare_cached(&format!(
+            "SELECT COUNT(*) FROM jobs j WHERE j.state = 'retrying' AND ?1 <= ?2 AND {FILTER}"
+        ))?
+        .query_row(window, |r| r.get::<_, i64>(0))? as u64;
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT j.kind, j.target, j.state, j.attempt <= 1, COUNT(*), SUM(j.attempt) FROM jobs j \
+         WHERE j.state IN ('succeeded', 'failed', 'expired', 'cancelled') \
+           AND j.finished_at >= ?1 AND j.finished_at < ?2 AND {FILTER} \
+         GROUP BY j.kind, j.target, j.state, j.attempt <= 1"
+    ))?;
+    rows.finished = stmt
+        .query_map(window, |r| {
+            Ok(FinishedGroup {
+                kind: r.get(0)?,
+                target: r.get(1)?,
+                state: state_col(r, 2)?,
+                first_attempt: r.get(3)?,
+                jobs: r.get::<_, i64>(4)? as u64,
+                attempts: r.get::<_, i64>(5)? as u64,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT a.class, a.error, COUNT(*) FROM attempts a JOIN jobs j ON j.id = a.job_id \
+         WHERE a.started_at >= ?1 AND a.started_at < ?2 AND {FILTER} \
+           AND a.outcome IN ('failed', 'timed_out', 'lost') AND a.error IS NOT NULL \
+         GROUP BY a.class, a.error ORDER BY COUNT(*) DESC, a.error LIMIT {TOP_ERRORS}"
+    ))?;
+    rows.errors = stmt
+        .query_map(window, |r| {
+            Ok(ErrorGroup {
+                class: class_col(r, 0)?,
+                message: r.get(1)?,
+                count: r.get::<_, i64>(2)? as u64,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let bucket_ms = query.bucket.num_milliseconds().max(1);
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT (a.started_at - ?1) / ?6, COUNT(*), \
+                SUM(CASE WHEN a.outcome IN ('failed', 'timed_out', 'lost') THEN 1 ELSE 0 END) \
+         FROM attempts a JOIN jobs j ON j.id = a.job_id \
+         WHERE a.started_at >= ?1 AND a.started_at < ?2 AND {FILTER} GROUP BY 1 ORDER BY 1"
+    ))?;
+    rows.series = stmt
+        .query_map(
+            params![
+                ms(query.since),
+                ms(query.until),
+                query.queue,
+                query.kind,
+                query.target,
+                bucket_ms
+            ],
+            |r| {
+                Ok(Bucket {
+                    start: from_ms(ms(query.since) + r.get::<_, i64>(0)? * bucket_ms),
+                    attempts: r.get::<_, i64>(1)? as u64,
+                    failures: r.get::<_, i64>(2)? as u64,
+                })
+            },
+        )?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(rows)
 }

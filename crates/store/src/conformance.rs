@@ -35,6 +35,9 @@ macro_rules! conformance_tests {
             an_attempts_process_is_recorded,
             paused_queues_are_remembered,
             next_wakeup_is_the_earliest_due_instant,
+            tokens_are_unique_by_name_and_revocable,
+            managed_policies_are_created_updated_and_deactivated,
+            stats_rows_group_what_happened_in_the_window,
         );
     };
     (@each $make:expr; $($name:ident),* $(,)?) => {
@@ -961,4 +964,162 @@ pub async fn next_wakeup_is_the_earliest_due_instant(store: DynStore) {
         Some(t0() + secs(40)),
         "the claim's 30 s lease"
     );
+}
+
+fn token(id: &str, name: &str, role: retryd_core::Role) -> TokenRecord {
+    TokenRecord {
+        id: id.into(),
+        name: name.into(),
+        role,
+        secret_hash: format!("{:0>64}", id),
+        created_at: t0(),
+        created_by: "conformance".into(),
+        revoked_at: None,
+    }
+}
+
+pub async fn tokens_are_unique_by_name_and_revocable(store: DynStore) {
+    use retryd_core::Role;
+    assert!(store.list_tokens().await.unwrap().is_empty());
+    store
+        .insert_token(&token("a1", "ci", Role::Operator))
+        .await
+        .unwrap();
+    store
+        .insert_token(&token("b2", "alice", Role::Admin))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.insert_token(&token("c3", "ci", Role::Viewer)).await,
+        Err(Error::Conflict(_))
+    ));
+    assert_eq!(
+        store.get_token("a1").await.unwrap(),
+        Some(token("a1", "ci", Role::Operator))
+    );
+    assert_eq!(store.get_token("zz").await.unwrap(), None);
+    let revoked = store
+        .revoke_token("ci", t0() + secs(5))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(revoked.revoked_at, Some(t0() + secs(5)));
+    // Revoking again keeps the first instant.
+    let again = store
+        .revoke_token("a1", t0() + secs(9))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.revoked_at, Some(t0() + secs(5)));
+    assert_eq!(store.revoke_token("nobody", t0()).await.unwrap(), None);
+    let names: Vec<_> = store
+        .list_tokens()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.name, t.revoked_at.is_some()))
+        .collect();
+    assert_eq!(names, vec![("ci".into(), true), ("alice".into(), false)]);
+}
+
+pub async fn managed_policies_are_created_updated_and_deactivated(store: DynStore) {
+    let mut stored = StoredPolicy {
+        name: "rpc".into(),
+        policy: Policy {
+            max_attempts: 7,
+            ..Policy::default()
+        },
+        active: true,
+        updated_at: t0(),
+        updated_by: "alice".into(),
+    };
+    store.put_policy(&stored).await.unwrap();
+    assert_eq!(store.list_policies().await.unwrap(), vec![stored.clone()]);
+    stored.policy.max_attempts = 9;
+    stored.active = false;
+    stored.updated_at = t0() + secs(60);
+    store.put_policy(&stored).await.unwrap();
+    assert_eq!(store.list_policies().await.unwrap(), vec![stored]);
+}
+
+pub async fn stats_rows_group_what_happened_in_the_window(store: DynStore) {
+    // Three jobs: one succeeds at once, one after a failed attempt, one fails for good;
+    // a fourth in another queue is filtered out.
+    insert(&store, new_job("default", 50, -5)).await;
+    let b = insert(&store, new_job("default", 50, -4)).await;
+    insert(&store, new_job("default", 50, -3)).await;
+    insert(&store, new_job("other", 50, 600)).await;
+    let mut claimed = store.claim_jobs(&claim_request(t0(), 3)).await.unwrap();
+    assert_eq!(claimed.len(), 3);
+    claimed.sort_by_key(|c| c.job.next_attempt_at);
+    let done = |claimed: &Claimed, now| AttemptResult {
+        exit_code: Some(0),
+        error: None,
+        class: None,
+        rule: None,
+        ..result(claimed, now, AttemptOutcome::Succeeded, Next::Succeeded)
+    };
+    store
+        .finish_attempt(&done(&claimed[0], t0() + secs(1)))
+        .await
+        .unwrap();
+    store
+        .finish_attempt(&result(
+            &claimed[1],
+            t0() + secs(1),
+            AttemptOutcome::Failed,
+            Next::Retry {
+                at: t0() + secs(2),
+                delay: Duration::from_secs(1),
+                delay_reason: "backoff".into(),
+            },
+        ))
+        .await
+        .unwrap();
+    store
+        .finish_attempt(&result(
+            &claimed[2],
+            t0() + secs(1),
+            AttemptOutcome::Failed,
+            Next::Failed,
+        ))
+        .await
+        .unwrap();
+    let query = StatsQuery {
+        since: t0() - secs(60),
+        until: t0() + secs(3600),
+        queue: Some("default".into()),
+        kind: None,
+        target: None,
+        bucket: Span::minutes(1),
+    };
+    let rows = store.stats_rows(&query).await.unwrap();
+    assert_eq!(rows.pending_retries, 1);
+    assert_eq!(rows.created.get(&JobState::Succeeded), Some(&1));
+    assert_eq!(rows.created.get(&JobState::Retrying), Some(&1));
+    assert_eq!(rows.created.get(&JobState::Failed), Some(&1));
+    assert_eq!(rows.errors.len(), 1);
+    assert_eq!(rows.errors[0].count, 2);
+    assert_eq!(rows.errors[0].message, "connection refused");
+    assert_eq!(rows.series.iter().map(|b| b.attempts).sum::<u64>(), 3);
+    assert_eq!(rows.series.iter().map(|b| b.failures).sum::<u64>(), 2);
+
+    let claimed = store
+        .claim_jobs(&claim_request(t0() + secs(3), 3))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].job.id, b.id);
+    store
+        .finish_attempt(&done(&claimed[0], t0() + secs(4)))
+        .await
+        .unwrap();
+    let stats = Stats::from_rows(&query, store.stats_rows(&query).await.unwrap());
+    assert_eq!(stats.rates.finished, 3);
+    assert_eq!(stats.rates.succeeded, 2);
+    assert_eq!(stats.rates.first_attempt_success_rate, Some(1.0 / 3.0));
+    assert_eq!(stats.rates.mean_attempts, Some(4.0 / 3.0));
+    assert_eq!(stats.meets_target, Some(false));
+    assert_eq!(stats.pending_retries, 0);
+    assert_eq!(stats.totals.len(), 7, "every state is present");
 }

@@ -8,10 +8,17 @@
 //! # Layout
 //!
 //! - this file: the traits, their inputs and outputs, and [`Error`].
+//! - [`access`]: API tokens and managed policies ([`AccessStore`]).
+//! - [`stats`]: the grouped rows a backend reads for stats, and the rates computed from them.
 //! - [`conformance`]: the behaviour every backend must show, as async test functions, and the
 //!   [`conformance_tests!`] macro that turns them into `#[tokio::test]`s for a backend.
 
+pub mod access;
 pub mod conformance;
+pub mod stats;
+
+pub use access::{AccessStore, StoredPolicy, TokenRecord};
+pub use stats::{Stats, StatsQuery, StatsRows};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -296,6 +303,8 @@ pub trait JobReader: Send + Sync {
     async fn attempt_process(&self, attempt_id: i64) -> Result<Option<Process>>;
     /// Whether the database answers.
     async fn ping(&self) -> Result<()>;
+    /// The grouped rows behind [`Stats`].
+    async fn stats_rows(&self, query: &StatsQuery) -> Result<StatsRows>;
 }
 
 /// The next instants the engine has work, by kind: separate, so that a wake-up for a due job
@@ -331,7 +340,7 @@ pub enum Notice {
 }
 
 /// A complete backend.
-pub trait Store: JobWriter + JobReader + std::fmt::Debug {
+pub trait Store: JobWriter + JobReader + AccessStore + std::fmt::Debug {
     /// True when one process owns the database (SQLite with its lock file): at start, every
     /// `running` job then belongs to a dead process and is rescued at once.
     fn is_exclusive(&self) -> bool;
