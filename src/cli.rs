@@ -18,6 +18,9 @@ pub struct Cli {
     /// Server address for client commands
     #[arg(long, global = true, env = "RETRYD_SERVER", default_value = crate::client::DEFAULT_SERVER)]
     pub server: String,
+    /// API token for client commands (prefer the environment variable: flags show in `ps`)
+    #[arg(long, global = true, env = "RETRYD_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     /// Print machine-readable JSON instead of tables
     #[arg(long, global = true)]
     pub json: bool,
@@ -55,6 +58,40 @@ pub enum Command {
     /// Queues: waiting jobs, pause and resume
     #[command(subcommand)]
     Queue(QueueCommand),
+    /// How jobs went over a window: rates against the 80 % line, top errors, per kind and target
+    Stats(StatsArgs),
+    /// API tokens (admin): create, list, revoke
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// How far back, e.g. 1h, 24h, 7d
+    #[arg(long, default_value = "24h")]
+    pub window: String,
+    #[arg(long)]
+    pub queue: Option<String>,
+    #[arg(long)]
+    pub kind: Option<String>,
+    #[arg(long)]
+    pub target: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token; its secret is printed once
+    Create {
+        /// A unique name for people: ci, alice, grafana
+        name: String,
+        /// viewer (read), operator (submit, cancel, retry, requeue) or admin (policies, tokens, purge)
+        #[arg(long, value_parser = ["viewer", "operator", "admin"])]
+        role: String,
+    },
+    /// List tokens (never their secrets)
+    List,
+    /// Revoke a token by id or name; it stops working at once
+    Revoke { id_or_name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -238,12 +275,48 @@ pub struct DlqAction {
     pub reset: bool,
 }
 
+/// A policy's fields as flags, or all of it as JSON.
+#[derive(Debug, Args)]
+pub struct PolicyEdit {
+    pub name: String,
+    /// Attempts in all, 1–100 [default: 5]
+    #[arg(long)]
+    pub max_attempts: Option<u32>,
+    /// Wait before the first retry, e.g. 1s [default: 1s]
+    #[arg(long)]
+    pub initial_delay: Option<String>,
+    /// Growth of the wait per retry, at least 1 [default: 2]
+    #[arg(long)]
+    pub multiplier: Option<f64>,
+    /// Cap of one wait, e.g. 5m [default: 5m]
+    #[arg(long)]
+    pub max_delay: Option<String>,
+    /// none, full, equal or decorrelated [default: full]
+    #[arg(long)]
+    pub jitter: Option<String>,
+    /// Give up this long after the first attempt started, e.g. 1h
+    #[arg(long)]
+    pub max_elapsed: Option<String>,
+    /// Time limit of one attempt, e.g. 30s
+    #[arg(long)]
+    pub attempt_timeout: Option<String>,
+    /// The whole policy as JSON (flags override its fields)
+    #[arg(long, value_name = "JSON")]
+    pub json_policy: Option<String>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
     /// Named policies on the server
     List,
     /// One policy and its schedule
     Show { name: String },
+    /// Create a policy on the server (admin); unset fields take the defaults
+    Create(PolicyEdit),
+    /// Change a policy created with `create` (admin); applies to attempts scheduled after it
+    Update(PolicyEdit),
+    /// Deactivate a policy created with `create` (admin): jobs using it keep it
+    Deactivate { name: String },
     /// The schedule a policy gives: wait ranges and cumulative time per attempt
     Simulate {
         /// A policy name on the server

@@ -59,9 +59,18 @@ struct ErrorDetail {
 }
 
 impl Client {
-    pub fn new(server: &str) -> Self {
+    pub fn new(server: &str, token: Option<&str>) -> Self {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = token.filter(|t| !t.is_empty())
+            && let Ok(mut value) =
+                reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+        {
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
+            .default_headers(headers)
             .build()
             .expect("HTTP client builds");
         Client {
@@ -99,8 +108,15 @@ impl Client {
         match serde_json::from_slice::<ErrorBody>(&bytes) {
             Ok(body) => Err(ClientError::Api {
                 status: status.as_u16(),
+                message: if status == reqwest::StatusCode::UNAUTHORIZED {
+                    format!(
+                        "{}\n  set RETRYD_TOKEN to an API token (the first one is printed by `retryd serve` on its first start)",
+                        body.error.message
+                    )
+                } else {
+                    body.error.message
+                },
                 code: body.error.code,
-                message: body.error.message,
                 field: body
                     .error
                     .details
@@ -141,6 +157,18 @@ impl Client {
         body: &B,
     ) -> Result<T, ClientError> {
         self.send(self.http.post(self.url(path)).json(body)).await
+    }
+
+    pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.send(self.http.delete(self.url(path))).await
+    }
+
+    pub async fn put<T: DeserializeOwned, B: Serialize>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        self.send(self.http.put(self.url(path)).json(body)).await
     }
 
     /// Follows an NDJSON stream, calling `each` for every line until the server ends it.

@@ -38,6 +38,20 @@ pub struct FileConfig {
     pub retention: RetentionFile,
     #[serde(default)]
     pub http: HttpFile,
+    #[serde(default)]
+    pub auth: AuthFile,
+}
+
+/// API authentication.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthFile {
+    /// Require API tokens [default: true]. Off is refused on a non-loopback address.
+    pub enabled: Option<bool>,
+    /// Sustained requests per second per token [default: 100].
+    pub rate_limit: Option<u32>,
+    /// Requests a token may send at once above that rate [default: 500].
+    pub rate_burst: Option<u32>,
 }
 
 /// Settings of `http` actions.
@@ -130,6 +144,9 @@ pub struct ServeOverrides {
     /// fsync every commit (full) or rely on WAL checkpoints (normal) [default: full]
     #[arg(long, env = "RETRYD_SYNCHRONOUS", value_enum)]
     pub synchronous: Option<SyncMode>,
+    /// Require API tokens [default: true]; false is refused on a non-loopback address
+    #[arg(long, env = "RETRYD_AUTH", value_name = "true|false")]
+    pub auth: Option<bool>,
 }
 
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -177,6 +194,7 @@ pub struct Settings {
     pub synchronous: SyncMode,
     pub engine: EngineConfig,
     pub policies: retryd_worker::Policies,
+    pub auth: retryd_server::auth::AuthConfig,
     /// Where the file layer came from, if any.
     pub config_file: Option<PathBuf>,
 }
@@ -270,7 +288,16 @@ impl Settings {
             file.priority_rule.unwrap_or_default(),
         )
         .map_err(|e| anyhow::anyhow!("{}: {}", e.field, e.message))?;
+        let auth = auth_config(flags.auth, &file.auth)?;
+        if !auth.enabled && !listen.ip().is_loopback() {
+            bail!(
+                "auth: refusing to serve on {listen} with authentication disabled: anyone who can reach that \
+                 address could run commands. Enable it (remove `auth = false` / RETRYD_AUTH=false) or listen on \
+                 127.0.0.1."
+            );
+        }
         Ok(Settings {
+            auth,
             database,
             listen,
             log_format: flags
@@ -291,6 +318,21 @@ impl Settings {
             config_file,
         })
     }
+}
+
+fn auth_config(flag: Option<bool>, file: &AuthFile) -> Result<retryd_server::auth::AuthConfig> {
+    let defaults = retryd_server::auth::AuthConfig::default();
+    let positive = |field: &str, value: Option<u32>, default: std::num::NonZeroU32| match value {
+        None => Ok(default),
+        Some(n) => std::num::NonZeroU32::new(n)
+            .filter(|n| n.get() <= 1_000_000)
+            .ok_or_else(|| anyhow::anyhow!("auth.{field}: must be between 1 and 1000000, got {n}")),
+    };
+    Ok(retryd_server::auth::AuthConfig {
+        enabled: flag.or(file.enabled).unwrap_or(defaults.enabled),
+        rate_per_second: positive("rate_limit", file.rate_limit, defaults.rate_per_second)?,
+        burst: positive("rate_burst", file.rate_burst, defaults.burst)?,
+    })
 }
 
 fn retention(

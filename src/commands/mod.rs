@@ -4,7 +4,9 @@ mod policy;
 mod queue;
 mod run;
 mod serve;
+mod stats;
 mod submit;
+mod token;
 
 use crate::cli::{Cli, Command};
 use crate::client::Client;
@@ -12,7 +14,7 @@ use anyhow::Result;
 
 /// Runs a command; the value is the process exit code.
 pub async fn dispatch(cli: Cli) -> Result<u8> {
-    let client = Client::new(&cli.server);
+    let client = Client::new(&cli.server, cli.token.as_deref());
     let json = cli.json;
     match cli.command {
         Command::Serve(flags) => serve::serve(flags).await,
@@ -26,5 +28,7 @@ pub async fn dispatch(cli: Cli) -> Result<u8> {
         Command::Dlq(command) => dlq::dlq(&client, command, json).await,
         Command::Policy(command) => policy::policy(&client, command, json).await,
         Command::Queue(command) => queue::queue(&client, command, json).await,
+        Command::Stats(args) => stats::stats(&client, args, json).await,
+        Command::Token(command) => token::token(&client, command, json).await,
     }
 }

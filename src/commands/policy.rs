@@ -1,6 +1,6 @@
-//! `retryd policy list|show|simulate`.
+//! `retryd policy list|show|create|update|deactivate|simulate`.
 
-use crate::cli::PolicyCommand;
+use crate::cli::{PolicyCommand, PolicyEdit};
 use crate::client::Client;
 use crate::output::{self, bold, dim, table};
 use anyhow::Result;
@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Serialize, Deserialize)]
 struct PolicyView {
     name: String,
-    builtin: bool,
+    source: String,
+    active: bool,
     policy: Policy,
     schedule: Vec<ScheduleRow>,
 }
@@ -57,6 +58,49 @@ fn print_schedule(schedule: &[ScheduleRow]) {
     table("  ", &["ATTEMPT", "WAIT", "CUMULATIVE WAIT"], &rows);
 }
 
+/// The policy object the flags describe; the server validates it and names a bad field.
+fn edit_body(edit: &PolicyEdit) -> Result<serde_json::Value> {
+    let mut body = match &edit.json_policy {
+        Some(text) => {
+            serde_json::from_str(text).map_err(|e| anyhow::anyhow!("--json-policy: {e}"))?
+        }
+        None => serde_json::json!({}),
+    };
+    let serde_json::Value::Object(fields) = &mut body else {
+        anyhow::bail!("--json-policy: must be a JSON object such as {{\"max_attempts\": 5}}");
+    };
+    let mut set = |key: &str, value: Option<serde_json::Value>| {
+        if let Some(value) = value {
+            fields.insert(key.to_owned(), value);
+        }
+    };
+    set("max_attempts", edit.max_attempts.map(Into::into));
+    set("initial_delay", edit.initial_delay.clone().map(Into::into));
+    set("multiplier", edit.multiplier.map(Into::into));
+    set("max_delay", edit.max_delay.clone().map(Into::into));
+    set("jitter", edit.jitter.clone().map(Into::into));
+    set("max_elapsed", edit.max_elapsed.clone().map(Into::into));
+    set(
+        "attempt_timeout",
+        edit.attempt_timeout.clone().map(Into::into),
+    );
+    Ok(body)
+}
+
+fn print_view(view: &PolicyView, json: bool, what: &str) {
+    if json {
+        output::json(view);
+        return;
+    }
+    println!(
+        "{what} policy {}: {}",
+        bold(&view.name),
+        summary(&view.policy)
+    );
+    println!();
+    print_schedule(&view.schedule);
+}
+
 pub async fn policy(client: &Client, command: PolicyCommand, json: bool) -> Result<u8> {
     match command {
         PolicyCommand::List => {
@@ -69,10 +113,11 @@ pub async fn policy(client: &Client, command: PolicyCommand, json: bool) -> Resu
                     .map(|p| {
                         vec![
                             p.name.clone(),
-                            if p.builtin {
-                                "built-in".into()
-                            } else {
-                                "configured".into()
+                            match (p.source.as_str(), p.active) {
+                                ("builtin", _) => "built-in".into(),
+                                ("config", _) => "configured".into(),
+                                (_, true) => "api".into(),
+                                (_, false) => dim("api (inactive)"),
                             },
                             summary(&p.policy),
                         ]
@@ -80,6 +125,21 @@ pub async fn policy(client: &Client, command: PolicyCommand, json: bool) -> Resu
                     .collect();
                 table("", &["NAME", "SOURCE", "SCHEDULE"], &rows);
             }
+        }
+        PolicyCommand::Create(edit) => {
+            let body = serde_json::json!({ "name": edit.name, "policy": edit_body(&edit)? });
+            let view: PolicyView = client.post("/policies", &body).await?;
+            print_view(&view, json, "created");
+        }
+        PolicyCommand::Update(edit) => {
+            let view: PolicyView = client
+                .put(&format!("/policies/{}", edit.name), &edit_body(&edit)?)
+                .await?;
+            print_view(&view, json, "updated");
+        }
+        PolicyCommand::Deactivate { name } => {
+            let view: PolicyView = client.delete(&format!("/policies/{name}")).await?;
+            print_view(&view, json, "deactivated");
         }
         PolicyCommand::Show { name }
         | PolicyCommand::Simulate {

@@ -1,7 +1,7 @@
 //! `retryd serve`: the API, the engine and the shutdown path.
 
 use crate::config::{Database, LogFormat, ServeOverrides, Settings, SyncMode};
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use retryd_core::{Clock, SystemClock};
 use retryd_server::AppState;
 use retryd_store::Store;
@@ -37,14 +37,6 @@ fn init_tracing(format: LogFormat, level: &str) -> Result<()> {
 pub async fn serve(flags: ServeOverrides) -> Result<u8> {
     let settings = Settings::resolve(&flags)?;
     init_tracing(settings.log_format, &settings.log_level)?;
-    if !settings.listen.ip().is_loopback() {
-        bail!(
-            "listen: refusing to serve on {} without authentication. This build has no API tokens yet, so \
-             anyone who can reach that address could run commands. Listen on 127.0.0.1 (or ::1) and put an \
-             authenticating reverse proxy in front for remote access.",
-            settings.listen
-        );
-    }
     let synchronous = match settings.synchronous {
         SyncMode::Full => Synchronous::Full,
         SyncMode::Normal => Synchronous::Normal,
@@ -74,6 +66,14 @@ pub async fn serve(flags: ServeOverrides) -> Result<u8> {
     let address = listener.local_addr()?;
     {
         let mut out = std::io::stdout().lock();
+        if settings.auth.enabled {
+            first_admin_token(&engine, address, &mut out).await?;
+        } else {
+            writeln!(
+                out,
+                "authentication is disabled: every local caller is admin"
+            )?;
+        }
         writeln!(
             out,
             "retryd {} listening on http://{address} (database {})",
@@ -102,6 +102,7 @@ pub async fn serve(flags: ServeOverrides) -> Result<u8> {
         listener,
         AppState {
             engine: engine.clone(),
+            auth: retryd_server::auth::Auth::new(settings.auth),
         },
         http_stop.clone(),
     ));
@@ -112,4 +113,38 @@ pub async fn serve(flags: ServeOverrides) -> Result<u8> {
         .context("HTTP server task")?
         .context("HTTP server")?;
     Ok(crate::exit::OK)
+}
+
+/// On first start (no token at all), creates the admin token and prints it, once, with a
+/// dashboard link that logs in. Only the printout ever holds it: not the log, not the database.
+async fn first_admin_token(
+    engine: &Engine,
+    address: std::net::SocketAddr,
+    out: &mut impl Write,
+) -> Result<()> {
+    let store = engine.store();
+    if !store.list_tokens().await?.is_empty() {
+        return Ok(());
+    }
+    let minted = retryd_server::auth::mint(
+        "admin",
+        retryd_core::Role::Admin,
+        "retryd serve",
+        engine.now(),
+    );
+    match store.insert_token(&minted.record).await {
+        Ok(()) => {}
+        // Another node of the same database got there first.
+        Err(retryd_store::Error::Conflict(_)) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    }
+    let token = &minted.plaintext;
+    writeln!(
+        out,
+        "\nretryd created the first admin token. It is shown only now: keep it somewhere safe.\n\n  \
+         token:     {token}\n  dashboard: http://{address}/login#token={token}\n  CLI:       export RETRYD_TOKEN={token}\n\n\
+         More tokens: retryd token create NAME --role viewer|operator|admin\n"
+    )?;
+    tracing::info!("created the first admin token (printed on stdout, not logged)");
+    Ok(())
 }

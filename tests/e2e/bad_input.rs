@@ -27,8 +27,13 @@ async fn post_huge(server: &Server, size: usize) -> (u16, String) {
     let mut socket = tokio::net::TcpStream::connect(&address)
         .await
         .expect("connect");
+    let auth = server
+        .token
+        .as_ref()
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     let head = format!(
-        "POST /api/v1/jobs HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {size}\r\n\r\n"
+        "POST /api/v1/jobs HTTP/1.1\r\nHost: {address}\r\n{auth}Content-Type: application/json\r\nContent-Length: {size}\r\n\r\n"
     );
     socket.write_all(head.as_bytes()).await.expect("send head");
     let (mut reader, mut writer) = socket.into_split();
@@ -232,6 +237,8 @@ async fn bad_config_and_flags_name_the_field() {
             "serve",
             "--listen",
             "0.0.0.0:0",
+            "--auth",
+            "false",
             "--database",
             dir.path().join("x.db").to_str().unwrap(),
         ],
@@ -239,7 +246,7 @@ async fn bad_config_and_flags_name_the_field() {
     );
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stderr(&out).contains("without authentication"),
+        stderr(&out).contains("with authentication disabled"),
         "{}",
         stderr(&out)
     );

@@ -203,14 +203,33 @@ async fn bare_serve_uses_the_documented_defaults() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let mut first = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
+    // First start: the admin token and a login link come once, before the address.
+    let mut printed = String::new();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    while !printed.contains("listening on") {
+        assert!(stdout.read_line(&mut printed).unwrap() > 0, "{printed}");
+    }
     assert!(
-        first.contains("listening on http://127.0.0.1:7878 (database retryd.db)"),
-        "{first:?} (is another process on port 7878?)"
+        printed.contains("listening on http://127.0.0.1:7878 (database retryd.db)"),
+        "{printed:?} (is another process on port 7878?)"
     );
+    let token = printed
+        .split("export RETRYD_TOKEN=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("first start prints the admin token")
+        .to_owned();
+    assert!(
+        printed.contains(&format!("http://127.0.0.1:7878/login#token={token}")),
+        "{printed}"
+    );
+    let jobs = reqwest::Client::new()
+        .get("http://127.0.0.1:7878/api/v1/jobs")
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(jobs.status(), 200);
     let health: serde_json::Value = reqwest::get("http://127.0.0.1:7878/healthz")
         .await
         .unwrap()
@@ -268,7 +287,10 @@ async fn metrics_count_jobs_attempts_and_retry_lateness() {
         .wait_terminal(&flaky_job, Duration::from_secs(10))
         .await;
     server.wait_terminal(&dead, Duration::from_secs(10)).await;
-    let response = reqwest::get(format!("{}/metrics", server.url))
+    let response = server
+        .http
+        .get(format!("{}/metrics", server.url))
+        .send()
         .await
         .unwrap();
     assert!(

@@ -10,6 +10,33 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_retryd");
 
+/// The admin token each database's first server printed, by database: later servers on the
+/// same database (restarts, more nodes) print none.
+static ADMIN_TOKENS: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+
+fn admin_token_of(database: &str) -> Option<String> {
+    let tokens = ADMIN_TOKENS.lock().unwrap();
+    tokens
+        .iter()
+        .find(|(d, _)| d == database)
+        .map(|(_, t)| t.clone())
+}
+
+/// An HTTP client that sends `token` as a bearer token.
+pub fn client_with(token: Option<&str>) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = token {
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {token}").parse().expect("header"),
+        );
+    }
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("client")
+}
+
 /// An inline policy that retries fast, for tests that do not measure backoff.
 pub fn fast_policy(max_attempts: u32) -> Value {
     json!({ "max_attempts": max_attempts, "initial_delay": "50ms", "max_delay": "200ms", "jitter": "none" })
@@ -23,6 +50,8 @@ pub struct Server {
     pub http: reqwest::Client,
     /// The database: the SQLite file in `dir`, or a PostgreSQL URL.
     database: String,
+    /// The admin token (None when the server runs with `--auth false`).
+    pub token: Option<String>,
     args: Vec<String>,
 }
 
@@ -47,13 +76,37 @@ impl Server {
 
     async fn start_on(dir: &Path, database: &str, extra: &[&str]) -> Server {
         let args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let (child, url) = spawn(dir, database, &args);
+        let (child, url, printed) = spawn(dir, database, &args);
+        if let Some(token) = printed {
+            ADMIN_TOKENS
+                .lock()
+                .unwrap()
+                .push((database_key(database).to_owned(), token));
+        }
+        let token = if args.windows(2).any(|w| w[0] == "--auth" && w[1] == "false") {
+            None
+        } else {
+            // Nodes started together: the one that created the token may print it a moment
+            // after this one is up.
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                if let Some(token) = admin_token_of(database) {
+                    break Some(token);
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "no server printed the admin token of {database}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
         let server = Server {
             child: Some(child),
             url,
             dir: dir.to_path_buf(),
-            http: reqwest::Client::new(),
+            http: client_with(token.as_deref()),
             database: database.to_owned(),
+            token,
             args,
         };
         server.wait_healthy().await;
@@ -118,7 +171,7 @@ impl Server {
     /// Starts the server again on the same database and flags.
     pub async fn restart(&mut self) {
         self.kill9();
-        let (child, url) = spawn(&self.dir, &self.database, &self.args);
+        let (child, url, _) = spawn(&self.dir, &self.database, &self.args);
         self.child = Some(child);
         self.url = url;
         self.wait_healthy().await;
@@ -214,7 +267,25 @@ impl Server {
 
     /// Runs the real CLI against this server.
     pub fn cli(&self, args: &[&str]) -> Output {
-        cli(args, &[("RETRYD_SERVER", self.url.as_str())])
+        cli(args, &self.cli_env())
+    }
+
+    /// The environment that points the CLI at this server with its admin token.
+    pub fn cli_env(&self) -> Vec<(&str, &str)> {
+        let mut env = vec![("RETRYD_SERVER", self.url.as_str())];
+        if let Some(token) = &self.token {
+            env.push(("RETRYD_TOKEN", token.as_str()));
+        }
+        env
+    }
+
+    /// Creates a token with `role` through the API; returns its plain text.
+    pub async fn create_token(&self, name: &str, role: &str) -> String {
+        let (status, body) = self
+            .post("/tokens", json!({ "name": name, "role": role }))
+            .await;
+        assert_eq!(status, 201, "token create: {body}");
+        body["token"].as_str().expect("token").to_owned()
     }
 }
 
@@ -234,7 +305,8 @@ impl Drop for Server {
     }
 }
 
-fn spawn(dir: &Path, database: &str, extra: &[String]) -> (Child, String) {
+/// Starts `retryd serve`; returns the child, its URL and the admin token it printed, if any.
+fn spawn(dir: &Path, database: &str, extra: &[String]) -> (Child, String, Option<String>) {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -261,24 +333,28 @@ fn spawn(dir: &Path, database: &str, extra: &[String]) -> (Child, String) {
     let stdout = child.stdout.take().expect("stdout");
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
+        let mut token = None;
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("export RETRYD_TOKEN=").nth(1) {
+                token = Some(rest.trim().to_owned());
+            }
             if let Some(rest) = line.split("listening on ").nth(1) {
                 let url = rest
                     .split_whitespace()
                     .next()
                     .unwrap_or_default()
                     .to_owned();
-                let _ = tx.send(url);
+                let _ = tx.send((url, token.take()));
             }
         }
     });
-    let url = rx
+    let (url, token) = rx
         .recv_timeout(Duration::from_secs(20))
         .unwrap_or_else(|_| {
             let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
             panic!("retryd serve did not print its address; log:\n{log}")
         });
-    (child, url)
+    (child, url, token)
 }
 
 /// Runs the CLI with extra environment variables; colours are off (NO_COLOR).

@@ -126,57 +126,7 @@ impl SubmitRequest {
                 return Err(Error::invalid("deadline", "must be after run_at"));
             }
         }
-        let (policy_name, policy) = match self.policy {
-            Some(serde_json::Value::Object(fields)) => {
-                let policy: Policy = serde_path_to_error::deserialize(serde_json::Value::Object(
-                    fields,
-                ))
-                .map_err(|e| {
-                    let path = e.path().to_string();
-                    let field = if path == "." {
-                        "policy".to_owned()
-                    } else {
-                        format!("policy.{path}")
-                    };
-                    Error::invalid(field, e.into_inner().to_string())
-                })?;
-                policy
-                    .validate()
-                    .map_err(|e| Error::invalid(format!("policy.{}", e.field), e.message))?;
-                (INLINE.to_owned(), policy)
-            }
-            Some(serde_json::Value::String(name)) if name == INLINE => {
-                return Err(Error::invalid(
-                    "policy",
-                    "'inline' is not a policy name; give the policy object instead",
-                ));
-            }
-            Some(serde_json::Value::String(name)) => {
-                let policy = policies.get(&name).cloned().ok_or_else(|| {
-                    Error::invalid(
-                        "policy",
-                        format!(
-                            "unknown policy '{name}' (known: {})",
-                            policies.names().join(", ")
-                        ),
-                    )
-                })?;
-                (name, policy)
-            }
-            None | Some(serde_json::Value::Null) => {
-                let name = policies.select(None, &kind, priority);
-                let policy = policies.get(&name).cloned().ok_or_else(|| {
-                    Error::Internal(format!("selected policy '{name}' is missing"))
-                })?;
-                (name, policy)
-            }
-            Some(_) => {
-                return Err(Error::invalid(
-                    "policy",
-                    "must be a policy name or a policy object",
-                ));
-            }
-        };
+        let (policy_name, policy) = resolve_policy(self.policy, policies, &kind, priority)?;
         Ok(NewJob {
             id: JobId::new(),
             queue,
@@ -194,6 +144,67 @@ impl SubmitRequest {
             created_at: now,
         })
     }
+}
+
+/// A job's policy: a name, an inline object, or (absent) the SPEC §2 selection.
+fn resolve_policy(
+    policy: Option<serde_json::Value>,
+    policies: &Policies,
+    kind: &str,
+    priority: u8,
+) -> Result<(String, Policy), Error> {
+    Ok(match policy {
+        Some(serde_json::Value::Object(fields)) => {
+            let policy: Policy = serde_path_to_error::deserialize(serde_json::Value::Object(
+                fields,
+            ))
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let field = if path == "." {
+                    "policy".to_owned()
+                } else {
+                    format!("policy.{path}")
+                };
+                Error::invalid(field, e.into_inner().to_string())
+            })?;
+            policy
+                .validate()
+                .map_err(|e| Error::invalid(format!("policy.{}", e.field), e.message))?;
+            (INLINE.to_owned(), policy)
+        }
+        Some(serde_json::Value::String(name)) if name == INLINE => {
+            return Err(Error::invalid(
+                "policy",
+                "'inline' is not a policy name; give the policy object instead",
+            ));
+        }
+        Some(serde_json::Value::String(name)) => {
+            let policy = policies.get(&name).cloned().ok_or_else(|| {
+                Error::invalid(
+                    "policy",
+                    format!(
+                        "unknown policy '{name}' (known: {})",
+                        policies.names().join(", ")
+                    ),
+                )
+            })?;
+            (name, policy)
+        }
+        None | Some(serde_json::Value::Null) => {
+            let name = policies.select(None, kind, priority);
+            let policy = policies
+                .get(&name)
+                .cloned()
+                .ok_or_else(|| Error::Internal(format!("selected policy '{name}' is missing")))?;
+            (name, policy)
+        }
+        Some(_) => {
+            return Err(Error::invalid(
+                "policy",
+                "must be a policy name or a policy object",
+            ));
+        }
+    })
 }
 
 /// A job as the API shows it: secrets redacted, with its waiting reason and, when it did
@@ -325,6 +336,81 @@ pub struct RetryRequest {
     /// Start the attempt count from zero again.
     #[serde(default)]
     pub reset: bool,
+    /// New arguments for a command job (replace the old ones).
+    #[serde(default)]
+    pub args: Option<Vec<String>>,
+    /// Environment changes for a command job: a value sets, `null` removes.
+    #[serde(default)]
+    pub env: Option<BTreeMap<String, Option<retryd_core::EnvValue>>>,
+    /// A policy name or an inline policy object.
+    #[serde(default)]
+    pub policy: Option<serde_json::Value>,
+}
+
+impl RetryRequest {
+    /// The changes this requeue makes to `job`, if any, validated like a submission.
+    pub fn changes(
+        &self,
+        job: &Job,
+        policies: &Policies,
+    ) -> Result<Option<retryd_store::JobChanges>, Error> {
+        if self.args.is_none() && self.env.is_none() && self.policy.is_none() {
+            return Ok(None);
+        }
+        let mut action = job.action.clone();
+        let mut changed = Vec::new();
+        if self.args.is_some() || self.env.is_some() {
+            let Action::Command(command) = &mut action else {
+                let field = if self.args.is_some() { "args" } else { "env" };
+                return Err(Error::invalid(field, "applies to command jobs only"));
+            };
+            if let Some(args) = &self.args {
+                if args.len() > MAX_ARGS {
+                    return Err(Error::invalid(
+                        "args",
+                        format!("at most {MAX_ARGS} arguments"),
+                    ));
+                }
+                command.args = args.clone();
+                changed.push("args".to_owned());
+            }
+            if let Some(env) = &self.env {
+                for (key, value) in env {
+                    match value {
+                        Some(value) => command.env.insert(key.clone(), value.clone()),
+                        None => command.env.remove(key),
+                    };
+                }
+                changed.push(format!(
+                    "env ({})",
+                    env.keys().cloned().collect::<Vec<_>>().join(", ")
+                ));
+            }
+            action
+                .validate()
+                .map_err(|message| match message.split_once(": ") {
+                    Some((field, rest)) => {
+                        Error::invalid(field.trim_start_matches("action."), rest)
+                    }
+                    None => Error::invalid("args", message),
+                })?;
+        }
+        let (policy_name, policy) = match &self.policy {
+            Some(value) => {
+                let (name, policy) =
+                    resolve_policy(Some(value.clone()), policies, &job.kind, job.priority)?;
+                changed.push(format!("policy {} → {name}", job.policy_name));
+                (name, policy)
+            }
+            None => (job.policy_name.clone(), job.policy.clone()),
+        };
+        Ok(Some(retryd_store::JobChanges {
+            action,
+            policy_name,
+            policy,
+            summary: changed.join("; "),
+        }))
+    }
 }
 
 /// Which dead jobs a bulk action applies to. At least one selector is required.
@@ -377,7 +463,10 @@ pub struct BulkResult {
 #[derive(Debug, Serialize)]
 pub struct PolicyView {
     pub name: String,
-    pub builtin: bool,
+    /// builtin, config (the configuration file) or api (managed through the API).
+    pub source: retryd_worker::policies::Source,
+    /// False once deactivated: kept for the jobs using it, chosen by no new job.
+    pub active: bool,
     pub policy: Policy,
     pub schedule: Vec<retryd_core::policy::ScheduleRow>,
 }
@@ -399,4 +488,77 @@ pub struct LogPage {
     pub next_after: i64,
     /// True once the job is finished and every line has been returned.
     pub complete: bool,
+}
+
+/// `POST /api/v1/session`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Login {
+    pub token: String,
+}
+
+/// Who the session is, and the CSRF token its changes must carry.
+#[derive(Debug, Serialize)]
+pub struct SessionView {
+    pub role: retryd_core::Role,
+    pub name: String,
+    /// Send as `X-CSRF-Token` with every change made with the session cookie; empty when
+    /// the request did not come with the cookie.
+    pub csrf_token: String,
+    /// False when the server runs without authentication (loopback only).
+    pub auth: bool,
+}
+
+/// `POST /api/v1/tokens`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewTokenRequest {
+    pub name: String,
+    pub role: retryd_core::Role,
+}
+
+impl NewTokenRequest {
+    pub fn validate(&self) -> Result<(), Error> {
+        validate_name("name", &self.name).map_err(|m| Error::invalid("name", m))
+    }
+}
+
+/// A token as listed: never its secret.
+#[derive(Debug, Serialize)]
+pub struct TokenView {
+    pub id: String,
+    pub name: String,
+    pub role: retryd_core::Role,
+    pub created_at: DateTime<Utc>,
+    pub created_by: String,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl From<retryd_store::TokenRecord> for TokenView {
+    fn from(t: retryd_store::TokenRecord) -> Self {
+        TokenView {
+            id: t.id,
+            name: t.name,
+            role: t.role,
+            created_at: t.created_at,
+            created_by: t.created_by,
+            revoked_at: t.revoked_at,
+        }
+    }
+}
+
+/// A new token: the plain text appears here once and is never retrievable again.
+#[derive(Debug, Serialize)]
+pub struct CreatedToken {
+    pub token: String,
+    #[serde(flatten)]
+    pub info: TokenView,
+}
+
+/// `POST /api/v1/policies`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewPolicyRequest {
+    pub name: String,
+    pub policy: Policy,
 }

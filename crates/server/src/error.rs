@@ -24,6 +24,22 @@ pub enum Error {
     TooLarge { limit: usize },
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// No credentials, or credentials that are unknown or revoked.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// Known credentials whose role is too weak.
+    #[error("this needs the {needed} role; the token has {has}")]
+    Forbidden {
+        needed: retryd_core::Role,
+        has: retryd_core::Role,
+    },
+    /// A cookie-authenticated change without the session's CSRF token.
+    #[error(
+        "missing or wrong X-CSRF-Token header: a dashboard session must send the token from GET /api/v1/session"
+    )]
+    Csrf,
+    #[error("too many requests from this token; retry in {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
     #[error("the database is unavailable")]
     Unavailable,
     #[error("internal error")]
@@ -57,6 +73,18 @@ impl Error {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
                 Value::Null,
+            ),
+            Error::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "unauthenticated", Value::Null),
+            Error::Forbidden { needed, has } => (
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                json!({ "needed": needed, "role": has }),
+            ),
+            Error::Csrf => (StatusCode::FORBIDDEN, "csrf", Value::Null),
+            Error::RateLimited { retry_after_secs } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                json!({ "retry_after_secs": retry_after_secs }),
             ),
             Error::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", Value::Null),
             Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", Value::Null),
@@ -96,6 +124,20 @@ impl IntoResponse for Error {
         }
         let body =
             json!({ "error": { "code": code, "message": self.to_string(), "details": details } });
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        let headers = response.headers_mut();
+        match &self {
+            Error::RateLimited { retry_after_secs } => {
+                headers.insert(axum::http::header::RETRY_AFTER, (*retry_after_secs).into());
+            }
+            Error::Unauthenticated(_) => {
+                headers.insert(
+                    axum::http::header::WWW_AUTHENTICATE,
+                    axum::http::HeaderValue::from_static("Bearer realm=\"retryd\""),
+                );
+            }
+            _ => {}
+        }
+        response
     }
 }

@@ -712,6 +712,23 @@ impl JobWriter for PostgresStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg)?;
         let job = lock_job(&tx, id).await?;
+        if let Err(refused) = rules::check_changes(&job, requeue) {
+            tx.rollback().await.map_err(pg)?;
+            return Err(refused);
+        }
+        if let Some(changes) = &requeue.changes {
+            tx.execute(
+                "UPDATE jobs SET action = $2, policy_name = $3, policy = $4 WHERE id = $1",
+                &[
+                    &id.0,
+                    &to_json(&changes.action),
+                    &changes.policy_name,
+                    &to_json(&changes.policy),
+                ],
+            )
+            .await
+            .map_err(pg)?;
+        }
         if job.state == JobState::Retrying {
             tx.execute(
                 "UPDATE jobs SET next_attempt_at = $2, updated_at = $2 WHERE id = $1",

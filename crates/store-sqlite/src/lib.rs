@@ -544,6 +544,14 @@ impl JobWriter for SqliteStore {
         self.write(move |tx| {
             let job = load_job(tx, id)?;
             let now = ms(requeue.now);
+            rules::check_changes(&job, &requeue)?;
+            if let Some(changes) = &requeue.changes {
+                tx.execute(
+                    "UPDATE jobs SET action = ?2, policy_name = ?3, policy = ?4 WHERE id = ?1",
+                    params![id.to_string(), json(&changes.action), changes.policy_name, json(&changes.policy)],
+                )
+                .map_err(to_store)?;
+            }
             if job.state == JobState::Retrying {
                 tx.execute("UPDATE jobs SET next_attempt_at = ?2, updated_at = ?2 WHERE id = ?1", params![id.to_string(), now])
                     .map_err(to_store)?;

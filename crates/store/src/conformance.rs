@@ -534,6 +534,7 @@ pub async fn cancelling_a_finished_job_is_an_invalid_transition(store: DynStore)
         reset: false,
         actor: "bob".into(),
         now: t0(),
+        changes: None,
     };
     assert!(matches!(
         store.requeue_job(job.id, &requeue).await,
@@ -566,6 +567,7 @@ pub async fn requeue_with_and_without_reset(store: DynStore) {
                 reset: false,
                 actor: "carol".into(),
                 now: later,
+                changes: None,
             },
         )
         .await
@@ -593,6 +595,7 @@ pub async fn requeue_with_and_without_reset(store: DynStore) {
                 reset: true,
                 actor: "carol".into(),
                 now: later,
+                changes: None,
             },
         )
         .await
@@ -612,6 +615,48 @@ pub async fn requeue_with_and_without_reset(store: DynStore) {
         store.list_attempts(job.id).await.unwrap().len(),
         3,
         "history is kept"
+    );
+    // After a fix: requeued with an edited action and policy, recorded in the event.
+    let fixed = Action::Command(CommandAction {
+        program: "deploy.sh".into(),
+        args: vec!["--retry".into()],
+        cwd: None,
+        env: Default::default(),
+        stdin: None,
+        timeout: None,
+    });
+    let changes = JobChanges {
+        action: fixed.clone(),
+        policy_name: "upload".into(),
+        policy: Policy::builtin("upload").unwrap(),
+        summary: "args; policy default → upload".into(),
+    };
+    let with_changes = Requeue {
+        reset: true,
+        actor: "dave".into(),
+        now: later,
+        changes: Some(changes),
+    };
+    assert!(
+        matches!(
+            store.requeue_job(job.id, &with_changes).await,
+            Err(Error::Conflict(_))
+        ),
+        "a running job cannot be changed"
+    );
+    store
+        .finish_attempt(&result(&third, later, AttemptOutcome::Failed, Next::Failed))
+        .await
+        .unwrap();
+    let (job3, event) = store.requeue_job(job.id, &with_changes).await.unwrap();
+    assert_eq!(job3.state, JobState::Pending);
+    assert_eq!(job3.action, fixed);
+    assert_eq!(job3.policy_name, "upload");
+    assert_eq!(job3.policy, Policy::builtin("upload").unwrap());
+    let reason = event.unwrap().reason;
+    assert!(
+        reason.contains("changed: args; policy default → upload"),
+        "{reason}"
     );
 }
 

@@ -201,6 +201,18 @@ pub struct Requeue {
     pub reset: bool,
     pub actor: String,
     pub now: DateTime<Utc>,
+    /// A new action or policy, after a fix (finished jobs only).
+    pub changes: Option<JobChanges>,
+}
+
+/// The edited action and policy a requeue applies, and what changed, for the event.
+#[derive(Debug, Clone)]
+pub struct JobChanges {
+    pub action: retryd_core::Action,
+    pub policy_name: String,
+    pub policy: retryd_core::Policy,
+    /// E.g. "args, env; policy default → upload".
+    pub summary: String,
 }
 
 /// Writes. Each call is one transaction.
@@ -435,14 +447,29 @@ pub mod rules {
     }
 
     pub fn requeue_reason(job: &Job, requeue: &Requeue) -> String {
-        if requeue.reset {
+        let mut reason = if requeue.reset {
             format!("requeued by {} with attempts reset", requeue.actor)
         } else {
             format!(
                 "requeued by {} (attempts so far: {})",
                 requeue.actor, job.attempt
             )
+        };
+        if let Some(changes) = &requeue.changes {
+            reason.push_str(&format!("; changed: {}", changes.summary));
         }
+        reason
+    }
+
+    /// Changes apply to a finished job only: a waiting or running one would mix definitions.
+    pub fn check_changes(job: &Job, requeue: &Requeue) -> Result<()> {
+        if requeue.changes.is_some() && !job.state.is_terminal() {
+            return Err(Error::Conflict(format!(
+                "job {} is {}: only a finished job can be requeued with changes",
+                job.id, job.state
+            )));
+        }
+        Ok(())
     }
 
     pub fn expire_reason(job: &Job, now: DateTime<Utc>) -> String {

@@ -53,8 +53,8 @@ pub async fn run(engine: Engine, claimed: Claimed) {
 async fn run_inner(engine: &Engine, claimed: &Claimed) {
     let inner = &engine.inner;
     let (job, lease) = (&claimed.job, &claimed.lease);
-    let policy = inner
-        .policies
+    let policy = engine
+        .policies()
         .current(&job.policy_name, &job.policy)
         .clone();
     let Some((stop, cancelled)) = engine.running_handles(lease) else {

@@ -66,6 +66,8 @@ pub fn default_retention() -> BTreeMap<JobState, Duration> {
 
 /// How often the retention purge runs (and once at start).
 pub const PRUNE_EVERY: Duration = Duration::from_secs(600);
+/// How often API-managed policies are re-read (other nodes' changes).
+pub const POLICY_REFRESH: Duration = Duration::from_secs(2);
 
 impl Default for EngineConfig {
     fn default() -> Self {
@@ -141,7 +143,11 @@ pub(crate) struct Running {
 pub(crate) struct Inner {
     pub store: Arc<dyn Store>,
     pub clock: Arc<dyn Clock>,
-    pub policies: Policies,
+    /// Built-in and configured policies: the base the API-managed ones are laid over.
+    base_policies: Policies,
+    /// The base plus the managed policies, as last read from the store. A std RwLock: the
+    /// Arc is cloned out, never held across .await.
+    policies: std::sync::RwLock<Arc<Policies>>,
     pub config: EngineConfig,
     /// Shared by every `http` attempt: one connection pool, one guard.
     pub http: HttpClient,
@@ -182,7 +188,8 @@ impl Engine {
             inner: Arc::new(Inner {
                 store,
                 clock,
-                policies,
+                policies: std::sync::RwLock::new(Arc::new(policies.clone())),
+                base_policies: policies,
                 http: HttpClient::new(HostGuard::new(&config.http_allow_hosts)),
                 config,
                 metrics: Metrics::default(),
@@ -199,8 +206,31 @@ impl Engine {
         &self.inner.store
     }
 
-    pub fn policies(&self) -> &Policies {
-        &self.inner.policies
+    /// The policies as of now (built-in, configured and API-managed).
+    pub fn policies(&self) -> Arc<Policies> {
+        self.inner.policies.read().expect("policies lock").clone()
+    }
+
+    /// Re-reads the API-managed policies; other nodes' changes arrive this way.
+    pub async fn reload_policies(&self) -> Result<(), Error> {
+        let managed = self.inner.store.list_policies().await?;
+        let policies = Arc::new(self.inner.base_policies.with_managed(&managed));
+        *self.inner.policies.write().expect("policies lock") = policies;
+        Ok(())
+    }
+
+    /// Keeps the managed policies fresh: a change on another node applies here within
+    /// [`POLICY_REFRESH`].
+    async fn refresh_policies(self, stop: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(POLICY_REFRESH) => {}
+            }
+            if let Err(e) = self.reload_policies().await {
+                warn!(error = %e, "could not re-read the managed policies; will try again");
+            }
+        }
     }
 
     /// This node's metrics.
@@ -259,10 +289,22 @@ impl Engine {
 
     /// Requeues a finished job, or makes a retrying one due now.
     pub async fn requeue(&self, id: JobId, reset: bool, actor: &str) -> Result<Job, Error> {
+        self.requeue_with(id, reset, None, actor).await
+    }
+
+    /// Requeues a finished job with an edited action or policy (recorded in its events).
+    pub async fn requeue_with(
+        &self,
+        id: JobId,
+        reset: bool,
+        changes: Option<retryd_store::JobChanges>,
+        actor: &str,
+    ) -> Result<Job, Error> {
         let requeue = Requeue {
             reset,
             actor: actor.to_owned(),
             now: self.now(),
+            changes,
         };
         let (job, event) = self.inner.store.requeue_job(id, &requeue).await?;
         if let Some(event) = event {
@@ -293,6 +335,10 @@ impl Engine {
         let heartbeat_stop = CancellationToken::new();
         let heartbeat = tokio::spawn(self.clone().heartbeat(heartbeat_stop.clone()));
         let pruner = tokio::spawn(self.clone().prune_periodically(heartbeat_stop.clone()));
+        if let Err(e) = self.reload_policies().await {
+            warn!(error = %e, "could not read the managed policies; will try again");
+        }
+        tokio::spawn(self.clone().refresh_policies(heartbeat_stop.clone()));
         if let Some(notices) = self.inner.store.notices() {
             tokio::spawn(self.clone().follow_notices(notices, heartbeat_stop.clone()));
         }
@@ -625,8 +671,7 @@ impl Engine {
             }
             let rule = format!("lease expired: node {owner} stopped renewing it");
             let policy = self
-                .inner
-                .policies
+                .policies()
                 .current(&job.policy_name, &job.policy)
                 .clone();
             let (next, reason) = if job.cancel_requested {

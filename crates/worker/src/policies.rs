@@ -8,9 +8,24 @@ use std::collections::BTreeMap;
 /// The name recorded on jobs that carry their own inline policy.
 pub const INLINE: &str = "inline";
 
+/// Where a named policy comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    Builtin,
+    /// The configuration file: changed by editing it.
+    Config,
+    /// Created through the API: changed and deactivated there.
+    Api,
+}
+
 #[derive(Debug, Clone)]
 pub struct Policies {
+    /// Policies new jobs may choose.
     named: BTreeMap<String, Policy>,
+    /// Deactivated API policies: kept for the jobs that use them, chosen by no new job.
+    inactive: BTreeMap<String, Policy>,
+    sources: BTreeMap<String, Source>,
     by_kind: BTreeMap<String, String>,
     priority_rule: PriorityRule,
 }
@@ -27,7 +42,12 @@ impl Default for Policies {
             })
             .collect();
         Policies {
+            sources: BUILTIN_NAMES
+                .iter()
+                .map(|name| (name.to_string(), Source::Builtin))
+                .collect(),
             named,
+            inactive: BTreeMap::new(),
             by_kind: BTreeMap::new(),
             priority_rule: PriorityRule::default(),
         }
@@ -66,6 +86,7 @@ impl Policies {
                     message: "the name 'inline' is reserved".into(),
                 });
             }
+            policies.sources.insert(name.clone(), Source::Config);
             policies.named.insert(name, policy);
         }
         for (kind, name) in &by_kind {
@@ -99,16 +120,60 @@ impl Policies {
         Ok(policies)
     }
 
+    /// A policy new jobs may choose (not a deactivated one).
     pub fn get(&self, name: &str) -> Option<&Policy> {
         self.named.get(name)
+    }
+
+    /// Any known policy, deactivated ones included, with whether it is active.
+    pub fn definition(&self, name: &str) -> Option<(&Policy, bool)> {
+        self.named
+            .get(name)
+            .map(|p| (p, true))
+            .or_else(|| self.inactive.get(name).map(|p| (p, false)))
+    }
+
+    pub fn source(&self, name: &str) -> Option<Source> {
+        self.sources.get(name).copied()
+    }
+
+    /// These policies with the API-managed ones laid over them. Names taken by a built-in or
+    /// configured policy are refused when created, so a managed one never shadows them.
+    pub fn with_managed(&self, managed: &[retryd_store::StoredPolicy]) -> Policies {
+        let mut policies = self.clone();
+        for stored in managed {
+            if matches!(
+                policies.source(&stored.name),
+                Some(Source::Builtin | Source::Config)
+            ) {
+                continue;
+            }
+            policies.sources.insert(stored.name.clone(), Source::Api);
+            let (into, other) = if stored.active {
+                (&mut policies.named, &mut policies.inactive)
+            } else {
+                (&mut policies.inactive, &mut policies.named)
+            };
+            other.remove(&stored.name);
+            into.insert(stored.name.clone(), stored.policy.clone());
+        }
+        policies
     }
 
     pub fn names(&self) -> Vec<String> {
         self.named.keys().cloned().collect()
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&String, &Policy)> {
-        self.named.iter()
+    /// Every policy with whether it is active, by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Policy, bool)> {
+        let mut all: Vec<_> = self
+            .named
+            .iter()
+            .map(|(n, p)| (n, p, true))
+            .chain(self.inactive.iter().map(|(n, p)| (n, p, false)))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(b.0));
+        all.into_iter()
     }
 
     /// The policy name a new job gets (SPEC §2 selection order).
@@ -125,6 +190,6 @@ impl Policies {
     /// The policy that governs a job's next attempt: the current version of its named policy
     /// (so that a change applies to attempts scheduled after it), else its snapshot.
     pub fn current<'a>(&'a self, name: &str, snapshot: &'a Policy) -> &'a Policy {
-        self.named.get(name).unwrap_or(snapshot)
+        self.definition(name).map_or(snapshot, |(policy, _)| policy)
     }
 }

@@ -1,6 +1,7 @@
 //! The dead-letter queue: failed jobs, grouped by failure fingerprint.
 
 use crate::AppState;
+use crate::auth::{Admin, Operator, Viewer};
 use crate::dto::{BulkResult, Dlq, DlqGroup, DlqSelection, JobView};
 use crate::error::Error;
 use crate::extract::{ApiJson, ApiQuery};
@@ -66,6 +67,7 @@ async fn dead_jobs(
 
 pub async fn list(
     State(state): State<AppState>,
+    Viewer(_): Viewer,
     ApiQuery(query): ApiQuery<DlqQuery>,
 ) -> Result<Json<Dlq>, Error> {
     let limit = query.limit.unwrap_or(crate::dto::DEFAULT_PAGE);
@@ -163,6 +165,7 @@ async fn select(state: &AppState, selection: &DlqSelection) -> Result<Vec<JobId>
 
 pub async fn requeue(
     State(state): State<AppState>,
+    Operator(principal): Operator,
     ApiJson(selection): ApiJson<DlqSelection>,
 ) -> Result<Json<BulkResult>, Error> {
     let ids = select(&state, &selection).await?;
@@ -172,7 +175,10 @@ pub async fn requeue(
         if job.state != JobState::Failed {
             continue;
         }
-        state.engine.requeue(id, selection.reset, "api").await?;
+        state
+            .engine
+            .requeue(id, selection.reset, &principal.name)
+            .await?;
         done.push(id);
     }
     Ok(Json(BulkResult {
@@ -183,6 +189,7 @@ pub async fn requeue(
 
 pub async fn purge(
     State(state): State<AppState>,
+    Admin(_): Admin,
     ApiJson(selection): ApiJson<DlqSelection>,
 ) -> Result<Json<BulkResult>, Error> {
     if selection.reset {

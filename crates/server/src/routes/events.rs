@@ -1,66 +1,117 @@
-//! The live stream of state changes, as server-sent events. The store is the source of
-//! truth (so a reconnecting client resumes with `Last-Event-ID` without a gap); the
-//! in-process broadcast only wakes the stream up.
+//! The live stream of state changes, as server-sent events and over a WebSocket. The store
+//! is the source of truth (so a reconnecting client resumes with `Last-Event-ID` or `after`
+//! without a gap); the in-process broadcast only wakes the stream up.
 
 use crate::AppState;
+use crate::auth::Viewer;
 use crate::error::Error;
 use crate::extract::ApiQuery;
+use axum::extract::State;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::http::HeaderMap;
+use axum::response::Response;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use retryd_core::JobId;
-use serde::Deserialize;
+use retryd_core::job::Event;
+use retryd_store::Store;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
+
+/// Jobs whose queue, kind and target a stream remembers; cleared when full.
+const JOB_CACHE: usize = 10_000;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EventQuery {
     /// Only this job's events.
     pub job: Option<String>,
+    pub queue: Option<String>,
+    pub kind: Option<String>,
     /// Resume after this event id (same as the `Last-Event-ID` header).
     pub after: Option<i64>,
 }
 
-pub async fn stream(
-    axum::extract::State(state): axum::extract::State<AppState>,
-    headers: HeaderMap,
-    ApiQuery(query): ApiQuery<EventQuery>,
-) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, Error> {
-    let job: Option<JobId> = query.job.as_deref().map(super::job_id).transpose()?;
-    let resume = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<i64>().ok())
-        .or(query.after);
-    let store = state.engine.store().clone();
-    // Without a resume point the stream starts now, not at the beginning of history.
-    let start = match resume {
-        Some(after) => after,
-        None => latest_event_id(&state).await?,
-    };
+/// A state change with the job's queue, kind and target, as streamed.
+#[derive(Debug, Clone, Serialize)]
+pub struct StreamedEvent {
+    #[serde(flatten)]
+    pub event: Event,
+    pub queue: Option<String>,
+    pub kind: Option<String>,
+    pub target: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Filter {
+    job: Option<JobId>,
+    queue: Option<String>,
+    kind: Option<String>,
+}
+
+type JobInfo = (String, String, Option<String>);
+
+/// Events after `start` that match `filter`, forever, in id order.
+fn events(
+    state: &AppState,
+    start: i64,
+    filter: Filter,
+) -> impl Stream<Item = StreamedEvent> + Send + use<> {
+    let store: Arc<dyn Store> = state.engine.store().clone();
     let wake = state.engine.subscribe();
-    let events = futures::stream::unfold(
-        (start, Vec::new(), wake),
-        move |(mut after, mut buffer, mut wake)| {
-            let store = store.clone();
+    let jobs: HashMap<JobId, Option<JobInfo>> = HashMap::new();
+    futures::stream::unfold(
+        (start, Vec::new(), wake, jobs),
+        move |(mut after, mut buffer, mut wake, mut jobs)| {
+            let (store, filter) = (store.clone(), filter.clone());
             async move {
                 loop {
                     if let Some(event) = buffer.pop() {
-                        let event: retryd_core::job::Event = event;
-                        let data = serde_json::to_string(&event).unwrap_or_default();
-                        let sse = SseEvent::default()
-                            .id(event.id.to_string())
-                            .event("state")
-                            .data(data);
-                        return Some((Ok(sse), (after, buffer, wake)));
+                        let event: Event = event;
+                        let info = match jobs.get(&event.job_id) {
+                            Some(info) => info.clone(),
+                            None => {
+                                let info = store
+                                    .get_job(event.job_id)
+                                    .await
+                                    .ok()
+                                    .map(|j| (j.queue, j.kind, j.target));
+                                if jobs.len() >= JOB_CACHE {
+                                    jobs.clear();
+                                }
+                                jobs.insert(event.job_id, info.clone());
+                                info
+                            }
+                        };
+                        let wanted = |want: &Option<String>, have: Option<&String>| {
+                            want.as_ref().is_none_or(|w| Some(w) == have)
+                        };
+                        if !wanted(&filter.queue, info.as_ref().map(|i| &i.0))
+                            || !wanted(&filter.kind, info.as_ref().map(|i| &i.1))
+                        {
+                            continue;
+                        }
+                        let (queue, kind, target) = match info {
+                            Some((q, k, t)) => (Some(q), Some(k), t),
+                            None => (None, None, None),
+                        };
+                        let streamed = StreamedEvent {
+                            event,
+                            queue,
+                            kind,
+                            target,
+                        };
+                        return Some((streamed, (after, buffer, wake, jobs)));
                     }
                     match store.events_after(after, 500).await {
                         Ok(batch) if !batch.is_empty() => {
                             after = batch.last().map_or(after, |e| e.id);
                             buffer = batch
                                 .into_iter()
-                                .filter(|e| job.is_none_or(|j| e.job_id == j))
+                                .filter(|e| filter.job.is_none_or(|j| e.job_id == j))
                                 .rev()
                                 .collect();
                         }
@@ -72,10 +123,84 @@ pub async fn stream(
                 }
             }
         },
-    );
+    )
+}
+
+/// Where a stream starts: after the client's last seen event, else now (not at the
+/// beginning of history).
+async fn start(
+    state: &AppState,
+    headers: &HeaderMap,
+    query: &EventQuery,
+) -> Result<(i64, Filter), Error> {
+    let filter = Filter {
+        job: query.job.as_deref().map(super::job_id).transpose()?,
+        queue: query.queue.clone(),
+        kind: query.kind.clone(),
+    };
+    let resume = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .or(query.after);
+    let start = match resume {
+        Some(after) if after >= 0 => after,
+        Some(after) => {
+            return Err(Error::invalid(
+                "after",
+                format!("must be an event id (0 or more), got {after}"),
+            ));
+        }
+        None => state.engine.store().last_event_id().await?,
+    };
+    Ok((start, filter))
+}
+
+pub async fn stream(
+    State(state): State<AppState>,
+    Viewer(_): Viewer,
+    headers: HeaderMap,
+    ApiQuery(query): ApiQuery<EventQuery>,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, Error> {
+    let (start, filter) = start(&state, &headers, &query).await?;
+    let events = events(&state, start, filter).map(|streamed| {
+        Ok(SseEvent::default()
+            .id(streamed.event.id.to_string())
+            .event("state")
+            .data(serde_json::to_string(&streamed).unwrap_or_default()))
+    });
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }
 
-async fn latest_event_id(state: &AppState) -> Result<i64, Error> {
-    Ok(state.engine.store().last_event_id().await?)
+/// The same events as JSON text messages over a WebSocket; resume with `?after=ID`.
+pub async fn websocket(
+    State(state): State<AppState>,
+    Viewer(_): Viewer,
+    headers: HeaderMap,
+    ApiQuery(query): ApiQuery<EventQuery>,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, Error> {
+    let (start, filter) = start(&state, &headers, &query).await?;
+    let events = events(&state, start, filter);
+    Ok(upgrade.on_upgrade(move |socket| forward(socket, events)))
+}
+
+async fn forward(mut socket: WebSocket, events: impl Stream<Item = StreamedEvent> + Send) {
+    let mut events = std::pin::pin!(events);
+    loop {
+        tokio::select! {
+            next = events.next() => {
+                let Some(streamed) = next else { return };
+                let text = serde_json::to_string(&streamed).unwrap_or_default();
+                if socket.send(Message::Text(text.into())).await.is_err() {
+                    return;
+                }
+            }
+            incoming = socket.recv() => match incoming {
+                // Pings are answered by axum; anything else from the client is ignored.
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    }
 }

@@ -1,4 +1,5 @@
 use crate::AppState;
+use crate::auth::Viewer;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -13,6 +14,7 @@ pub async fn healthz() -> Json<Value> {
 /// counts of jobs by state and waiting jobs by queue as of now.
 pub async fn metrics(
     State(state): State<AppState>,
+    Viewer(_): Viewer,
 ) -> Result<impl axum::response::IntoResponse, crate::error::Error> {
     let store = state.engine.store();
     let by_state = store.count_by_state().await?;

@@ -1,5 +1,6 @@
 use super::job_id;
 use crate::AppState;
+use crate::auth::{Operator, Viewer};
 use crate::dto::{
     JobPage, JobView, ListQuery, LogPage, LogQuery, RetryRequest, SubmitRequest, Submitted,
 };
@@ -13,8 +14,6 @@ use axum::response::{IntoResponse, Response};
 use retryd_core::job::{Attempt, Event, Job};
 use std::time::Duration;
 
-/// The actor recorded on changes made through the API.
-const API_ACTOR: &str = "api";
 const MAX_LOG_PAGE: usize = 5000;
 
 async fn view(state: &AppState, job: Job) -> Result<JobView, Error> {
@@ -30,10 +29,11 @@ async fn view(state: &AppState, job: Job) -> Result<JobView, Error> {
 
 pub async fn submit(
     State(state): State<AppState>,
+    Operator(principal): Operator,
     ApiJson(request): ApiJson<SubmitRequest>,
 ) -> Result<Response, Error> {
     let engine = &state.engine;
-    let new = request.into_new_job(engine.policies(), engine.now(), API_ACTOR)?;
+    let new = request.into_new_job(&engine.policies(), engine.now(), &principal.name)?;
     let inserted = engine.submit(new).await?;
     let status = if inserted.created {
         StatusCode::CREATED
@@ -49,6 +49,7 @@ pub async fn submit(
 
 pub async fn list(
     State(state): State<AppState>,
+    Viewer(_): Viewer,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<JobPage>, Error> {
     let page = state
@@ -70,6 +71,7 @@ pub async fn list(
 
 pub async fn get(
     State(state): State<AppState>,
+    Viewer(_): Viewer,
     Path(id): Path<String>,
 ) -> Result<Json<JobView>, Error> {
     let job = state.engine.store().get_job(job_id(&id)?).await?;
@@ -78,6 +80,7 @@ pub async fn get(
 
 pub async fn attempts(
     State(state): State<AppState>,
+    Viewer(_): Viewer,
     Path(id): Path<String>,
 ) -> Result<Json<Vec<Attempt>>, Error> {
     let id = job_id(&id)?;
@@ -88,6 +91,7 @@ pub async fn attempts(
 
 pub async fn events(
     State(state): State<AppState>,
+    Viewer(_): Viewer,
     Path(id): Path<String>,
 ) -> Result<Json<Vec<Event>>, Error> {
     let id = job_id(&id)?;
@@ -98,15 +102,17 @@ pub async fn events(
 
 pub async fn cancel(
     State(state): State<AppState>,
+    Operator(principal): Operator,
     Path(id): Path<String>,
 ) -> Result<Json<JobView>, Error> {
-    let job = state.engine.cancel(job_id(&id)?, API_ACTOR).await?;
+    let job = state.engine.cancel(job_id(&id)?, &principal.name).await?;
     Ok(Json(view(&state, job).await?))
 }
 
 /// Retry now / requeue. The body is optional: `{"reset": true}` restarts the attempt count.
 pub async fn retry(
     State(state): State<AppState>,
+    Operator(principal): Operator,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<JobView>, Error> {
@@ -130,9 +136,12 @@ pub async fn retry(
             }
         })?
     };
+    let id = job_id(&id)?;
+    let current = state.engine.store().get_job(id).await?;
+    let changes = request.changes(&current, &state.engine.policies())?;
     let job = state
         .engine
-        .requeue(job_id(&id)?, request.reset, API_ACTOR)
+        .requeue_with(id, request.reset, changes, &principal.name)
         .await?;
     Ok(Json(view(&state, job).await?))
 }
@@ -141,6 +150,7 @@ pub async fn retry(
 /// the job is finished and its output drained.
 pub async fn log(
     State(state): State<AppState>,
+    Viewer(_): Viewer,
     Path(id): Path<String>,
     ApiQuery(query): ApiQuery<LogQuery>,
 ) -> Result<Response, Error> {

@@ -4,6 +4,9 @@ pub mod health;
 pub mod jobs;
 pub mod policies;
 pub mod queues;
+pub mod session;
+pub mod stats;
+pub mod tokens;
 
 use crate::error::Error;
 use axum::extract::OriginalUri;

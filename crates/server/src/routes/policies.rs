@@ -1,43 +1,157 @@
+//! Named retry policies: everyone reads them with their schedule preview; admins create,
+//! update and deactivate the ones managed through the API. A change applies to attempts
+//! scheduled after it, on every node (they re-read managed policies every few seconds).
+
 use crate::AppState;
-use crate::dto::PolicyView;
+use crate::auth::{Admin, Viewer};
+use crate::dto::{NewPolicyRequest, PolicyView};
 use crate::error::Error;
+use crate::extract::ApiJson;
 use axum::Json;
 use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use retryd_core::Policy;
-use retryd_core::policy::BUILTIN_NAMES;
+use retryd_store::StoredPolicy;
+use retryd_worker::Policies;
+use retryd_worker::policies::{INLINE, Source};
 
-fn policy_view(name: &str, policy: &Policy) -> PolicyView {
-    PolicyView {
+fn policy_view(policies: &Policies, name: &str) -> Option<PolicyView> {
+    let (policy, active) = policies.definition(name)?;
+    Some(PolicyView {
         name: name.to_owned(),
-        builtin: BUILTIN_NAMES.contains(&name),
+        source: policies.source(name).unwrap_or(Source::Api),
+        active,
         policy: policy.clone(),
         schedule: policy.simulate(),
-    }
+    })
 }
 
-pub async fn list(State(state): State<AppState>) -> Json<Vec<PolicyView>> {
+fn unknown(policies: &Policies, name: &str) -> Error {
+    Error::NotFound(format!(
+        "no policy named '{name}' (known: {})",
+        policies.names().join(", ")
+    ))
+}
+
+pub async fn list(State(state): State<AppState>, Viewer(_): Viewer) -> Json<Vec<PolicyView>> {
+    let policies = state.engine.policies();
     Json(
-        state
-            .engine
-            .policies()
+        policies
             .iter()
-            .map(|(name, policy)| policy_view(name, policy))
+            .filter_map(|(name, _, _)| policy_view(&policies, name))
             .collect(),
     )
 }
 
 pub async fn show(
     State(state): State<AppState>,
+    Viewer(_): Viewer,
     Path(name): Path<String>,
 ) -> Result<Json<PolicyView>, Error> {
     let policies = state.engine.policies();
-    policies
-        .get(&name)
-        .map(|policy| Json(policy_view(&name, policy)))
-        .ok_or_else(|| {
-            Error::NotFound(format!(
-                "no policy named '{name}' (known: {})",
-                policies.names().join(", ")
-            ))
+    policy_view(&policies, &name)
+        .map(Json)
+        .ok_or_else(|| unknown(&policies, &name))
+}
+
+fn validate(name: &str, policy: &Policy) -> Result<(), Error> {
+    retryd_core::job::validate_name("name", name).map_err(|m| Error::invalid("name", m))?;
+    if name == INLINE {
+        return Err(Error::invalid(
+            "name",
+            "'inline' is reserved for per-job policies",
+        ));
+    }
+    policy
+        .validate()
+        .map_err(|e| Error::invalid(format!("policy.{}", e.field), e.message))
+}
+
+/// Refuses to manage a policy that the configuration file or the binary defines.
+fn managed_only(policies: &Policies, name: &str) -> Result<(), Error> {
+    match policies.source(name) {
+        Some(Source::Builtin) => Err(Error::Conflict(format!(
+            "'{name}' is a built-in policy; create a new one with another name"
+        ))),
+        Some(Source::Config) => Err(Error::Conflict(format!(
+            "'{name}' is defined in the configuration file; change it there"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+async fn save(
+    state: &AppState,
+    name: &str,
+    policy: Policy,
+    active: bool,
+    actor: &str,
+) -> Result<PolicyView, Error> {
+    state
+        .engine
+        .store()
+        .put_policy(&StoredPolicy {
+            name: name.to_owned(),
+            policy,
+            active,
+            updated_at: state.engine.now(),
+            updated_by: actor.to_owned(),
         })
+        .await?;
+    state.engine.reload_policies().await?;
+    policy_view(&state.engine.policies(), name)
+        .ok_or_else(|| Error::Internal(format!("policy {name} vanished after saving")))
+}
+
+/// Creates a policy (or re-activates a deactivated one with a new definition).
+pub async fn create(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    ApiJson(request): ApiJson<NewPolicyRequest>,
+) -> Result<(StatusCode, Json<PolicyView>), Error> {
+    validate(&request.name, &request.policy)?;
+    let policies = state.engine.policies();
+    managed_only(&policies, &request.name)?;
+    if policies.get(&request.name).is_some() {
+        return Err(Error::Conflict(format!(
+            "a policy named '{}' exists; change it with PUT /api/v1/policies/{}",
+            request.name, request.name
+        )));
+    }
+    let view = save(&state, &request.name, request.policy, true, &admin.name).await?;
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+pub async fn update(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Path(name): Path<String>,
+    ApiJson(policy): ApiJson<Policy>,
+) -> Result<Json<PolicyView>, Error> {
+    let policies = state.engine.policies();
+    let Some((_, active)) = policies.definition(&name) else {
+        return Err(unknown(&policies, &name));
+    };
+    managed_only(&policies, &name)?;
+    validate(&name, &policy)?;
+    Ok(Json(
+        save(&state, &name, policy, active, &admin.name).await?,
+    ))
+}
+
+/// Deactivates: jobs that use the policy keep it; new jobs cannot choose it.
+pub async fn deactivate(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Path(name): Path<String>,
+) -> Result<Json<PolicyView>, Error> {
+    let policies = state.engine.policies();
+    let Some((policy, _)) = policies.definition(&name) else {
+        return Err(unknown(&policies, &name));
+    };
+    // Kinds and the priority rule can only name built-in or configured policies, so no
+    // configuration depends on a managed one.
+    managed_only(&policies, &name)?;
+    let policy = policy.clone();
+    Ok(Json(save(&state, &name, policy, false, &admin.name).await?))
 }

@@ -1,6 +1,7 @@
 //! Queues: how many jobs wait in each, and pausing and resuming them.
 
 use crate::AppState;
+use crate::auth::{Operator, Viewer};
 use crate::error::Error;
 use axum::Json;
 use axum::extract::{Path, State};
@@ -17,7 +18,10 @@ pub struct QueueView {
 }
 
 /// Every queue that has waiting jobs or is paused.
-pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<QueueView>>, Error> {
+pub async fn list(
+    State(state): State<AppState>,
+    Viewer(_): Viewer,
+) -> Result<Json<Vec<QueueView>>, Error> {
     let depths = state.engine.store().queue_depths().await?;
     let paused = state.engine.store().paused_queues().await?;
     let names: BTreeSet<&String> = depths.keys().chain(paused.iter()).collect();
@@ -33,9 +37,14 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<QueueView>>,
     ))
 }
 
-async fn set(state: &AppState, name: &str, paused: bool) -> Result<Json<QueueView>, Error> {
+async fn set(
+    state: &AppState,
+    name: &str,
+    paused: bool,
+    actor: &str,
+) -> Result<Json<QueueView>, Error> {
     validate_name("queue", name).map_err(|message| Error::invalid("queue", message))?;
-    state.engine.set_queue_paused(name, paused, "api").await?;
+    state.engine.set_queue_paused(name, paused, actor).await?;
     let waiting = state
         .engine
         .store()
@@ -54,14 +63,16 @@ async fn set(state: &AppState, name: &str, paused: bool) -> Result<Json<QueueVie
 /// Running attempts finish; nothing new is claimed from the queue until it is resumed.
 pub async fn pause(
     State(state): State<AppState>,
+    Operator(principal): Operator,
     Path(name): Path<String>,
 ) -> Result<Json<QueueView>, Error> {
-    set(&state, &name, true).await
+    set(&state, &name, true, &principal.name).await
 }
 
 pub async fn resume(
     State(state): State<AppState>,
+    Operator(principal): Operator,
     Path(name): Path<String>,
 ) -> Result<Json<QueueView>, Error> {
-    set(&state, &name, false).await
+    set(&state, &name, false, &principal.name).await
 }

@@ -1,0 +1,317 @@
+//! Who is calling, and whether they may: bearer API tokens (stored as SHA-256, compared in
+//! constant time), the dashboard's session cookie with its CSRF token, per-token rate
+//! limiting, and the extractors [`Viewer`], [`Operator`] and [`Admin`] that each handler
+//! names to require its role.
+//!
+//! A token reads `rtd_<id>_<secret>`: the id finds the row, the secret is only ever hashed.
+//! The session cookie carries the token itself (HttpOnly, SameSite=Strict); its CSRF token
+//! is derived from the secret, so no session table is needed and every node agrees, and
+//! revoking the token ends its sessions.
+
+use crate::AppState;
+use crate::error::Error;
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use rand::RngCore;
+use retryd_core::Role;
+use retryd_store::{AccessStore, TokenRecord};
+use sha2::{Digest, Sha256};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+
+pub const TOKEN_PREFIX: &str = "rtd_";
+pub const SESSION_COOKIE: &str = "retryd_session";
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// How the API authenticates, from the `[auth]` settings.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// Off only on loopback addresses (the server refuses otherwise): every caller is admin.
+    pub enabled: bool,
+    /// Sustained requests per second per token.
+    pub rate_per_second: NonZeroU32,
+    /// Requests a token may send at once above the sustained rate.
+    pub burst: NonZeroU32,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            enabled: true,
+            rate_per_second: NonZeroU32::new(100).expect("non-zero"),
+            burst: NonZeroU32::new(500).expect("non-zero"),
+        }
+    }
+}
+
+/// The authentication state shared by handlers.
+#[derive(Debug)]
+pub struct Auth {
+    pub config: AuthConfig,
+    limiter: DefaultKeyedRateLimiter<String>,
+}
+
+impl Auth {
+    pub fn new(config: AuthConfig) -> Arc<Self> {
+        let quota = Quota::per_second(config.rate_per_second).allow_burst(config.burst);
+        Arc::new(Auth {
+            config,
+            limiter: RateLimiter::keyed(quota),
+        })
+    }
+}
+
+/// A freshly minted token: the only moment its plain text exists.
+#[derive(Debug)]
+pub struct MintedToken {
+    pub plaintext: String,
+    pub record: TokenRecord,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn sha256_hex(parts: &[&[u8]]) -> String {
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update(part);
+    }
+    hex(&hasher.finalize())
+}
+
+/// Makes a new token with 256 random bits of secret.
+pub fn mint(name: &str, role: Role, actor: &str, now: DateTime<Utc>) -> MintedToken {
+    let mut rng = rand::rng();
+    let mut id = [0u8; 6];
+    let mut secret = [0u8; 32];
+    rng.fill_bytes(&mut id);
+    rng.fill_bytes(&mut secret);
+    let (id, secret) = (hex(&id), hex(&secret));
+    MintedToken {
+        plaintext: format!("{TOKEN_PREFIX}{id}_{secret}"),
+        record: TokenRecord {
+            secret_hash: sha256_hex(&[secret.as_bytes()]),
+            id,
+            name: name.to_owned(),
+            role,
+            created_at: now,
+            created_by: actor.to_owned(),
+            revoked_at: None,
+        },
+    }
+}
+
+fn split(token: &str) -> Option<(&str, &str)> {
+    token.strip_prefix(TOKEN_PREFIX)?.split_once('_')
+}
+
+/// The token's record when it is known, not revoked and its secret matches.
+pub async fn verify(store: &dyn AccessStore, token: &str) -> Result<Option<TokenRecord>, Error> {
+    let Some((id, secret)) = split(token) else {
+        return Ok(None);
+    };
+    let Some(record) = store.get_token(id).await? else {
+        return Ok(None);
+    };
+    let presented = sha256_hex(&[secret.as_bytes()]);
+    let matches: bool = presented
+        .as_bytes()
+        .ct_eq(record.secret_hash.as_bytes())
+        .into();
+    Ok((matches && record.revoked_at.is_none()).then_some(record))
+}
+
+/// The CSRF token of a session: only someone who can read the (HttpOnly) cookie's token, that
+/// is the server, can compute it.
+pub fn csrf_token(token: &str) -> String {
+    sha256_hex(&[b"retryd csrf\0", token.as_bytes()])
+}
+
+/// Who made a request.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub role: Role,
+    /// Recorded as the actor of the changes the request makes.
+    pub name: String,
+    /// The dashboard session's token, when the request came with the cookie.
+    pub session: Option<String>,
+}
+
+/// What the middleware found; the role extractors turn it into a response.
+#[derive(Debug, Clone)]
+enum Authn {
+    None,
+    Invalid,
+    CsrfMissing,
+    Known(Principal),
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| pair.trim().strip_prefix(SESSION_COOKIE)?.strip_prefix('='))
+}
+
+fn is_safe(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// Resolves the caller once per request and applies the rate limit; handlers then require
+/// a role with an extractor.
+pub async fn authenticate(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let auth = &state.auth;
+    let authn = if !auth.config.enabled {
+        Authn::Known(Principal {
+            role: Role::Admin,
+            name: "local".into(),
+            session: None,
+        })
+    } else {
+        let headers = request.headers();
+        let (token, from_cookie) = match (bearer(headers), session_cookie(headers)) {
+            (Some(token), _) => (Some(token.to_owned()), false),
+            (None, Some(token)) => (Some(token.to_owned()), true),
+            (None, None) => (None, false),
+        };
+        match token {
+            None => Authn::None,
+            Some(token) => match verify(state.engine.store().as_ref(), &token).await {
+                Err(e) => return e.into_response(),
+                Ok(None) => Authn::Invalid,
+                Ok(Some(record)) => {
+                    if let Err(not_until) = auth.limiter.check_key(&record.id) {
+                        let wait = not_until.wait_time_from(governor::clock::Clock::now(
+                            &governor::clock::DefaultClock::default(),
+                        ));
+                        let retry_after_secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                        return Error::RateLimited {
+                            retry_after_secs: retry_after_secs.max(1),
+                        }
+                        .into_response();
+                    }
+                    let csrf_ok = !from_cookie
+                        || is_safe(request.method())
+                        || request
+                            .headers()
+                            .get(CSRF_HEADER)
+                            .and_then(|v| v.to_str().ok())
+                            .is_some_and(|sent| {
+                                sent.as_bytes().ct_eq(csrf_token(&token).as_bytes()).into()
+                            });
+                    if csrf_ok {
+                        Authn::Known(Principal {
+                            role: record.role,
+                            name: record.name,
+                            session: from_cookie.then_some(token),
+                        })
+                    } else {
+                        Authn::CsrfMissing
+                    }
+                }
+            },
+        }
+    };
+    request.extensions_mut().insert(authn);
+    next.run(request).await
+}
+
+fn require(parts: &Parts, needed: Role) -> Result<Principal, Error> {
+    match parts.extensions.get::<Authn>() {
+        Some(Authn::Known(principal)) if principal.role >= needed => Ok(principal.clone()),
+        Some(Authn::Known(principal)) => Err(Error::Forbidden {
+            needed,
+            has: principal.role,
+        }),
+        Some(Authn::CsrfMissing) => Err(Error::Csrf),
+        Some(Authn::Invalid) => Err(Error::Unauthenticated(
+            "the token is unknown, malformed or revoked".into(),
+        )),
+        Some(Authn::None) | None => Err(Error::Unauthenticated(
+            "send an API token as `Authorization: Bearer rtd_…` (create one with `retryd token create`)".into(),
+        )),
+    }
+}
+
+macro_rules! role_extractor {
+    ($name:ident, $role:expr, $doc:literal) => {
+        #[doc = $doc]
+        #[derive(Debug, Clone)]
+        pub struct $name(pub Principal);
+
+        impl<S: Send + Sync> FromRequestParts<S> for $name {
+            type Rejection = Error;
+
+            async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Error> {
+                require(parts, $role).map($name)
+            }
+        }
+    };
+}
+
+role_extractor!(
+    Viewer,
+    Role::Viewer,
+    "Requires at least the viewer role (reads)."
+);
+role_extractor!(
+    Operator,
+    Role::Operator,
+    "Requires at least the operator role (changes jobs and queues)."
+);
+role_extractor!(
+    Admin,
+    Role::Admin,
+    "Requires the admin role (policies, tokens, purge)."
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minted_tokens_split_and_hash_their_secret_only() {
+        let minted = mint("ci", Role::Operator, "test", Utc::now());
+        let (id, secret) = split(&minted.plaintext).expect("well-formed");
+        assert_eq!(id, minted.record.id);
+        assert_eq!(secret.len(), 64);
+        assert!(!minted.record.secret_hash.contains(secret));
+        assert_eq!(minted.record.secret_hash, sha256_hex(&[secret.as_bytes()]));
+        assert_ne!(
+            mint("ci", Role::Operator, "test", Utc::now()).plaintext,
+            minted.plaintext
+        );
+    }
+
+    #[test]
+    fn cookies_and_bearer_headers_are_found() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::COOKIE,
+            "a=1; retryd_session=rtd_x_y; b=2".parse().unwrap(),
+        );
+        headers.insert(header::AUTHORIZATION, "bearer  rtd_a_b".parse().unwrap());
+        assert_eq!(session_cookie(&headers), Some("rtd_x_y"));
+        assert_eq!(bearer(&headers), Some("rtd_a_b"));
+        assert_ne!(csrf_token("rtd_x_y"), csrf_token("rtd_x_z"));
+    }
+}

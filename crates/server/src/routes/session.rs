@@ -1,0 +1,68 @@
+//! The dashboard's login: a token is exchanged for an HttpOnly session cookie, and the
+//! session's CSRF token is handed to the page's script.
+
+use crate::AppState;
+use crate::auth::{self, Principal, SESSION_COOKIE, Viewer};
+use crate::dto::{Login, SessionView};
+use crate::error::Error;
+use crate::extract::ApiJson;
+use axum::Json;
+use axum::extract::State;
+use axum::http::header::SET_COOKIE;
+use axum::response::{AppendHeaders, IntoResponse};
+
+fn view(state: &AppState, principal: &Principal) -> SessionView {
+    SessionView {
+        role: principal.role,
+        name: principal.name.clone(),
+        csrf_token: principal
+            .session
+            .as_deref()
+            .map(auth::csrf_token)
+            .unwrap_or_default(),
+        auth: state.auth.config.enabled,
+    }
+}
+
+pub async fn login(
+    State(state): State<AppState>,
+    ApiJson(login): ApiJson<Login>,
+) -> Result<impl IntoResponse, Error> {
+    if !state.auth.config.enabled {
+        return Err(Error::Conflict(
+            "authentication is disabled on this server: there is nothing to log in to".into(),
+        ));
+    }
+    let record = auth::verify(state.engine.store().as_ref(), &login.token)
+        .await?
+        .ok_or_else(|| {
+            Error::Unauthenticated("the token is unknown, malformed or revoked".into())
+        })?;
+    let principal = Principal {
+        role: record.role,
+        name: record.name,
+        session: Some(login.token.clone()),
+    };
+    let cookie = format!(
+        "{SESSION_COOKIE}={}; HttpOnly; SameSite=Strict; Path=/",
+        login.token
+    );
+    Ok((
+        AppendHeaders([(SET_COOKIE, cookie)]),
+        Json(view(&state, &principal)),
+    ))
+}
+
+pub async fn show(State(state): State<AppState>, Viewer(principal): Viewer) -> Json<SessionView> {
+    Json(view(&state, &principal))
+}
+
+pub async fn logout(Viewer(_): Viewer) -> impl IntoResponse {
+    (
+        AppendHeaders([(
+            SET_COOKIE,
+            format!("{SESSION_COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"),
+        )]),
+        axum::http::StatusCode::NO_CONTENT,
+    )
+}

@@ -1,0 +1,49 @@
+//! API tokens: admins create, list and revoke them. The plain text is shown once, at creation.
+
+use crate::AppState;
+use crate::auth::{self, Admin};
+use crate::dto::{CreatedToken, NewTokenRequest, TokenView};
+use crate::error::Error;
+use crate::extract::ApiJson;
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+
+pub async fn list(
+    State(state): State<AppState>,
+    Admin(_): Admin,
+) -> Result<Json<Vec<TokenView>>, Error> {
+    let tokens = state.engine.store().list_tokens().await?;
+    Ok(Json(tokens.into_iter().map(TokenView::from).collect()))
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    ApiJson(request): ApiJson<NewTokenRequest>,
+) -> Result<(StatusCode, Json<CreatedToken>), Error> {
+    request.validate()?;
+    let minted = auth::mint(&request.name, request.role, &admin.name, state.engine.now());
+    state.engine.store().insert_token(&minted.record).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedToken {
+            token: minted.plaintext,
+            info: minted.record.into(),
+        }),
+    ))
+}
+
+pub async fn revoke(
+    State(state): State<AppState>,
+    Admin(_): Admin,
+    Path(id_or_name): Path<String>,
+) -> Result<Json<TokenView>, Error> {
+    state
+        .engine
+        .store()
+        .revoke_token(&id_or_name, state.engine.now())
+        .await?
+        .map(|t| Json(t.into()))
+        .ok_or_else(|| Error::NotFound(format!("no token with id or name '{id_or_name}'")))
+}
