@@ -14,11 +14,16 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_retryd");
 /// same database (restarts, more nodes) print none.
 static ADMIN_TOKENS: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
 
+/// The database itself: node URLs differ only in their query (`application_name`).
+fn database_key(database: &str) -> &str {
+    database.split('?').next().unwrap_or(database)
+}
+
 fn admin_token_of(database: &str) -> Option<String> {
     let tokens = ADMIN_TOKENS.lock().unwrap();
     tokens
         .iter()
-        .find(|(d, _)| d == database)
+        .find(|(d, _)| d == database_key(database))
         .map(|(_, t)| t.clone())
 }
 
