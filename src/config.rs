@@ -129,7 +129,7 @@ pub struct ServeOverrides {
     /// Log filter, e.g. info or retryd_worker=debug [default: info]
     #[arg(long, env = "RETRYD_LOG_LEVEL")]
     pub log_level: Option<String>,
-    /// Attempts run at once on this node [default: 16]
+    /// Attempts run at once on this node; 0 serves only the API [default: 16]
     #[arg(long, env = "RETRYD_CONCURRENCY")]
     pub concurrency: Option<usize>,
     /// Lease of a running attempt, renewed every third of it [default: 30s]
@@ -267,7 +267,10 @@ impl Settings {
                 .filter_map(|(q, c)| c.concurrency.map(|n| (q.clone(), n)))
                 .collect(),
             // A queue without its own cap may use every slot unless told otherwise.
-            default_queue_concurrency: file.engine.default_queue_concurrency.unwrap_or(concurrency),
+            default_queue_concurrency: file
+                .engine
+                .default_queue_concurrency
+                .unwrap_or(concurrency.max(1)),
             lease: flags.lease.or(file.engine.lease).unwrap_or(defaults.lease),
             kill_grace: file.engine.kill_grace.unwrap_or(defaults.kill_grace),
             shutdown_grace: flags
@@ -375,9 +378,10 @@ fn allow_hosts(hosts: &[String]) -> Result<Vec<String>> {
 }
 
 fn validate_engine(engine: &EngineConfig) -> Result<()> {
-    if !(1..=10_000).contains(&engine.concurrency) {
+    // 0 makes an API-only node: it serves the API and dashboard and runs no attempt.
+    if engine.concurrency > 10_000 {
         bail!(
-            "engine.concurrency: must be between 1 and 10000, got {}",
+            "engine.concurrency: must be between 0 (API only) and 10000, got {}",
             engine.concurrency
         );
     }

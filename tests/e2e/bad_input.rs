@@ -207,7 +207,7 @@ async fn bad_config_and_flags_name_the_field() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("listen"), "{}", stderr(&out));
     for (text, field) in [
-        ("[engine]\nconcurrency = 0", "engine.concurrency"),
+        ("[engine]\nconcurrency = 10001", "engine.concurrency"),
         ("[engine]\nlease = \"-1s\"", "lease"),
         ("colour = \"blue\"", "colour"),
         (

@@ -8,6 +8,7 @@ use std::sync::LazyLock;
 
 /// What a failure means for the job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Class {
     /// Worth another attempt.
@@ -46,6 +47,7 @@ impl fmt::Display for Class {
 
 /// A user rule, written in a policy. Exactly one matcher must be set.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Rule {
     /// Shown when the rule matches; generated from the matcher when absent.

@@ -84,6 +84,7 @@ pub fn attempt_started(number: u32, max_attempts: u32, node: &str) -> String {
 
 /// Why a finished job stopped and what to do about it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Diagnosis {
     /// One sentence: why it stopped.
     pub summary: String,

@@ -13,6 +13,8 @@ use uuid::Uuid;
 
 /// A job's id: a UUIDv7, so ids sort by creation time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(value_type = String, format = Uuid))]
 #[serde(transparent)]
 pub struct JobId(pub Uuid);
 
@@ -59,6 +61,7 @@ pub const DEFAULT_PRIORITY: u8 = 50;
 
 /// An environment value; `{"value": "...", "secret": true}` is never shown or logged.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(untagged)]
 pub enum EnvValue {
     Plain(String),
@@ -85,6 +88,7 @@ pub const REDACTED: &str = "[REDACTED]";
 
 /// Run a program. No shell unless the user writes `sh -c`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CommandAction {
     pub program: String,
@@ -97,6 +101,7 @@ pub struct CommandAction {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stdin: Option<String>,
     /// Time limit of one attempt; overrides the policy's `attempt_timeout`.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "30s"))]
     #[serde(
         default,
         with = "crate::duration::option",
@@ -160,6 +165,7 @@ impl CommandAction {
 
 /// Call an HTTP endpoint. Success is a 2xx status unless `success_statuses` says otherwise.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct HttpAction {
     #[serde(default = "default_method")]
@@ -171,6 +177,7 @@ pub struct HttpAction {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<String>,
     /// Time limit of one attempt; overrides the policy's `attempt_timeout`.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "30s"))]
     #[serde(
         default,
         with = "crate::duration::option",
@@ -271,6 +278,7 @@ impl HttpAction {
 
 /// What a job runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Action {
     Command(CommandAction),
@@ -352,6 +360,7 @@ pub fn redact(text: &str, secrets: &[String]) -> String {
 
 /// How an attempt ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum AttemptOutcome {
     Succeeded,
@@ -409,6 +418,7 @@ pub struct NewJob {
 
 /// A stored job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Job {
     pub id: JobId,
     pub queue: String,
@@ -449,6 +459,7 @@ pub struct Job {
 
 /// One try of a job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Attempt {
     pub job_id: JobId,
     pub number: u32,
@@ -471,6 +482,7 @@ pub struct Attempt {
 
 /// One state change of a job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Event {
     /// Increases across all jobs: the position in the global event stream.
     pub id: i64,
@@ -483,6 +495,7 @@ pub struct Event {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Stream {
     Stdout,
@@ -512,6 +525,7 @@ impl Stream {
 
 /// One captured output line.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LogLine {
     /// Increases within a job; `after=seq` resumes a follow.
     pub seq: i64,

@@ -30,6 +30,7 @@ pub const MAX_MULTIPLIER: f64 = 100.0;
 /// How randomness spreads the computed delay, so that many jobs failing together do not
 /// retry together.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Jitter {
     /// Exactly the computed delay.
@@ -49,25 +50,30 @@ impl Jitter {
 
 /// A retry policy. Every field has the `default` policy's value when omitted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct Policy {
     /// Attempts in all, counting the first (1–100).
     pub max_attempts: u32,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "30s"))]
     #[serde(with = "crate::duration")]
     pub initial_delay: Duration,
     /// Growth factor per attempt (≥ 1).
     pub multiplier: f64,
     /// Cap on any single wait.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "30s"))]
     #[serde(with = "crate::duration")]
     pub max_delay: Duration,
     pub jitter: Jitter,
     /// Total time budget from the first attempt's start; past it the job fails.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "30s"))]
     #[serde(
         with = "crate::duration::option",
         skip_serializing_if = "Option::is_none"
     )]
     pub max_elapsed: Option<Duration>,
     /// Kill an attempt that runs longer (its failure is transient).
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "30s"))]
     #[serde(
         with = "crate::duration::option",
         skip_serializing_if = "Option::is_none"
@@ -283,15 +289,20 @@ impl Policy {
 
 /// One wait of a simulated schedule.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ScheduleRow {
     /// The wait follows this attempt's failure and precedes attempt `after_attempt + 1`.
     pub after_attempt: u32,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "30s"))]
     #[serde(with = "crate::duration")]
     pub delay_min: Duration,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "30s"))]
     #[serde(with = "crate::duration")]
     pub delay_max: Duration,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "30s"))]
     #[serde(with = "crate::duration")]
     pub cumulative_min: Duration,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "30s"))]
     #[serde(with = "crate::duration")]
     pub cumulative_max: Duration,
 }

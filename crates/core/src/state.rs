@@ -6,6 +6,7 @@ use std::str::FromStr;
 
 /// Where a job stands. Each variant says who moves a job out of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum JobState {
     /// Waiting for its `run_at` or for a free worker. A worker's claim moves it to

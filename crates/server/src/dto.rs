@@ -18,7 +18,7 @@ const MAX_ARGS: usize = 1000;
 /// How far ahead a job may be scheduled.
 const MAX_SCHEDULE_AHEAD_DAYS: i64 = 366;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitRequest {
     pub action: Action,
@@ -30,6 +30,7 @@ pub struct SubmitRequest {
     pub target: Option<String>,
     /// A policy name, or an inline policy object.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub policy: Option<serde_json::Value>,
     #[serde(default)]
     pub priority: Option<i64>,
@@ -209,7 +210,7 @@ fn resolve_policy(
 
 /// A job as the API shows it: secrets redacted, with its waiting reason and, when it did
 /// not succeed, its diagnosis.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct JobView {
     #[serde(flatten)]
     pub job: Job,
@@ -241,7 +242,7 @@ impl JobView {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Submitted {
     #[serde(flatten)]
     pub view: JobView,
@@ -249,8 +250,9 @@ pub struct Submitted {
     pub created: bool,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Comma-separated states.
     pub state: Option<String>,
@@ -324,13 +326,13 @@ impl ListQuery {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct JobPage {
     pub jobs: Vec<JobView>,
     pub next_cursor: Option<JobId>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetryRequest {
     /// Start the attempt count from zero again.
@@ -339,11 +341,14 @@ pub struct RetryRequest {
     /// New arguments for a command job (replace the old ones).
     #[serde(default)]
     pub args: Option<Vec<String>>,
-    /// Environment changes for a command job: a value sets, `null` removes.
+    /// Environment changes for a command job: a value (a string, or `{"value", "secret"}`)
+    /// sets, `null` removes.
     #[serde(default)]
+    #[schema(value_type = Option<std::collections::HashMap<String, Object>>)]
     pub env: Option<BTreeMap<String, Option<retryd_core::EnvValue>>>,
     /// A policy name or an inline policy object.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub policy: Option<serde_json::Value>,
 }
 
@@ -414,7 +419,7 @@ impl RetryRequest {
 }
 
 /// Which dead jobs a bulk action applies to. At least one selector is required.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DlqSelection {
     #[serde(default)]
@@ -431,7 +436,7 @@ pub struct DlqSelection {
     pub reset: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DlqGroup {
     pub fingerprint: String,
     pub class: Option<String>,
@@ -447,20 +452,20 @@ pub struct DlqGroup {
     pub sample_job_ids: Vec<JobId>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Dlq {
     pub total: u64,
     pub groups: Vec<DlqGroup>,
     pub jobs: Vec<JobView>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct BulkResult {
     pub count: u64,
     pub job_ids: Vec<JobId>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PolicyView {
     pub name: String,
     /// builtin, config (the configuration file) or api (managed through the API).
@@ -471,8 +476,9 @@ pub struct PolicyView {
     pub schedule: Vec<retryd_core::policy::ScheduleRow>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct LogQuery {
     #[serde(default)]
     pub after: i64,
@@ -481,7 +487,7 @@ pub struct LogQuery {
     pub follow: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct LogPage {
     pub lines: Vec<retryd_core::job::LogLine>,
     /// Pass as `after` to continue.
@@ -491,14 +497,14 @@ pub struct LogPage {
 }
 
 /// `POST /api/v1/session`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Login {
     pub token: String,
 }
 
 /// Who the session is, and the CSRF token its changes must carry.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SessionView {
     pub role: retryd_core::Role,
     pub name: String,
@@ -510,7 +516,7 @@ pub struct SessionView {
 }
 
 /// `POST /api/v1/tokens`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewTokenRequest {
     pub name: String,
@@ -524,7 +530,7 @@ impl NewTokenRequest {
 }
 
 /// A token as listed: never its secret.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TokenView {
     pub id: String,
     pub name: String,
@@ -548,7 +554,7 @@ impl From<retryd_store::TokenRecord> for TokenView {
 }
 
 /// A new token: the plain text appears here once and is never retrievable again.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CreatedToken {
     pub token: String,
     #[serde(flatten)]
@@ -556,7 +562,7 @@ pub struct CreatedToken {
 }
 
 /// `POST /api/v1/policies`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewPolicyRequest {
     pub name: String,

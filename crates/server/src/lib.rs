@@ -17,11 +17,12 @@ pub mod auth;
 pub mod dto;
 pub mod error;
 pub mod extract;
+mod openapi;
 mod routes;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{delete, get, post};
+use axum::routing::get;
 use retryd_worker::Engine;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -33,52 +34,65 @@ pub struct AppState {
     pub auth: std::sync::Arc<auth::Auth>,
 }
 
+/// The whole API and its OpenAPI document, built from the same route table so that the
+/// document lists exactly what the router serves.
+fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    use routes::*;
+    use utoipa_axum::router::OpenApiRouter;
+    use utoipa_axum::routes;
+    let api = OpenApiRouter::<AppState>::new()
+        .routes(routes!(jobs::submit, jobs::list))
+        .routes(routes!(jobs::get))
+        .routes(routes!(jobs::attempts))
+        .routes(routes!(jobs::events))
+        .routes(routes!(jobs::log))
+        .routes(routes!(jobs::cancel))
+        .routes(routes!(jobs::retry))
+        .routes(routes!(dlq::list))
+        .routes(routes!(dlq::requeue))
+        .routes(routes!(dlq::purge))
+        .routes(routes!(queues::list))
+        .routes(routes!(queues::pause))
+        .routes(routes!(queues::resume))
+        .routes(routes!(policies::list, policies::create))
+        .routes(routes!(
+            policies::show,
+            policies::update,
+            policies::deactivate
+        ))
+        .routes(routes!(events::stream))
+        .routes(routes!(events::websocket))
+        .routes(routes!(stats::stats))
+        .routes(routes!(session::login, session::show, session::logout))
+        .routes(routes!(tokens::list, tokens::create))
+        .routes(routes!(tokens::revoke));
+    let (router, mut doc) = OpenApiRouter::with_openapi(openapi::base())
+        .nest("/api/v1", api)
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(health::metrics))
+        .split_for_parts();
+    openapi::finish(&mut doc);
+    (router, doc)
+}
+
+/// The OpenAPI document, as served at `/api/v1/openapi.json`.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    routes().1
+}
+
 /// The whole API.
 pub fn app(state: AppState) -> Router {
-    let api = Router::new()
-        .route("/jobs", post(routes::jobs::submit).get(routes::jobs::list))
-        .route("/jobs/{id}", get(routes::jobs::get))
-        .route("/jobs/{id}/attempts", get(routes::jobs::attempts))
-        .route("/jobs/{id}/events", get(routes::jobs::events))
-        .route("/jobs/{id}/log", get(routes::jobs::log))
-        .route("/jobs/{id}/cancel", post(routes::jobs::cancel))
-        .route("/jobs/{id}/retry", post(routes::jobs::retry))
-        .route("/dlq", get(routes::dlq::list))
-        .route("/dlq/requeue", post(routes::dlq::requeue))
-        .route("/dlq/purge", post(routes::dlq::purge))
-        .route("/queues", get(routes::queues::list))
-        .route("/queues/{name}/pause", post(routes::queues::pause))
-        .route("/queues/{name}/resume", post(routes::queues::resume))
+    let (router, doc) = routes();
+    let doc = std::sync::Arc::new(doc);
+    router
         .route(
-            "/policies",
-            get(routes::policies::list).post(routes::policies::create),
+            "/api/v1/openapi.json",
+            get(move || {
+                let doc = doc.clone();
+                async move { axum::Json(doc.as_ref().clone()) }
+            }),
         )
-        .route(
-            "/policies/{name}",
-            get(routes::policies::show)
-                .put(routes::policies::update)
-                .delete(routes::policies::deactivate),
-        )
-        .route("/events", get(routes::events::stream))
-        .route("/ws", get(routes::events::websocket))
-        .route("/stats", get(routes::stats::stats))
-        .route(
-            "/session",
-            post(routes::session::login)
-                .get(routes::session::show)
-                .delete(routes::session::logout),
-        )
-        .route(
-            "/tokens",
-            get(routes::tokens::list).post(routes::tokens::create),
-        )
-        .route("/tokens/{id}", delete(routes::tokens::revoke))
-        .fallback(routes::not_found);
-    Router::new()
-        .nest("/api/v1", api)
-        .route("/healthz", get(routes::health::healthz))
-        .route("/readyz", get(routes::health::readyz))
-        .route("/metrics", get(routes::health::metrics))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))

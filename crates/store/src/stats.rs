@@ -36,6 +36,7 @@ pub struct FinishedGroup {
 
 /// Failed attempts in the window with the same class and message.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorGroup {
     pub class: Option<Class>,
     pub message: String,
@@ -44,6 +45,7 @@ pub struct ErrorGroup {
 
 /// Attempts started in one bucket of the window.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Bucket {
     pub start: DateTime<Utc>,
     pub attempts: u64,
@@ -68,6 +70,7 @@ pub const TOP_ERRORS: usize = 10;
 
 /// Rates over a set of finished jobs. Cancelled jobs are left out: nobody let them finish.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Rates {
     pub finished: u64,
     pub succeeded: u64,
@@ -112,6 +115,7 @@ impl Rates {
 
 /// One row of a per-kind or per-target breakdown.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Breakdown {
     pub name: String,
     #[serde(flatten)]
@@ -120,6 +124,7 @@ pub struct Breakdown {
 
 /// The stats of a window, as the API and CLI show them.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Stats {
     pub since: DateTime<Utc>,
     pub until: DateTime<Utc>,

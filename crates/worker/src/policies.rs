@@ -10,6 +10,7 @@ pub const INLINE: &str = "inline";
 
 /// Where a named policy comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Source {
     Builtin,

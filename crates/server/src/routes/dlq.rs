@@ -19,8 +19,9 @@ use std::collections::BTreeMap;
 const SCAN_LIMIT: usize = 10_000;
 const SAMPLE: usize = 5;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct DlqQuery {
     pub queue: Option<String>,
     pub kind: Option<String>,
@@ -65,6 +66,7 @@ async fn dead_jobs(
     }
 }
 
+#[utoipa::path(get, path = "/dlq", tag = "dead-letter queue", params(DlqQuery), responses((status = 200, body = Dlq)))]
 pub async fn list(
     State(state): State<AppState>,
     Viewer(_): Viewer,
@@ -163,6 +165,7 @@ async fn select(state: &AppState, selection: &DlqSelection) -> Result<Vec<JobId>
         .collect())
 }
 
+#[utoipa::path(post, path = "/dlq/requeue", tag = "dead-letter queue", request_body = DlqSelection, responses((status = 200, body = BulkResult)))]
 pub async fn requeue(
     State(state): State<AppState>,
     Operator(principal): Operator,
@@ -187,6 +190,7 @@ pub async fn requeue(
     }))
 }
 
+#[utoipa::path(post, path = "/dlq/purge", tag = "dead-letter queue", request_body = DlqSelection, responses((status = 200, body = BulkResult)))]
 pub async fn purge(
     State(state): State<AppState>,
     Admin(_): Admin,

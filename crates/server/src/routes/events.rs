@@ -24,8 +24,9 @@ use std::time::Duration;
 /// Jobs whose queue, kind and target a stream remembers; cleared when full.
 const JOB_CACHE: usize = 10_000;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct EventQuery {
     /// Only this job's events.
     pub job: Option<String>,
@@ -36,7 +37,7 @@ pub struct EventQuery {
 }
 
 /// A state change with the job's queue, kind and target, as streamed.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct StreamedEvent {
     #[serde(flatten)]
     pub event: Event,
@@ -156,6 +157,7 @@ async fn start(
     Ok((start, filter))
 }
 
+#[utoipa::path(get, path = "/events", tag = "events", params(EventQuery, ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this event")), responses((status = 200, description = "Server-sent events named `state`, data a StreamedEvent", body = StreamedEvent, content_type = "text/event-stream")))]
 pub async fn stream(
     State(state): State<AppState>,
     Viewer(_): Viewer,
@@ -173,6 +175,7 @@ pub async fn stream(
 }
 
 /// The same events as JSON text messages over a WebSocket; resume with `?after=ID`.
+#[utoipa::path(get, path = "/ws", tag = "events", params(EventQuery), responses((status = 101, description = "WebSocket: one StreamedEvent per text message")))]
 pub async fn websocket(
     State(state): State<AppState>,
     Viewer(_): Viewer,

@@ -6,12 +6,14 @@ use axum::http::StatusCode;
 use serde_json::{Value, json};
 
 /// The process answers.
+#[utoipa::path(get, path = "/healthz", tag = "health", security(()), responses((status = 200, description = "The process answers", body = Object)))]
 pub async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
 /// Prometheus text exposition: this node's counters and histograms, and the store's
 /// counts of jobs by state and waiting jobs by queue as of now.
+#[utoipa::path(get, path = "/metrics", tag = "health", responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "application/openmetrics-text")))]
 pub async fn metrics(
     State(state): State<AppState>,
     Viewer(_): Viewer,
@@ -30,6 +32,7 @@ pub async fn metrics(
 }
 
 /// The process can do its work: the database answers.
+#[utoipa::path(get, path = "/readyz", tag = "health", security(()), responses((status = 200, description = "The database answers", body = Object), (status = 503, description = "The database does not answer", body = Object)))]
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     match state.engine.store().ping().await {
         Ok(()) => (

@@ -27,6 +27,7 @@ async fn view(state: &AppState, job: Job) -> Result<JobView, Error> {
     Ok(JobView::new(job, now, ahead, &state.engine.paused_queues()))
 }
 
+#[utoipa::path(post, path = "/jobs", tag = "jobs", request_body = SubmitRequest, responses((status = 201, description = "Created", body = Submitted), (status = 200, description = "An existing job with the same idempotency key", body = Submitted)))]
 pub async fn submit(
     State(state): State<AppState>,
     Operator(principal): Operator,
@@ -47,6 +48,7 @@ pub async fn submit(
     Ok((status, Json(body)).into_response())
 }
 
+#[utoipa::path(get, path = "/jobs", tag = "jobs", params(ListQuery), responses((status = 200, body = JobPage)))]
 pub async fn list(
     State(state): State<AppState>,
     Viewer(_): Viewer,
@@ -69,6 +71,7 @@ pub async fn list(
     }))
 }
 
+#[utoipa::path(get, path = "/jobs/{id}", tag = "jobs", params(("id" = String, Path, description = "Job id (UUID)")), responses((status = 200, body = JobView)))]
 pub async fn get(
     State(state): State<AppState>,
     Viewer(_): Viewer,
@@ -78,6 +81,7 @@ pub async fn get(
     Ok(Json(view(&state, job).await?))
 }
 
+#[utoipa::path(get, path = "/jobs/{id}/attempts", tag = "jobs", params(("id" = String, Path, description = "Job id (UUID)")), responses((status = 200, body = Vec<Attempt>)))]
 pub async fn attempts(
     State(state): State<AppState>,
     Viewer(_): Viewer,
@@ -89,6 +93,7 @@ pub async fn attempts(
     Ok(Json(store.list_attempts(id).await?))
 }
 
+#[utoipa::path(get, path = "/jobs/{id}/events", tag = "jobs", params(("id" = String, Path, description = "Job id (UUID)")), responses((status = 200, body = Vec<Event>)))]
 pub async fn events(
     State(state): State<AppState>,
     Viewer(_): Viewer,
@@ -100,6 +105,7 @@ pub async fn events(
     Ok(Json(store.list_events(id).await?))
 }
 
+#[utoipa::path(post, path = "/jobs/{id}/cancel", tag = "jobs", params(("id" = String, Path, description = "Job id (UUID)")), responses((status = 200, body = JobView)))]
 pub async fn cancel(
     State(state): State<AppState>,
     Operator(principal): Operator,
@@ -110,6 +116,7 @@ pub async fn cancel(
 }
 
 /// Retry now / requeue. The body is optional: `{"reset": true}` restarts the attempt count.
+#[utoipa::path(post, path = "/jobs/{id}/retry", tag = "jobs", params(("id" = String, Path, description = "Job id (UUID)")), request_body(content = Option<RetryRequest>, description = "Optional: reset and changes"), responses((status = 200, body = JobView)))]
 pub async fn retry(
     State(state): State<AppState>,
     Operator(principal): Operator,
@@ -148,6 +155,7 @@ pub async fn retry(
 
 /// A page of the job's output; with `follow=true`, a stream of NDJSON lines that ends when
 /// the job is finished and its output drained.
+#[utoipa::path(get, path = "/jobs/{id}/log", tag = "jobs", params(("id" = String, Path, description = "Job id (UUID)"), LogQuery), responses((status = 200, description = "A page of output (NDJSON stream of LogLine with follow=true)", content((LogPage = "application/json"), (retryd_core::job::LogLine = "application/x-ndjson")))))]
 pub async fn log(
     State(state): State<AppState>,
     Viewer(_): Viewer,

@@ -33,6 +33,7 @@ fn unknown(policies: &Policies, name: &str) -> Error {
     ))
 }
 
+#[utoipa::path(get, path = "/policies", tag = "policies", responses((status = 200, body = Vec<PolicyView>)))]
 pub async fn list(State(state): State<AppState>, Viewer(_): Viewer) -> Json<Vec<PolicyView>> {
     let policies = state.engine.policies();
     Json(
@@ -43,6 +44,7 @@ pub async fn list(State(state): State<AppState>, Viewer(_): Viewer) -> Json<Vec<
     )
 }
 
+#[utoipa::path(get, path = "/policies/{name}", tag = "policies", params(("name" = String, Path)), responses((status = 200, body = PolicyView)))]
 pub async fn show(
     State(state): State<AppState>,
     Viewer(_): Viewer,
@@ -104,6 +106,7 @@ async fn save(
 }
 
 /// Creates a policy (or re-activates a deactivated one with a new definition).
+#[utoipa::path(post, path = "/policies", tag = "policies", request_body = NewPolicyRequest, responses((status = 201, body = PolicyView)))]
 pub async fn create(
     State(state): State<AppState>,
     Admin(admin): Admin,
@@ -122,6 +125,7 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(view)))
 }
 
+#[utoipa::path(put, path = "/policies/{name}", tag = "policies", params(("name" = String, Path)), request_body = Policy, responses((status = 200, body = PolicyView)))]
 pub async fn update(
     State(state): State<AppState>,
     Admin(admin): Admin,
@@ -140,6 +144,7 @@ pub async fn update(
 }
 
 /// Deactivates: jobs that use the policy keep it; new jobs cannot choose it.
+#[utoipa::path(delete, path = "/policies/{name}", tag = "policies", params(("name" = String, Path)), responses((status = 200, body = PolicyView)))]
 pub async fn deactivate(
     State(state): State<AppState>,
     Admin(admin): Admin,

@@ -9,7 +9,7 @@ use retryd_core::job::validate_name;
 use serde::Serialize;
 use std::collections::BTreeSet;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct QueueView {
     pub name: String,
     pub paused: bool,
@@ -18,6 +18,7 @@ pub struct QueueView {
 }
 
 /// Every queue that has waiting jobs or is paused.
+#[utoipa::path(get, path = "/queues", tag = "queues", responses((status = 200, body = Vec<QueueView>)))]
 pub async fn list(
     State(state): State<AppState>,
     Viewer(_): Viewer,
@@ -61,6 +62,7 @@ async fn set(
 }
 
 /// Running attempts finish; nothing new is claimed from the queue until it is resumed.
+#[utoipa::path(post, path = "/queues/{name}/pause", tag = "queues", params(("name" = String, Path)), responses((status = 200, body = QueueView)))]
 pub async fn pause(
     State(state): State<AppState>,
     Operator(principal): Operator,
@@ -69,6 +71,7 @@ pub async fn pause(
     set(&state, &name, true, &principal.name).await
 }
 
+#[utoipa::path(post, path = "/queues/{name}/resume", tag = "queues", params(("name" = String, Path)), responses((status = 200, body = QueueView)))]
 pub async fn resume(
     State(state): State<AppState>,
     Operator(principal): Operator,

@@ -24,6 +24,7 @@ fn view(state: &AppState, principal: &Principal) -> SessionView {
     }
 }
 
+#[utoipa::path(post, path = "/session", tag = "auth", request_body = Login, security(()), responses((status = 200, description = "Logged in; sets the HttpOnly session cookie", body = SessionView)))]
 pub async fn login(
     State(state): State<AppState>,
     ApiJson(login): ApiJson<Login>,
@@ -53,10 +54,12 @@ pub async fn login(
     ))
 }
 
+#[utoipa::path(get, path = "/session", tag = "auth", responses((status = 200, body = SessionView)))]
 pub async fn show(State(state): State<AppState>, Viewer(principal): Viewer) -> Json<SessionView> {
     Json(view(&state, &principal))
 }
 
+#[utoipa::path(delete, path = "/session", tag = "auth", responses((status = 204, description = "Logged out; clears the cookie")))]
 pub async fn logout(Viewer(_): Viewer) -> impl IntoResponse {
     (
         AppendHeaders([(

@@ -16,8 +16,9 @@ const MAX_WINDOW: Duration = Duration::from_secs(366 * 24 * 3600);
 /// Buckets in the attempts-over-time series.
 const BUCKETS: u32 = 48;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct StatsParams {
     /// How far back from now, e.g. 1h, 24h, 7d [default: 24h].
     pub window: Option<String>,
@@ -26,6 +27,7 @@ pub struct StatsParams {
     pub target: Option<String>,
 }
 
+#[utoipa::path(get, path = "/stats", tag = "stats", params(StatsParams), responses((status = 200, body = Stats)))]
 pub async fn stats(
     State(state): State<AppState>,
     Viewer(_): Viewer,

@@ -9,6 +9,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 
+#[utoipa::path(get, path = "/tokens", tag = "auth", responses((status = 200, body = Vec<TokenView>)))]
 pub async fn list(
     State(state): State<AppState>,
     Admin(_): Admin,
@@ -17,6 +18,7 @@ pub async fn list(
     Ok(Json(tokens.into_iter().map(TokenView::from).collect()))
 }
 
+#[utoipa::path(post, path = "/tokens", tag = "auth", request_body = NewTokenRequest, responses((status = 201, body = CreatedToken)))]
 pub async fn create(
     State(state): State<AppState>,
     Admin(admin): Admin,
@@ -34,6 +36,7 @@ pub async fn create(
     ))
 }
 
+#[utoipa::path(delete, path = "/tokens/{id}", tag = "auth", params(("id" = String, Path, description = "Token id or name")), responses((status = 200, body = TokenView)))]
 pub async fn revoke(
     State(state): State<AppState>,
     Admin(_): Admin,
