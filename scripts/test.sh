@@ -39,6 +39,9 @@ if ! cargo nextest --version >/dev/null 2>&1; then
 fi
 cargo nextest run --workspace --locked
 
+step "API fuzzing: Schemathesis against the served OpenAPI document"
+bash scripts/api-fuzz.sh
+
 step "tests that restart PostgreSQL (run alone)"
 cargo nextest run --workspace --locked --profile disruptive
 

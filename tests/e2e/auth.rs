@@ -50,7 +50,12 @@ fn matrix() -> Vec<Route> {
         route("POST", "/api/v1/jobs/{id}/cancel", Operator, None),
         route("POST", "/api/v1/jobs/{id}/retry", Operator, None),
         route("GET", "/api/v1/dlq", Viewer, None),
-        route("POST", "/api/v1/dlq/requeue", Operator, Some(nothing.clone())),
+        route(
+            "POST",
+            "/api/v1/dlq/requeue",
+            Operator,
+            Some(nothing.clone()),
+        ),
         route("POST", "/api/v1/dlq/purge", Admin, Some(nothing)),
         route("GET", "/api/v1/queues", Viewer, None),
         route("POST", "/api/v1/queues/{name}/pause", Operator, None),
@@ -89,8 +94,22 @@ fn matrix() -> Vec<Route> {
 async fn call(server: &Server, client: &reqwest::Client, route: &Route, job: &str) -> u16 {
     let path = route
         .path
-        .replace("{id}", if route.path.contains("tokens") { "nobody" } else { job })
-        .replace("{name}", if route.path.contains("policies") { "matrix" } else { "deploy" });
+        .replace(
+            "{id}",
+            if route.path.contains("tokens") {
+                "nobody"
+            } else {
+                job
+            },
+        )
+        .replace(
+            "{name}",
+            if route.path.contains("policies") {
+                "matrix"
+            } else {
+                "deploy"
+            },
+        );
     let url = format!("{}{path}", server.url);
     let method = reqwest::Method::from_bytes(route.method.as_bytes()).unwrap();
     let mut request = client.request(method, url);
@@ -128,7 +147,10 @@ async fn every_route_requires_its_role_and_revoked_tokens_are_refused() {
     tested.remove(&("GET".to_owned(), "/api/v1/openapi.json".to_owned()));
     // Login is public by nature and checked below: a bad token is refused, a good one logs in.
     documented.remove(&("POST".to_owned(), "/api/v1/session".to_owned()));
-    assert_eq!(documented, tested, "the matrix must cover every documented operation");
+    assert_eq!(
+        documented, tested,
+        "the matrix must cover every documented operation"
+    );
 
     let viewer = server.create_token("v", "viewer").await;
     let operator = server.create_token("o", "operator").await;

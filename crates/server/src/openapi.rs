@@ -86,6 +86,44 @@ fn add_errors(operation: &mut Operation) {
     }
 }
 
+/// Serde reads an internally tagged enum's tag (`"type": "command"`) before the variant's
+/// struct sees the fields, so each variant struct must admit the tag property too, or no body
+/// could satisfy both its `additionalProperties: false` and the tag.
+pub fn admit_tags(doc: &mut serde_json::Value) {
+    let Some(schemas) = doc
+        .pointer_mut("/components/schemas")
+        .and_then(|s| s.as_object_mut())
+    else {
+        return;
+    };
+    let mut tagged: Vec<(String, String)> = Vec::new();
+    for schema in schemas.values() {
+        for branch in schema["oneOf"].as_array().into_iter().flatten() {
+            let parts = branch["allOf"].as_array();
+            let reference = parts
+                .and_then(|p| p.iter().find_map(|x| x["$ref"].as_str()))
+                .and_then(|r| r.rsplit('/').next());
+            let tag = parts.and_then(|p| {
+                p.iter()
+                    .find_map(|x| x["properties"].as_object())
+                    .and_then(|props| props.keys().next().cloned())
+            });
+            if let (Some(reference), Some(tag)) = (reference, tag) {
+                tagged.push((reference.to_owned(), tag));
+            }
+        }
+    }
+    for (name, tag) in tagged {
+        if let Some(properties) = schemas
+            .get_mut(&name)
+            .and_then(|s| s.get_mut("properties"))
+            .and_then(|p| p.as_object_mut())
+        {
+            properties.insert(tag, serde_json::json!({ "type": "string" }));
+        }
+    }
+}
+
 pub fn finish(doc: &mut OpenApi) {
     let components = doc.components.get_or_insert_with(Default::default);
     components
