@@ -8,6 +8,7 @@ mod cli;
 mod cluster;
 mod crash;
 mod dead_letter;
+mod events;
 mod helpers;
 mod http;
 mod retries;

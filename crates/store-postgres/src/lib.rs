@@ -53,6 +53,8 @@ const MIGRATIONS: &[(i64, &str)] = &[
 const MIGRATION_LOCK: i64 = 0x7265_7472_7964_0001;
 const PRUNE_LOCK: i64 = 0x7265_7472_7964_0002;
 const EXPIRE_LOCK: i64 = 0x7265_7472_7964_0003;
+/// Held from an event's insert to its transaction's end, so that events commit in id order.
+const EVENT_ORDER_LOCK: i64 = 0x7265_7472_7964_0004;
 
 const WAKE_CHANNEL: &str = "retryd_wake";
 const CANCEL_CHANNEL: &str = "retryd_cancel";
@@ -182,6 +184,18 @@ async fn lock_job(client: &impl GenericClient, id: JobId) -> Result<Job> {
     job_from_row(&row)
 }
 
+/// Event ids come from a sequence: without this, a transaction that took id 5 could commit
+/// after another committed id 6, and a stream reader resuming after 6 would never see 5.
+/// Taken just before the insert (the end of every writing transaction), it serialises only
+/// the last statement and the commit.
+async fn lock_event_order(client: &impl GenericClient) -> Result<()> {
+    client
+        .execute("SELECT pg_advisory_xact_lock($1)", &[&EVENT_ORDER_LOCK])
+        .await
+        .map_err(pg)?;
+    Ok(())
+}
+
 async fn insert_event(
     client: &impl GenericClient,
     id: JobId,
@@ -191,6 +205,7 @@ async fn insert_event(
     reason: &str,
     actor: &str,
 ) -> Result<Event> {
+    lock_event_order(client).await?;
     let row = client
         .query_one(
             &format!(
@@ -532,6 +547,7 @@ impl JobWriter for PostgresStore {
                 )
             })
             .collect();
+        lock_event_order(&tx).await?;
         let events: BTreeMap<JobId, Event> = tx
             .query(
                 &format!(
