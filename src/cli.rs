@@ -236,6 +236,21 @@ pub struct RetryArgs {
     /// Start counting attempts from zero again
     #[arg(long)]
     pub reset: bool,
+    /// After a fix: new arguments for the command, in order (repeatable; replaces them all)
+    #[arg(long = "arg", value_name = "ARG", allow_hyphen_values = true)]
+    pub args: Vec<String>,
+    /// After a fix: set an environment variable, KEY=VALUE (repeatable)
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// After a fix: set a secret environment variable, never shown or logged
+    #[arg(long = "secret-env", value_name = "KEY=VALUE")]
+    pub secret_env: Vec<String>,
+    /// After a fix: remove an environment variable (repeatable)
+    #[arg(long = "unset-env", value_name = "KEY")]
+    pub unset_env: Vec<String>,
+    /// After a fix: another policy, by name or as inline JSON
+    #[arg(long)]
+    pub policy: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

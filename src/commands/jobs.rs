@@ -326,10 +326,33 @@ pub async fn cancel(client: &Client, id: &str, json: bool) -> Result<u8> {
     Ok(crate::exit::OK)
 }
 
-pub async fn retry(client: &Client, id: &str, reset: bool, json: bool) -> Result<u8> {
-    let view: JobView = client
-        .post(&format!("/jobs/{id}/retry"), &json!({ "reset": reset }))
-        .await?;
+/// Retry now or requeue; with `--arg`, `--env`, `--policy`… the job is requeued with those
+/// changes (recorded in its events).
+pub async fn retry(client: &Client, args: crate::cli::RetryArgs, json: bool) -> Result<u8> {
+    let (id, reset) = (&args.id, args.reset);
+    let mut body = json!({ "reset": reset });
+    if !args.args.is_empty() {
+        body["args"] = json!(args.args);
+    }
+    let mut env = serde_json::Map::new();
+    for pair in &args.env {
+        let (key, value) = super::submit::key_value("--env", pair)?;
+        env.insert(key, json!(value));
+    }
+    for pair in &args.secret_env {
+        let (key, value) = super::submit::key_value("--secret-env", pair)?;
+        env.insert(key, json!({ "value": value, "secret": true }));
+    }
+    for key in &args.unset_env {
+        env.insert(key.clone(), serde_json::Value::Null);
+    }
+    if !env.is_empty() {
+        body["env"] = serde_json::Value::Object(env);
+    }
+    if let Some(policy) = &args.policy {
+        body["policy"] = super::submit::policy_value(policy)?;
+    }
+    let view: JobView = client.post(&format!("/jobs/{id}/retry"), &body).await?;
     if json {
         output::json(&view);
     } else {

@@ -24,7 +24,7 @@ pub async fn dispatch(cli: Cli) -> Result<u8> {
         Command::Show(args) => jobs::show(&client, &args.id, json).await,
         Command::Logs(args) => jobs::logs(&client, &args.id, args.follow, json).await,
         Command::Cancel(args) => jobs::cancel(&client, &args.id, json).await,
-        Command::Retry(args) => jobs::retry(&client, &args.id, args.reset, json).await,
+        Command::Retry(args) => jobs::retry(&client, args, json).await,
         Command::Dlq(command) => dlq::dlq(&client, command, json).await,
         Command::Policy(command) => policy::policy(&client, command, json).await,
         Command::Queue(command) => queue::queue(&client, command, json).await,

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real binary, a real SQLite file, real child processes, the real
 //! HTTP API on a loopback port. One file per feature; the harness is in `helpers.rs`.
 
+mod admin;
 mod auth;
 mod bad_input;
 mod cancel;
