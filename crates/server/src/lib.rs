@@ -9,11 +9,13 @@
 //! - [`extract`]: JSON and query extractors whose rejections speak that error shape.
 //! - [`dto`]: requests (validated into domain values here) and responses.
 //! - `routes/`: one module per resource.
+//! - `dashboard`: the embedded web dashboard (static files; a client of this API).
 //!
 //! Invariants: only this crate knows HTTP and the API's JSON shapes; every handler under
 //! `/api/v1` except login takes a role extractor (the authorization matrix test checks it).
 
 pub mod auth;
+mod dashboard;
 pub mod dto;
 pub mod error;
 pub mod extract;
@@ -95,6 +97,7 @@ pub fn app(state: AppState) -> Router {
                 async move { axum::Json(doc.as_ref().clone()) }
             }),
         )
+        .merge(dashboard::router())
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))

@@ -1,0 +1,302 @@
+// One job: for a failed job the diagnosis comes first (why it stopped, the last output
+// lines, what to do), then the countdown or current step, the actions, the timeline of
+// attempts (outcome, class, deciding rule, wait before the next and why), live output and
+// the events.
+
+import { get, post, can } from './api.js';
+import { h, clear, badge, classTag, time, span, describeAction } from './dom.js';
+import { toast, throttle, every } from './app.js';
+import { statusLine } from './jobs.js';
+
+const TAIL = 12;
+const LOG_PAGE = 1000;
+const TERMINAL = ['succeeded', 'failed', 'cancelled', 'expired'];
+
+export function render(main, [id]) {
+  const head = h('div', { class: 'job-head' });
+  const diagnosis = h('section', { class: 'diagnosis', hidden: true });
+  const status = h('section', { class: 'status-line' });
+  const facts = h('section', { class: 'panel facts-panel' });
+  const timeline = h('section', { class: 'panel' });
+  const output = h('pre', { class: 'log', tabindex: '0', 'aria-label': 'output' });
+  const outputHead = h('div', { class: 'panel-head' }, h('h2', {}, 'Output'), h('span', { class: 'muted follow' }));
+  const events = h('section', { class: 'panel' });
+  main.appendChild(h('nav', { class: 'crumbs' }, h('a', { href: '/jobs' }, 'Jobs'), ' / ', h('code', {}, id)));
+  main.appendChild(head);
+  main.appendChild(diagnosis);
+  main.appendChild(status);
+  main.appendChild(h('div', { class: 'job-grid' },
+    h('div', { class: 'job-main' }, timeline, h('section', { class: 'panel' }, outputHead, output)),
+    h('div', { class: 'job-side' }, facts, events)));
+
+  let job = null;
+  let attempts = [];
+  let logAfter = 0;
+  let follow = null;
+  let disposed = false;
+
+  async function refresh() {
+    let fetched;
+    try {
+      fetched = await Promise.all([get(`/jobs/${id}`), get(`/jobs/${id}/attempts`), get(`/jobs/${id}/events`)]);
+    } catch (e) {
+      clear(head).appendChild(h('p', { class: 'error-box' }, e.status === 404 ? `No job ${id}.` : e.message));
+      return;
+    }
+    [job, attempts] = fetched;
+    drawHead();
+    drawStatus();
+    drawFacts();
+    drawTimeline();
+    drawEvents(fetched[2]);
+    await drawDiagnosis();
+    pumpLog();
+  }
+
+  function drawHead() {
+    clear(head);
+    const actions = h('div', { class: 'actions' });
+    if (can('operator')) {
+      if (['pending', 'running', 'retrying'].includes(job.state)) {
+        if (job.state === 'retrying') actions.appendChild(action('Retry now', 'primary', () => post(`/jobs/${id}/retry`, {})));
+        actions.appendChild(action('Cancel', 'danger', () => post(`/jobs/${id}/cancel`, {}), 'Cancel this job?'));
+      } else if (job.state !== 'succeeded') {
+        actions.appendChild(action('Requeue', 'primary', () => post(`/jobs/${id}/retry`, {})));
+        actions.appendChild(action('Requeue with reset', '', () => post(`/jobs/${id}/retry`, { reset: true })));
+      }
+    }
+    head.appendChild(h('div', { class: 'job-title' },
+      badge(job.state),
+      h('h1', {}, job.kind),
+      job.target ? h('span', { class: 'pill' }, '→ ', job.target) : null,
+      h('code', { class: 'muted id-full' }, job.id)));
+    head.appendChild(actions);
+  }
+
+  function action(label, kind, run, confirmText) {
+    const button = h('button', { type: 'button', class: kind, 'data-action': label });
+    button.textContent = label;
+    button.addEventListener('click', async () => {
+      if (confirmText && !(await confirmInline(button, confirmText))) return;
+      button.disabled = true;
+      try {
+        await run();
+        toast(`${label}: done`);
+      } catch (e) {
+        toast(`${label}: ${e.message}`, 'error');
+      } finally {
+        button.disabled = false;
+        refresh();
+      }
+    });
+    return button;
+  }
+
+  function drawStatus() {
+    clear(status);
+    status.dataset.state = job.state;
+    const line = statusLine(job);
+    const parts = [h('span', { class: 'status-text', id: 'countdown' }, line)];
+    if (job.state === 'retrying' && job.waiting_reason) parts.push(h('span', { class: 'muted' }, job.waiting_reason));
+    if (job.state === 'running') {
+      const current = attempts[attempts.length - 1];
+      const step = job.step || (current && current.step);
+      if (step) parts.push(h('span', { class: 'pill step' }, 'step ', step));
+    }
+    status.appendChild(h('span', { class: 'status-icon', 'aria-hidden': 'true' }, { retrying: '↻', running: '▶', pending: '◷', succeeded: '✓', failed: '✕', cancelled: '⊘', expired: '⌛' }[job.state] || '·'));
+    status.append(...parts);
+  }
+
+  async function drawDiagnosis() {
+    if (!job.diagnosis) {
+      diagnosis.hidden = true;
+      return;
+    }
+    const last = attempts[attempts.length - 1];
+    let tail = [];
+    if (last) {
+      try {
+        const page = await get(`/jobs/${id}/log?limit=${LOG_PAGE}`);
+        tail = page.lines.filter((l) => l.attempt === last.number && l.stream !== 'system').slice(-TAIL);
+      } catch {
+        tail = [];
+      }
+    }
+    clear(diagnosis);
+    diagnosis.hidden = false;
+    diagnosis.dataset.state = job.state;
+    diagnosis.appendChild(h('h2', {}, { failed: 'Why it failed', expired: 'Why it expired', cancelled: 'Why it was cancelled' }[job.state] || 'Diagnosis'));
+    diagnosis.appendChild(h('p', { class: 'summary' }, job.diagnosis.summary));
+    if (job.last_rule || job.last_error_class) {
+      diagnosis.appendChild(h('p', { class: 'rule-line' }, classTag(job.last_error_class), ' decided by rule ', h('code', { class: 'rule' }, job.last_rule || 'none')));
+    }
+    if (tail.length) {
+      diagnosis.appendChild(h('h3', {}, `Last output of attempt ${last.number}`));
+      diagnosis.appendChild(h('pre', { class: 'log tail' }, tail.map(logLine)));
+    }
+    diagnosis.appendChild(h('h3', {}, 'What to do'));
+    diagnosis.appendChild(h('ol', { class: 'steps' }, job.diagnosis.next_steps.map((step) => h('li', {}, step))));
+  }
+
+  function drawFacts() {
+    clear(facts);
+    const labels = Object.entries(job.labels || {});
+    const rows = [
+      ['Queue', job.queue], ['Kind', job.kind], ['Target', job.target || '—'],
+      ['Policy', `${job.policy_name} · ${job.policy.max_attempts} attempts, ${job.policy.initial_delay} ×${job.policy.multiplier} ≤ ${job.policy.max_delay}, ${job.policy.jitter} jitter`],
+      ['Attempts', `${job.attempt} of ${job.policy.max_attempts}`], ['Priority', job.priority],
+      ['Created', `${time(job.created_at)} by ${job.created_by || '—'}`], ['Started', time(job.started_at)], ['Finished', time(job.finished_at)],
+      ['Deadline', time(job.deadline)],
+    ];
+    facts.appendChild(h('h2', {}, 'Details'));
+    facts.appendChild(h('dl', { class: 'facts' }, rows.map(([k, v]) => [h('dt', {}, k), h('dd', {}, v)]),
+      h('dt', {}, 'Labels'), h('dd', {}, labels.length ? labels.map(([k, v]) => h('span', { class: 'pill' }, `${k}=${v}`)) : '—'),
+      h('dt', {}, 'Action'), h('dd', {}, h('code', { class: 'action' }, describeAction(job.action)))));
+  }
+
+  function drawTimeline() {
+    clear(timeline);
+    timeline.appendChild(h('h2', {}, 'Attempts'));
+    if (!attempts.length) {
+      timeline.appendChild(h('p', { class: 'muted' }, job.waiting_reason || 'No attempt yet.'));
+      return;
+    }
+    const list = h('ol', { class: 'timeline' });
+    attempts.forEach((a, i) => {
+      const outcome = a.outcome || 'running';
+      const took = a.finished_at ? span(new Date(a.finished_at) - new Date(a.started_at)) : 'running…';
+      list.appendChild(h('li', { class: `attempt out-${outcome}`, 'data-attempt': a.number },
+        h('div', { class: 'attempt-head' },
+          h('span', { class: 'marker', 'aria-hidden': 'true' }, { succeeded: '✓', failed: '✕', timed_out: '⏱', cancelled: '⊘', lost: '?', running: '▶' }[outcome] || '·'),
+          h('strong', {}, `Attempt ${a.number}`),
+          a.step ? h('span', { class: 'pill step' }, a.step) : null,
+          h('span', { class: `outcome out-${outcome}` }, outcome.replace('_', ' ')),
+          classTag(a.class),
+          h('span', { class: 'muted' }, `${time(a.started_at)} · ${took} · ${a.node}`)),
+        a.error ? h('div', { class: 'attempt-error' }, a.error, a.exit_code !== null && !String(a.error).includes('code') ? ` (exit ${a.exit_code})` : '') : null,
+        a.rule ? h('div', { class: 'attempt-rule' }, 'rule: ', h('code', { class: 'rule' }, a.rule)) : null,
+        a.output_dropped_bytes ? h('div', { class: 'muted' }, `${a.output_dropped_bytes} bytes of output dropped (tail kept)`) : null));
+      if (a.next_delay_ms !== null && a.next_delay_ms !== undefined) {
+        const isLast = i === attempts.length - 1;
+        list.appendChild(h('li', { class: 'wait' },
+          h('span', { class: 'marker', 'aria-hidden': 'true' }, '⋯'),
+          `waited ${span(a.next_delay_ms)}`, a.delay_reason ? ` — ${a.delay_reason}` : '',
+          isLast && job.state === 'retrying' ? h('span', { class: 'muted' }, ` (next attempt at ${time(job.next_attempt_at)})`) : null));
+      }
+    });
+    timeline.appendChild(list);
+  }
+
+  function drawEvents(list) {
+    clear(events);
+    events.appendChild(h('h2', {}, 'Events'));
+    events.appendChild(h('ol', { class: 'events' }, list.slice().reverse().map((e) => h('li', {},
+      h('span', { class: 'muted when', title: e.at }, time(e.at)),
+      h('span', { class: 'transition' }, e.from ? `${e.from} → ${e.to}` : `→ ${e.to}`),
+      h('span', { class: 'reason' }, e.reason),
+      h('span', { class: 'muted actor' }, e.actor)))));
+  }
+
+  // Output: a page of what is there, then the follow stream while the job runs.
+  let lastAttemptShown = 0;
+  function appendLines(lines) {
+    const atBottom = output.scrollTop + output.clientHeight >= output.scrollHeight - 8;
+    for (const line of lines) {
+      if (line.attempt !== lastAttemptShown) {
+        output.appendChild(h('span', { class: 'log-sep' }, `── attempt ${line.attempt} ──\n`));
+        lastAttemptShown = line.attempt;
+      }
+      output.appendChild(logLine(line));
+      logAfter = Math.max(logAfter, line.seq);
+    }
+    if (atBottom) output.scrollTop = output.scrollHeight;
+  }
+
+  async function pumpLog() {
+    if (follow || disposed) return;
+    const followText = outputHead.querySelector('.follow');
+    try {
+      for (;;) {
+        const page = await get(`/jobs/${id}/log?after=${logAfter}&limit=${LOG_PAGE}`);
+        appendLines(page.lines);
+        if (page.lines.length < LOG_PAGE) break;
+      }
+    } catch {
+      return;
+    }
+    if (!output.childNodes.length) output.appendChild(h('span', { class: 'muted log-empty' }, 'No output yet.\n'));
+    if (TERMINAL.includes(job.state)) {
+      followText.textContent = '';
+      return;
+    }
+    followText.textContent = '● following live';
+    const controller = new AbortController();
+    follow = controller;
+    try {
+      const response = await fetch(`/api/v1/jobs/${id}/log?follow=true&after=${logAfter}`, { signal: controller.signal, credentials: 'same-origin' });
+      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buffer = '';
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += value;
+        const parts = buffer.split('\n');
+        buffer = parts.pop();
+        const empty = output.querySelector('.log-empty');
+        if (empty) empty.remove();
+        appendLines(parts.filter(Boolean).map((p) => JSON.parse(p)));
+      }
+    } catch (e) {
+      if (e.name !== 'AbortError') followText.textContent = 'output stream interrupted';
+    } finally {
+      follow = null;
+      if (!disposed) followText.textContent = '';
+    }
+  }
+
+  const live = throttle(() => refresh(), 300);
+  const stopTick = every(1000, () => {
+    if (!job) return;
+    const el = status.querySelector('.status-text');
+    if (el) el.textContent = statusLine(job);
+  });
+  refresh();
+  return {
+    onEvent(event) {
+      if (event.job_id === id) live();
+    },
+    dispose() {
+      disposed = true;
+      stopTick();
+      if (follow) follow.abort();
+    },
+  };
+}
+
+function logLine(line) {
+  return h('span', { class: `line ln-${line.stream}` },
+    h('span', { class: 'ts' }, time(line.at)), ' ',
+    h('span', { class: 'stream' }, line.stream === 'stderr' ? 'err' : line.stream === 'system' ? 'sys' : 'out'), ' ',
+    h('span', { class: 'text' }, line.line), '\n');
+}
+
+/** A confirmation in the page (no window.confirm dialog): the button asks once more. */
+function confirmInline(button, question) {
+  return new Promise((resolve) => {
+    const original = button.textContent;
+    const yes = h('button', { type: 'button', class: 'danger' }, 'Yes');
+    const no = h('button', { type: 'button', class: 'ghost' }, 'No');
+    const box = h('span', { class: 'confirm' }, question, ' ', yes, no);
+    button.hidden = true;
+    button.after(box);
+    const done = (answer) => {
+      box.remove();
+      button.hidden = false;
+      button.textContent = original;
+      resolve(answer);
+    };
+    yes.addEventListener('click', () => done(true));
+    no.addEventListener('click', () => done(false));
+  });
+}
+

@@ -1,0 +1,191 @@
+// The live job list: filters (state, queue, kind, target, label), search by id, cursor
+// pagination. Rows have a fixed height and are updated in place when events arrive; new
+// jobs are announced in reserved space instead of pushing rows down.
+
+import { get } from './api.js';
+import { h, clear, badge, STATES, ago, shortId, span, describeAction } from './dom.js';
+import { navigate, throttle, every } from './app.js';
+
+const PAGE = 50;
+const FIELDS = ['queue', 'kind', 'target', 'label'];
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** The one-line status of a job: countdown for a retry, else the server's reason. */
+export function statusLine(job, now = Date.now()) {
+  if (job.state === 'retrying' && job.next_attempt_at) {
+    const wait = new Date(job.next_attempt_at).getTime() - now;
+    const next = `attempt ${job.attempt + 1} of ${job.policy.max_attempts}`;
+    if (wait > 0) return `${next} in ${span(Math.ceil(wait / 1000) * 1000)}`;
+    return `${next} due, waiting for a worker`;
+  }
+  if (job.state === 'running') {
+    const step = job.step ? `step ${job.step}, ` : '';
+    return job.waiting_reason || `running: ${step}attempt ${job.attempt} of ${job.policy.max_attempts}`;
+  }
+  if (job.state === 'succeeded') return job.attempt > 1 ? `succeeded after ${job.attempt} attempts` : 'succeeded on the first attempt';
+  if (job.state === 'failed') return job.last_error || job.waiting_reason || '';
+  return job.waiting_reason || '';
+}
+
+export function render(main, _params, query) {
+  const filter = {
+    state: (query.get('state') || '').split(',').filter((st) => st in STATES),
+    queue: query.get('queue') || '', kind: query.get('kind') || '', target: query.get('target') || '', label: query.get('label') || '',
+  };
+  const cursors = [];
+  let cursor = query.get('cursor') || null;
+  let rows = new Map();
+
+  const chips = h('div', { class: 'chips', role: 'group', 'aria-label': 'States' },
+    Object.keys(STATES).map((st) => h('button', {
+      type: 'button', class: `chip ${filter.state.includes(st) ? 'on' : ''}`, 'data-state': st, 'aria-pressed': String(filter.state.includes(st)),
+      onclick: () => {
+        filter.state = filter.state.includes(st) ? filter.state.filter((x) => x !== st) : [...filter.state, st];
+        apply();
+      },
+    }, badge(st))));
+  const inputs = Object.fromEntries(FIELDS.map((f) => [f, h('input', {
+    name: f, value: filter[f], placeholder: f === 'label' ? 'label key=value' : f, 'aria-label': f, autocomplete: 'off', spellcheck: 'false',
+  })]));
+  const search = h('input', { name: 'id', placeholder: 'Find a job by id', 'aria-label': 'job id', autocomplete: 'off', spellcheck: 'false', class: 'search' });
+  const message = h('p', { class: 'error-box', hidden: true });
+  const fresh = h('div', { class: 'fresh' });
+  const tbody = h('tbody', {});
+  const pager = h('div', { class: 'pager' });
+
+  main.appendChild(h('div', { class: 'page-head' }, h('h1', {}, 'Jobs'),
+    h('form', { class: 'search-form', onsubmit: (e) => {
+      e.preventDefault();
+      const id = search.value.trim();
+      if (UUID.test(id)) navigate(`/jobs/${id}`);
+      else show(`“${id}” is not a job id (a UUID such as 01a21a04-54dd-70b5-88c3-e6a8090a9f36).`);
+    } }, search, h('button', { type: 'submit' }, 'Open'))));
+  main.appendChild(h('form', { class: 'filters', onsubmit: (e) => { e.preventDefault(); apply(); } },
+    chips, h('div', { class: 'filter-inputs' }, FIELDS.map((f) => inputs[f]),
+      h('button', { type: 'submit' }, 'Filter'),
+      h('button', { type: 'button', class: 'ghost', onclick: () => {
+        filter.state = [];
+        for (const f of FIELDS) inputs[f].value = '';
+        apply();
+      } }, 'Clear'))));
+  main.appendChild(message);
+  main.appendChild(fresh);
+  main.appendChild(h('div', { class: 'table-wrap' }, h('table', { class: 'table jobs' },
+    h('thead', {}, h('tr', {},
+      h('th', { class: 'c-state' }, 'state'), h('th', { class: 'c-id' }, 'job'), h('th', { class: 'c-kind' }, 'kind'),
+      h('th', { class: 'c-queue' }, 'queue'), h('th', { class: 'c-target' }, 'target'), h('th', { class: 'c-att num' }, 'attempts'),
+      h('th', { class: 'c-status' }, 'status'), h('th', { class: 'c-when' }, 'updated'))),
+    tbody)));
+  main.appendChild(pager);
+
+  function show(text) {
+    message.textContent = text;
+    message.hidden = !text;
+  }
+
+  function params() {
+    const p = new URLSearchParams();
+    if (filter.state.length) p.set('state', filter.state.join(','));
+    for (const f of FIELDS) if (filter[f]) p.set(f, filter[f]);
+    return p;
+  }
+
+  function apply() {
+    for (const f of FIELDS) filter[f] = inputs[f].value.trim();
+    cursors.length = 0;
+    cursor = null;
+    const p = params();
+    history.replaceState(null, '', `/jobs${p.toString() ? `?${p}` : ''}`);
+    for (const c of chips.children) {
+      const on = filter.state.includes(c.dataset.state);
+      c.classList.toggle('on', on);
+      c.setAttribute('aria-pressed', String(on));
+    }
+    load();
+  }
+
+  let next = null;
+  async function load() {
+    const p = params();
+    p.set('limit', PAGE);
+    if (cursor) p.set('cursor', cursor);
+    let page;
+    try {
+      page = await get(`/jobs?${p}`);
+    } catch (e) {
+      show(e.message);
+      return;
+    }
+    show('');
+    clear(fresh);
+    next = page.next_cursor;
+    rows = new Map();
+    clear(tbody);
+    if (!page.jobs.length) {
+      tbody.appendChild(h('tr', { class: 'empty' }, h('td', { colspan: 8 }, 'No job matches these filters.')));
+    }
+    for (const job of page.jobs) {
+      const tr = row(job);
+      rows.set(job.id, { tr, job });
+      tbody.appendChild(tr);
+    }
+    clear(pager);
+    pager.appendChild(h('button', { type: 'button', disabled: !cursors.length, onclick: () => { cursor = cursors.pop() || null; load(); } }, '← Newer'));
+    pager.appendChild(h('span', { class: 'muted' }, `page ${cursors.length + 1}`));
+    pager.appendChild(h('button', { type: 'button', disabled: !next, onclick: () => { cursors.push(cursor); cursor = next; load(); } }, 'Older →'));
+  }
+
+  async function updateRow(id) {
+    const entry = rows.get(id);
+    if (!entry) return;
+    let job;
+    try {
+      job = await get(`/jobs/${id}`);
+    } catch {
+      return;
+    }
+    const tr = row(job);
+    entry.tr.replaceWith(tr);
+    rows.set(id, { tr, job });
+  }
+
+  let newJobs = 0;
+  const reloadFirst = throttle(() => load(), 800);
+  function onEvent(event) {
+    if (rows.has(event.job_id)) {
+      updateRow(event.job_id);
+    } else if (event.from === null && !cursor) {
+      // A new job: on an unfiltered first page it slides in; otherwise say so in place.
+      if (!filter.state.length && !FIELDS.some((f) => filter[f])) {
+        reloadFirst();
+      } else {
+        newJobs += 1;
+        clear(fresh).appendChild(h('button', { type: 'button', class: 'link', onclick: () => { newJobs = 0; load(); } }, `${newJobs} new job${newJobs > 1 ? 's' : ''} — show`));
+      }
+    }
+  }
+
+  const stop = every(1000, () => {
+    for (const { tr, job } of rows.values()) {
+      if (job.state === 'retrying' || job.state === 'pending') {
+        tr.querySelector('.c-status').textContent = statusLine(job);
+        tr.querySelector('.c-when').textContent = ago(job.updated_at);
+      }
+    }
+  });
+
+  load();
+  return { onEvent, dispose: stop };
+}
+
+function row(job) {
+  return h('tr', { 'data-job': job.id, 'data-state': job.state },
+    h('td', { class: 'c-state' }, badge(job.state)),
+    h('td', { class: 'c-id' }, h('a', { href: `/jobs/${job.id}`, title: job.id }, h('code', {}, shortId(job.id)))),
+    h('td', { class: 'c-kind', title: describeAction(job.action) }, job.kind),
+    h('td', { class: 'c-queue' }, job.queue),
+    h('td', { class: 'c-target' }, job.target || '—'),
+    h('td', { class: 'c-att num' }, `${job.attempt}/${job.policy.max_attempts}`),
+    h('td', { class: `c-status ${job.state === 'failed' ? 'bad-text' : ''}`, title: statusLine(job) }, statusLine(job)),
+    h('td', { class: 'c-when', title: job.updated_at }, ago(job.updated_at)));
+}

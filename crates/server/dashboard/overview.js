@@ -1,0 +1,184 @@
+// Overview: counts per state, success rate after retries against the target line,
+// attempts and failures over time, top errors, per kind/target, queues, open circuits.
+
+import { get } from './api.js';
+import { h, s, clear, badge, classTag, STATES, pct, num, time, ago, shortId } from './dom.js';
+import { throttle } from './app.js';
+import { circuitsPanel } from './circuits.js';
+
+const WINDOWS = ['1h', '24h', '7d'];
+
+export function render(main, _params, query) {
+  let windowName = WINDOWS.includes(query.get('window')) ? query.get('window') : '24h';
+  const cards = h('div', { class: 'state-cards' });
+  const rate = h('div', { class: 'panel rate-panel' });
+  const chart = h('div', { class: 'panel chart-panel' });
+  const errors = h('div', { class: 'panel' });
+  const kinds = h('div', { class: 'panel' });
+  const targets = h('div', { class: 'panel' });
+  const recent = h('div', { class: 'panel' });
+  const queues = h('div', { class: 'panel' });
+  const circuits = h('div', { class: 'panel circuits', hidden: true });
+  const windowPicker = h('div', { class: 'segmented', role: 'group', 'aria-label': 'Window' },
+    WINDOWS.map((w) => h('button', { type: 'button', 'data-window': w, class: w === windowName ? 'on' : '', onclick: () => {
+      windowName = w;
+      history.replaceState(null, '', `/?window=${w}`);
+      for (const b of windowPicker.children) b.classList.toggle('on', b.dataset.window === w);
+      refresh();
+    } }, w)));
+
+  main.appendChild(h('div', { class: 'page-head' }, h('h1', {}, 'Overview'), windowPicker));
+  main.appendChild(cards);
+  main.appendChild(circuits);
+  main.appendChild(h('div', { class: 'grid-2' }, rate, chart));
+  main.appendChild(h('div', { class: 'grid-2' }, recent, errors));
+  main.appendChild(h('div', { class: 'grid-3' }, kinds, targets, queues));
+
+  // Reserve the cards' space before the first answer: no jump when it arrives.
+  drawCards(cards, null);
+
+  async function refresh() {
+    const [stats, failed, queueList] = await Promise.all([
+      get(`/stats?window=${windowName}`),
+      get('/jobs?state=failed&limit=6'),
+      get('/queues'),
+    ]);
+    drawCards(cards, stats.totals);
+    drawRate(rate, stats);
+    drawChart(chart, stats);
+    drawErrors(errors, stats.top_errors || []);
+    drawBreakdown(kinds, 'By kind', 'kind', stats.by_kind || []);
+    drawBreakdown(targets, 'By target', 'target', stats.by_target || []);
+    drawRecent(recent, failed.jobs);
+    drawQueues(queues, queueList);
+    await circuitsPanel(circuits);
+  }
+  const live = throttle(() => refresh().catch(() => {}), 1000);
+  refresh().catch((e) => main.appendChild(h('p', { class: 'error-box' }, e.message)));
+  return { onEvent: live };
+}
+
+function drawCards(el, totals) {
+  clear(el);
+  for (const state of Object.keys(STATES)) {
+    el.appendChild(h('a', { class: `state-card st-${state}`, href: `/jobs?state=${state}`, 'data-count-for': state },
+      badge(state),
+      h('span', { class: 'count' }, totals ? num(totals[state] ?? 0) : '…')));
+  }
+}
+
+function drawRate(el, stats) {
+  clear(el);
+  const rateAfter = stats.success_rate_after_retries;
+  const target = stats.target_rate ?? 0.8;
+  const meets = stats.meets_target;
+  el.appendChild(h('h2', {}, 'Success rate after retries'));
+  el.appendChild(h('div', { class: 'big-rate' },
+    h('span', { class: 'big' }, pct(rateAfter)),
+    rateAfter === null || rateAfter === undefined
+      ? h('span', { class: 'muted' }, 'no finished jobs in this window')
+      : h('span', { class: `verdict ${meets ? 'good' : 'bad'}` }, meets ? '✓ meets' : '✕ below', ` the ${Math.round(target * 100)} % target`)));
+  // A bar with the target line drawn across it.
+  const w = 400, hgt = 26;
+  const fill = Math.max(0, Math.min(1, rateAfter ?? 0)) * w;
+  el.appendChild(s('svg', { class: 'rate-bar', viewBox: `0 0 ${w} ${hgt + 16}`, role: 'img', 'aria-label': `success rate ${pct(rateAfter)} against target ${pct(target)}` },
+    s('rect', { x: 0, y: 0, width: w, height: hgt, rx: 6, class: 'bar-bg' }),
+    s('rect', { x: 0, y: 0, width: fill, height: hgt, rx: 6, class: meets ? 'bar-good' : 'bar-bad' }),
+    s('line', { x1: target * w, x2: target * w, y1: -2, y2: hgt + 2, class: 'target-line' }),
+    s('text', { x: target * w, y: hgt + 14, 'text-anchor': 'middle', class: 'axis' }, `target ${Math.round(target * 100)} %`)));
+  el.appendChild(h('dl', { class: 'facts' },
+    h('dt', {}, 'First-attempt success'), h('dd', {}, pct(stats.first_attempt_success_rate)),
+    h('dt', {}, 'Mean attempts'), h('dd', {}, stats.mean_attempts == null ? '—' : stats.mean_attempts.toFixed(2)),
+    h('dt', {}, 'Retries waiting'), h('dd', {}, num(stats.pending_retries)),
+    h('dt', {}, 'Window'), h('dd', {}, `${time(stats.since)} → ${time(stats.until)}`)));
+}
+
+function drawChart(el, stats) {
+  clear(el);
+  el.appendChild(h('div', { class: 'panel-head' }, h('h2', {}, 'Attempts and failures'),
+    h('span', { class: 'legend' }, h('span', { class: 'key key-attempts' }), 'attempts ', h('span', { class: 'key key-failures' }), 'failures')));
+  const series = stats.series || [];
+  const W = 560, H = 170, pad = 24;
+  const max = Math.max(1, ...series.map((p) => p.attempts));
+  const bw = series.length ? (W - pad) / series.length : 0;
+  const y = (v) => H - pad - (v / max) * (H - pad - 8);
+  const svg = s('svg', { class: 'chart', viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-label': 'attempts and failures over time' });
+  for (const frac of [0, 0.5, 1]) {
+    const v = Math.round(max * frac);
+    svg.appendChild(s('line', { x1: pad, x2: W, y1: y(v), y2: y(v), class: 'grid' }));
+    svg.appendChild(s('text', { x: pad - 4, y: y(v) + 3, 'text-anchor': 'end', class: 'axis' }, v));
+  }
+  series.forEach((p, i) => {
+    const x = pad + i * bw + 1;
+    const title = s('title', {}, `${time(p.start)}: ${p.attempts} attempts, ${p.failures} failures`);
+    svg.appendChild(s('rect', { x, y: y(p.attempts), width: Math.max(1, bw - 2), height: H - pad - y(p.attempts), class: 'bar-attempts' }, title));
+    if (p.failures) svg.appendChild(s('rect', { x, y: y(p.failures), width: Math.max(1, bw - 2), height: H - pad - y(p.failures), class: 'bar-failures' }));
+  });
+  if (series.length) {
+    svg.appendChild(s('text', { x: pad, y: H - 6, class: 'axis' }, time(series[0].start)));
+    svg.appendChild(s('text', { x: W, y: H - 6, 'text-anchor': 'end', class: 'axis' }, time(stats.until)));
+  } else {
+    svg.appendChild(s('text', { x: W / 2, y: H / 2, 'text-anchor': 'middle', class: 'axis' }, 'no attempts in this window'));
+  }
+  el.appendChild(svg);
+}
+
+function drawErrors(el, top) {
+  clear(el);
+  el.appendChild(h('h2', {}, 'Top errors'));
+  if (!top.length) {
+    el.appendChild(h('p', { class: 'muted' }, 'No failed attempts in this window.'));
+    return;
+  }
+  el.appendChild(h('table', { class: 'table compact' },
+    h('tbody', {}, top.slice(0, 6).map((e) => h('tr', {},
+      h('td', { class: 'num' }, num(e.count)),
+      h('td', {}, classTag(e.class)),
+      h('td', { class: 'msg', title: e.message }, e.message))))));
+}
+
+function drawBreakdown(el, title, key, rows) {
+  clear(el);
+  el.appendChild(h('h2', {}, title));
+  if (!rows.length) {
+    el.appendChild(h('p', { class: 'muted' }, 'Nothing finished in this window.'));
+    return;
+  }
+  el.appendChild(h('table', { class: 'table compact' },
+    h('thead', {}, h('tr', {}, h('th', {}, key), h('th', { class: 'num' }, 'finished'), h('th', { class: 'num' }, 'after retries'))),
+    h('tbody', {}, rows.slice(0, 8).map((r) => h('tr', {},
+      h('td', {}, h('a', { href: `/jobs?${key}=${encodeURIComponent(r[key])}` }, r[key])),
+      h('td', { class: 'num' }, num(r.finished)),
+      h('td', { class: `num ${r.success_rate_after_retries != null && r.success_rate_after_retries < 0.8 ? 'bad-text' : ''}` }, pct(r.success_rate_after_retries)))))));
+}
+
+function drawRecent(el, jobs) {
+  clear(el);
+  el.appendChild(h('div', { class: 'panel-head' }, h('h2', {}, 'Latest failures'), h('a', { href: '/dlq' }, 'Dead letters →')));
+  if (!jobs.length) {
+    el.appendChild(h('p', { class: 'muted' }, 'Nothing in the dead-letter queue.'));
+    return;
+  }
+  el.appendChild(h('ul', { class: 'recent' }, jobs.map((j) => h('li', {},
+    h('a', { href: `/jobs/${j.id}`, class: 'recent-link' },
+      badge(j.state),
+      h('span', { class: 'kind' }, j.kind),
+      h('span', { class: 'msg' }, j.last_error || j.finish_reason || ''),
+      h('span', { class: 'muted when', title: j.finished_at }, ago(j.finished_at)),
+      h('code', { class: 'id muted' }, shortId(j.id)))))));
+}
+
+function drawQueues(el, queues) {
+  clear(el);
+  el.appendChild(h('h2', {}, 'Queues'));
+  if (!queues.length) {
+    el.appendChild(h('p', { class: 'muted' }, 'No job is waiting.'));
+    return;
+  }
+  el.appendChild(h('table', { class: 'table compact' },
+    h('thead', {}, h('tr', {}, h('th', {}, 'queue'), h('th', { class: 'num' }, 'waiting'), h('th', {}, ''))),
+    h('tbody', {}, queues.map((q) => h('tr', {},
+      h('td', {}, h('a', { href: `/jobs?queue=${encodeURIComponent(q.name)}` }, q.name)),
+      h('td', { class: 'num' }, num(q.waiting)),
+      h('td', {}, q.paused ? h('span', { class: 'paused' }, '⏸ paused') : h('span', { class: 'muted' }, 'active')))))));
+}
