@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: formatting, lints, unit, property, conformance
-# and end-to-end tests (real binary, real SQLite file, real child processes), and doctests.
+# and end-to-end tests (real binary, real SQLite file, real child processes), the dashboard in a
+# real headless Chromium, and doctests.
 # Everything it needs is installed or started here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,6 +45,9 @@ bash scripts/api-fuzz.sh
 
 step "tests that restart PostgreSQL (run alone)"
 cargo nextest run --workspace --locked --profile disruptive
+
+step "dashboard in headless Chromium"
+scripts/browser-test.sh
 
 step "doctests"
 cargo test --workspace --doc --locked

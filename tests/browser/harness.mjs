@@ -4,11 +4,12 @@
 import { spawn } from 'node:child_process';
 import { mkdtempSync, openSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
 import { chromium } from 'playwright-core';
 
-export const ROOT = resolve(import.meta.dirname, '../..');
+export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 export const BIN = process.env.RETRYD_BIN || join(ROOT, 'target/debug/retryd');
 export const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 

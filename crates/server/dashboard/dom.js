@@ -52,7 +52,7 @@ export const STATES = {
   succeeded: { icon: '✓', label: 'succeeded' },
   failed: { icon: '✕', label: 'failed' },
   cancelled: { icon: '⊘', label: 'cancelled' },
-  expired: { icon: '⌛', label: 'expired' },
+  expired: { icon: '⊖', label: 'expired' },
 };
 
 export function badge(state) {
@@ -87,6 +87,7 @@ export function ago(iso, now = Date.now()) {
 /** 1234 ms → "1.2 s", 75000 → "1 m 15 s". */
 export function span(ms) {
   if (ms === null || ms === undefined) return '—';
+  if (ms === 0) return '0';
   if (ms < 1000) return `${Math.round(ms)} ms`;
   const secs = ms / 1000;
   if (secs < 10) return `${secs.toFixed(1).replace(/\.0$/, '')} s`;

@@ -94,6 +94,8 @@ export function render(main, [id]) {
 
   function drawStatus() {
     clear(status);
+    // A finished job that did not succeed opens with its diagnosis instead.
+    status.hidden = Boolean(job.diagnosis);
     status.dataset.state = job.state;
     const line = statusLine(job);
     const parts = [h('span', { class: 'status-text', id: 'countdown' }, line)];
@@ -103,7 +105,7 @@ export function render(main, [id]) {
       const step = job.step || (current && current.step);
       if (step) parts.push(h('span', { class: 'pill step' }, 'step ', step));
     }
-    status.appendChild(h('span', { class: 'status-icon', 'aria-hidden': 'true' }, { retrying: '↻', running: '▶', pending: '◷', succeeded: '✓', failed: '✕', cancelled: '⊘', expired: '⌛' }[job.state] || '·'));
+    status.appendChild(h('span', { class: 'status-icon', 'aria-hidden': 'true' }, { retrying: '↻', running: '▶', pending: '◷', succeeded: '✓', failed: '✕', cancelled: '⊘', expired: '⊖' }[job.state] || '·'));
     status.append(...parts);
   }
 
@@ -167,7 +169,7 @@ export function render(main, [id]) {
       const took = a.finished_at ? span(new Date(a.finished_at) - new Date(a.started_at)) : 'running…';
       list.appendChild(h('li', { class: `attempt out-${outcome}`, 'data-attempt': a.number },
         h('div', { class: 'attempt-head' },
-          h('span', { class: 'marker', 'aria-hidden': 'true' }, { succeeded: '✓', failed: '✕', timed_out: '⏱', cancelled: '⊘', lost: '?', running: '▶' }[outcome] || '·'),
+          h('span', { class: 'marker', 'aria-hidden': 'true' }, { succeeded: '✓', failed: '✕', timed_out: '◔', cancelled: '⊘', lost: '?', running: '▶' }[outcome] || '·'),
           h('strong', {}, `Attempt ${a.number}`),
           a.step ? h('span', { class: 'pill step' }, a.step) : null,
           h('span', { class: `outcome out-${outcome}` }, outcome.replace('_', ' ')),
@@ -225,6 +227,7 @@ export function render(main, [id]) {
       return;
     }
     if (!output.childNodes.length) output.appendChild(h('span', { class: 'muted log-empty' }, 'No output yet.\n'));
+    output.classList.toggle('done', TERMINAL.includes(job.state));
     if (TERMINAL.includes(job.state)) {
       followText.textContent = '';
       return;

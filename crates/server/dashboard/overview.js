@@ -39,11 +39,11 @@ export function render(main, _params, query) {
 
   async function refresh() {
     const [stats, failed, queueList] = await Promise.all([
-      get(`/stats?window=${windowName}`),
+      loadStats(windowName),
       get('/jobs?state=failed&limit=6'),
       get('/queues'),
     ]);
-    drawCards(cards, stats.totals);
+    drawCards(cards, stats.totals, stats.capped);
     drawRate(rate, stats);
     drawChart(chart, stats);
     drawErrors(errors, stats.top_errors || []);
@@ -58,12 +58,32 @@ export function render(main, _params, query) {
   return { onEvent: live };
 }
 
-function drawCards(el, totals) {
+/**
+ * The window's stats. A server without the stats endpoint (404) still gets state counts,
+ * from the job list, bounded: a count that reaches the page size reads "500+".
+ */
+async function loadStats(windowName) {
+  try {
+    return await get(`/stats?window=${windowName}`, { quiet404: true });
+  } catch (e) {
+    if (e.status !== 404) throw e;
+  }
+  const states = Object.keys(STATES);
+  const pages = await Promise.all(states.map((st) => get(`/jobs?state=${st}&limit=500`)));
+  const totals = {}, capped = {};
+  states.forEach((st, i) => {
+    totals[st] = pages[i].jobs.length;
+    capped[st] = pages[i].next_cursor !== null;
+  });
+  return { totals, capped, pending_retries: totals.retrying, series: [], top_errors: [], by_kind: [], by_target: [], target_rate: 0.8 };
+}
+
+function drawCards(el, totals, capped = {}) {
   clear(el);
   for (const state of Object.keys(STATES)) {
     el.appendChild(h('a', { class: `state-card st-${state}`, href: `/jobs?state=${state}`, 'data-count-for': state },
       badge(state),
-      h('span', { class: 'count' }, totals ? num(totals[state] ?? 0) : '…')));
+      h('span', { class: 'count' }, totals ? `${num(totals[state] ?? 0)}${capped[state] ? '+' : ''}` : '…')));
   }
 }
 
@@ -90,7 +110,7 @@ function drawRate(el, stats) {
     h('dt', {}, 'First-attempt success'), h('dd', {}, pct(stats.first_attempt_success_rate)),
     h('dt', {}, 'Mean attempts'), h('dd', {}, stats.mean_attempts == null ? '—' : stats.mean_attempts.toFixed(2)),
     h('dt', {}, 'Retries waiting'), h('dd', {}, num(stats.pending_retries)),
-    h('dt', {}, 'Window'), h('dd', {}, `${time(stats.since)} → ${time(stats.until)}`)));
+    stats.since ? [h('dt', {}, 'Window'), h('dd', {}, `${time(stats.since)} → ${time(stats.until)}`)] : null));
 }
 
 function drawChart(el, stats) {
@@ -100,7 +120,13 @@ function drawChart(el, stats) {
   const series = stats.series || [];
   const W = 560, H = 170, pad = 24;
   const max = Math.max(1, ...series.map((p) => p.attempts));
-  const bw = series.length ? (W - pad) / series.length : 0;
+  // Buckets without attempts are left out by the server: place bars by time, not index.
+  const since = new Date(stats.since ?? Date.now()).getTime(), until = new Date(stats.until ?? Date.now()).getTime();
+  const starts = series.map((p) => new Date(p.start).getTime());
+  const gaps = starts.slice(1).map((t, i) => t - starts[i]).filter((g) => g > 0);
+  const bucket = gaps.length ? Math.min(...gaps) : (until - since) / 48 || 1;
+  const x = (t) => pad + ((t - since) / Math.max(1, until - since)) * (W - pad);
+  const bw = Math.max(2, x(since + bucket) - x(since) - 2);
   const y = (v) => H - pad - (v / max) * (H - pad - 8);
   const svg = s('svg', { class: 'chart', viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-label': 'attempts and failures over time' });
   for (const frac of [0, 0.5, 1]) {
@@ -109,16 +135,17 @@ function drawChart(el, stats) {
     svg.appendChild(s('text', { x: pad - 4, y: y(v) + 3, 'text-anchor': 'end', class: 'axis' }, v));
   }
   series.forEach((p, i) => {
-    const x = pad + i * bw + 1;
+    const left = Math.min(W - bw, x(starts[i]));
     const title = s('title', {}, `${time(p.start)}: ${p.attempts} attempts, ${p.failures} failures`);
-    svg.appendChild(s('rect', { x, y: y(p.attempts), width: Math.max(1, bw - 2), height: H - pad - y(p.attempts), class: 'bar-attempts' }, title));
-    if (p.failures) svg.appendChild(s('rect', { x, y: y(p.failures), width: Math.max(1, bw - 2), height: H - pad - y(p.failures), class: 'bar-failures' }));
+    svg.appendChild(s('rect', { x: left, y: y(p.attempts), width: bw, height: H - pad - y(p.attempts), class: 'bar-attempts' }, title));
+    if (p.failures) svg.appendChild(s('rect', { x: left, y: y(p.failures), width: bw, height: H - pad - y(p.failures), class: 'bar-failures' }));
   });
-  if (series.length) {
-    svg.appendChild(s('text', { x: pad, y: H - 6, class: 'axis' }, time(series[0].start)));
+  if (stats.since) {
+    svg.appendChild(s('text', { x: pad, y: H - 6, class: 'axis' }, time(stats.since)));
     svg.appendChild(s('text', { x: W, y: H - 6, 'text-anchor': 'end', class: 'axis' }, time(stats.until)));
-  } else {
-    svg.appendChild(s('text', { x: W / 2, y: H / 2, 'text-anchor': 'middle', class: 'axis' }, 'no attempts in this window'));
+  }
+  if (!series.length) {
+    svg.appendChild(s('text', { x: W / 2, y: H / 2, 'text-anchor': 'middle', class: 'axis' }, stats.since ? 'no attempts in this window' : 'this server has no stats endpoint'));
   }
   el.appendChild(svg);
 }
@@ -147,7 +174,7 @@ function drawBreakdown(el, title, key, rows) {
   el.appendChild(h('table', { class: 'table compact' },
     h('thead', {}, h('tr', {}, h('th', {}, key), h('th', { class: 'num' }, 'finished'), h('th', { class: 'num' }, 'after retries'))),
     h('tbody', {}, rows.slice(0, 8).map((r) => h('tr', {},
-      h('td', {}, h('a', { href: `/jobs?${key}=${encodeURIComponent(r[key])}` }, r[key])),
+      h('td', {}, h('a', { href: `/jobs?${key}=${encodeURIComponent(r[key] ?? r.name)}` }, r[key] ?? r.name)),
       h('td', { class: 'num' }, num(r.finished)),
       h('td', { class: `num ${r.success_rate_after_retries != null && r.success_rate_after_retries < 0.8 ? 'bad-text' : ''}` }, pct(r.success_rate_after_retries)))))));
 }
@@ -180,5 +207,5 @@ function drawQueues(el, queues) {
     h('tbody', {}, queues.map((q) => h('tr', {},
       h('td', {}, h('a', { href: `/jobs?queue=${encodeURIComponent(q.name)}` }, q.name)),
       h('td', { class: 'num' }, num(q.waiting)),
-      h('td', {}, q.paused ? h('span', { class: 'paused' }, '⏸ paused') : h('span', { class: 'muted' }, 'active')))))));
+      h('td', {}, q.paused ? h('span', { class: 'paused' }, '‖ paused') : h('span', { class: 'muted' }, 'active')))))));
 }

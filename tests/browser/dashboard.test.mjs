@@ -1,0 +1,162 @@
+// The dashboard in Debian's headless Chromium against the real `retryd serve` (issue #6,
+// "It must show" 1–4). Any console error, uncaught exception or dialog fails the test.
+
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { copyFileSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { Server, launch, watchedPage, ROOT } from './harness.mjs';
+
+const SHOTS = join(ROOT, 'target/screenshots');
+const DOC_SHOTS = join(ROOT, 'docs/screenshots');
+// Endpoints whose refusals are provoked on purpose or optional (404 without the feature).
+const EXPECTED_FAILURES = ['/api/v1/circuits', '/api/v1/session', '/api/v1/stats'];
+
+let server, browser, context;
+const page = async () => {
+  const p = await watchedPage(context, EXPECTED_FAILURES);
+  // Reloads would hide a page that does not update live: the marker dies with a reload.
+  await p.addInitScript(() => {
+    sessionStorage.loads = String(Number(sessionStorage.loads || 0) + 1);
+  });
+  return p;
+};
+const loads = (p) => p.evaluate(() => Number(sessionStorage.loads));
+const noProblems = (p) => assert.deepEqual(p.problems, [], 'the page reported problems');
+
+before(async () => {
+  server = await Server.start();
+  browser = await launch();
+  context = await browser.newContext({ viewport: { width: 1400, height: 900 } });
+});
+
+after(async () => {
+  await context?.close();
+  await browser?.close();
+  await server?.stop();
+});
+
+test('a flaky job retries live and succeeds; a permanent failure lands on the dead-letter page and requeues', async () => {
+  const p = await page();
+  await p.goto(`${server.url}/jobs`);
+  await p.waitForSelector('#live[data-state="open"]');
+
+  const counter = join(server.dir, 'flaky-count');
+  const flaky = await server.submit('sh', ['-c',
+    `n=$(cat '${counter}' 2>/dev/null || echo 0); n=$((n+1)); echo $n > '${counter}'; echo "uploading release (try $n)"; ` +
+    `if [ $n -le 2 ]; then echo "sftp: connection refused" >&2; exit 75; fi; echo deployed`], {
+    kind: 'wordpress-deploy', target: 'sftp.example',
+    policy: { max_attempts: 5, initial_delay: '3s', multiplier: 1, max_delay: '3s', jitter: 'none' },
+  });
+  const doomed = await server.submit('sh', ['-c', 'echo "pushing image to metis-rpc"; echo "Error: permission denied (publickey)" >&2; exit 2'], {
+    kind: 'metis-deploy', target: 'metis-rpc',
+  });
+
+  // The list picks the new job up from the event stream, then we follow its link.
+  const row = p.locator(`tr[data-job="${flaky.id}"]`);
+  await row.waitFor({ timeout: 10000 });
+  await row.locator('a').click();
+  await p.waitForSelector('.job-head .badge[data-state="retrying"]', { timeout: 10000 });
+  const countdown = p.locator('#countdown');
+  const first = await countdown.textContent();
+  assert.match(first, /^attempt [23] of 5 in \d s$/);
+  // The countdown ticks without a reload.
+  await p.waitForFunction((before) => {
+    const now = document.querySelector('#countdown')?.textContent || '';
+    return now !== before && /^attempt [23] of 5 in \d s$/.test(now);
+  }, first, { timeout: 5000 });
+  await p.waitForSelector('.timeline li.wait', { timeout: 5000 });
+  assert.match(await p.locator('.timeline li.wait').first().textContent(), /waited 3 s/);
+
+  await p.waitForSelector('.job-head .badge[data-state="succeeded"]', { timeout: 30000 });
+  assert.equal(await p.locator('.timeline li.attempt').count(), 3);
+  assert.match(await p.locator('.timeline li.attempt[data-attempt="1"]').textContent(), /failed.*transient.*exit code 75/s);
+  assert.match(await p.locator('.log').last().textContent(), /deployed/);
+
+  // The dead-letter page: the group, the rule, the last output lines.
+  await p.click('#nav a[data-nav="dlq"]');
+  const dead = p.locator(`article.dead[data-job="${doomed.id}"]`);
+  await dead.waitFor({ timeout: 10000 });
+  assert.match(await dead.locator('.rule').textContent(), /permission denied/);
+  assert.match(await dead.locator('.log.tail').textContent(), /Error: permission denied \(publickey\)/);
+  assert.match(await p.locator('article.group').first().textContent(), /permission denied \(publickey\)/);
+  assert.match(await dead.textContent(), /attempt 1 of 3/);
+
+  await dead.locator('button[data-action="Requeue"]').click();
+  await server.waitFor(doomed.id, (j) => j.attempt === 2 && j.state === 'failed');
+  await p.waitForFunction((id) => /attempt 2 of 3/.test(document.querySelector(`article.dead[data-job="${id}"]`)?.textContent || ''), doomed.id, { timeout: 10000 });
+
+  assert.equal(await loads(p), 1, 'the page reloaded');
+  noProblems(p);
+  await p.close();
+});
+
+test("a job's output is shown as text: no script in it runs", async () => {
+  const payload = ['<script>alert(1)</script>', '<img src=x onerror=alert(1)>', '<img src=x onerror="window.pwned=1">'];
+  const job = await server.submit('sh', ['-c', `printf '%s\\n' ${payload.map((s) => `'${s}'`).join(' ')}; echo "bad <b>config</b>" >&2; exit 2`], {
+    kind: 'xss-check', labels: { note: '<img src=x onerror=alert(2)>' }, policy: { max_attempts: 1, initial_delay: '1s', max_delay: '1s', jitter: 'none' },
+  });
+  await server.waitFor(job.id, (j) => j.state === 'failed');
+  const p = await page();
+  const ready = { [`/jobs/${job.id}`]: '.diagnosis .log .line', '/jobs': `tr[data-job="${job.id}"]`, '/dlq': `article.dead[data-job="${job.id}"] .log`, '/': '.recent li' };
+  for (const [path, selector] of Object.entries(ready)) {
+    await p.goto(`${server.url}${path}`);
+    await p.waitForSelector(selector);
+    const main = await p.locator('main').textContent();
+    if (path.startsWith('/jobs/')) {
+      await p.waitForSelector('.log:not(.tail) .line');
+      const log = await p.locator('.log').last().textContent();
+      for (const line of payload) assert.ok(log.includes(line), `${line} is shown as text`);
+      assert.ok((await p.locator('.facts').textContent()).includes('note=<img src=x onerror=alert(2)>'));
+    }
+    assert.ok(main.includes('<'), `${path} shows the markup as text`);
+    assert.equal(await p.locator('main img, main script, main b').count(), 0, `${path} made elements from job data`);
+    assert.equal(await p.evaluate(() => window.pwned), undefined);
+  }
+  noProblems(p);
+  await p.close();
+});
+
+test('screenshots of every page, light and dark', async () => {
+  mkdirSync(SHOTS, { recursive: true });
+  const failed = (await server.get('/jobs?state=failed&limit=1')).body.jobs[0];
+  const slow = await server.submit('sh', ['-c', 'echo "waiting for metis-rpc"; echo "connection reset by peer" >&2; exit 75'], {
+    kind: 'confirm-tx', target: 'metis-rpc', policy: { max_attempts: 5, initial_delay: '60s', max_delay: '5m', jitter: 'none' },
+  });
+  await server.waitFor(slow.id, (j) => j.state === 'retrying');
+  const pages = [
+    ['overview', '/', '.recent li'],
+    ['jobs', '/jobs', 'tr[data-job]'],
+    ['job-failed', `/jobs/${failed.id}`, '.diagnosis .summary'],
+    ['job-retrying', `/jobs/${slow.id}`, '#countdown'],
+    ['dead-letters', '/dlq', 'article.group'],
+    ['policies', '/policies', 'article.policy svg'],
+    ['login', '/login', '#token'],
+  ];
+  for (const scheme of ['light', 'dark']) {
+    const ctx = await browser.newContext({ viewport: { width: 1400, height: 900 }, colorScheme: scheme });
+    const p = await watchedPage(ctx, EXPECTED_FAILURES);
+    for (const [name, path, ready] of pages) {
+      await p.goto(`${server.url}${path}`);
+      await p.waitForSelector(ready);
+      // Let the last panels and fonts settle: screenshots are for people to look at.
+      await p.waitForTimeout(300);
+      const file = join(SHOTS, `${name}-${scheme}.png`);
+      await p.screenshot({ path: file, fullPage: true });
+      if (process.env.RETRYD_UPDATE_SCREENSHOTS && ['overview', 'job-failed'].includes(name)) {
+        mkdirSync(DOC_SHOTS, { recursive: true });
+        copyFileSync(file, join(DOC_SHOTS, `${name}-${scheme}.png`));
+      }
+    }
+    // The toggle overrides the system's scheme, and is remembered.
+    const before = await p.evaluate(() => getComputedStyle(document.documentElement).backgroundColor);
+    await p.goto(`${server.url}/`);
+    await p.click('#theme');
+    assert.equal(await p.evaluate(() => document.documentElement.dataset.theme), scheme === 'dark' ? 'light' : 'dark');
+    assert.notEqual(await p.evaluate(() => getComputedStyle(document.documentElement).backgroundColor), before);
+    await p.reload();
+    assert.equal(await p.evaluate(() => document.documentElement.dataset.theme), scheme === 'dark' ? 'light' : 'dark');
+    noProblems(p);
+    await ctx.close();
+  }
+});
