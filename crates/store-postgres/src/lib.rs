@@ -47,6 +47,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/0001_init.sql")),
     (2, include_str!("../migrations/0002_queues.sql")),
     (4, include_str!("../migrations/0004_access_and_stats.sql")),
+    (7, include_str!("../migrations/0007_list_indexes.sql")),
 ];
 
 /// Advisory lock keys ("retryd" in ASCII, plus a purpose).

@@ -1,12 +1,21 @@
--- Newest first; every filter is optional (NULL means "any").
-SELECT {JOB_COLUMNS} FROM jobs
-WHERE (?1 IS NULL OR state IN (SELECT value FROM json_each(?1)))
-  AND (?2 IS NULL OR queue = ?2)
-  AND (?3 IS NULL OR kind = ?3)
-  AND (?4 IS NULL OR target = ?4)
-  AND (?5 IS NULL OR EXISTS (SELECT 1 FROM json_each(jobs.labels) AS l WHERE l.key = ?5 AND l.value = ?6))
-  AND (?7 IS NULL OR created_at >= ?7)
-  AND (?8 IS NULL OR created_at < ?8)
-  AND (?9 IS NULL OR id < ?9)
-ORDER BY id DESC
-LIMIT ?10
+-- Newest first. A line ending in `-- ?n` is kept only when parameter n is given, one ending
+-- in `-- !?n` only when it is not: SQLite plans a `?1 IS NULL OR …` condition without its
+-- indexes (a full scan at a million jobs), so the store keeps just the lines that apply.
+-- ?11 (the limit) is always bound.
+SELECT {JOB_COLUMNS} FROM jobs -- !?5
+-- With a label, its index leads (CROSS JOIN fixes the loop order in SQLite) and gives the order.
+SELECT {JOB_COLUMNS} FROM job_labels CROSS JOIN jobs ON jobs.id = job_labels.job_id -- ?5
+WHERE 1
+  AND job_labels.key = ?5 AND job_labels.value = ?6 -- ?5
+  AND state IN (SELECT value FROM json_each(?1)) -- ?1
+  AND state = ?10 -- ?10
+  AND queue = ?2 -- ?2
+  AND kind = ?3 -- ?3
+  AND target = ?4 -- ?4
+  AND created_at >= ?7 -- ?7
+  AND created_at < ?8 -- ?8
+  AND jobs.id < ?9 -- ?9 !?5
+  AND job_labels.job_id < ?9 -- ?9 ?5
+ORDER BY jobs.id DESC -- !?5
+ORDER BY job_labels.job_id DESC -- ?5
+LIMIT ?11
