@@ -134,9 +134,16 @@ mod tests {
         let names: Vec<&str> = ASSETS.iter().map(|a| a.name).collect();
         for asset in std::iter::once(&INDEX).chain(ASSETS) {
             let text = std::str::from_utf8(asset.body).expect("utf-8");
-            for (_, rest) in text.match_indices("from './").map(|(i, _)| text.split_at(i + 8)) {
+            for (_, rest) in text
+                .match_indices("from './")
+                .map(|(i, _)| text.split_at(i + 8))
+            {
                 let name = rest.split('\'').next().unwrap_or_default();
-                assert!(names.contains(&name), "{} imports {name}, which is not embedded", asset.name);
+                assert!(
+                    names.contains(&name),
+                    "{} imports {name}, which is not embedded",
+                    asset.name
+                );
             }
             for reference in ["/assets/app.js", "/assets/style.css", "/assets/favicon.svg"] {
                 if asset.name == "index.html" {
@@ -150,7 +157,13 @@ mod tests {
     fn no_module_writes_markup_from_strings() {
         for asset in ASSETS.iter().filter(|a| a.name.ends_with(".js")) {
             let text = std::str::from_utf8(asset.body).expect("utf-8");
-            for sink in ["innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("] {
+            for sink in [
+                "innerHTML",
+                "outerHTML",
+                "insertAdjacentHTML",
+                "document.write",
+                "eval(",
+            ] {
                 assert!(!text.contains(sink), "{} uses {sink}", asset.name);
             }
         }

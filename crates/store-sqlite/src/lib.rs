@@ -770,9 +770,7 @@ impl JobReader for SqliteStore {
             .into_iter()
             .filter_map(|(n, on)| on.then_some(n))
             .collect();
-            let mut stmt = conn
-                .prepare_cached(&list_query(&given))
-                .map_err(to_store)?;
+            let mut stmt = conn.prepare_cached(&list_query(&given)).map_err(to_store)?;
             let rows = stmt
                 .query_map(
                     params![

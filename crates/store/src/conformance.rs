@@ -31,6 +31,7 @@ macro_rules! conformance_tests {
             deadlines_expire_waiting_jobs,
             prune_and_purge_never_touch_live_jobs,
             listing_filters_and_cursor_pagination,
+            listing_combines_labels_states_and_cursors,
             logs_append_trim_and_read,
             an_attempts_process_is_recorded,
             paused_queues_are_remembered,
@@ -884,6 +885,98 @@ pub async fn listing_filters_and_cursor_pagination(store: DynStore) {
     );
     let counts = store.count_by_state().await.unwrap();
     assert_eq!(counts.get(&JobState::Pending), Some(&25));
+}
+
+/// Every page of `filter`, 4 jobs at a time.
+async fn all_pages(store: &DynStore, filter: &JobFilter) -> Vec<JobId> {
+    let (mut seen, mut cursor) = (Vec::new(), None);
+    loop {
+        let page = store.list_jobs(filter, cursor, 4).await.unwrap();
+        seen.extend(page.jobs.iter().map(|j| j.id));
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => return seen,
+        }
+    }
+}
+
+/// The dashboard's filters together (issue #6): a label with a state, one state or several,
+/// queue, through cursor pages; a purged job leaves every filter, its labels included.
+pub async fn listing_combines_labels_states_and_cursors(store: DynStore) {
+    let mut jobs = Vec::new();
+    for i in 0..30 {
+        let mut job = new_job(if i % 2 == 0 { "even" } else { "odd" }, 50, 0);
+        let env = if i % 3 == 0 { "prod" } else { "staging" };
+        job.labels.insert("env".into(), env.into());
+        if i % 5 == 0 {
+            job.labels.insert("team".into(), "deploy".into());
+        }
+        jobs.push(insert(&store, job).await);
+    }
+    for job in &jobs[20..26] {
+        store.cancel_job(job.id, "alice", t0()).await.unwrap();
+    }
+    let purged = [jobs[21].id, jobs[24].id];
+    assert_eq!(store.purge_jobs(&purged).await.unwrap(), 2);
+    let expect = |keep: &dyn Fn(usize) -> bool| -> Vec<JobId> {
+        (0..30)
+            .rev()
+            .filter(|&i| !purged.contains(&jobs[i].id) && keep(i))
+            .map(|i| jobs[i].id)
+            .collect()
+    };
+    let cancelled = |i: usize| (20..26).contains(&i);
+    let label = |k: &str, v: &str| Some((k.to_owned(), v.to_owned()));
+    let cases: Vec<(JobFilter, Vec<JobId>)> = vec![
+        (
+            JobFilter {
+                label: label("env", "prod"),
+                ..Default::default()
+            },
+            expect(&|i| i % 3 == 0),
+        ),
+        (
+            JobFilter {
+                label: label("team", "deploy"),
+                queue: Some("even".into()),
+                ..Default::default()
+            },
+            expect(&|i| i % 5 == 0 && i % 2 == 0),
+        ),
+        (
+            JobFilter {
+                label: label("env", "staging"),
+                states: vec![JobState::Cancelled],
+                ..Default::default()
+            },
+            expect(&|i| i % 3 != 0 && cancelled(i)),
+        ),
+        (
+            JobFilter {
+                states: vec![JobState::Pending],
+                queue: Some("odd".into()),
+                ..Default::default()
+            },
+            expect(&|i| !cancelled(i) && i % 2 == 1),
+        ),
+        (
+            JobFilter {
+                states: vec![JobState::Pending, JobState::Cancelled],
+                ..Default::default()
+            },
+            expect(&|_| true),
+        ),
+        (
+            JobFilter {
+                label: label("env", "nowhere"),
+                ..Default::default()
+            },
+            vec![],
+        ),
+    ];
+    for (filter, expected) in cases {
+        assert_eq!(all_pages(&store, &filter).await, expected, "{filter:?}");
+    }
 }
 
 pub async fn logs_append_trim_and_read(store: DynStore) {
