@@ -9,12 +9,12 @@ import { Server, launch, watchedPage, ROOT } from './harness.mjs';
 
 const SHOTS = join(ROOT, 'target/screenshots');
 const DOC_SHOTS = join(ROOT, 'docs/screenshots');
-// Endpoints whose refusals are provoked on purpose or optional (404 without the feature).
-const EXPECTED_FAILURES = ['/api/v1/circuits', '/api/v1/session', '/api/v1/stats'];
+// Optional endpoints: a server without circuit breaking answers 404 and the panel stays hidden.
+const EXPECTED_FAILURES = ['/api/v1/circuits'];
 
 let server, browser, context;
-const page = async () => {
-  const p = await watchedPage(context, EXPECTED_FAILURES);
+const page = async (allow = []) => {
+  const p = await watchedPage(context, [...EXPECTED_FAILURES, ...allow]);
   // Reloads would hide a page that does not update live: the marker dies with a reload.
   await p.addInitScript(() => {
     sessionStorage.loads = String(Number(sessionStorage.loads || 0) + 1);
@@ -24,10 +24,22 @@ const page = async () => {
 const loads = (p) => p.evaluate(() => Number(sessionStorage.loads));
 const noProblems = (p) => assert.deepEqual(p.problems, [], 'the page reported problems');
 
+/** A browser context logged in through the link the server printed at first start. */
+async function loggedIn(options = {}) {
+  const ctx = await browser.newContext({ viewport: { width: 1400, height: 900 }, ...options });
+  const p = await watchedPage(ctx, EXPECTED_FAILURES);
+  await p.goto(server.loginLink);
+  await p.waitForURL(`${server.url}/`);
+  await p.waitForSelector('.role.role-admin');
+  noProblems(p);
+  await p.close();
+  return ctx;
+}
+
 before(async () => {
   server = await Server.start();
   browser = await launch();
-  context = await browser.newContext({ viewport: { width: 1400, height: 900 } });
+  context = await loggedIn();
 });
 
 after(async () => {
@@ -117,6 +129,69 @@ test("a job's output is shown as text: no script in it runs", async () => {
   await p.close();
 });
 
+test('the first-start link logs in with an HttpOnly, SameSite cookie and leaves no token in the address bar', async () => {
+  assert.match(server.loginLink, /\/login#token=rtd_/);
+  const ctx = await browser.newContext();
+  const p = await watchedPage(ctx, EXPECTED_FAILURES);
+  await p.goto(server.loginLink);
+  await p.waitForURL(`${server.url}/`);
+  assert.equal(await p.evaluate(() => location.hash), '');
+  const [cookie] = (await ctx.cookies()).filter((c) => c.name === 'retryd_session');
+  assert.ok(cookie, 'the session cookie is set');
+  assert.equal(cookie.httpOnly, true);
+  assert.equal(cookie.sameSite, 'Strict');
+  assert.equal(await p.evaluate(() => document.cookie.includes('retryd_session')), false, 'scripts cannot read the session');
+  await p.waitForSelector('.role.role-admin');
+  noProblems(p);
+  await ctx.close();
+});
+
+test('a state change without the CSRF token is refused; a viewer sees no requeue button and the API refuses it', async () => {
+  const dead = await server.submit('sh', ['-c', 'echo "Error: access denied" >&2; exit 2'], { kind: 'csrf-check' });
+  await server.waitFor(dead.id, (j) => j.state === 'failed');
+
+  // The admin's session cookie alone does not make a POST: the page's token is needed.
+  const p = await page(['/retry']);
+  await p.goto(`${server.url}/jobs/${dead.id}`);
+  await p.waitForSelector('button[data-action="Requeue"]');
+  const forged = await p.evaluate(async (id) => {
+    const r = await fetch(`/api/v1/jobs/${id}/retry`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
+    return { status: r.status, body: await r.json() };
+  }, dead.id);
+  assert.equal(forged.status, 403);
+  assert.equal(forged.body.error.code, 'csrf');
+  assert.equal((await server.job(dead.id)).state, 'failed', 'nothing changed');
+  noProblems(p);
+  await p.close();
+
+  // A viewer logs in with the token form.
+  const viewerToken = await server.createToken('dashboard-viewer', 'viewer');
+  const ctx = await browser.newContext({ viewport: { width: 1400, height: 900 } });
+  const v = await watchedPage(ctx, [...EXPECTED_FAILURES, '/retry']);
+  await v.goto(`${server.url}/login`);
+  await v.fill('#token', viewerToken);
+  await v.click('button[type="submit"]');
+  await v.waitForSelector('.role.role-viewer');
+  await v.goto(`${server.url}/jobs/${dead.id}`);
+  await v.waitForSelector('.diagnosis .summary');
+  assert.equal(await v.locator('.job-head button').count(), 0, 'no action buttons for a viewer');
+  await v.click('#nav a[data-nav="dlq"]');
+  await v.waitForSelector(`article.dead[data-job="${dead.id}"]`);
+  assert.equal(await v.locator('main button[data-action]').count(), 0, 'no requeue or purge for a viewer');
+  const refused = await v.evaluate(async (id) => {
+    const session = await (await fetch('/api/v1/session')).json();
+    const r = await fetch(`/api/v1/jobs/${id}/retry`, {
+      method: 'POST', headers: { 'content-type': 'application/json', 'x-csrf-token': session.csrf_token }, body: '{}',
+    });
+    return { status: r.status, body: await r.json() };
+  }, dead.id);
+  assert.equal(refused.status, 403);
+  assert.equal(refused.body.error.code, 'forbidden');
+  assert.equal((await server.job(dead.id)).state, 'failed', 'nothing changed');
+  noProblems(v);
+  await ctx.close();
+});
+
 test('screenshots of every page, light and dark', async () => {
   mkdirSync(SHOTS, { recursive: true });
   const failed = (await server.get('/jobs?state=failed&limit=1')).body.jobs[0];
@@ -134,7 +209,7 @@ test('screenshots of every page, light and dark', async () => {
     ['login', '/login', '#token'],
   ];
   for (const scheme of ['light', 'dark']) {
-    const ctx = await browser.newContext({ viewport: { width: 1400, height: 900 }, colorScheme: scheme });
+    const ctx = await loggedIn({ colorScheme: scheme });
     const p = await watchedPage(ctx, EXPECTED_FAILURES);
     for (const [name, path, ready] of pages) {
       await p.goto(`${server.url}${path}`);

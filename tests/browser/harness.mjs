@@ -30,6 +30,11 @@ export class Server {
       child.on('exit', (code) => fail(new Error(`retryd serve exited with ${code}; log:\n${server.log()}`)));
       createInterface({ input: child.stdout }).on('line', (line) => {
         server.stdout.push(line);
+        // The first start prints the admin token and the dashboard link that logs in.
+        const token = line.match(/^\s*token:\s+(\S+)/);
+        if (token) server.token = token[1];
+        const link = line.match(/^\s*dashboard:\s+(\S+)/);
+        if (link) server.loginLink = link[1];
         const found = line.match(/listening on (\S+)/);
         if (found) {
           clearTimeout(timer);
@@ -37,6 +42,8 @@ export class Server {
         }
       });
     });
+    if (!server.token) throw new Error(`retryd serve printed no admin token:\n${server.stdout.join('\n')}`);
+    server.headers = { authorization: `Bearer ${server.token}` };
     return server;
   }
 
@@ -77,6 +84,13 @@ export class Server {
 
   post(path, body = {}) {
     return this.request('POST', path, body);
+  }
+
+  /** Creates an API token with `role`; returns its plain text. */
+  async createToken(name, role) {
+    const { status, body } = await this.post('/tokens', { name, role });
+    if (status !== 201) throw new Error(`token create refused (${status}): ${JSON.stringify(body)}`);
+    return body.token;
   }
 
   /** Submits a command job; returns its view. */

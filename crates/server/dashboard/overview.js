@@ -27,7 +27,8 @@ export function render(main, _params, query) {
       refresh();
     } }, w)));
 
-  main.appendChild(h('div', { class: 'page-head' }, h('h1', {}, 'Overview'), windowPicker));
+  main.appendChild(h('div', { class: 'page-head' },
+    h('div', {}, h('h1', {}, 'Overview'), h('p', { class: 'muted subtitle' }, 'Jobs created in the window, by their state now')), windowPicker));
   main.appendChild(cards);
   main.appendChild(circuits);
   main.appendChild(h('div', { class: 'grid-2' }, rate, chart));
@@ -39,11 +40,11 @@ export function render(main, _params, query) {
 
   async function refresh() {
     const [stats, failed, queueList] = await Promise.all([
-      loadStats(windowName),
+      get(`/stats?window=${windowName}`),
       get('/jobs?state=failed&limit=6'),
       get('/queues'),
     ]);
-    drawCards(cards, stats.totals, stats.capped);
+    drawCards(cards, stats.totals);
     drawRate(rate, stats);
     drawChart(chart, stats);
     drawErrors(errors, stats.top_errors || []);
@@ -58,32 +59,12 @@ export function render(main, _params, query) {
   return { onEvent: live };
 }
 
-/**
- * The window's stats. A server without the stats endpoint (404) still gets state counts,
- * from the job list, bounded: a count that reaches the page size reads "500+".
- */
-async function loadStats(windowName) {
-  try {
-    return await get(`/stats?window=${windowName}`, { quiet404: true });
-  } catch (e) {
-    if (e.status !== 404) throw e;
-  }
-  const states = Object.keys(STATES);
-  const pages = await Promise.all(states.map((st) => get(`/jobs?state=${st}&limit=500`)));
-  const totals = {}, capped = {};
-  states.forEach((st, i) => {
-    totals[st] = pages[i].jobs.length;
-    capped[st] = pages[i].next_cursor !== null;
-  });
-  return { totals, capped, pending_retries: totals.retrying, series: [], top_errors: [], by_kind: [], by_target: [], target_rate: 0.8 };
-}
-
-function drawCards(el, totals, capped = {}) {
+function drawCards(el, totals) {
   clear(el);
   for (const state of Object.keys(STATES)) {
     el.appendChild(h('a', { class: `state-card st-${state}`, href: `/jobs?state=${state}`, 'data-count-for': state },
       badge(state),
-      h('span', { class: 'count' }, totals ? `${num(totals[state] ?? 0)}${capped[state] ? '+' : ''}` : '…')));
+      h('span', { class: 'count' }, totals ? num(totals[state] ?? 0) : '…')));
   }
 }
 
@@ -110,7 +91,7 @@ function drawRate(el, stats) {
     h('dt', {}, 'First-attempt success'), h('dd', {}, pct(stats.first_attempt_success_rate)),
     h('dt', {}, 'Mean attempts'), h('dd', {}, stats.mean_attempts == null ? '—' : stats.mean_attempts.toFixed(2)),
     h('dt', {}, 'Retries waiting'), h('dd', {}, num(stats.pending_retries)),
-    stats.since ? [h('dt', {}, 'Window'), h('dd', {}, `${time(stats.since)} → ${time(stats.until)}`)] : null));
+    h('dt', {}, 'Window'), h('dd', {}, `${time(stats.since)} → ${time(stats.until)}`)));
 }
 
 function drawChart(el, stats) {
@@ -121,7 +102,7 @@ function drawChart(el, stats) {
   const W = 560, H = 170, pad = 24;
   const max = Math.max(1, ...series.map((p) => p.attempts));
   // Buckets without attempts are left out by the server: place bars by time, not index.
-  const since = new Date(stats.since ?? Date.now()).getTime(), until = new Date(stats.until ?? Date.now()).getTime();
+  const since = new Date(stats.since).getTime(), until = new Date(stats.until).getTime();
   const starts = series.map((p) => new Date(p.start).getTime());
   const gaps = starts.slice(1).map((t, i) => t - starts[i]).filter((g) => g > 0);
   const bucket = gaps.length ? Math.min(...gaps) : (until - since) / 48 || 1;
@@ -140,13 +121,9 @@ function drawChart(el, stats) {
     svg.appendChild(s('rect', { x: left, y: y(p.attempts), width: bw, height: H - pad - y(p.attempts), class: 'bar-attempts' }, title));
     if (p.failures) svg.appendChild(s('rect', { x: left, y: y(p.failures), width: bw, height: H - pad - y(p.failures), class: 'bar-failures' }));
   });
-  if (stats.since) {
-    svg.appendChild(s('text', { x: pad, y: H - 6, class: 'axis' }, time(stats.since)));
-    svg.appendChild(s('text', { x: W, y: H - 6, 'text-anchor': 'end', class: 'axis' }, time(stats.until)));
-  }
-  if (!series.length) {
-    svg.appendChild(s('text', { x: W / 2, y: H / 2, 'text-anchor': 'middle', class: 'axis' }, stats.since ? 'no attempts in this window' : 'this server has no stats endpoint'));
-  }
+  svg.appendChild(s('text', { x: pad, y: H - 6, class: 'axis' }, time(stats.since)));
+  svg.appendChild(s('text', { x: W, y: H - 6, 'text-anchor': 'end', class: 'axis' }, time(stats.until)));
+  if (!series.length) svg.appendChild(s('text', { x: W / 2, y: H / 2, 'text-anchor': 'middle', class: 'axis' }, 'no attempts in this window'));
   el.appendChild(svg);
 }
 
@@ -174,7 +151,7 @@ function drawBreakdown(el, title, key, rows) {
   el.appendChild(h('table', { class: 'table compact' },
     h('thead', {}, h('tr', {}, h('th', {}, key), h('th', { class: 'num' }, 'finished'), h('th', { class: 'num' }, 'after retries'))),
     h('tbody', {}, rows.slice(0, 8).map((r) => h('tr', {},
-      h('td', {}, h('a', { href: `/jobs?${key}=${encodeURIComponent(r[key] ?? r.name)}` }, r[key] ?? r.name)),
+      h('td', {}, h('a', { href: `/jobs?${key}=${encodeURIComponent(r.name)}` }, r.name)),
       h('td', { class: 'num' }, num(r.finished)),
       h('td', { class: `num ${r.success_rate_after_retries != null && r.success_rate_after_retries < 0.8 ? 'bad-text' : ''}` }, pct(r.success_rate_after_retries)))))));
 }
