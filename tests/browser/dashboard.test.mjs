@@ -194,7 +194,7 @@ test('a state change without the CSRF token is refused; a viewer sees no requeue
 
 test('screenshots of every page, light and dark', async () => {
   mkdirSync(SHOTS, { recursive: true });
-  const failed = (await server.get('/jobs?state=failed&limit=1')).body.jobs[0];
+  const failed = (await server.get('/jobs?state=failed&kind=metis-deploy&limit=1')).body.jobs[0];
   const slow = await server.submit('sh', ['-c', 'echo "waiting for metis-rpc"; echo "connection reset by peer" >&2; exit 75'], {
     kind: 'confirm-tx', target: 'metis-rpc', policy: { max_attempts: 5, initial_delay: '60s', max_delay: '5m', jitter: 'none' },
   });

@@ -134,7 +134,8 @@ function drawErrors(el, top) {
     el.appendChild(h('p', { class: 'muted' }, 'No failed attempts in this window.'));
     return;
   }
-  el.appendChild(h('table', { class: 'table compact' },
+  el.appendChild(h('table', { class: 'table compact errors' },
+    h('colgroup', {}, h('col', { class: 'w-count' }), h('col', { class: 'w-class' }), h('col', {})),
     h('tbody', {}, top.slice(0, 6).map((e) => h('tr', {},
       h('td', { class: 'num' }, num(e.count)),
       h('td', {}, classTag(e.class)),
@@ -151,7 +152,8 @@ function drawBreakdown(el, title, key, rows) {
   el.appendChild(h('table', { class: 'table compact' },
     h('thead', {}, h('tr', {}, h('th', {}, key), h('th', { class: 'num' }, 'finished'), h('th', { class: 'num' }, 'after retries'))),
     h('tbody', {}, rows.slice(0, 8).map((r) => h('tr', {},
-      h('td', {}, h('a', { href: `/jobs?${key}=${encodeURIComponent(r.name)}` }, r.name)),
+      // Jobs without a target are grouped as "(none)", which no filter can name.
+      h('td', {}, r.name === '(none)' ? h('span', { class: 'muted' }, r.name) : h('a', { href: `/jobs?${key}=${encodeURIComponent(r.name)}` }, r.name)),
       h('td', { class: 'num' }, num(r.finished)),
       h('td', { class: `num ${r.success_rate_after_retries != null && r.success_rate_after_retries < 0.8 ? 'bad-text' : ''}` }, pct(r.success_rate_after_retries)))))));
 }
