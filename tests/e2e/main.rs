@@ -8,6 +8,7 @@ mod cancel;
 mod cli;
 mod cluster;
 mod crash;
+mod dashboard;
 mod dead_letter;
 mod events;
 mod helpers;
