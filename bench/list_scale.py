@@ -10,7 +10,8 @@ five queues, twenty kinds, fifty targets, two labels and every finished state, p
 jobs scheduled months ahead (so that the server's workers leave them alone). It is kept in
 target/bench/ and reused by later runs with the same --jobs.
 
-Prints p50/p99/max per query in milliseconds, measured over keep-alive HTTP on loopback.
+Prints p50/p99/max per query in milliseconds, measured over keep-alive HTTP on loopback, with
+the admin token the database's first start printed (kept beside it).
 """
 
 import argparse
@@ -85,10 +86,15 @@ def start_server(binary, database):
     server = subprocess.Popen(
         [binary, "serve", "--listen", "127.0.0.1:0", "--database", database, "--log-level", "warn"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True, cwd=os.path.dirname(database))
+    token = None
     for line in server.stdout:
+        # A database's first start prints its admin token once.
+        printed = re.match(r"\s*token:\s+(\S+)", line)
+        if printed:
+            token = printed.group(1)
         found = re.search(r"listening on http://([\d.]+):(\d+)", line)
         if found:
-            return server, found.group(1), int(found.group(2))
+            return server, found.group(1), int(found.group(2)), token
     raise SystemExit("retryd serve did not start")
 
 
@@ -109,10 +115,15 @@ def main():
     folder = os.path.join(ROOT, "target/bench")
     os.makedirs(folder, exist_ok=True)
     database = os.path.join(folder, f"list-{args.jobs}.db")
+    token_file = database + ".token"
+    if os.path.exists(database) and not os.path.exists(token_file):
+        raise SystemExit(f"{database} has no saved admin token: delete it to seed again")
     if not os.path.exists(database):
-        server, _, _ = start_server(args.bin, database)  # applies the migrations
+        server, _, _, token = start_server(args.bin, database)  # applies the migrations
         server.terminate()
         server.wait()
+        with open(token_file, "w") as f:
+            f.write(token)
         began = time.monotonic()
         now = int(time.time() * 1000)
         step = max(1, 14 * 86_400_000 // args.jobs)  # spread over the last two weeks
@@ -121,12 +132,14 @@ def main():
                               "future": now + 300 * 86_400_000})
         print(f"seeded {args.jobs:,} jobs in {time.monotonic() - began:.1f} s ({database})")
 
-    server, host, port = start_server(args.bin, database)
+    server, host, port, _ = start_server(args.bin, database)
+    with open(token_file) as f:
+        headers = {"Authorization": f"Bearer {f.read().strip()}"}
     try:
         conn = http.client.HTTPConnection(host, port)
 
         def get(path):
-            conn.request("GET", path)
+            conn.request("GET", path, headers=headers)
             response = conn.getresponse()
             body = response.read()
             if response.status != 200:

@@ -196,6 +196,29 @@ test('a state change without the CSRF token is refused; a viewer sees no requeue
   await ctx.close();
 });
 
+test('the dead-letter page requeues and purges a whole group', async () => {
+  const script = (n) => `echo "upload of build ${n} to bucket-7: access denied" >&2; exit 2`;
+  const jobs = [await server.submit('sh', ['-c', script(101)], { kind: 'upload' }), await server.submit('sh', ['-c', script(102)], { kind: 'upload' })];
+  for (const job of jobs) await server.waitFor(job.id, (j) => j.state === 'failed');
+  const { fingerprint } = await server.job(jobs[0].id);
+  assert.equal((await server.job(jobs[1].id)).fingerprint, fingerprint, 'one group');
+
+  const p = await page();
+  await p.goto(`${server.url}/dlq`);
+  const group = p.locator(`article.group[data-fingerprint="${fingerprint}"]`);
+  await group.waitFor();
+  assert.match(await group.locator('.group-count').textContent(), /^2\s*jobs/);
+  await group.locator('button[data-action="Requeue all"]').click();
+  for (const job of jobs) await server.waitFor(job.id, (j) => j.state === 'failed' && j.attempt === 2);
+
+  await group.locator('button[data-action="Purge"]').click();
+  await group.locator('.confirm button', { hasText: 'Yes' }).click();
+  await group.waitFor({ state: 'detached' });
+  for (const job of jobs) assert.equal((await server.get(`/jobs/${job.id}`)).status, 404, 'purged');
+  noProblems(p);
+  await p.close();
+});
+
 test('screenshots of every page, light and dark', async () => {
   mkdirSync(SHOTS, { recursive: true });
   const failed = (await server.get('/jobs?state=failed&kind=metis-deploy&limit=1')).body.jobs[0];

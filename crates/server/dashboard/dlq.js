@@ -3,7 +3,7 @@
 // the dead jobs themselves with the rule that stopped them and their last output lines.
 
 import { get, post, can } from './api.js';
-import { h, clear, badge, classTag, time, ago, shortId, num } from './dom.js';
+import { h, clear, badge, classTag, time, ago, shortId, num, confirmInline } from './dom.js';
 import { toast, throttle } from './app.js';
 
 const TAIL = 4;
@@ -34,7 +34,7 @@ export function render(main) {
       actions.appendChild(bulk('Requeue all', 'primary', '/dlq/requeue', { fingerprint: g.fingerprint }));
       actions.appendChild(bulk('Requeue with reset', '', '/dlq/requeue', { fingerprint: g.fingerprint, reset: true }));
     }
-    if (can('admin')) actions.appendChild(bulk('Purge', 'danger', '/dlq/purge', { fingerprint: g.fingerprint }));
+    if (can('admin')) actions.appendChild(bulk('Purge', 'danger', '/dlq/purge', { fingerprint: g.fingerprint }, `Delete these ${g.count} jobs for good?`));
     return h('article', { class: 'panel group', 'data-fingerprint': g.fingerprint },
       h('div', { class: 'group-head' },
         h('span', { class: 'group-count' }, num(g.count), h('small', {}, g.count > 1 ? 'jobs' : 'job')),
@@ -47,9 +47,10 @@ export function render(main) {
         actions));
   }
 
-  function bulk(label, kind, path, body) {
+  function bulk(label, kind, path, body, confirmText) {
     return h('button', { type: 'button', class: kind, 'data-action': label, onclick: async (e) => {
       const button = e.currentTarget;
+      if (confirmText && !(await confirmInline(button, confirmText))) return;
       button.disabled = true;
       try {
         const result = await post(path, body);

@@ -133,3 +133,24 @@ export function describeAction(action) {
   if (action.type === 'pipeline') return `pipeline (${(action.steps || []).length} steps)`;
   return action.type;
 }
+
+/** A confirmation in the page (no window.confirm dialog): the button asks once more. */
+export function confirmInline(button, question) {
+  return new Promise((resolve) => {
+    const original = button.textContent;
+    const yes = h('button', { type: 'button', class: 'danger' }, 'Yes');
+    const no = h('button', { type: 'button', class: 'ghost' }, 'No');
+    const box = h('span', { class: 'confirm' }, question, ' ', yes, no);
+    button.hidden = true;
+    button.after(box);
+    const done = (answer) => {
+      box.remove();
+      button.hidden = false;
+      button.textContent = original;
+      resolve(answer);
+    };
+    yes.addEventListener('click', () => done(true));
+    no.addEventListener('click', () => done(false));
+  });
+}
+

@@ -4,7 +4,7 @@
 // the events.
 
 import { get, post, can } from './api.js';
-import { h, clear, badge, classTag, time, span, describeAction } from './dom.js';
+import { h, clear, badge, classTag, time, span, describeAction, confirmInline } from './dom.js';
 import { toast, throttle, every } from './app.js';
 import { statusLine } from './jobs.js';
 
@@ -282,24 +282,3 @@ function logLine(line) {
     h('span', { class: 'stream' }, line.stream === 'stderr' ? 'err' : line.stream === 'system' ? 'sys' : 'out'), ' ',
     h('span', { class: 'text' }, line.line), '\n');
 }
-
-/** A confirmation in the page (no window.confirm dialog): the button asks once more. */
-function confirmInline(button, question) {
-  return new Promise((resolve) => {
-    const original = button.textContent;
-    const yes = h('button', { type: 'button', class: 'danger' }, 'Yes');
-    const no = h('button', { type: 'button', class: 'ghost' }, 'No');
-    const box = h('span', { class: 'confirm' }, question, ' ', yes, no);
-    button.hidden = true;
-    button.after(box);
-    const done = (answer) => {
-      box.remove();
-      button.hidden = false;
-      button.textContent = original;
-      resolve(answer);
-    };
-    yes.addEventListener('click', () => done(true));
-    no.addEventListener('click', () => done(false));
-  });
-}
-

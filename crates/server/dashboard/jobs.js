@@ -186,6 +186,6 @@ function row(job) {
     h('td', { class: 'c-queue' }, job.queue),
     h('td', { class: 'c-target' }, job.target || '—'),
     h('td', { class: 'c-att num' }, `${job.attempt}/${job.policy.max_attempts}`),
-    h('td', { class: `c-status ${job.state === 'failed' ? 'bad-text' : ''}`, title: statusLine(job) }, statusLine(job)),
+    h('td', { class: `c-status ${job.state === 'failed' ? 'bad-text' : ''}`, title: job.waiting_reason || statusLine(job) }, statusLine(job)),
     h('td', { class: 'c-when', title: job.updated_at }, ago(job.updated_at)));
 }
