@@ -17,4 +17,4 @@ fi
 )
 cargo build --bin retryd --locked
 cd tests/browser
-node --test --test-concurrency=1 dashboard.test.mjs
+node --test dashboard.test.mjs
