@@ -47,7 +47,7 @@ step "tests that restart PostgreSQL (run alone)"
 cargo nextest run --workspace --locked --profile disruptive
 
 step "dashboard in headless Chromium"
-scripts/browser-test.sh
+bash scripts/browser-test.sh
 
 step "doctests"
 cargo test --workspace --doc --locked
