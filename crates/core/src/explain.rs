@@ -38,17 +38,23 @@ pub fn waiting_reason(
         }
         JobState::Retrying => {
             let due = job.next_attempt_at.unwrap_or(now);
-            let next = job.attempt + 1;
-            let max = job.policy.max_attempts;
-            let policy = &job.policy_name;
+            let (policy, max) = {
+                let (name, policy) = job.effective_policy();
+                (name, policy.max_attempts)
+            };
+            let next = job.effective_attempt() + 1;
+            let step = job
+                .current_step()
+                .map(|(_, step)| format!("step {}, ", step.name))
+                .unwrap_or_default();
             if due > now {
                 Some(format!(
-                    "backing off until {} (attempt {next} of {max}, policy {policy})",
+                    "backing off until {} ({step}attempt {next} of {max}, policy {policy})",
                     clock(due)
                 ))
             } else {
                 Some(format!(
-                    "due since {}, waiting for a free worker in queue {} (attempt {next} of {max}, policy {policy})",
+                    "due since {}, waiting for a free worker in queue {} ({step}attempt {next} of {max}, policy {policy})",
                     clock(due),
                     job.queue
                 ))
@@ -79,6 +85,24 @@ pub fn attempt_started(number: u32, max_attempts: u32, node: &str) -> String {
         )
     } else {
         format!("attempt {number} of {max_attempts} started on {node}")
+    }
+}
+
+/// The timeline entry of a claimed attempt of `job` (as it was before the claim): for a
+/// pipeline, the current step and its attempt count under the step's policy.
+pub fn claim_started(job: &Job, number: u32, node: &str) -> String {
+    let (_, policy) = job.effective_policy();
+    match job.current_step() {
+        Some((_, step)) => format!(
+            "step {}: {}",
+            step.name,
+            attempt_started(
+                number.saturating_sub(job.step_attempt_base),
+                policy.max_attempts,
+                node
+            )
+        ),
+        None => attempt_started(number, policy.max_attempts, node),
     }
 }
 
@@ -124,6 +148,31 @@ pub fn diagnose(job: &Job) -> Option<Diagnosis> {
             vec![format!("Requeue it if it is still wanted: retryd retry {id}")],
         ),
         _ => return None,
+    };
+    // A pipeline stopped at its current step; a retry resumes there.
+    let (summary, next_steps) = match job.current_step() {
+        Some((index, step)) => {
+            let total = match &job.action {
+                crate::job::Action::Pipeline(p) => p.steps.len(),
+                _ => 0,
+            };
+            let done: Vec<&str> = job.steps.iter().map(|s| s.name.as_str()).collect();
+            let kept = if done.is_empty() {
+                String::new()
+            } else {
+                format!("; completed steps ({}) do not run again", done.join(", "))
+            };
+            let mut next_steps = next_steps;
+            next_steps.push(format!(
+                "retryd retry {id} resumes the pipeline at step {}{kept}.",
+                step.name
+            ));
+            (
+                format!("Step {} ({} of {total}): {summary}", step.name, index + 1),
+                next_steps,
+            )
+        }
+        None => (summary, next_steps),
     };
     Some(Diagnosis {
         summary,

@@ -2,6 +2,7 @@
 //! input validate it, so a value inside the engine is a valid one.
 
 use crate::classify::Class;
+use crate::pipeline::{PipelineAction, Step, StepRecord};
 use crate::policy::Policy;
 use crate::state::JobState;
 use chrono::{DateTime, Utc};
@@ -277,12 +278,13 @@ impl HttpAction {
 }
 
 /// What a job runs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Action {
     Command(CommandAction),
     Http(HttpAction),
+    Pipeline(PipelineAction),
 }
 
 fn redact_values(values: &mut BTreeMap<String, EnvValue>) {
@@ -308,6 +310,7 @@ impl Action {
         match self {
             Action::Command(c) => c.validate(),
             Action::Http(h) => h.validate(),
+            Action::Pipeline(p) => p.validate(),
         }
     }
 
@@ -315,6 +318,7 @@ impl Action {
         match self {
             Action::Command(c) => c.secrets(),
             Action::Http(h) => h.secrets_list(),
+            Action::Pipeline(p) => p.secrets(),
         }
     }
 
@@ -331,6 +335,18 @@ impl Action {
                 redact_values(&mut h.headers);
                 Action::Http(h)
             }
+            Action::Pipeline(p) => {
+                let mut p = p.clone();
+                for step in &mut p.steps {
+                    if let Some(c) = &mut step.command {
+                        redact_values(&mut c.env);
+                    }
+                    if let Some(h) = &mut step.http {
+                        redact_values(&mut h.headers);
+                    }
+                }
+                Action::Pipeline(p)
+            }
         }
     }
 
@@ -338,14 +354,16 @@ impl Action {
         match self {
             Action::Command(c) => c.display(),
             Action::Http(h) => format!("{} {}", h.method, h.url),
+            Action::Pipeline(p) => p.summary(),
         }
     }
 
-    /// The time limit of one attempt under `policy`.
+    /// The time limit of one attempt under `policy` (a pipeline's steps have their own).
     pub fn timeout_under(&self, policy: &Policy) -> Option<std::time::Duration> {
         match self {
             Action::Command(c) => c.timeout,
             Action::Http(h) => h.timeout,
+            Action::Pipeline(_) => return None,
         }
         .or(policy.attempt_timeout)
     }
@@ -450,11 +468,62 @@ pub struct Job {
     /// The running attempt's id: the fence every write about that attempt must match.
     pub attempt_id: Option<i64>,
     pub cancel_requested: bool,
+    /// A pipeline's completed steps, in order; the next one is the current step.
+    #[serde(default)]
+    pub steps: Vec<StepRecord>,
+    /// The job's attempt count when the current step began: its attempts are the ones after.
+    #[serde(default)]
+    pub step_attempt_base: u32,
     pub created_at: DateTime<Utc>,
     /// When the first attempt started (the origin of `max_elapsed`).
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
+}
+
+impl Job {
+    /// The pipeline step that runs next (or now): its index and definition.
+    pub fn current_step(&self) -> Option<(usize, &Step)> {
+        match &self.action {
+            Action::Pipeline(p) => p
+                .steps
+                .get(self.steps.len())
+                .map(|step| (self.steps.len(), step)),
+            _ => None,
+        }
+    }
+
+    /// Attempts of the current step so far (counting a running one).
+    pub fn step_attempt(&self) -> u32 {
+        self.attempt.saturating_sub(self.step_attempt_base)
+    }
+
+    /// The policy that decides the current attempt, with its name: the current step's own
+    /// policy (snapshotted at submit), else the job's.
+    pub fn effective_policy(&self) -> (&str, &Policy) {
+        if let Some((_, step)) = self.current_step()
+            && let Some(policy) = &step.resolved_policy
+        {
+            return (step_policy_label(step), policy);
+        }
+        (&self.policy_name, &self.policy)
+    }
+
+    /// The attempt number the effective policy counts: the step's for a pipeline.
+    pub fn effective_attempt(&self) -> u32 {
+        if self.current_step().is_some() {
+            self.step_attempt()
+        } else {
+            self.attempt
+        }
+    }
+}
+
+fn step_policy_label(step: &Step) -> &str {
+    match &step.policy {
+        Some(serde_json::Value::String(name)) => name,
+        _ => "inline",
+    }
 }
 
 /// One try of a job.

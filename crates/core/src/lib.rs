@@ -14,6 +14,7 @@
 //! - [`classify`]: ordered classification rules; the first match wins and is recorded.
 //! - [`decide`]: turns a classified failure into "retry at", "fail" or "expire".
 //! - [`job`]: identifiers, validated newtypes and actions.
+//! - [`pipeline`]: pipeline steps, their outputs and templates.
 //! - [`explain`]: the one-line waiting reason and the diagnosis of a finished job.
 //! - [`auth`]: the API's roles.
 //! - [`clock`]: the injected clock.
@@ -26,6 +27,7 @@ pub mod decide;
 pub mod duration;
 pub mod explain;
 pub mod job;
+pub mod pipeline;
 pub mod policy;
 pub mod retry;
 pub mod state;

@@ -47,6 +47,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/0001_init.sql")),
     (2, include_str!("../migrations/0002_queues.sql")),
     (4, include_str!("../migrations/0004_access_and_stats.sql")),
+    (5, include_str!("../migrations/0005_pipelines.sql")),
     (7, include_str!("../migrations/0007_list_indexes.sql")),
 ];
 
@@ -64,7 +65,7 @@ const QUEUES_CHANNEL: &str = "retryd_queues";
 const JOB_COLUMNS: &str = "id, queue, kind, target, action, policy_name, policy, priority, run_at, deadline, \
      labels, idempotency_key, created_by, state, attempt, next_attempt_at, last_error, last_error_class, \
      last_rule, finish_reason, lease_owner, lease_expires_at, cancel_requested, created_at, started_at, \
-     finished_at, updated_at, current_attempt_id";
+     finished_at, updated_at, current_attempt_id, steps, step_attempt_base";
 
 const EVENT_COLUMNS: &str = "id, job_id, at, from_state, to_state, reason, actor";
 
@@ -143,6 +144,9 @@ fn job_from_row(row: &Row) -> Result<Job> {
         finished_at: row.try_get(25).map_err(get)?,
         updated_at: row.try_get(26).map_err(get)?,
         attempt_id: row.try_get(27).map_err(get)?,
+        steps: json(row.try_get(28).map_err(get)?)?,
+        step_attempt_base: u32::try_from(row.try_get::<_, i32>(29).map_err(get)?)
+            .map_err(corrupt)?,
     })
 }
 
@@ -299,6 +303,30 @@ impl PostgresStore {
     async fn scheduler_client(&self) -> Result<deadpool_postgres::Object> {
         self.scheduler.get().await.map_err(pool_error)
     }
+}
+
+/// Writes a finished attempt's row.
+async fn finish_attempt_row(tx: &impl GenericClient, result: &AttemptResult) -> Result<()> {
+    let (delay_ms, delay_reason, _, _) = rules::next_columns(&result.next);
+    tx.execute(
+        "UPDATE attempts SET finished_at = $2, outcome = $3, exit_code = $4, error = $5, class = $6, rule = $7, \
+         next_delay_ms = $8, delay_reason = $9, output_dropped_bytes = $10 WHERE id = $1",
+        &[
+            &result.lease.attempt_id,
+            &result.now,
+            &result.outcome.as_str(),
+            &result.exit_code,
+            &result.error,
+            &result.class.map(Class::as_str),
+            &result.rule,
+            &delay_ms,
+            &delay_reason,
+            &(result.output_dropped_bytes as i64),
+        ],
+    )
+    .await
+    .map_err(pg)?;
+    Ok(())
 }
 
 async fn migrate(pool: &Pool) -> Result<()> {
@@ -509,11 +537,13 @@ impl JobWriter for PostgresStore {
         for job in &chosen {
             job.state.transition(JobState::Running)?;
         }
+        let steps: Vec<Option<String>> = chosen.iter().map(rules::claimed_step).collect();
         let attempt_ids: BTreeMap<uuid::Uuid, i64> = tx
             .query(
-                "INSERT INTO attempts (job_id, number, node, started_at) \
-                 SELECT job, number, $3, $4 FROM unnest($1::uuid[], $2::int[]) AS t(job, number) RETURNING job_id, id",
-                &[&ids, &numbers, &request.node, &request.now],
+                "INSERT INTO attempts (job_id, number, step, node, started_at) \
+                 SELECT job, number, step, $3, $4 FROM unnest($1::uuid[], $2::int[], $5::text[]) AS t(job, number, step) \
+                 RETURNING job_id, id",
+                &[&ids, &numbers, &request.node, &request.now, &steps],
             )
             .await
             .map_err(pg)?
@@ -540,13 +570,7 @@ impl JobWriter for PostgresStore {
         let from_states: Vec<&str> = chosen.iter().map(|j| j.state.as_str()).collect();
         let reasons: Vec<String> = chosen
             .iter()
-            .map(|j| {
-                retryd_core::explain::attempt_started(
-                    j.attempt + 1,
-                    j.policy.max_attempts,
-                    &request.node,
-                )
-            })
+            .map(|j| retryd_core::explain::claim_started(j, j.attempt + 1, &request.node))
             .collect();
         lock_event_order(&tx).await?;
         let events: BTreeMap<JobId, Event> = tx
@@ -620,26 +644,10 @@ impl JobWriter for PostgresStore {
             });
         }
         let to = job.state.transition(result.next.state())?;
-        let (delay_ms, delay_reason, next_at, refund) = rules::next_columns(&result.next);
-        tx.execute(
-            "UPDATE attempts SET finished_at = $2, outcome = $3, exit_code = $4, error = $5, class = $6, rule = $7, \
-             next_delay_ms = $8, delay_reason = $9, output_dropped_bytes = $10 WHERE id = $1",
-            &[
-                &lease.attempt_id,
-                &result.now,
-                &result.outcome.as_str(),
-                &result.exit_code,
-                &result.error,
-                &result.class.map(Class::as_str),
-                &result.rule,
-                &delay_ms,
-                &delay_reason,
-                &(result.output_dropped_bytes as i64),
-            ],
-        )
-        .await
-        .map_err(pg)?;
+        let (_, _, next_at, refund) = rules::next_columns(&result.next);
+        finish_attempt_row(&tx, result).await?;
         let terminal = to.is_terminal();
+        let steps = to_json(&rules::steps_after(&job, result.step.as_ref()));
         let row = tx
             .query_one(
                 &format!(
@@ -648,8 +656,8 @@ impl JobWriter for PostgresStore {
                      last_error_class = CASE WHEN $4::text IS NULL THEN last_error_class ELSE $5 END, \
                      last_rule = CASE WHEN $4::text IS NULL THEN last_rule ELSE $6 END, \
                      finish_reason = $7, finished_at = $8, lease_owner = NULL, lease_expires_at = NULL, \
-                     current_attempt_id = NULL, cancel_requested = false, updated_at = $9, attempt = attempt - $10 \
-                     WHERE id = $1 RETURNING {JOB_COLUMNS}"
+                     current_attempt_id = NULL, cancel_requested = false, updated_at = $9, attempt = attempt - $10, \
+                     steps = $11 WHERE id = $1 RETURNING {JOB_COLUMNS}"
                 ),
                 &[
                     &job.id.0,
@@ -662,6 +670,7 @@ impl JobWriter for PostgresStore {
                     &terminal.then_some(result.now),
                     &result.now,
                     &(refund as i32),
+                    &steps,
                 ],
             )
             .await
@@ -682,6 +691,53 @@ impl JobWriter for PostgresStore {
         let job = job_from_row(&row)?;
         tx.commit().await.map_err(pg)?;
         Ok((job, event))
+    }
+
+    async fn advance_step(&self, result: &AttemptResult, next_step: &str) -> Result<(Job, Lease)> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let lease = &result.lease;
+        let job = lock_job(&tx, lease.job_id).await?;
+        let record = rules::check_advance(&job, result)?;
+        finish_attempt_row(&tx, result).await?;
+        let number = job.attempt as i32 + 1;
+        let attempt_id: i64 = tx
+            .query_one(
+                "INSERT INTO attempts (job_id, number, step, node, started_at) VALUES ($1, $2, $3, $4, $5) RETURNING id",
+                &[&job.id.0, &number, &next_step, &lease.node, &result.now],
+            )
+            .await
+            .map_err(pg)?
+            .get(0);
+        let row = tx
+            .query_one(
+                &format!(
+                    "UPDATE jobs SET steps = $2, step_attempt_base = attempt, attempt = $3, current_attempt_id = $4, \
+                     last_error = COALESCE($5, last_error), last_error_class = COALESCE($6, last_error_class), \
+                     last_rule = COALESCE($7, last_rule), updated_at = $8 WHERE id = $1 RETURNING {JOB_COLUMNS}"
+                ),
+                &[
+                    &job.id.0,
+                    &to_json(&rules::steps_after(&job, Some(&record))),
+                    &number,
+                    &attempt_id,
+                    &result.error,
+                    &result.class.map(Class::as_str),
+                    &result.rule,
+                    &result.now,
+                ],
+            )
+            .await
+            .map_err(pg)?;
+        let job = job_from_row(&row)?;
+        tx.commit().await.map_err(pg)?;
+        let lease = Lease {
+            job_id: job.id,
+            attempt_id,
+            attempt: job.attempt,
+            node: lease.node.clone(),
+        };
+        Ok((job, lease))
     }
 
     async fn cancel_job(
@@ -768,7 +824,8 @@ impl JobWriter for PostgresStore {
         let attempt = if requeue.reset { 0 } else { job.attempt as i32 };
         tx.execute(
             "UPDATE jobs SET state = $2, attempt = $3, next_attempt_at = $4, finish_reason = NULL, finished_at = NULL, \
-             cancel_requested = false, updated_at = $4, started_at = CASE WHEN $5 THEN NULL ELSE started_at END WHERE id = $1",
+             cancel_requested = false, updated_at = $4, started_at = CASE WHEN $5 THEN NULL ELSE started_at END, \
+             step_attempt_base = CASE WHEN $5 THEN 0 ELSE step_attempt_base END WHERE id = $1",
             &[&id.0, &to.as_str(), &attempt, &requeue.now, &requeue.reset],
         )
         .await

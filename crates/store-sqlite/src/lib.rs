@@ -35,13 +35,14 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("../migrations/0002_attempt_process.sql")),
     (3, include_str!("../migrations/0003_queues.sql")),
     (4, include_str!("../migrations/0004_access_and_stats.sql")),
+    (5, include_str!("../migrations/0005_pipelines.sql")),
     (7, include_str!("../migrations/0007_list_indexes.sql")),
 ];
 
 const JOB_COLUMNS: &str = "id, queue, kind, target, action, policy_name, policy, priority, run_at, deadline, \
      labels, idempotency_key, created_by, state, attempt, next_attempt_at, last_error, last_error_class, \
      last_rule, finish_reason, lease_owner, lease_expires_at, cancel_requested, created_at, started_at, \
-     finished_at, updated_at, current_attempt_id";
+     finished_at, updated_at, current_attempt_id, steps, step_attempt_base";
 
 fn with_columns(query: &str) -> String {
     query.replace("{JOB_COLUMNS}", JOB_COLUMNS)
@@ -163,6 +164,8 @@ fn job_from_row(row: &Row<'_>) -> rusqlite::Result<Job> {
         started_at: row.get::<_, Option<i64>>(24)?.map(from_ms),
         finished_at: row.get::<_, Option<i64>>(25)?.map(from_ms),
         updated_at: from_ms(row.get(26)?),
+        steps: json_col(row, 28)?,
+        step_attempt_base: row.get(29)?,
     })
 }
 
@@ -222,6 +225,29 @@ fn insert_event(
         reason: reason.to_owned(),
         actor: actor.to_owned(),
     })
+}
+
+/// Writes a finished attempt's row.
+fn finish_attempt_row(conn: &Connection, result: &AttemptResult) -> Result<()> {
+    let (delay_ms, delay_reason, _, _) = rules::next_columns(&result.next);
+    conn.execute(
+        "UPDATE attempts SET finished_at = ?2, outcome = ?3, exit_code = ?4, error = ?5, class = ?6, rule = ?7, \
+         next_delay_ms = ?8, delay_reason = ?9, output_dropped_bytes = ?10 WHERE id = ?1",
+        params![
+            result.lease.attempt_id,
+            ms(result.now),
+            result.outcome.as_str(),
+            result.exit_code,
+            result.error,
+            result.class.map(Class::as_str),
+            result.rule,
+            delay_ms,
+            delay_reason,
+            result.output_dropped_bytes as i64,
+        ],
+    )
+    .map_err(to_store)?;
+    Ok(())
 }
 
 fn json(value: &impl serde::Serialize) -> String {
@@ -426,8 +452,8 @@ impl JobWriter for SqliteStore {
             for job in rules::within_slots(candidates, &request) {
                 let number = job.attempt + 1;
                 tx.execute(
-                    "INSERT INTO attempts (job_id, number, node, started_at) VALUES (?1, ?2, ?3, ?4)",
-                    params![job.id.to_string(), number, request.node, now],
+                    "INSERT INTO attempts (job_id, number, step, node, started_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![job.id.to_string(), number, rules::claimed_step(&job), request.node, now],
                 )
                 .map_err(to_store)?;
                 let attempt_id = tx.last_insert_rowid();
@@ -440,7 +466,7 @@ impl JobWriter for SqliteStore {
                     params![job.id.to_string(), number, request.node, ms(request.lease_until), attempt_id, now],
                 )
                 .map_err(to_store)?;
-                let reason = retryd_core::explain::attempt_started(number, job.policy.max_attempts, &request.node);
+                let reason = retryd_core::explain::claim_started(&job, number, &request.node);
                 let event = insert_event(tx, job.id, request.now, Some(from), JobState::Running, &reason, &request.node)?;
                 claimed.push(Claimed {
                     job: load_job(tx, job.id)?,
@@ -485,28 +511,13 @@ impl JobWriter for SqliteStore {
             }
             let to = job.state.transition(result.next.state())?;
             let now = ms(result.now);
-            let (delay_ms, delay_reason, next_at, refund) = rules::next_columns(&result.next);
+            let (_, _, next_at, refund) = rules::next_columns(&result.next);
             let next_at = opt_ms(next_at);
-            tx.execute(
-                "UPDATE attempts SET finished_at = ?2, outcome = ?3, exit_code = ?4, error = ?5, class = ?6, rule = ?7, \
-                 next_delay_ms = ?8, delay_reason = ?9, output_dropped_bytes = ?10 WHERE id = ?1",
-                params![
-                    lease.attempt_id,
-                    now,
-                    result.outcome.as_str(),
-                    result.exit_code,
-                    result.error,
-                    result.class.map(Class::as_str),
-                    result.rule,
-                    delay_ms,
-                    delay_reason,
-                    result.output_dropped_bytes as i64,
-                ],
-            )
-            .map_err(to_store)?;
+            finish_attempt_row(tx, &result)?;
             let terminal = to.is_terminal();
+            let steps = json(&rules::steps_after(&job, result.step.as_ref()));
             tx.execute(
-                "UPDATE jobs SET state = ?2, next_attempt_at = ?3, \
+                "UPDATE jobs SET state = ?2, next_attempt_at = ?3, steps = ?11, \
                  last_error = CASE WHEN ?4 IS NULL THEN last_error ELSE ?4 END, \
                  last_error_class = CASE WHEN ?4 IS NULL THEN last_error_class ELSE ?5 END, \
                  last_rule = CASE WHEN ?4 IS NULL THEN last_rule ELSE ?6 END, \
@@ -523,11 +534,50 @@ impl JobWriter for SqliteStore {
                     terminal.then_some(now),
                     now,
                     refund,
+                    steps,
                 ],
             )
             .map_err(to_store)?;
             let event = insert_event(tx, job.id, result.now, Some(job.state), to, &result.reason, &result.actor)?;
             Ok((load_job(tx, job.id)?, event))
+        })
+        .await
+    }
+
+    async fn advance_step(&self, result: &AttemptResult, next_step: &str) -> Result<(Job, Lease)> {
+        let result = result.clone();
+        let next_step = next_step.to_owned();
+        self.write(move |tx| {
+            let lease = &result.lease;
+            let job = load_job(tx, lease.job_id)?;
+            let record = rules::check_advance(&job, &result)?;
+            finish_attempt_row(tx, &result)?;
+            let number = job.attempt + 1;
+            let now = ms(result.now);
+            tx.execute(
+                "INSERT INTO attempts (job_id, number, step, node, started_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![job.id.to_string(), number, next_step, lease.node, now],
+            )
+            .map_err(to_store)?;
+            let attempt_id = tx.last_insert_rowid();
+            tx.execute(
+                "UPDATE jobs SET steps = ?2, step_attempt_base = attempt, attempt = ?3, current_attempt_id = ?4, \
+                 last_error = COALESCE(?5, last_error), last_error_class = COALESCE(?6, last_error_class), \
+                 last_rule = COALESCE(?7, last_rule), updated_at = ?8 WHERE id = ?1",
+                params![
+                    job.id.to_string(),
+                    json(&rules::steps_after(&job, Some(&record))),
+                    number,
+                    attempt_id,
+                    result.error,
+                    result.class.map(Class::as_str),
+                    result.rule,
+                    now,
+                ],
+            )
+            .map_err(to_store)?;
+            let lease = Lease { job_id: job.id, attempt_id, attempt: number, node: lease.node.clone() };
+            Ok((load_job(tx, job.id)?, lease))
         })
         .await
     }
@@ -581,7 +631,8 @@ impl JobWriter for SqliteStore {
             let attempt = if requeue.reset { 0 } else { job.attempt };
             tx.execute(
                 "UPDATE jobs SET state = ?2, attempt = ?3, next_attempt_at = ?4, finish_reason = NULL, finished_at = NULL, \
-                 cancel_requested = 0, updated_at = ?4, started_at = CASE WHEN ?5 THEN NULL ELSE started_at END WHERE id = ?1",
+                 cancel_requested = 0, updated_at = ?4, started_at = CASE WHEN ?5 THEN NULL ELSE started_at END, \
+                 step_attempt_base = CASE WHEN ?5 THEN 0 ELSE step_attempt_base END WHERE id = ?1",
                 params![id.to_string(), to.as_str(), attempt, now, requeue.reset],
             )
             .map_err(to_store)?;

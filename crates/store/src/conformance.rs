@@ -5,6 +5,7 @@ use crate::*;
 use chrono::{Duration as Span, TimeZone};
 use retryd_core::Policy;
 use retryd_core::job::{Action, CommandAction};
+use retryd_core::pipeline::{PipelineAction, Step, StepRecord, StepStatus};
 use std::sync::Arc;
 
 pub type DynStore = Arc<dyn Store>;
@@ -39,6 +40,7 @@ macro_rules! conformance_tests {
             tokens_are_unique_by_name_and_revocable,
             managed_policies_are_created_updated_and_deactivated,
             stats_rows_group_what_happened_in_the_window,
+            pipeline_steps_advance_under_one_lease_and_survive_a_requeue,
         );
     };
     (@each $make:expr; $($name:ident),* $(,)?) => {
@@ -118,6 +120,7 @@ fn result(
         next,
         reason: "test".into(),
         actor: "node-a".into(),
+        step: None,
     }
 }
 
@@ -1260,4 +1263,181 @@ pub async fn stats_rows_group_what_happened_in_the_window(store: DynStore) {
     assert_eq!(stats.meets_target, Some(false));
     assert_eq!(stats.pending_retries, 0);
     assert_eq!(stats.totals.len(), 7, "every state is present");
+}
+
+/// A three-step pipeline job: compile → submit → confirm.
+fn pipeline_job() -> NewJob {
+    let step = |name: &str| Step {
+        name: name.to_owned(),
+        command: Some(CommandAction {
+            program: "true".into(),
+            args: vec![],
+            cwd: None,
+            env: Default::default(),
+            stdin: None,
+            timeout: None,
+        }),
+        http: None,
+        policy: None,
+        resolved_policy: None,
+        timeout: None,
+        continue_on_failure: false,
+        export: Default::default(),
+    };
+    NewJob {
+        action: Action::Pipeline(PipelineAction {
+            steps: vec![step("compile"), step("submit"), step("confirm")],
+        }),
+        ..new_job("default", 50, 0)
+    }
+}
+
+fn step_done(name: &str, at: DateTime<Utc>, outputs: &[(&str, &str)]) -> StepRecord {
+    StepRecord {
+        name: name.to_owned(),
+        status: StepStatus::Succeeded,
+        attempts: 1,
+        outputs: outputs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        error: None,
+        class: None,
+        rule: None,
+        finished_at: at,
+    }
+}
+
+pub async fn pipeline_steps_advance_under_one_lease_and_survive_a_requeue(store: DynStore) {
+    let job = insert(&store, pipeline_job()).await;
+    let claimed = store
+        .claim_jobs(&claim_request(t0(), 1))
+        .await
+        .unwrap()
+        .remove(0);
+    assert!(
+        claimed
+            .event
+            .reason
+            .starts_with("step compile: attempt 1 of 3"),
+        "{}",
+        claimed.event.reason
+    );
+    let success = |lease: &Lease, step: StepRecord| AttemptResult {
+        lease: lease.clone(),
+        exit_code: Some(0),
+        error: None,
+        class: None,
+        rule: None,
+        step: Some(step),
+        ..result(&claimed, t0(), AttemptOutcome::Succeeded, Next::Succeeded)
+    };
+    let (after, lease) = store
+        .advance_step(
+            &success(
+                &claimed.lease,
+                step_done("compile", t0(), &[("artifact", "a.bin")]),
+            ),
+            "submit",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            after.state,
+            after.attempt,
+            after.step_attempt_base,
+            lease.attempt
+        ),
+        (JobState::Running, 2, 1, 2)
+    );
+    assert_eq!(after.attempt_id, Some(lease.attempt_id));
+    assert_eq!(
+        after.current_step().map(|(i, s)| (i, s.name.as_str())),
+        Some((1, "submit"))
+    );
+    assert_eq!(after.steps[0].outputs["artifact"], "a.bin");
+    // The old attempt's fence is gone: a late write for it is refused.
+    let stale = store
+        .advance_step(
+            &success(&claimed.lease, step_done("compile", t0(), &[])),
+            "submit",
+        )
+        .await;
+    assert!(matches!(stale, Err(Error::LeaseLost { .. })), "{stale:?}");
+    // The running step's lease is the one renewals extend.
+    store
+        .renew_leases("node-a", &[lease.attempt_id], t0() + secs(60))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_job(job.id).await.unwrap().lease_expires_at,
+        Some(t0() + secs(60))
+    );
+
+    // "submit" fails for good: the job fails there, with "compile" still done.
+    let (dead, _) = store
+        .finish_attempt(&AttemptResult {
+            lease: lease.clone(),
+            class: Some(Class::Permanent),
+            ..result(&claimed, t0(), AttemptOutcome::Failed, Next::Failed)
+        })
+        .await
+        .unwrap();
+    assert_eq!(dead.state, JobState::Failed);
+    assert_eq!(
+        dead.current_step().map(|(_, s)| s.name.as_str()),
+        Some("submit")
+    );
+    let attempts = store.list_attempts(job.id).await.unwrap();
+    let steps: Vec<Option<&str>> = attempts.iter().map(|a| a.step.as_deref()).collect();
+    assert_eq!(steps, [Some("compile"), Some("submit")]);
+
+    // A requeue resumes at "submit"; a reset restarts the step's count.
+    let later = t0() + secs(10);
+    let requeue = |reset| Requeue {
+        reset,
+        actor: "carol".into(),
+        now: later,
+        changes: None,
+    };
+    let (again, _) = store.requeue_job(job.id, &requeue(false)).await.unwrap();
+    assert_eq!((again.steps.len(), again.step_attempt()), (1, 1));
+    let retried = store
+        .claim_jobs(&claim_request(later, 1))
+        .await
+        .unwrap()
+        .remove(0);
+    assert!(
+        retried
+            .event
+            .reason
+            .starts_with("step submit: attempt 2 of 3 started"),
+        "{}",
+        retried.event.reason
+    );
+    let (last, lease) = store
+        .advance_step(
+            &AttemptResult {
+                lease: retried.lease.clone(),
+                ..success(
+                    &retried.lease,
+                    step_done("submit", later, &[("tx_hash", "0xabc")]),
+                )
+            },
+            "confirm",
+        )
+        .await
+        .unwrap();
+    assert_eq!((last.attempt, last.step_attempt()), (4, 1));
+    let (done, _) = store
+        .finish_attempt(&success(&lease, step_done("confirm", later, &[])))
+        .await
+        .unwrap();
+    assert_eq!(done.state, JobState::Succeeded);
+    let names: Vec<&str> = done.steps.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["compile", "submit", "confirm"]);
+    assert_eq!(done.current_step(), None);
+    let (reset, _) = store.requeue_job(job.id, &requeue(true)).await.unwrap();
+    assert_eq!((reset.attempt, reset.step_attempt_base), (0, 0));
 }

@@ -23,6 +23,7 @@ pub use stats::{Stats, StatsQuery, StatsRows};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use retryd_core::job::{Attempt, Event, Job, LogLine, NewJob, Stream};
+use retryd_core::pipeline::StepRecord;
 use retryd_core::{AttemptOutcome, Class, JobId, JobState, TransitionError};
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -157,6 +158,9 @@ pub struct AttemptResult {
     /// The event's reason; for a terminal state also the job's `finish_reason`.
     pub reason: String,
     pub actor: String,
+    /// A pipeline step this attempt completed (its last step, or a failed non-blocking one):
+    /// appended to the job's completed steps.
+    pub step: Option<StepRecord>,
 }
 
 /// A process, named so that a reused pid is not mistaken for it.
@@ -237,6 +241,12 @@ pub trait JobWriter: Send + Sync {
 
     /// Records an attempt's result and moves the job on, if the fence allows it.
     async fn finish_attempt(&self, result: &AttemptResult) -> Result<(Job, Event)>;
+
+    /// A pipeline step is done and the next one starts under the same lease: records the
+    /// attempt's result and `result.step` as completed, then opens the next step's attempt
+    /// (counted, named `next_step`). The job stays `running`, so no event; `result.next` is
+    /// not used. Returns the job and the new attempt's lease.
+    async fn advance_step(&self, result: &AttemptResult, next_step: &str) -> Result<(Job, Lease)>;
 
     /// Cancels a waiting job at once; for a running one, records the request (the node
     /// running it ends the attempt). Returns the event when the state changed.
@@ -440,6 +450,32 @@ pub mod rules {
             ),
             _ => (None, None, None, 0),
         }
+    }
+
+    /// The job's completed steps after a result: with `step` appended when there is one.
+    pub fn steps_after(job: &Job, step: Option<&StepRecord>) -> Vec<StepRecord> {
+        let mut steps = job.steps.clone();
+        steps.extend(step.cloned());
+        steps
+    }
+
+    /// The checks of an advance to the next step, before anything is written.
+    pub fn check_advance(job: &Job, result: &AttemptResult) -> Result<StepRecord> {
+        if !fence_holds(job, &result.lease, result.fence) {
+            return Err(Error::LeaseLost {
+                job_id: job.id,
+                attempt_id: result.lease.attempt_id,
+            });
+        }
+        result
+            .step
+            .clone()
+            .ok_or_else(|| Error::Conflict("advance_step needs the completed step".into()))
+    }
+
+    /// The name the claimed attempt of `job` runs under: its current pipeline step.
+    pub fn claimed_step(job: &Job) -> Option<String> {
+        job.current_step().map(|(_, step)| step.name.clone())
     }
 
     pub fn cancel_reason(actor: &str) -> String {

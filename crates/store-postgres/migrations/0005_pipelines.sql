@@ -1,0 +1,4 @@
+-- A pipeline's progress: its completed steps (an array of step records, with their
+-- outputs) and the job's attempt count when the current step began.
+ALTER TABLE jobs ADD COLUMN steps jsonb NOT NULL DEFAULT '[]';
+ALTER TABLE jobs ADD COLUMN step_attempt_base integer NOT NULL DEFAULT 0;

@@ -1,0 +1,4 @@
+-- A pipeline's progress: its completed steps (a JSON array of step records, with their
+-- outputs) and the job's attempt count when the current step began.
+ALTER TABLE jobs ADD COLUMN steps TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE jobs ADD COLUMN step_attempt_base INTEGER NOT NULL DEFAULT 0;
