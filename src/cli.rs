@@ -161,8 +161,15 @@ pub struct SubmitArgs {
     pub wait: bool,
     #[command(flatten)]
     pub http: HttpOptions,
-    /// The command and its arguments, after -- (or --http URL instead)
-    #[arg(last = true, required_unless_present = "http", value_name = "COMMAND")]
+    /// Run the pipeline in this TOML or YAML file instead of a command
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["command", "http"])]
+    pub pipeline: Option<PathBuf>,
+    /// The command and its arguments, after -- (or --http URL, or --pipeline FILE instead)
+    #[arg(
+        last = true,
+        required_unless_present_any = ["http", "pipeline"],
+        value_name = "COMMAND"
+    )]
     pub command: Vec<String>,
 }
 

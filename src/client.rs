@@ -34,6 +34,9 @@ pub struct JobView {
     pub waiting_reason: Option<String>,
     pub diagnosis: Option<Diagnosis>,
     pub fingerprint: Option<String>,
+    /// A pipeline's current step: "running: confirm, attempt 2/3".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_status: Option<String>,
     /// Present on submit replies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created: Option<bool>,

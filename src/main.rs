@@ -6,6 +6,7 @@
 //! - [`config`]: layered settings for `serve` and `run`.
 //! - [`client`]: the HTTP API client the other commands use.
 //! - [`output`]: colours, tables, status line.
+//! - [`pipeline_file`]: TOML and YAML pipeline files for `submit --pipeline`.
 //! - `commands/`: one module per command group.
 //!
 //! This is the only place where `anyhow` reaches the top: `main` maps errors to exit codes.
@@ -15,6 +16,7 @@ mod client;
 mod commands;
 mod config;
 mod output;
+mod pipeline_file;
 
 use clap::Parser;
 use std::process::ExitCode;

@@ -7,6 +7,7 @@ use anyhow::Result;
 use chrono::Utc;
 use retryd_core::JobId;
 use retryd_core::job::{Attempt, Event, LogLine, Stream};
+use retryd_core::pipeline::StepStatus;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -24,7 +25,16 @@ struct LogPage {
 }
 
 fn attempts_text(view: &JobView) -> String {
-    format!("{}/{}", view.job.attempt, view.job.policy.max_attempts)
+    match &view.job.action {
+        // Each step has its own policy: the total across steps has no single maximum.
+        retryd_core::Action::Pipeline(p) => format!(
+            "{} (step {}/{})",
+            view.job.attempt,
+            (view.job.steps.len() + 1).min(p.steps.len()),
+            p.steps.len()
+        ),
+        _ => format!("{}/{}", view.job.attempt, view.job.policy.max_attempts),
+    }
 }
 
 pub async fn list(client: &Client, args: JobsArgs, json: bool) -> Result<u8> {
@@ -56,6 +66,10 @@ pub async fn list(client: &Client, args: JobsArgs, json: bool) -> Result<u8> {
         .map(|v| {
             let job = &v.job;
             let status = match (&v.waiting_reason, job.state) {
+                // A pipeline says which step runs: "running: confirm, attempt 2/3".
+                (None, retryd_core::JobState::Running) if v.step_status.is_some() => {
+                    v.step_status.clone().unwrap_or_default()
+                }
                 (Some(reason), _) => reason.clone(),
                 (None, retryd_core::JobState::Succeeded) => format!(
                     "done after {} attempt{}",
@@ -180,6 +194,41 @@ pub async fn show(client: &Client, id: &str, json: bool) -> Result<u8> {
         .to_lowercase(),
     );
     field("attempts", attempts_text(&view));
+    if let retryd_core::Action::Pipeline(pipeline) = &job.action {
+        if let Some(status) = &view.step_status {
+            field("step", status.clone());
+        }
+        for (index, step) in pipeline.steps.iter().enumerate() {
+            let done = job.steps.get(index);
+            let state = match done {
+                Some(record) => {
+                    let outputs: Vec<String> = record
+                        .outputs
+                        .iter()
+                        .map(|(k, v)| format!("{k}={}", truncate(v, 40)))
+                        .collect();
+                    let mut text = format!(
+                        "{} after {} attempt(s)",
+                        match record.status {
+                            StepStatus::Succeeded => output::green("succeeded"),
+                            StepStatus::Failed => output::yellow("failed (non-blocking)"),
+                        },
+                        record.attempts
+                    );
+                    if let Some(error) = &record.error {
+                        text.push_str(&format!(": {}", truncate(error, 80)));
+                    }
+                    if !outputs.is_empty() {
+                        text.push_str(&format!("  → {}", outputs.join(" ")));
+                    }
+                    text
+                }
+                None if index == job.steps.len() => format!("{} (current)", job.state),
+                None => dim("not run yet"),
+            };
+            println!("    {}. {:<16}{state}", index + 1, step.name);
+        }
+    }
     field(
         "created",
         format!(
@@ -231,6 +280,7 @@ pub async fn show(client: &Client, id: &str, json: bool) -> Result<u8> {
                 };
                 vec![
                     a.number.to_string(),
+                    a.step.clone().unwrap_or_else(|| "-".into()),
                     output::time(a.started_at),
                     took,
                     a.outcome.map_or("running", |o| o.as_str()).to_owned(),
@@ -241,13 +291,18 @@ pub async fn show(client: &Client, id: &str, json: bool) -> Result<u8> {
                 ]
             })
             .collect();
-        table(
-            "  ",
-            &[
-                "#", "STARTED", "TOOK", "OUTCOME", "EXIT", "CLASS", "RULE", "THEN",
-            ],
-            &rows,
-        );
+        let mut headers = vec![
+            "#", "STEP", "STARTED", "TOOK", "OUTCOME", "EXIT", "CLASS", "RULE", "THEN",
+        ];
+        let mut rows = rows;
+        // The STEP column only for pipelines.
+        if attempts.iter().all(|a| a.step.is_none()) {
+            headers.remove(1);
+            rows.iter_mut().for_each(|row| {
+                row.remove(1);
+            });
+        }
+        table("  ", &headers, &rows);
     }
     println!("\n{}", bold("Timeline"));
     for event in &events {

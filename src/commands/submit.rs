@@ -120,9 +120,22 @@ fn timeout(options: &JobOptions) -> Result<Option<std::time::Duration>> {
 }
 
 pub async fn submit(client: &Client, args: SubmitArgs, json: bool) -> Result<u8> {
-    let action = match &args.http.http {
-        Some(url) => Action::Http(http_action(&args.http, url, &args.options)?),
-        None => Action::Command(command_action(&args.options, &args.command)?),
+    let action = match (&args.http.http, &args.pipeline) {
+        (Some(url), _) => Action::Http(http_action(&args.http, url, &args.options)?),
+        (None, Some(file)) => {
+            let options = &args.options;
+            if options.timeout.is_some()
+                || options.cwd.is_some()
+                || !options.env.is_empty()
+                || !options.secret_env.is_empty()
+            {
+                bail!(
+                    "--timeout, --cwd, --env and --secret-env describe one command; give them per step in the pipeline file"
+                );
+            }
+            Action::Pipeline(crate::pipeline_file::load(file)?)
+        }
+        (None, None) => Action::Command(command_action(&args.options, &args.command)?),
     };
     let mut labels = BTreeMap::new();
     for pair in &args.labels {

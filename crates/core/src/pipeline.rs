@@ -163,15 +163,15 @@ impl PipelineAction {
     pub fn validate(&self) -> Result<(), String> {
         if self.steps.is_empty() || self.steps.len() > MAX_STEPS {
             return Err(format!(
-                "action.steps: a pipeline has 1–{MAX_STEPS} steps, got {}",
+                "steps: a pipeline has 1–{MAX_STEPS} steps, got {}",
                 self.steps.len()
             ));
         }
         for (index, step) in self.steps.iter().enumerate() {
-            crate::job::validate_name(&format!("action.steps[{index}].name"), &step.name)?;
+            crate::job::validate_name(&format!("steps[{index}].name"), &step.name)?;
             if self.steps[..index].iter().any(|s| s.name == step.name) {
                 return Err(format!(
-                    "action.steps[{index}].name: step name {:?} is used twice",
+                    "steps[{index}].name: step name {:?} is used twice",
                     step.name
                 ));
             }
@@ -587,7 +587,7 @@ mod tests {
         let cases = [
             (
                 serde_json::json!({ "steps": [] }),
-                "action.steps: a pipeline has 1–50 steps",
+                "steps: a pipeline has 1–50 steps",
             ),
             (
                 serde_json::json!({ "steps": [{ "name": "a" }] }),
@@ -612,7 +612,7 @@ mod tests {
             ),
             (
                 serde_json::json!({ "steps": [{ "name": "a", "command": { "program": "x" } }, { "name": "a", "command": { "program": "x" } }] }),
-                "action.steps[1].name: step name \"a\" is used twice",
+                "steps[1].name: step name \"a\" is used twice",
             ),
         ];
         for (json, expected) in cases {

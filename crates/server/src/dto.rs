@@ -5,6 +5,7 @@ use crate::error::Error;
 use chrono::{DateTime, Utc};
 use retryd_core::explain::{Diagnosis, diagnose, waiting_reason};
 use retryd_core::job::{Action, Job, MAX_PRIORITY, NewJob, validate_name};
+use retryd_core::pipeline::{PipelineAction, StepPolicy};
 use retryd_core::{JobId, JobState, Policy};
 use retryd_worker::Policies;
 use retryd_worker::policies::INLINE;
@@ -56,7 +57,13 @@ impl SubmitRequest {
             Some((field, rest)) => Error::invalid(field, rest),
             None => Error::invalid("action", message),
         };
-        self.action.validate().map_err(split)?;
+        match &self.action {
+            // A pipeline's messages name the step from `steps`, as in a pipeline file.
+            Action::Pipeline(p) => p
+                .validate()
+                .map_err(|m| split(format!("action.{m}")))?,
+            action => action.validate().map_err(split)?,
+        }
         if let Action::Command(command) = &self.action
             && command.args.len() > MAX_ARGS
         {
@@ -71,6 +78,7 @@ impl SubmitRequest {
             match self.action {
                 Action::Command(_) => "command",
                 Action::Http(_) => "http",
+                Action::Pipeline(_) => "pipeline",
             }
             .to_owned()
         });
@@ -128,12 +136,16 @@ impl SubmitRequest {
             }
         }
         let (policy_name, policy) = resolve_policy(self.policy, policies, &kind, priority)?;
+        let mut action = self.action;
+        if let Action::Pipeline(pipeline) = &mut action {
+            resolve_step_policies(pipeline, policies)?;
+        }
         Ok(NewJob {
             id: JobId::new(),
             queue,
             kind,
             target: self.target,
-            action: self.action,
+            action,
             policy_name,
             policy,
             priority,
@@ -208,6 +220,67 @@ fn resolve_policy(
     })
 }
 
+/// Snapshots each step's own policy, as a job's policy is snapshotted at submit.
+fn resolve_step_policies(pipeline: &mut PipelineAction, policies: &Policies) -> Result<(), Error> {
+    for step in &mut pipeline.steps {
+        let field = format!("action.steps.{}.policy", step.name);
+        step.resolved_policy = match step.policy_ref().map_err(|m| {
+            Error::invalid(field.clone(), m.split_once(": ").map_or(m.as_str(), |(_, rest)| rest))
+        })? {
+            None => None,
+            Some(StepPolicy::Inline(policy)) => Some(*policy),
+            Some(StepPolicy::Named(name)) => Some(policies.get(&name).cloned().ok_or_else(|| {
+                Error::invalid(
+                    field.clone(),
+                    format!(
+                        "unknown policy '{name}' (known: {})",
+                        policies.names().join(", ")
+                    ),
+                )
+            })?),
+        };
+    }
+    Ok(())
+}
+
+/// Where a pipeline job stands: its current step and that step's attempts.
+#[derive(Debug, Serialize)]
+pub struct StepView {
+    /// The current step (the failed one for a failed job); absent once all are done.
+    pub step: Option<String>,
+    pub step_index: Option<usize>,
+    pub steps_total: usize,
+    /// Attempts of the current step so far, and its policy's maximum.
+    pub step_attempt: Option<u32>,
+    pub step_max_attempts: Option<u32>,
+    /// "running: confirm, attempt 2/3".
+    pub step_status: Option<String>,
+}
+
+impl StepView {
+    pub fn of(job: &Job, policies: &Policies) -> Option<StepView> {
+        let Action::Pipeline(pipeline) = &job.action else {
+            return None;
+        };
+        let current = job.current_step();
+        let (name, snapshot) = job.effective_policy();
+        let max = policies.current(name, snapshot).max_attempts;
+        let attempt = job.step_attempt();
+        Some(StepView {
+            step: current.map(|(_, s)| s.name.clone()),
+            step_index: current.map(|(i, _)| i),
+            steps_total: pipeline.steps.len(),
+            step_attempt: current.map(|_| attempt),
+            step_max_attempts: current.map(|_| max),
+            step_status: current.map(|(_, s)| {
+                // A waiting job's next attempt is the one to come.
+                let shown = if job.state.is_waiting() { attempt + 1 } else { attempt };
+                format!("{}: {}, attempt {shown}/{max}", job.state, s.name)
+            }),
+        })
+    }
+}
+
 /// A job as the API shows it: secrets redacted, with its waiting reason and, when it did
 /// not succeed, its diagnosis.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -219,12 +292,22 @@ pub struct JobView {
     pub diagnosis: Option<Diagnosis>,
     /// The dead-letter group it belongs to (failed jobs only).
     pub fingerprint: Option<String>,
+    /// A pipeline's current step.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub pipeline: Option<StepView>,
 }
 
 impl JobView {
     /// `paused` lists the paused queues.
-    pub fn new(mut job: Job, now: DateTime<Utc>, ahead: Option<u64>, paused: &[String]) -> Self {
+    pub fn new(
+        mut job: Job,
+        now: DateTime<Utc>,
+        ahead: Option<u64>,
+        paused: &[String],
+        policies: &Policies,
+    ) -> Self {
         job.action = job.action.redacted();
+        let pipeline = StepView::of(&job, policies);
         let waiting_reason = waiting_reason(&job, now, ahead, paused.contains(&job.queue));
         let diagnosis = diagnose(&job);
         let fingerprint = (job.state == JobState::Failed).then(|| {
@@ -238,6 +321,7 @@ impl JobView {
             waiting_reason,
             diagnosis,
             fingerprint,
+            pipeline,
         }
     }
 }

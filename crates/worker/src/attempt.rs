@@ -9,13 +9,16 @@ use crate::tail::Tail;
 use chrono::{DateTime, Utc};
 use retryd_core::classify::{Classification, classify};
 use retryd_core::decide::{Decision, FailedAttempt, decide};
-use retryd_core::job::{Action, Stream};
+use retryd_core::job::{Action, Job, Stream};
+use retryd_core::pipeline::{Step, StepRecord, StepStatus, export_from_json, parse_set_output};
 use retryd_core::{AttemptOutcome, Class, Jitter, Policy};
 use retryd_store::{AttemptResult, Claimed, Fence, Lease, NewLogLine, Next, Store};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 
 /// How often captured output is written to the store while an attempt runs.
@@ -45,38 +48,240 @@ pub fn next_from(decision: Decision, attempt: u32, what_happened: &str) -> (Next
 pub async fn run(engine: Engine, claimed: Claimed) {
     let job = &claimed.job;
     let span = info_span!("attempt", job_id = %job.id, queue = %job.queue, kind = %job.kind,
-        target = job.target.as_deref().unwrap_or("-"), attempt = claimed.lease.attempt, step = "-", state = "running");
-    run_inner(&engine, &claimed).instrument(span).await;
-    engine.unregister(&claimed.lease);
+        target = job.target.as_deref().unwrap_or("-"), attempt = claimed.lease.attempt,
+        step = job.current_step().map_or("-", |(_, s)| s.name.as_str()), state = "running");
+    let last = run_inner(&engine, &claimed).instrument(span).await;
+    engine.unregister(&last);
 }
 
-async fn run_inner(engine: &Engine, claimed: &Claimed) {
+/// What one run of the action (or of one pipeline step) gave.
+struct Executed {
+    outcome: Outcome,
+    tail: Tail,
+    /// `::set-output` values a command printed, or values exported from an HTTP reply.
+    outputs: BTreeMap<String, String>,
+}
+
+/// Runs the claimed attempt; for a pipeline, step after step under the same lease until one
+/// fails or the last one ends. Returns the lease of the last attempt it ran.
+async fn run_inner(engine: &Engine, claimed: &Claimed) -> Lease {
     let inner = &engine.inner;
-    let (job, lease) = (&claimed.job, &claimed.lease);
-    let policy = engine
-        .policies()
-        .current(&job.policy_name, &job.policy)
-        .clone();
-    let Some((stop, cancelled)) = engine.running_handles(lease) else {
+    let mut job = claimed.job.clone();
+    let mut lease = claimed.lease.clone();
+    let Some((stop, cancelled)) = engine.running_handles(&lease) else {
         // Cannot happen: the loop registers an attempt before spawning it. Its lease is not
         // renewed, so the rescuer reschedules the job.
         warn!("attempt was not registered; leaving it to the rescuer");
-        return;
+        return lease;
     };
-    let started = inner.clock.now();
-    info!(policy = %job.policy_name, "attempt started");
+    loop {
+        let (policy_name, snapshot) = job.effective_policy();
+        let policy = engine.policies().current(policy_name, snapshot).clone();
+        let policy_name = policy_name.to_owned();
+        let step = job.current_step().map(|(index, step)| (index, step.clone()));
+        if let Some((_, step)) = &step {
+            tracing::Span::current().record("step", step.name.as_str());
+            tracing::Span::current().record("attempt", lease.attempt);
+        }
+        let started = inner.clock.now();
+        info!(policy = %policy_name, "attempt started");
 
-    // The attempt's own timeout, shortened to the job's deadline when that comes first.
-    let until_deadline = job
-        .deadline
-        .map(|d| (d - started).to_std().unwrap_or(Duration::ZERO));
-    let own_timeout = job.action.timeout_under(&policy);
-    let (timeout, deadline_bound) = match (own_timeout, until_deadline) {
-        (Some(t), Some(d)) if d < t => (Some(d), true),
-        (None, Some(d)) => (Some(d), true),
-        (t, _) => (t, false),
-    };
+        // The attempt's own timeout, shortened to the job's deadline when that comes first.
+        let until_deadline = job
+            .deadline
+            .map(|d| (d - started).to_std().unwrap_or(Duration::ZERO));
+        let own_timeout = match &step {
+            Some((_, step)) => step.timeout_under(&policy),
+            None => job.action.timeout_under(&policy),
+        };
+        let (timeout, deadline_bound) = match (own_timeout, until_deadline) {
+            (Some(t), Some(d)) if d < t => (Some(d), true),
+            (None, Some(d)) => (Some(d), true),
+            (t, _) => (t, false),
+        };
+        let number = job.effective_attempt();
+        let header = match &step {
+            Some((index, step)) => format!(
+                "step {} ({} of {}): attempt {number} of {} started on {} (policy {policy_name})",
+                step.name,
+                index + 1,
+                steps_total(&job),
+                policy.max_attempts,
+                lease.node
+            ),
+            None => format!(
+                "attempt {number} of {} started on {} (policy {policy_name})",
+                policy.max_attempts, lease.node
+            ),
+        };
+        let limits = Limits {
+            timeout,
+            kill_grace: inner.config.kill_grace,
+        };
+        let executed = execute(engine, &job, &lease, step.as_ref().map(|(_, s)| s), header, limits, &stop).await;
+        let Executed {
+            outcome,
+            tail,
+            outputs,
+        } = executed;
 
+        let now = inner.clock.now();
+        let user_cancelled = cancelled.load(Ordering::SeqCst);
+        let released = !user_cancelled && outcome.stopped == Some(Stopped::Requested);
+        let mut result = AttemptResult {
+            lease: lease.clone(),
+            fence: Fence::Owner,
+            now,
+            outcome: AttemptOutcome::Succeeded,
+            exit_code: outcome.exit_code,
+            error: None,
+            class: None,
+            rule: None,
+            output_dropped_bytes: tail.dropped_bytes(),
+            next: Next::Succeeded,
+            reason: format!("attempt {} succeeded", lease.attempt),
+            actor: lease.node.clone(),
+            step: None,
+        };
+        let attempt = lease.attempt;
+        // A pipeline step that is over, and the pipeline with it unless it continues.
+        let mut step_over = None;
+        if outcome.ok {
+            if let Some((_, step)) = &step {
+                step_over = Some(StepRecord {
+                    name: step.name.clone(),
+                    status: StepStatus::Succeeded,
+                    attempts: number,
+                    outputs,
+                    error: None,
+                    class: None,
+                    rule: None,
+                    finished_at: now,
+                });
+            }
+        } else if user_cancelled {
+            result.outcome = AttemptOutcome::Cancelled;
+            result.next = Next::Cancelled;
+            result.error = Some("cancelled while running".into());
+            result.reason = format!("cancelled during attempt {attempt}");
+        } else if released {
+            result.outcome = AttemptOutcome::Lost;
+            result.class = Some(Class::Transient);
+            result.rule = Some("released at shutdown".into());
+            result.error = Some(format!(
+                "attempt {attempt} stopped: node {} shut down",
+                lease.node
+            ));
+            result.next = Next::Released { at: now };
+            result.reason =
+                format!("attempt {attempt} released at shutdown; it runs again and does not count");
+        } else if outcome.stopped == Some(Stopped::Timeout) && deadline_bound {
+            result.outcome = AttemptOutcome::TimedOut;
+            result.next = Next::Expired;
+            result.error = Some("killed: the job's deadline passed".into());
+            result.reason = format!("deadline passed during attempt {attempt}");
+        } else {
+            failed(engine, &job, number, &policy, &outcome, &tail, now, &mut result).await;
+            if let Some((_, step)) = &step
+                && step.continue_on_failure
+                && result.next == Next::Failed
+            {
+                // A non-blocking step that gave up: recorded, and the pipeline goes on.
+                result.next = Next::Succeeded;
+                step_over = Some(StepRecord {
+                    name: step.name.clone(),
+                    status: StepStatus::Failed,
+                    attempts: number,
+                    outputs: BTreeMap::new(),
+                    error: result.error.clone(),
+                    class: result.class,
+                    rule: result.rule.clone(),
+                    finished_at: now,
+                });
+            } else if let Some((_, step)) = &step {
+                result.reason = format!("step {}: {}", step.name, result.reason);
+            }
+        }
+
+        let next_step = step_over.as_ref().and_then(|_| match &job.action {
+            Action::Pipeline(p) => p.steps.get(job.steps.len() + 1).map(|s| s.name.clone()),
+            _ => None,
+        });
+        if let Some(record) = &step_over {
+            result.reason = match &next_step {
+                Some(next) => format!("step {} {}; step {next} next", record.name, step_status(record)),
+                None => pipeline_done(&job, record),
+            };
+        }
+        result.step = step_over;
+        close_log(engine, &lease, &tail, &outcome, &result, now).await;
+        match next_step {
+            Some(next) => match advance(engine, &result, &next).await {
+                Some((advanced, new_lease)) => {
+                    info!(step = %next, "step started");
+                    job = advanced;
+                    lease = new_lease;
+                }
+                None => return lease,
+            },
+            None => {
+                record(engine, &result).await;
+                return lease;
+            }
+        }
+    }
+}
+
+fn steps_total(job: &Job) -> usize {
+    match &job.action {
+        Action::Pipeline(p) => p.steps.len(),
+        _ => 1,
+    }
+}
+
+fn step_status(record: &StepRecord) -> String {
+    match record.status {
+        StepStatus::Succeeded => format!("succeeded after {} attempt(s)", record.attempts),
+        StepStatus::Failed => format!(
+            "failed (non-blocking, {}): {}",
+            record.class.map_or("unclassified", Class::as_str),
+            record.error.as_deref().unwrap_or("no error")
+        ),
+    }
+}
+
+/// The reason a pipeline succeeded, naming the non-blocking steps that failed.
+fn pipeline_done(job: &Job, last: &StepRecord) -> String {
+    let failed: Vec<&str> = job
+        .steps
+        .iter()
+        .chain(std::iter::once(last))
+        .filter(|s| s.status == StepStatus::Failed)
+        .map(|s| s.name.as_str())
+        .collect();
+    let total = steps_total(job);
+    if failed.is_empty() {
+        format!("pipeline succeeded: {total} steps done")
+    } else {
+        format!(
+            "pipeline succeeded: {total} steps done; non-blocking step(s) failed: {}",
+            failed.join(", ")
+        )
+    }
+}
+
+/// Runs the job's action, or one pipeline step with its templates filled, capturing its
+/// output.
+async fn execute(
+    engine: &Engine,
+    job: &Job,
+    lease: &Lease,
+    step: Option<&Step>,
+    header: String,
+    limits: Limits,
+    stop: &CancellationToken,
+) -> Executed {
+    let inner = &engine.inner;
     let (lines_tx, lines_rx) = mpsc::channel(1024);
     let pump = tokio::spawn(pump_log(
         inner.store.clone(),
@@ -84,21 +289,13 @@ async fn run_inner(engine: &Engine, claimed: &Claimed) {
         lines_rx,
         inner.config.log_tail_bytes,
     ));
-    let header = format!(
-        "attempt {} of {} started on {} (policy {})",
-        lease.attempt, policy.max_attempts, lease.node, job.policy_name
-    );
     let _ = lines_tx
         .send(OutputLine {
-            at: started,
+            at: inner.clock.now(),
             stream: Stream::System,
             line: header,
         })
         .await;
-    let limits = Limits {
-        timeout,
-        kill_grace: inner.config.kill_grace,
-    };
     let store = inner.store.clone();
     let owner = lease.clone();
     let remember = move |pid: u32| {
@@ -110,73 +307,83 @@ async fn run_inner(engine: &Engine, claimed: &Claimed) {
             });
         }
     };
-    let outcome = match &job.action {
-        Action::Command(action) => {
+    let (action, export) = match step {
+        None => (Ok(job.action.clone()), None),
+        Some(step) => match (step.command_to_run(&job.steps), step.http_to_run(&job.steps)) {
+            (Some(command), _) => (command.map(Action::Command), None),
+            (_, Some(http)) => (http.map(Action::Http), Some(&step.export)),
+            _ => (Err("the step has no action".to_owned()), None),
+        },
+    };
+    let mut outcome = match &action {
+        Ok(Action::Command(action)) => {
             command::run(action, limits, stop.clone(), lines_tx, remember).await
         }
-        Action::Http(action) => {
-            http::run(&inner.http, action, timeout, stop.clone(), lines_tx).await
+        Ok(Action::Http(action)) => {
+            let keep_body = export.is_some_and(|e| !e.is_empty());
+            http::run(&inner.http, action, limits.timeout, stop.clone(), lines_tx, keep_body).await
+        }
+        Ok(Action::Pipeline(_)) | Err(_) => {
+            drop(lines_tx);
+            Outcome {
+                start_error: Some(match &action {
+                    Err(message) => message.clone(),
+                    _ => "a pipeline cannot be a step of a pipeline".to_owned(),
+                }),
+                invalid_action: true,
+                ..Outcome::default()
+            }
         }
     };
-    let tail = pump.await.unwrap_or_else(|_| Tail::new(1));
-
-    let now = inner.clock.now();
-    let user_cancelled = cancelled.load(Ordering::SeqCst);
-    let released = !user_cancelled && outcome.stopped == Some(Stopped::Requested);
-    let mut result = AttemptResult {
-        lease: lease.clone(),
-        fence: Fence::Owner,
-        now,
-        outcome: AttemptOutcome::Succeeded,
-        exit_code: outcome.exit_code,
-        error: None,
-        class: None,
-        rule: None,
-        output_dropped_bytes: tail.dropped_bytes(),
-        next: Next::Succeeded,
-        reason: format!("attempt {} succeeded", lease.attempt),
-        actor: lease.node.clone(),
-    };
-    let attempt = lease.attempt;
-    if outcome.ok {
-        // The defaults above describe a success.
-    } else if user_cancelled {
-        result.outcome = AttemptOutcome::Cancelled;
-        result.next = Next::Cancelled;
-        result.error = Some("cancelled while running".into());
-        result.reason = format!("cancelled during attempt {attempt}");
-    } else if released {
-        result.outcome = AttemptOutcome::Lost;
-        result.class = Some(Class::Transient);
-        result.rule = Some("released at shutdown".into());
-        result.error = Some(format!(
-            "attempt {attempt} stopped: node {} shut down",
-            lease.node
-        ));
-        result.next = Next::Released { at: now };
-        result.reason =
-            format!("attempt {attempt} released at shutdown; it runs again and does not count");
-    } else if outcome.stopped == Some(Stopped::Timeout) && deadline_bound {
-        result.outcome = AttemptOutcome::TimedOut;
-        result.next = Next::Expired;
-        result.error = Some("killed: the job's deadline passed".into());
-        result.reason = format!("deadline passed during attempt {attempt}");
-    } else {
-        failed(engine, claimed, &policy, &outcome, &tail, now, &mut result).await;
+    let (tail, mut outputs) = pump.await.unwrap_or_else(|_| (Tail::new(1), BTreeMap::new()));
+    if step.is_none() {
+        outputs.clear();
     }
+    if let Some(export) = export
+        && outcome.ok
+    {
+        match export_from_json(export, outcome.body.as_deref().unwrap_or("")) {
+            Ok(values) => outputs = values,
+            Err(message) => {
+                // The reply succeeded but lacks what later steps need: that does not pass.
+                outcome.ok = false;
+                outcome.start_error = Some(message);
+                outcome.invalid_action = true;
+            }
+        }
+    }
+    Executed {
+        outcome,
+        tail,
+        outputs,
+    }
+}
 
+/// Writes the attempt's closing log line.
+async fn close_log(
+    engine: &Engine,
+    lease: &Lease,
+    tail: &Tail,
+    outcome: &Outcome,
+    result: &AttemptResult,
+    now: DateTime<Utc>,
+) {
     let summary = match &result.next {
         Next::Retry { delay, .. } => format!(
             "{} → {} ({}); next attempt in {}",
-            outcome_text(&outcome),
+            outcome_text(outcome),
             result.class.map_or("", Class::as_str),
             result.rule.as_deref().unwrap_or(""),
             retryd_core::duration::format(*delay)
         ),
         next => format!(
             "{} → {}: {}",
-            outcome_text(&outcome),
-            next.state(),
+            outcome_text(outcome),
+            if result.step.is_some() && outcome.ok {
+                "step done".to_owned()
+            } else {
+                next.state().to_string()
+            },
             result.reason
         ),
     };
@@ -185,14 +392,43 @@ async fn run_inner(engine: &Engine, claimed: &Claimed) {
         stream: Stream::System,
         line: summary,
     };
-    if let Err(e) = inner
+    if let Err(e) = engine
+        .inner
         .store
         .append_log(lease, tail.next_index(), &[closing])
         .await
     {
         warn!(error = %e, "could not write the attempt's closing log line");
     }
-    record(engine, &result).await;
+}
+
+/// Moves a pipeline to its next step under the same lease, retrying while the database is
+/// unavailable. `None` when the lease was lost (the rescuer or a cancel took over).
+async fn advance(engine: &Engine, result: &AttemptResult, next: &str) -> Option<(Job, Lease)> {
+    let mut wait = Duration::from_millis(100);
+    for _ in 0..40 {
+        match engine.inner.store.advance_step(result, next).await {
+            Ok((job, lease)) => {
+                engine.switch_attempt(&result.lease, &lease);
+                engine.metrics().attempt_finished(
+                    result.outcome.as_str(),
+                    result.class.map(Class::as_str),
+                );
+                return Some((job, lease));
+            }
+            Err(retryd_store::Error::Backend(message)) => {
+                warn!(error = %message, retry_in = ?wait, "could not record the step's result; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => {
+                warn!(error = %e, "step result refused");
+                return None;
+            }
+        }
+    }
+    warn!("gave up recording the step's result; the rescuer will reschedule the job when its lease expires");
+    None
 }
 
 fn outcome_text(outcome: &Outcome) -> String {
@@ -234,16 +470,17 @@ pub fn classify_failure(
 }
 
 /// Classifies a failed attempt and decides what comes next.
+#[allow(clippy::too_many_arguments)]
 async fn failed(
     engine: &Engine,
-    claimed: &Claimed,
+    job: &Job,
+    number: u32,
     policy: &Policy,
     outcome: &Outcome,
     tail: &Tail,
     now: DateTime<Utc>,
     result: &mut AttemptResult,
 ) {
-    let (job, lease) = (&claimed.job, &claimed.lease);
     let timed_out = outcome.stopped == Some(Stopped::Timeout);
     let (classification, error) = classify_failure(policy, outcome, tail);
     result.error = Some(error);
@@ -260,7 +497,7 @@ async fn failed(
         None
     };
     let failure = FailedAttempt {
-        attempt: lease.attempt,
+        attempt: number,
         class: classification.class,
         now,
         first_started_at: job.started_at,
@@ -269,14 +506,11 @@ async fn failed(
         retry_after: outcome.retry_after,
     };
     let what = format!(
-        "attempt {} failed ({}, {})",
-        lease.attempt, classification.class, classification.rule
+        "attempt {number} failed ({}, {})",
+        classification.class, classification.rule
     );
-    (result.next, result.reason) = next_from(
-        decide(policy, &failure, &mut rand::rng()),
-        lease.attempt,
-        &what,
-    );
+    (result.next, result.reason) =
+        next_from(decide(policy, &failure, &mut rand::rng()), number, &what);
 }
 
 async fn previous_delay(store: &dyn Store, id: retryd_core::JobId) -> Option<Duration> {
@@ -330,8 +564,9 @@ async fn pump_log(
     lease: Lease,
     mut lines: mpsc::Receiver<OutputLine>,
     cap: usize,
-) -> Tail {
+) -> (Tail, BTreeMap<String, String>) {
     let mut tail = Tail::new(cap);
+    let mut outputs = BTreeMap::new();
     let mut pending: Vec<(u64, NewLogLine)> = Vec::new();
     let mut trimmed_to = 0;
     let mut tick = tokio::time::interval(LOG_FLUSH_EVERY);
@@ -339,6 +574,11 @@ async fn pump_log(
         tokio::select! {
             line = lines.recv() => match line {
                 Some(line) => {
+                    if line.stream == Stream::Stdout
+                        && let Some((name, value)) = parse_set_output(&line.line)
+                    {
+                        outputs.insert(name, value);
+                    }
                     let entry = NewLogLine { at: line.at, stream: line.stream, line: line.line.clone() };
                     pending.push((tail.push(line), entry));
                     if pending.len() >= 512 {
@@ -351,7 +591,7 @@ async fn pump_log(
         }
     }
     flush(store.as_ref(), &lease, &tail, &mut pending, &mut trimmed_to).await;
-    tail
+    (tail, outputs)
 }
 
 async fn flush(

@@ -528,6 +528,18 @@ impl Engine {
         self.wake();
     }
 
+    /// A pipeline moved to its next step under the same lease: its new attempt id is the
+    /// one renewals extend.
+    pub(crate) fn switch_attempt(&self, from: &retryd_store::Lease, to: &retryd_store::Lease) {
+        let mut running = self.inner.running.lock().expect("running map");
+        if let Some(entry) = running
+            .get_mut(&from.job_id)
+            .filter(|r| r.attempt_id == from.attempt_id)
+        {
+            entry.attempt_id = to.attempt_id;
+        }
+    }
+
     pub(crate) fn running_handles(
         &self,
         lease: &retryd_store::Lease,
@@ -670,10 +682,10 @@ impl Engine {
                 warn!(job_id = %job.id, pid = process.pid, "stopped a command left running by the previous process");
             }
             let rule = format!("lease expired: node {owner} stopped renewing it");
-            let policy = self
-                .policies()
-                .current(&job.policy_name, &job.policy)
-                .clone();
+            // A pipeline's lost attempt counts against its current step's policy.
+            let (policy_name, snapshot) = job.effective_policy();
+            let policy = self.policies().current(policy_name, snapshot).clone();
+            let number = job.effective_attempt();
             let (next, reason) = if job.cancel_requested {
                 (
                     Next::Cancelled,
@@ -681,7 +693,7 @@ impl Engine {
                 )
             } else {
                 let failed = FailedAttempt {
-                    attempt: job.attempt,
+                    attempt: number,
                     class: Class::Transient,
                     now,
                     first_started_at: job.started_at,
@@ -691,8 +703,8 @@ impl Engine {
                 };
                 attempt::next_from(
                     decide(&policy, &failed, &mut rand::rng()),
-                    job.attempt,
-                    &format!("attempt {} lost ({rule})", job.attempt),
+                    number,
+                    &format!("attempt {number} lost ({rule})"),
                 )
             };
             let result = AttemptResult {
@@ -717,9 +729,11 @@ impl Engine {
                 next,
                 reason,
                 actor: format!("rescuer on {}", self.inner.config.node),
+                step: None,
             };
             let span = info_span!("rescue", job_id = %job.id, queue = %job.queue, kind = %job.kind,
-                target = job.target.as_deref().unwrap_or("-"), attempt = job.attempt, step = "-", state = %JobState::Running);
+                target = job.target.as_deref().unwrap_or("-"), attempt = job.attempt,
+                step = job.current_step().map_or("-", |(_, s)| s.name.as_str()), state = %JobState::Running);
             async {
                 match self.inner.store.finish_attempt(&result).await {
                     Ok((job, event)) => {

@@ -121,13 +121,14 @@ pub async fn list(
     let mut groups: Vec<DlqGroup> = groups.into_values().collect();
     groups.sort_by(|a, b| b.count.cmp(&a.count).then(b.last_seen.cmp(&a.last_seen)));
     let now = state.engine.now();
+    let policies = state.engine.policies();
     Ok(Json(Dlq {
         total: jobs.len() as u64,
         groups,
         jobs: jobs
             .into_iter()
             .take(limit)
-            .map(|job| JobView::new(job, now, None, &[]))
+            .map(|job| JobView::new(job, now, None, &[], &policies))
             .collect(),
     }))
 }

@@ -24,7 +24,7 @@ async fn view(state: &AppState, job: Job) -> Result<JobView, Error> {
     } else {
         None
     };
-    Ok(JobView::new(job, now, ahead, &state.engine.paused_queues()))
+    Ok(JobView::new(job, now, ahead, &state.engine.paused_queues(), &state.engine.policies()))
 }
 
 #[utoipa::path(post, path = "/jobs", tag = "jobs", request_body = SubmitRequest, responses((status = 201, description = "Created", body = Submitted), (status = 200, description = "An existing job with the same idempotency key", body = Submitted)))]
@@ -61,11 +61,12 @@ pub async fn list(
         .await?;
     let now = state.engine.now();
     let paused = state.engine.paused_queues();
+    let policies = state.engine.policies();
     Ok(Json(JobPage {
         jobs: page
             .jobs
             .into_iter()
-            .map(|job| JobView::new(job, now, None, &paused))
+            .map(|job| JobView::new(job, now, None, &paused, &policies))
             .collect(),
         next_cursor: page.next_cursor,
     }))

@@ -14,6 +14,8 @@ use tokio_util::sync::CancellationToken;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 /// How much of a response body is kept in the log.
 const BODY_EXCERPT_BYTES: usize = 4096;
+/// How much of a response body is read when a pipeline step exports values from it.
+const EXPORT_BODY_BYTES: usize = 1024 * 1024;
 /// Response headers worth keeping in the log.
 const HEADERS_OF_INTEREST: [&str; 5] = [
     "content-type",
@@ -79,6 +81,7 @@ pub async fn run(
     timeout: Option<Duration>,
     stop: CancellationToken,
     lines: mpsc::Sender<OutputLine>,
+    keep_body: bool,
 ) -> Outcome {
     let secrets = action.secrets_list();
     let emit = |stream: Stream, text: String| {
@@ -192,15 +195,22 @@ pub async fn run(
         .get("retry-after")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| parse_retry_after(v, Utc::now()));
-    let mut excerpt: Vec<u8> = Vec::new();
-    while excerpt.len() < BODY_EXCERPT_BYTES {
+    let limit = if keep_body {
+        EXPORT_BODY_BYTES
+    } else {
+        BODY_EXCERPT_BYTES
+    };
+    let mut body: Vec<u8> = Vec::new();
+    while body.len() < limit {
         match response.chunk().await {
-            Ok(Some(chunk)) => excerpt
-                .extend_from_slice(&chunk[..chunk.len().min(BODY_EXCERPT_BYTES - excerpt.len())]),
+            Ok(Some(chunk)) => {
+                body.extend_from_slice(&chunk[..chunk.len().min(limit - body.len())])
+            }
             _ => break,
         }
     }
-    for line in String::from_utf8_lossy(&excerpt).lines() {
+    let excerpt = &body[..body.len().min(BODY_EXCERPT_BYTES)];
+    for line in String::from_utf8_lossy(excerpt).lines() {
         emit(Stream::Stdout, line.to_owned()).await;
     }
     Outcome {
@@ -208,6 +218,7 @@ pub async fn run(
         http_status: Some(status.as_u16()),
         retry_after,
         summary: Some(redact(&summary, &secrets)),
+        body: keep_body.then(|| String::from_utf8_lossy(&body).into_owned()),
         ..Outcome::default()
     }
 }

@@ -48,6 +48,8 @@ pub struct Outcome {
     /// What happened, in the executor's words ("GET https://… → 503 Service Unavailable"),
     /// when it says more than the status alone.
     pub summary: Option<String>,
+    /// An HTTP reply's body, when a pipeline step exports values from it.
+    pub body: Option<String>,
 }
 
 impl Outcome {
