@@ -223,6 +223,16 @@ static BUILTIN_RULES: LazyLock<Vec<BuiltinRule>> = LazyLock::new(|| {
             ),
         ),
         rule(
+            "output: invalid image reference",
+            Permanent,
+            output(r"invalid reference format"),
+        ),
+        rule(
+            "output: container name already in use",
+            Permanent,
+            output(r"the container name \S+ is already in use"),
+        ),
+        rule(
             "output: permission denied",
             Permanent,
             output(r"permission denied|operation not permitted"),
@@ -248,6 +258,11 @@ static BUILTIN_RULES: LazyLock<Vec<BuiltinRule>> = LazyLock::new(|| {
             "output: command not found",
             Permanent,
             output(r"command not found|executable file not found"),
+        ),
+        rule(
+            "output: container daemon unreachable",
+            Transient,
+            output(r"cannot connect to the docker daemon|is the docker daemon running"),
         ),
         rule(
             "output: connection refused or reset",
@@ -396,6 +411,62 @@ mod tests {
                 ..Failure::default()
             };
             assert_eq!(classify(&[], &f).class, class, "{status}");
+        }
+    }
+
+    /// Real `docker run` error texts (exit code 125: the daemon's error, not the container's).
+    #[test]
+    fn container_launch_errors_are_classified() {
+        let cases = [
+            (
+                "docker: Error response from daemon: Get \"https://registry-1.docker.io/v2/\": dial tcp 127.0.0.1:443: connect: connection refused.",
+                Class::Transient,
+                "output: connection refused or reset",
+            ),
+            (
+                "docker: Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?",
+                Class::Transient,
+                "output: container daemon unreachable",
+            ),
+            (
+                "docker: Error response from daemon: toomanyrequests: You have reached your pull rate limit.",
+                Class::Transient,
+                "output: resource temporarily unavailable",
+            ),
+            (
+                "docker: Error response from daemon: pull access denied for acme/worker, repository does not exist or may require 'docker login': denied: requested access to the resource is denied.",
+                Class::Permanent,
+                "output: image or repository not found",
+            ),
+            (
+                "Error response from daemon: No such image: acme/worker:1.2",
+                Class::Permanent,
+                "output: image or repository not found",
+            ),
+            (
+                "docker: Error response from daemon: manifest for acme/worker:9.9 not found: manifest unknown: manifest unknown.",
+                Class::Permanent,
+                "output: image or repository not found",
+            ),
+            (
+                "docker: invalid reference format: repository name must be lowercase.",
+                Class::Permanent,
+                "output: invalid image reference",
+            ),
+            (
+                "docker: Error response from daemon: Conflict. The container name \"/job-42\" is already in use by container \"3f2a\". You have to remove (or rename) that container to be able to reuse that name.",
+                Class::Permanent,
+                "output: container name already in use",
+            ),
+            (
+                "docker: Error response from daemon: failed to create task for container: failed to create shim task: OCI runtime create failed: runc create failed: unable to start container process: exec: \"deploy\": executable file not found in $PATH: unknown.",
+                Class::Permanent,
+                "output: command not found",
+            ),
+        ];
+        for (text, class, rule) in cases {
+            let c = exit(125, text);
+            assert_eq!((c.class, c.rule.as_str()), (class, rule), "{text}");
         }
     }
 
