@@ -124,7 +124,7 @@ pub fn diagnose(job: &Job) -> Option<Diagnosis> {
     let error = job.last_error.as_deref().unwrap_or("no error message");
     let (summary, next_steps) = match job.state {
         JobState::Failed if job.last_error_class == Some(Class::Permanent) => (
-            format!("Stopped after attempt {} on a permanent error ({rule}): {error}", job.attempt),
+            format!("Stopped after attempt {} on a permanent error ({rule}): {error}", job.effective_attempt()),
             vec![
                 "Fix the cause shown in the last output lines (credentials, permissions, configuration, missing image).".to_owned(),
                 format!("Then run it again from the start: retryd retry {id} --reset"),
@@ -162,9 +162,13 @@ pub fn diagnose(job: &Job) -> Option<Diagnosis> {
             } else {
                 format!("; completed steps ({}) do not run again", done.join(", "))
             };
-            let mut next_steps = next_steps;
+            // A retry of a pipeline resumes; "from the start" would be wrong.
+            let mut next_steps: Vec<String> = next_steps
+                .into_iter()
+                .filter(|s| !s.contains("--reset"))
+                .collect();
             next_steps.push(format!(
-                "retryd retry {id} resumes the pipeline at step {}{kept}.",
+                "Then resume the pipeline at step {}: retryd retry {id} (--reset also restarts the step's attempt count){kept}.",
                 step.name
             ));
             (

@@ -470,9 +470,11 @@ pub fn export_from_json(
     export
         .iter()
         .map(|(name, pointer)| {
-            let value = reply
-                .pointer(pointer)
-                .ok_or_else(|| format!("export.{name}: the reply has no {pointer}"))?;
+            // The reply itself says why (a JSON-RPC error, say): keep its start.
+            let value = reply.pointer(pointer).ok_or_else(|| {
+                let shown: String = body.chars().take(300).collect();
+                format!("export.{name}: the reply has no {pointer}: {shown}")
+            })?;
             let text = match value {
                 serde_json::Value::String(s) => s.clone(),
                 serde_json::Value::Null => {
