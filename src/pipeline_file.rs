@@ -25,11 +25,16 @@ fn parse(text: &str, extension: &str) -> Result<Value, String> {
         "toml" => toml::from_str::<toml::Value>(text)
             .map_err(|e| format!("not valid TOML: {}", e.message()))
             .and_then(|v| serde_json::to_value(v).map_err(|e| e.to_string())),
-        "yaml" | "yml" => serde_yaml::from_str::<Value>(text)
-            .map_err(|e| format!("not valid YAML: {e}")),
+        "yaml" | "yml" => {
+            serde_yaml::from_str::<Value>(text).map_err(|e| format!("not valid YAML: {e}"))
+        }
         other => Err(format!(
             "the file must end in .toml, .yaml or .yml (got {:?})",
-            if other.is_empty() { "no extension" } else { other }
+            if other.is_empty() {
+                "no extension"
+            } else {
+                other
+            }
         )),
     }
 }
@@ -95,12 +100,20 @@ steps:
 
     #[test]
     fn errors_name_the_step_and_the_field() {
-        let unknown = "[[steps]]\nname = \"submit\"\nhttp = { url = \"http://x\", metod = \"POST\" }\n";
+        let unknown =
+            "[[steps]]\nname = \"submit\"\nhttp = { url = \"http://x\", metod = \"POST\" }\n";
         let error = from_value(parse(unknown, "toml").unwrap()).unwrap_err();
-        assert!(error.starts_with("steps.submit.http: unknown field `metod`"), "{error}");
+        assert!(
+            error.starts_with("steps.submit.http: unknown field `metod`"),
+            "{error}"
+        );
         let extra = "steps: []\nname: x\n";
         let error = from_value(parse(extra, "yaml").unwrap()).unwrap_err();
         assert!(error.contains("unknown field `name`"), "{error}");
-        assert!(parse("x", "json").unwrap_err().contains(".toml, .yaml or .yml"));
+        assert!(
+            parse("x", "json")
+                .unwrap_err()
+                .contains(".toml, .yaml or .yml")
+        );
     }
 }

@@ -418,3 +418,69 @@ pub fn processes_with(marker: &str) -> Vec<i32> {
     }
     found
 }
+
+/// A stand-in service from `examples/` (a small Python script) on a loopback port, started
+/// with `--port 0`; killed when dropped.
+pub struct StandIn {
+    child: Child,
+    /// `127.0.0.1:PORT`, as the script printed it.
+    pub address: String,
+}
+
+impl StandIn {
+    pub fn start(script: &str, args: &[&str]) -> StandIn {
+        let mut child = Command::new("python3")
+            .arg(examples_dir().join(script))
+            .args(["--port", "0"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start a stand-in with python3");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(address) = line.strip_prefix("listening on ") {
+                    let _ = tx.send(address.trim().to_owned());
+                }
+            }
+        });
+        let address = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("stand-in {script} did not print its address"));
+        StandIn { child, address }
+    }
+}
+
+impl Drop for StandIn {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The repository's `examples/` folder.
+pub fn examples_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples")
+}
+
+/// An example file with the addresses and paths its README uses replaced by the test's
+/// (the stand-in's port, a temporary state folder, the absolute `examples/` path), written
+/// to `dir`. Returns the copy's path.
+pub fn example_copy(file: &str, replace: &[(&str, &str)], dir: &Path) -> PathBuf {
+    let mut text = std::fs::read_to_string(examples_dir().join(file)).expect("example file");
+    let examples = format!("{}/", examples_dir().display());
+    for (from, to) in replace
+        .iter()
+        .copied()
+        .chain([("examples/", examples.as_str())])
+    {
+        assert!(text.contains(from), "{file} no longer mentions {from}");
+        text = text.replace(from, to);
+    }
+    let copy = dir.join(Path::new(file).file_name().expect("a file name"));
+    std::fs::write(&copy, text).expect("write the example copy");
+    copy
+}

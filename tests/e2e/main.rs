@@ -13,5 +13,6 @@ mod dead_letter;
 mod events;
 mod helpers;
 mod http;
+mod pipeline;
 mod retries;
 mod timing;

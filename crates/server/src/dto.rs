@@ -59,9 +59,7 @@ impl SubmitRequest {
         };
         match &self.action {
             // A pipeline's messages name the step from `steps`, as in a pipeline file.
-            Action::Pipeline(p) => p
-                .validate()
-                .map_err(|m| split(format!("action.{m}")))?,
+            Action::Pipeline(p) => p.validate().map_err(|m| split(format!("action.{m}")))?,
             action => action.validate().map_err(split)?,
         }
         if let Action::Command(command) = &self.action
@@ -225,19 +223,24 @@ fn resolve_step_policies(pipeline: &mut PipelineAction, policies: &Policies) -> 
     for step in &mut pipeline.steps {
         let field = format!("action.steps.{}.policy", step.name);
         step.resolved_policy = match step.policy_ref().map_err(|m| {
-            Error::invalid(field.clone(), m.split_once(": ").map_or(m.as_str(), |(_, rest)| rest))
+            Error::invalid(
+                field.clone(),
+                m.split_once(": ").map_or(m.as_str(), |(_, rest)| rest),
+            )
         })? {
             None => None,
             Some(StepPolicy::Inline(policy)) => Some(*policy),
-            Some(StepPolicy::Named(name)) => Some(policies.get(&name).cloned().ok_or_else(|| {
-                Error::invalid(
-                    field.clone(),
-                    format!(
-                        "unknown policy '{name}' (known: {})",
-                        policies.names().join(", ")
-                    ),
-                )
-            })?),
+            Some(StepPolicy::Named(name)) => {
+                Some(policies.get(&name).cloned().ok_or_else(|| {
+                    Error::invalid(
+                        field.clone(),
+                        format!(
+                            "unknown policy '{name}' (known: {})",
+                            policies.names().join(", ")
+                        ),
+                    )
+                })?)
+            }
         };
     }
     Ok(())
@@ -274,7 +277,11 @@ impl StepView {
             step_max_attempts: current.map(|_| max),
             step_status: current.map(|(_, s)| {
                 // A waiting job's next attempt is the one to come.
-                let shown = if job.state.is_waiting() { attempt + 1 } else { attempt };
+                let shown = if job.state.is_waiting() {
+                    attempt + 1
+                } else {
+                    attempt
+                };
                 format!("{}: {}, attempt {shown}/{max}", job.state, s.name)
             }),
         })

@@ -78,7 +78,9 @@ async fn run_inner(engine: &Engine, claimed: &Claimed) -> Lease {
         let (policy_name, snapshot) = job.effective_policy();
         let policy = engine.policies().current(policy_name, snapshot).clone();
         let policy_name = policy_name.to_owned();
-        let step = job.current_step().map(|(index, step)| (index, step.clone()));
+        let step = job
+            .current_step()
+            .map(|(index, step)| (index, step.clone()));
         if let Some((_, step)) = &step {
             tracing::Span::current().record("step", step.name.as_str());
             tracing::Span::current().record("attempt", lease.attempt);
@@ -118,7 +120,16 @@ async fn run_inner(engine: &Engine, claimed: &Claimed) -> Lease {
             timeout,
             kill_grace: inner.config.kill_grace,
         };
-        let executed = execute(engine, &job, &lease, step.as_ref().map(|(_, s)| s), header, limits, &stop).await;
+        let executed = execute(
+            engine,
+            &job,
+            &lease,
+            step.as_ref().map(|(_, s)| s),
+            header,
+            limits,
+            &stop,
+        )
+        .await;
         let Executed {
             outcome,
             tail,
@@ -181,7 +192,17 @@ async fn run_inner(engine: &Engine, claimed: &Claimed) -> Lease {
             result.error = Some("killed: the job's deadline passed".into());
             result.reason = format!("deadline passed during attempt {attempt}");
         } else {
-            failed(engine, &job, number, &policy, &outcome, &tail, now, &mut result).await;
+            failed(
+                engine,
+                &job,
+                number,
+                &policy,
+                &outcome,
+                &tail,
+                now,
+                &mut result,
+            )
+            .await;
             if let Some((_, step)) = &step
                 && step.continue_on_failure
                 && result.next == Next::Failed
@@ -209,7 +230,11 @@ async fn run_inner(engine: &Engine, claimed: &Claimed) -> Lease {
         });
         if let Some(record) = &step_over {
             result.reason = match &next_step {
-                Some(next) => format!("step {} {}; step {next} next", record.name, step_status(record)),
+                Some(next) => format!(
+                    "step {} {}; step {next} next",
+                    record.name,
+                    step_status(record)
+                ),
                 None => pipeline_done(&job, record),
             };
         }
@@ -309,7 +334,10 @@ async fn execute(
     };
     let (action, export) = match step {
         None => (Ok(job.action.clone()), None),
-        Some(step) => match (step.command_to_run(&job.steps), step.http_to_run(&job.steps)) {
+        Some(step) => match (
+            step.command_to_run(&job.steps),
+            step.http_to_run(&job.steps),
+        ) {
             (Some(command), _) => (command.map(Action::Command), None),
             (_, Some(http)) => (http.map(Action::Http), Some(&step.export)),
             _ => (Err("the step has no action".to_owned()), None),
@@ -321,7 +349,15 @@ async fn execute(
         }
         Ok(Action::Http(action)) => {
             let keep_body = export.is_some_and(|e| !e.is_empty());
-            http::run(&inner.http, action, limits.timeout, stop.clone(), lines_tx, keep_body).await
+            http::run(
+                &inner.http,
+                action,
+                limits.timeout,
+                stop.clone(),
+                lines_tx,
+                keep_body,
+            )
+            .await
         }
         Ok(Action::Pipeline(_)) | Err(_) => {
             drop(lines_tx);
@@ -335,7 +371,9 @@ async fn execute(
             }
         }
     };
-    let (tail, mut outputs) = pump.await.unwrap_or_else(|_| (Tail::new(1), BTreeMap::new()));
+    let (tail, mut outputs) = pump
+        .await
+        .unwrap_or_else(|_| (Tail::new(1), BTreeMap::new()));
     if step.is_none() {
         outputs.clear();
     }
@@ -410,10 +448,9 @@ async fn advance(engine: &Engine, result: &AttemptResult, next: &str) -> Option<
         match engine.inner.store.advance_step(result, next).await {
             Ok((job, lease)) => {
                 engine.switch_attempt(&result.lease, &lease);
-                engine.metrics().attempt_finished(
-                    result.outcome.as_str(),
-                    result.class.map(Class::as_str),
-                );
+                engine
+                    .metrics()
+                    .attempt_finished(result.outcome.as_str(), result.class.map(Class::as_str));
                 return Some((job, lease));
             }
             Err(retryd_store::Error::Backend(message)) => {
@@ -427,7 +464,9 @@ async fn advance(engine: &Engine, result: &AttemptResult, next: &str) -> Option<
             }
         }
     }
-    warn!("gave up recording the step's result; the rescuer will reschedule the job when its lease expires");
+    warn!(
+        "gave up recording the step's result; the rescuer will reschedule the job when its lease expires"
+    );
     None
 }
 

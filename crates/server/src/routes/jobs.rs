@@ -24,7 +24,13 @@ async fn view(state: &AppState, job: Job) -> Result<JobView, Error> {
     } else {
         None
     };
-    Ok(JobView::new(job, now, ahead, &state.engine.paused_queues(), &state.engine.policies()))
+    Ok(JobView::new(
+        job,
+        now,
+        ahead,
+        &state.engine.paused_queues(),
+        &state.engine.policies(),
+    ))
 }
 
 #[utoipa::path(post, path = "/jobs", tag = "jobs", request_body = SubmitRequest, responses((status = 201, description = "Created", body = Submitted), (status = 200, description = "An existing job with the same idempotency key", body = Submitted)))]
