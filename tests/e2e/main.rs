@@ -11,6 +11,7 @@ mod crash;
 mod dashboard;
 mod dead_letter;
 mod events;
+mod examples;
 mod helpers;
 mod http;
 mod pipeline;
