@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-/// A target that answers 503 twice (the first time with `Retry-After: 1`), then 200.
+/// A target that answers 503 twice (the second time with `Retry-After: 1`), then 200.
 async fn flaky_target() -> (String, Arc<AtomicU32>) {
     let calls = Arc::new(AtomicU32::new(0));
     let counter = calls.clone();
@@ -29,12 +29,12 @@ async fn flaky_target() -> (String, Arc<AtomicU32>) {
                     match n {
                         1 => (
                             StatusCode::SERVICE_UNAVAILABLE,
-                            [("retry-after", "1")],
+                            [("x-request-id", "r-1")],
                             format!("busy (auth {token})"),
                         ),
                         2 => (
                             StatusCode::SERVICE_UNAVAILABLE,
-                            [("x-request-id", "r-2")],
+                            [("retry-after", "1")],
                             "still busy".to_owned(),
                         ),
                         _ => (
@@ -87,13 +87,26 @@ async fn http_503s_are_retried_and_retry_after_is_honoured() {
         (attempts[0]["class"].as_str(), attempts[0]["rule"].as_str()),
         (Some("transient"), Some("HTTP 408/425/429/5xx"))
     );
-    assert_eq!(attempts[0]["delay_reason"], "retry-after");
+    assert_eq!(
+        (attempts[1]["class"].as_str(), attempts[1]["rule"].as_str()),
+        (Some("transient"), Some("HTTP 408/425/429/5xx"))
+    );
+    assert_eq!(attempts[0]["delay_reason"], "backoff");
+    assert_eq!(attempts[0]["next_delay_ms"], 100);
+    // The second wait is the server's: Retry-After 1 s, where the backoff says 200 ms.
+    assert_eq!(attempts[1]["delay_reason"], "retry-after");
     assert!(
-        attempts[0]["next_delay_ms"].as_u64().unwrap() >= 1000,
+        attempts[1]["next_delay_ms"].as_u64().unwrap() >= 1000,
         "{attempts:?}"
     );
-    assert_eq!(attempts[1]["delay_reason"], "backoff");
-    assert_eq!(attempts[1]["next_delay_ms"], 200);
+    let instant = |a: &serde_json::Value, field: &str| {
+        chrono::DateTime::parse_from_rfc3339(a[field].as_str().unwrap()).unwrap()
+    };
+    let waited = instant(&attempts[2], "started_at") - instant(&attempts[1], "finished_at");
+    assert!(
+        waited >= chrono::Duration::milliseconds(1000),
+        "the second wait lasted {waited:?}"
+    );
     let (_, log) = server.get(&format!("/jobs/{id}/log")).await;
     let text = log.to_string();
     assert!(
@@ -205,6 +218,11 @@ async fn the_ssrf_guard_refuses_unlisted_and_internal_hosts() {
         assert_eq!(job["state"], "failed", "{url}: {job}");
         assert_eq!(job["attempt"], 1, "{url}: a refused host is not retried");
         assert_eq!(job["last_error_class"], "permanent", "{url}: {job}");
+        let error = job["last_error"].as_str().unwrap();
+        assert!(
+            error.contains("refused by the SSRF guard"),
+            "{url}: the error says why: {error}"
+        );
     }
     assert_eq!(
         calls.load(Ordering::SeqCst),
@@ -231,5 +249,18 @@ async fn the_ssrf_guard_refuses_unlisted_and_internal_hosts() {
     assert_eq!(
         job["last_rule"], "HTTP 4xx",
         "a listed internal address is reachable: {job}"
+    );
+    let (_, job) = server
+        .post(
+            "/jobs",
+            http_job(&format!("http://127.0.0.1:{port}/missing")),
+        )
+        .await;
+    let job = server
+        .wait_terminal(job["id"].as_str().unwrap(), Duration::from_secs(10))
+        .await;
+    assert_eq!(
+        job["last_rule"], "HTTP 4xx",
+        "127.0.0.1 is reachable once listed: {job}"
     );
 }
