@@ -104,7 +104,7 @@ steps:
             "[[steps]]\nname = \"submit\"\nhttp = { url = \"http://x\", metod = \"POST\" }\n";
         let error = from_value(parse(unknown, "toml").unwrap()).unwrap_err();
         assert!(
-            error.starts_with("steps.submit.http: unknown field `metod`"),
+            error.starts_with("steps.submit.http.metod: unknown field `metod`"),
             "{error}"
         );
         let extra = "steps: []\nname: x\n";

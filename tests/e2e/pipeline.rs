@@ -223,3 +223,69 @@ async fn pipeline_contract_deployment_on_postgres() {
     let database = retryd_store_postgres::testing::fresh_database().await;
     contract_deployment_pipeline(Server::start_node(&database, &[]).await).await;
 }
+
+/// Bad pipelines are refused before they run, naming the step and the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipeline_bodies_and_files_are_validated_naming_the_step() {
+    let server = Server::start(&[]).await;
+    let cases = [
+        (
+            serde_json::json!([{ "name": "submit", "http": { "url": "ftp://node" } }]),
+            "action.steps.submit.http.url",
+        ),
+        (
+            serde_json::json!([{ "name": "confirm", "command": { "program": "confirm" }, "policy": "nightly" }]),
+            "action.steps.confirm.policy",
+        ),
+        (
+            serde_json::json!([{ "name": "a", "command": { "program": "x", "args": ["{{ steps.later.outputs.x }}"] } },
+                               { "name": "later", "command": { "program": "y" } }]),
+            "action.steps.a.command.args",
+        ),
+    ];
+    for (steps, field) in cases {
+        let (status, body) = server
+            .post(
+                "/jobs",
+                serde_json::json!({ "action": { "type": "pipeline", "steps": steps } }),
+            )
+            .await;
+        assert_eq!(status, 422, "{body}");
+        assert_eq!(body["error"]["details"]["field"], field, "{body}");
+    }
+    let (status, body) = server
+        .post(
+            "/jobs",
+            serde_json::json!({ "action": { "type": "pipeline", "steps": [{ "name": "a", "command": { "program": "x" }, "retries": 3 }] } }),
+        )
+        .await;
+    assert_eq!(status, 422, "unknown keys are refused: {body}");
+    assert!(body.to_string().contains("retries"), "{body}");
+
+    let file = server.dir.join("bad.yaml");
+    std::fs::write(
+        &file,
+        "steps:\n  - name: upload\n    command: { program: sftp }\n    continue_on_falure: true\n",
+    )
+    .unwrap();
+    let out = server.cli(&["submit", "--pipeline", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out)
+            .contains("steps.upload.continue_on_falure: unknown field `continue_on_falure`"),
+        "{}",
+        stderr(&out)
+    );
+    let file = server.dir.join("bad.toml");
+    std::fs::write(
+        &file,
+        "[[steps]]\nname = \"connect\"\npolicy = { max_attempts = 500 }\ncommand = { program = \"ssh\" }\n",
+    )
+    .unwrap();
+    let out = server.cli(&["submit", "--pipeline", file.to_str().unwrap()]);
+    assert!(
+        stderr(&out).contains("steps.connect.policy.max_attempts: must be between 1 and 100"),
+        "{}",
+        stderr(&out)
+    );
+}
