@@ -246,33 +246,40 @@ fn resolve_step_policies(pipeline: &mut PipelineAction, policies: &Policies) -> 
     Ok(())
 }
 
-/// Where a pipeline job stands: its current step and that step's attempts.
-#[derive(Debug, Serialize)]
+/// Where a pipeline job stands: its current step and that step's attempts. Every field is
+/// absent for other jobs.
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
 pub struct StepView {
     /// The current step (the failed one for a failed job); absent once all are done.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub step: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub step_index: Option<usize>,
-    pub steps_total: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub steps_total: Option<usize>,
     /// Attempts of the current step so far, and its policy's maximum.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub step_attempt: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub step_max_attempts: Option<u32>,
     /// "running: confirm, attempt 2/3".
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub step_status: Option<String>,
 }
 
 impl StepView {
-    pub fn of(job: &Job, policies: &Policies) -> Option<StepView> {
+    pub fn of(job: &Job, policies: &Policies) -> StepView {
         let Action::Pipeline(pipeline) = &job.action else {
-            return None;
+            return StepView::default();
         };
         let current = job.current_step();
         let (name, snapshot) = job.effective_policy();
         let max = policies.current(name, snapshot).max_attempts;
         let attempt = job.step_attempt();
-        Some(StepView {
+        StepView {
             step: current.map(|(_, s)| s.name.clone()),
             step_index: current.map(|(i, _)| i),
-            steps_total: pipeline.steps.len(),
+            steps_total: Some(pipeline.steps.len()),
             step_attempt: current.map(|_| attempt),
             step_max_attempts: current.map(|_| max),
             step_status: current.map(|(_, s)| {
@@ -284,7 +291,7 @@ impl StepView {
                 };
                 format!("{}: {}, attempt {shown}/{max}", job.state, s.name)
             }),
-        })
+        }
     }
 }
 
@@ -300,8 +307,8 @@ pub struct JobView {
     /// The dead-letter group it belongs to (failed jobs only).
     pub fingerprint: Option<String>,
     /// A pipeline's current step.
-    #[serde(flatten, skip_serializing_if = "Option::is_none")]
-    pub pipeline: Option<StepView>,
+    #[serde(flatten)]
+    pub pipeline: StepView,
 }
 
 impl JobView {
