@@ -146,12 +146,20 @@ async fn contract_deployment_pipeline(server: Server) {
         ]
     );
     assert_eq!(attempts[3]["rule"], "exit code 75 (EX_TEMPFAIL)");
-    let reasons: Vec<String> = server
-        .events(&id)
-        .await
+    let events = server.events(&id).await;
+    let reasons: Vec<String> = events
         .iter()
         .map(|e| e["reason"].as_str().unwrap().to_owned())
         .collect();
+    let steps: Vec<&str> = events.iter().map(|e| e["step"].as_str().unwrap()).collect();
+    assert_eq!(
+        steps,
+        [
+            "compile", "compile", "confirm", "confirm", "confirm", "confirm", "verify", "verify",
+            "verify"
+        ],
+        "every event names its step: {reasons:?}"
+    );
     assert!(
         reasons
             .iter()

@@ -561,6 +561,9 @@ pub struct Event {
     pub to: JobState,
     pub reason: String,
     pub actor: String,
+    /// A pipeline's step at the change: the one that ran, runs, or runs next.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -2,3 +2,5 @@
 -- outputs) and the job's attempt count when the current step began.
 ALTER TABLE jobs ADD COLUMN steps jsonb NOT NULL DEFAULT '[]';
 ALTER TABLE jobs ADD COLUMN step_attempt_base integer NOT NULL DEFAULT 0;
+-- The pipeline step an event is about.
+ALTER TABLE events ADD COLUMN step text;

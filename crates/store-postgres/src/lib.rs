@@ -67,7 +67,7 @@ const JOB_COLUMNS: &str = "id, queue, kind, target, action, policy_name, policy,
      last_rule, finish_reason, lease_owner, lease_expires_at, cancel_requested, created_at, started_at, \
      finished_at, updated_at, current_attempt_id, steps, step_attempt_base";
 
-const EVENT_COLUMNS: &str = "id, job_id, at, from_state, to_state, reason, actor";
+const EVENT_COLUMNS: &str = "id, job_id, at, from_state, to_state, reason, actor, step";
 
 /// Connections for API and engine traffic.
 const POOL_SIZE: usize = 8;
@@ -161,6 +161,7 @@ fn event_from_row(row: &Row) -> Result<Event> {
         to: state(row.try_get(4).map_err(get)?)?,
         reason: row.try_get(5).map_err(get)?,
         actor: row.try_get(6).map_err(get)?,
+        step: row.try_get(7).map_err(get)?,
     })
 }
 
@@ -201,6 +202,8 @@ async fn lock_event_order(client: &impl GenericClient) -> Result<()> {
     Ok(())
 }
 
+// One parameter per column: a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
 async fn insert_event(
     client: &impl GenericClient,
     id: JobId,
@@ -209,14 +212,16 @@ async fn insert_event(
     to: JobState,
     reason: &str,
     actor: &str,
+    step: Option<String>,
 ) -> Result<Event> {
     lock_event_order(client).await?;
     let row = client
         .query_one(
             &format!(
-                "INSERT INTO events (job_id, at, from_state, to_state, reason, actor) VALUES ($1, $2, $3, $4, $5, $6) RETURNING {EVENT_COLUMNS}"
+                "INSERT INTO events (job_id, at, from_state, to_state, reason, actor, step) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 RETURNING {EVENT_COLUMNS}"
             ),
-            &[&id.0, &at, &from.map(JobState::as_str), &to.as_str(), &reason, &actor],
+            &[&id.0, &at, &from.map(JobState::as_str), &to.as_str(), &reason, &actor, &step],
         )
         .await
         .map_err(pg)?;
@@ -492,6 +497,7 @@ impl JobWriter for PostgresStore {
             JobState::Pending,
             "submitted",
             actor,
+            rules::first_step(&job),
         )
         .await?;
         notify(&tx, WAKE_CHANNEL, "").await?;
@@ -576,11 +582,12 @@ impl JobWriter for PostgresStore {
         let events: BTreeMap<JobId, Event> = tx
             .query(
                 &format!(
-                    "INSERT INTO events (job_id, at, from_state, to_state, reason, actor) \
-                     SELECT job, $2, from_state, 'running', reason, $3 FROM unnest($1::uuid[], $4::text[], $5::text[]) \
-                     AS t(job, from_state, reason) RETURNING {EVENT_COLUMNS}"
+                    "INSERT INTO events (job_id, at, from_state, to_state, reason, actor, step) \
+                     SELECT job, $2, from_state, 'running', reason, $3, step \
+                     FROM unnest($1::uuid[], $4::text[], $5::text[], $6::text[]) AS t(job, from_state, reason, step) \
+                     RETURNING {EVENT_COLUMNS}"
                 ),
-                &[&ids, &request.now, &request.node, &from_states, &reasons],
+                &[&ids, &request.now, &request.node, &from_states, &reasons, &steps],
             )
             .await
             .map_err(pg)?
@@ -683,6 +690,7 @@ impl JobWriter for PostgresStore {
             to,
             &result.reason,
             &result.actor,
+            rules::claimed_step(&job),
         )
         .await?;
         if next_at.is_some() {
@@ -775,7 +783,17 @@ impl JobWriter for PostgresStore {
         )
         .await
         .map_err(pg)?;
-        let event = insert_event(&tx, id, now, Some(job.state), to, &reason, actor).await?;
+        let event = insert_event(
+            &tx,
+            id,
+            now,
+            Some(job.state),
+            to,
+            &reason,
+            actor,
+            rules::claimed_step(&job),
+        )
+        .await?;
         let job = load_job(&tx, id).await?;
         tx.commit().await.map_err(pg)?;
         Ok((job, Some(event)))
@@ -839,6 +857,7 @@ impl JobWriter for PostgresStore {
             to,
             &reason,
             &requeue.actor,
+            rules::claimed_step(&job),
         )
         .await?;
         notify(&tx, WAKE_CHANNEL, "").await?;
@@ -888,6 +907,7 @@ impl JobWriter for PostgresStore {
                 to,
                 &reason,
                 rules::SCHEDULER,
+                rules::claimed_step(&job),
             )
             .await?;
             expired.push((load_job(&tx, job.id).await?, event));

@@ -181,6 +181,7 @@ fn event_from_row(row: &Row<'_>) -> rusqlite::Result<Event> {
         to: state_col(row, 4)?,
         reason: row.get(5)?,
         actor: row.get(6)?,
+        step: row.get(7)?,
     })
 }
 
@@ -202,6 +203,8 @@ fn load_job(conn: &Connection, id: JobId) -> Result<Job> {
     .ok_or(Error::NotFound(id))
 }
 
+// One parameter per column: a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
 fn insert_event(
     conn: &Connection,
     id: JobId,
@@ -210,10 +213,11 @@ fn insert_event(
     to: JobState,
     reason: &str,
     actor: &str,
+    step: Option<String>,
 ) -> Result<Event> {
     conn.execute(
-        "INSERT INTO events (job_id, at, from_state, to_state, reason, actor) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![id.to_string(), ms(at), from.map(JobState::as_str), to.as_str(), reason, actor],
+        "INSERT INTO events (job_id, at, from_state, to_state, reason, actor, step) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![id.to_string(), ms(at), from.map(JobState::as_str), to.as_str(), reason, actor, step],
     )
     .map_err(to_store)?;
     Ok(Event {
@@ -224,6 +228,7 @@ fn insert_event(
         to,
         reason: reason.to_owned(),
         actor: actor.to_owned(),
+        step,
     })
 }
 
@@ -427,7 +432,7 @@ impl JobWriter for SqliteStore {
             )
             .map_err(to_store)?;
             let actor = job.created_by.as_deref().unwrap_or("api");
-            let event = insert_event(tx, job.id, job.created_at, None, JobState::Pending, "submitted", actor)?;
+            let event = insert_event(tx, job.id, job.created_at, None, JobState::Pending, "submitted", actor, rules::first_step(&job))?;
             Ok(Inserted { job: load_job(tx, job.id)?, created: true, event: Some(event) })
         })
         .await
@@ -467,7 +472,7 @@ impl JobWriter for SqliteStore {
                 )
                 .map_err(to_store)?;
                 let reason = retryd_core::explain::claim_started(&job, number, &request.node);
-                let event = insert_event(tx, job.id, request.now, Some(from), JobState::Running, &reason, &request.node)?;
+                let event = insert_event(tx, job.id, request.now, Some(from), JobState::Running, &reason, &request.node, rules::claimed_step(&job))?;
                 claimed.push(Claimed {
                     job: load_job(tx, job.id)?,
                     due_at: job.next_attempt_at.unwrap_or(job.run_at),
@@ -538,7 +543,7 @@ impl JobWriter for SqliteStore {
                 ],
             )
             .map_err(to_store)?;
-            let event = insert_event(tx, job.id, result.now, Some(job.state), to, &result.reason, &result.actor)?;
+            let event = insert_event(tx, job.id, result.now, Some(job.state), to, &result.reason, &result.actor, rules::claimed_step(&job))?;
             Ok((load_job(tx, job.id)?, event))
         })
         .await
@@ -603,7 +608,7 @@ impl JobWriter for SqliteStore {
                 params![id.to_string(), to.as_str(), reason, ms(now)],
             )
             .map_err(to_store)?;
-            let event = insert_event(tx, id, now, Some(job.state), to, &reason, &actor)?;
+            let event = insert_event(tx, id, now, Some(job.state), to, &reason, &actor, rules::claimed_step(&job))?;
             Ok((load_job(tx, id)?, Some(event)))
         })
         .await
@@ -637,7 +642,7 @@ impl JobWriter for SqliteStore {
             )
             .map_err(to_store)?;
             let reason = rules::requeue_reason(&job, &requeue);
-            let event = insert_event(tx, id, requeue.now, Some(job.state), to, &reason, &requeue.actor)?;
+            let event = insert_event(tx, id, requeue.now, Some(job.state), to, &reason, &requeue.actor, rules::claimed_step(&job))?;
             Ok((load_job(tx, id)?, Some(event)))
         })
         .await
@@ -663,7 +668,7 @@ impl JobWriter for SqliteStore {
                     params![job.id.to_string(), to.as_str(), reason, ms(now)],
                 )
                 .map_err(to_store)?;
-                let event = insert_event(tx, job.id, now, Some(job.state), to, &reason, rules::SCHEDULER)?;
+                let event = insert_event(tx, job.id, now, Some(job.state), to, &reason, rules::SCHEDULER, rules::claimed_step(&job))?;
                 expired.push((load_job(tx, job.id)?, event));
             }
             Ok(expired)
@@ -891,7 +896,7 @@ impl JobReader for SqliteStore {
     async fn list_events(&self, id: JobId) -> Result<Vec<Event>> {
         self.read(move |conn| {
             let mut stmt = conn
-                .prepare_cached("SELECT id, job_id, at, from_state, to_state, reason, actor FROM events WHERE job_id = ?1 ORDER BY id")
+                .prepare_cached("SELECT id, job_id, at, from_state, to_state, reason, actor, step FROM events WHERE job_id = ?1 ORDER BY id")
                 .map_err(to_store)?;
             let rows = stmt.query_map([id.to_string()], event_from_row).map_err(to_store)?;
             rows.collect::<rusqlite::Result<_>>().map_err(to_store)
@@ -902,7 +907,7 @@ impl JobReader for SqliteStore {
     async fn events_after(&self, after: i64, limit: usize) -> Result<Vec<Event>> {
         self.read(move |conn| {
             let mut stmt = conn
-                .prepare_cached("SELECT id, job_id, at, from_state, to_state, reason, actor FROM events WHERE id > ?1 ORDER BY id LIMIT ?2")
+                .prepare_cached("SELECT id, job_id, at, from_state, to_state, reason, actor, step FROM events WHERE id > ?1 ORDER BY id LIMIT ?2")
                 .map_err(to_store)?;
             let rows = stmt.query_map(params![after, limit as i64], event_from_row).map_err(to_store)?;
             rows.collect::<rusqlite::Result<_>>().map_err(to_store)

@@ -1309,7 +1309,10 @@ fn step_done(name: &str, at: DateTime<Utc>, outputs: &[(&str, &str)]) -> StepRec
 }
 
 pub async fn pipeline_steps_advance_under_one_lease_and_survive_a_requeue(store: DynStore) {
-    let job = insert(&store, pipeline_job()).await;
+    let inserted = store.insert_job(pipeline_job()).await.unwrap();
+    let job = inserted.job;
+    // Events name the step they are about.
+    assert_eq!(inserted.event.unwrap().step.as_deref(), Some("compile"));
     let claimed = store
         .claim_jobs(&claim_request(t0(), 1))
         .await
@@ -1376,7 +1379,7 @@ pub async fn pipeline_steps_advance_under_one_lease_and_survive_a_requeue(store:
     );
 
     // "submit" fails for good: the job fails there, with "compile" still done.
-    let (dead, _) = store
+    let (dead, failed_event) = store
         .finish_attempt(&AttemptResult {
             lease: lease.clone(),
             class: Some(Class::Permanent),
@@ -1385,6 +1388,7 @@ pub async fn pipeline_steps_advance_under_one_lease_and_survive_a_requeue(store:
         .await
         .unwrap();
     assert_eq!(dead.state, JobState::Failed);
+    assert_eq!(failed_event.step.as_deref(), Some("submit"));
     assert_eq!(
         dead.current_step().map(|(_, s)| s.name.as_str()),
         Some("submit")
@@ -1430,11 +1434,32 @@ pub async fn pipeline_steps_advance_under_one_lease_and_survive_a_requeue(store:
         .await
         .unwrap();
     assert_eq!((last.attempt, last.step_attempt()), (4, 1));
-    let (done, _) = store
+    let (done, done_event) = store
         .finish_attempt(&success(&lease, step_done("confirm", later, &[])))
         .await
         .unwrap();
     assert_eq!(done.state, JobState::Succeeded);
+    assert_eq!(done_event.step.as_deref(), Some("confirm"));
+    let steps: Vec<Option<String>> = store
+        .list_events(job.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.step)
+        .collect();
+    let named = |s: &str| Some(s.to_owned());
+    assert_eq!(
+        steps,
+        [
+            named("compile"),
+            named("compile"),
+            named("submit"),
+            named("submit"),
+            named("submit"),
+            named("confirm")
+        ],
+        "submitted, claimed, failed, requeued, claimed, succeeded"
+    );
     let names: Vec<&str> = done.steps.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, ["compile", "submit", "confirm"]);
     assert_eq!(done.current_step(), None);

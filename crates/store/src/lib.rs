@@ -473,9 +473,18 @@ pub mod rules {
             .ok_or_else(|| Error::Conflict("advance_step needs the completed step".into()))
     }
 
-    /// The name the claimed attempt of `job` runs under: its current pipeline step.
+    /// The name the claimed attempt of `job` runs under: its current pipeline step. Also the
+    /// step recorded on an event about `job` (as it was before the change).
     pub fn claimed_step(job: &Job) -> Option<String> {
         job.current_step().map(|(_, step)| step.name.clone())
+    }
+
+    /// The step a new job starts at: a pipeline's first.
+    pub fn first_step(job: &NewJob) -> Option<String> {
+        match &job.action {
+            retryd_core::Action::Pipeline(p) => p.steps.first().map(|s| s.name.clone()),
+            _ => None,
+        }
     }
 
     pub fn cancel_reason(actor: &str) -> String {
