@@ -91,15 +91,6 @@ impl Step {
         }
     }
 
-    /// The name shown for the step's policy.
-    pub fn policy_name(&self) -> Option<String> {
-        match self.policy_ref() {
-            Ok(Some(StepPolicy::Named(name))) => Some(name),
-            Ok(Some(StepPolicy::Inline(_))) => Some("inline".to_owned()),
-            _ => None,
-        }
-    }
-
     /// The time limit of one attempt: the step's, its action's, then the policy's.
     pub fn timeout_under(&self, policy: &Policy) -> Option<Duration> {
         self.timeout
