@@ -45,7 +45,7 @@ include-path-regex = "/jobs/\\\\{id\\\\}/(retry|cancel)\$"
 parameters = { "path.id" = "$act_job" }
 
 [[operations]]
-include-path-regex = "/jobs/\\\\{id\\\\}(/(log|attempts|events))?\$"
+include-path-regex = "/jobs/\\\\{id\\\\}(/(log|attempts|events|notifications))?\$"
 parameters = { "path.id" = "$read_job" }
 
 [[operations]]

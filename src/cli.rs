@@ -63,6 +63,10 @@ pub enum Command {
     /// API tokens (admin): create, list, revoke
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Circuits per target that are open or half-open
+    Circuits,
+    /// The notification log: deliveries and each of their tries (of one job, or all)
+    Notifications(NotificationsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -92,6 +96,15 @@ pub enum TokenCommand {
     List,
     /// Revoke a token by id or name; it stops working at once
     Revoke { id_or_name: String },
+}
+
+#[derive(Debug, Args)]
+pub struct NotificationsArgs {
+    /// Only this job's notifications
+    pub job: Option<String>,
+    /// At most this many deliveries, newest first (1–1000)
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub limit: u64,
 }
 
 #[derive(Debug, Subcommand)]

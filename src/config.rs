@@ -5,7 +5,9 @@
 use anyhow::{Context, Result, bail};
 use retryd_core::policy::PriorityRule;
 use retryd_core::{JobState, Policy};
+use retryd_store::{BudgetConfig, CircuitConfig, TargetLimits};
 use retryd_worker::engine::EngineConfig;
+use retryd_worker::notify::{Destination, On, Sink};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -40,6 +42,12 @@ pub struct FileConfig {
     pub http: HttpFile,
     #[serde(default)]
     pub auth: AuthFile,
+    /// Circuit breaking per target; off unless the table is present.
+    pub circuits: Option<CircuitsFile>,
+    /// Retry budgets per target; off unless the table is present.
+    pub budgets: Option<BudgetsFile>,
+    #[serde(default)]
+    pub notifications: Vec<NotificationFile>,
 }
 
 /// API authentication.
@@ -52,6 +60,71 @@ pub struct AuthFile {
     pub rate_limit: Option<u32>,
     /// Requests a token may send at once above that rate [default: 500].
     pub rate_burst: Option<u32>,
+}
+
+pub const DEFAULT_FAILURE_THRESHOLD: f64 = 0.5;
+pub const DEFAULT_MIN_ATTEMPTS: u32 = 10;
+pub const DEFAULT_CIRCUIT_WINDOW: Duration = Duration::from_secs(60);
+pub const DEFAULT_COOL_DOWN: Duration = Duration::from_secs(30);
+/// Budgets count retries per minute unless told otherwise.
+pub const DEFAULT_BUDGET_WINDOW: Duration = Duration::from_secs(60);
+
+/// `[circuits]`: when a target's circuit opens.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitsFile {
+    /// Share of transient failures among the window's attempts that opens it [default: 0.5].
+    pub failure_threshold: Option<f64>,
+    /// Attempts the window needs before it can open [default: 10].
+    pub min_attempts: Option<u32>,
+    #[serde(default, with = "retryd_core::duration::option")]
+    pub window: Option<Duration>,
+    #[serde(default, with = "retryd_core::duration::option")]
+    pub cool_down: Option<Duration>,
+}
+
+/// `[budgets]`: retries per target per window.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetsFile {
+    pub per_target: Option<u32>,
+    #[serde(default, with = "retryd_core::duration::option")]
+    pub window: Option<Duration>,
+    /// Caps of particular targets.
+    #[serde(default)]
+    pub targets: BTreeMap<String, u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SinkKind {
+    Webhook,
+    Slack,
+    Email,
+}
+
+/// `[[notifications]]`: one sink.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationFile {
+    pub name: String,
+    pub kind: SinkKind,
+    /// webhook and slack: where to POST.
+    pub url: Option<String>,
+    /// webhook: extra headers (values never logged).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Events: failed, succeeded (after retries), retrying [default: failed].
+    pub on: Option<Vec<String>>,
+    /// Retry policy of the deliveries [default: default].
+    pub policy: Option<String>,
+    #[serde(default, with = "retryd_core::duration::option")]
+    pub timeout: Option<Duration>,
+    /// email: the SMTP server as host:port (plain SMTP, a local relay).
+    pub smtp: Option<String>,
+    pub from: Option<String>,
+    #[serde(default)]
+    pub to: Vec<String>,
 }
 
 /// Settings of `http` actions.
@@ -283,6 +356,11 @@ impl Settings {
                 .unwrap_or(defaults.log_tail_bytes),
             retention: retention(&file.retention, defaults.retention)?,
             http_allow_hosts: allow_hosts(&file.http.allow_hosts)?,
+            limits: TargetLimits {
+                circuit: file.circuits.as_ref().map(circuits).transpose()?,
+                budget: file.budgets.as_ref().map(budgets).transpose()?,
+            },
+            notifications: Vec::new(),
         };
         validate_engine(&engine)?;
         let policies = retryd_worker::Policies::new(
@@ -299,6 +377,8 @@ impl Settings {
                  127.0.0.1."
             );
         }
+        let mut engine = engine;
+        engine.notifications = sinks(&file.notifications, &policies)?;
         Ok(Settings {
             auth,
             database,
@@ -359,6 +439,204 @@ fn retention(
         retention.insert(JobState::Failed, keep);
     }
     Ok(retention)
+}
+
+fn within(field: &str, value: Duration, min: Duration, max: Duration) -> Result<Duration> {
+    if value < min || value > max {
+        bail!(
+            "{field}: must be between {} and {}, got {}",
+            retryd_core::duration::format(min),
+            retryd_core::duration::format(max),
+            retryd_core::duration::format(value)
+        );
+    }
+    Ok(value)
+}
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+fn circuits(file: &CircuitsFile) -> Result<CircuitConfig> {
+    let failure_threshold = file.failure_threshold.unwrap_or(DEFAULT_FAILURE_THRESHOLD);
+    if !(failure_threshold > 0.0 && failure_threshold <= 1.0) {
+        bail!("circuits.failure_threshold: must be above 0 and at most 1, got {failure_threshold}");
+    }
+    let min_attempts = file.min_attempts.unwrap_or(DEFAULT_MIN_ATTEMPTS);
+    if !(1..=100_000).contains(&min_attempts) {
+        bail!("circuits.min_attempts: must be between 1 and 100000, got {min_attempts}");
+    }
+    Ok(CircuitConfig {
+        failure_threshold,
+        min_attempts,
+        window: within(
+            "circuits.window",
+            file.window.unwrap_or(DEFAULT_CIRCUIT_WINDOW),
+            Duration::from_secs(1),
+            HOUR,
+        )?,
+        cool_down: within(
+            "circuits.cool_down",
+            file.cool_down.unwrap_or(DEFAULT_COOL_DOWN),
+            Duration::from_millis(100),
+            HOUR,
+        )?,
+    })
+}
+
+fn budgets(file: &BudgetsFile) -> Result<BudgetConfig> {
+    let cap = |field: String, n: u32| {
+        if (1..=1_000_000).contains(&n) {
+            Ok(n)
+        } else {
+            Err(anyhow::anyhow!(
+                "{field}: must be between 1 and 1000000 retries per window, got {n}"
+            ))
+        }
+    };
+    let per_target = file
+        .per_target
+        .map(|n| cap("budgets.per_target".into(), n))
+        .transpose()?;
+    let mut targets = BTreeMap::new();
+    for (target, n) in &file.targets {
+        retryd_core::job::validate_name("target", target)
+            .map_err(|e| anyhow::anyhow!("budgets.targets.{target}: {e}"))?;
+        targets.insert(
+            target.clone(),
+            cap(format!("budgets.targets.{target}"), *n)?,
+        );
+    }
+    if per_target.is_none() && targets.is_empty() {
+        bail!(
+            "budgets: set per_target (retries per window for every target) or targets (per-target caps)"
+        );
+    }
+    Ok(BudgetConfig {
+        per_target,
+        targets,
+        window: within(
+            "budgets.window",
+            file.window.unwrap_or(DEFAULT_BUDGET_WINDOW),
+            Duration::from_secs(1),
+            HOUR,
+        )?,
+    })
+}
+
+fn http_url(field: &str, url: Option<&str>) -> Result<String> {
+    match url {
+        Some(u) if (u.starts_with("http://") || u.starts_with("https://")) && u.len() > 8 => {
+            Ok(u.to_owned())
+        }
+        Some(u) => bail!("{field}: {u:?} is not an http:// or https:// URL"),
+        None => bail!("{field}: required for this kind (an http:// or https:// URL)"),
+    }
+}
+
+fn sinks(files: &[NotificationFile], policies: &retryd_worker::Policies) -> Result<Vec<Sink>> {
+    let mut sinks: Vec<Sink> = Vec::new();
+    for (i, file) in files.iter().enumerate() {
+        let at = format!("notifications[{i}]");
+        retryd_core::job::validate_name("name", &file.name)
+            .map_err(|e| anyhow::anyhow!("{at}.name: {e}"))?;
+        if sinks.iter().any(|s| s.name == file.name) {
+            bail!(
+                "{at}.name: {:?} is used by another sink; names must be unique",
+                file.name
+            );
+        }
+        let on = match &file.on {
+            None => vec![On::Failed],
+            Some(events) if events.is_empty() => {
+                bail!("{at}.on: list at least one of failed, succeeded, retrying")
+            }
+            Some(events) => events
+                .iter()
+                .map(|e| {
+                    On::parse(e).ok_or_else(|| {
+                        anyhow::anyhow!("{at}.on: {e:?} is not one of failed, succeeded, retrying")
+                    })
+                })
+                .collect::<Result<_>>()?,
+        };
+        let policy = file.policy.clone().unwrap_or_else(|| "default".to_owned());
+        if policies.get(&policy).is_none() {
+            bail!(
+                "{at}.policy: no policy named {policy:?}; known: {}",
+                policies.names().join(", ")
+            );
+        }
+        let timeout = within(
+            &format!("{at}.timeout"),
+            file.timeout
+                .unwrap_or(retryd_worker::notify::DEFAULT_TIMEOUT),
+            Duration::from_millis(100),
+            Duration::from_secs(60),
+        )?;
+        let only = |field: &str, set: bool| {
+            if set {
+                bail!("{at}.{field}: not used by kind {:?}", file.kind)
+            }
+            Ok(())
+        };
+        let destination = match file.kind {
+            SinkKind::Webhook | SinkKind::Slack => {
+                only("smtp", file.smtp.is_some())?;
+                only("from", file.from.is_some())?;
+                only("to", !file.to.is_empty())?;
+                let url = http_url(&format!("{at}.url"), file.url.as_deref())?;
+                if file.kind == SinkKind::Slack {
+                    only("headers", !file.headers.is_empty())?;
+                    Destination::Slack { url }
+                } else {
+                    Destination::Webhook {
+                        url,
+                        headers: file.headers.clone(),
+                    }
+                }
+            }
+            SinkKind::Email => {
+                only("url", file.url.is_some())?;
+                only("headers", !file.headers.is_empty())?;
+                let smtp = file.smtp.as_deref().ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "{at}.smtp: required for kind email (host:port of the SMTP server)"
+                    )
+                })?;
+                let (host, port) = smtp
+                    .rsplit_once(':')
+                    .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))
+                    .filter(|(h, p)| !h.is_empty() && *p > 0)
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("{at}.smtp: {smtp:?} is not host:port, e.g. 127.0.0.1:25")
+                    })?;
+                let from = file
+                    .from
+                    .clone()
+                    .filter(|f| f.contains('@'))
+                    .ok_or_else(|| anyhow::anyhow!("{at}.from: required for kind email, an address such as retryd@example.com"))?;
+                if file.to.is_empty() {
+                    bail!("{at}.to: list at least one address");
+                }
+                if let Some(bad) = file.to.iter().find(|t| !t.contains('@')) {
+                    bail!("{at}.to: {bad:?} is not an e-mail address");
+                }
+                Destination::Email {
+                    host: host.to_owned(),
+                    port,
+                    from,
+                    to: file.to.clone(),
+                }
+            }
+        };
+        sinks.push(Sink {
+            name: file.name.clone(),
+            on,
+            policy,
+            timeout,
+            destination,
+        });
+    }
+    Ok(sinks)
 }
 
 fn allow_hosts(hosts: &[String]) -> Result<Vec<String>> {

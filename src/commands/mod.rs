@@ -1,5 +1,7 @@
+mod circuits;
 mod dlq;
 mod jobs;
+mod notifications;
 mod policy;
 mod queue;
 mod run;
@@ -30,5 +32,7 @@ pub async fn dispatch(cli: Cli) -> Result<u8> {
         Command::Queue(command) => queue::queue(&client, command, json).await,
         Command::Stats(args) => stats::stats(&client, args, json).await,
         Command::Token(command) => token::token(&client, command, json).await,
+        Command::Circuits => circuits::list(&client, json).await,
+        Command::Notifications(args) => notifications::list(&client, args, json).await,
     }
 }

@@ -49,6 +49,9 @@ fn matrix() -> Vec<Route> {
         route("GET", "/api/v1/jobs/{id}/log", Viewer, None),
         route("POST", "/api/v1/jobs/{id}/cancel", Operator, None),
         route("POST", "/api/v1/jobs/{id}/retry", Operator, None),
+        route("GET", "/api/v1/jobs/{id}/notifications", Viewer, None),
+        route("GET", "/api/v1/notifications", Viewer, None),
+        route("GET", "/api/v1/circuits", Viewer, None),
         route("GET", "/api/v1/dlq", Viewer, None),
         route(
             "POST",

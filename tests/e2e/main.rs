@@ -14,6 +14,8 @@ mod events;
 mod examples;
 mod helpers;
 mod http;
+mod limits;
+mod notifications;
 mod pipeline;
 mod retries;
 mod timing;

@@ -21,6 +21,13 @@ pub fn waiting_reason(
     if queue_paused && job.state.is_waiting() {
         return Some(format!("queue {} paused", job.queue));
     }
+    // Held by its target's circuit or budget: that reason stands until a claim looks at the
+    // job again (even in the moments after the instant it names).
+    if let Some(reason) = &job.hold_reason
+        && job.state.is_waiting()
+    {
+        return Some(reason.clone());
+    }
     match job.state {
         JobState::Pending => {
             let due = job.next_attempt_at.unwrap_or(job.run_at);

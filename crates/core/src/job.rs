@@ -474,6 +474,10 @@ pub struct Job {
     /// The job's attempt count when the current step began: its attempts are the ones after.
     #[serde(default)]
     pub step_attempt_base: u32,
+    /// Why a waiting job's start was put off by its target's circuit or retry budget
+    /// (cleared when it starts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_reason: Option<String>,
     pub created_at: DateTime<Utc>,
     /// When the first attempt started (the origin of `max_elapsed`).
     pub started_at: Option<DateTime<Utc>>,

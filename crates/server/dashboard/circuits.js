@@ -22,5 +22,5 @@ export async function circuitsPanel(el) {
       h('td', {}, h('a', { href: `/jobs?target=${encodeURIComponent(c.target)}` }, c.target)),
       h('td', {}, h('span', { class: 'circuit' }, c.state === 'half_open' ? '◐ half open' : '● open')),
       h('td', { title: c.opened_at }, ago(c.opened_at)),
-      h('td', {}, time(c.until)))))));
+      h('td', {}, time(c.open_until)))))));
 }

@@ -27,14 +27,18 @@ use futures::StreamExt;
 use retryd_core::Role;
 use retryd_core::job::{Attempt, Event, Job, LogLine, NewJob, Stream};
 use retryd_core::{AttemptOutcome, Class, JobId, JobState};
+use retryd_store::notify::lost_delivery;
+use retryd_store::rules::{CircuitChange, TargetUsage};
 use retryd_store::stats::{Bucket, ErrorGroup, FinishedGroup, TOP_ERRORS};
 use retryd_store::{
-    AccessStore, AttemptResult, ClaimRequest, Claimed, Error, Inserted, JobFilter, JobReader,
-    JobWriter, Lease, NewLogLine, Notice, Page, Process, Requeue, Result, StatsQuery, StatsRows,
-    Store, StoredPolicy, TokenRecord, Wakeups, rules,
+    AccessStore, AttemptResult, Circuit, CircuitConfig, ClaimRequest, Claimed, ClaimedDelivery,
+    DeliveryAttempt, DeliveryNext, DeliveryResult, DeliveryState, Error, Inserted, JobFilter,
+    JobReader, JobWriter, Lease, NewLogLine, NewNotification, Notice, Notification,
+    NotificationStore, Page, Process, Requeue, Result, StatsQuery, StatsRows, Store, StoredPolicy,
+    TargetLimits, TokenRecord, Wakeups, rules,
 };
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
 use std::time::Duration;
 use tokio::sync::broadcast;
@@ -48,6 +52,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("../migrations/0002_queues.sql")),
     (4, include_str!("../migrations/0004_access_and_stats.sql")),
     (5, include_str!("../migrations/0005_pipelines.sql")),
+    (
+        6,
+        include_str!("../migrations/0006_limits_notifications.sql"),
+    ),
     (7, include_str!("../migrations/0007_list_indexes.sql")),
 ];
 
@@ -57,6 +65,9 @@ const PRUNE_LOCK: i64 = 0x7265_7472_7964_0002;
 const EXPIRE_LOCK: i64 = 0x7265_7472_7964_0003;
 /// Held from an event's insert to its transaction's end, so that events commit in id order.
 const EVENT_ORDER_LOCK: i64 = 0x7265_7472_7964_0004;
+/// The class of per-target advisory locks (the second key is the target's hash): claims and
+/// results that read a target's circuit or budget take them, so that nodes count alike.
+const TARGET_LOCK_CLASS: i32 = 0x7274;
 
 const WAKE_CHANNEL: &str = "retryd_wake";
 const CANCEL_CHANNEL: &str = "retryd_cancel";
@@ -65,7 +76,7 @@ const QUEUES_CHANNEL: &str = "retryd_queues";
 const JOB_COLUMNS: &str = "id, queue, kind, target, action, policy_name, policy, priority, run_at, deadline, \
      labels, idempotency_key, created_by, state, attempt, next_attempt_at, last_error, last_error_class, \
      last_rule, finish_reason, lease_owner, lease_expires_at, cancel_requested, created_at, started_at, \
-     finished_at, updated_at, current_attempt_id, steps, step_attempt_base";
+     finished_at, updated_at, current_attempt_id, steps, step_attempt_base, hold_reason";
 
 const EVENT_COLUMNS: &str = "id, job_id, at, from_state, to_state, reason, actor, step";
 
@@ -139,6 +150,7 @@ fn job_from_row(row: &Row) -> Result<Job> {
         lease_owner: row.try_get(20).map_err(get)?,
         lease_expires_at: row.try_get(21).map_err(get)?,
         cancel_requested: row.try_get(22).map_err(get)?,
+        hold_reason: row.try_get(30).map_err(get)?,
         created_at: row.try_get(23).map_err(get)?,
         started_at: row.try_get(24).map_err(get)?,
         finished_at: row.try_get(25).map_err(get)?,
@@ -426,8 +438,210 @@ async fn select_jobs(
     rows.iter().map(job_from_row).collect()
 }
 
+/// Takes the advisory locks of the given targets until the transaction ends, in one order so
+/// that two transactions cannot wait for each other.
+async fn lock_targets(client: &impl GenericClient, targets: &[&str]) -> Result<()> {
+    client
+        .execute(
+            "SELECT pg_advisory_xact_lock($1, h) FROM (SELECT hashtext(t) AS h FROM unnest($2::text[]) AS t ORDER BY 1) AS s",
+            &[&TARGET_LOCK_CLASS, &targets],
+        )
+        .await
+        .map_err(pg)?;
+    Ok(())
+}
+
+/// The circuits and budget usage of the candidates' targets, as far as the limits need them,
+/// read under the targets' locks so that two nodes never both take the last slot.
+async fn read_limits(
+    client: &impl GenericClient,
+    candidates: &[Job],
+    limits: &TargetLimits,
+    now: DateTime<Utc>,
+) -> Result<(HashMap<String, Circuit>, HashMap<String, TargetUsage>)> {
+    let mut targets: Vec<&str> = candidates
+        .iter()
+        .filter_map(|j| j.target.as_deref())
+        .collect();
+    targets.sort_unstable();
+    targets.dedup();
+    let (mut circuits, mut usage) = (HashMap::new(), HashMap::new());
+    if targets.is_empty() || limits.is_empty() {
+        return Ok((circuits, usage));
+    }
+    lock_targets(client, &targets).await?;
+    if limits.circuit.is_some() {
+        for row in client
+            .query(
+                &format!("SELECT {CIRCUIT_COLUMNS} FROM circuits WHERE target = ANY($1)"),
+                &[&targets],
+            )
+            .await
+            .map_err(pg)?
+        {
+            let circuit = circuit_from_row(&row)?;
+            circuits.insert(circuit.target.clone(), circuit);
+        }
+    }
+    if let Some(budget) = &limits.budget {
+        let since = now - chrono::Duration::from_std(budget.window).unwrap_or_default();
+        for row in client
+            .query(
+                "SELECT target, COUNT(*), MIN(started_at) FROM attempts \
+                 WHERE target = ANY($1) AND number > 1 AND started_at > $2 GROUP BY target",
+                &[&targets, &since],
+            )
+            .await
+            .map_err(pg)?
+        {
+            usage.insert(
+                row.get(0),
+                TargetUsage {
+                    retries: row.get::<_, i64>(1) as u32,
+                    oldest: row.get(2),
+                },
+            );
+        }
+    }
+    Ok((circuits, usage))
+}
+
+const CIRCUIT_COLUMNS: &str = "target, opened_at, open_until, probe_attempt_id, failures, attempts";
+
+fn circuit_from_row(row: &Row) -> Result<Circuit> {
+    let get = |e: tokio_postgres::Error| corrupt(e);
+    Ok(Circuit {
+        target: row.try_get(0).map_err(get)?,
+        opened_at: row.try_get(1).map_err(get)?,
+        open_until: row.try_get(2).map_err(get)?,
+        probe_attempt_id: row.try_get(3).map_err(get)?,
+        failures: row.try_get::<_, i32>(4).map_err(get)? as u32,
+        attempts: row.try_get::<_, i32>(5).map_err(get)? as u32,
+    })
+}
+
+/// Counts a finished attempt towards its target's circuit (under the target's lock).
+/// Returns true when the circuit closed, which makes the jobs it held due now.
+async fn update_circuit(
+    client: &impl GenericClient,
+    target: &str,
+    attempt_id: i64,
+    failed: Option<bool>,
+    config: &CircuitConfig,
+    now: DateTime<Utc>,
+) -> Result<bool> {
+    let circuit = client
+        .query_opt(
+            &format!("SELECT {CIRCUIT_COLUMNS} FROM circuits WHERE target = $1"),
+            &[&target],
+        )
+        .await
+        .map_err(pg)?
+        .map(|row| circuit_from_row(&row))
+        .transpose()?;
+    let window = if failed == Some(true) {
+        let since = now - chrono::Duration::from_std(config.window).unwrap_or_default();
+        let row = client
+            .query_one(
+                "SELECT COUNT(*), COUNT(*) FILTER (WHERE target_failed) FROM attempts \
+                 WHERE target = $1 AND target_failed IS NOT NULL AND started_at > $2",
+                &[&target, &since],
+            )
+            .await
+            .map_err(pg)?;
+        (row.get::<_, i64>(0) as u32, row.get::<_, i64>(1) as u32)
+    } else {
+        (0, 0)
+    };
+    match rules::circuit_after(circuit.as_ref(), attempt_id, failed, window, config, now) {
+        CircuitChange::Keep => {}
+        CircuitChange::Open {
+            until,
+            failures,
+            attempts,
+        } => {
+            client
+                .execute(
+                    "INSERT INTO circuits (target, opened_at, open_until, probe_attempt_id, failures, attempts) \
+                     VALUES ($1, $2, $3, NULL, $4, $5) ON CONFLICT (target) DO UPDATE SET \
+                     opened_at = $2, open_until = $3, probe_attempt_id = NULL, failures = $4, attempts = $5",
+                    &[&target, &now, &until, &(failures as i32), &(attempts as i32)],
+                )
+                .await
+                .map_err(pg)?;
+        }
+        CircuitChange::Close => {
+            client
+                .execute("DELETE FROM circuits WHERE target = $1", &[&target])
+                .await
+                .map_err(pg)?;
+            // The jobs it held may start at once. SKIP LOCKED: a job a claim holds right now
+            // is being looked at anyway, and waiting for it could deadlock with that claim.
+            client
+                .execute(
+                    "UPDATE jobs SET next_attempt_at = $2, hold_reason = NULL, updated_at = $2 WHERE id IN \
+                     (SELECT id FROM jobs WHERE target = $1 AND state IN ('pending', 'retrying') \
+                      AND starts_with(hold_reason, $3) FOR UPDATE SKIP LOCKED)",
+                    &[&target, &now, &rules::CIRCUIT_HOLD],
+                )
+                .await
+                .map_err(pg)?;
+            return Ok(true);
+        }
+        CircuitChange::FreeProbe => {
+            client
+                .execute(
+                    "UPDATE circuits SET probe_attempt_id = NULL WHERE target = $1",
+                    &[&target],
+                )
+                .await
+                .map_err(pg)?;
+        }
+    }
+    Ok(false)
+}
+
+async fn enqueue(
+    client: &impl GenericClient,
+    job: JobId,
+    notification: &NewNotification,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    client
+        .execute(
+            "INSERT INTO notifications (job_id, event, sink, payload, state, attempts, next_attempt_at, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, 'pending', 0, $5, $5, $5)",
+            &[&job.0, &notification.event, &notification.sink, &notification.payload, &now],
+        )
+        .await
+        .map_err(pg)?;
+    Ok(())
+}
+
+const NOTIFICATION_COLUMNS: &str = "id, job_id, event, sink, payload, state, attempts, next_attempt_at, last_error, created_at, updated_at";
+
+fn notification_from_row(row: &Row) -> Result<Notification> {
+    let get = |e: tokio_postgres::Error| corrupt(e);
+    let state: String = row.try_get(5).map_err(get)?;
+    Ok(Notification {
+        id: row.try_get(0).map_err(get)?,
+        job_id: JobId(row.try_get(1).map_err(get)?),
+        event: row.try_get(2).map_err(get)?,
+        sink: row.try_get(3).map_err(get)?,
+        payload: row.try_get(4).map_err(get)?,
+        state: DeliveryState::parse(&state)
+            .ok_or_else(|| corrupt(format!("delivery state {state}")))?,
+        attempts: row.try_get::<_, i32>(6).map_err(get)? as u32,
+        next_attempt_at: row.try_get(7).map_err(get)?,
+        last_error: row.try_get(8).map_err(get)?,
+        created_at: row.try_get(9).map_err(get)?,
+        updated_at: row.try_get(10).map_err(get)?,
+        log: Vec::new(),
+    })
+}
+
 async fn delete_jobs(client: &impl GenericClient, ids: &[uuid::Uuid]) -> Result<u64> {
-    for child in ["attempts", "events", "log_lines"] {
+    for child in ["attempts", "events", "log_lines", "notifications"] {
         client
             .execute(
                 &format!("DELETE FROM {child} WHERE job_id = ANY($1)"),
@@ -529,7 +743,21 @@ impl JobWriter for PostgresStore {
             &[&request.now, &skipped, &window],
         )
         .await?;
-        let chosen = rules::within_slots(candidates, request);
+        let (circuits, usage) = read_limits(&tx, &candidates, &request.limits, request.now).await?;
+        let gated = rules::gate(candidates, &circuits, &usage, &request.limits, request.now);
+        if !gated.held.is_empty() {
+            let ids: Vec<uuid::Uuid> = gated.held.iter().map(|h| h.id.0).collect();
+            let until: Vec<DateTime<Utc>> = gated.held.iter().map(|h| h.until).collect();
+            let reasons: Vec<&str> = gated.held.iter().map(|h| h.reason.as_str()).collect();
+            tx.execute(
+                "UPDATE jobs SET next_attempt_at = t.until, hold_reason = t.reason, updated_at = $4 \
+                 FROM unnest($1::uuid[], $2::timestamptz[], $3::text[]) AS t(id, until, reason) WHERE jobs.id = t.id",
+                &[&ids, &until, &reasons, &request.now],
+            )
+            .await
+            .map_err(pg)?;
+        }
+        let chosen = rules::within_slots(gated.admitted, request);
         if chosen.is_empty() {
             // Commit, not drop: a dropped transaction releases its row locks only when
             // its rollback reaches the server, and other nodes would skip them meanwhile.
@@ -544,12 +772,13 @@ impl JobWriter for PostgresStore {
             job.state.transition(JobState::Running)?;
         }
         let steps: Vec<Option<String>> = chosen.iter().map(rules::claimed_step).collect();
+        let targets: Vec<Option<&str>> = chosen.iter().map(|j| j.target.as_deref()).collect();
         let attempt_ids: BTreeMap<uuid::Uuid, i64> = tx
             .query(
-                "INSERT INTO attempts (job_id, number, step, node, started_at) \
-                 SELECT job, number, step, $3, $4 FROM unnest($1::uuid[], $2::int[], $5::text[]) AS t(job, number, step) \
+                "INSERT INTO attempts (job_id, number, step, node, started_at, target) \
+                 SELECT job, number, step, $3, $4, target FROM unnest($1::uuid[], $2::int[], $5::text[], $6::text[]) AS t(job, number, step, target) \
                  RETURNING job_id, id",
-                &[&ids, &numbers, &request.node, &request.now, &steps],
+                &[&ids, &numbers, &request.node, &request.now, &steps, &targets],
             )
             .await
             .map_err(pg)?
@@ -557,6 +786,14 @@ impl JobWriter for PostgresStore {
             .map(|r| (r.get(0), r.get(1)))
             .collect();
         let attempt_column: Vec<i64> = ids.iter().map(|id| attempt_ids[id]).collect();
+        for (job, target) in rules::probe_targets(&chosen, &circuits, request.now) {
+            tx.execute(
+                "UPDATE circuits SET probe_attempt_id = $2 WHERE target = $1",
+                &[&target, &attempt_ids[&job.0]],
+            )
+            .await
+            .map_err(pg)?;
+        }
         let started: BTreeMap<JobId, Job> = select_jobs(
             &tx,
             &with_columns(include_str!("../queries/claim_start.sql")),
@@ -653,12 +890,33 @@ impl JobWriter for PostgresStore {
         let to = job.state.transition(result.next.state())?;
         let (_, _, next_at, refund) = rules::next_columns(&result.next);
         finish_attempt_row(&tx, result).await?;
+        // How the attempt counts for its target's circuit.
+        let failed = job
+            .target
+            .as_ref()
+            .and_then(|_| rules::target_outcome(&result.next, result.outcome, result.class));
+        let mut wake = next_at.is_some();
+        if let (Some(target), Some(config)) = (&job.target, &result.circuit) {
+            tx.execute(
+                "UPDATE attempts SET target_failed = $2 WHERE id = $1",
+                &[&lease.attempt_id, &failed],
+            )
+            .await
+            .map_err(pg)?;
+            lock_targets(&tx, &[target.as_str()]).await?;
+            wake |=
+                update_circuit(&tx, target, lease.attempt_id, failed, config, result.now).await?;
+        }
+        for notification in &result.notify {
+            enqueue(&tx, job.id, notification, result.now).await?;
+            wake = true;
+        }
         let terminal = to.is_terminal();
         let steps = to_json(&rules::steps_after(&job, result.step.as_ref()));
         let row = tx
             .query_one(
                 &format!(
-                    "UPDATE jobs SET state = $2, next_attempt_at = $3, \
+                    "UPDATE jobs SET state = $2, next_attempt_at = $3, hold_reason = NULL, \
                      last_error = COALESCE($4, last_error), \
                      last_error_class = CASE WHEN $4::text IS NULL THEN last_error_class ELSE $5 END, \
                      last_rule = CASE WHEN $4::text IS NULL THEN last_rule ELSE $6 END, \
@@ -693,7 +951,7 @@ impl JobWriter for PostgresStore {
             rules::claimed_step(&job),
         )
         .await?;
-        if next_at.is_some() {
+        if wake {
             notify(&tx, WAKE_CHANNEL, "").await?;
         }
         let job = job_from_row(&row)?;
@@ -1240,6 +1498,20 @@ impl JobReader for PostgresStore {
         .await
     }
 
+    async fn list_circuits(&self) -> Result<Vec<Circuit>> {
+        let client = self.client().await?;
+        client
+            .query(
+                &format!("SELECT {CIRCUIT_COLUMNS} FROM circuits ORDER BY target"),
+                &[],
+            )
+            .await
+            .map_err(pg)?
+            .iter()
+            .map(circuit_from_row)
+            .collect()
+    }
+
     async fn attempt_process(&self, attempt_id: i64) -> Result<Option<Process>> {
         let client = self.client().await?;
         let row = client
@@ -1281,6 +1553,169 @@ impl JobReader for PostgresStore {
 
     async fn stats_rows(&self, query: &StatsQuery) -> Result<StatsRows> {
         stats_rows(&self.client().await?, query).await
+    }
+}
+
+#[async_trait]
+impl NotificationStore for PostgresStore {
+    async fn claim_deliveries(
+        &self,
+        node: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<ClaimedDelivery>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let claimed: Vec<Notification> = tx
+            .query(
+                &format!(
+                    "WITH due AS (SELECT id FROM notifications \
+                       WHERE (state = 'pending' AND next_attempt_at <= $1) OR (state = 'delivering' AND lease_expires_at < $1) \
+                       ORDER BY next_attempt_at, id LIMIT $2 FOR UPDATE SKIP LOCKED) \
+                     UPDATE notifications n SET state = 'delivering', attempts = n.attempts + 1, lease_owner = $3, \
+                       lease_expires_at = $4, next_attempt_at = NULL, updated_at = $1 \
+                     FROM due WHERE n.id = due.id RETURNING {}",
+                    NOTIFICATION_COLUMNS
+                        .split(", ")
+                        .map(|c| format!("n.{c}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                &[&now, &(limit as i64), &node, &lease_until],
+            )
+            .await
+            .map_err(pg)?
+            .iter()
+            .map(notification_from_row)
+            .collect::<Result<_>>()?;
+        let ids: Vec<i64> = claimed.iter().map(|n| n.id).collect();
+        let numbers: Vec<i32> = claimed.iter().map(|n| n.attempts as i32).collect();
+        let attempt_ids: HashMap<i64, i64> = tx
+            .query(
+                "INSERT INTO notification_attempts (notification_id, number, node, started_at) \
+                 SELECT id, number, $3, $4 FROM unnest($1::bigint[], $2::int[]) AS t(id, number) \
+                 RETURNING notification_id, id",
+                &[&ids, &numbers, &node, &now],
+            )
+            .await
+            .map_err(pg)?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        tx.commit().await.map_err(pg)?;
+        Ok(claimed
+            .into_iter()
+            .map(|notification| ClaimedDelivery {
+                attempt_id: attempt_ids[&notification.id],
+                number: notification.attempts,
+                notification,
+            })
+            .collect())
+    }
+
+    async fn finish_delivery(&self, result: &DeliveryResult) -> Result<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let holds = tx
+            .query_opt(
+                "SELECT 1 FROM notifications WHERE id = $1 AND state = 'delivering' AND lease_owner = $2 \
+                 AND (SELECT MAX(id) FROM notification_attempts WHERE notification_id = $1) = $3 FOR UPDATE",
+                &[&result.notification_id, &result.node, &result.attempt_id],
+            )
+            .await
+            .map_err(pg)?
+            .is_some();
+        if !holds {
+            tx.rollback().await.map_err(pg)?;
+            return Err(lost_delivery(result.notification_id));
+        }
+        tx.execute(
+            "UPDATE notification_attempts SET finished_at = $2, ok = $3, status = $4, error = $5 WHERE id = $1",
+            &[&result.attempt_id, &result.now, &result.ok, &result.status, &result.error],
+        )
+        .await
+        .map_err(pg)?;
+        let next_at = match &result.next {
+            DeliveryNext::Retry { at } => Some(*at),
+            _ => None,
+        };
+        tx.execute(
+            "UPDATE notifications SET state = $2, next_attempt_at = $3, lease_owner = NULL, lease_expires_at = NULL, \
+             last_error = COALESCE($4, last_error), updated_at = $5 WHERE id = $1",
+            &[
+                &result.notification_id,
+                &result.next.state().as_str(),
+                &next_at,
+                &result.error,
+                &result.now,
+            ],
+        )
+        .await
+        .map_err(pg)?;
+        if next_at.is_some() {
+            notify(&tx, WAKE_CHANNEL, "").await?;
+        }
+        tx.commit().await.map_err(pg)
+    }
+
+    async fn list_notifications(
+        &self,
+        job: Option<JobId>,
+        limit: usize,
+    ) -> Result<Vec<Notification>> {
+        let client = self.client().await?;
+        let mut notifications: Vec<Notification> = client
+            .query(
+                &format!(
+                    "SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE $1::uuid IS NULL OR job_id = $1 \
+                     ORDER BY id DESC LIMIT $2"
+                ),
+                &[&job.map(|j| j.0), &(limit as i64)],
+            )
+            .await
+            .map_err(pg)?
+            .iter()
+            .map(notification_from_row)
+            .collect::<Result<_>>()?;
+        let ids: Vec<i64> = notifications.iter().map(|n| n.id).collect();
+        let mut logs: HashMap<i64, Vec<DeliveryAttempt>> = HashMap::new();
+        for r in client
+            .query(
+                "SELECT notification_id, number, node, started_at, finished_at, ok, status, error \
+                 FROM notification_attempts WHERE notification_id = ANY($1) ORDER BY id",
+                &[&ids],
+            )
+            .await
+            .map_err(pg)?
+        {
+            logs.entry(r.get(0)).or_default().push(DeliveryAttempt {
+                number: r.get::<_, i32>(1) as u32,
+                node: r.get(2),
+                started_at: r.get(3),
+                finished_at: r.get(4),
+                ok: r.get(5),
+                status: r.get(6),
+                error: r.get(7),
+            });
+        }
+        for n in &mut notifications {
+            n.log = logs.remove(&n.id).unwrap_or_default();
+        }
+        Ok(notifications)
+    }
+
+    async fn next_delivery(&self) -> Result<Option<DateTime<Utc>>> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "SELECT LEAST((SELECT MIN(next_attempt_at) FROM notifications WHERE state = 'pending'), \
+                 (SELECT MIN(lease_expires_at) FROM notifications WHERE state = 'delivering'))",
+                &[],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(row.get(0))
     }
 }
 

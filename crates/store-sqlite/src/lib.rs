@@ -18,14 +18,18 @@ use chrono::{DateTime, TimeZone, Utc};
 use retryd_core::Role;
 use retryd_core::job::{Attempt, Event, Job, LogLine, NewJob, Stream};
 use retryd_core::{AttemptOutcome, Class, JobId, JobState};
+use retryd_store::notify::lost_delivery;
+use retryd_store::rules::{CircuitChange, TargetUsage};
 use retryd_store::stats::{Bucket, ErrorGroup, FinishedGroup, TOP_ERRORS};
 use retryd_store::{
-    AccessStore, AttemptResult, ClaimRequest, Claimed, Error, Inserted, JobFilter, JobReader,
-    JobWriter, Lease, NewLogLine, Page, Process, Requeue, Result, StatsQuery, StatsRows, Store,
-    StoredPolicy, TokenRecord, Wakeups, rules,
+    AccessStore, AttemptResult, Circuit, CircuitConfig, ClaimRequest, Claimed, ClaimedDelivery,
+    DeliveryAttempt, DeliveryResult, DeliveryState, Error, Inserted, JobFilter, JobReader,
+    JobWriter, Lease, NewLogLine, NewNotification, Notification, NotificationStore, Page, Process,
+    Requeue, Result, StatsQuery, StatsRows, Store, StoredPolicy, TargetLimits, TokenRecord,
+    Wakeups, rules,
 };
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -36,13 +40,17 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../migrations/0003_queues.sql")),
     (4, include_str!("../migrations/0004_access_and_stats.sql")),
     (5, include_str!("../migrations/0005_pipelines.sql")),
+    (
+        6,
+        include_str!("../migrations/0006_limits_notifications.sql"),
+    ),
     (7, include_str!("../migrations/0007_list_indexes.sql")),
 ];
 
 const JOB_COLUMNS: &str = "id, queue, kind, target, action, policy_name, policy, priority, run_at, deadline, \
      labels, idempotency_key, created_by, state, attempt, next_attempt_at, last_error, last_error_class, \
      last_rule, finish_reason, lease_owner, lease_expires_at, cancel_requested, created_at, started_at, \
-     finished_at, updated_at, current_attempt_id, steps, step_attempt_base";
+     finished_at, updated_at, current_attempt_id, steps, step_attempt_base, hold_reason";
 
 fn with_columns(query: &str) -> String {
     query.replace("{JOB_COLUMNS}", JOB_COLUMNS)
@@ -160,6 +168,7 @@ fn job_from_row(row: &Row<'_>) -> rusqlite::Result<Job> {
         lease_expires_at: row.get::<_, Option<i64>>(21)?.map(from_ms),
         attempt_id: row.get(27)?,
         cancel_requested: row.get(22)?,
+        hold_reason: row.get(30)?,
         created_at: from_ms(row.get(23)?),
         started_at: row.get::<_, Option<i64>>(24)?.map(from_ms),
         finished_at: row.get::<_, Option<i64>>(25)?.map(from_ms),
@@ -300,6 +309,209 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     tx.commit().map_err(backend)
 }
 
+/// The circuits and budget usage of the candidates' targets, as far as the limits need them.
+fn read_limits(
+    tx: &Connection,
+    candidates: &[Job],
+    limits: &TargetLimits,
+    now: DateTime<Utc>,
+) -> Result<(HashMap<String, Circuit>, HashMap<String, TargetUsage>)> {
+    let mut targets: Vec<&str> = candidates
+        .iter()
+        .filter_map(|j| j.target.as_deref())
+        .collect();
+    targets.sort_unstable();
+    targets.dedup();
+    let (mut circuits, mut usage) = (HashMap::new(), HashMap::new());
+    if targets.is_empty() || limits.is_empty() {
+        return Ok((circuits, usage));
+    }
+    let targets = json(&targets);
+    if limits.circuit.is_some() {
+        let mut stmt = tx
+            .prepare_cached(&format!("SELECT {CIRCUIT_COLUMNS} FROM circuits WHERE target IN (SELECT value FROM json_each(?1))"))
+            .map_err(to_store)?;
+        let rows = stmt
+            .query_map([&targets], circuit_from_row)
+            .map_err(to_store)?;
+        for circuit in rows {
+            let circuit = circuit.map_err(to_store)?;
+            circuits.insert(circuit.target.clone(), circuit);
+        }
+    }
+    if let Some(budget) = &limits.budget {
+        let since = now - chrono::Duration::from_std(budget.window).unwrap_or_default();
+        let mut stmt = tx
+            .prepare_cached(
+                "SELECT target, COUNT(*), MIN(started_at) FROM attempts \
+                 WHERE target IN (SELECT value FROM json_each(?1)) AND number > 1 AND started_at > ?2 GROUP BY target",
+            )
+            .map_err(to_store)?;
+        let rows = stmt
+            .query_map(params![targets, ms(since)], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    TargetUsage {
+                        retries: r.get(1)?,
+                        oldest: r.get::<_, Option<i64>>(2)?.map(from_ms),
+                    },
+                ))
+            })
+            .map_err(to_store)?;
+        for row in rows {
+            let (target, used) = row.map_err(to_store)?;
+            usage.insert(target, used);
+        }
+    }
+    Ok((circuits, usage))
+}
+
+const CIRCUIT_COLUMNS: &str = "target, opened_at, open_until, probe_attempt_id, failures, attempts";
+
+fn circuit_from_row(row: &Row<'_>) -> rusqlite::Result<Circuit> {
+    Ok(Circuit {
+        target: row.get(0)?,
+        opened_at: from_ms(row.get(1)?),
+        open_until: from_ms(row.get(2)?),
+        probe_attempt_id: row.get(3)?,
+        failures: row.get(4)?,
+        attempts: row.get(5)?,
+    })
+}
+
+/// Counts a finished attempt towards its target's circuit.
+fn update_circuit(
+    tx: &Connection,
+    target: &str,
+    attempt_id: i64,
+    failed: Option<bool>,
+    config: &CircuitConfig,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let circuit = tx
+        .query_row(
+            &format!("SELECT {CIRCUIT_COLUMNS} FROM circuits WHERE target = ?1"),
+            [target],
+            circuit_from_row,
+        )
+        .optional()
+        .map_err(to_store)?;
+    let window = if failed == Some(true) {
+        let since = now - chrono::Duration::from_std(config.window).unwrap_or_default();
+        tx.query_row(
+            "SELECT COUNT(*), COALESCE(SUM(target_failed), 0) FROM attempts \
+             WHERE target = ?1 AND target_failed IS NOT NULL AND started_at > ?2",
+            params![target, ms(since)],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .map_err(to_store)?
+    } else {
+        (0, 0)
+    };
+    match rules::circuit_after(circuit.as_ref(), attempt_id, failed, window, config, now) {
+        CircuitChange::Keep => {}
+        CircuitChange::Open {
+            until,
+            failures,
+            attempts,
+        } => {
+            tx.execute(
+                "INSERT INTO circuits (target, opened_at, open_until, probe_attempt_id, failures, attempts) \
+                 VALUES (?1, ?2, ?3, NULL, ?4, ?5) ON CONFLICT (target) DO UPDATE SET \
+                 opened_at = ?2, open_until = ?3, probe_attempt_id = NULL, failures = ?4, attempts = ?5",
+                params![target, ms(now), ms(until), failures, attempts],
+            )
+            .map_err(to_store)?;
+        }
+        CircuitChange::Close => {
+            tx.execute("DELETE FROM circuits WHERE target = ?1", [target])
+                .map_err(to_store)?;
+            // The jobs it held may start at once.
+            tx.execute(
+                "UPDATE jobs SET next_attempt_at = ?2, hold_reason = NULL, updated_at = ?2 \
+                 WHERE target = ?1 AND state IN ('pending', 'retrying') AND substr(hold_reason, 1, length(?3)) = ?3",
+                params![target, ms(now), rules::CIRCUIT_HOLD],
+            )
+            .map_err(to_store)?;
+        }
+        CircuitChange::FreeProbe => {
+            tx.execute(
+                "UPDATE circuits SET probe_attempt_id = NULL WHERE target = ?1",
+                [target],
+            )
+            .map_err(to_store)?;
+        }
+    }
+    Ok(())
+}
+
+fn enqueue(
+    tx: &Connection,
+    job: JobId,
+    notification: &NewNotification,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    tx.execute(
+        "INSERT INTO notifications (job_id, event, sink, payload, state, attempts, next_attempt_at, created_at, updated_at) \
+         VALUES (?1, ?2, ?3, ?4, 'pending', 0, ?5, ?5, ?5)",
+        params![job.to_string(), notification.event, notification.sink, json(&notification.payload), ms(now)],
+    )
+    .map_err(to_store)?;
+    Ok(())
+}
+
+const NOTIFICATION_COLUMNS: &str = "id, job_id, event, sink, payload, state, attempts, next_attempt_at, last_error, created_at, updated_at";
+
+fn notification_from_row(row: &Row<'_>) -> rusqlite::Result<Notification> {
+    let state: String = row.get(5)?;
+    Ok(Notification {
+        id: row.get(0)?,
+        job_id: id_col(row, 1)?,
+        event: row.get(2)?,
+        sink: row.get(3)?,
+        payload: json_col(row, 4)?,
+        state: DeliveryState::parse(&state)
+            .ok_or_else(|| corrupt(5, format!("delivery state {state}")))?,
+        attempts: row.get(6)?,
+        next_attempt_at: row.get::<_, Option<i64>>(7)?.map(from_ms),
+        last_error: row.get(8)?,
+        created_at: from_ms(row.get(9)?),
+        updated_at: from_ms(row.get(10)?),
+        log: Vec::new(),
+    })
+}
+
+fn load_notification(conn: &Connection, id: i64) -> Result<Notification> {
+    let mut notification = conn
+        .query_row(
+            &format!("SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE id = ?1"),
+            [id],
+            notification_from_row,
+        )
+        .map_err(to_store)?;
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT number, node, started_at, finished_at, ok, status, error FROM notification_attempts \
+             WHERE notification_id = ?1 ORDER BY id",
+        )
+        .map_err(to_store)?;
+    let rows = stmt
+        .query_map([id], |r| {
+            Ok(DeliveryAttempt {
+                number: r.get(0)?,
+                node: r.get(1)?,
+                started_at: from_ms(r.get(2)?),
+                finished_at: r.get::<_, Option<i64>>(3)?.map(from_ms),
+                ok: r.get(4)?,
+                status: r.get(5)?,
+                error: r.get(6)?,
+            })
+        })
+        .map_err(to_store)?;
+    notification.log = rows.collect::<rusqlite::Result<_>>().map_err(to_store)?;
+    Ok(notification)
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the database file and applies migrations. Fails if another
     /// process holds the file.
@@ -378,7 +590,7 @@ fn delete_jobs_where(
     condition: &str,
     params: impl rusqlite::Params + Clone,
 ) -> Result<u64> {
-    for child in ["attempts", "events", "log_lines"] {
+    for child in ["attempts", "events", "log_lines", "notifications"] {
         tx.execute(
             &format!("DELETE FROM {child} WHERE job_id IN (SELECT id FROM jobs WHERE {condition})"),
             params.clone(),
@@ -453,20 +665,35 @@ impl JobWriter for SqliteStore {
                     .map_err(to_store)?;
                 rows.collect::<rusqlite::Result<_>>().map_err(to_store)?
             };
+            let (circuits, usage) = read_limits(tx, &candidates, &request.limits, request.now)?;
+            let gated = rules::gate(candidates, &circuits, &usage, &request.limits, request.now);
+            for held in &gated.held {
+                tx.execute(
+                    "UPDATE jobs SET next_attempt_at = ?2, hold_reason = ?3, updated_at = ?4 WHERE id = ?1",
+                    params![held.id.to_string(), ms(held.until), held.reason, now],
+                )
+                .map_err(to_store)?;
+            }
+            let chosen = rules::within_slots(gated.admitted, &request);
+            let probes: HashMap<JobId, String> = rules::probe_targets(&chosen, &circuits, request.now).into_iter().collect();
             let mut claimed = Vec::new();
-            for job in rules::within_slots(candidates, &request) {
+            for job in chosen {
                 let number = job.attempt + 1;
                 tx.execute(
-                    "INSERT INTO attempts (job_id, number, step, node, started_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![job.id.to_string(), number, rules::claimed_step(&job), request.node, now],
+                    "INSERT INTO attempts (job_id, number, step, node, started_at, target) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![job.id.to_string(), number, rules::claimed_step(&job), request.node, now, job.target],
                 )
                 .map_err(to_store)?;
                 let attempt_id = tx.last_insert_rowid();
+                if let Some(target) = probes.get(&job.id) {
+                    tx.execute("UPDATE circuits SET probe_attempt_id = ?2 WHERE target = ?1", params![target, attempt_id])
+                        .map_err(to_store)?;
+                }
                 let from = job.state;
                 from.transition(JobState::Running)?;
                 tx.execute(
                     "UPDATE jobs SET state = 'running', attempt = ?2, lease_owner = ?3, lease_expires_at = ?4, \
-                     current_attempt_id = ?5, next_attempt_at = NULL, started_at = COALESCE(started_at, ?6), updated_at = ?6 \
+                     current_attempt_id = ?5, next_attempt_at = NULL, hold_reason = NULL, started_at = COALESCE(started_at, ?6), updated_at = ?6 \
                      WHERE id = ?1",
                     params![job.id.to_string(), number, request.node, ms(request.lease_until), attempt_id, now],
                 )
@@ -519,10 +746,22 @@ impl JobWriter for SqliteStore {
             let (_, _, next_at, refund) = rules::next_columns(&result.next);
             let next_at = opt_ms(next_at);
             finish_attempt_row(tx, &result)?;
+            // How the attempt counts for its target's circuit.
+            let failed = job.target.as_ref().and_then(|_| rules::target_outcome(&result.next, result.outcome, result.class));
+            if failed.is_some() {
+                tx.execute("UPDATE attempts SET target_failed = ?2 WHERE id = ?1", params![lease.attempt_id, failed])
+                    .map_err(to_store)?;
+            }
+            if let (Some(target), Some(config)) = (&job.target, &result.circuit) {
+                update_circuit(tx, target, lease.attempt_id, failed, config, result.now)?;
+            }
+            for notification in &result.notify {
+                enqueue(tx, job.id, notification, result.now)?;
+            }
             let terminal = to.is_terminal();
             let steps = json(&rules::steps_after(&job, result.step.as_ref()));
             tx.execute(
-                "UPDATE jobs SET state = ?2, next_attempt_at = ?3, steps = ?11, \
+                "UPDATE jobs SET state = ?2, next_attempt_at = ?3, steps = ?11, hold_reason = NULL, \
                  last_error = CASE WHEN ?4 IS NULL THEN last_error ELSE ?4 END, \
                  last_error_class = CASE WHEN ?4 IS NULL THEN last_error_class ELSE ?5 END, \
                  last_rule = CASE WHEN ?4 IS NULL THEN last_rule ELSE ?6 END, \
@@ -1022,6 +1261,19 @@ impl JobReader for SqliteStore {
         .await
     }
 
+    async fn list_circuits(&self) -> Result<Vec<Circuit>> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT {CIRCUIT_COLUMNS} FROM circuits ORDER BY target"
+                ))
+                .map_err(to_store)?;
+            let rows = stmt.query_map([], circuit_from_row).map_err(to_store)?;
+            rows.collect::<rusqlite::Result<_>>().map_err(to_store)
+        })
+        .await
+    }
+
     async fn attempt_process(&self, attempt_id: i64) -> Result<Option<Process>> {
         self.read(move |conn| {
             let row: Option<(Option<u32>, Option<i64>)> = conn
@@ -1052,6 +1304,122 @@ impl JobReader for SqliteStore {
         let query = query.clone();
         self.read(move |conn| stats_rows(conn, &query).map_err(to_store))
             .await
+    }
+}
+
+#[async_trait]
+impl NotificationStore for SqliteStore {
+    async fn claim_deliveries(
+        &self,
+        node: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<ClaimedDelivery>> {
+        let node = node.to_owned();
+        self.write(move |tx| {
+            let ids: Vec<i64> = {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "SELECT id FROM notifications WHERE (state = 'pending' AND next_attempt_at <= ?1) \
+                         OR (state = 'delivering' AND lease_expires_at < ?1) ORDER BY next_attempt_at, id LIMIT ?2",
+                    )
+                    .map_err(to_store)?;
+                let rows = stmt.query_map(params![ms(now), limit as i64], |r| r.get(0)).map_err(to_store)?;
+                rows.collect::<rusqlite::Result<_>>().map_err(to_store)?
+            };
+            let mut claimed = Vec::with_capacity(ids.len());
+            for id in ids {
+                tx.execute(
+                    "UPDATE notifications SET state = 'delivering', attempts = attempts + 1, lease_owner = ?2, \
+                     lease_expires_at = ?3, next_attempt_at = NULL, updated_at = ?4 WHERE id = ?1",
+                    params![id, node, ms(lease_until), ms(now)],
+                )
+                .map_err(to_store)?;
+                let notification = load_notification(tx, id)?;
+                tx.execute(
+                    "INSERT INTO notification_attempts (notification_id, number, node, started_at) VALUES (?1, ?2, ?3, ?4)",
+                    params![id, notification.attempts, node, ms(now)],
+                )
+                .map_err(to_store)?;
+                claimed.push(ClaimedDelivery {
+                    attempt_id: tx.last_insert_rowid(),
+                    number: notification.attempts,
+                    notification,
+                });
+            }
+            Ok(claimed)
+        })
+        .await
+    }
+
+    async fn finish_delivery(&self, result: &DeliveryResult) -> Result<()> {
+        let result = result.clone();
+        self.write(move |tx| {
+            let holds: bool = tx
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM notifications WHERE id = ?1 AND state = 'delivering' AND lease_owner = ?2 \
+                     AND (SELECT MAX(id) FROM notification_attempts WHERE notification_id = ?1) = ?3)",
+                    params![result.notification_id, result.node, result.attempt_id],
+                    |r| r.get(0),
+                )
+                .map_err(to_store)?;
+            if !holds {
+                return Err(lost_delivery(result.notification_id));
+            }
+            let now = ms(result.now);
+            tx.execute(
+                "UPDATE notification_attempts SET finished_at = ?2, ok = ?3, status = ?4, error = ?5 WHERE id = ?1",
+                params![result.attempt_id, now, result.ok, result.status, result.error],
+            )
+            .map_err(to_store)?;
+            let next_at = match &result.next {
+                retryd_store::DeliveryNext::Retry { at } => Some(ms(*at)),
+                _ => None,
+            };
+            tx.execute(
+                "UPDATE notifications SET state = ?2, next_attempt_at = ?3, lease_owner = NULL, lease_expires_at = NULL, \
+                 last_error = COALESCE(?4, last_error), updated_at = ?5 WHERE id = ?1",
+                params![result.notification_id, result.next.state().as_str(), next_at, result.error, now],
+            )
+            .map_err(to_store)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_notifications(
+        &self,
+        job: Option<JobId>,
+        limit: usize,
+    ) -> Result<Vec<Notification>> {
+        self.read(move |conn| {
+            let ids: Vec<i64> = {
+                let mut stmt = conn
+                    .prepare_cached("SELECT id FROM notifications WHERE ?1 IS NULL OR job_id = ?1 ORDER BY id DESC LIMIT ?2")
+                    .map_err(to_store)?;
+                let rows = stmt
+                    .query_map(params![job.map(|j| j.to_string()), limit as i64], |r| r.get(0))
+                    .map_err(to_store)?;
+                rows.collect::<rusqlite::Result<_>>().map_err(to_store)?
+            };
+            ids.into_iter().map(|id| load_notification(conn, id)).collect()
+        })
+        .await
+    }
+
+    async fn next_delivery(&self) -> Result<Option<DateTime<Utc>>> {
+        self.read(|conn| {
+            conn.query_row(
+                "SELECT MIN(t) FROM (SELECT MIN(next_attempt_at) AS t FROM notifications WHERE state = 'pending' \
+                 UNION ALL SELECT MIN(lease_expires_at) FROM notifications WHERE state = 'delivering')",
+                [],
+                |r| r.get::<_, Option<i64>>(0),
+            )
+            .map(|t| t.map(from_ms))
+            .map_err(to_store)
+        })
+        .await
     }
 }
 

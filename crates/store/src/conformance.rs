@@ -41,6 +41,9 @@ macro_rules! conformance_tests {
             managed_policies_are_created_updated_and_deactivated,
             stats_rows_group_what_happened_in_the_window,
             pipeline_steps_advance_under_one_lease_and_survive_a_requeue,
+            an_open_circuit_holds_its_target_until_a_probe_closes_it,
+            a_retry_budget_caps_retries_per_target_but_not_first_attempts,
+            notifications_are_enqueued_with_the_result_and_delivered_once,
         );
     };
     (@each $make:expr; $($name:ident),* $(,)?) => {
@@ -98,6 +101,7 @@ fn claim_request(now: DateTime<Utc>, limit: usize) -> ClaimRequest {
         queue_free: HashMap::new(),
         default_queue_free: limit,
         paused: vec![],
+        limits: Arc::new(TargetLimits::default()),
     }
 }
 
@@ -121,6 +125,8 @@ fn result(
         reason: "test".into(),
         actor: "node-a".into(),
         step: None,
+        circuit: None,
+        notify: vec![],
     }
 }
 
@@ -1463,4 +1469,342 @@ pub async fn pipeline_steps_advance_under_one_lease_and_survive_a_requeue(store:
     let names: Vec<&str> = done.steps.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, ["compile", "submit", "confirm"]);
     assert_eq!(done.current_step(), None);
+}
+
+fn circuit_config() -> CircuitConfig {
+    CircuitConfig {
+        failure_threshold: 0.5,
+        min_attempts: 3,
+        window: std::time::Duration::from_secs(60),
+        cool_down: std::time::Duration::from_secs(30),
+    }
+}
+
+fn limited(now: DateTime<Utc>, limit: usize, limits: &TargetLimits) -> ClaimRequest {
+    ClaimRequest {
+        limits: Arc::new(limits.clone()),
+        ..claim_request(now, limit)
+    }
+}
+
+fn retry_at(at: DateTime<Utc>) -> Next {
+    Next::Retry {
+        at,
+        delay: std::time::Duration::from_secs(1),
+        delay_reason: "backoff".into(),
+    }
+}
+
+pub async fn an_open_circuit_holds_its_target_until_a_probe_closes_it(store: DynStore) {
+    let limits = TargetLimits {
+        circuit: Some(circuit_config()),
+        budget: None,
+    };
+    let mut jobs = Vec::new();
+    for _ in 0..3 {
+        jobs.push(insert(&store, new_job("default", 50, 0)).await.id);
+    }
+    let first = store.claim_jobs(&limited(t0(), 10, &limits)).await.unwrap();
+    assert_eq!(first.len(), 3, "a closed circuit holds nothing");
+    for (i, claimed) in first.iter().enumerate() {
+        store
+            .finish_attempt(&AttemptResult {
+                circuit: Some(circuit_config()),
+                ..result(
+                    claimed,
+                    t0(),
+                    AttemptOutcome::Failed,
+                    retry_at(t0() + secs(1)),
+                )
+            })
+            .await
+            .unwrap();
+        let open = store.list_circuits().await.unwrap();
+        assert_eq!(open.len(), usize::from(i == 2), "opens at min_attempts");
+    }
+    let circuit = store.list_circuits().await.unwrap().remove(0);
+    assert_eq!(
+        (
+            circuit.target.as_str(),
+            circuit.open_until,
+            circuit.failures,
+            circuit.attempts
+        ),
+        ("metis-rpc", t0() + secs(30), 3, 3)
+    );
+    let other = insert(
+        &store,
+        NewJob {
+            target: Some("sftp".into()),
+            ..new_job("default", 50, 0)
+        },
+    )
+    .await;
+    let claimed = store
+        .claim_jobs(&limited(t0() + secs(2), 10, &limits))
+        .await
+        .unwrap();
+    assert_eq!(
+        claimed.iter().map(|c| c.job.id).collect::<Vec<_>>(),
+        vec![other.id],
+        "other targets are not held"
+    );
+    for id in &jobs {
+        let job = store.get_job(*id).await.unwrap();
+        assert_eq!(job.state, JobState::Retrying);
+        assert_eq!(job.next_attempt_at, Some(t0() + secs(30)));
+        assert_eq!(
+            job.hold_reason.as_deref(),
+            Some("circuit open for target metis-rpc until 12:00:30")
+        );
+    }
+    assert_eq!(
+        store.next_wakeup(&[]).await.unwrap().due,
+        Some(t0() + secs(30)),
+        "held jobs wake the engine when the cool-down ends"
+    );
+    // Half-open: one probe; it fails and the circuit opens again.
+    let half_open = t0() + secs(30);
+    let probe = store
+        .claim_jobs(&limited(half_open, 10, &limits))
+        .await
+        .unwrap();
+    assert_eq!(probe.len(), 1, "one probe while half-open");
+    assert_eq!(
+        store.list_circuits().await.unwrap()[0].probe_attempt_id,
+        Some(probe[0].lease.attempt_id)
+    );
+    store
+        .finish_attempt(&AttemptResult {
+            circuit: Some(circuit_config()),
+            ..result(
+                &probe[0],
+                half_open,
+                AttemptOutcome::Failed,
+                retry_at(half_open),
+            )
+        })
+        .await
+        .unwrap();
+    let reopened = store.list_circuits().await.unwrap().remove(0);
+    assert_eq!(
+        (reopened.open_until, reopened.probe_attempt_id),
+        (half_open + secs(30), None)
+    );
+    // The next probe succeeds: the circuit closes and the jobs it held are due at once.
+    let later = half_open + secs(30);
+    let probe = store
+        .claim_jobs(&limited(later, 10, &limits))
+        .await
+        .unwrap();
+    assert_eq!(probe.len(), 1);
+    store
+        .finish_attempt(&AttemptResult {
+            circuit: Some(circuit_config()),
+            error: None,
+            class: None,
+            rule: None,
+            ..result(&probe[0], later, AttemptOutcome::Succeeded, Next::Succeeded)
+        })
+        .await
+        .unwrap();
+    assert!(store.list_circuits().await.unwrap().is_empty(), "closed");
+    let rest = store
+        .claim_jobs(&limited(later, 10, &limits))
+        .await
+        .unwrap();
+    assert_eq!(rest.len(), 2, "the held jobs start once it closes");
+    assert!(rest.iter().all(|c| c.job.hold_reason.is_none()));
+}
+
+pub async fn a_retry_budget_caps_retries_per_target_but_not_first_attempts(store: DynStore) {
+    let limits = TargetLimits {
+        circuit: None,
+        budget: Some(BudgetConfig {
+            per_target: Some(2),
+            targets: BTreeMap::from([("sftp".to_owned(), 1)]),
+            window: std::time::Duration::from_secs(60),
+        }),
+    };
+    for _ in 0..4 {
+        insert(&store, new_job("default", 50, 0)).await;
+    }
+    let first = store.claim_jobs(&limited(t0(), 10, &limits)).await.unwrap();
+    assert_eq!(first.len(), 4, "first attempts are not retries");
+    for claimed in &first {
+        store
+            .finish_attempt(&result(
+                claimed,
+                t0(),
+                AttemptOutcome::Failed,
+                retry_at(t0() + secs(1)),
+            ))
+            .await
+            .unwrap();
+    }
+    let fresh = insert(&store, new_job("default", 50, 1)).await;
+    let now = t0() + secs(1);
+    let claimed = store.claim_jobs(&limited(now, 10, &limits)).await.unwrap();
+    let retries = claimed.iter().filter(|c| c.lease.attempt == 2).count();
+    assert_eq!(retries, 2, "two retries per window");
+    assert!(
+        claimed.iter().any(|c| c.job.id == fresh.id),
+        "a first attempt is not held"
+    );
+    let held: Vec<Job> = store
+        .list_jobs(
+            &JobFilter {
+                states: vec![JobState::Retrying],
+                ..Default::default()
+            },
+            None,
+            10,
+        )
+        .await
+        .unwrap()
+        .jobs;
+    assert_eq!(held.len(), 2);
+    for job in &held {
+        assert_eq!(job.next_attempt_at, Some(now + secs(60)));
+        assert_eq!(
+            job.hold_reason.as_deref(),
+            Some("retry budget of target metis-rpc exhausted (2/min), next slot at 12:01:01")
+        );
+    }
+    assert!(
+        store
+            .claim_jobs(&limited(now + secs(59), 10, &limits))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let next = store
+        .claim_jobs(&limited(now + secs(60), 10, &limits))
+        .await
+        .unwrap();
+    assert_eq!(next.len(), 2, "the window moved on");
+}
+
+pub async fn notifications_are_enqueued_with_the_result_and_delivered_once(store: DynStore) {
+    let job = insert(&store, new_job("default", 50, 0)).await;
+    let claimed = store
+        .claim_jobs(&claim_request(t0(), 1))
+        .await
+        .unwrap()
+        .remove(0);
+    let payload = serde_json::json!({ "event": "failed", "job_id": job.id.to_string() });
+    store
+        .finish_attempt(&AttemptResult {
+            class: Some(Class::Permanent),
+            notify: vec![NewNotification {
+                sink: "ops".into(),
+                event: "failed".into(),
+                payload: payload.clone(),
+            }],
+            ..result(&claimed, t0(), AttemptOutcome::Failed, Next::Failed)
+        })
+        .await
+        .unwrap();
+    let listed = store.list_notifications(Some(job.id), 10).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        (
+            listed[0].state,
+            listed[0].payload.clone(),
+            listed[0].sink.as_str()
+        ),
+        (DeliveryState::Pending, payload, "ops")
+    );
+    assert_eq!(store.next_delivery().await.unwrap(), Some(t0()));
+    let lease = t0() + secs(30);
+    let mut a = store
+        .claim_deliveries("node-a", t0(), lease, 10)
+        .await
+        .unwrap();
+    assert_eq!(a.len(), 1);
+    assert!(
+        store
+            .claim_deliveries("node-b", t0(), lease, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "one node delivers"
+    );
+    let first = a.remove(0);
+    store
+        .finish_delivery(&DeliveryResult {
+            notification_id: first.notification.id,
+            attempt_id: first.attempt_id,
+            node: "node-a".into(),
+            now: t0(),
+            ok: false,
+            status: Some(500),
+            error: Some("HTTP 500".into()),
+            next: DeliveryNext::Retry { at: t0() + secs(5) },
+        })
+        .await
+        .unwrap();
+    assert!(
+        store
+            .claim_deliveries("node-b", t0() + secs(4), lease, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // node-a takes the second try and dies; after its lease node-b delivers.
+    let second = store
+        .claim_deliveries("node-a", t0() + secs(5), t0() + secs(35), 10)
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(second.number, 2);
+    let third = store
+        .claim_deliveries("node-b", t0() + secs(36), t0() + secs(66), 10)
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(third.number, 3);
+    let late = store
+        .finish_delivery(&DeliveryResult {
+            notification_id: second.notification.id,
+            attempt_id: second.attempt_id,
+            node: "node-a".into(),
+            now: t0() + secs(40),
+            ok: true,
+            status: Some(200),
+            error: None,
+            next: DeliveryNext::Delivered,
+        })
+        .await;
+    assert!(matches!(late, Err(Error::Conflict(_))), "{late:?}");
+    store
+        .finish_delivery(&DeliveryResult {
+            notification_id: third.notification.id,
+            attempt_id: third.attempt_id,
+            node: "node-b".into(),
+            now: t0() + secs(37),
+            ok: true,
+            status: Some(200),
+            error: None,
+            next: DeliveryNext::Delivered,
+        })
+        .await
+        .unwrap();
+    let done = store.list_notifications(None, 10).await.unwrap().remove(0);
+    assert_eq!(done.state, DeliveryState::Delivered);
+    assert_eq!(done.attempts, 3);
+    assert_eq!(
+        done.log
+            .iter()
+            .map(|a| (a.number, a.ok))
+            .collect::<Vec<_>>(),
+        vec![(1, Some(false)), (2, None), (3, Some(true))]
+    );
+    assert_eq!(done.log[0].status, Some(500));
+    assert_eq!(store.next_delivery().await.unwrap(), None);
+    assert_eq!(store.purge_jobs(&[job.id]).await.unwrap(), 1);
+    assert!(
+        store.list_notifications(None, 10).await.unwrap().is_empty(),
+        "a job's notifications go with it"
+    );
 }

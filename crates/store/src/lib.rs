@@ -10,6 +10,8 @@
 //! - this file: the traits, their inputs and outputs, and [`Error`].
 //! - [`access`]: API tokens and managed policies ([`AccessStore`]).
 //! - [`stats`]: the grouped rows a backend reads for stats, and the rates computed from them.
+//! - [`limits`]: circuit breaking and retry budgets per target, the types the claim and the
+//!   result of an attempt carry; [`notify`]: durable notification deliveries.
 //! - [`conformance`]: the behaviour every backend must show, as async test functions, and the
 //!   [`conformance_tests!`] macro that turns them into `#[tokio::test]`s for a backend.
 
@@ -19,6 +21,14 @@ pub mod stats;
 
 pub use access::{AccessStore, StoredPolicy, TokenRecord};
 pub use stats::{Stats, StatsQuery, StatsRows};
+pub mod limits;
+pub mod notify;
+
+pub use limits::{BudgetConfig, Circuit, CircuitConfig, CircuitState, TargetLimits};
+pub use notify::{
+    ClaimedDelivery, DeliveryAttempt, DeliveryNext, DeliveryResult, DeliveryState, NewNotification,
+    Notification, NotificationStore,
+};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -70,6 +80,9 @@ pub struct ClaimRequest {
     pub default_queue_free: usize,
     /// Queues not to claim from at all (paused).
     pub paused: Vec<String>,
+    /// Circuit breaking and retry budgets per target: jobs they hold are not started but
+    /// rescheduled, with the reason.
+    pub limits: std::sync::Arc<TargetLimits>,
 }
 
 impl ClaimRequest {
@@ -161,6 +174,10 @@ pub struct AttemptResult {
     /// A pipeline step this attempt completed (its last step, or a failed non-blocking one):
     /// appended to the job's completed steps.
     pub step: Option<StepRecord>,
+    /// When set, the outcome counts towards the circuit of the job's target.
+    pub circuit: Option<CircuitConfig>,
+    /// Deliveries to enqueue with the result, in the same transaction.
+    pub notify: Vec<NewNotification>,
 }
 
 /// A process, named so that a reused pid is not mistaken for it.
@@ -321,6 +338,8 @@ pub trait JobReader: Send + Sync {
     async fn expired_leases(&self, cutoff: DateTime<Utc>) -> Result<Vec<Job>>;
     /// When something is next due: a waiting job, a deadline or a lease expiry.
     async fn next_wakeup(&self, paused: &[String]) -> Result<Wakeups>;
+    /// Circuits that are open or half-open, by target.
+    async fn list_circuits(&self) -> Result<Vec<Circuit>>;
     /// The process recorded for an attempt, if any.
     async fn attempt_process(&self, attempt_id: i64) -> Result<Option<Process>>;
     /// Whether the database answers.
@@ -362,7 +381,7 @@ pub enum Notice {
 }
 
 /// A complete backend.
-pub trait Store: JobWriter + JobReader + AccessStore + std::fmt::Debug {
+pub trait Store: JobWriter + JobReader + AccessStore + NotificationStore + std::fmt::Debug {
     /// True when one process owns the database (SQLite with its lock file): at start, every
     /// `running` job then belongs to a dead process and is rescued at once.
     fn is_exclusive(&self) -> bool;
@@ -528,4 +547,9 @@ pub mod rules {
 
     /// The actor recorded on deadline expiries.
     pub const SCHEDULER: &str = "scheduler";
+
+    pub use crate::limits::{
+        CIRCUIT_HOLD, CircuitChange, Gated, Held, TargetUsage, circuit_after, gate, probe_targets,
+        target_outcome,
+    };
 }

@@ -153,6 +153,8 @@ async fn run_inner(engine: &Engine, claimed: &Claimed) -> Lease {
             reason: format!("attempt {} succeeded", lease.attempt),
             actor: lease.node.clone(),
             step: None,
+            circuit: None,
+            notify: Vec::new(),
         };
         let attempt = lease.attempt;
         // A pipeline step that is over, and the pipeline with it unless it continues.
@@ -250,6 +252,7 @@ async fn run_inner(engine: &Engine, claimed: &Claimed) -> Lease {
                 None => return lease,
             },
             None => {
+                engine.complete_result(&job, &mut result);
                 record(engine, &result).await;
                 return lease;
             }
@@ -573,6 +576,9 @@ async fn record(engine: &Engine, result: &AttemptResult) {
                     .metrics()
                     .attempt_finished(result.outcome.as_str(), result.class.map(Class::as_str));
                 engine.publish(event);
+                if !result.notify.is_empty() {
+                    engine.deliveries_enqueued();
+                }
                 return;
             }
             Err(retryd_store::Error::LeaseLost { .. }) => {

@@ -5,13 +5,15 @@ use crate::attempt;
 use crate::executor::guard::HostGuard;
 use crate::executor::http::HttpClient;
 use crate::metrics::Metrics;
+use crate::notify::{self, Sink};
 use crate::policies::Policies;
 use chrono::{DateTime, Utc};
 use retryd_core::decide::{FailedAttempt, decide};
 use retryd_core::job::{Event, Job, NewJob};
 use retryd_core::{AttemptOutcome, Class, Clock, JobId, JobState};
 use retryd_store::{
-    AttemptResult, ClaimRequest, Fence, Inserted, Next, Notice, Requeue, Store, Wakeups, rules,
+    AttemptResult, ClaimRequest, ClaimedDelivery, DeliveryNext, DeliveryResult, Fence, Inserted,
+    Next, Notice, Requeue, Store, TargetLimits, Wakeups, rules,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,6 +33,10 @@ pub const DEFAULT_LOG_TAIL_BYTES: usize = 256 * 1024;
 /// net for changes made behind its back (another process editing the file), not the way
 /// due work is found.
 pub const SAFETY_RECHECK: Duration = Duration::from_secs(30);
+/// How long a node holds a notification delivery before another may take it over.
+pub const DELIVERY_LEASE: Duration = Duration::from_secs(120);
+/// Deliveries claimed (and made concurrently) at once.
+pub const DELIVERY_BATCH: usize = 16;
 
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -51,6 +57,10 @@ pub struct EngineConfig {
     pub retention: BTreeMap<JobState, Duration>,
     /// Hosts `http` actions may call; empty means any (no SSRF guard).
     pub http_allow_hosts: Vec<String>,
+    /// Circuit breaking and retry budgets per target; the default enforces neither.
+    pub limits: TargetLimits,
+    /// Where job events are delivered.
+    pub notifications: Vec<Sink>,
 }
 
 /// Finished jobs are kept 14 days, failed ones (the dead-letter queue) 30 days.
@@ -82,6 +92,8 @@ impl Default for EngineConfig {
             log_tail_bytes: DEFAULT_LOG_TAIL_BYTES,
             retention: default_retention(),
             http_allow_hosts: Vec::new(),
+            limits: TargetLimits::default(),
+            notifications: Vec::new(),
         }
     }
 }
@@ -152,6 +164,10 @@ pub(crate) struct Inner {
     /// Shared by every `http` attempt: one connection pool, one guard.
     pub http: HttpClient,
     pub metrics: Metrics,
+    /// The config's limits, shared by every claim request without a copy.
+    limits: Arc<TargetLimits>,
+    /// Wakes the notifier: a result enqueued deliveries, or another node may have.
+    deliveries: Notify,
     /// Paused queues, as last read from the store (refreshed on change notices and on every
     /// safety re-check). A std RwLock: read on every claim, never held across .await.
     paused: std::sync::RwLock<Vec<String>>,
@@ -191,6 +207,8 @@ impl Engine {
                 policies: std::sync::RwLock::new(Arc::new(policies.clone())),
                 base_policies: policies,
                 http: HttpClient::new(HostGuard::new(&config.http_allow_hosts)),
+                limits: Arc::new(config.limits.clone()),
+                deliveries: Notify::new(),
                 config,
                 metrics: Metrics::default(),
                 paused: std::sync::RwLock::new(Vec::new()),
@@ -339,6 +357,8 @@ impl Engine {
             warn!(error = %e, "could not read the managed policies; will try again");
         }
         tokio::spawn(self.clone().refresh_policies(heartbeat_stop.clone()));
+        let notifier = (!self.inner.config.notifications.is_empty())
+            .then(|| tokio::spawn(self.clone().deliver_notifications(heartbeat_stop.clone())));
         if let Some(notices) = self.inner.store.notices() {
             tokio::spawn(self.clone().follow_notices(notices, heartbeat_stop.clone()));
         }
@@ -382,6 +402,9 @@ impl Engine {
         heartbeat_stop.cancel();
         let _ = heartbeat.await;
         let _ = pruner.await;
+        if let Some(notifier) = notifier {
+            let _ = notifier.await;
+        }
         info!("engine stopped");
     }
 
@@ -469,6 +492,99 @@ impl Engine {
             queue_free,
             default_queue_free: config.default_queue_concurrency.min(free),
             paused: self.paused_queues(),
+            limits: self.inner.limits.clone(),
+        }
+    }
+
+    /// Fills in what a result carries beyond the attempt: the circuit it counts towards and
+    /// the notifications it enqueues.
+    pub(crate) fn complete_result(&self, job: &Job, result: &mut AttemptResult) {
+        result.circuit = self.inner.config.limits.circuit;
+        result.notify = notify::for_result(&self.inner.config.notifications, job, result);
+    }
+
+    /// Wakes the notifier after a result enqueued deliveries.
+    pub(crate) fn deliveries_enqueued(&self) {
+        self.inner.deliveries.notify_one();
+    }
+
+    /// Delivers due notifications: claims a batch under a lease, delivers it concurrently,
+    /// then sleeps until the next is due or a result enqueues one.
+    async fn deliver_notifications(self, stop: CancellationToken) {
+        let lease = chrono::Duration::from_std(DELIVERY_LEASE).unwrap_or(chrono::Duration::MAX);
+        loop {
+            let now = self.now();
+            match self
+                .inner
+                .store
+                .claim_deliveries(&self.inner.config.node, now, now + lease, DELIVERY_BATCH)
+                .await
+            {
+                Ok(batch) if !batch.is_empty() => {
+                    let mut deliveries = JoinSet::new();
+                    for claimed in batch {
+                        deliveries.spawn(self.clone().deliver_one(claimed, stop.clone()));
+                    }
+                    while deliveries.join_next().await.is_some() {}
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    warn!(error = %e, "could not claim notification deliveries; will try again")
+                }
+            }
+            let next = match self.inner.store.next_delivery().await {
+                Ok(next) => next,
+                Err(e) => {
+                    warn!(error = %e, "could not read the next notification delivery");
+                    Some(self.now() + chrono::Duration::seconds(1))
+                }
+            };
+            let pause = notify::pause_until(next, self.now(), SAFETY_RECHECK);
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = self.inner.deliveries.notified() => {}
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+
+    async fn deliver_one(self, claimed: ClaimedDelivery, stop: CancellationToken) {
+        let notification = &claimed.notification;
+        let sink = self
+            .inner
+            .config
+            .notifications
+            .iter()
+            .find(|s| s.name == notification.sink);
+        let (ok, status, error, next) = notify::deliver(&self, sink, &claimed, stop).await;
+        let outcome = match (&next, ok) {
+            (_, true) => "delivered",
+            (DeliveryNext::Retry { .. }, _) => "retrying",
+            _ => "failed",
+        };
+        self.inner
+            .metrics
+            .delivery_tried(&notification.sink, outcome);
+        let result = DeliveryResult {
+            notification_id: notification.id,
+            attempt_id: claimed.attempt_id,
+            node: self.inner.config.node.clone(),
+            now: self.now(),
+            ok,
+            status,
+            error: error.clone(),
+            next,
+        };
+        match self.inner.store.finish_delivery(&result).await {
+            Ok(()) => info!(
+                notification = notification.id, job_id = %notification.job_id, sink = %notification.sink,
+                event = %notification.event, try_number = claimed.number, outcome, error = error.as_deref().unwrap_or(""),
+                "notification delivery"
+            ),
+            Err(e) => {
+                warn!(notification = notification.id, error = %e, "could not record a notification delivery")
+            }
         }
     }
 
@@ -574,7 +690,10 @@ impl Engine {
                 notice = notices.recv() => notice,
             };
             match notice {
-                Ok(Notice::Wake) => self.wake(),
+                Ok(Notice::Wake) => {
+                    self.wake();
+                    self.inner.deliveries.notify_one();
+                }
                 Ok(Notice::Cancel(id)) => {
                     self.stop_running(id);
                 }
@@ -707,7 +826,7 @@ impl Engine {
                     &format!("attempt {number} lost ({rule})"),
                 )
             };
-            let result = AttemptResult {
+            let mut result = AttemptResult {
                 lease: retryd_store::Lease {
                     job_id: job.id,
                     attempt_id,
@@ -730,7 +849,10 @@ impl Engine {
                 reason,
                 actor: format!("rescuer on {}", self.inner.config.node),
                 step: None,
+                circuit: None,
+                notify: Vec::new(),
             };
+            self.complete_result(&job, &mut result);
             let span = info_span!("rescue", job_id = %job.id, queue = %job.queue, kind = %job.kind,
                 target = job.target.as_deref().unwrap_or("-"), attempt = job.attempt,
                 step = job.current_step().map_or("-", |(_, s)| s.name.as_str()), state = %JobState::Running);
@@ -743,6 +865,9 @@ impl Engine {
                             Some(Class::Transient.as_str()),
                         );
                         self.publish(event);
+                        if !result.notify.is_empty() {
+                            self.deliveries_enqueued();
+                        }
                     }
                     Err(retryd_store::Error::LeaseLost { .. }) => {}
                     Err(e) => warn!(error = %e, "rescue failed; will try again"),

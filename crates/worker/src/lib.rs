@@ -11,6 +11,7 @@
 //! - [`executor`]: what runs an action (`command` today).
 //! - [`tail`]: the bounded output tail of an attempt.
 //! - [`metrics`]: this node's Prometheus metrics.
+//! - [`notify`]: notification sinks, the deliveries a result enqueues, and one delivery.
 //! - [`policies`]: named policies and selection.
 //! - [`process`]: finding a killed node's leftover process groups after a restart.
 
@@ -18,6 +19,7 @@ pub mod attempt;
 pub mod engine;
 pub mod executor;
 pub mod metrics;
+pub mod notify;
 pub mod policies;
 pub mod process;
 pub mod tail;

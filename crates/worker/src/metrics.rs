@@ -20,6 +20,8 @@ pub struct Metrics {
     claim_duration: Histogram,
     jobs: Family<Labels, Gauge>,
     queue_depth: Family<Labels, Gauge>,
+    circuits: Family<Labels, Gauge>,
+    deliveries: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -52,8 +54,22 @@ impl Default for Metrics {
             "Waiting jobs (pending or retrying), by queue",
             queue_depth.clone(),
         );
+        let circuits = Family::<Labels, Gauge>::default();
+        registry.register(
+            "circuit_open",
+            "Circuits not closed, by target and state (open, half_open): 1 while so",
+            circuits.clone(),
+        );
+        let deliveries = Family::<Labels, Counter>::default();
+        registry.register(
+            "notification_deliveries",
+            "Notification delivery tries on this node, by sink and outcome",
+            deliveries.clone(),
+        );
         Metrics {
             registry,
+            circuits,
+            deliveries,
             attempts,
             retry_lateness,
             claim_duration,
@@ -74,6 +90,28 @@ impl Metrics {
 
     pub fn retry_started_late(&self, seconds: f64) {
         self.retry_lateness.observe(seconds.max(0.0));
+    }
+
+    pub fn delivery_tried(&self, sink: &str, outcome: &str) {
+        let labels = vec![("sink", sink.to_owned()), ("outcome", outcome.to_owned())];
+        self.deliveries.get_or_create(&labels).inc();
+    }
+
+    /// Sets the circuit gauges from the store's circuits (call before `render`).
+    pub fn set_circuits(
+        &self,
+        circuits: &[retryd_store::Circuit],
+        now: chrono::DateTime<chrono::Utc>,
+    ) {
+        // Circuits close and vanish: start from none.
+        self.circuits.clear();
+        for circuit in circuits {
+            let labels = vec![
+                ("target", circuit.target.clone()),
+                ("state", circuit.state(now).as_str().to_owned()),
+            ];
+            self.circuits.get_or_create(&labels).set(1);
+        }
     }
 
     pub fn claimed_in(&self, seconds: f64) {

@@ -21,6 +21,11 @@ pub async fn metrics(
     let store = state.engine.store();
     let by_state = store.count_by_state().await?;
     let depths = store.queue_depths().await?;
+    let circuits = store.list_circuits().await?;
+    state
+        .engine
+        .metrics()
+        .set_circuits(&circuits, state.engine.now());
     let body = state.engine.metrics().render(&by_state, &depths);
     Ok((
         [(

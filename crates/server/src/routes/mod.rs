@@ -1,7 +1,9 @@
+pub mod circuits;
 pub mod dlq;
 pub mod events;
 pub mod health;
 pub mod jobs;
+pub mod notifications;
 pub mod policies;
 pub mod queues;
 pub mod session;

@@ -1,0 +1,61 @@
+//! The notification log: every delivery with each of its tries.
+
+use super::job_id;
+use crate::AppState;
+use crate::auth::Viewer;
+use crate::error::Error;
+use crate::extract::ApiQuery;
+use axum::Json;
+use axum::extract::{Path, State};
+use retryd_store::Notification;
+use serde::Deserialize;
+
+const DEFAULT_LIMIT: usize = 100;
+const MAX_LIMIT: usize = 1000;
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct NotificationQuery {
+    /// Deliveries to return, newest first (1–1000, default 100).
+    pub limit: Option<usize>,
+}
+
+fn limit(query: &NotificationQuery) -> Result<usize, Error> {
+    match query.limit {
+        None => Ok(DEFAULT_LIMIT),
+        Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+        Some(n) => Err(Error::invalid(
+            "limit",
+            format!("must be between 1 and {MAX_LIMIT}, got {n}"),
+        )),
+    }
+}
+
+/// Newest deliveries first, of all jobs.
+#[utoipa::path(get, path = "/notifications", tag = "notifications", params(NotificationQuery), responses((status = 200, body = Vec<Notification>)))]
+pub async fn list(
+    State(state): State<AppState>,
+    Viewer(_): Viewer,
+    ApiQuery(query): ApiQuery<NotificationQuery>,
+) -> Result<Json<Vec<Notification>>, Error> {
+    let limit = limit(&query)?;
+    Ok(Json(
+        state.engine.store().list_notifications(None, limit).await?,
+    ))
+}
+
+/// The deliveries of one job.
+#[utoipa::path(get, path = "/jobs/{id}/notifications", tag = "notifications", params(("id" = String, Path, description = "Job id (UUID)"), NotificationQuery), responses((status = 200, body = Vec<Notification>)))]
+pub async fn of_job(
+    State(state): State<AppState>,
+    Viewer(_): Viewer,
+    Path(id): Path<String>,
+    ApiQuery(query): ApiQuery<NotificationQuery>,
+) -> Result<Json<Vec<Notification>>, Error> {
+    let id = job_id(&id)?;
+    let limit = limit(&query)?;
+    let store = state.engine.store();
+    store.get_job(id).await?;
+    Ok(Json(store.list_notifications(Some(id), limit).await?))
+}
