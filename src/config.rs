@@ -361,6 +361,7 @@ impl Settings {
                 budget: file.budgets.as_ref().map(budgets).transpose()?,
             },
             notifications: Vec::new(),
+            run_builtin: true,
         };
         validate_engine(&engine)?;
         let policies = retryd_worker::Policies::new(

@@ -277,6 +277,46 @@ impl HttpAction {
     }
 }
 
+/// Call the function a program embedding the engine registered for the job's `kind`. Only a
+/// node that registered that kind claims the job; `retryd serve` never does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct HandlerAction {
+    /// The handler's input, as JSON.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    #[serde(default)]
+    pub payload: serde_json::Value,
+    /// Time limit of one attempt; overrides the policy's `attempt_timeout`.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "30s"))]
+    #[serde(
+        default,
+        with = "crate::duration::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub timeout: Option<std::time::Duration>,
+}
+
+/// The largest handler payload, serialized.
+pub const MAX_HANDLER_PAYLOAD: usize = 256 * 1024;
+
+impl HandlerAction {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.payload.to_string().len() > MAX_HANDLER_PAYLOAD {
+            return Err(format!(
+                "action.payload: at most {MAX_HANDLER_PAYLOAD} bytes of JSON"
+            ));
+        }
+        if self
+            .timeout
+            .is_some_and(|t| t.is_zero() || t > crate::policy::MAX_BUDGET)
+        {
+            return Err("action.timeout: must be more than 0s and at most 30days".into());
+        }
+        Ok(())
+    }
+}
+
 /// What a job runs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -285,6 +325,7 @@ pub enum Action {
     Command(CommandAction),
     Http(HttpAction),
     Pipeline(PipelineAction),
+    Handler(HandlerAction),
 }
 
 fn redact_values(values: &mut BTreeMap<String, EnvValue>) {
@@ -311,6 +352,7 @@ impl Action {
             Action::Command(c) => c.validate(),
             Action::Http(h) => h.validate(),
             Action::Pipeline(p) => p.validate(),
+            Action::Handler(h) => h.validate(),
         }
     }
 
@@ -319,6 +361,7 @@ impl Action {
             Action::Command(c) => c.secrets(),
             Action::Http(h) => h.secrets_list(),
             Action::Pipeline(p) => p.secrets(),
+            Action::Handler(_) => Vec::new(),
         }
     }
 
@@ -347,6 +390,7 @@ impl Action {
                 }
                 Action::Pipeline(p)
             }
+            Action::Handler(h) => Action::Handler(h.clone()),
         }
     }
 
@@ -355,6 +399,7 @@ impl Action {
             Action::Command(c) => c.display(),
             Action::Http(h) => format!("{} {}", h.method, h.url),
             Action::Pipeline(p) => p.summary(),
+            Action::Handler(_) => "handler".to_owned(),
         }
     }
 
@@ -364,6 +409,7 @@ impl Action {
             Action::Command(c) => c.timeout,
             Action::Http(h) => h.timeout,
             Action::Pipeline(_) => return None,
+            Action::Handler(h) => h.timeout,
         }
         .or(policy.attempt_timeout)
     }

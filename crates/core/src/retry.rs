@@ -61,6 +61,21 @@ impl<E> Classify for Permanent<E> {
     }
 }
 
+impl<E: fmt::Display> fmt::Display for Transient<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl<E: fmt::Display> fmt::Display for Permanent<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl<E: fmt::Debug + fmt::Display> std::error::Error for Transient<E> {}
+impl<E: fmt::Debug + fmt::Display> std::error::Error for Permanent<E> {}
+
 /// Decides the class of an error (and an optional retry-after hint).
 pub trait Classifier<E> {
     fn classify(&mut self, error: &E) -> (Class, Option<Duration>);
@@ -391,6 +406,39 @@ mod tests {
                 (2, Duration::from_millis(2)),
                 (3, Duration::from_millis(4))
             ]
+        );
+    }
+
+    #[test]
+    fn a_retry_after_hint_sets_the_wait() {
+        struct RateLimited;
+        impl Classify for RateLimited {
+            fn class(&self) -> Class {
+                Class::Transient
+            }
+            fn retry_after(&self) -> Option<Duration> {
+                Some(Duration::from_millis(7))
+            }
+        }
+        let policy = Policy {
+            max_delay: Duration::from_secs(1),
+            ..instant_policy(2)
+        };
+        let mut waits = Vec::new();
+        let result = Retry::new(&policy)
+            .on_retry(|_, _: &RateLimited, delay| waits.push(delay))
+            .run_blocking(|attempt| {
+                if attempt == 1 {
+                    Err(RateLimited)
+                } else {
+                    Ok(())
+                }
+            });
+        assert!(result.is_ok());
+        assert_eq!(
+            waits,
+            vec![Duration::from_millis(7)],
+            "the hint, not the zero backoff"
         );
     }
 

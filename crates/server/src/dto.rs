@@ -72,14 +72,18 @@ impl SubmitRequest {
         }
         let queue = self.queue.unwrap_or_else(|| "default".to_owned());
         validate_name("queue", &queue).map_err(split)?;
-        let kind = self.kind.unwrap_or_else(|| {
-            match self.action {
-                Action::Command(_) => "command",
-                Action::Http(_) => "http",
-                Action::Pipeline(_) => "pipeline",
+        let kind = match (self.kind, &self.action) {
+            (Some(kind), _) => kind,
+            (None, Action::Command(_)) => "command".to_owned(),
+            (None, Action::Http(_)) => "http".to_owned(),
+            (None, Action::Pipeline(_)) => "pipeline".to_owned(),
+            (None, Action::Handler(_)) => {
+                return Err(Error::invalid(
+                    "kind",
+                    "required with a handler action: the kind an embedding program registered",
+                ));
             }
-            .to_owned()
-        });
+        };
         validate_name("kind", &kind).map_err(split)?;
         if let Some(target) = &self.target {
             validate_name("target", target).map_err(split)?;

@@ -1,5 +1,7 @@
--- When something is next due: a waiting job, a deadline, a lease expiry.
+-- When something is next due: a waiting job this node can run ($2: handler kinds, $3:
+-- built-in actions), a deadline, a lease expiry.
 SELECT
-    (SELECT MIN(next_attempt_at) FROM jobs WHERE state IN ('pending', 'retrying') AND NOT (queue = ANY($1))),
+    (SELECT MIN(next_attempt_at) FROM jobs WHERE state IN ('pending', 'retrying') AND NOT (queue = ANY($1))
+        AND CASE WHEN action->>'type' = 'handler' THEN kind = ANY($2) ELSE $3 END),
     (SELECT MIN(deadline) FROM jobs WHERE state IN ('pending', 'retrying') AND deadline IS NOT NULL),
     (SELECT MIN(lease_expires_at) FROM jobs WHERE state = 'running')

@@ -34,8 +34,8 @@ use retryd_store::{
     AccessStore, AttemptResult, Circuit, CircuitConfig, ClaimRequest, Claimed, ClaimedDelivery,
     DeliveryAttempt, DeliveryNext, DeliveryResult, DeliveryState, Error, Inserted, JobFilter,
     JobReader, JobWriter, Lease, NewLogLine, NewNotification, Notice, Notification,
-    NotificationStore, Page, Process, Requeue, Result, StatsQuery, StatsRows, Store, StoredPolicy,
-    TargetLimits, TokenRecord, Wakeups, rules,
+    NotificationStore, Page, Process, Requeue, Result, Runnable, StatsQuery, StatsRows, Store,
+    StoredPolicy, TargetLimits, TokenRecord, Wakeups, rules,
 };
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
@@ -740,7 +740,13 @@ impl JobWriter for PostgresStore {
         let candidates = select_jobs(
             &tx,
             &with_columns(include_str!("../queries/claim_candidates.sql")),
-            &[&request.now, &skipped, &window],
+            &[
+                &request.now,
+                &skipped,
+                &window,
+                &request.runnable.handler_kinds,
+                &request.runnable.builtin,
+            ],
         )
         .await?;
         let (circuits, usage) = read_limits(&tx, &candidates, &request.limits, request.now).await?;
@@ -1532,10 +1538,13 @@ impl JobReader for PostgresStore {
         ))
     }
 
-    async fn next_wakeup(&self, paused: &[String]) -> Result<Wakeups> {
+    async fn next_wakeup(&self, skipped: &[String], runnable: &Runnable) -> Result<Wakeups> {
         let client = self.scheduler_client().await?;
         let row = client
-            .query_one(include_str!("../queries/next_wakeup.sql"), &[&paused])
+            .query_one(
+                include_str!("../queries/next_wakeup.sql"),
+                &[&skipped, &runnable.handler_kinds, &runnable.builtin],
+            )
             .await
             .map_err(pg)?;
         Ok(Wakeups {

@@ -1,8 +1,13 @@
--- Due jobs by priority, then due time, outside paused or full queues.
-SELECT {JOB_COLUMNS} FROM jobs
+-- Due jobs this node can run (?4: registered handler kinds, ?5: built-in actions), by
+-- priority, then due time, outside paused or full queues.
+-- INDEXED BY: without statistics the planner takes jobs_state and sorts every waiting job;
+-- the claim index yields them in order, so the scan stops at the limit.
+SELECT {JOB_COLUMNS} FROM jobs INDEXED BY jobs_claim
 WHERE state IN ('pending', 'retrying')
   AND next_attempt_at <= ?1
   AND (deadline IS NULL OR deadline > ?1)
   AND queue NOT IN (SELECT value FROM json_each(?2))
+  AND CASE WHEN json_extract(action, '$.type') = 'handler'
+           THEN kind IN (SELECT value FROM json_each(?4)) ELSE ?5 END
 ORDER BY priority DESC, next_attempt_at, id
 LIMIT ?3

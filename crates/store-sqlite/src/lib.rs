@@ -25,10 +25,11 @@ use retryd_store::{
     AccessStore, AttemptResult, Circuit, CircuitConfig, ClaimRequest, Claimed, ClaimedDelivery,
     DeliveryAttempt, DeliveryResult, DeliveryState, Error, Inserted, JobFilter, JobReader,
     JobWriter, Lease, NewLogLine, NewNotification, Notification, NotificationStore, Page, Process,
-    Requeue, Result, StatsQuery, StatsRows, Store, StoredPolicy, TargetLimits, TokenRecord,
-    Wakeups, rules,
+    Requeue, Result, Runnable, StatsQuery, StatsRows, Store, StoredPolicy, TargetLimits,
+    TokenRecord, Wakeups, rules,
 };
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+use std::any::Any;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -85,10 +86,16 @@ pub enum Synchronous {
     Normal,
 }
 
-#[derive(Debug)]
+/// A queued write: runs inside its savepoint and returns its value type-erased.
+type WriteOp = Box<dyn FnOnce(&Connection) -> Result<Box<dyn Any + Send>> + Send>;
+type WriteReply = tokio::sync::oneshot::Sender<Result<Box<dyn Any + Send>>>;
+type WriteQueue = Arc<Mutex<Vec<(WriteOp, WriteReply)>>>;
+
 pub struct SqliteStore {
-    // Both behind std Mutexes: each is used only inside spawn_blocking, never across .await.
+    // Behind std Mutexes: each is used only inside spawn_blocking, never across .await.
     writer: Arc<Mutex<Connection>>,
+    /// Writes waiting for the next group commit.
+    queue: WriteQueue,
     reader: Arc<Mutex<Connection>>,
     path: PathBuf,
     /// Held for the store's lifetime: the OS releases it if the process dies.
@@ -212,6 +219,12 @@ fn load_job(conn: &Connection, id: JobId) -> Result<Job> {
     .ok_or(Error::NotFound(id))
 }
 
+/// Runs a statement through the connection's statement cache: parsing the SQL again on every
+/// write showed in the profile (the text is constant, or built only from constants).
+fn exec(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
+    conn.prepare_cached(sql)?.execute(params)
+}
+
 // One parameter per column: a struct would only rename them.
 #[allow(clippy::too_many_arguments)]
 fn insert_event(
@@ -224,7 +237,8 @@ fn insert_event(
     actor: &str,
     step: Option<String>,
 ) -> Result<Event> {
-    conn.execute(
+    exec(
+        conn,
         "INSERT INTO events (job_id, at, from_state, to_state, reason, actor, step) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![id.to_string(), ms(at), from.map(JobState::as_str), to.as_str(), reason, actor, step],
     )
@@ -244,7 +258,8 @@ fn insert_event(
 /// Writes a finished attempt's row.
 fn finish_attempt_row(conn: &Connection, result: &AttemptResult) -> Result<()> {
     let (delay_ms, delay_reason, _, _) = rules::next_columns(&result.next);
-    conn.execute(
+    exec(
+        conn,
         "UPDATE attempts SET finished_at = ?2, outcome = ?3, exit_code = ?4, error = ?5, class = ?6, rule = ?7, \
          next_delay_ms = ?8, delay_reason = ?9, output_dropped_bytes = ?10 WHERE id = ?1",
         params![
@@ -278,6 +293,8 @@ fn open_connection(path: &Path, synchronous: Synchronous) -> Result<Connection> 
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;"
     ))
     .map_err(backend)?;
+    // Every query of this backend stays prepared.
+    conn.set_prepared_statement_cache_capacity(128);
     Ok(conn)
 }
 
@@ -512,6 +529,92 @@ fn load_notification(conn: &Connection, id: i64) -> Result<Notification> {
     Ok(notification)
 }
 
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Takes the writer, then every queued write (another caller's task may have taken ours
+/// already: then it is committed or being committed), and commits them as one transaction.
+fn commit_group(conn: &Mutex<Connection>, queue: &Mutex<Vec<(WriteOp, WriteReply)>>) {
+    let Ok(mut conn) = conn.lock() else {
+        fail_all(queue, "writer connection poisoned");
+        return;
+    };
+    let group = match queue.lock() {
+        Ok(mut queued) => std::mem::take(&mut *queued),
+        Err(_) => return,
+    };
+    if group.is_empty() {
+        return;
+    }
+    let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+        Ok(tx) => tx,
+        Err(e) => {
+            let message = e.to_string();
+            for (_, reply) in group {
+                let _ = reply.send(Err(backend(&message)));
+            }
+            return;
+        }
+    };
+    let mut replies = Vec::with_capacity(group.len());
+    for (op, reply) in group {
+        if tx.is_autocommit() {
+            // SQLite rolled the whole transaction back (I/O error, disk full): nothing of
+            // this group is written, and no later write may run outside a transaction.
+            let _ = reply.send(Err(backend("the group's transaction was rolled back")));
+            continue;
+        }
+        let result = match exec(&tx, "SAVEPOINT w", []) {
+            Ok(_) => {
+                let result = op(&tx);
+                let undo = if result.is_ok() {
+                    Ok(0)
+                } else {
+                    exec(&tx, "ROLLBACK TO w", [])
+                };
+                match undo.and_then(|_| exec(&tx, "RELEASE w", [])) {
+                    Ok(_) => result,
+                    Err(e) => Err(backend(e)),
+                }
+            }
+            Err(e) => Err(backend(e)),
+        };
+        replies.push((reply, result));
+    }
+    let rolled_back = tx.is_autocommit();
+    match tx.commit() {
+        Ok(()) if rolled_back => {
+            for (reply, _) in replies {
+                let _ = reply.send(Err(backend("the group's transaction was rolled back")));
+            }
+        }
+        Ok(()) => {
+            for (reply, result) in replies {
+                let _ = reply.send(result);
+            }
+        }
+        Err(e) => {
+            let message = e.to_string();
+            for (reply, _) in replies {
+                let _ = reply.send(Err(backend(&message)));
+            }
+        }
+    }
+}
+
+fn fail_all(queue: &Mutex<Vec<(WriteOp, WriteReply)>>, message: &str) {
+    if let Ok(mut queued) = queue.lock() {
+        for (_, reply) in queued.drain(..) {
+            let _ = reply.send(Err(backend(message)));
+        }
+    }
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the database file and applies migrations. Fails if another
     /// process holds the file.
@@ -536,6 +639,7 @@ impl SqliteStore {
         let reader = open_connection(&path, synchronous)?;
         Ok(SqliteStore {
             writer: Arc::new(Mutex::new(writer)),
+            queue: Arc::default(),
             reader: Arc::new(Mutex::new(reader)),
             path,
             _lock: lock,
@@ -546,26 +650,35 @@ impl SqliteStore {
         &self.path
     }
 
-    /// Runs `f` in one immediate transaction on the writer connection.
+    /// Runs `f` atomically on the writer connection, as a savepoint of a group commit.
+    ///
+    /// Group commit: each call queues its closure, then one blocking task takes the writer
+    /// and runs every queued closure in one `BEGIN IMMEDIATE` transaction, each in its own
+    /// savepoint (an error rolls back that closure only), and commits once. With
+    /// `synchronous=FULL` that is one fsync for the whole group instead of one per call.
+    /// While a group commits, the next calls queue up and form the next group, so a lone
+    /// call waits for no one. A result is sent only after its group's commit: when `write`
+    /// returns, the change is as durable as before.
     async fn write<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let op: WriteOp = Box::new(move |conn| f(conn).map(|v| Box::new(v) as Box<dyn Any + Send>));
+        self.queue
+            .lock()
+            .map_err(|_| backend("write queue poisoned"))?
+            .push((op, tx));
         let conn = self.writer.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = conn
-                .lock()
-                .map_err(|_| backend("writer connection poisoned"))?;
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(backend)?;
-            let value = f(&tx)?;
-            tx.commit().map_err(backend)?;
-            Ok(value)
-        })
-        .await
-        .map_err(backend)?
+        let queue = self.queue.clone();
+        tokio::task::spawn_blocking(move || commit_group(&conn, &queue))
+            .await
+            .map_err(backend)?;
+        match rx.await {
+            Ok(result) => result.map(|v| *v.downcast::<T>().expect("the type this call queued")),
+            Err(_) => Err(backend("the write was dropped (the writer panicked)")),
+        }
     }
 
     async fn read<T, F>(&self, f: F) -> Result<T>
@@ -591,7 +704,8 @@ fn delete_jobs_where(
     params: impl rusqlite::Params + Clone,
 ) -> Result<u64> {
     for child in ["attempts", "events", "log_lines", "notifications"] {
-        tx.execute(
+        exec(
+            tx,
             &format!("DELETE FROM {child} WHERE job_id IN (SELECT id FROM jobs WHERE {condition})"),
             params.clone(),
         )
@@ -621,7 +735,7 @@ impl JobWriter for SqliteStore {
                     return Ok(Inserted { job: load_job(tx, id)?, created: false, event: None });
                 }
             }
-            tx.execute(
+            exec(tx,
                 "INSERT INTO jobs (id, queue, kind, target, action, policy_name, policy, priority, run_at, deadline, \
                  labels, idempotency_key, created_by, state, attempt, next_attempt_at, created_at, updated_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, 'pending', 0, ?9, ?14, ?14)",
@@ -661,7 +775,16 @@ impl JobWriter for SqliteStore {
             let candidates: Vec<Job> = {
                 let mut stmt = tx.prepare_cached(&with_columns(include_str!("../queries/claim_candidates.sql"))).map_err(to_store)?;
                 let rows = stmt
-                    .query_map(params![now, json(&skipped), rules::candidate_window(&request) as i64], job_from_row)
+                    .query_map(
+                        params![
+                            now,
+                            json(&skipped),
+                            rules::candidate_window(&request) as i64,
+                            json(&request.runnable.handler_kinds),
+                            request.runnable.builtin
+                        ],
+                        job_from_row,
+                    )
                     .map_err(to_store)?;
                 rows.collect::<rusqlite::Result<_>>().map_err(to_store)?
             };
@@ -679,7 +802,7 @@ impl JobWriter for SqliteStore {
             let mut claimed = Vec::new();
             for job in chosen {
                 let number = job.attempt + 1;
-                tx.execute(
+                exec(tx,
                     "INSERT INTO attempts (job_id, number, step, node, started_at, target) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                     params![job.id.to_string(), number, rules::claimed_step(&job), request.node, now, job.target],
                 )
@@ -691,7 +814,7 @@ impl JobWriter for SqliteStore {
                 }
                 let from = job.state;
                 from.transition(JobState::Running)?;
-                tx.execute(
+                exec(tx,
                     "UPDATE jobs SET state = 'running', attempt = ?2, lease_owner = ?3, lease_expires_at = ?4, \
                      current_attempt_id = ?5, next_attempt_at = NULL, hold_reason = NULL, started_at = COALESCE(started_at, ?6), updated_at = ?6 \
                      WHERE id = ?1",
@@ -722,7 +845,7 @@ impl JobWriter for SqliteStore {
         let attempts = json(&attempt_ids);
         self.write(move |tx| {
             const HELD: &str = "state = 'running' AND lease_owner = ?1 AND current_attempt_id IN (SELECT value FROM json_each(?2))";
-            tx.execute(&format!("UPDATE jobs SET lease_expires_at = ?3 WHERE {HELD}"), params![node, attempts, ms(lease_until)])
+            exec(tx, &format!("UPDATE jobs SET lease_expires_at = ?3 WHERE {HELD}"), params![node, attempts, ms(lease_until)])
                 .map_err(to_store)?;
             let mut stmt = tx
                 .prepare_cached(&format!("SELECT id FROM jobs WHERE {HELD} AND cancel_requested = 1"))
@@ -760,7 +883,7 @@ impl JobWriter for SqliteStore {
             }
             let terminal = to.is_terminal();
             let steps = json(&rules::steps_after(&job, result.step.as_ref()));
-            tx.execute(
+            exec(tx,
                 "UPDATE jobs SET state = ?2, next_attempt_at = ?3, steps = ?11, hold_reason = NULL, \
                  last_error = CASE WHEN ?4 IS NULL THEN last_error ELSE ?4 END, \
                  last_error_class = CASE WHEN ?4 IS NULL THEN last_error_class ELSE ?5 END, \
@@ -798,13 +921,13 @@ impl JobWriter for SqliteStore {
             finish_attempt_row(tx, &result)?;
             let number = job.attempt + 1;
             let now = ms(result.now);
-            tx.execute(
+            exec(tx,
                 "INSERT INTO attempts (job_id, number, step, node, started_at) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![job.id.to_string(), number, next_step, lease.node, now],
             )
             .map_err(to_store)?;
             let attempt_id = tx.last_insert_rowid();
-            tx.execute(
+            exec(tx,
                 "UPDATE jobs SET steps = ?2, step_attempt_base = attempt, attempt = ?3, current_attempt_id = ?4, \
                  last_error = COALESCE(?5, last_error), last_error_class = COALESCE(?6, last_error_class), \
                  last_rule = COALESCE(?7, last_rule), updated_at = ?8 WHERE id = ?1",
@@ -836,13 +959,13 @@ impl JobWriter for SqliteStore {
         self.write(move |tx| {
             let job = load_job(tx, id)?;
             if job.state == JobState::Running {
-                tx.execute("UPDATE jobs SET cancel_requested = 1, updated_at = ?2 WHERE id = ?1", params![id.to_string(), ms(now)])
+                exec(tx, "UPDATE jobs SET cancel_requested = 1, updated_at = ?2 WHERE id = ?1", params![id.to_string(), ms(now)])
                     .map_err(to_store)?;
                 return Ok((load_job(tx, id)?, None));
             }
             let to = job.state.transition(JobState::Cancelled)?;
             let reason = rules::cancel_reason(&actor);
-            tx.execute(
+            exec(tx,
                 "UPDATE jobs SET state = ?2, finish_reason = ?3, finished_at = ?4, next_attempt_at = NULL, updated_at = ?4 WHERE id = ?1",
                 params![id.to_string(), to.as_str(), reason, ms(now)],
             )
@@ -860,20 +983,20 @@ impl JobWriter for SqliteStore {
             let now = ms(requeue.now);
             rules::check_changes(&job, &requeue)?;
             if let Some(changes) = &requeue.changes {
-                tx.execute(
+                exec(tx,
                     "UPDATE jobs SET action = ?2, policy_name = ?3, policy = ?4 WHERE id = ?1",
                     params![id.to_string(), json(&changes.action), changes.policy_name, json(&changes.policy)],
                 )
                 .map_err(to_store)?;
             }
             if job.state == JobState::Retrying {
-                tx.execute("UPDATE jobs SET next_attempt_at = ?2, updated_at = ?2 WHERE id = ?1", params![id.to_string(), now])
+                exec(tx, "UPDATE jobs SET next_attempt_at = ?2, updated_at = ?2 WHERE id = ?1", params![id.to_string(), now])
                     .map_err(to_store)?;
                 return Ok((load_job(tx, id)?, None));
             }
             let to = job.state.transition(JobState::Pending)?;
             let attempt = if requeue.reset { 0 } else { job.attempt };
-            tx.execute(
+            exec(tx,
                 "UPDATE jobs SET state = ?2, attempt = ?3, next_attempt_at = ?4, finish_reason = NULL, finished_at = NULL, \
                  cancel_requested = 0, updated_at = ?4, started_at = CASE WHEN ?5 THEN NULL ELSE started_at END, \
                  step_attempt_base = CASE WHEN ?5 THEN 0 ELSE step_attempt_base END WHERE id = ?1",
@@ -892,7 +1015,7 @@ impl JobWriter for SqliteStore {
             let due: Vec<Job> = {
                 let mut stmt = tx
                     .prepare_cached(&format!(
-                        "SELECT {JOB_COLUMNS} FROM jobs WHERE state IN ('pending', 'retrying') AND deadline IS NOT NULL AND deadline <= ?1"
+                        "SELECT {JOB_COLUMNS} FROM jobs INDEXED BY jobs_deadline WHERE state IN ('pending', 'retrying') AND deadline IS NOT NULL AND deadline <= ?1"
                     ))
                     .map_err(to_store)?;
                 let rows = stmt.query_map([ms(now)], job_from_row).map_err(to_store)?;
@@ -902,7 +1025,7 @@ impl JobWriter for SqliteStore {
             for job in due {
                 let to = job.state.transition(JobState::Expired)?;
                 let reason = rules::expire_reason(&job, now);
-                tx.execute(
+                exec(tx,
                     "UPDATE jobs SET state = ?2, finish_reason = ?3, finished_at = ?4, next_attempt_at = NULL, updated_at = ?4 WHERE id = ?1",
                     params![job.id.to_string(), to.as_str(), reason, ms(now)],
                 )
@@ -956,7 +1079,8 @@ impl JobWriter for SqliteStore {
     ) -> Result<()> {
         let (queue, actor) = (queue.to_owned(), actor.to_owned());
         self.write(move |tx| {
-            tx.execute(
+            exec(
+                tx,
                 "INSERT INTO queues (name, paused, updated_at, updated_by) VALUES (?1, ?2, ?3, ?4) \
                  ON CONFLICT (name) DO UPDATE SET paused = ?2, updated_at = ?3, updated_by = ?4",
                 params![queue, paused, ms(now), actor],
@@ -970,7 +1094,8 @@ impl JobWriter for SqliteStore {
     async fn record_process(&self, lease: &Lease, process: Process) -> Result<()> {
         let attempt_id = lease.attempt_id;
         self.write(move |tx| {
-            tx.execute(
+            exec(
+                tx,
                 "UPDATE attempts SET pid = ?2, pid_started = ?3 WHERE id = ?1",
                 params![attempt_id, process.pid, process.started as i64],
             )
@@ -1018,7 +1143,8 @@ impl JobWriter for SqliteStore {
     async fn trim_log(&self, lease: &Lease, before_index: u64) -> Result<()> {
         let attempt_id = lease.attempt_id;
         self.write(move |tx| {
-            tx.execute(
+            exec(
+                tx,
                 "DELETE FROM log_lines WHERE attempt_id = ?1 AND idx < ?2",
                 params![attempt_id, before_index as i64],
             )
@@ -1237,7 +1363,7 @@ impl JobReader for SqliteStore {
     async fn expired_leases(&self, cutoff: DateTime<Utc>) -> Result<Vec<Job>> {
         self.read(move |conn| {
             let mut stmt = conn
-                .prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE state = 'running' AND lease_expires_at < ?1"))
+                .prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs INDEXED BY jobs_lease WHERE state = 'running' AND lease_expires_at < ?1"))
                 .map_err(to_store)?;
             let rows = stmt.query_map([ms(cutoff)], job_from_row).map_err(to_store)?;
             rows.collect::<rusqlite::Result<_>>().map_err(to_store)
@@ -1245,17 +1371,23 @@ impl JobReader for SqliteStore {
         .await
     }
 
-    async fn next_wakeup(&self, paused: &[String]) -> Result<Wakeups> {
-        let paused = json(&paused);
+    async fn next_wakeup(&self, skipped: &[String], runnable: &Runnable) -> Result<Wakeups> {
+        let skipped = json(&skipped);
+        let kinds = json(&runnable.handler_kinds);
+        let builtin = runnable.builtin;
         self.read(move |conn| {
-            conn.query_row(include_str!("../queries/next_wakeup.sql"), [paused], |r| {
-                let at = |i| r.get::<_, Option<i64>>(i).map(|t| t.map(from_ms));
-                Ok(Wakeups {
-                    due: at(0)?,
-                    deadline: at(1)?,
-                    lease_expiry: at(2)?,
-                })
-            })
+            conn.query_row(
+                include_str!("../queries/next_wakeup.sql"),
+                params![skipped, kinds, builtin],
+                |r| {
+                    let at = |i| r.get::<_, Option<i64>>(i).map(|t| t.map(from_ms));
+                    Ok(Wakeups {
+                        due: at(0)?,
+                        deadline: at(1)?,
+                        lease_expiry: at(2)?,
+                    })
+                },
+            )
             .map_err(to_store)
         })
         .await
@@ -1461,7 +1593,8 @@ impl AccessStore for SqliteStore {
     async fn insert_token(&self, token: &TokenRecord) -> Result<()> {
         let token = token.clone();
         self.write(move |tx| {
-            tx.execute(
+            exec(
+                tx,
                 &format!(
                     "INSERT INTO api_tokens ({TOKEN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
                 ),
@@ -1488,7 +1621,7 @@ impl AccessStore for SqliteStore {
     ) -> Result<Option<TokenRecord>> {
         let key = id_or_name.to_owned();
         self.write(move |tx| {
-            tx.execute(
+            exec(tx,
                 "UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1 OR name = ?1",
                 params![key, ms(now)],
             )
@@ -1532,7 +1665,7 @@ impl AccessStore for SqliteStore {
     async fn put_policy(&self, policy: &StoredPolicy) -> Result<()> {
         let policy = policy.clone();
         self.write(move |tx| {
-            tx.execute(
+            exec(tx,
                 "INSERT INTO managed_policies (name, policy, active, updated_at, updated_by) VALUES (?1, ?2, ?3, ?4, ?5) \
                  ON CONFLICT (name) DO UPDATE SET policy = ?2, active = ?3, updated_at = ?4, updated_by = ?5",
                 params![policy.name, json(&policy.policy), policy.active, ms(policy.updated_at), policy.updated_by],

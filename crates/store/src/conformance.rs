@@ -4,7 +4,7 @@
 use crate::*;
 use chrono::{Duration as Span, TimeZone};
 use retryd_core::Policy;
-use retryd_core::job::{Action, CommandAction};
+use retryd_core::job::{Action, CommandAction, HandlerAction};
 use retryd_core::pipeline::{PipelineAction, Step, StepRecord, StepStatus};
 use std::sync::Arc;
 
@@ -44,6 +44,7 @@ macro_rules! conformance_tests {
             an_open_circuit_holds_its_target_until_a_probe_closes_it,
             a_retry_budget_caps_retries_per_target_but_not_first_attempts,
             notifications_are_enqueued_with_the_result_and_delivered_once,
+            handler_jobs_go_only_to_nodes_that_registered_their_kind,
         );
     };
     (@each $make:expr; $($name:ident),* $(,)?) => {
@@ -102,6 +103,7 @@ fn claim_request(now: DateTime<Utc>, limit: usize) -> ClaimRequest {
         default_queue_free: limit,
         paused: vec![],
         limits: Arc::new(TargetLimits::default()),
+        runnable: Runnable::default(),
     }
 }
 
@@ -1073,12 +1075,15 @@ pub async fn paused_queues_are_remembered(store: DynStore) {
 }
 
 pub async fn next_wakeup_is_the_earliest_due_instant(store: DynStore) {
-    assert_eq!(store.next_wakeup(&[]).await.unwrap(), Wakeups::default());
+    assert_eq!(
+        store.next_wakeup(&[], &Runnable::default()).await.unwrap(),
+        Wakeups::default()
+    );
     insert(&store, new_job("default", 50, 90)).await;
     insert(&store, new_job("paused", 50, 10)).await;
     assert_eq!(
         store
-            .next_wakeup(&["paused".to_owned()])
+            .next_wakeup(&["paused".to_owned()], &Runnable::default())
             .await
             .unwrap()
             .earliest(),
@@ -1092,14 +1097,21 @@ pub async fn next_wakeup_is_the_earliest_due_instant(store: DynStore) {
         },
     )
     .await;
-    let next = store.next_wakeup(&["paused".to_owned()]).await.unwrap();
+    let next = store
+        .next_wakeup(&["paused".to_owned()], &Runnable::default())
+        .await
+        .unwrap();
     assert_eq!(
         (next.due, next.deadline, next.lease_expiry),
         (Some(t0() + secs(60)), Some(t0() + secs(40)), None)
     );
     assert_eq!(next.earliest(), Some(t0() + secs(40)));
     assert_eq!(
-        store.next_wakeup(&[]).await.unwrap().due,
+        store
+            .next_wakeup(&[], &Runnable::default())
+            .await
+            .unwrap()
+            .due,
         Some(t0() + secs(10))
     );
     store
@@ -1107,7 +1119,11 @@ pub async fn next_wakeup_is_the_earliest_due_instant(store: DynStore) {
         .await
         .unwrap();
     assert_eq!(
-        store.next_wakeup(&[]).await.unwrap().lease_expiry,
+        store
+            .next_wakeup(&[], &Runnable::default())
+            .await
+            .unwrap()
+            .lease_expiry,
         Some(t0() + secs(40)),
         "the claim's 30 s lease"
     );
@@ -1559,7 +1575,11 @@ pub async fn an_open_circuit_holds_its_target_until_a_probe_closes_it(store: Dyn
         );
     }
     assert_eq!(
-        store.next_wakeup(&[]).await.unwrap().due,
+        store
+            .next_wakeup(&[], &Runnable::default())
+            .await
+            .unwrap()
+            .due,
         Some(t0() + secs(30)),
         "held jobs wake the engine when the cool-down ends"
     );
@@ -1806,5 +1826,62 @@ pub async fn notifications_are_enqueued_with_the_result_and_delivered_once(store
     assert!(
         store.list_notifications(None, 10).await.unwrap().is_empty(),
         "a job's notifications go with it"
+    );
+}
+
+/// A handler job of `kind`, due at `t0 + due_in`.
+fn handler_job(kind: &str, due_in: i64) -> NewJob {
+    NewJob {
+        kind: kind.into(),
+        action: Action::Handler(HandlerAction {
+            payload: serde_json::json!({"to": "ada@example.com"}),
+            timeout: None,
+        }),
+        ..new_job("default", 50, due_in)
+    }
+}
+
+pub async fn handler_jobs_go_only_to_nodes_that_registered_their_kind(store: DynStore) {
+    let email = insert(&store, handler_job("email", 0)).await;
+    let resize = insert(&store, handler_job("resize", 5)).await;
+    let command = insert(&store, new_job("default", 50, 10)).await;
+    let later = t0() + secs(60);
+    let server = Runnable::default();
+    let mailer = Runnable {
+        builtin: false,
+        handler_kinds: vec!["email".into()],
+    };
+
+    // A server runs built-in actions only: the handler jobs neither wake nor reach it.
+    assert_eq!(
+        store.next_wakeup(&[], &server).await.unwrap().due,
+        Some(t0() + secs(10))
+    );
+    let mut request = claim_request(later, 10);
+    let claimed = store.claim_jobs(&request).await.unwrap();
+    assert_eq!(
+        claimed.iter().map(|c| c.job.id).collect::<Vec<_>>(),
+        vec![command.id]
+    );
+
+    // A program with an `email` handler and no built-in executors takes exactly that job.
+    assert_eq!(
+        store.next_wakeup(&[], &mailer).await.unwrap().due,
+        Some(t0())
+    );
+    request.runnable = mailer;
+    let claimed = store.claim_jobs(&request).await.unwrap();
+    assert_eq!(
+        claimed.iter().map(|c| c.job.id).collect::<Vec<_>>(),
+        vec![email.id]
+    );
+    assert_eq!(
+        claimed[0].job.action, email.action,
+        "the payload round-trips"
+    );
+    assert!(store.claim_jobs(&request).await.unwrap().is_empty());
+    assert_eq!(
+        store.get_job(resize.id).await.unwrap().state,
+        JobState::Pending
     );
 }

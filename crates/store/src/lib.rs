@@ -83,6 +83,27 @@ pub struct ClaimRequest {
     /// Circuit breaking and retry budgets per target: jobs they hold are not started but
     /// rescheduled, with the reason.
     pub limits: std::sync::Arc<TargetLimits>,
+    /// The jobs this node can run; it never claims another.
+    pub runnable: Runnable,
+}
+
+/// Which jobs a node can run: `command` and `http` actions (the built-in executors), and
+/// `handler` jobs of the kinds its embedding program registered. `retryd serve` runs the
+/// built-in ones only, so a handler job waits for a program that has its handler.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Runnable {
+    pub builtin: bool,
+    pub handler_kinds: Vec<String>,
+}
+
+impl Default for Runnable {
+    /// What `retryd serve` runs.
+    fn default() -> Self {
+        Runnable {
+            builtin: true,
+            handler_kinds: Vec::new(),
+        }
+    }
 }
 
 impl ClaimRequest {
@@ -336,8 +357,9 @@ pub trait JobReader: Send + Sync {
     async fn queue_depths(&self) -> Result<BTreeMap<String, u64>>;
     /// Running jobs whose lease expired before `cutoff`.
     async fn expired_leases(&self, cutoff: DateTime<Utc>) -> Result<Vec<Job>>;
-    /// When something is next due: a waiting job, a deadline or a lease expiry.
-    async fn next_wakeup(&self, paused: &[String]) -> Result<Wakeups>;
+    /// When something is next due: a waiting job this node can run outside the skipped
+    /// queues, a deadline or a lease expiry.
+    async fn next_wakeup(&self, skipped: &[String], runnable: &Runnable) -> Result<Wakeups>;
     /// Circuits that are open or half-open, by target.
     async fn list_circuits(&self) -> Result<Vec<Circuit>>;
     /// The process recorded for an attempt, if any.
@@ -352,7 +374,7 @@ pub trait JobReader: Send + Sync {
 /// does not also sweep deadlines and leases.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Wakeups {
-    /// The earliest due waiting job outside the skipped queues.
+    /// The earliest due waiting job outside the skipped queues that the node can run.
     pub due: Option<DateTime<Utc>>,
     /// The earliest deadline of a waiting job.
     pub deadline: Option<DateTime<Utc>>,

@@ -4,7 +4,7 @@
 use crate::engine::Engine;
 use crate::executor::OutputLine;
 use crate::executor::command::{self, Limits};
-use crate::executor::{Outcome, Stopped, http};
+use crate::executor::{Outcome, Stopped, handler, http};
 use crate::tail::Tail;
 use chrono::{DateTime, Utc};
 use retryd_core::classify::{Classification, classify};
@@ -373,6 +373,16 @@ async fn execute(
                 ..Outcome::default()
             }
         }
+        Ok(Action::Handler(action)) => {
+            let call = handler::Call {
+                handlers: &inner.handlers,
+                id: job.id,
+                kind: &job.kind,
+                attempt: lease.attempt,
+                clock: inner.clock.clone(),
+            };
+            handler::run(call, action, limits.timeout, stop.clone(), lines_tx).await
+        }
     };
     let (tail, mut outputs) = pump
         .await
@@ -476,6 +486,7 @@ async fn advance(engine: &Engine, result: &AttemptResult, next: &str) -> Option<
 fn outcome_text(outcome: &Outcome) -> String {
     match (outcome.ok, outcome.http_status) {
         (true, Some(status)) => format!("HTTP {status}"),
+        (true, None) if outcome.exit_code.is_none() => "returned Ok".to_owned(),
         (true, None) => "exit code 0".to_owned(),
         (false, _) => outcome.describe(),
     }
@@ -490,11 +501,19 @@ pub fn classify_failure(
 ) -> (Classification, String) {
     // An action that cannot start is classified on its error message; commands carry the
     // exit codes 126/127 a shell would give for the permanent cases.
-    let output = match &outcome.start_error {
-        Some(message) => message.clone(),
-        None => tail.text(),
+    let output = match (&outcome.start_error, &outcome.summary) {
+        (Some(message), _) => message.clone(),
+        // A handler's error message is what its rules should see last.
+        (None, Some(summary)) if outcome.class.is_some() => format!("{}\n{summary}", tail.text()),
+        (None, _) => tail.text(),
     };
-    let classification = classify(&policy.rules, &outcome.failure(&output));
+    let classification = match outcome.class {
+        Some(class @ (Class::Transient | Class::Permanent)) => Classification {
+            class,
+            rule: format!("the handler's error is {class}"),
+        },
+        _ => classify(&policy.rules, &outcome.failure(&output)),
+    };
     let last_line = tail
         .last_lines(8)
         .into_iter()
@@ -502,10 +521,12 @@ pub fn classify_failure(
         .find(|l| l.stream != Stream::System && !l.line.trim().is_empty())
         .map(|l| l.line.trim().to_owned());
     let described = outcome.describe();
-    // A command's last output line says more than its exit code; an HTTP status line says
-    // more than the body's last line.
+    // A command's last output line says more than its exit code; an HTTP status line or a
+    // handler's error says more than the last line logged.
     let error = match (&outcome.start_error, outcome.http_status, last_line) {
-        (None, None, Some(line)) => format!("{} ({described})", crate::truncate(&line, 300)),
+        (None, None, Some(line)) if outcome.class.is_none() => {
+            format!("{} ({described})", crate::truncate(&line, 300))
+        }
         _ => described,
     };
     (classification, error)

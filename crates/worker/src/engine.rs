@@ -3,6 +3,7 @@
 
 use crate::attempt;
 use crate::executor::guard::HostGuard;
+use crate::executor::handler::Handlers;
 use crate::executor::http::HttpClient;
 use crate::metrics::Metrics;
 use crate::notify::{self, Sink};
@@ -13,7 +14,7 @@ use retryd_core::job::{Event, Job, NewJob};
 use retryd_core::{AttemptOutcome, Class, Clock, JobId, JobState};
 use retryd_store::{
     AttemptResult, ClaimRequest, ClaimedDelivery, DeliveryNext, DeliveryResult, Fence, Inserted,
-    Next, Notice, Requeue, Store, TargetLimits, Wakeups, rules,
+    Next, Notice, Requeue, Runnable, Store, TargetLimits, Wakeups, rules,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -61,6 +62,9 @@ pub struct EngineConfig {
     pub limits: TargetLimits,
     /// Where job events are delivered.
     pub notifications: Vec<Sink>,
+    /// Whether this node claims `command` and `http` jobs. An embedding program that only
+    /// runs its own handlers turns this off.
+    pub run_builtin: bool,
 }
 
 /// Finished jobs are kept 14 days, failed ones (the dead-letter queue) 30 days.
@@ -94,6 +98,7 @@ impl Default for EngineConfig {
             http_allow_hosts: Vec::new(),
             limits: TargetLimits::default(),
             notifications: Vec::new(),
+            run_builtin: true,
         }
     }
 }
@@ -168,6 +173,10 @@ pub(crate) struct Inner {
     limits: Arc<TargetLimits>,
     /// Wakes the notifier: a result enqueued deliveries, or another node may have.
     deliveries: Notify,
+    /// Functions registered by an embedding program, by job kind.
+    pub handlers: Handlers,
+    /// What the claim may take: built-in actions and the registered handler kinds.
+    runnable: Runnable,
     /// Paused queues, as last read from the store (refreshed on change notices and on every
     /// safety re-check). A std RwLock: read on every claim, never held across .await.
     paused: std::sync::RwLock<Vec<String>>,
@@ -199,7 +208,23 @@ impl Engine {
         policies: Policies,
         config: EngineConfig,
     ) -> Self {
+        Self::with_handlers(store, clock, policies, config, Handlers::default())
+    }
+
+    /// An engine that also runs `handler` jobs of the kinds in `handlers`, and only those
+    /// among handler jobs.
+    pub fn with_handlers(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        policies: Policies,
+        config: EngineConfig,
+        handlers: Handlers,
+    ) -> Self {
         let (events, _) = broadcast::channel(4096);
+        let runnable = Runnable {
+            builtin: config.run_builtin,
+            handler_kinds: handlers.kinds(),
+        };
         Engine {
             inner: Arc::new(Inner {
                 store,
@@ -211,6 +236,8 @@ impl Engine {
                 deliveries: Notify::new(),
                 config,
                 metrics: Metrics::default(),
+                handlers,
+                runnable,
                 paused: std::sync::RwLock::new(Vec::new()),
                 events,
                 wake: Notify::new(),
@@ -446,7 +473,9 @@ impl Engine {
             // There may be more due right now.
             return Ok(Duration::ZERO);
         }
-        let wakeups = store.next_wakeup(&rules::skipped_queues(&request)).await?;
+        let wakeups = store
+            .next_wakeup(&rules::skipped_queues(&request), &request.runnable)
+            .await?;
         let now = self.now();
         sweep.plan(&wakeups);
         let pause = match wakeups.earliest() {
@@ -492,6 +521,7 @@ impl Engine {
             queue_free,
             default_queue_free: config.default_queue_concurrency.min(free),
             paused: self.paused_queues(),
+            runnable: self.inner.runnable.clone(),
             limits: self.inner.limits.clone(),
         }
     }

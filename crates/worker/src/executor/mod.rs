@@ -3,6 +3,7 @@
 
 pub mod command;
 pub mod guard;
+pub mod handler;
 pub mod http;
 
 use chrono::{DateTime, Utc};
@@ -45,6 +46,9 @@ pub struct Outcome {
     pub retry_after: Option<Duration>,
     /// The action could not be built (bad URL, bad header): permanent.
     pub invalid_action: bool,
+    /// The action classified its own failure: a handler's error says whether it is
+    /// transient or permanent.
+    pub class: Option<retryd_core::Class>,
     /// What happened, in the executor's words ("GET https://… → 503 Service Unavailable"),
     /// when it says more than the status alone.
     pub summary: Option<String>,

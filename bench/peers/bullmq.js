@@ -1,0 +1,43 @@
+// BullMQ on Redis: throughput (addBulk, one Worker with the concurrency) and retry lateness
+// (fixed 100 ms backoff; due time = when the first attempt failed + 100 ms). BullMQ has no
+// polling to tune for retries (delayed jobs wake the worker), so defaults are its best.
+'use strict';
+const { Queue, Worker } = require('bullmq');
+const { parseArgs, mark, result, until, paced } = require('./common');
+
+async function main() {
+  const args = parseArgs();
+  const url = new URL(args.url);
+  const connection = { host: url.hostname, port: Number(url.port || 6379), db: Number(url.pathname.slice(1) || 0) };
+  const name = args.mode === 'throughput' ? 'noop' : 'failonce';
+  const queue = new Queue(name, { connection });
+  await queue.obliterate({ force: true });
+  const opts = args.mode === 'throughput'
+    ? { removeOnComplete: true }
+    : { removeOnComplete: true, attempts: 2, backoff: { type: 'fixed', delay: 100 } };
+  const throughput = args.mode === 'throughput';
+  for (let i = 0; throughput && i < args.jobs; i += 1000) {
+    const n = Math.min(1000, args.jobs - i);
+    await queue.addBulk(Array.from({ length: n }, () => ({ name, data: {}, opts })));
+  }
+  const failedAt = new Map();
+  const late = [];
+  await mark(args, 'drain-start');
+  const worker = new Worker(name, async (job) => {
+    if (name === 'noop') return;
+    const at = failedAt.get(job.id);
+    if (at === undefined) { failedAt.set(job.id, Date.now()); throw new Error('fails once'); }
+    late.push(Date.now() - (at + 100));
+  }, { connection, concurrency: args.concurrency });
+  if (!throughput) await paced(args.jobs, () => queue.add(name, {}, opts));
+  await until(async () => {
+    const counts = await queue.getJobCounts('wait', 'active', 'delayed', 'prioritized', 'waiting-children');
+    return Object.values(counts).every((n) => n === 0);
+  });
+  await mark(args, 'drain-end');
+  await worker.close();
+  await queue.close();
+  result({ system: 'BullMQ', mode: args.mode, jobs: args.jobs }, args.mode === 'lateness' ? late : null);
+}
+
+main().then(() => process.exit(0), (e) => { console.error(e); process.exit(1); });

@@ -1,0 +1,265 @@
+//! Issue 8: the embedded engine (`examples/embedded.rs`, a real program of its own) runs
+//! typed handler jobs durably: a SIGKILL mid-run loses nothing, `retryd serve` on the same
+//! database shows the jobs but never claims them.
+
+use crate::helpers::*;
+use serde_json::json;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The example's binary: cargo builds examples beside the test binaries' `deps` folder.
+fn example() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let path = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target profile folder")
+        .join("examples/embedded");
+    assert!(
+        path.exists(),
+        "{} is missing: build it with `cargo build --examples` (cargo test builds it)",
+        path.display()
+    );
+    path
+}
+
+fn spawn_example(database: &str, args: &[&str]) -> (Child, BufReader<ChildStdout>) {
+    let mut child = Command::new(example())
+        .arg(database)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn the embedded example");
+    let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    (child, stdout)
+}
+
+/// Reads lines until one matches; panics at end of output.
+fn read_until(
+    stdout: &mut BufReader<ChildStdout>,
+    seen: &mut Vec<String>,
+    done: impl Fn(&[String]) -> bool,
+) {
+    let mut line = String::new();
+    while !done(seen) {
+        line.clear();
+        let n = stdout
+            .read_line(&mut line)
+            .expect("read the example's output");
+        assert!(
+            n > 0,
+            "the example ended early; it printed:\n{}",
+            seen.join("\n")
+        );
+        seen.push(line.trim_end().to_owned());
+    }
+}
+
+/// Runs the example to its end; returns its output.
+fn finish(mut child: Child, mut stdout: BufReader<ChildStdout>, timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        std::io::Read::read_to_string(&mut stdout, &mut all).ok();
+        all
+    });
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            let output = reader.join().expect("reader");
+            assert!(status.success(), "the example failed ({status}):\n{output}");
+            return output;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the example did not finish in {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_run_then_restart_finishes_every_embedded_job() {
+    let dir = tempfile::tempdir().expect("temp dir").keep();
+    let database = dir.join("retryd.db").display().to_string();
+    let (mut child, mut stdout) = spawn_example(
+        &database,
+        &["--enqueue", "30", "--work-ms", "300", "--concurrency", "4"],
+    );
+    let mut seen = Vec::new();
+    // Killed once a few jobs are done and others are mid-attempt (4 at a time, 300 ms each).
+    read_until(&mut stdout, &mut seen, |lines| {
+        lines.iter().filter(|l| l.starts_with("succeeded ")).count() >= 4
+    });
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+
+    let (child, stdout) = spawn_example(&database, &[]);
+    let output = finish(child, stdout, Duration::from_secs(60));
+    assert!(
+        output.contains("done: 30 succeeded, 0 failed"),
+        "after the restart:\n{output}"
+    );
+
+    // The server on the same file shows what happened, attempt by attempt.
+    let server = Server::start_in(&dir, &[]).await;
+    let (status, page) = server.get("/jobs?kind=thumbnail&limit=100").await;
+    assert_eq!(status, 200, "{page}");
+    let jobs = page["jobs"].as_array().expect("jobs").clone();
+    assert_eq!(jobs.len(), 30, "{page}");
+    let mut lost = 0;
+    let mut classified = 0;
+    for job in &jobs {
+        assert_eq!(job["state"], "succeeded", "{job}");
+        assert_eq!(job["action"]["type"], "handler", "{job}");
+        assert_eq!(job["policy_name"], "thumbnails", "{job}");
+        let attempts = server.attempts(job["id"].as_str().unwrap()).await;
+        for attempt in &attempts {
+            if attempt["outcome"] == "lost" {
+                assert_eq!(attempt["class"], "transient", "{attempt}");
+                lost += 1;
+            }
+        }
+        // Every fifth image fails its first attempt by its error's own class, unless the
+        // kill took that attempt.
+        if job["action"]["payload"]["image"]
+            .as_u64()
+            .unwrap()
+            .is_multiple_of(5)
+            && attempts[0]["outcome"] != "lost"
+        {
+            let first = &attempts[0];
+            assert_eq!(first["outcome"], "failed", "{first}");
+            assert_eq!(first["rule"], "the handler's error is transient", "{first}");
+            assert_eq!(first["error"], "object storage busy (503)", "{first}");
+            assert_eq!(attempts[1]["outcome"], "succeeded", "{attempts:?}");
+            classified += 1;
+        }
+    }
+    assert!(
+        lost >= 1,
+        "the killed process's attempts were rescued as lost"
+    );
+    assert!(classified >= 1, "no transient failure was seen");
+    let first = jobs[0]["id"].as_str().unwrap();
+    let logs = server.cli(&["logs", first]);
+    assert!(
+        stdout_of(&logs).contains("resizing image"),
+        "the handler's log lines are the job's log: {}",
+        stdout_of(&logs)
+    );
+}
+
+fn stdout_of(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_shows_but_never_claims_handler_jobs_on_postgres() {
+    let database = retryd_store_postgres::testing::fresh_database().await;
+    let server = Server::start_node(&database, &["--node", "server-a"]).await;
+
+    // A handler job needs a kind: the API says so and names the field.
+    let (status, body) = server
+        .post(
+            "/jobs",
+            json!({ "action": { "type": "handler", "payload": {} } }),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["details"]["field"], "kind", "{body}");
+
+    let (status, handler_job) = server
+        .post(
+            "/jobs",
+            json!({
+                "kind": "thumbnail",
+                "action": { "type": "handler", "payload": { "image": 1, "work_ms": 10 } },
+            }),
+        )
+        .await;
+    assert_eq!(status, 201, "{handler_job}");
+    let handler_id = handler_job["id"].as_str().unwrap().to_owned();
+    // Submitted after the handler job with the same priority: once it ran, the server has
+    // passed over the handler job rather than not yet reached it.
+    let command = server.submit(&["true"], json!({})).await;
+    let done = server
+        .wait_terminal(&command, Duration::from_secs(20))
+        .await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(server.job(&handler_id).await["state"], "pending");
+    assert!(server.attempts(&handler_id).await.is_empty());
+
+    // The embedding program on the same database runs it, and its own jobs, while the
+    // server keeps running beside it.
+    let (child, stdout) = spawn_example(&database, &["--enqueue", "3", "--work-ms", "10"]);
+    let output = finish(child, stdout, Duration::from_secs(60));
+    assert!(output.contains("done: 5 succeeded, 0 failed"), "{output}");
+    let job = server
+        .wait_terminal(&handler_id, Duration::from_secs(5))
+        .await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let (_, page) = server.get("/jobs?kind=thumbnail").await;
+    let jobs = page["jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), 4, "{page}");
+    for job in jobs {
+        let attempts = server.attempts(job["id"].as_str().unwrap()).await;
+        assert!(!attempts.is_empty());
+        for attempt in attempts {
+            assert_ne!(
+                attempt["node"], "server-a",
+                "the server ran a handler job: {attempt}"
+            );
+        }
+    }
+}
+
+/// The retryd side of `bench/run.sh` with tiny N, so that the harness cannot rot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_benchmark_harness_runs_on_both_backends() {
+    let harness = example().with_file_name("retryd-bench");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let postgres = retryd_store_postgres::testing::fresh_database().await;
+    let runs = [
+        (
+            "throughput",
+            dir.path().join("t.db").display().to_string(),
+            30,
+        ),
+        (
+            "lateness",
+            dir.path().join("l.db").display().to_string(),
+            10,
+        ),
+        ("throughput", postgres, 30),
+    ];
+    for (mode, database, jobs) in runs {
+        let output = Command::new(&harness)
+            .args([
+                mode,
+                &database,
+                "--jobs",
+                &jobs.to_string(),
+                "--concurrency",
+                "4",
+            ])
+            .output()
+            .expect("run the harness");
+        let text = stdout_of(&output);
+        assert!(output.status.success(), "{mode} on {database}: {text}");
+        let result: serde_json::Value = text
+            .lines()
+            .find_map(|l| l.strip_prefix("RESULT "))
+            .and_then(|json| serde_json::from_str(json).ok())
+            .unwrap_or_else(|| panic!("no RESULT line: {text}"));
+        assert_eq!(result["jobs"], jobs, "{result}");
+        assert!(result["jobs_per_s"].as_f64().unwrap() > 0.0, "{result}");
+        if mode == "lateness" {
+            assert_eq!(result["retried"], jobs, "every job ran its retry: {result}");
+            assert!(result["p99_ms"].as_f64().unwrap() >= 0.0, "{result}");
+        }
+    }
+}
