@@ -135,7 +135,12 @@ async fn sigkill_mid_run_then_restart_finishes_every_embedded_job() {
             assert_eq!(first["outcome"], "failed", "{first}");
             assert_eq!(first["rule"], "the handler's error is transient", "{first}");
             assert_eq!(first["error"], "object storage busy (503)", "{first}");
-            assert_eq!(attempts[1]["outcome"], "succeeded", "{attempts:?}");
+            // Its retry may itself have been taken by the kill: the last attempt succeeded.
+            assert_eq!(
+                attempts.last().unwrap()["outcome"],
+                "succeeded",
+                "{attempts:?}"
+            );
             classified += 1;
         }
     }
