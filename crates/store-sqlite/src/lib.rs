@@ -333,12 +333,7 @@ fn read_limits(
     limits: &TargetLimits,
     now: DateTime<Utc>,
 ) -> Result<(HashMap<String, Circuit>, HashMap<String, TargetUsage>)> {
-    let mut targets: Vec<&str> = candidates
-        .iter()
-        .filter_map(|j| j.target.as_deref())
-        .collect();
-    targets.sort_unstable();
-    targets.dedup();
+    let targets = rules::targets_of(candidates);
     let (mut circuits, mut usage) = (HashMap::new(), HashMap::new());
     if targets.is_empty() || limits.is_empty() {
         return Ok((circuits, usage));

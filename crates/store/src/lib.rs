@@ -421,6 +421,17 @@ pub mod rules {
     use super::*;
     use retryd_core::job::Job;
 
+    /// The distinct targets of the candidates, sorted (the order target locks are taken in).
+    pub fn targets_of(candidates: &[Job]) -> Vec<&str> {
+        let mut targets: Vec<&str> = candidates
+            .iter()
+            .filter_map(|j| j.target.as_deref())
+            .collect();
+        targets.sort_unstable();
+        targets.dedup();
+        targets
+    }
+
     /// Whether the attempt named by `lease` may still write its result.
     pub fn fence_holds(job: &Job, lease: &Lease, fence: Fence) -> bool {
         job.state == JobState::Running
