@@ -88,32 +88,34 @@ impl Server {
                 .unwrap()
                 .push((database_key(database).to_owned(), token));
         }
-        let token = if args.windows(2).any(|w| w[0] == "--auth" && w[1] == "false") {
-            None
-        } else {
+        let no_auth = args.windows(2).any(|w| w[0] == "--auth" && w[1] == "false");
+        // Built first, so that a failed start below still stops the child (Drop).
+        let mut server = Server {
+            child: Some(child),
+            url,
+            dir: dir.to_path_buf(),
+            http: client_with(None),
+            database: database.to_owned(),
+            token: None,
+            args,
+        };
+        if !no_auth {
             // Nodes started together: the one that created the token may print it a moment
             // after this one is up.
             let deadline = Instant::now() + Duration::from_secs(20);
-            loop {
+            let token = loop {
                 if let Some(token) = admin_token_of(database) {
-                    break Some(token);
+                    break token;
                 }
                 assert!(
                     Instant::now() < deadline,
                     "no server printed the admin token of {database}"
                 );
                 tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        };
-        let server = Server {
-            child: Some(child),
-            url,
-            dir: dir.to_path_buf(),
-            http: client_with(token.as_deref()),
-            database: database.to_owned(),
-            token,
-            args,
-        };
+            };
+            server.http = client_with(Some(&token));
+            server.token = Some(token);
+        }
         server.wait_healthy().await;
         server
     }
