@@ -87,6 +87,17 @@ impl EnvValue {
 
 pub const REDACTED: &str = "[REDACTED]";
 
+/// One attempt's time limit, when given: more than zero and at most the longest budget.
+pub fn validate_timeout(field: &str, timeout: Option<std::time::Duration>) -> Result<(), String> {
+    match timeout {
+        Some(t) if t.is_zero() || t > crate::policy::MAX_BUDGET => Err(format!(
+            "{field}: must be more than 0s and at most {}",
+            crate::duration::format(crate::policy::MAX_BUDGET)
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Run a program. No shell unless the user writes `sh -c`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -116,11 +127,7 @@ impl CommandAction {
         if self.program.trim().is_empty() {
             return Err("action.program: must not be empty".into());
         }
-        if let Some(timeout) = self.timeout
-            && (timeout.is_zero() || timeout > crate::policy::MAX_BUDGET)
-        {
-            return Err("action.timeout: must be more than 0s and at most 30days".into());
-        }
+        validate_timeout("action.timeout", self.timeout)?;
         for key in self.env.keys() {
             if key.is_empty() || key.contains('=') || key.contains('\0') {
                 return Err(format!("action.env: {key:?} is not a valid variable name"));
@@ -253,12 +260,7 @@ impl HttpAction {
                 "action.success_statuses: {status} is not an HTTP status (100–599)"
             ));
         }
-        if self
-            .timeout
-            .is_some_and(|t| t.is_zero() || t > crate::policy::MAX_BUDGET)
-        {
-            return Err("action.timeout: must be more than 0s and at most 30days".into());
-        }
+        validate_timeout("action.timeout", self.timeout)?;
         Ok(())
     }
 
@@ -307,12 +309,7 @@ impl HandlerAction {
                 "action.payload: at most {MAX_HANDLER_PAYLOAD} bytes of JSON"
             ));
         }
-        if self
-            .timeout
-            .is_some_and(|t| t.is_zero() || t > crate::policy::MAX_BUDGET)
-        {
-            return Err("action.timeout: must be more than 0s and at most 30days".into());
-        }
+        validate_timeout("action.timeout", self.timeout)?;
         Ok(())
     }
 }

@@ -194,14 +194,7 @@ impl PipelineAction {
                 }
             }
             step.policy_ref()?;
-            if step
-                .timeout
-                .is_some_and(|t| t.is_zero() || t > crate::policy::MAX_BUDGET)
-            {
-                return Err(format!(
-                    "{at}.timeout: must be more than 0s and at most 30days"
-                ));
-            }
+            crate::job::validate_timeout(&format!("{at}.timeout"), step.timeout)?;
             if step.export.len() > MAX_EXPORTS {
                 return Err(format!("{at}.export: at most {MAX_EXPORTS} values"));
             }
