@@ -1,8 +1,15 @@
--- Marks a batch of locked candidates running, one statement for the whole batch:
--- $1 ids, $2 attempt numbers, $3 attempt ids, $4 node, $5 lease end, $6 now.
-UPDATE jobs SET state = 'running', attempt = t.number, lease_owner = $4, lease_expires_at = $5,
-       current_attempt_id = t.attempt_id, next_attempt_at = NULL, hold_reason = NULL,
-       started_at = COALESCE(started_at, $6), updated_at = $6
-FROM unnest($1::uuid[], $2::int[], $3::bigint[]) AS t(job, number, attempt_id)
-WHERE jobs.id = t.job
+-- Opens the attempts of a batch of locked candidates and marks them running, one statement
+-- for the whole batch: $1 ids, $2 attempt numbers, $3 node, $4 now, $5 steps, $6 targets,
+-- $7 lease end. The attempt's columns are renamed so that {JOB_COLUMNS} names the job's.
+WITH opened AS (
+    INSERT INTO attempts (job_id, number, step, node, started_at, target)
+    SELECT job, number, step, $3, $4, target
+    FROM unnest($1::uuid[], $2::int[], $5::text[], $6::text[]) AS t(job, number, step, target)
+    RETURNING job_id AS opened_job, id AS opened_id, number AS opened_number
+)
+UPDATE jobs SET state = 'running', attempt = opened_number, lease_owner = $3, lease_expires_at = $7,
+       current_attempt_id = opened_id, next_attempt_at = NULL, hold_reason = NULL,
+       started_at = COALESCE(started_at, $4), updated_at = $4
+FROM opened
+WHERE jobs.id = opened_job
 RETURNING {JOB_COLUMNS}

@@ -41,7 +41,7 @@ use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
 use std::time::Duration;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, oneshot};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{AsyncMessage, NoTls, Row};
@@ -179,7 +179,7 @@ fn event_from_row(row: &Row) -> Result<Event> {
 
 async fn load_job(client: &impl GenericClient, id: JobId) -> Result<Job> {
     let row = client
-        .query_opt(
+        .cached_query_opt(
             &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"),
             &[&id.0],
         )
@@ -192,7 +192,7 @@ async fn load_job(client: &impl GenericClient, id: JobId) -> Result<Job> {
 /// Loads a job and locks its row for the rest of the transaction.
 async fn lock_job(client: &impl GenericClient, id: JobId) -> Result<Job> {
     let row = client
-        .query_opt(
+        .cached_query_opt(
             &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1 FOR UPDATE"),
             &[&id.0],
         )
@@ -206,12 +206,10 @@ async fn lock_job(client: &impl GenericClient, id: JobId) -> Result<Job> {
 /// after another committed id 6, and a stream reader resuming after 6 would never see 5.
 /// Taken just before the insert (the end of every writing transaction), it serialises only
 /// the last statement and the commit.
-async fn lock_event_order(client: &impl GenericClient) -> Result<()> {
+async fn lock_event_order(client: &impl GenericClient) -> Result<u64, tokio_postgres::Error> {
     client
-        .execute("SELECT pg_advisory_xact_lock($1)", &[&EVENT_ORDER_LOCK])
+        .cached_execute("SELECT pg_advisory_xact_lock($1)", &[&EVENT_ORDER_LOCK])
         .await
-        .map_err(pg)?;
-    Ok(())
 }
 
 // One parameter per column: a struct would only rename them.
@@ -226,9 +224,9 @@ async fn insert_event(
     actor: &str,
     step: Option<String>,
 ) -> Result<Event> {
-    lock_event_order(client).await?;
+    lock_event_order(client).await.map_err(pg)?;
     let row = client
-        .query_one(
+        .cached_query_one(
             &format!(
                 "INSERT INTO events (job_id, at, from_state, to_state, reason, actor, step) VALUES ($1, $2, $3, $4, $5, $6, $7) \
                  RETURNING {EVENT_COLUMNS}"
@@ -242,11 +240,54 @@ async fn insert_event(
 
 async fn notify(client: &impl GenericClient, channel: &str, payload: &str) -> Result<()> {
     client
-        .execute("SELECT pg_notify($1, $2)", &[&channel, &payload])
+        .cached_execute("SELECT pg_notify($1, $2)", &[&channel, &payload])
         .await
         .map_err(pg)?;
     Ok(())
 }
+
+/// Every statement goes through the connection's statement cache: a query sent as text is
+/// parsed and planned again on each call, and costs a second round trip.
+#[async_trait]
+trait Cached: GenericClient {
+    async fn cached_execute(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, tokio_postgres::Error> {
+        let statement = self.prepare_cached(sql).await?;
+        self.execute(&statement, params).await
+    }
+
+    async fn cached_query(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, tokio_postgres::Error> {
+        let statement = self.prepare_cached(sql).await?;
+        self.query(&statement, params).await
+    }
+
+    async fn cached_query_one(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Row, tokio_postgres::Error> {
+        let statement = self.prepare_cached(sql).await?;
+        self.query_one(&statement, params).await
+    }
+
+    async fn cached_query_opt(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, tokio_postgres::Error> {
+        let statement = self.prepare_cached(sql).await?;
+        self.query_opt(&statement, params).await
+    }
+}
+
+impl<T: GenericClient> Cached for T {}
 
 fn new_pool(config: &tokio_postgres::Config, size: usize) -> Result<Pool> {
     let manager = Manager::from_config(
@@ -282,6 +323,7 @@ pub struct PostgresStore {
     scheduler: Pool,
     notices: broadcast::Sender<Notice>,
     clock: DbClock,
+    results: ResultGroups,
 }
 
 impl PostgresStore {
@@ -292,7 +334,20 @@ impl PostgresStore {
             .map_err(|e| Error::Backend(format!("invalid PostgreSQL URL: {e}")))?;
         let pool = new_pool(&config, POOL_SIZE)?;
         let heartbeat = new_pool(&config, HEARTBEAT_POOL_SIZE)?;
-        let scheduler = new_pool(&config, SCHEDULER_POOL_SIZE)?;
+        // Claims and sweeps need not wait for their WAL flush: if the database loses one in a
+        // crash, the job is simply still due (or still to expire), and a result from the lost
+        // claim's attempt is refused by the fence.
+        // And a claim must walk the `jobs_claim` index in order and stop after its batch: on
+        // a queue table the statistics lag far behind (thousands of rows change state a
+        // second), and with stale ones the planner collects every due row and sorts them,
+        // which made each claim cost O(due jobs). Without sorts it keeps the index walk.
+        let mut scheduler_config = config.clone();
+        const SCHEDULER_SETTINGS: &str = "-c synchronous_commit=off -c enable_sort=off";
+        scheduler_config.options(&match config.get_options() {
+            Some(options) => format!("{options} {SCHEDULER_SETTINGS}"),
+            None => SCHEDULER_SETTINGS.to_owned(),
+        });
+        let scheduler = new_pool(&scheduler_config, SCHEDULER_POOL_SIZE)?;
         migrate(&pool).await?;
         let clock = DbClock::measure(&pool).await?;
         clock.keep_measuring(pool.clone());
@@ -304,6 +359,7 @@ impl PostgresStore {
             scheduler,
             notices,
             clock,
+            results: ResultGroups::default(),
         })
     }
 
@@ -320,12 +376,325 @@ impl PostgresStore {
     async fn scheduler_client(&self) -> Result<deadpool_postgres::Object> {
         self.scheduler.get().await.map_err(pool_error)
     }
+
+    /// Writes a group of results in one transaction; answers each in order. `Err` when the
+    /// transaction failed: then nothing of the group is written.
+    async fn finish_group(&self, results: &[AttemptResult]) -> Result<Vec<Result<(Job, Event)>>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let mut ids: Vec<uuid::Uuid> = results.iter().map(|r| r.lease.job_id.0).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        // In id order, so that two groups lock their common jobs in one order.
+        let mut jobs: HashMap<JobId, Job> = tx
+            .cached_query(
+                &format!(
+                    "SELECT {JOB_COLUMNS} FROM jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE"
+                ),
+                &[&ids],
+            )
+            .await
+            .map_err(pg)?
+            .iter()
+            .map(|row| job_from_row(row).map(|job| (job.id, job)))
+            .collect::<Result<_>>()?;
+        let mut answers: Vec<Option<Result<(Job, Event)>>> = results.iter().map(|_| None).collect();
+        let mut finished = Finished::default();
+        let mut accepted: Vec<(usize, Job)> = Vec::new();
+        let mut log = LogRows::default();
+        let mut wake = false;
+        for (i, result) in results.iter().enumerate() {
+            let lease = &result.lease;
+            let Some(job) = jobs.get(&lease.job_id) else {
+                // Gone, or finished by an earlier result of this group: after that one, no
+                // lease is held any more.
+                answers[i] = Some(Err(if accepted.iter().any(|(_, j)| j.id == lease.job_id) {
+                    Error::LeaseLost {
+                        job_id: lease.job_id,
+                        attempt_id: lease.attempt_id,
+                    }
+                } else {
+                    Error::NotFound(lease.job_id)
+                }));
+                continue;
+            };
+            log.push(lease, result.log.first_index, &result.log.lines);
+            if !rules::fence_holds(job, lease, result.fence) {
+                answers[i] = Some(Err(Error::LeaseLost {
+                    job_id: job.id,
+                    attempt_id: lease.attempt_id,
+                }));
+                continue;
+            }
+            let to = match job.state.transition(result.next.state()) {
+                Ok(to) => to,
+                Err(e) => {
+                    answers[i] = Some(Err(e.into()));
+                    continue;
+                }
+            };
+            let job = jobs.remove(&lease.job_id).expect("looked up above");
+            let failed = job
+                .target
+                .as_ref()
+                .and_then(|_| rules::target_outcome(&result.next, result.outcome, result.class));
+            wake |= result.next.state() == JobState::Retrying || !result.notify.is_empty();
+            finished.push(&job, to, result, failed);
+            accepted.push((i, job));
+        }
+        log.insert(&tx).await?;
+        if !accepted.is_empty() {
+            let (jobs, events) = finished.write(&tx).await?;
+            // Circuits and notifications are rare: one statement each.
+            let mut targets: Vec<&str> = accepted
+                .iter()
+                .filter(|(i, _)| results[*i].circuit.is_some())
+                .filter_map(|(_, job)| job.target.as_deref())
+                .collect();
+            targets.sort_unstable();
+            targets.dedup();
+            if !targets.is_empty() {
+                lock_targets(&tx, &targets).await?;
+            }
+            for (k, (i, job)) in accepted.iter().enumerate() {
+                let result = &results[*i];
+                if let (Some(target), Some(config)) = (&job.target, &result.circuit) {
+                    let failed = finished.target_failed[k];
+                    wake |= update_circuit(
+                        &tx,
+                        target,
+                        result.lease.attempt_id,
+                        failed,
+                        config,
+                        result.now,
+                    )
+                    .await?;
+                }
+                for notification in &result.notify {
+                    enqueue(&tx, job.id, notification, result.now).await?;
+                }
+            }
+            let mut jobs: HashMap<JobId, Job> = jobs.into_iter().map(|j| (j.id, j)).collect();
+            let mut events: HashMap<JobId, Event> =
+                events.into_iter().map(|e| (e.job_id, e)).collect();
+            if wake {
+                notify(&tx, WAKE_CHANNEL, "").await?;
+            }
+            for (i, job) in &accepted {
+                let missing = || corrupt(format!("finished job {} vanished", job.id));
+                let job = jobs.remove(&job.id).ok_or_else(missing)?;
+                let event = events.remove(&job.id).ok_or_else(missing)?;
+                answers[*i] = Some(Ok((job, event)));
+            }
+        }
+        tx.commit().await.map_err(pg)?;
+        Ok(answers
+            .into_iter()
+            .map(|a| a.expect("every result is answered"))
+            .collect())
+    }
 }
 
-/// Writes a finished attempt's row.
+/// Log lines of one or more attempts, as the columns of one INSERT.
+#[derive(Default)]
+struct LogRows {
+    job_ids: Vec<uuid::Uuid>,
+    attempt_ids: Vec<i64>,
+    attempts: Vec<i32>,
+    indexes: Vec<i64>,
+    ats: Vec<DateTime<Utc>>,
+    streams: Vec<&'static str>,
+    lines: Vec<String>,
+}
+
+impl LogRows {
+    fn push(&mut self, lease: &Lease, first_index: u64, lines: &[NewLogLine]) {
+        for (i, line) in lines.iter().enumerate() {
+            self.job_ids.push(lease.job_id.0);
+            self.attempt_ids.push(lease.attempt_id);
+            self.attempts.push(lease.attempt as i32);
+            self.indexes.push((first_index + i as u64) as i64);
+            self.ats.push(line.at);
+            self.streams.push(line.stream.as_str());
+            // PostgreSQL text cannot hold NUL; such bytes become U+FFFD.
+            self.lines.push(line.line.replace('\0', "\u{FFFD}"));
+        }
+    }
+
+    async fn insert(&self, client: &impl GenericClient) -> Result<()> {
+        if self.lines.is_empty() {
+            return Ok(());
+        }
+        client
+            .cached_execute(
+                "INSERT INTO log_lines (job_id, attempt_id, attempt, idx, at, stream, line) \
+                 SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::int[], $4::bigint[], $5::timestamptz[], $6::text[], $7::text[])",
+                &[&self.job_ids, &self.attempt_ids, &self.attempts, &self.indexes, &self.ats, &self.streams, &self.lines],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(())
+    }
+}
+
+/// A result waiting for its group's transaction, and where its answer goes.
+type QueuedResult = (AttemptResult, oneshot::Sender<Result<(Job, Event)>>);
+
+/// Results of attempts are written in groups: each call queues its result, and whoever
+/// holds the writer next writes every queued one in one transaction, with one statement per
+/// table for the whole group and one commit. A lone result waits for no one; results that
+/// arrive while a group commits form the next group.
+#[derive(Debug, Default)]
+struct ResultGroups {
+    // A std Mutex: held only to push or take, never across .await.
+    queue: std::sync::Mutex<Vec<QueuedResult>>,
+    writer: tokio::sync::Mutex<()>,
+}
+
+/// What a group's accepted result writes, by column.
+#[derive(Default)]
+struct Finished {
+    ids: Vec<uuid::Uuid>,
+    states: Vec<&'static str>,
+    next_at: Vec<Option<DateTime<Utc>>>,
+    errors: Vec<Option<String>>,
+    classes: Vec<Option<&'static str>>,
+    rules: Vec<Option<String>>,
+    finish_reasons: Vec<Option<String>>,
+    finished_at: Vec<Option<DateTime<Utc>>>,
+    now: Vec<DateTime<Utc>>,
+    refunds: Vec<i32>,
+    steps: Vec<Value>,
+    // The attempts' rows.
+    attempt_ids: Vec<i64>,
+    outcomes: Vec<&'static str>,
+    exit_codes: Vec<Option<i32>>,
+    delays: Vec<Option<i64>>,
+    delay_reasons: Vec<Option<String>>,
+    dropped: Vec<i64>,
+    target_failed: Vec<Option<bool>>,
+    // The events.
+    from_states: Vec<&'static str>,
+    reasons: Vec<String>,
+    actors: Vec<String>,
+    event_steps: Vec<Option<String>>,
+}
+
+impl Finished {
+    fn push(&mut self, job: &Job, to: JobState, result: &AttemptResult, failed: Option<bool>) {
+        let (delay, delay_reason, next_at, refund) = rules::next_columns(&result.next);
+        let terminal = to.is_terminal();
+        self.ids.push(job.id.0);
+        self.states.push(to.as_str());
+        self.next_at.push(next_at);
+        self.errors.push(result.error.clone());
+        self.classes.push(result.class.map(Class::as_str));
+        self.rules.push(result.rule.clone());
+        self.finish_reasons
+            .push(terminal.then(|| result.reason.clone()));
+        self.finished_at.push(terminal.then_some(result.now));
+        self.now.push(result.now);
+        self.refunds.push(refund as i32);
+        self.steps
+            .push(to_json(&rules::steps_after(job, result.step.as_ref())));
+        self.attempt_ids.push(result.lease.attempt_id);
+        self.outcomes.push(result.outcome.as_str());
+        self.exit_codes.push(result.exit_code);
+        self.delays.push(delay);
+        self.delay_reasons.push(delay_reason);
+        self.dropped.push(result.output_dropped_bytes as i64);
+        self.target_failed.push(failed);
+        self.from_states.push(job.state.as_str());
+        self.reasons.push(result.reason.clone());
+        self.actors.push(result.actor.clone());
+        self.event_steps.push(rules::claimed_step(job));
+    }
+
+    /// The attempts' rows, the jobs' rows and the events, in one round trip.
+    async fn write(&self, tx: &impl GenericClient) -> Result<(Vec<Job>, Vec<Event>)> {
+        let attempt_columns: [&(dyn ToSql + Sync); 11] = [
+            &self.attempt_ids,
+            &self.now,
+            &self.outcomes,
+            &self.exit_codes,
+            &self.errors,
+            &self.classes,
+            &self.rules,
+            &self.delays,
+            &self.delay_reasons,
+            &self.dropped,
+            &self.target_failed,
+        ];
+        let job_columns: [&(dyn ToSql + Sync); 11] = [
+            &self.ids,
+            &self.states,
+            &self.next_at,
+            &self.errors,
+            &self.classes,
+            &self.rules,
+            &self.finish_reasons,
+            &self.finished_at,
+            &self.now,
+            &self.refunds,
+            &self.steps,
+        ];
+        let event_columns: [&(dyn ToSql + Sync); 7] = [
+            &self.ids,
+            &self.now,
+            &self.from_states,
+            &self.states,
+            &self.reasons,
+            &self.actors,
+            &self.event_steps,
+        ];
+        let attempts = tx.cached_execute(
+            "UPDATE attempts SET finished_at = t.now, outcome = t.outcome, exit_code = t.exit_code, error = t.error, \
+             class = t.class, rule = t.rule, next_delay_ms = t.delay, delay_reason = t.delay_reason, \
+             output_dropped_bytes = t.dropped, target_failed = t.target_failed \
+             FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::int[], $5::text[], $6::text[], $7::text[], \
+                         $8::bigint[], $9::text[], $10::bigint[], $11::bool[]) \
+               AS t(id, now, outcome, exit_code, error, class, rule, delay, delay_reason, dropped, target_failed) \
+             WHERE attempts.id = t.id",
+            &attempt_columns,
+        );
+        let jobs_sql = format!(
+            "UPDATE jobs SET state = t.n_state, next_attempt_at = t.n_next_at, hold_reason = NULL, \
+             last_error = COALESCE(t.n_error, last_error), \
+             last_error_class = CASE WHEN t.n_error IS NULL THEN last_error_class ELSE t.n_class END, \
+             last_rule = CASE WHEN t.n_error IS NULL THEN last_rule ELSE t.n_rule END, \
+             finish_reason = t.n_finish_reason, finished_at = t.n_finished_at, lease_owner = NULL, \
+             lease_expires_at = NULL, current_attempt_id = NULL, cancel_requested = false, \
+             updated_at = t.n_now, attempt = attempt - t.n_refund, steps = t.n_steps \
+             FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::text[], $5::text[], $6::text[], $7::text[], \
+                         $8::timestamptz[], $9::timestamptz[], $10::int[], $11::jsonb[]) \
+               AS t(n_id, n_state, n_next_at, n_error, n_class, n_rule, n_finish_reason, n_finished_at, n_now, n_refund, n_steps) \
+             WHERE jobs.id = t.n_id RETURNING {JOB_COLUMNS}"
+        );
+        let jobs = tx.cached_query(&jobs_sql, &job_columns);
+        let events_sql = format!(
+            "INSERT INTO events (job_id, at, from_state, to_state, reason, actor, step) \
+             SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[]) \
+             RETURNING {EVENT_COLUMNS}"
+        );
+        // Sent together (one round trip); the server runs them in this order, so the event
+        // order lock is taken after the updates and just before the events' ids are drawn.
+        let (_, jobs, _, events) = futures::try_join!(
+            attempts,
+            jobs,
+            lock_event_order(tx),
+            tx.cached_query(&events_sql, &event_columns),
+        )
+        .map_err(pg)?;
+        let jobs = jobs.iter().map(job_from_row).collect::<Result<_>>()?;
+        let events = events.iter().map(event_from_row).collect::<Result<_>>()?;
+        Ok((jobs, events))
+    }
+}
+
+/// Writes a finished attempt's row (the last attempt of a pipeline step).
 async fn finish_attempt_row(tx: &impl GenericClient, result: &AttemptResult) -> Result<()> {
     let (delay_ms, delay_reason, _, _) = rules::next_columns(&result.next);
-    tx.execute(
+    tx.cached_execute(
         "UPDATE attempts SET finished_at = $2, outcome = $3, exit_code = $4, error = $5, class = $6, rule = $7, \
          next_delay_ms = $8, delay_reason = $9, output_dropped_bytes = $10 WHERE id = $1",
         &[
@@ -350,7 +719,7 @@ async fn migrate(pool: &Pool) -> Result<()> {
     let mut client = pool.get().await.map_err(pool_error)?;
     let tx = client.transaction().await.map_err(pg)?;
     // Nodes starting together queue here; the first applies, the others find it done.
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+    tx.cached_execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await
         .map_err(pg)?;
     tx.batch_execute("CREATE TABLE IF NOT EXISTS retryd_migrations (version bigint PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())")
@@ -358,7 +727,7 @@ async fn migrate(pool: &Pool) -> Result<()> {
         .map_err(pg)?;
     for (version, sql) in MIGRATIONS {
         let applied = tx
-            .query_opt(
+            .cached_query_opt(
                 "SELECT 1 FROM retryd_migrations WHERE version = $1",
                 &[version],
             )
@@ -367,7 +736,7 @@ async fn migrate(pool: &Pool) -> Result<()> {
             .is_some();
         if !applied {
             tx.batch_execute(sql).await.map_err(pg)?;
-            tx.execute(
+            tx.cached_execute(
                 "INSERT INTO retryd_migrations (version) VALUES ($1)",
                 &[version],
             )
@@ -434,7 +803,7 @@ async fn select_jobs(
     query: &str,
     params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
 ) -> Result<Vec<Job>> {
-    let rows = client.query(query, params).await.map_err(pg)?;
+    let rows = client.cached_query(query, params).await.map_err(pg)?;
     rows.iter().map(job_from_row).collect()
 }
 
@@ -442,7 +811,7 @@ async fn select_jobs(
 /// that two transactions cannot wait for each other.
 async fn lock_targets(client: &impl GenericClient, targets: &[&str]) -> Result<()> {
     client
-        .execute(
+        .cached_execute(
             "SELECT pg_advisory_xact_lock($1, h) FROM (SELECT hashtext(t) AS h FROM unnest($2::text[]) AS t ORDER BY 1) AS s",
             &[&TARGET_LOCK_CLASS, &targets],
         )
@@ -467,7 +836,7 @@ async fn read_limits(
     lock_targets(client, &targets).await?;
     if limits.circuit.is_some() {
         for row in client
-            .query(
+            .cached_query(
                 &format!("SELECT {CIRCUIT_COLUMNS} FROM circuits WHERE target = ANY($1)"),
                 &[&targets],
             )
@@ -481,7 +850,7 @@ async fn read_limits(
     if let Some(budget) = &limits.budget {
         let since = now - chrono::Duration::from_std(budget.window).unwrap_or_default();
         for row in client
-            .query(
+            .cached_query(
                 "SELECT target, COUNT(*), MIN(started_at) FROM attempts \
                  WHERE target = ANY($1) AND number > 1 AND started_at > $2 GROUP BY target",
                 &[&targets, &since],
@@ -526,7 +895,7 @@ async fn update_circuit(
     now: DateTime<Utc>,
 ) -> Result<bool> {
     let circuit = client
-        .query_opt(
+        .cached_query_opt(
             &format!("SELECT {CIRCUIT_COLUMNS} FROM circuits WHERE target = $1"),
             &[&target],
         )
@@ -537,7 +906,7 @@ async fn update_circuit(
     let window = if failed == Some(true) {
         let since = now - chrono::Duration::from_std(config.window).unwrap_or_default();
         let row = client
-            .query_one(
+            .cached_query_one(
                 "SELECT COUNT(*), COUNT(*) FILTER (WHERE target_failed) FROM attempts \
                  WHERE target = $1 AND target_failed IS NOT NULL AND started_at > $2",
                 &[&target, &since],
@@ -556,7 +925,7 @@ async fn update_circuit(
             attempts,
         } => {
             client
-                .execute(
+                .cached_execute(
                     "INSERT INTO circuits (target, opened_at, open_until, probe_attempt_id, failures, attempts) \
                      VALUES ($1, $2, $3, NULL, $4, $5) ON CONFLICT (target) DO UPDATE SET \
                      opened_at = $2, open_until = $3, probe_attempt_id = NULL, failures = $4, attempts = $5",
@@ -567,13 +936,13 @@ async fn update_circuit(
         }
         CircuitChange::Close => {
             client
-                .execute("DELETE FROM circuits WHERE target = $1", &[&target])
+                .cached_execute("DELETE FROM circuits WHERE target = $1", &[&target])
                 .await
                 .map_err(pg)?;
             // The jobs it held may start at once. SKIP LOCKED: a job a claim holds right now
             // is being looked at anyway, and waiting for it could deadlock with that claim.
             client
-                .execute(
+                .cached_execute(
                     "UPDATE jobs SET next_attempt_at = $2, hold_reason = NULL, updated_at = $2 WHERE id IN \
                      (SELECT id FROM jobs WHERE target = $1 AND state IN ('pending', 'retrying') \
                       AND starts_with(hold_reason, $3) FOR UPDATE SKIP LOCKED)",
@@ -585,7 +954,7 @@ async fn update_circuit(
         }
         CircuitChange::FreeProbe => {
             client
-                .execute(
+                .cached_execute(
                     "UPDATE circuits SET probe_attempt_id = NULL WHERE target = $1",
                     &[&target],
                 )
@@ -603,7 +972,7 @@ async fn enqueue(
     now: DateTime<Utc>,
 ) -> Result<()> {
     client
-        .execute(
+        .cached_execute(
             "INSERT INTO notifications (job_id, event, sink, payload, state, attempts, next_attempt_at, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, 'pending', 0, $5, $5, $5)",
             &[&job.0, &notification.event, &notification.sink, &notification.payload, &now],
@@ -638,7 +1007,7 @@ fn notification_from_row(row: &Row) -> Result<Notification> {
 async fn delete_jobs(client: &impl GenericClient, ids: &[uuid::Uuid]) -> Result<u64> {
     for child in ["attempts", "events", "log_lines", "notifications"] {
         client
-            .execute(
+            .cached_execute(
                 &format!("DELETE FROM {child} WHERE job_id = ANY($1)"),
                 &[&ids],
             )
@@ -646,7 +1015,7 @@ async fn delete_jobs(client: &impl GenericClient, ids: &[uuid::Uuid]) -> Result<
             .map_err(pg)?;
     }
     client
-        .execute("DELETE FROM jobs WHERE id = ANY($1)", &[&ids])
+        .cached_execute("DELETE FROM jobs WHERE id = ANY($1)", &[&ids])
         .await
         .map_err(pg)
 }
@@ -657,7 +1026,7 @@ impl JobWriter for PostgresStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg)?;
         let inserted = tx
-            .query_opt(
+            .cached_query_opt(
                 "INSERT INTO jobs (id, queue, kind, target, action, policy_name, policy, priority, run_at, deadline, \
                  labels, idempotency_key, created_by, state, attempt, next_attempt_at, created_at, updated_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'pending', 0, $9, $14, $14) \
@@ -683,7 +1052,7 @@ impl JobWriter for PostgresStore {
             .map_err(pg)?;
         if inserted.is_none() {
             let row = tx
-                .query_one(
+                .cached_query_one(
                     "SELECT id FROM jobs WHERE queue = $1 AND idempotency_key = $2",
                     &[&job.queue, &job.idempotency_key],
                 )
@@ -725,11 +1094,6 @@ impl JobWriter for PostgresStore {
         }
         let mut client = self.scheduler_client().await?;
         let tx = client.transaction().await.map_err(pg)?;
-        // A claim need not wait for its WAL flush: if the database loses it in a crash, the
-        // job is simply still due, and the attempt's result is refused by the fence.
-        tx.batch_execute("SET LOCAL synchronous_commit = off")
-            .await
-            .map_err(pg)?;
         let skipped = rules::skipped_queues(request);
         let window = rules::candidate_window(request) as i64;
         let candidates = select_jobs(
@@ -750,7 +1114,7 @@ impl JobWriter for PostgresStore {
             let ids: Vec<uuid::Uuid> = gated.held.iter().map(|h| h.id.0).collect();
             let until: Vec<DateTime<Utc>> = gated.held.iter().map(|h| h.until).collect();
             let reasons: Vec<&str> = gated.held.iter().map(|h| h.reason.as_str()).collect();
-            tx.execute(
+            tx.cached_execute(
                 "UPDATE jobs SET next_attempt_at = t.until, hold_reason = t.reason, updated_at = $4 \
                  FROM unnest($1::uuid[], $2::timestamptz[], $3::text[]) AS t(id, until, reason) WHERE jobs.id = t.id",
                 &[&ids, &until, &reasons, &request.now],
@@ -765,7 +1129,7 @@ impl JobWriter for PostgresStore {
             tx.commit().await.map_err(pg)?;
             return Ok(Vec::new());
         }
-        // Four statements for the whole batch, whatever its size: the claim is on the path
+        // One round trip for the whole batch, whatever its size: the claim is on the path
         // between a retry's due time and its start.
         let ids: Vec<uuid::Uuid> = chosen.iter().map(|j| j.id.0).collect();
         let numbers: Vec<i32> = chosen.iter().map(|j| j.attempt as i32 + 1).collect();
@@ -774,67 +1138,64 @@ impl JobWriter for PostgresStore {
         }
         let steps: Vec<Option<String>> = chosen.iter().map(rules::claimed_step).collect();
         let targets: Vec<Option<&str>> = chosen.iter().map(|j| j.target.as_deref()).collect();
-        let attempt_ids: BTreeMap<uuid::Uuid, i64> = tx
-            .query(
-                "INSERT INTO attempts (job_id, number, step, node, started_at, target) \
-                 SELECT job, number, step, $3, $4, target FROM unnest($1::uuid[], $2::int[], $5::text[], $6::text[]) AS t(job, number, step, target) \
-                 RETURNING job_id, id",
-                &[&ids, &numbers, &request.node, &request.now, &steps, &targets],
-            )
-            .await
-            .map_err(pg)?
+        let from_states: Vec<&str> = chosen.iter().map(|j| j.state.as_str()).collect();
+        let reasons: Vec<String> = chosen
             .iter()
-            .map(|r| (r.get(0), r.get(1)))
+            .map(|j| retryd_core::explain::claim_started(j, j.attempt + 1, &request.node))
             .collect();
-        let attempt_column: Vec<i64> = ids.iter().map(|id| attempt_ids[id]).collect();
+        let events_sql = format!(
+            "INSERT INTO events (job_id, at, from_state, to_state, reason, actor, step) \
+             SELECT job, $2, from_state, 'running', reason, $3, step \
+             FROM unnest($1::uuid[], $4::text[], $5::text[], $6::text[]) AS t(job, from_state, reason, step) \
+             RETURNING {EVENT_COLUMNS}"
+        );
+        let start_sql = with_columns(include_str!("../queries/claim_start.sql"));
+        let start: [&(dyn ToSql + Sync); 7] = [
+            &ids,
+            &numbers,
+            &request.node,
+            &request.now,
+            &steps,
+            &targets,
+            &request.lease_until,
+        ];
+        let event: [&(dyn ToSql + Sync); 6] = [
+            &ids,
+            &request.now,
+            &request.node,
+            &from_states,
+            &reasons,
+            &steps,
+        ];
+        // Sent together; the server runs them in this order.
+        let (started, _, events) = futures::try_join!(
+            tx.cached_query(&start_sql, &start),
+            lock_event_order(&tx),
+            tx.cached_query(&events_sql, &event),
+        )
+        .map_err(pg)?;
+        let started: BTreeMap<JobId, Job> = started
+            .iter()
+            .map(|row| job_from_row(row).map(|j| (j.id, j)))
+            .collect::<Result<_>>()?;
+        let events: BTreeMap<JobId, Event> = events
+            .iter()
+            .map(|row| event_from_row(row).map(|e| (e.job_id, e)))
+            .collect::<Result<_>>()?;
+        let attempt_ids: BTreeMap<uuid::Uuid, i64> = started
+            .values()
+            .filter_map(|j| Some((j.id.0, j.attempt_id?)))
+            .collect();
         for (job, target) in rules::probe_targets(&chosen, &circuits, request.now) {
-            tx.execute(
+            tx.cached_execute(
                 "UPDATE circuits SET probe_attempt_id = $2 WHERE target = $1",
                 &[&target, &attempt_ids[&job.0]],
             )
             .await
             .map_err(pg)?;
         }
-        let started: BTreeMap<JobId, Job> = select_jobs(
-            &tx,
-            &with_columns(include_str!("../queries/claim_start.sql")),
-            &[
-                &ids,
-                &numbers,
-                &attempt_column,
-                &request.node,
-                &request.lease_until,
-                &request.now,
-            ],
-        )
-        .await?
-        .into_iter()
-        .map(|j| (j.id, j))
-        .collect();
-        let from_states: Vec<&str> = chosen.iter().map(|j| j.state.as_str()).collect();
-        let reasons: Vec<String> = chosen
-            .iter()
-            .map(|j| retryd_core::explain::claim_started(j, j.attempt + 1, &request.node))
-            .collect();
-        lock_event_order(&tx).await?;
-        let events: BTreeMap<JobId, Event> = tx
-            .query(
-                &format!(
-                    "INSERT INTO events (job_id, at, from_state, to_state, reason, actor, step) \
-                     SELECT job, $2, from_state, 'running', reason, $3, step \
-                     FROM unnest($1::uuid[], $4::text[], $5::text[], $6::text[]) AS t(job, from_state, reason, step) \
-                     RETURNING {EVENT_COLUMNS}"
-                ),
-                &[&ids, &request.now, &request.node, &from_states, &reasons, &steps],
-            )
-            .await
-            .map_err(pg)?
-            .iter()
-            .map(|row| event_from_row(row).map(|e| (e.job_id, e)))
-            .collect::<Result<_>>()?;
         tx.commit().await.map_err(pg)?;
-        let mut started = started;
-        let mut events = events;
+        let (mut started, mut events) = (started, events);
         chosen
             .iter()
             .map(|job| {
@@ -862,7 +1223,7 @@ impl JobWriter for PostgresStore {
     ) -> Result<Vec<JobId>> {
         let client = self.heartbeat.get().await.map_err(pool_error)?;
         let rows = client
-            .query(
+            .cached_query(
                 "UPDATE jobs SET lease_expires_at = $2 \
                  WHERE state = 'running' AND lease_owner = $1 AND current_attempt_id = ANY($3) RETURNING id, cancel_requested",
                 &[&node, &lease_until, &attempt_ids],
@@ -877,87 +1238,39 @@ impl JobWriter for PostgresStore {
     }
 
     async fn finish_attempt(&self, result: &AttemptResult) -> Result<(Job, Event)> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(pg)?;
-        let lease = &result.lease;
-        let job = lock_job(&tx, lease.job_id).await?;
-        if !rules::fence_holds(&job, lease, result.fence) {
-            tx.rollback().await.map_err(pg)?;
-            return Err(Error::LeaseLost {
-                job_id: job.id,
-                attempt_id: lease.attempt_id,
-            });
+        let (reply, answer) = oneshot::channel();
+        self.results
+            .queue
+            .lock()
+            .expect("result queue")
+            .push((result.clone(), reply));
+        {
+            let _writer = self.results.writer.lock().await;
+            // Empty when a writer before us took ours with its group: its answer is sent.
+            let group = std::mem::take(&mut *self.results.queue.lock().expect("result queue"));
+            if !group.is_empty() {
+                let (results, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
+                match self.finish_group(&results).await {
+                    Ok(answers) => {
+                        for (reply, answer) in replies.into_iter().zip(answers) {
+                            let _ = reply.send(answer);
+                        }
+                    }
+                    Err(e) => {
+                        // Nothing of the group was written: each result may be sent again.
+                        let message = e.to_string();
+                        for reply in replies {
+                            let _ = reply.send(Err(Error::Backend(message.clone())));
+                        }
+                    }
+                }
+            }
         }
-        let to = job.state.transition(result.next.state())?;
-        let (_, _, next_at, refund) = rules::next_columns(&result.next);
-        finish_attempt_row(&tx, result).await?;
-        // How the attempt counts for its target's circuit.
-        let failed = job
-            .target
-            .as_ref()
-            .and_then(|_| rules::target_outcome(&result.next, result.outcome, result.class));
-        let mut wake = next_at.is_some();
-        if let (Some(target), Some(config)) = (&job.target, &result.circuit) {
-            tx.execute(
-                "UPDATE attempts SET target_failed = $2 WHERE id = $1",
-                &[&lease.attempt_id, &failed],
-            )
-            .await
-            .map_err(pg)?;
-            lock_targets(&tx, &[target.as_str()]).await?;
-            wake |=
-                update_circuit(&tx, target, lease.attempt_id, failed, config, result.now).await?;
-        }
-        for notification in &result.notify {
-            enqueue(&tx, job.id, notification, result.now).await?;
-            wake = true;
-        }
-        let terminal = to.is_terminal();
-        let steps = to_json(&rules::steps_after(&job, result.step.as_ref()));
-        let row = tx
-            .query_one(
-                &format!(
-                    "UPDATE jobs SET state = $2, next_attempt_at = $3, hold_reason = NULL, \
-                     last_error = COALESCE($4, last_error), \
-                     last_error_class = CASE WHEN $4::text IS NULL THEN last_error_class ELSE $5 END, \
-                     last_rule = CASE WHEN $4::text IS NULL THEN last_rule ELSE $6 END, \
-                     finish_reason = $7, finished_at = $8, lease_owner = NULL, lease_expires_at = NULL, \
-                     current_attempt_id = NULL, cancel_requested = false, updated_at = $9, attempt = attempt - $10, \
-                     steps = $11 WHERE id = $1 RETURNING {JOB_COLUMNS}"
-                ),
-                &[
-                    &job.id.0,
-                    &to.as_str(),
-                    &next_at,
-                    &result.error,
-                    &result.class.map(Class::as_str),
-                    &result.rule,
-                    &terminal.then_some(&result.reason),
-                    &terminal.then_some(result.now),
-                    &result.now,
-                    &(refund as i32),
-                    &steps,
-                ],
-            )
-            .await
-            .map_err(pg)?;
-        let event = insert_event(
-            &tx,
-            job.id,
-            result.now,
-            Some(job.state),
-            to,
-            &result.reason,
-            &result.actor,
-            rules::claimed_step(&job),
-        )
-        .await?;
-        if wake {
-            notify(&tx, WAKE_CHANNEL, "").await?;
-        }
-        let job = job_from_row(&row)?;
-        tx.commit().await.map_err(pg)?;
-        Ok((job, event))
+        answer.await.unwrap_or_else(|_| {
+            Err(backend(
+                "the result's group was dropped before it was written",
+            ))
+        })
     }
 
     async fn advance_step(&self, result: &AttemptResult, next_step: &str) -> Result<(Job, Lease)> {
@@ -967,9 +1280,12 @@ impl JobWriter for PostgresStore {
         let job = lock_job(&tx, lease.job_id).await?;
         let record = rules::check_advance(&job, result)?;
         finish_attempt_row(&tx, result).await?;
+        let mut log = LogRows::default();
+        log.push(lease, result.log.first_index, &result.log.lines);
+        log.insert(&tx).await?;
         let number = job.attempt as i32 + 1;
         let attempt_id: i64 = tx
-            .query_one(
+            .cached_query_one(
                 "INSERT INTO attempts (job_id, number, step, node, started_at) VALUES ($1, $2, $3, $4, $5) RETURNING id",
                 &[&job.id.0, &number, &next_step, &lease.node, &result.now],
             )
@@ -977,7 +1293,7 @@ impl JobWriter for PostgresStore {
             .map_err(pg)?
             .get(0);
         let row = tx
-            .query_one(
+            .cached_query_one(
                 &format!(
                     "UPDATE jobs SET steps = $2, step_attempt_base = attempt, attempt = $3, current_attempt_id = $4, \
                      last_error = COALESCE($5, last_error), last_error_class = COALESCE($6, last_error_class), \
@@ -1017,7 +1333,7 @@ impl JobWriter for PostgresStore {
         let tx = client.transaction().await.map_err(pg)?;
         let job = lock_job(&tx, id).await?;
         if job.state == JobState::Running {
-            tx.execute(
+            tx.cached_execute(
                 "UPDATE jobs SET cancel_requested = true, updated_at = $2 WHERE id = $1",
                 &[&id.0, &now],
             )
@@ -1036,7 +1352,7 @@ impl JobWriter for PostgresStore {
             }
         };
         let reason = rules::cancel_reason(actor);
-        tx.execute(
+        tx.cached_execute(
             "UPDATE jobs SET state = $2, finish_reason = $3, finished_at = $4, next_attempt_at = NULL, updated_at = $4 WHERE id = $1",
             &[&id.0, &to.as_str(), &reason, &now],
         )
@@ -1067,7 +1383,7 @@ impl JobWriter for PostgresStore {
             return Err(refused);
         }
         if let Some(changes) = &requeue.changes {
-            tx.execute(
+            tx.cached_execute(
                 "UPDATE jobs SET action = $2, policy_name = $3, policy = $4 WHERE id = $1",
                 &[
                     &id.0,
@@ -1080,7 +1396,7 @@ impl JobWriter for PostgresStore {
             .map_err(pg)?;
         }
         if job.state == JobState::Retrying {
-            tx.execute(
+            tx.cached_execute(
                 "UPDATE jobs SET next_attempt_at = $2, updated_at = $2 WHERE id = $1",
                 &[&id.0, &requeue.now],
             )
@@ -1099,7 +1415,7 @@ impl JobWriter for PostgresStore {
             }
         };
         let attempt = if requeue.reset { 0 } else { job.attempt as i32 };
-        tx.execute(
+        tx.cached_execute(
             "UPDATE jobs SET state = $2, attempt = $3, next_attempt_at = $4, finish_reason = NULL, finished_at = NULL, \
              cancel_requested = false, updated_at = $4, started_at = CASE WHEN $5 THEN NULL ELSE started_at END, \
              step_attempt_base = CASE WHEN $5 THEN 0 ELSE step_attempt_base END WHERE id = $1",
@@ -1131,7 +1447,7 @@ impl JobWriter for PostgresStore {
         // One node sweeps at a time; another finds the lock taken and leaves it to that one
         // (whose sweep this is), and takes over on its next tick if that node dies.
         let locked: bool = tx
-            .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&EXPIRE_LOCK])
+            .cached_query_one("SELECT pg_try_advisory_xact_lock($1)", &[&EXPIRE_LOCK])
             .await
             .map_err(pg)?
             .get(0);
@@ -1152,7 +1468,7 @@ impl JobWriter for PostgresStore {
         for job in due {
             let to = job.state.transition(JobState::Expired)?;
             let reason = rules::expire_reason(&job, now);
-            tx.execute(
+            tx.cached_execute(
                 "UPDATE jobs SET state = $2, finish_reason = $3, finished_at = $4, next_attempt_at = NULL, updated_at = $4 WHERE id = $1",
                 &[&job.id.0, &to.as_str(), &reason, &now],
             )
@@ -1180,7 +1496,7 @@ impl JobWriter for PostgresStore {
         let tx = client.transaction().await.map_err(pg)?;
         // One node prunes at a time; the others find the lock taken and skip this round.
         let locked: bool = tx
-            .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&PRUNE_LOCK])
+            .cached_query_one("SELECT pg_try_advisory_xact_lock($1)", &[&PRUNE_LOCK])
             .await
             .map_err(pg)?
             .get(0);
@@ -1190,7 +1506,7 @@ impl JobWriter for PostgresStore {
         let mut total = 0;
         for (state, cutoff) in finished_before.iter().filter(|(s, _)| s.is_terminal()) {
             let ids: Vec<uuid::Uuid> = tx
-                .query(
+                .cached_query(
                     "SELECT id FROM jobs WHERE state = $1 AND finished_at < $2",
                     &[&state.as_str(), cutoff],
                 )
@@ -1210,7 +1526,7 @@ impl JobWriter for PostgresStore {
         let tx = client.transaction().await.map_err(pg)?;
         let wanted: Vec<uuid::Uuid> = ids.iter().map(|id| id.0).collect();
         let dead: Vec<uuid::Uuid> = tx
-            .query(
+            .cached_query(
                 "SELECT id FROM jobs WHERE id = ANY($1) AND state IN ('succeeded', 'failed', 'cancelled', 'expired') FOR UPDATE",
                 &[&wanted],
             )
@@ -1233,7 +1549,7 @@ impl JobWriter for PostgresStore {
     ) -> Result<()> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg)?;
-        tx.execute(
+        tx.cached_execute(
             "INSERT INTO queues (name, paused, updated_at, updated_by) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (name) DO UPDATE SET paused = $2, updated_at = $3, updated_by = $4",
             &[&queue, &paused, &now, &actor],
@@ -1247,7 +1563,7 @@ impl JobWriter for PostgresStore {
     async fn record_process(&self, lease: &Lease, process: Process) -> Result<()> {
         let client = self.client().await?;
         client
-            .execute(
+            .cached_execute(
                 "UPDATE attempts SET pid = $2, pid_started = $3 WHERE id = $1",
                 &[
                     &lease.attempt_id,
@@ -1269,30 +1585,15 @@ impl JobWriter for PostgresStore {
         if lines.is_empty() {
             return Ok(());
         }
-        let client = self.client().await?;
-        let indexes: Vec<i64> = (0..lines.len() as i64)
-            .map(|i| first_index as i64 + i)
-            .collect();
-        let ats: Vec<DateTime<Utc>> = lines.iter().map(|l| l.at).collect();
-        let streams: Vec<&str> = lines.iter().map(|l| l.stream.as_str()).collect();
-        let texts: Vec<&str> = lines.iter().map(|l| l.line.as_str()).collect();
-        // PostgreSQL text cannot hold NUL; such bytes become U+FFFD.
-        let texts: Vec<String> = texts.iter().map(|t| t.replace('\0', "\u{FFFD}")).collect();
-        client
-            .execute(
-                "INSERT INTO log_lines (job_id, attempt_id, attempt, idx, at, stream, line) \
-                 SELECT $1, $2, $3, i, a, s, l FROM UNNEST($4::bigint[], $5::timestamptz[], $6::text[], $7::text[]) AS t(i, a, s, l)",
-                &[&lease.job_id.0, &lease.attempt_id, &(lease.attempt as i32), &indexes, &ats, &streams, &texts],
-            )
-            .await
-            .map_err(pg)?;
-        Ok(())
+        let mut rows = LogRows::default();
+        rows.push(lease, first_index, lines);
+        rows.insert(&self.client().await?).await
     }
 
     async fn trim_log(&self, lease: &Lease, before_index: u64) -> Result<()> {
         let client = self.client().await?;
         client
-            .execute(
+            .cached_execute(
                 "DELETE FROM log_lines WHERE attempt_id = $1 AND idx < $2",
                 &[&lease.attempt_id, &(before_index as i64)],
             )
@@ -1347,7 +1648,7 @@ impl JobReader for PostgresStore {
     async fn list_attempts(&self, id: JobId) -> Result<Vec<Attempt>> {
         let client = self.client().await?;
         let rows = client
-            .query(
+            .cached_query(
                 "SELECT job_id, number, step, node, started_at, finished_at, outcome, exit_code, error, class, rule, \
                  next_delay_ms, delay_reason, output_dropped_bytes FROM attempts WHERE job_id = $1 ORDER BY id",
                 &[&id.0],
@@ -1388,7 +1689,7 @@ impl JobReader for PostgresStore {
     async fn list_events(&self, id: JobId) -> Result<Vec<Event>> {
         let client = self.client().await?;
         let rows = client
-            .query(
+            .cached_query(
                 &format!("SELECT {EVENT_COLUMNS} FROM events WHERE job_id = $1 ORDER BY id"),
                 &[&id.0],
             )
@@ -1400,7 +1701,7 @@ impl JobReader for PostgresStore {
     async fn events_after(&self, after: i64, limit: usize) -> Result<Vec<Event>> {
         let client = self.client().await?;
         let rows = client
-            .query(
+            .cached_query(
                 &format!("SELECT {EVENT_COLUMNS} FROM events WHERE id > $1 ORDER BY id LIMIT $2"),
                 &[&after, &(limit as i64)],
             )
@@ -1412,7 +1713,7 @@ impl JobReader for PostgresStore {
     async fn last_event_id(&self) -> Result<i64> {
         let client = self.client().await?;
         Ok(client
-            .query_one("SELECT COALESCE(MAX(id), 0) FROM events", &[])
+            .cached_query_one("SELECT COALESCE(MAX(id), 0) FROM events", &[])
             .await
             .map_err(pg)?
             .get(0))
@@ -1421,7 +1722,7 @@ impl JobReader for PostgresStore {
     async fn read_log(&self, id: JobId, after: i64, limit: usize) -> Result<Vec<LogLine>> {
         let client = self.client().await?;
         let rows = client
-            .query(
+            .cached_query(
                 "SELECT seq, attempt, at, stream, line FROM log_lines WHERE job_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
                 &[&id.0, &after, &(limit as i64)],
             )
@@ -1446,7 +1747,7 @@ impl JobReader for PostgresStore {
         let client = self.client().await?;
         let due = job.next_attempt_at.unwrap_or(job.run_at);
         let row = client
-            .query_one(
+            .cached_query_one(
                 include_str!("../queries/count_ahead.sql"),
                 &[&job.queue, &now, &i32::from(job.priority), &due, &job.id.0],
             )
@@ -1458,7 +1759,7 @@ impl JobReader for PostgresStore {
     async fn paused_queues(&self) -> Result<Vec<String>> {
         let client = self.scheduler_client().await?;
         let rows = client
-            .query("SELECT name FROM queues WHERE paused ORDER BY name", &[])
+            .cached_query("SELECT name FROM queues WHERE paused ORDER BY name", &[])
             .await
             .map_err(pg)?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
@@ -1467,7 +1768,7 @@ impl JobReader for PostgresStore {
     async fn queue_depths(&self) -> Result<BTreeMap<String, u64>> {
         let client = self.client().await?;
         let rows = client
-            .query("SELECT queue, COUNT(*) FROM jobs WHERE state IN ('pending', 'retrying') GROUP BY queue", &[])
+            .cached_query("SELECT queue, COUNT(*) FROM jobs WHERE state IN ('pending', 'retrying') GROUP BY queue", &[])
             .await
             .map_err(pg)?;
         Ok(rows
@@ -1479,7 +1780,7 @@ impl JobReader for PostgresStore {
     async fn count_by_state(&self) -> Result<BTreeMap<JobState, u64>> {
         let client = self.client().await?;
         let rows = client
-            .query("SELECT state, COUNT(*) FROM jobs GROUP BY state", &[])
+            .cached_query("SELECT state, COUNT(*) FROM jobs GROUP BY state", &[])
             .await
             .map_err(pg)?;
         rows.iter()
@@ -1502,7 +1803,7 @@ impl JobReader for PostgresStore {
     async fn list_circuits(&self) -> Result<Vec<Circuit>> {
         let client = self.client().await?;
         client
-            .query(
+            .cached_query(
                 &format!("SELECT {CIRCUIT_COLUMNS} FROM circuits ORDER BY target"),
                 &[],
             )
@@ -1516,7 +1817,7 @@ impl JobReader for PostgresStore {
     async fn attempt_process(&self, attempt_id: i64) -> Result<Option<Process>> {
         let client = self.client().await?;
         let row = client
-            .query_opt(
+            .cached_query_opt(
                 "SELECT pid, pid_started FROM attempts WHERE id = $1",
                 &[&attempt_id],
             )
@@ -1536,7 +1837,7 @@ impl JobReader for PostgresStore {
     async fn next_wakeup(&self, skipped: &[String], runnable: &Runnable) -> Result<Wakeups> {
         let client = self.scheduler_client().await?;
         let row = client
-            .query_one(
+            .cached_query_one(
                 include_str!("../queries/next_wakeup.sql"),
                 &[&skipped, &runnable.handler_kinds, &runnable.builtin],
             )
@@ -1551,7 +1852,7 @@ impl JobReader for PostgresStore {
 
     async fn ping(&self) -> Result<()> {
         let client = self.client().await?;
-        client.query_one("SELECT 1", &[]).await.map_err(pg)?;
+        client.cached_query_one("SELECT 1", &[]).await.map_err(pg)?;
         Ok(())
     }
 
@@ -1572,7 +1873,7 @@ impl NotificationStore for PostgresStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg)?;
         let claimed: Vec<Notification> = tx
-            .query(
+            .cached_query(
                 &format!(
                     "WITH due AS (SELECT id FROM notifications \
                        WHERE (state = 'pending' AND next_attempt_at <= $1) OR (state = 'delivering' AND lease_expires_at < $1) \
@@ -1596,7 +1897,7 @@ impl NotificationStore for PostgresStore {
         let ids: Vec<i64> = claimed.iter().map(|n| n.id).collect();
         let numbers: Vec<i32> = claimed.iter().map(|n| n.attempts as i32).collect();
         let attempt_ids: HashMap<i64, i64> = tx
-            .query(
+            .cached_query(
                 "INSERT INTO notification_attempts (notification_id, number, node, started_at) \
                  SELECT id, number, $3, $4 FROM unnest($1::bigint[], $2::int[]) AS t(id, number) \
                  RETURNING notification_id, id",
@@ -1622,7 +1923,7 @@ impl NotificationStore for PostgresStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg)?;
         let holds = tx
-            .query_opt(
+            .cached_query_opt(
                 "SELECT 1 FROM notifications WHERE id = $1 AND state = 'delivering' AND lease_owner = $2 \
                  AND (SELECT MAX(id) FROM notification_attempts WHERE notification_id = $1) = $3 FOR UPDATE",
                 &[&result.notification_id, &result.node, &result.attempt_id],
@@ -1634,7 +1935,7 @@ impl NotificationStore for PostgresStore {
             tx.rollback().await.map_err(pg)?;
             return Err(lost_delivery(result.notification_id));
         }
-        tx.execute(
+        tx.cached_execute(
             "UPDATE notification_attempts SET finished_at = $2, ok = $3, status = $4, error = $5 WHERE id = $1",
             &[&result.attempt_id, &result.now, &result.ok, &result.status, &result.error],
         )
@@ -1644,7 +1945,7 @@ impl NotificationStore for PostgresStore {
             DeliveryNext::Retry { at } => Some(*at),
             _ => None,
         };
-        tx.execute(
+        tx.cached_execute(
             "UPDATE notifications SET state = $2, next_attempt_at = $3, lease_owner = NULL, lease_expires_at = NULL, \
              last_error = COALESCE($4, last_error), updated_at = $5 WHERE id = $1",
             &[
@@ -1670,7 +1971,7 @@ impl NotificationStore for PostgresStore {
     ) -> Result<Vec<Notification>> {
         let client = self.client().await?;
         let mut notifications: Vec<Notification> = client
-            .query(
+            .cached_query(
                 &format!(
                     "SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE $1::uuid IS NULL OR job_id = $1 \
                      ORDER BY id DESC LIMIT $2"
@@ -1685,7 +1986,7 @@ impl NotificationStore for PostgresStore {
         let ids: Vec<i64> = notifications.iter().map(|n| n.id).collect();
         let mut logs: HashMap<i64, Vec<DeliveryAttempt>> = HashMap::new();
         for r in client
-            .query(
+            .cached_query(
                 "SELECT notification_id, number, node, started_at, finished_at, ok, status, error \
                  FROM notification_attempts WHERE notification_id = ANY($1) ORDER BY id",
                 &[&ids],
@@ -1712,7 +2013,7 @@ impl NotificationStore for PostgresStore {
     async fn next_delivery(&self) -> Result<Option<DateTime<Utc>>> {
         let client = self.client().await?;
         let row = client
-            .query_one(
+            .cached_query_one(
                 "SELECT LEAST((SELECT MIN(next_attempt_at) FROM notifications WHERE state = 'pending'), \
                  (SELECT MIN(lease_expires_at) FROM notifications WHERE state = 'delivering'))",
                 &[],
@@ -1753,7 +2054,7 @@ impl AccessStore for PostgresStore {
     async fn insert_token(&self, token: &TokenRecord) -> Result<()> {
         let client = self.client().await?;
         client
-            .execute(
+            .cached_execute(
                 &format!(
                     "INSERT INTO api_tokens ({TOKEN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
                 ),
@@ -1784,7 +2085,7 @@ impl AccessStore for PostgresStore {
     ) -> Result<Option<TokenRecord>> {
         let client = self.client().await?;
         let row = client
-            .query_opt(
+            .cached_query_opt(
                 &format!(
                     "UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, $2) \
                      WHERE id = $1 OR name = $1 RETURNING {TOKEN_COLUMNS}"
@@ -1799,7 +2100,7 @@ impl AccessStore for PostgresStore {
     async fn get_token(&self, id: &str) -> Result<Option<TokenRecord>> {
         let client = self.client().await?;
         let row = client
-            .query_opt(
+            .cached_query_opt(
                 &format!("SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE id = $1"),
                 &[&id],
             )
@@ -1811,7 +2112,7 @@ impl AccessStore for PostgresStore {
     async fn list_tokens(&self) -> Result<Vec<TokenRecord>> {
         let client = self.client().await?;
         let rows = client
-            .query(
+            .cached_query(
                 &format!("SELECT {TOKEN_COLUMNS} FROM api_tokens ORDER BY created_at, id"),
                 &[],
             )
@@ -1823,7 +2124,7 @@ impl AccessStore for PostgresStore {
     async fn put_policy(&self, policy: &StoredPolicy) -> Result<()> {
         let client = self.client().await?;
         client
-            .execute(
+            .cached_execute(
                 "INSERT INTO managed_policies (name, policy, active, updated_at, updated_by) VALUES ($1, $2, $3, $4, $5) \
                  ON CONFLICT (name) DO UPDATE SET policy = $2, active = $3, updated_at = $4, updated_by = $5",
                 &[
@@ -1842,7 +2143,7 @@ impl AccessStore for PostgresStore {
     async fn list_policies(&self) -> Result<Vec<StoredPolicy>> {
         let client = self.client().await?;
         let rows = client
-            .query(
+            .cached_query(
                 "SELECT name, policy, active, updated_at, updated_by FROM managed_policies ORDER BY name",
                 &[],
             )
@@ -1874,7 +2175,7 @@ async fn stats_rows(client: &impl GenericClient, query: &StatsQuery) -> Result<S
     ];
     let mut rows = StatsRows::default();
     for r in client
-        .query(
+        .cached_query(
             &format!("SELECT j.state, COUNT(*) FROM jobs j WHERE j.created_at >= $1 AND j.created_at < $2 AND {FILTER} GROUP BY j.state"),
             &window,
         )
@@ -1884,7 +2185,7 @@ async fn stats_rows(client: &impl GenericClient, query: &StatsQuery) -> Result<S
         rows.created.insert(state(r.get(0))?, r.get::<_, i64>(1) as u64);
     }
     rows.pending_retries = client
-        .query_one(
+        .cached_query_one(
             &format!("SELECT COUNT(*) FROM jobs j WHERE j.state = 'retrying' AND $1::timestamptz <= $2::timestamptz AND {FILTER}"),
             &window,
         )
@@ -1892,7 +2193,7 @@ async fn stats_rows(client: &impl GenericClient, query: &StatsQuery) -> Result<S
         .map_err(pg)?
         .get::<_, i64>(0) as u64;
     for r in client
-        .query(
+        .cached_query(
             &format!(
                 "SELECT j.kind, j.target, j.state, j.attempt <= 1, COUNT(*), SUM(j.attempt)::bigint FROM jobs j \
                  WHERE j.state IN ('succeeded', 'failed', 'expired', 'cancelled') \
@@ -1914,7 +2215,7 @@ async fn stats_rows(client: &impl GenericClient, query: &StatsQuery) -> Result<S
         });
     }
     for r in client
-        .query(
+        .cached_query(
             &format!(
                 "SELECT a.class, a.error, COUNT(*) FROM attempts a JOIN jobs j ON j.id = a.job_id \
                  WHERE a.started_at >= $1 AND a.started_at < $2 AND {FILTER} \
@@ -1942,7 +2243,7 @@ async fn stats_rows(client: &impl GenericClient, query: &StatsQuery) -> Result<S
         &bucket_ms,
     ];
     for r in client
-        .query(
+        .cached_query(
             &format!(
                 "SELECT (floor(extract(epoch FROM a.started_at - $1) * 1000)::bigint / $6) AS b, COUNT(*), \
                         COUNT(*) FILTER (WHERE a.outcome IN ('failed', 'timed_out', 'lost')) \

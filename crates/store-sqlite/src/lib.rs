@@ -524,6 +524,34 @@ fn load_notification(conn: &Connection, id: i64) -> Result<Notification> {
     Ok(notification)
 }
 
+/// Appends lines to an attempt's log, numbered from `first_index`.
+fn insert_log_lines(
+    tx: &Connection,
+    lease: &Lease,
+    first_index: u64,
+    lines: &[NewLogLine],
+) -> Result<()> {
+    let mut stmt = tx
+        .prepare_cached(
+            "INSERT INTO log_lines (job_id, attempt_id, attempt, idx, at, stream, line) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )
+        .map_err(to_store)?;
+    let job_id = lease.job_id.to_string();
+    for (i, line) in lines.iter().enumerate() {
+        stmt.execute(params![
+            job_id,
+            lease.attempt_id,
+            lease.attempt,
+            (first_index + i as u64) as i64,
+            ms(line.at),
+            line.stream.as_str(),
+            line.line
+        ])
+        .map_err(to_store)?;
+    }
+    Ok(())
+}
+
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SqliteStore")
@@ -853,11 +881,14 @@ impl JobWriter for SqliteStore {
 
     async fn finish_attempt(&self, result: &AttemptResult) -> Result<(Job, Event)> {
         let result = result.clone();
+        // The attempt's lines are kept even when its result is refused: they are what it
+        // did. So a refusal commits (the inner result), unlike other errors.
         self.write(move |tx| {
             let lease = &result.lease;
             let job = load_job(tx, lease.job_id)?;
+            insert_log_lines(tx, lease, result.log.first_index, &result.log.lines)?;
             if !rules::fence_holds(&job, lease, result.fence) {
-                return Err(Error::LeaseLost { job_id: job.id, attempt_id: lease.attempt_id });
+                return Ok(Err(Error::LeaseLost { job_id: job.id, attempt_id: lease.attempt_id }));
             }
             let to = job.state.transition(result.next.state())?;
             let now = ms(result.now);
@@ -901,9 +932,9 @@ impl JobWriter for SqliteStore {
             )
             .map_err(to_store)?;
             let event = insert_event(tx, job.id, result.now, Some(job.state), to, &result.reason, &result.actor, rules::claimed_step(&job))?;
-            Ok((load_job(tx, job.id)?, event))
+            Ok(Ok((load_job(tx, job.id)?, event)))
         })
-        .await
+        .await?
     }
 
     async fn advance_step(&self, result: &AttemptResult, next_step: &str) -> Result<(Job, Lease)> {
@@ -914,6 +945,7 @@ impl JobWriter for SqliteStore {
             let job = load_job(tx, lease.job_id)?;
             let record = rules::check_advance(&job, &result)?;
             finish_attempt_row(tx, &result)?;
+            insert_log_lines(tx, lease, result.log.first_index, &result.log.lines)?;
             let number = job.attempt + 1;
             let now = ms(result.now);
             exec(tx,
@@ -1111,28 +1143,8 @@ impl JobWriter for SqliteStore {
         }
         let lease = lease.clone();
         let lines = lines.to_vec();
-        self.write(move |tx| {
-            let mut stmt = tx
-                .prepare_cached(
-                    "INSERT INTO log_lines (job_id, attempt_id, attempt, idx, at, stream, line) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                )
-                .map_err(to_store)?;
-            let job_id = lease.job_id.to_string();
-            for (i, line) in lines.iter().enumerate() {
-                stmt.execute(params![
-                    job_id,
-                    lease.attempt_id,
-                    lease.attempt,
-                    (first_index + i as u64) as i64,
-                    ms(line.at),
-                    line.stream.as_str(),
-                    line.line
-                ])
-                .map_err(to_store)?;
-            }
-            Ok(())
-        })
-        .await
+        self.write(move |tx| insert_log_lines(tx, &lease, first_index, &lines))
+            .await
     }
 
     async fn trim_log(&self, lease: &Lease, before_index: u64) -> Result<()> {

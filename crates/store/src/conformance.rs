@@ -129,6 +129,7 @@ fn result(
         step: None,
         circuit: None,
         notify: vec![],
+        log: LogAppend::default(),
     }
 }
 

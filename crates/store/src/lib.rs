@@ -199,6 +199,16 @@ pub struct AttemptResult {
     pub circuit: Option<CircuitConfig>,
     /// Deliveries to enqueue with the result, in the same transaction.
     pub notify: Vec<NewNotification>,
+    /// Output lines not stored yet (all of a short attempt's, and the closing line): written
+    /// in the result's transaction, so that a short attempt costs one write, not three.
+    pub log: LogAppend,
+}
+
+/// Lines to append to an attempt's log, numbered from `first_index`.
+#[derive(Debug, Clone, Default)]
+pub struct LogAppend {
+    pub first_index: u64,
+    pub lines: Vec<NewLogLine>,
 }
 
 /// A process, named so that a reused pid is not mistaken for it.

@@ -12,7 +12,7 @@ use retryd_core::decide::{Decision, FailedAttempt, decide};
 use retryd_core::job::{Action, Job, Stream};
 use retryd_core::pipeline::{Step, StepRecord, StepStatus, export_from_json, parse_set_output};
 use retryd_core::{AttemptOutcome, Class, Jitter, Policy};
-use retryd_store::{AttemptResult, Claimed, Fence, Lease, NewLogLine, Next, Store};
+use retryd_store::{AttemptResult, Claimed, Fence, Lease, LogAppend, NewLogLine, Next, Store};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -60,6 +60,8 @@ struct Executed {
     tail: Tail,
     /// `::set-output` values a command printed, or values exported from an HTTP reply.
     outputs: BTreeMap<String, String>,
+    /// Output lines not stored yet: they go with the result.
+    unsaved: LogAppend,
 }
 
 /// Runs the claimed attempt; for a pipeline, step after step under the same lease until one
@@ -134,6 +136,7 @@ async fn run_inner(engine: &Engine, claimed: &Claimed) -> Lease {
             outcome,
             tail,
             outputs,
+            unsaved,
         } = executed;
 
         let now = inner.clock.now();
@@ -155,6 +158,7 @@ async fn run_inner(engine: &Engine, claimed: &Claimed) -> Lease {
             step: None,
             circuit: None,
             notify: Vec::new(),
+            log: unsaved,
         };
         let attempt = lease.attempt;
         // A pipeline step that is over, and the pipeline with it unless it continues.
@@ -241,7 +245,7 @@ async fn run_inner(engine: &Engine, claimed: &Claimed) -> Lease {
             };
         }
         result.step = step_over;
-        close_log(engine, &lease, &tail, &outcome, &result, now).await;
+        close_log(&tail, &outcome, &mut result, now);
         match next_step {
             Some(next) => match advance(engine, &result, &next).await {
                 Some((advanced, new_lease)) => {
@@ -384,9 +388,9 @@ async fn execute(
             handler::run(call, action, limits.timeout, stop.clone(), lines_tx).await
         }
     };
-    let (tail, mut outputs) = pump
+    let (tail, mut outputs, unsaved) = pump
         .await
-        .unwrap_or_else(|_| (Tail::new(1), BTreeMap::new()));
+        .unwrap_or_else(|_| (Tail::new(1), BTreeMap::new(), LogAppend::default()));
     if step.is_none() {
         outputs.clear();
     }
@@ -407,18 +411,12 @@ async fn execute(
         outcome,
         tail,
         outputs,
+        unsaved,
     }
 }
 
-/// Writes the attempt's closing log line.
-async fn close_log(
-    engine: &Engine,
-    lease: &Lease,
-    tail: &Tail,
-    outcome: &Outcome,
-    result: &AttemptResult,
-    now: DateTime<Utc>,
-) {
+/// Adds the attempt's closing log line to the lines its result writes.
+fn close_log(tail: &Tail, outcome: &Outcome, result: &mut AttemptResult, now: DateTime<Utc>) {
     let summary = match &result.next {
         Next::Retry { delay, .. } => format!(
             "{} → {} ({}); next attempt in {}",
@@ -438,19 +436,14 @@ async fn close_log(
             result.reason
         ),
     };
-    let closing = NewLogLine {
+    if result.log.lines.is_empty() {
+        result.log.first_index = tail.next_index();
+    }
+    result.log.lines.push(NewLogLine {
         at: now,
         stream: Stream::System,
         line: summary,
-    };
-    if let Err(e) = engine
-        .inner
-        .store
-        .append_log(lease, tail.next_index(), &[closing])
-        .await
-    {
-        warn!(error = %e, "could not write the attempt's closing log line");
-    }
+    });
 }
 
 /// Moves a pipeline to its next step under the same lease, retrying while the database is
@@ -624,18 +617,23 @@ async fn record(engine: &Engine, result: &AttemptResult) {
     );
 }
 
-/// Moves output lines into the bounded tail and, every flush period, into the store.
+/// Moves output lines into the bounded tail and, every flush period, into the store. The
+/// lines still unsaved at the end are returned: they are written with the result, so that an
+/// attempt shorter than the flush period writes its log in the result's transaction.
 async fn pump_log(
     store: Arc<dyn Store>,
     lease: Lease,
     mut lines: mpsc::Receiver<OutputLine>,
     cap: usize,
-) -> (Tail, BTreeMap<String, String>) {
+) -> (Tail, BTreeMap<String, String>, LogAppend) {
     let mut tail = Tail::new(cap);
     let mut outputs = BTreeMap::new();
     let mut pending: Vec<(u64, NewLogLine)> = Vec::new();
     let mut trimmed_to = 0;
-    let mut tick = tokio::time::interval(LOG_FLUSH_EVERY);
+    let mut tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + LOG_FLUSH_EVERY,
+        LOG_FLUSH_EVERY,
+    );
     loop {
         tokio::select! {
             line = lines.recv() => match line {
@@ -656,8 +654,15 @@ async fn pump_log(
             _ = tick.tick() => flush(store.as_ref(), &lease, &tail, &mut pending, &mut trimmed_to).await,
         }
     }
-    flush(store.as_ref(), &lease, &tail, &mut pending, &mut trimmed_to).await;
-    (tail, outputs)
+    pending.retain(|(index, _)| *index >= tail.first_index());
+    trim(store.as_ref(), &lease, &tail, &mut trimmed_to).await;
+    let unsaved = LogAppend {
+        first_index: pending
+            .first()
+            .map_or(tail.next_index(), |(index, _)| *index),
+        lines: pending.into_iter().map(|(_, line)| line).collect(),
+    };
+    (tail, outputs, unsaved)
 }
 
 async fn flush(
@@ -676,6 +681,12 @@ async fn flush(
         }
         pending.clear();
     }
+    trim(store, lease, tail, trimmed_to).await;
+}
+
+/// Drops stored lines the bounded tail no longer holds.
+async fn trim(store: &dyn Store, lease: &Lease, tail: &Tail, trimmed_to: &mut u64) {
+    let first_kept = tail.first_index();
     if first_kept > *trimmed_to {
         if let Err(e) = store.trim_log(lease, first_kept).await {
             warn!(error = %e, "could not trim the stored output");

@@ -122,25 +122,53 @@ struct Sweep {
     lease_expiry: Option<DateTime<Utc>>,
     /// When both last ran regardless: the safety net for changes made behind our back.
     last_full: Option<DateTime<Utc>>,
+    /// When the instants above were read.
+    planned: Option<DateTime<Utc>>,
 }
 
+/// How long a busy node waits for more slots to free before it claims (see `gather_slots`).
+const GATHER: Duration = Duration::from_millis(2);
+
+/// While every slot is taken, the loop re-reads when the sweeps are due at most this often.
+const REPLAN_WHEN_FULL: Duration = Duration::from_secs(1);
+
 impl Sweep {
-    /// Which sweeps this tick runs: (deadlines, leases).
+    /// Which sweeps this tick runs: (deadlines, leases). An instant that has come is
+    /// forgotten until the next plan, so that it runs once.
     fn due(&mut self, now: DateTime<Utc>) -> (bool, bool) {
         let safety = chrono::Duration::from_std(SAFETY_RECHECK).unwrap_or_default();
         let full = self.last_full.is_none_or(|t| now - t >= safety);
         if full {
             self.last_full = Some(now);
         }
-        (
-            full || self.deadline.is_some_and(|t| t <= now),
-            full || self.lease_expiry.is_some_and(|t| t <= now),
-        )
+        let deadlines = full || self.deadline.is_some_and(|t| t <= now);
+        let leases = full || self.lease_expiry.is_some_and(|t| t <= now);
+        if deadlines {
+            self.deadline = None;
+        }
+        if leases {
+            self.lease_expiry = None;
+        }
+        (deadlines, leases)
     }
 
-    fn plan(&mut self, wakeups: &Wakeups) {
+    fn plan(&mut self, wakeups: &Wakeups, now: DateTime<Utc>) {
         self.deadline = wakeups.deadline;
         self.lease_expiry = wakeups.lease_expiry;
+        self.planned = Some(now);
+    }
+
+    /// How long a loop with every slot taken may sleep (a finished attempt wakes it
+    /// earlier): until a sweep is due or the plan is due for a refresh. `None` when the plan
+    /// is stale already.
+    fn pause_while_full(&self, now: DateTime<Utc>) -> Option<Duration> {
+        let replan = self.planned? + chrono::Duration::from_std(REPLAN_WHEN_FULL).ok()?;
+        let safety = self.last_full? + chrono::Duration::from_std(SAFETY_RECHECK).ok()?;
+        let next = [self.deadline, self.lease_expiry, Some(replan), Some(safety)]
+            .into_iter()
+            .flatten()
+            .min()?;
+        (next > now).then(|| (next - now).to_std().unwrap_or(Duration::ZERO))
     }
 }
 
@@ -403,11 +431,14 @@ impl Engine {
                     Duration::from_secs(1)
                 }
             };
-            tokio::select! {
-                _ = self.inner.wake.notified() => {}
-                _ = tokio::time::sleep(pause) => {}
-                _ = shutdown.cancelled() => {}
-                Some(_) = attempts.join_next(), if !attempts.is_empty() => {}
+            let slot_freed = tokio::select! {
+                _ = self.inner.wake.notified() => false,
+                _ = tokio::time::sleep(pause) => false,
+                _ = shutdown.cancelled() => false,
+                Some(_) = attempts.join_next(), if !attempts.is_empty() => true,
+            };
+            if slot_freed {
+                self.gather_slots(&mut attempts).await;
             }
         }
         let grace = self.inner.config.shutdown_grace;
@@ -460,7 +491,7 @@ impl Engine {
         self.inner
             .metrics
             .claimed_in(claiming.elapsed().as_secs_f64());
-        let full = claimed.len() == wanted && wanted > 0;
+        let full = claimed.len() == wanted;
         for job in claimed {
             if job.event.from == Some(JobState::Retrying) {
                 let late = (request.now - job.due_at).num_microseconds().unwrap_or(0) as f64 / 1e6;
@@ -469,15 +500,16 @@ impl Engine {
             self.register(&job);
             attempts.spawn(attempt::run(self.clone(), job));
         }
-        if full {
-            // There may be more due right now.
-            return Ok(Duration::ZERO);
+        if full && let Some(pause) = sweep.pause_while_full(self.now()) {
+            // Every slot is taken: a finished attempt wakes the loop, and there is no need to
+            // ask the database when work is due until then.
+            return Ok(pause);
         }
         let wakeups = store
             .next_wakeup(&rules::skipped_queues(&request), &request.runnable)
             .await?;
         let now = self.now();
-        sweep.plan(&wakeups);
+        sweep.plan(&wakeups, now);
         let pause = match wakeups.earliest() {
             Some(at) if at > now => (at - now)
                 .to_std()
@@ -488,6 +520,20 @@ impl Engine {
             None => SAFETY_RECHECK,
         };
         Ok(pause)
+    }
+
+    /// A busy node claims freed slots in batches rather than one by one: after an attempt
+    /// ends, it waits up to [`GATHER`] for more to end, until half its slots are free. One
+    /// claim then starts several attempts, and their results tend to share a commit too.
+    async fn gather_slots(&self, attempts: &mut JoinSet<()>) {
+        let half = self.inner.config.concurrency / 2;
+        let until = tokio::time::Instant::now() + GATHER;
+        while self.inner.config.concurrency - self.running_count() < half && !attempts.is_empty() {
+            tokio::select! {
+                Some(_) = attempts.join_next() => {}
+                _ = tokio::time::sleep_until(until) => return,
+            }
+        }
     }
 
     fn claim_request(&self, now: DateTime<Utc>) -> ClaimRequest {
@@ -881,6 +927,7 @@ impl Engine {
                 step: None,
                 circuit: None,
                 notify: Vec::new(),
+                log: Default::default(),
             };
             self.complete_result(&job, &mut result);
             let span = info_span!("rescue", job_id = %job.id, queue = %job.queue, kind = %job.kind,
