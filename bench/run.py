@@ -26,6 +26,8 @@ NODE = PEERS / "node" / "node_modules" / ".bin" / "node"
 PYTHON = PEERS / "venv" / "bin" / "python"
 RETRYD = ROOT / "target" / "release" / "retryd"
 HARNESS = ROOT / "target" / "release" / "examples" / "retryd-bench"
+# Built by bench/run.sh from bench/peers/apalis; missing when that build failed (its rows are skipped).
+APALIS = PEERS / "apalis-target" / "release" / "apalis-bench"
 PG = os.environ.get("BENCH_PG", "postgres://postgres@127.0.0.1:5432")
 # Redis database 9: the harnesses flush it, so it is kept apart from anything else.
 REDIS = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379/9")
@@ -150,7 +152,7 @@ def run_harness(name, backend, cmd, db=None, fsync_log=None, timeout=1800):
         time.sleep(1)
         out["commits_per_job"] = (commits(db) - start["commits"]) / done
     if fsync_log:
-        stamps = [float(l.split()[1]) for l in open(fsync_log) if re.match(r"\d+ [\d.]+ f(data)?sync\(", l)]
+        stamps = [float(l.split()[1]) for l in open(fsync_log) if re.match(r"\d+\s+[\d.]+ f(data)?sync\(", l)]
         n = sum(1 for s in stamps if start["t"] <= s <= end["t"])
         out["fsyncs"] = n
         out["jobs_per_fsync"] = done / n if n else None
@@ -166,12 +168,30 @@ def py(script):
     return [PYTHON, BENCH / "peers" / script]
 
 
+def apalis_built():
+    if not APALIS.exists():
+        log(f"-- apalis: skipped, {APALIS} was not built (see bench/run.sh's output)")
+    return APALIS.exists()
+
+
+def apalis_versions():
+    """apalis and its storage crates as locked in bench/.peers/apalis/Cargo.lock."""
+    lock = PEERS / "apalis" / "Cargo.lock"
+    if not APALIS.exists() or not lock.exists():
+        return ["apalis not built"]
+    found = re.findall(r'name = "(apalis(?:-postgres|-sqlite)?)"\nversion = "([^"]+)"', lock.read_text())
+    return [f"{name} {version}" for name, version in found]
+
+
 def throughput_rows(n, tmp):
     args = ["--jobs", n, "--concurrency", CONCURRENCY]
     rows = []
     sqlite = tmp / "throughput.db"
     rows.append(run_harness("retryd embedded", "SQLite", [HARNESS, "throughput", sqlite] + args,
                             fsync_log=str(tmp / "fsync.log")))
+    if apalis_built():
+        rows.append(run_harness("apalis", "SQLite", [APALIS, "throughput", tmp / "apalis-throughput.db"] + args,
+                                fsync_log=str(tmp / "apalis-fsync.log")))
     peers_pg = [
         ("retryd embedded", [HARNESS, "throughput", None]),
         ("graphile-worker", node("graphile.js") + ["throughput", None]),
@@ -179,6 +199,8 @@ def throughput_rows(n, tmp):
         ("pg-boss", node("pgboss.js") + ["throughput", None]),
         ("procrastinate", py("procrastinate_bench.py") + ["throughput", None]),
     ]
+    if apalis_built():
+        peers_pg.append(("apalis", [APALIS, "throughput", None]))
     for i, (name, cmd) in enumerate(peers_pg):
         db = f"bench_tp_{i}"
         url = fresh_pg(db)
@@ -195,15 +217,23 @@ def lateness_rows(n, tmp):
     rows = []
     rows.append(dict(run_harness("retryd embedded", "SQLite", [HARNESS, "lateness", tmp / "lateness.db"] + args),
                      settings="defaults (no polling)"))
+    # apalis retries in the worker's process (a timer), so its polling only finds new jobs.
+    apalis_settings = [("defaults (no poll strategy)", []), ("best (hook/NOTIFY + poll 100 ms)", ["--best"])]
+    if apalis_built():
+        for j, (label, extra) in enumerate(apalis_settings):
+            rows.append(dict(run_harness("apalis", "SQLite", [APALIS, "lateness", tmp / f"apalis-lateness-{j}.db"] + args + extra),
+                             settings=label))
     systems = [
         ("retryd embedded", [HARNESS, "lateness", None], [("defaults (no polling)", [])]),
         ("graphile-worker", node("graphile.js") + ["lateness", None],
          [("defaults (poll 2 s)", []), ("best (poll 100 ms)", ["--best"])]),
         ("pg-boss", node("pgboss.js") + ["lateness", None],
-         [("defaults (poll 2 s)", []), ("best (poll 0.5 s)", ["--best"])]),
+         [("defaults (poll 2 s)", []), ("best (poll 0.5 s, burst)", ["--best"])]),
         ("procrastinate", py("procrastinate_bench.py") + ["lateness", None],
          [("defaults (poll 5 s)", []), ("best (poll 100 ms)", ["--best"])]),
     ]
+    if apalis_built():
+        systems.append(("apalis", [APALIS, "lateness", None], apalis_settings))
     for i, (name, cmd, settings) in enumerate(systems):
         for j, (label, extra) in enumerate(settings):
             db = f"bench_late_{i}_{j}"
@@ -369,7 +399,8 @@ def render(tp, late, lib, cmd, scale, meta):
             "second attempt − its due time.", "",
             "| system | backend | settings | retry delay | p50 ms | p99 ms |", "|---|---|---|---|---:|---:|"]
     delays = {"retryd embedded": "100 ms", "graphile-worker": "e¹ s (fixed by the library)", "pg-boss": "1 s (whole seconds)",
-              "procrastinate": "1 s (whole seconds)", "BullMQ": "100 ms", "Celery": "100 ms"}
+              "procrastinate": "1 s (whole seconds)", "BullMQ": "100 ms", "Celery": "100 ms",
+              "apalis": "100 ms (in-process timer; the job stays claimed)"}
     for r in late:
         out.append(f"| {r['name']} | {r['backend']} | {r['settings']} | {delays[r['name']]} | {fmt(r['p50_ms'])} | {fmt(r['p99_ms'])} |")
     out += ["", "## 3. Library overhead (criterion, zero-delay policy)", "", "| benchmark | time |", "|---|---:|"]
@@ -408,7 +439,7 @@ def main():
                    f"{psql('SHOW server_version')} PostgreSQL, Redis "
                    f"{subprocess.run(['redis-cli', 'INFO', 'server'], capture_output=True, text=True).stdout.split('redis_version:')[1].split()[0]}, "
                    f"node {subprocess.run([NODE, '--version'], capture_output=True, text=True).stdout.strip()}; "
-                   + ", ".join(v for v in versions + pyv if v),
+                   + ", ".join(v for v in versions + pyv + apalis_versions() if v),
     }
     tp = throughput_rows(n_tp, tmp) if "throughput" in only else []
     late = lateness_rows(n_late, tmp) if "lateness" in only else []
@@ -417,6 +448,7 @@ def main():
     scale = scale_rows(n_scale, tmp, 200 if args.quick else 1000) if "scale" in only else []
     if only != {"throughput", "lateness", "library", "command", "scale"}:
         print(json.dumps({"throughput": tp, "lateness": late, "library": lib, "command": cmd, "scale": scale}, indent=1))
+        shutil.rmtree(tmp, ignore_errors=True)
         return
     table = render(tp, late, lib, cmd, scale, meta)
     results = BENCH / "results"
