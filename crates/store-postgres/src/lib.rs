@@ -407,8 +407,9 @@ impl PostgresStore {
             let lease = &result.lease;
             let Some(job) = jobs.get(&lease.job_id) else {
                 // Gone, or finished by an earlier result of this group: after that one, no
-                // lease is held any more.
+                // lease is held any more (what the attempt printed is kept all the same).
                 answers[i] = Some(Err(if accepted.iter().any(|(_, j)| j.id == lease.job_id) {
+                    log.push(lease, result.log.first_index, &result.log.lines);
                     Error::LeaseLost {
                         job_id: lease.job_id,
                         attempt_id: lease.attempt_id,

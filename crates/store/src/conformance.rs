@@ -34,6 +34,7 @@ macro_rules! conformance_tests {
             listing_filters_and_cursor_pagination,
             listing_combines_labels_states_and_cursors,
             logs_append_trim_and_read,
+            results_finished_at_once_each_apply_once_with_their_lines,
             an_attempts_process_is_recorded,
             paused_queues_are_remembered,
             next_wakeup_is_the_earliest_due_instant,
@@ -1025,6 +1026,117 @@ pub async fn logs_append_trim_and_read(store: DynStore) {
         kept.iter().map(|l| l.line.as_str()).collect::<Vec<_>>(),
         ["line 3", "line 4"]
     );
+}
+
+/// Many results at once (a backend may write them in one transaction): each applies exactly
+/// once with its log lines, a stale duplicate and a result for a vanished job are refused
+/// without harming the others, and the refused attempt's lines are still kept.
+pub async fn results_finished_at_once_each_apply_once_with_their_lines(store: DynStore) {
+    for _ in 0..12 {
+        insert(&store, new_job("default", 50, 0)).await;
+    }
+    let claimed = store.claim_jobs(&claim_request(t0(), 12)).await.unwrap();
+    assert_eq!(claimed.len(), 12);
+    let line = |text: String| NewLogLine {
+        at: t0(),
+        stream: Stream::System,
+        line: text,
+    };
+    let finish = |c: &Claimed, i: usize| {
+        let next = if i % 2 == 0 {
+            Next::Succeeded
+        } else {
+            Next::Retry {
+                at: t0() + secs(5),
+                delay: Duration::from_secs(5),
+                delay_reason: "policy backoff".into(),
+            }
+        };
+        let outcome = if i % 2 == 0 {
+            AttemptOutcome::Succeeded
+        } else {
+            AttemptOutcome::Failed
+        };
+        AttemptResult {
+            log: LogAppend {
+                first_index: 1,
+                lines: vec![
+                    line(format!("job {i} out")),
+                    line(format!("job {i} closed")),
+                ],
+            },
+            ..result(c, t0() + secs(1), outcome, next)
+        }
+    };
+    // The first job's result twice (the second is stale), and one whose job is gone.
+    let mut results: Vec<AttemptResult> = claimed
+        .iter()
+        .enumerate()
+        .map(|(i, c)| finish(c, i))
+        .collect();
+    results.push(finish(&claimed[0], 0));
+    let mut ghost = finish(&claimed[1], 1);
+    ghost.lease.job_id = JobId::new();
+    results.push(ghost);
+    let mut running = tokio::task::JoinSet::new();
+    for (i, r) in results.into_iter().enumerate() {
+        let store = store.clone();
+        running.spawn(async move { (i, store.finish_attempt(&r).await) });
+    }
+    let mut answers: Vec<(usize, Result<(Job, Event)>)> = running.join_all().await;
+    answers.sort_by_key(|(i, _)| *i);
+    let answers: Vec<Result<(Job, Event)>> = answers.into_iter().map(|(_, a)| a).collect();
+    let applied = answers[..12]
+        .iter()
+        .chain(&answers[12..13])
+        .filter(|a| a.is_ok())
+        .count();
+    assert_eq!(applied, 12, "every job's result applies once: {answers:?}");
+    assert!(
+        answers[..13]
+            .iter()
+            .any(|a| matches!(a, Err(Error::LeaseLost { .. }))),
+        "the duplicate is refused"
+    );
+    assert!(
+        matches!(answers[13], Err(Error::NotFound(_))),
+        "{:?}",
+        answers[13]
+    );
+    for (i, c) in claimed.iter().enumerate() {
+        let job = store.get_job(c.job.id).await.unwrap();
+        let expected = if i % 2 == 0 {
+            JobState::Succeeded
+        } else {
+            JobState::Retrying
+        };
+        assert_eq!(job.state, expected, "job {i}");
+        let events = store.list_events(c.job.id).await.unwrap();
+        assert_eq!(
+            events
+                .iter()
+                .filter(|e| e.from == Some(JobState::Running))
+                .count(),
+            1,
+            "job {i}: one finishing event"
+        );
+        let lines: Vec<String> = store
+            .read_log(c.job.id, 0, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|l| l.line)
+            .collect();
+        let mut expected = vec![format!("job {i} out"), format!("job {i} closed")];
+        if i == 0 {
+            // The refused duplicate ran too; what it printed is kept.
+            expected.extend(expected.clone());
+        }
+        assert_eq!(lines, expected, "job {i}");
+        let attempts = store.list_attempts(c.job.id).await.unwrap();
+        assert_eq!(attempts.len(), 1);
+        assert!(attempts[0].finished_at.is_some());
+    }
 }
 
 pub async fn an_attempts_process_is_recorded(store: DynStore) {
