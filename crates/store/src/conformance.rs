@@ -784,7 +784,7 @@ pub async fn prune_and_purge_never_touch_live_jobs(store: DynStore) {
 pub async fn listing_filters_and_cursor_pagination(store: DynStore) {
     let mut ids = Vec::new();
     for i in 0..25 {
-        let mut job = new_job(if i.is_multiple_of(2) { "even" } else { "odd" }, 50, 0);
+        let mut job = new_job(if i % 2 == 0 { "even" } else { "odd" }, 50, 0);
         job.kind = format!("kind-{}", i % 3);
         if i == 7 {
             job.labels.insert("release".into(), "v2".into());
@@ -918,7 +918,7 @@ async fn all_pages(store: &DynStore, filter: &JobFilter) -> Vec<JobId> {
 pub async fn listing_combines_labels_states_and_cursors(store: DynStore) {
     let mut jobs = Vec::new();
     for i in 0..30 {
-        let mut job = new_job(if i.is_multiple_of(2) { "even" } else { "odd" }, 50, 0);
+        let mut job = new_job(if i % 2 == 0 { "even" } else { "odd" }, 50, 0);
         let env = if i % 3 == 0 { "prod" } else { "staging" };
         job.labels.insert("env".into(), env.into());
         if i % 5 == 0 {
@@ -1002,7 +1002,7 @@ pub async fn logs_append_trim_and_read(store: DynStore) {
     let lines: Vec<NewLogLine> = (0..5)
         .map(|i| NewLogLine {
             at: t0(),
-            stream: if i.is_multiple_of(2) {
+            stream: if i % 2 == 0 {
                 Stream::Stdout
             } else {
                 Stream::Stderr
