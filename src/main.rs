@@ -30,15 +30,28 @@ pub mod exit {
     pub const EXPIRED: u8 = 5;
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     output::init_color(cli.no_color);
-    match commands::dispatch(cli).await {
+    let result =
+        runtime(&cli.command).and_then(|runtime| runtime.block_on(commands::dispatch(cli)));
+    match result {
         Ok(code) => ExitCode::from(code),
         Err(error) => {
             eprintln!("{} {error:#}", output::red("error:"));
             ExitCode::from(exit::ERROR)
         }
     }
+}
+
+/// `retryd run` waits on one child at a time, so one thread does: starting worker threads
+/// (and handing every wake-up between them) was most of what it added to the command's own
+/// time (issue #8). Nothing beside the command may block that thread (see `run.rs`).
+/// Everything else gets the multi-threaded runtime.
+fn runtime(command: &cli::Command) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = match command {
+        cli::Command::Run(_) => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    Ok(builder.enable_all().build()?)
 }

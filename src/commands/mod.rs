@@ -16,23 +16,24 @@ use anyhow::Result;
 
 /// Runs a command; the value is the process exit code.
 pub async fn dispatch(cli: Cli) -> Result<u8> {
-    let client = Client::new(&cli.server, cli.token.as_deref());
+    // Only the commands that talk to a server build an HTTP client (TLS roots, proxies).
+    let client = || Client::new(&cli.server, cli.token.as_deref());
     let json = cli.json;
     match cli.command {
         Command::Serve(flags) => serve::serve(flags).await,
         Command::Run(args) => run::run(args, json).await,
-        Command::Submit(args) => submit::submit(&client, *args, json).await,
-        Command::Jobs(args) => jobs::list(&client, args, json).await,
-        Command::Show(args) => jobs::show(&client, &args.id, json).await,
-        Command::Logs(args) => jobs::logs(&client, &args.id, args.follow, json).await,
-        Command::Cancel(args) => jobs::cancel(&client, &args.id, json).await,
-        Command::Retry(args) => jobs::retry(&client, args, json).await,
-        Command::Dlq(command) => dlq::dlq(&client, command, json).await,
-        Command::Policy(command) => policy::policy(&client, command, json).await,
-        Command::Queue(command) => queue::queue(&client, command, json).await,
-        Command::Stats(args) => stats::stats(&client, args, json).await,
-        Command::Token(command) => token::token(&client, command, json).await,
-        Command::Circuits => circuits::list(&client, json).await,
-        Command::Notifications(args) => notifications::list(&client, args, json).await,
+        Command::Submit(args) => submit::submit(&client(), *args, json).await,
+        Command::Jobs(args) => jobs::list(&client(), args, json).await,
+        Command::Show(args) => jobs::show(&client(), &args.id, json).await,
+        Command::Logs(args) => jobs::logs(&client(), &args.id, args.follow, json).await,
+        Command::Cancel(args) => jobs::cancel(&client(), &args.id, json).await,
+        Command::Retry(args) => jobs::retry(&client(), args, json).await,
+        Command::Dlq(command) => dlq::dlq(&client(), command, json).await,
+        Command::Policy(command) => policy::policy(&client(), command, json).await,
+        Command::Queue(command) => queue::queue(&client(), command, json).await,
+        Command::Stats(args) => stats::stats(&client(), args, json).await,
+        Command::Token(command) => token::token(&client(), command, json).await,
+        Command::Circuits => circuits::list(&client(), json).await,
+        Command::Notifications(args) => notifications::list(&client(), args, json).await,
     }
 }

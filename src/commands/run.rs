@@ -5,21 +5,25 @@ use crate::cli::RunArgs;
 use crate::commands::submit::{command_action, policy_value};
 use crate::config::load_file;
 use crate::output::{self, bold, dim, green, red};
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use chrono::Utc;
 use retryd_core::decide::{Decision, FailedAttempt, decide};
 use retryd_core::job::Stream;
 use retryd_core::{Class, Policy};
 use retryd_worker::Policies;
 use retryd_worker::attempt::classify_failure;
+use retryd_worker::executor::OutputLine;
 use retryd_worker::executor::command::{self, Limits};
 use retryd_worker::tail::Tail;
 use serde_json::json;
 use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 const KILL_GRACE: Duration = Duration::from_secs(10);
+/// The most output written in one go when lines queue up faster than they can be written.
+const OUTPUT_BATCH_BYTES: usize = 64 * 1024;
 /// Exit code after Ctrl-C, as shells report it.
 const INTERRUPTED: u8 = 130;
 
@@ -65,8 +69,13 @@ pub async fn run(args: RunArgs, json: bool) -> Result<u8> {
     let action = command_action(&args.options, &args.command)?;
     let interrupted = CancellationToken::new();
     let on_interrupt = interrupted.clone();
+    // Listen from here on, not from when the task first runs: on `run`'s one runtime thread
+    // that is only once the command has started, and a Ctrl-C in between would end retryd
+    // and leave the command (in its own process group) running.
+    let mut ctrl_c = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .context("cannot listen for Ctrl-C")?;
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
+        if ctrl_c.recv().await.is_some() {
             on_interrupt.cancel();
         }
     });
@@ -83,26 +92,17 @@ pub async fn run(args: RunArgs, json: bool) -> Result<u8> {
                 dim(&format!("(policy {policy_name}): {}", action.display()))
             );
         }
-        let (lines_tx, mut lines_rx) = mpsc::channel::<retryd_worker::executor::OutputLine>(1024);
-        let printer = tokio::spawn(async move {
-            let mut tail = Tail::new(retryd_worker::engine::DEFAULT_LOG_TAIL_BYTES);
-            while let Some(line) = lines_rx.recv().await {
-                match line.stream {
-                    Stream::Stderr => eprintln!("{}", line.line),
-                    _ if json => {}
-                    _ => println!("{}", line.line),
-                }
-                tail.push(line);
-            }
-            tail
-        });
+        let (lines_tx, lines_rx) = mpsc::channel::<OutputLine>(1024);
+        let printer = tokio::spawn(print_output(lines_rx, json));
         let started = Instant::now();
         let limits = Limits {
             timeout: action.timeout_under(&policy),
             kill_grace: KILL_GRACE,
         };
         let outcome = command::run(&action, limits, interrupted.clone(), lines_tx, |_| {}).await;
-        let tail = printer.await?;
+        let tail = printer
+            .await?
+            .context("cannot pass on the command's output")?;
         let took = format!("{:.2}s", started.elapsed().as_secs_f64());
         if outcome.ok {
             report.push(json!({ "attempt": attempt, "outcome": "succeeded", "took": took }));
@@ -181,6 +181,54 @@ pub async fn run(args: RunArgs, json: bool) -> Result<u8> {
                     .unwrap_or(1);
                 return Ok(code as u8);
             }
+        }
+    }
+}
+
+/// Passes a command's output on as it comes (its stderr to stderr, the rest to stdout, which
+/// `--json` keeps for the report) and keeps the tail that classification reads.
+///
+/// `run` has one runtime thread (`main::runtime`), so the writes go through tokio's stdout and
+/// stderr, which do the blocking write on the blocking pool: a reader of our output that
+/// stops reading (a stalled pipe, a paused terminal) never stops the thread that fires the
+/// attempt's timeout and Ctrl-C. No thread is started for a command that prints nothing. The
+/// lines already queued are written together, in their order, one stream at a time.
+async fn print_output(mut lines: mpsc::Receiver<OutputLine>, json: bool) -> std::io::Result<Tail> {
+    let mut tail = Tail::new(retryd_worker::engine::DEFAULT_LOG_TAIL_BYTES);
+    let (mut stdout, mut stderr) = (tokio::io::stdout(), tokio::io::stderr());
+    let mut batch = String::new();
+    let mut next = None;
+    loop {
+        let Some(mut line) = (match next.take() {
+            Some(line) => Some(line),
+            None => lines.recv().await,
+        }) else {
+            return Ok(tail);
+        };
+        let to_stderr = line.stream == Stream::Stderr;
+        batch.clear();
+        loop {
+            batch.push_str(&line.line);
+            batch.push('\n');
+            tail.push(line);
+            if batch.len() >= OUTPUT_BATCH_BYTES {
+                break;
+            }
+            match lines.try_recv() {
+                Ok(queued) if (queued.stream == Stream::Stderr) == to_stderr => line = queued,
+                Ok(queued) => {
+                    next = Some(queued);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        if to_stderr {
+            stderr.write_all(batch.as_bytes()).await?;
+            stderr.flush().await?;
+        } else if !json {
+            stdout.write_all(batch.as_bytes()).await?;
+            stdout.flush().await?;
         }
     }
 }

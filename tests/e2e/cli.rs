@@ -76,6 +76,109 @@ fn run_stops_at_a_permanent_error_and_exits_with_the_command_code() {
     assert_eq!(out.status.code(), Some(75));
 }
 
+#[test]
+fn run_stops_the_command_and_exits_130_on_ctrl_c() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let mut retryd = Command::new(BIN)
+        .args(["run", "--", "sh", "-c", "echo $$; exec sleep 30"])
+        .env("NO_COLOR", "1")
+        .env_remove("RETRYD_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .current_dir(std::env::temp_dir())
+        .spawn()
+        .expect("start retryd run");
+    // The command's first line came through: it is running.
+    let mut first_line = String::new();
+    BufReader::new(retryd.stdout.as_mut().unwrap())
+        .read_line(&mut first_line)
+        .unwrap();
+    let command = Pid::from_raw(first_line.trim().parse().expect("the command's pid"));
+
+    kill(Pid::from_raw(retryd.id() as i32), Signal::SIGINT).unwrap();
+    let out = retryd.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(err.contains("interrupted during attempt 1"), "{err}");
+    assert_eq!(
+        kill(command, None),
+        Err(nix::errno::Errno::ESRCH),
+        "the command was stopped and reaped"
+    );
+}
+
+/// Issue #8 moved `run` onto one runtime thread: writing the command's output must not be
+/// able to block it, or a reader that stops reading would hold the attempt past its timeout.
+#[test]
+fn run_stops_an_attempt_at_its_timeout_while_nobody_reads_its_output() {
+    use nix::sys::signal::kill;
+    use nix::unistd::Pid;
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::{Command, Stdio};
+    use std::time::Instant;
+
+    let policy = r#"{"max_attempts":1,"attempt_timeout":"1s"}"#;
+    let mut retryd = Command::new(BIN)
+        .args([
+            "run",
+            "--policy",
+            policy,
+            "--",
+            "sh",
+            "-c",
+            "echo $$ >&2; exec yes",
+        ])
+        .env("NO_COLOR", "1")
+        .env_remove("RETRYD_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .current_dir(std::env::temp_dir())
+        .spawn()
+        .expect("start retryd run");
+    let mut stderr_lines = BufReader::new(retryd.stderr.take().unwrap());
+    let mut line = String::new();
+    let command = loop {
+        line.clear();
+        stderr_lines.read_line(&mut line).unwrap();
+        if let Ok(pid) = line.trim().parse() {
+            break Pid::from_raw(pid);
+        }
+    };
+
+    // `yes` fills every buffer between it and this test, which reads none of its output.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while kill(command, None).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "the command outlived its 1s timeout by 14s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let mut output = Vec::new();
+    retryd
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_end(&mut output)
+        .unwrap();
+    let mut rest = String::new();
+    stderr_lines.read_to_string(&mut rest).unwrap();
+    let status = retryd.wait().unwrap();
+    assert_eq!(status.code(), Some(1), "{rest}");
+    assert!(rest.contains("attempt timed out"), "{rest}");
+    assert!(
+        output.starts_with(b"y\ny\n"),
+        "the output read so far still arrives"
+    );
+}
+
 #[tokio::test]
 async fn policy_commands_list_show_and_simulate() {
     let server = Server::start(&[]).await;

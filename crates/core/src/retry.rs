@@ -1,7 +1,9 @@
 //! In-process retries with the same policies, jitter and classification as the server.
 //!
 //! An error says what it is by implementing [`Classify`] (or by being wrapped in
-//! [`Transient`] / [`Permanent`]), or a closure decides. The success path allocates nothing.
+//! [`Transient`] / [`Permanent`]), or a closure decides. The success path allocates nothing,
+//! and reads no clock unless the policy has a time budget (`max_elapsed`): everything else
+//! (classification, the decision, the hook) waits until an attempt has failed.
 //!
 //! ```
 //! use retryd_core::retry::{Retry, Transient};
@@ -224,6 +226,13 @@ impl<'a, C, H> Retry<'a, C, H> {
         self
     }
 
+    /// The first attempt's start, read only for a policy with a time budget (`max_elapsed`,
+    /// the one thing [`decide`] measures from it): without one, the success path reads no
+    /// clock. A deadline needs no start: it is checked against the time of each failure.
+    fn first_started_at(&self) -> Option<DateTime<Utc>> {
+        self.policy.max_elapsed.map(|_| self.clock.now())
+    }
+
     fn cancelled(&self) -> bool {
         self.cancel.is_some_and(|flag| flag.load(Ordering::SeqCst))
     }
@@ -232,7 +241,7 @@ impl<'a, C, H> Retry<'a, C, H> {
         &mut self,
         attempt: u32,
         error: E,
-        first: DateTime<Utc>,
+        first: Option<DateTime<Utc>>,
         previous: Option<Duration>,
     ) -> Step<E>
     where
@@ -244,7 +253,7 @@ impl<'a, C, H> Retry<'a, C, H> {
             attempt,
             class,
             now: self.clock.now(),
-            first_started_at: Some(first),
+            first_started_at: first,
             deadline: self.deadline,
             previous_delay: previous,
             retry_after,
@@ -282,7 +291,7 @@ impl<'a, C, H> Retry<'a, C, H> {
         C: Classifier<E>,
         H: OnRetry<E>,
     {
-        let first = self.clock.now();
+        let first = self.first_started_at();
         let mut previous = None;
         let mut attempt = 1;
         loop {
@@ -314,7 +323,7 @@ impl<'a, C, H> Retry<'a, C, H> {
         S: FnMut(Duration) -> SleepFut,
         SleepFut: Future<Output = ()>,
     {
-        let first = self.clock.now();
+        let first = self.first_started_at();
         let mut previous = None;
         let mut attempt = 1;
         loop {
@@ -480,6 +489,68 @@ mod tests {
             .deadline(Utc::now() + chrono::Duration::seconds(1))
             .run_blocking(|_| Err(Transient(())));
         assert_eq!(result.unwrap_err().gave_up, GaveUp::Deadline);
+    }
+
+    /// Counts its reads, moving a manual clock on by a fixed step at each.
+    #[derive(Debug)]
+    struct CountingClock {
+        inner: crate::clock::ManualClock,
+        reads: std::sync::atomic::AtomicU32,
+    }
+
+    impl CountingClock {
+        fn new() -> Self {
+            CountingClock {
+                inner: crate::clock::ManualClock::new(DateTime::UNIX_EPOCH),
+                reads: std::sync::atomic::AtomicU32::new(0),
+            }
+        }
+
+        fn reads(&self) -> u32 {
+            self.reads.load(Ordering::SeqCst)
+        }
+    }
+
+    impl Clock for CountingClock {
+        fn now(&self) -> DateTime<Utc> {
+            self.reads.fetch_add(1, Ordering::SeqCst);
+            self.inner.now()
+        }
+    }
+
+    #[test]
+    fn the_success_path_reads_no_clock_without_a_time_budget() {
+        let clock = CountingClock::new();
+        let result = Retry::new(&instant_policy(3))
+            .clock(&clock)
+            .run_blocking(|_| Ok::<_, Transient<()>>(1));
+        assert_eq!((result.unwrap(), clock.reads()), (1, 0));
+    }
+
+    #[test]
+    fn a_time_budget_counts_from_the_first_attempts_start() {
+        // Issue #8 moved the clock read off the success path; with `max_elapsed` it must
+        // still happen before the first attempt, or a slow first attempt would not count.
+        let policy = Policy {
+            initial_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(1),
+            max_elapsed: Some(Duration::from_secs(10)),
+            ..instant_policy(5)
+        };
+        let clock = CountingClock::new();
+        let mut calls = 0;
+        let result: Result<(), _> = Retry::new(&policy).clock(&clock).run_blocking(|_| {
+            calls += 1;
+            clock.inner.advance(chrono::Duration::seconds(10));
+            Err(Transient("slow"))
+        });
+        let error = result.unwrap_err();
+        assert_eq!(
+            (calls, error.attempts, error.gave_up),
+            (1, 1, GaveUp::Exhausted),
+            "10s spent in the first attempt leave no room for a retry 1s later"
+        );
+        assert_eq!(clock.reads(), 2, "the start, then the failure");
     }
 
     #[test]
