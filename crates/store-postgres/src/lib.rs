@@ -57,6 +57,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../migrations/0006_limits_notifications.sql"),
     ),
     (7, include_str!("../migrations/0007_list_indexes.sql")),
+    (8, include_str!("../migrations/0008_fillfactor.sql")),
 ];
 
 /// Advisory lock keys ("retryd" in ASCII, plus a purpose).
@@ -340,9 +341,12 @@ impl PostgresStore {
         // And a claim must walk the `jobs_claim` index in order and stop after its batch: on
         // a queue table the statistics lag far behind (thousands of rows change state a
         // second), and with stale ones the planner collects every due row and sorts them,
-        // which made each claim cost O(due jobs). Without sorts it keeps the index walk.
+        // which made each claim cost O(due jobs). Without sorts it keeps the index walk; and
+        // planning each call for its own batch size keeps a cached generic plan (made for
+        // an unknown LIMIT) from undoing that.
         let mut scheduler_config = config.clone();
-        const SCHEDULER_SETTINGS: &str = "-c synchronous_commit=off -c enable_sort=off";
+        const SCHEDULER_SETTINGS: &str =
+            "-c synchronous_commit=off -c enable_sort=off -c plan_cache_mode=force_custom_plan";
         scheduler_config.options(&match config.get_options() {
             Some(options) => format!("{options} {SCHEDULER_SETTINGS}"),
             None => SCHEDULER_SETTINGS.to_owned(),

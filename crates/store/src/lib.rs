@@ -471,10 +471,19 @@ pub mod rules {
         chosen
     }
 
-    /// How many candidates to read for a claim: more than the limit, because some may sit in
-    /// queues without a free slot.
+    /// How many candidates to read (and lock) for a claim: the limit, unless some may have
+    /// to be passed over (a queue with fewer free slots than the limit, or targets under a
+    /// circuit or budget); then more, so that the batch can still fill.
     pub fn candidate_window(request: &ClaimRequest) -> usize {
-        request.limit * 4 + 16
+        let capped = |free: usize| free > 0 && free < request.limit;
+        let may_pass_over = capped(request.default_queue_free)
+            || request.queue_free.values().any(|free| capped(*free))
+            || !request.limits.is_empty();
+        if may_pass_over {
+            request.limit * 4 + 16
+        } else {
+            request.limit
+        }
     }
 
     /// Queues a claim must skip: paused ones and those without a free slot.
