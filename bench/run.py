@@ -283,16 +283,17 @@ def start_server(database, dirpath, first_start=False):
     prints once."""
     proc = subprocess.Popen([RETRYD, "serve", "--listen", "127.0.0.1:0", "--database", database, "--log-level", "warn"],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=dirpath)
-    url = None
+    # The first start prints the token before the listening line.
+    url, token = None, None
     for line in proc.stdout:
+        m = re.match(r"\s*token:\s+(\S+)", line)
+        if m:
+            token = m.group(1)
         m = re.search(r"listening on (\S+)", line)
         if m:
             url = m.group(1)
-            if not first_start:
-                return proc, url, None
-        m = re.match(r"\s*token:\s+(\S+)", line)
-        if m and url:
-            return proc, url, m.group(1)
+        if url and (token or not first_start):
+            return proc, url, token
     raise RuntimeError("retryd serve did not start")
 
 
@@ -358,6 +359,8 @@ def scale_rows(n, tmp, requests):
                    "/jobs?kind=k5&state=succeeded&limit=50", "/jobs?queue=q7&kind=k2&limit=50"]
         samples = []
         for i in range(requests):
+            # Paced under the per-token rate limit (100 requests/s): this measures latency.
+            time.sleep(0.025)
             q = queries[i % len(queries)]
             t = time.perf_counter()
             page = http("GET", f"{url}/api/v1{q}", token)
