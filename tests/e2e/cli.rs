@@ -76,15 +76,12 @@ fn run_stops_at_a_permanent_error_and_exits_with_the_command_code() {
     assert_eq!(out.status.code(), Some(75));
 }
 
-#[test]
-fn run_stops_the_command_and_exits_130_on_ctrl_c() {
-    use nix::sys::signal::{Signal, kill};
-    use nix::unistd::Pid;
-    use std::io::{BufRead, BufReader};
+/// `retryd run ARGS` with its output piped, no config file, in the temp directory.
+fn spawn_run(args: &[&str]) -> std::process::Child {
     use std::process::{Command, Stdio};
-
-    let mut retryd = Command::new(BIN)
-        .args(["run", "--", "sh", "-c", "echo $$; exec sleep 30"])
+    Command::new(BIN)
+        .arg("run")
+        .args(args)
         .env("NO_COLOR", "1")
         .env_remove("RETRYD_CONFIG")
         .stdin(Stdio::null())
@@ -92,7 +89,16 @@ fn run_stops_the_command_and_exits_130_on_ctrl_c() {
         .stderr(Stdio::piped())
         .current_dir(std::env::temp_dir())
         .spawn()
-        .expect("start retryd run");
+        .expect("start retryd run")
+}
+
+#[test]
+fn run_stops_the_command_and_exits_130_on_ctrl_c() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    use std::io::{BufRead, BufReader};
+
+    let mut retryd = spawn_run(&["--", "sh", "-c", "echo $$; exec sleep 30"]);
     // The command's first line came through: it is running.
     let mut first_line = String::new();
     BufReader::new(retryd.stdout.as_mut().unwrap())
@@ -119,28 +125,17 @@ fn run_stops_an_attempt_at_its_timeout_while_nobody_reads_its_output() {
     use nix::sys::signal::kill;
     use nix::unistd::Pid;
     use std::io::{BufRead, BufReader, Read};
-    use std::process::{Command, Stdio};
     use std::time::Instant;
 
     let policy = r#"{"max_attempts":1,"attempt_timeout":"1s"}"#;
-    let mut retryd = Command::new(BIN)
-        .args([
-            "run",
-            "--policy",
-            policy,
-            "--",
-            "sh",
-            "-c",
-            "echo $$ >&2; exec yes",
-        ])
-        .env("NO_COLOR", "1")
-        .env_remove("RETRYD_CONFIG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .current_dir(std::env::temp_dir())
-        .spawn()
-        .expect("start retryd run");
+    let mut retryd = spawn_run(&[
+        "--policy",
+        policy,
+        "--",
+        "sh",
+        "-c",
+        "echo $$ >&2; exec yes",
+    ]);
     let mut stderr_lines = BufReader::new(retryd.stderr.take().unwrap());
     let mut line = String::new();
     let command = loop {

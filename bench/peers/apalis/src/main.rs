@@ -227,6 +227,21 @@ where
     }
 }
 
+/// Starts the same worker over any backend (their types differ, hence a macro).
+macro_rules! spawn_worker {
+    ($builder:expr, $backend:expr, $shared:expr, $args:expr) => {
+        tokio::spawn(
+            $builder
+                .backend($backend)
+                .data($shared)
+                .retry(retry_policy())
+                .concurrency($args.concurrency)
+                .build(handle)
+                .run(),
+        )
+    };
+}
+
 fn retry_policy() -> BackoffRetryPolicy<Fixed> {
     RetryPolicy::retries(1).with_backoff(Fixed(RETRY_DELAY))
 }
@@ -253,20 +268,10 @@ async fn postgres(args: &Args, shared: Arc<Shared>) -> Result<u64, Error> {
             ))
             .interval(BEST_POLL);
         let backend = storage.clone().poll_with_strategy(strategy);
-        let w = builder
-            .backend(backend)
-            .data(shared)
-            .retry(retry_policy())
-            .concurrency(args.concurrency);
-        tokio::spawn(w.build(handle).run())
+        spawn_worker!(builder, backend, shared, args)
     } else {
         let backend = storage.clone();
-        let w = builder
-            .backend(backend)
-            .data(shared)
-            .retry(retry_policy())
-            .concurrency(args.concurrency);
-        tokio::spawn(w.build(handle).run())
+        spawn_worker!(builder, backend, shared, args)
     };
     if !args.throughput() {
         enqueue_paced(&mut storage, args).await?;
@@ -315,20 +320,10 @@ async fn sqlite(args: &Args, shared: Arc<Shared>) -> Result<u64, Error> {
             .stream(hook.ready_chunks(args.concurrency))
             .interval(BEST_POLL);
         let backend = storage.clone().poll_with_strategy(strategy);
-        let w = builder
-            .backend(backend)
-            .data(shared)
-            .retry(retry_policy())
-            .concurrency(args.concurrency);
-        tokio::spawn(w.build(handle).run())
+        spawn_worker!(builder, backend, shared, args)
     } else {
         let backend = storage.clone();
-        let w = builder
-            .backend(backend)
-            .data(shared)
-            .retry(retry_policy())
-            .concurrency(args.concurrency);
-        tokio::spawn(w.build(handle).run())
+        spawn_worker!(builder, backend, shared, args)
     };
     if !args.throughput() {
         enqueue_paced(&mut storage, args).await?;
