@@ -528,7 +528,14 @@ impl Engine {
     async fn gather_slots(&self, attempts: &mut JoinSet<()>) {
         let half = self.inner.config.concurrency / 2;
         let until = tokio::time::Instant::now() + GATHER;
-        while self.inner.config.concurrency - self.running_count() < half && !attempts.is_empty() {
+        while self
+            .inner
+            .config
+            .concurrency
+            .saturating_sub(self.running_count())
+            < half
+            && !attempts.is_empty()
+        {
             tokio::select! {
                 Some(_) = attempts.join_next() => {}
                 _ = tokio::time::sleep_until(until) => return,
