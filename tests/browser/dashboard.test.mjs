@@ -68,7 +68,9 @@ test('a flaky job retries live and succeeds; a permanent failure lands on the de
   const row = p.locator(`tr[data-job="${flaky.id}"]`);
   await row.waitFor({ timeout: 10000 });
   // Rows have one fixed height whatever their content: updates do not shift the list.
-  const heights = await p.locator('tr[data-job]').evaluateAll((rows) => rows.map((r) => r.getBoundingClientRect().height));
+  // Queried and measured in one evaluation: a locator's evaluateAll finds the rows first and
+  // measures them in a second round trip, by which time a live reload may have replaced them.
+  const heights = await p.evaluate(() => [...document.querySelectorAll('tr[data-job]')].map((r) => r.getBoundingClientRect().height));
   assert.equal(new Set(heights).size, 1, `row heights ${heights}`);
   await row.locator('a').click();
   await p.waitForSelector('.job-head .badge[data-state="retrying"]', { timeout: 10000 });

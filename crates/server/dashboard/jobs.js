@@ -105,17 +105,22 @@ export function render(main, _params, query) {
   }
 
   let next = null;
+  // Loads may overlap (a reload on a new job while the previous one is in flight); only the
+  // latest one started may draw, so an older answer never replaces a newer page.
+  let loads = 0;
   async function load() {
     const p = params();
     p.set('limit', PAGE);
     if (cursor) p.set('cursor', cursor);
+    const mine = ++loads;
     let page;
     try {
       page = await get(`/jobs?${p}`);
     } catch (e) {
-      show(e.message);
+      if (mine === loads) show(e.message);
       return;
     }
+    if (mine !== loads) return;
     show('');
     clear(fresh);
     next = page.next_cursor;
@@ -136,14 +141,16 @@ export function render(main, _params, query) {
   }
 
   async function updateRow(id) {
-    const entry = rows.get(id);
-    if (!entry) return;
+    if (!rows.has(id)) return;
     let job;
     try {
       job = await get(`/jobs/${id}`);
     } catch {
       return;
     }
+    // Looked up again: a reload during the request drew a new row for this job.
+    const entry = rows.get(id);
+    if (!entry) return;
     const tr = row(job);
     entry.tr.replaceWith(tr);
     rows.set(id, { tr, job });
