@@ -58,14 +58,13 @@ const MIGRATIONS: &[(i64, &str)] = &[
     ),
     (7, include_str!("../migrations/0007_list_indexes.sql")),
     (8, include_str!("../migrations/0008_fillfactor.sql")),
+    (9, include_str!("../migrations/0009_event_stream_order.sql")),
 ];
 
 /// Advisory lock keys ("retryd" in ASCII, plus a purpose).
 const MIGRATION_LOCK: i64 = 0x7265_7472_7964_0001;
 const PRUNE_LOCK: i64 = 0x7265_7472_7964_0002;
 const EXPIRE_LOCK: i64 = 0x7265_7472_7964_0003;
-/// Held from an event's insert to its transaction's end, so that events commit in id order.
-const EVENT_ORDER_LOCK: i64 = 0x7265_7472_7964_0004;
 /// The class of per-target advisory locks (the second key is the target's hash): claims and
 /// results that read a target's circuit or budget take them, so that nodes count alike.
 const TARGET_LOCK_CLASS: i32 = 0x7274;
@@ -203,16 +202,6 @@ async fn lock_job(client: &impl GenericClient, id: JobId) -> Result<Job> {
     job_from_row(&row)
 }
 
-/// Event ids come from a sequence: without this, a transaction that took id 5 could commit
-/// after another committed id 6, and a stream reader resuming after 6 would never see 5.
-/// Taken just before the insert (the end of every writing transaction), it serialises only
-/// the last statement and the commit.
-async fn lock_event_order(client: &impl GenericClient) -> Result<u64, tokio_postgres::Error> {
-    client
-        .cached_execute("SELECT pg_advisory_xact_lock($1)", &[&EVENT_ORDER_LOCK])
-        .await
-}
-
 // One parameter per column: a struct would only rename them.
 #[allow(clippy::too_many_arguments)]
 async fn insert_event(
@@ -225,7 +214,6 @@ async fn insert_event(
     actor: &str,
     step: Option<String>,
 ) -> Result<Event> {
-    lock_event_order(client).await.map_err(pg)?;
     let row = client
         .cached_query_one(
             &format!(
@@ -681,15 +669,10 @@ impl Finished {
              SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[]) \
              RETURNING {EVENT_COLUMNS}"
         );
-        // Sent together (one round trip); the server runs them in this order, so the event
-        // order lock is taken after the updates and just before the events' ids are drawn.
-        let (_, jobs, _, events) = futures::try_join!(
-            attempts,
-            jobs,
-            lock_event_order(tx),
-            tx.cached_query(&events_sql, &event_columns),
-        )
-        .map_err(pg)?;
+        // Sent together (one round trip); the server runs them in this order.
+        let (_, jobs, events) =
+            futures::try_join!(attempts, jobs, tx.cached_query(&events_sql, &event_columns),)
+                .map_err(pg)?;
         let jobs = jobs.iter().map(job_from_row).collect::<Result<_>>()?;
         let events = events.iter().map(event_from_row).collect::<Result<_>>()?;
         Ok((jobs, events))
@@ -1173,9 +1156,8 @@ impl JobWriter for PostgresStore {
             &steps,
         ];
         // Sent together; the server runs them in this order.
-        let (started, _, events) = futures::try_join!(
+        let (started, events) = futures::try_join!(
             tx.cached_query(&start_sql, &start),
-            lock_event_order(&tx),
             tx.cached_query(&events_sql, &event),
         )
         .map_err(pg)?;
@@ -1703,11 +1685,22 @@ impl JobReader for PostgresStore {
         rows.iter().map(event_from_row).collect()
     }
 
+    /// Stream order here is (writing transaction, id), not id: ids are drawn before commit,
+    /// so a later id can commit first. Only the events of transactions older than the
+    /// snapshot's xmin are delivered; those are final, so nothing is ever skipped (see
+    /// migration 0009). The cursor event's own position is looked up; if it was pruned, the
+    /// stream goes on from the oldest transaction among the events after it.
     async fn events_after(&self, after: i64, limit: usize) -> Result<Vec<Event>> {
         let client = self.client().await?;
         let rows = client
             .cached_query(
-                &format!("SELECT {EVENT_COLUMNS} FROM events WHERE id > $1 ORDER BY id LIMIT $2"),
+                &format!(
+                    "SELECT {EVENT_COLUMNS} FROM events \
+                     WHERE (xid, id) > (COALESCE((SELECT xid FROM events WHERE id = $1), \
+                                                 (SELECT min(xid) FROM events WHERE id > $1), '0'), $1) \
+                       AND xid < pg_snapshot_xmin(pg_current_snapshot()) \
+                     ORDER BY xid, id LIMIT $2"
+                ),
                 &[&after, &(limit as i64)],
             )
             .await
@@ -1718,10 +1711,14 @@ impl JobReader for PostgresStore {
     async fn last_event_id(&self) -> Result<i64> {
         let client = self.client().await?;
         Ok(client
-            .cached_query_one("SELECT COALESCE(MAX(id), 0) FROM events", &[])
+            .cached_query_opt(
+                "SELECT id FROM events WHERE xid < pg_snapshot_xmin(pg_current_snapshot()) \
+                 ORDER BY xid DESC, id DESC LIMIT 1",
+                &[],
+            )
             .await
             .map_err(pg)?
-            .get(0))
+            .map_or(0, |row| row.get(0)))
     }
 
     async fn read_log(&self, id: JobId, after: i64, limit: usize) -> Result<Vec<LogLine>> {

@@ -134,6 +134,24 @@ fn result(
     }
 }
 
+/// Waits until a new live stream would start after event `id`. With one writer at a time
+/// (SQLite) that is at once; where several commit at once (PostgreSQL) it is once every older
+/// transaction on the server has ended, other tests' among them.
+async fn stream_starts_after(store: &DynStore, id: i64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let last = store.last_event_id().await.unwrap();
+        if last == id {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stream starts after {last}, not {id}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 async fn insert(store: &DynStore, job: NewJob) -> Job {
     store.insert_job(job).await.expect("insert").job
 }
@@ -147,7 +165,7 @@ pub async fn insert_and_get_round_trip(store: DynStore) {
     let inserted = store.insert_job(new.clone()).await.unwrap();
     assert!(inserted.created);
     let event = inserted.event.expect("creation event");
-    assert_eq!(store.last_event_id().await.unwrap(), event.id);
+    stream_starts_after(&store, event.id).await;
     assert_eq!((event.from, event.to), (None, JobState::Pending));
     let job = store.get_job(new.id).await.unwrap();
     assert_eq!(job, inserted.job);

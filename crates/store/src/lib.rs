@@ -351,9 +351,13 @@ pub trait JobReader: Send + Sync {
     ) -> Result<Page>;
     async fn list_attempts(&self, id: JobId) -> Result<Vec<Attempt>>;
     async fn list_events(&self, id: JobId) -> Result<Vec<Event>>;
-    /// Events of all jobs after the given id, oldest first.
+    /// Events of all jobs after the given event in stream order, which is commit order: an
+    /// event is delivered only once no event before it can still appear, so a reader that
+    /// resumes from the last event it got misses none. Ids increase along the stream where
+    /// one writer commits at a time (SQLite); where several do (PostgreSQL) they need not,
+    /// but each job's events keep their order.
     async fn events_after(&self, after: i64, limit: usize) -> Result<Vec<Event>>;
-    /// The id of the newest event (0 when there is none): where a live stream starts.
+    /// The last event in stream order (0 when there is none): where a live stream starts.
     async fn last_event_id(&self) -> Result<i64>;
     /// Log lines of a job with `seq > after`, oldest first.
     async fn read_log(&self, id: JobId, after: i64, limit: usize) -> Result<Vec<LogLine>>;

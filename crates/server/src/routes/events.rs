@@ -23,6 +23,11 @@ use std::time::Duration;
 
 /// Jobs whose queue, kind and target a stream remembers; cleared when full.
 const JOB_CACHE: usize = 10_000;
+/// How long an idle stream waits for a wake-up before it looks at the store anyway.
+const IDLE_RECHECK: Duration = Duration::from_secs(1);
+/// How soon a stream looks again after a wake-up that found nothing deliverable: on
+/// PostgreSQL a committed event waits until every older transaction has ended.
+const WOKEN_RECHECK: Duration = Duration::from_millis(5);
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -55,7 +60,7 @@ struct Filter {
 
 type JobInfo = (String, String, Option<String>);
 
-/// Events after `start` that match `filter`, forever, in id order.
+/// Events after `start` that match `filter`, forever, in the store's stream order.
 fn events(
     state: &AppState,
     start: i64,
@@ -65,8 +70,8 @@ fn events(
     let wake = state.engine.subscribe();
     let jobs: HashMap<JobId, Option<JobInfo>> = HashMap::new();
     futures::stream::unfold(
-        (start, Vec::new(), wake, jobs),
-        move |(mut after, mut buffer, mut wake, mut jobs)| {
+        (start, Vec::new(), wake, jobs, IDLE_RECHECK),
+        move |(mut after, mut buffer, mut wake, mut jobs, mut recheck)| {
             let (store, filter) = (store.clone(), filter.clone());
             async move {
                 loop {
@@ -105,10 +110,11 @@ fn events(
                             kind,
                             target,
                         };
-                        return Some((streamed, (after, buffer, wake, jobs)));
+                        return Some((streamed, (after, buffer, wake, jobs, recheck)));
                     }
                     match store.events_after(after, 500).await {
                         Ok(batch) if !batch.is_empty() => {
+                            recheck = IDLE_RECHECK;
                             after = batch.last().map_or(after, |e| e.id);
                             buffer = batch
                                 .into_iter()
@@ -116,9 +122,24 @@ fn events(
                                 .rev()
                                 .collect();
                         }
-                        // Nothing new, or the database is briefly unavailable: wait for a wake-up.
+                        // Nothing deliverable, or the database is briefly unavailable: wait for
+                        // a wake-up. One that finds nothing is soon followed by another look,
+                        // backing off to the idle interval.
                         _ => {
-                            let _ = tokio::time::timeout(Duration::from_secs(1), wake.recv()).await;
+                            use tokio::sync::broadcast::error::RecvError;
+                            let woken = match tokio::time::timeout(recheck, wake.recv()).await {
+                                Ok(Ok(_) | Err(RecvError::Lagged(_))) => true,
+                                Ok(Err(RecvError::Closed)) => {
+                                    tokio::time::sleep(recheck).await;
+                                    false
+                                }
+                                Err(_) => false,
+                            };
+                            recheck = if woken {
+                                WOKEN_RECHECK
+                            } else {
+                                (recheck * 2).min(IDLE_RECHECK)
+                            };
                         }
                     }
                 }
