@@ -146,8 +146,10 @@ async fn policies_are_created_updated_and_deactivated_through_the_api() {
         "rpc",
         "--max-attempts",
         "2",
+        // Long enough that the update below lands before the second attempt even on a busy
+        // machine (with 100 ms it could come after it, and the job fail under the old policy).
         "--initial-delay",
-        "100ms",
+        "2s",
         "--jitter",
         "none",
     ]);
