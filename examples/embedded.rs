@@ -164,6 +164,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     Ok(event) if event.to == JobState::Succeeded => {
                         println!("succeeded {}", event.job_id);
                     }
+                    Ok(event) if event.to == JobState::Running => {
+                        println!("running {}", event.job_id);
+                    }
                     Ok(event) if event.to.is_terminal() => {
                         println!("{} {}", event.to, event.job_id)
                     }

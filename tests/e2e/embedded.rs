@@ -90,9 +90,25 @@ async fn sigkill_mid_run_then_restart_finishes_every_embedded_job() {
         &["--enqueue", "30", "--work-ms", "300", "--concurrency", "4"],
     );
     let mut seen = Vec::new();
-    // Killed once a few jobs are done and others are mid-attempt (4 at a time, 300 ms each).
+    // Killed once a few jobs are done and another is mid-attempt (4 at a time, 300 ms each):
+    // an attempt that started after the fourth success and has not finished.
     read_until(&mut stdout, &mut seen, |lines| {
-        lines.iter().filter(|l| l.starts_with("succeeded ")).count() >= 4
+        let Some(fourth) = lines
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.starts_with("succeeded "))
+            .nth(3)
+            .map(|(i, _)| i)
+        else {
+            return false;
+        };
+        lines[fourth..].iter().any(|l| {
+            l.strip_prefix("running ").is_some_and(|id| {
+                !lines[fourth..]
+                    .iter()
+                    .any(|later| later.ends_with(id) && !later.starts_with("running "))
+            })
+        })
     });
     child.kill().expect("SIGKILL");
     child.wait().expect("reap");
