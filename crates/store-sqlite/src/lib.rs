@@ -89,7 +89,16 @@ pub enum Synchronous {
 /// A queued write: runs inside its savepoint and returns its value type-erased.
 type WriteOp = Box<dyn FnOnce(&Connection) -> Result<Box<dyn Any + Send>> + Send>;
 type WriteReply = tokio::sync::oneshot::Sender<Result<Box<dyn Any + Send>>>;
-type WriteQueue = Arc<Mutex<Vec<(WriteOp, WriteReply)>>>;
+type WriteQueue = Arc<Mutex<Vec<Queued>>>;
+
+/// A write waiting for its group commit.
+struct Queued {
+    op: WriteOp,
+    reply: WriteReply,
+    /// False for a write whose loss on power failure only repeats work (a claim): a group of
+    /// such writes alone commits without fsync.
+    durable: bool,
+}
 
 pub struct SqliteStore {
     // Behind std Mutexes: each is used only inside spawn_blocking, never across .await.
@@ -97,6 +106,8 @@ pub struct SqliteStore {
     /// Writes waiting for the next group commit.
     queue: WriteQueue,
     reader: Arc<Mutex<Connection>>,
+    /// The configured durability; a group of claims alone commits at `NORMAL`.
+    synchronous: Synchronous,
     path: PathBuf,
     /// Held for the store's lifetime: the OS releases it if the process dies.
     _lock: File,
@@ -283,14 +294,20 @@ fn json(value: &impl serde::Serialize) -> String {
     serde_json::to_string(value).expect("plain data serializes")
 }
 
+impl Synchronous {
+    fn pragma(self) -> &'static str {
+        match self {
+            Synchronous::Full => "PRAGMA synchronous = FULL",
+            Synchronous::Normal => "PRAGMA synchronous = NORMAL",
+        }
+    }
+}
+
 fn open_connection(path: &Path, synchronous: Synchronous) -> Result<Connection> {
     let conn = Connection::open(path).map_err(backend)?;
-    let sync = match synchronous {
-        Synchronous::Full => "FULL",
-        Synchronous::Normal => "NORMAL",
-    };
     conn.execute_batch(&format!(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;"
+        "PRAGMA journal_mode = WAL; {}; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+        synchronous.pragma()
     ))
     .map_err(backend)?;
     // Every query of this backend stays prepared.
@@ -562,7 +579,13 @@ impl std::fmt::Debug for SqliteStore {
 
 /// Takes the writer, then every queued write (another caller's task may have taken ours
 /// already: then it is committed or being committed), and commits them as one transaction.
-fn commit_group(conn: &Mutex<Connection>, queue: &Mutex<Vec<(WriteOp, WriteReply)>>) {
+///
+/// A group of claims only commits at `synchronous=NORMAL`: in WAL mode that commit survives
+/// a process crash, and the next durable commit's fsync covers it too, so power loss can
+/// only take the newest claims, whose jobs are then claimed and run again (at least once,
+/// as on PostgreSQL, where claims commit asynchronously). A retry's claim thus never waits
+/// for a disk flush of its own.
+fn commit_group(conn: &Mutex<Connection>, queue: &Mutex<Vec<Queued>>, synchronous: Synchronous) {
     let Ok(mut conn) = conn.lock() else {
         fail_all(queue, "writer connection poisoned");
         return;
@@ -574,18 +597,39 @@ fn commit_group(conn: &Mutex<Connection>, queue: &Mutex<Vec<(WriteOp, WriteReply
     if group.is_empty() {
         return;
     }
+    // Set before every group rather than restored after one: a failed restore cannot leave
+    // durable writes unflushed.
+    if synchronous == Synchronous::Full {
+        let relaxed = group.iter().all(|q| !q.durable);
+        let level = if relaxed {
+            Synchronous::Normal
+        } else {
+            Synchronous::Full
+        };
+        if let Err(e) = conn.execute_batch(level.pragma()) {
+            let message = e.to_string();
+            for queued in group {
+                let _ = queued.reply.send(Err(backend(&message)));
+            }
+            return;
+        }
+    }
+    commit_in_one_transaction(&mut conn, group);
+}
+
+fn commit_in_one_transaction(conn: &mut Connection, group: Vec<Queued>) {
     let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
         Ok(tx) => tx,
         Err(e) => {
             let message = e.to_string();
-            for (_, reply) in group {
-                let _ = reply.send(Err(backend(&message)));
+            for queued in group {
+                let _ = queued.reply.send(Err(backend(&message)));
             }
             return;
         }
     };
     let mut replies = Vec::with_capacity(group.len());
-    for (op, reply) in group {
+    for Queued { op, reply, .. } in group {
         if tx.is_autocommit() {
             // SQLite rolled the whole transaction back (I/O error, disk full): nothing of
             // this group is written, and no later write may run outside a transaction.
@@ -630,10 +674,10 @@ fn commit_group(conn: &Mutex<Connection>, queue: &Mutex<Vec<(WriteOp, WriteReply
     }
 }
 
-fn fail_all(queue: &Mutex<Vec<(WriteOp, WriteReply)>>, message: &str) {
+fn fail_all(queue: &Mutex<Vec<Queued>>, message: &str) {
     if let Ok(mut queued) = queue.lock() {
-        for (_, reply) in queued.drain(..) {
-            let _ = reply.send(Err(backend(message)));
+        for queued in queued.drain(..) {
+            let _ = queued.reply.send(Err(backend(message)));
         }
     }
 }
@@ -664,6 +708,7 @@ impl SqliteStore {
             writer: Arc::new(Mutex::new(writer)),
             queue: Arc::default(),
             reader: Arc::new(Mutex::new(reader)),
+            synchronous,
             path,
             _lock: lock,
         })
@@ -687,15 +732,33 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
-        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.queue_write(f, true).await
+    }
+
+    /// [`write`](Self::write) for a claim: as atomic, but see [`commit_group`] on durability.
+    async fn write_claim<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        self.queue_write(f, false).await
+    }
+
+    async fn queue_write<T, F>(&self, f: F, durable: bool) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let (reply, rx) = tokio::sync::oneshot::channel();
         let op: WriteOp = Box::new(move |conn| f(conn).map(|v| Box::new(v) as Box<dyn Any + Send>));
         self.queue
             .lock()
             .map_err(|_| backend("write queue poisoned"))?
-            .push((op, tx));
+            .push(Queued { op, reply, durable });
         let conn = self.writer.clone();
         let queue = self.queue.clone();
-        tokio::task::spawn_blocking(move || commit_group(&conn, &queue))
+        let synchronous = self.synchronous;
+        tokio::task::spawn_blocking(move || commit_group(&conn, &queue, synchronous))
             .await
             .map_err(backend)?;
         match rx.await {
@@ -792,7 +855,7 @@ impl JobWriter for SqliteStore {
         if request.limit == 0 {
             return Ok(Vec::new());
         }
-        self.write(move |tx| {
+        self.write_claim(move |tx| {
             let skipped = rules::skipped_queues(&request);
             let now = ms(request.now);
             let candidates: Vec<Job> = {
@@ -1789,4 +1852,36 @@ fn stats_rows(conn: &Connection, query: &StatsQuery) -> rusqlite::Result<StatsRo
         )?
         .collect::<rusqlite::Result<_>>()?;
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use retryd_store::conformance::{claim_request, new_job};
+
+    fn writer_level(store: &SqliteStore) -> i64 {
+        let conn = store.writer.lock().expect("writer");
+        conn.query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .expect("read the level")
+    }
+
+    #[tokio::test]
+    async fn a_group_of_claims_alone_commits_without_fsync_and_any_other_write_with_it() {
+        const NORMAL: i64 = 1;
+        const FULL: i64 = 2;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(dir.path().join("retryd.db"), Synchronous::Full).unwrap();
+        store.insert_job(new_job("default", 50, 0)).await.unwrap();
+        assert_eq!(writer_level(&store), FULL);
+        let later = Utc::now() + chrono::Duration::days(3650);
+        let claimed = store.claim_jobs(&claim_request(later, 1)).await.unwrap();
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(writer_level(&store), NORMAL);
+        store.insert_job(new_job("default", 50, 0)).await.unwrap();
+        assert_eq!(
+            writer_level(&store),
+            FULL,
+            "a durable write after a claim is flushed"
+        );
+    }
 }

@@ -94,7 +94,7 @@ pub fn new_job(queue: &str, priority: u8, due_in: i64) -> NewJob {
     }
 }
 
-fn claim_request(now: DateTime<Utc>, limit: usize) -> ClaimRequest {
+pub fn claim_request(now: DateTime<Utc>, limit: usize) -> ClaimRequest {
     ClaimRequest {
         node: "node-a".into(),
         now,
