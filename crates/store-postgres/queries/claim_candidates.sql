@@ -1,9 +1,10 @@
--- Due jobs this node can run ($4: registered handler kinds, $5: built-in actions), by
+-- Jobs due by $6 (a little ahead of now, $1) this node can run ($4: registered handler
+-- kinds, $5: built-in actions), by
 -- priority, then due time, outside paused or full queues. SKIP LOCKED: another
 -- node's claim in flight is passed over, never waited for and never taken twice.
 SELECT {JOB_COLUMNS} FROM jobs
 WHERE state IN ('pending', 'retrying')
-  AND next_attempt_at <= $1
+  AND next_attempt_at <= $6
   AND (deadline IS NULL OR deadline > $1)
   AND NOT (queue = ANY($2))
   AND CASE WHEN action->>'type' = 'handler' THEN kind = ANY($4) ELSE $5 END

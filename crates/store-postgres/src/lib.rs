@@ -1093,6 +1093,7 @@ impl JobWriter for PostgresStore {
                 &window,
                 &request.runnable.handler_kinds,
                 &request.runnable.builtin,
+                &request.due_by,
             ],
         )
         .await?;
@@ -1126,6 +1127,10 @@ impl JobWriter for PostgresStore {
         }
         let steps: Vec<Option<String>> = chosen.iter().map(rules::claimed_step).collect();
         let targets: Vec<Option<&str>> = chosen.iter().map(|j| j.target.as_deref()).collect();
+        let starts: Vec<DateTime<Utc>> = chosen
+            .iter()
+            .map(|j| rules::attempt_start(j, request.now))
+            .collect();
         let from_states: Vec<&str> = chosen.iter().map(|j| j.state.as_str()).collect();
         let reasons: Vec<String> = chosen
             .iter()
@@ -1138,7 +1143,7 @@ impl JobWriter for PostgresStore {
              RETURNING {EVENT_COLUMNS}"
         );
         let start_sql = with_columns(include_str!("../queries/claim_start.sql"));
-        let start: [&(dyn ToSql + Sync); 7] = [
+        let start: [&(dyn ToSql + Sync); 8] = [
             &ids,
             &numbers,
             &request.node,
@@ -1146,6 +1151,7 @@ impl JobWriter for PostgresStore {
             &steps,
             &targets,
             &request.lease_until,
+            &starts,
         ];
         let event: [&(dyn ToSql + Sync); 6] = [
             &ids,
@@ -1189,7 +1195,7 @@ impl JobWriter for PostgresStore {
                 let missing = || corrupt(format!("claimed job {} vanished", job.id));
                 Ok(Claimed {
                     job: started.remove(&job.id).ok_or_else(missing)?,
-                    due_at: job.next_attempt_at.unwrap_or(job.run_at),
+                    due_at: rules::due_at(&job),
                     lease: Lease {
                         job_id: job.id,
                         attempt_id: attempt_ids[&job.id.0],

@@ -1,10 +1,11 @@
--- Due jobs this node can run (?4: registered handler kinds, ?5: built-in actions), by
+-- Jobs due by ?6 (a little ahead of now, ?1) this node can run (?4: registered handler
+-- kinds, ?5: built-in actions), by
 -- priority, then due time, outside paused or full queues.
 -- INDEXED BY: without statistics the planner takes jobs_state and sorts every waiting job;
 -- the claim index yields them in order, so the scan stops at the limit.
 SELECT {JOB_COLUMNS} FROM jobs INDEXED BY jobs_claim
 WHERE state IN ('pending', 'retrying')
-  AND next_attempt_at <= ?1
+  AND next_attempt_at <= ?6
   AND (deadline IS NULL OR deadline > ?1)
   AND queue NOT IN (SELECT value FROM json_each(?2))
   AND CASE WHEN json_extract(action, '$.type') = 'handler'

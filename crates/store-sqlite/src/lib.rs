@@ -867,7 +867,8 @@ impl JobWriter for SqliteStore {
                             json(&skipped),
                             rules::candidate_window(&request) as i64,
                             json(&request.runnable.handler_kinds),
-                            request.runnable.builtin
+                            request.runnable.builtin,
+                            ms(request.due_by)
                         ],
                         job_from_row,
                     )
@@ -888,9 +889,10 @@ impl JobWriter for SqliteStore {
             let mut claimed = Vec::new();
             for job in chosen {
                 let number = job.attempt + 1;
+                let start = ms(rules::attempt_start(&job, request.now));
                 exec(tx,
                     "INSERT INTO attempts (job_id, number, step, node, started_at, target) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    params![job.id.to_string(), number, rules::claimed_step(&job), request.node, now, job.target],
+                    params![job.id.to_string(), number, rules::claimed_step(&job), request.node, start, job.target],
                 )
                 .map_err(to_store)?;
                 let attempt_id = tx.last_insert_rowid();
@@ -902,16 +904,16 @@ impl JobWriter for SqliteStore {
                 from.transition(JobState::Running)?;
                 exec(tx,
                     "UPDATE jobs SET state = 'running', attempt = ?2, lease_owner = ?3, lease_expires_at = ?4, \
-                     current_attempt_id = ?5, next_attempt_at = NULL, hold_reason = NULL, started_at = COALESCE(started_at, ?6), updated_at = ?6 \
+                     current_attempt_id = ?5, next_attempt_at = NULL, hold_reason = NULL, started_at = COALESCE(started_at, ?7), updated_at = ?6 \
                      WHERE id = ?1",
-                    params![job.id.to_string(), number, request.node, ms(request.lease_until), attempt_id, now],
+                    params![job.id.to_string(), number, request.node, ms(request.lease_until), attempt_id, now, start],
                 )
                 .map_err(to_store)?;
                 let reason = retryd_core::explain::claim_started(&job, number, &request.node);
                 let event = insert_event(tx, job.id, request.now, Some(from), JobState::Running, &reason, &request.node, rules::claimed_step(&job))?;
                 claimed.push(Claimed {
                     job: load_job(tx, job.id)?,
-                    due_at: job.next_attempt_at.unwrap_or(job.run_at),
+                    due_at: rules::due_at(&job),
                     lease: Lease { job_id: job.id, attempt_id, attempt: number, node: request.node.clone() },
                     event,
                 });

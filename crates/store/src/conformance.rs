@@ -98,6 +98,7 @@ pub fn claim_request(now: DateTime<Utc>, limit: usize) -> ClaimRequest {
     ClaimRequest {
         node: "node-a".into(),
         now,
+        due_by: now,
         lease_until: now + secs(30),
         limit,
         queue_free: HashMap::new(),
@@ -235,12 +236,25 @@ pub async fn jobs_are_not_claimed_before_they_are_due(store: DynStore) {
             .unwrap()
             .is_empty()
     );
-    let claimed = store
-        .claim_jobs(&claim_request(t0() + secs(60), 10))
-        .await
-        .unwrap();
+    // Claimed ahead by `due_by`, not by `now`; the claim says when the job is due.
+    let ahead = ClaimRequest {
+        due_by: t0() + secs(59),
+        ..claim_request(t0(), 10)
+    };
+    assert!(store.claim_jobs(&ahead).await.unwrap().is_empty());
+    let ahead = ClaimRequest {
+        due_by: t0() + secs(60),
+        ..claim_request(t0() + secs(55), 10)
+    };
+    let claimed = store.claim_jobs(&ahead).await.unwrap();
     assert_eq!(claimed.len(), 1);
     assert_eq!(claimed[0].job.id, later.id);
+    assert_eq!(claimed[0].due_at, t0() + secs(60));
+    // Its attempt starts at the due time, not at the claim.
+    assert_eq!(claimed[0].job.started_at, Some(t0() + secs(60)));
+    let attempts = store.list_attempts(later.id).await.unwrap();
+    assert_eq!(attempts[0].started_at, t0() + secs(60));
+    assert_eq!(claimed[0].event.at, t0() + secs(55));
 }
 
 pub async fn concurrent_claims_never_claim_a_job_twice(store: DynStore) {

@@ -71,6 +71,9 @@ pub struct Inserted {
 pub struct ClaimRequest {
     pub node: String,
     pub now: DateTime<Utc>,
+    /// Jobs due by this instant are claimed: at or a little after `now`, so that a claim's
+    /// round trips are over by the time its jobs are due (the attempt waits for that time).
+    pub due_by: DateTime<Utc>,
     pub lease_until: DateTime<Utc>,
     /// At most this many jobs in all.
     pub limit: usize,
@@ -119,7 +122,7 @@ impl ClaimRequest {
 #[derive(Debug, Clone)]
 pub struct Claimed {
     pub job: Job,
-    /// When it was due: a retry's lateness is the claim's `now` minus this.
+    /// When it was due (possibly after the claim's `now`): the action does not start before.
     pub due_at: DateTime<Utc>,
     pub lease: Lease,
     pub event: Event,
@@ -552,6 +555,17 @@ pub mod rules {
     /// step recorded on an event about `job` (as it was before the change).
     pub fn claimed_step(job: &Job) -> Option<String> {
         job.current_step().map(|(_, step)| step.name.clone())
+    }
+
+    /// When a waiting job was due.
+    pub fn due_at(job: &Job) -> DateTime<Utc> {
+        job.next_attempt_at.unwrap_or(job.run_at)
+    }
+
+    /// When the attempt claimed at `now` starts: at its due time if it was claimed ahead of
+    /// it (`ClaimRequest::due_by`), the engine waiting until then.
+    pub fn attempt_start(job: &Job, now: DateTime<Utc>) -> DateTime<Utc> {
+        due_at(job).max(now)
     }
 
     /// The step a new job starts at: a pipeline's first.

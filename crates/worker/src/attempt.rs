@@ -7,6 +7,7 @@ use crate::executor::command::{self, Limits};
 use crate::executor::{Outcome, Stopped, handler, http};
 use crate::tail::Tail;
 use chrono::{DateTime, Utc};
+use retryd_core::JobState;
 use retryd_core::classify::{Classification, classify};
 use retryd_core::decide::{Decision, FailedAttempt, decide};
 use retryd_core::job::{Action, Job, Stream};
@@ -76,6 +77,16 @@ async fn run_inner(engine: &Engine, claimed: &Claimed) -> Lease {
         warn!("attempt was not registered; leaving it to the rescuer");
         return lease;
     };
+    // Claimed up to CLAIM_LEAD ahead of its due time: the action starts at that time.
+    if let Ok(early) = (claimed.due_at - inner.clock.now()).to_std() {
+        tokio::time::sleep(early).await;
+    }
+    if claimed.event.from == Some(JobState::Retrying) {
+        let late = (inner.clock.now() - claimed.due_at)
+            .num_microseconds()
+            .unwrap_or(0);
+        inner.metrics.retry_started_late(late.max(0) as f64 / 1e6);
+    }
     loop {
         let (policy_name, snapshot) = job.effective_policy();
         let policy = engine.policies().current(policy_name, snapshot).clone();

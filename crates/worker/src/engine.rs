@@ -129,6 +129,15 @@ struct Sweep {
 /// How long a busy node waits for more slots to free before it claims (see `gather_slots`).
 const GATHER: Duration = Duration::from_millis(2);
 
+/// How far ahead of its due time a job is claimed. The claim's round trips (and a commit
+/// queued behind others) take a few milliseconds; done ahead, they are not added to a retry's
+/// start. The attempt then waits for the due time: its action never starts early.
+const CLAIM_LEAD: Duration = Duration::from_millis(10);
+
+fn lead() -> chrono::Duration {
+    chrono::Duration::from_std(CLAIM_LEAD).expect("a few milliseconds")
+}
+
 /// While every slot is taken, the loop re-reads when the sweeps are due at most this often.
 const REPLAN_WHEN_FULL: Duration = Duration::from_secs(1);
 
@@ -493,10 +502,6 @@ impl Engine {
             .claimed_in(claiming.elapsed().as_secs_f64());
         let full = claimed.len() == wanted;
         for job in claimed {
-            if job.event.from == Some(JobState::Retrying) {
-                let late = (request.now - job.due_at).num_microseconds().unwrap_or(0) as f64 / 1e6;
-                self.inner.metrics.retry_started_late(late);
-            }
             self.register(&job);
             attempts.spawn(attempt::run(self.clone(), job));
         }
@@ -510,7 +515,16 @@ impl Engine {
             .await?;
         let now = self.now();
         sweep.plan(&wakeups, now);
-        let pause = match wakeups.earliest() {
+        // Woken CLAIM_LEAD ahead of due work (see `claim_request`), on time for the sweeps.
+        let wake_at = [
+            wakeups.due.map(|due| due - lead()),
+            wakeups.deadline,
+            wakeups.lease_expiry,
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        let pause = match wake_at {
             Some(at) if at > now => (at - now)
                 .to_std()
                 .unwrap_or(SAFETY_RECHECK)
@@ -568,6 +582,7 @@ impl Engine {
         ClaimRequest {
             node: config.node.clone(),
             now,
+            due_by: now + lead(),
             lease_until: now
                 + chrono::Duration::from_std(config.lease).unwrap_or(chrono::Duration::seconds(30)),
             limit: free,
