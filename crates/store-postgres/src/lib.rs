@@ -1195,7 +1195,7 @@ impl JobWriter for PostgresStore {
                 let missing = || corrupt(format!("claimed job {} vanished", job.id));
                 Ok(Claimed {
                     job: started.remove(&job.id).ok_or_else(missing)?,
-                    due_at: rules::due_at(&job),
+                    due_at: rules::due_at(job),
                     lease: Lease {
                         job_id: job.id,
                         attempt_id: attempt_ids[&job.id.0],
