@@ -2,8 +2,7 @@
 //! an event whose id was drawn before another's but whose transaction commits after it is
 //! still streamed, and a cursor whose event was pruned still resumes.
 
-use retryd_store::conformance::new_job;
-use retryd_store::{JobReader, JobWriter};
+use retryd_store::conformance::{DynStore, new_job, stream_starts_after};
 use retryd_store_postgres::PostgresStore;
 use std::time::{Duration, Instant};
 use tokio_postgres::NoTls;
@@ -11,7 +10,7 @@ use tokio_postgres::NoTls;
 /// The ids streamed after `after`, once there are `want` of them. A reader waits for every
 /// older transaction on the whole server to end (other tests' among them), so this allows
 /// for a few moments' wait; it never returns more than the events there are.
-async fn streamed(store: &PostgresStore, after: i64, want: usize) -> Vec<i64> {
+async fn streamed(store: &DynStore, after: i64, want: usize) -> Vec<i64> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let ids: Vec<i64> = store
@@ -28,17 +27,6 @@ async fn streamed(store: &PostgresStore, after: i64, want: usize) -> Vec<i64> {
     }
 }
 
-async fn last_event_becomes(store: &PostgresStore, want: i64) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while store.last_event_id().await.unwrap() != want {
-        assert!(
-            Instant::now() < deadline,
-            "the stream never started at {want}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 async fn raw(url: &str) -> tokio_postgres::Client {
     let (client, connection) = tokio_postgres::connect(url, NoTls).await.expect("connect");
     tokio::spawn(connection);
@@ -48,7 +36,7 @@ async fn raw(url: &str) -> tokio_postgres::Client {
 #[tokio::test]
 async fn an_event_committed_after_a_later_id_is_streamed_not_skipped() {
     let url = retryd_store_postgres::testing::fresh_database().await;
-    let store = PostgresStore::connect(&url).await.expect("connect");
+    let store: DynStore = std::sync::Arc::new(PostgresStore::connect(&url).await.expect("connect"));
     let first = store.insert_job(new_job("default", 50, 0)).await.unwrap();
     let first_event = first.event.expect("creation event").id;
 
@@ -72,7 +60,7 @@ async fn an_event_committed_after_a_later_id_is_streamed_not_skipped() {
 
     // While the slow transaction is open its place in the stream is unknown, so nothing
     // after it is delivered yet, and a new stream starts before it.
-    last_event_becomes(&store, first_event).await;
+    stream_starts_after(&store, first_event).await;
     assert_eq!(store.events_after(first_event, 100).await.unwrap(), vec![]);
 
     slow.batch_execute("COMMIT").await.unwrap();
@@ -80,7 +68,7 @@ async fn an_event_committed_after_a_later_id_is_streamed_not_skipped() {
         streamed(&store, first_event, 2).await,
         vec![slow_id, second_event]
     );
-    last_event_becomes(&store, second_event).await;
+    stream_starts_after(&store, second_event).await;
     assert_eq!(store.events_after(second_event, 100).await.unwrap(), vec![]);
 
     // A rolled-back writer leaves a gap in the ids; the stream does not wait for it.

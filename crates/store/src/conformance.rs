@@ -138,7 +138,7 @@ fn result(
 /// Waits until a new live stream would start after event `id`. With one writer at a time
 /// (SQLite) that is at once; where several commit at once (PostgreSQL) it is once every older
 /// transaction on the server has ended, other tests' among them.
-async fn stream_starts_after(store: &DynStore, id: i64) {
+pub async fn stream_starts_after(store: &DynStore, id: i64) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         let last = store.last_event_id().await.unwrap();
