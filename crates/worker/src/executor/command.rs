@@ -73,16 +73,12 @@ pub async fn run(
             let _ = stdin.write_all(input.as_bytes()).await;
         });
     }
-    let readers = [
-        child
-            .stdout
-            .take()
-            .map(|out| tokio::spawn(pump(out, Stream::Stdout, lines.clone(), secrets.clone()))),
-        child
-            .stderr
-            .take()
-            .map(|err| tokio::spawn(pump(err, Stream::Stderr, lines.clone(), secrets.clone()))),
-    ];
+    let reader = tokio::spawn(read_output(
+        child.stdout.take(),
+        child.stderr.take(),
+        lines,
+        secrets,
+    ));
     let timeout = async {
         match limits.timeout {
             Some(limit) => tokio::time::sleep(limit).await,
@@ -98,9 +94,7 @@ pub async fn run(
     if let Some(pgid) = pgid {
         let _ = killpg(pgid, Signal::SIGKILL);
     }
-    for reader in readers.into_iter().flatten() {
-        let _ = reader.await;
-    }
+    let _ = reader.await;
     let (exit_code, signal) = split_status(status);
     Outcome {
         ok: exit_code == Some(0) && stopped.is_none(),
@@ -159,44 +153,159 @@ fn spawn_failure(action: &CommandAction, error: &std::io::Error) -> Outcome {
     }
 }
 
-/// Reads a stream, splitting it into lines (long ones in pieces), redacting secrets.
-async fn pump(
-    mut reader: impl AsyncRead + Unpin,
+/// Splits one stream's bytes into lines (long ones in pieces), redacting secrets.
+struct Lines {
     stream: Stream,
-    lines: mpsc::Sender<OutputLine>,
-    secrets: Arc<[String]>,
-) {
-    let mut pending: Vec<u8> = Vec::new();
-    let mut buf = vec![0u8; 8192];
-    let emit = |bytes: &[u8]| {
+    pending: Vec<u8>,
+    open: bool,
+}
+
+impl Lines {
+    fn new(stream: Stream, open: bool) -> Self {
+        Lines {
+            stream,
+            pending: Vec::new(),
+            open,
+        }
+    }
+
+    /// Adds bytes just read and takes the lines they complete.
+    fn complete(&mut self, bytes: &[u8], secrets: &[String]) -> Vec<OutputLine> {
+        self.pending.extend_from_slice(bytes);
+        let mut done = Vec::new();
+        while let Some(pos) = self.pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.pending.drain(..=pos).collect();
+            done.push(self.line(&line[..line.len() - 1], secrets));
+        }
+        while self.pending.len() >= MAX_LINE_BYTES {
+            let piece: Vec<u8> = self.pending.drain(..MAX_LINE_BYTES).collect();
+            done.push(self.line(&piece, secrets));
+        }
+        done
+    }
+
+    /// The unterminated last line, once the stream ended.
+    fn rest(&mut self, secrets: &[String]) -> Option<OutputLine> {
+        let rest = std::mem::take(&mut self.pending);
+        (!rest.is_empty()).then(|| self.line(&rest, secrets))
+    }
+
+    fn line(&self, bytes: &[u8], secrets: &[String]) -> OutputLine {
         let text = String::from_utf8_lossy(bytes);
         let text = text.strip_suffix('\r').unwrap_or(&text);
         OutputLine {
             at: Utc::now(),
-            stream,
-            line: redact(text, &secrets),
+            stream: self.stream,
+            line: redact(text, secrets),
         }
-    };
-    loop {
-        let n = match reader.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
+    }
+}
+
+async fn read_some(pipe: &mut Option<impl AsyncRead + Unpin>, buf: &mut [u8]) -> usize {
+    match pipe {
+        Some(pipe) => pipe.read(buf).await.unwrap_or(0),
+        None => 0,
+    }
+}
+
+/// The one reader of both streams: a line takes its place in the log when its last bytes are
+/// read, so stdout and stderr keep the order in which the command wrote them (two readers
+/// racing each other put a script's error before the line it printed just before it,
+/// issue 15). Bytes that both pipes already hold when the reader wakes cannot be ordered by
+/// any reader of two pipes; stdout is read first then, because a command prints what it is
+/// doing before the error that stops it.
+async fn read_output(
+    mut stdout: Option<impl AsyncRead + Unpin>,
+    mut stderr: Option<impl AsyncRead + Unpin>,
+    lines: mpsc::Sender<OutputLine>,
+    secrets: Arc<[String]>,
+) {
+    let mut out = Lines::new(Stream::Stdout, stdout.is_some());
+    let mut err = Lines::new(Stream::Stderr, stderr.is_some());
+    let (mut out_buf, mut err_buf) = (vec![0u8; 8192], vec![0u8; 8192]);
+    while out.open || err.open {
+        let (from_stdout, n) = tokio::select! {
+            biased;
+            n = read_some(&mut stdout, &mut out_buf), if out.open => (true, n),
+            n = read_some(&mut stderr, &mut err_buf), if err.open => (false, n),
         };
-        pending.extend_from_slice(&buf[..n]);
-        while let Some(pos) = pending.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = pending.drain(..=pos).collect();
-            if lines.send(emit(&line[..line.len() - 1])).await.is_err() {
-                return;
-            }
-        }
-        while pending.len() >= MAX_LINE_BYTES {
-            let piece: Vec<u8> = pending.drain(..MAX_LINE_BYTES).collect();
-            if lines.send(emit(&piece)).await.is_err() {
+        let (which, read) = if from_stdout {
+            (&mut out, &out_buf[..n])
+        } else {
+            (&mut err, &err_buf[..n])
+        };
+        let done = if n == 0 {
+            which.open = false;
+            which.rest(&secrets).into_iter().collect()
+        } else {
+            which.complete(read, &secrets)
+        };
+        for line in done {
+            if lines.send(line).await.is_err() {
                 return;
             }
         }
     }
-    if !pending.is_empty() {
-        let _ = lines.send(emit(&pending)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `sh -c script` and returns its output lines as (stream, text).
+    async fn output_of(script: &str) -> Vec<(Stream, String)> {
+        let action = CommandAction {
+            program: "sh".into(),
+            args: vec!["-c".into(), script.into()],
+            cwd: None,
+            env: Default::default(),
+            stdin: None,
+            timeout: None,
+        };
+        let limits = Limits {
+            timeout: Some(Duration::from_secs(10)),
+            kill_grace: Duration::from_secs(1),
+        };
+        let (tx, mut rx) = mpsc::channel(64);
+        run(&action, limits, CancellationToken::new(), tx, |_| {}).await;
+        let mut lines = Vec::new();
+        while let Some(line) = rx.recv().await {
+            lines.push((line.stream, line.line));
+        }
+        lines
+    }
+
+    /// Issue 15: a script that says what it deploys on stdout and then fails on stderr showed
+    /// the error first in about one run of six, so that identical failures split into two
+    /// dead-letter groups.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn issue_15_a_line_printed_before_an_error_stays_before_it() {
+        for _ in 0..40 {
+            let lines = output_of("echo deploying; echo 'Error: insufficient funds' >&2").await;
+            assert_eq!(
+                lines,
+                [
+                    (Stream::Stdout, "deploying".to_owned()),
+                    (Stream::Stderr, "Error: insufficient funds".to_owned())
+                ]
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stdout_and_stderr_keep_the_order_they_were_written_in() {
+        let lines = output_of(
+            "echo warn >&2; sleep 0.05; echo step 1; sleep 0.05; echo fail >&2; sleep 0.05; printf 'no newline'",
+        )
+        .await;
+        assert_eq!(
+            lines,
+            [
+                (Stream::Stderr, "warn".to_owned()),
+                (Stream::Stdout, "step 1".to_owned()),
+                (Stream::Stderr, "fail".to_owned()),
+                (Stream::Stdout, "no newline".to_owned()),
+            ]
+        );
     }
 }
