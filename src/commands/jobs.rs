@@ -168,7 +168,7 @@ pub async fn show(client: &Client, id: &str, json: bool) -> Result<u8> {
         bold(&job.id.to_string()),
         output::state(job.state.as_str())
     );
-    let field = |name: &str, value: String| println!("  {:<10}{value}", dim(name));
+    let field = |name: &str, value: String| println!("  {}{value}", output::label(name, 10));
     field("action", job.action.summary());
     field(
         "queue",

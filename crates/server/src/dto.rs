@@ -542,6 +542,10 @@ pub struct DlqSelection {
 pub struct DlqGroup {
     pub fingerprint: String,
     pub class: Option<String>,
+    /// The classification rule that decided the group's newest job.
+    pub rule: Option<String>,
+    /// What to do, first thing first: "Fix first: …" for permanent errors.
+    pub advice: Vec<String>,
     /// The most recent error message of the group.
     pub message: String,
     pub count: u64,

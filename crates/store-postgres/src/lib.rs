@@ -2225,10 +2225,10 @@ async fn stats_rows(client: &impl GenericClient, query: &StatsQuery) -> Result<S
     for r in client
         .cached_query(
             &format!(
-                "SELECT a.class, a.error, COUNT(*) FROM attempts a JOIN jobs j ON j.id = a.job_id \
+                "SELECT a.class, a.error, COUNT(DISTINCT a.job_id), COUNT(*) FROM attempts a JOIN jobs j ON j.id = a.job_id \
                  WHERE a.started_at >= $1 AND a.started_at < $2 AND {FILTER} \
                    AND a.outcome IN ('failed', 'timed_out', 'lost') AND a.error IS NOT NULL \
-                 GROUP BY a.class, a.error ORDER BY COUNT(*) DESC, a.error LIMIT {TOP_ERRORS}"
+                 GROUP BY a.class, a.error ORDER BY 3 DESC, 4 DESC, a.error LIMIT {TOP_ERRORS}"
             ),
             &window,
         )
@@ -2239,6 +2239,7 @@ async fn stats_rows(client: &impl GenericClient, query: &StatsQuery) -> Result<S
             class: class(r.get(0))?,
             message: r.get(1),
             count: r.get::<_, i64>(2) as u64,
+            attempts: r.get::<_, i64>(3) as u64,
         });
     }
     let bucket_ms = query.bucket.num_milliseconds().max(1);

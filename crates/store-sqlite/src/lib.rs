@@ -1813,10 +1813,10 @@ fn stats_rows(conn: &Connection, query: &StatsQuery) -> rusqlite::Result<StatsRo
         })?
         .collect::<rusqlite::Result<_>>()?;
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT a.class, a.error, COUNT(*) FROM attempts a JOIN jobs j ON j.id = a.job_id \
+        "SELECT a.class, a.error, COUNT(DISTINCT a.job_id), COUNT(*) FROM attempts a JOIN jobs j ON j.id = a.job_id \
          WHERE a.started_at >= ?1 AND a.started_at < ?2 AND {FILTER} \
            AND a.outcome IN ('failed', 'timed_out', 'lost') AND a.error IS NOT NULL \
-         GROUP BY a.class, a.error ORDER BY COUNT(*) DESC, a.error LIMIT {TOP_ERRORS}"
+         GROUP BY a.class, a.error ORDER BY 3 DESC, 4 DESC, a.error LIMIT {TOP_ERRORS}"
     ))?;
     rows.errors = stmt
         .query_map(window, |r| {
@@ -1824,6 +1824,7 @@ fn stats_rows(conn: &Connection, query: &StatsQuery) -> rusqlite::Result<StatsRo
                 class: class_col(r, 0)?,
                 message: r.get(1)?,
                 count: r.get::<_, i64>(2)? as u64,
+                attempts: r.get::<_, i64>(3)? as u64,
             })
         })?
         .collect::<rusqlite::Result<_>>()?;

@@ -41,6 +41,7 @@ macro_rules! conformance_tests {
             tokens_are_unique_by_name_and_revocable,
             managed_policies_are_created_updated_and_deactivated,
             stats_rows_group_what_happened_in_the_window,
+            top_errors_rank_by_jobs_not_attempts,
             pipeline_steps_advance_under_one_lease_and_survive_a_requeue,
             an_open_circuit_holds_its_target_until_a_probe_closes_it,
             a_retry_budget_caps_retries_per_target_but_not_first_attempts,
@@ -1430,6 +1431,63 @@ pub async fn stats_rows_group_what_happened_in_the_window(store: DynStore) {
     assert_eq!(stats.meets_target, Some(false));
     assert_eq!(stats.pending_retries, 0);
     assert_eq!(stats.totals.len(), 7, "every state is present");
+}
+
+/// Issue 15: "Top errors" counted attempts, so that one job retried many times outranked
+/// several jobs stopped at once by a permanent error.
+pub async fn top_errors_rank_by_jobs_not_attempts(store: DynStore) {
+    let retried = insert(&store, new_job("default", 50, -5)).await;
+    for n in 0..3 {
+        let now = t0() + secs(n * 10);
+        let claimed = store.claim_jobs(&claim_request(now, 1)).await.unwrap();
+        assert_eq!(claimed[0].job.id, retried.id);
+        let next = Next::Retry {
+            at: now + secs(1),
+            delay: Duration::from_secs(1),
+            delay_reason: "backoff".into(),
+        };
+        store
+            .finish_attempt(&result(&claimed[0], now, AttemptOutcome::Failed, next))
+            .await
+            .unwrap();
+    }
+    store
+        .cancel_job(retried.id, "alice", t0() + secs(40))
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        insert(&store, new_job("default", 50, 0)).await;
+    }
+    let claimed = store
+        .claim_jobs(&claim_request(t0() + secs(50), 2))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 2);
+    for c in &claimed {
+        let denied = AttemptResult {
+            error: Some("permission denied".into()),
+            class: Some(Class::Permanent),
+            ..result(c, t0() + secs(51), AttemptOutcome::Failed, Next::Failed)
+        };
+        store.finish_attempt(&denied).await.unwrap();
+    }
+    let query = StatsQuery {
+        since: t0() - secs(60),
+        until: t0() + secs(3600),
+        queue: None,
+        kind: None,
+        target: None,
+        bucket: Span::minutes(1),
+    };
+    let errors = store.stats_rows(&query).await.unwrap().errors;
+    let ranked: Vec<(&str, u64, u64)> = errors
+        .iter()
+        .map(|e| (e.message.as_str(), e.count, e.attempts))
+        .collect();
+    assert_eq!(
+        ranked,
+        [("permission denied", 2, 2), ("connection refused", 1, 3)]
+    );
 }
 
 /// A three-step pipeline job: compile → submit → confirm.

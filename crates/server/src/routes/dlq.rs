@@ -7,7 +7,7 @@ use crate::error::Error;
 use crate::extract::{ApiJson, ApiQuery};
 use axum::Json;
 use axum::extract::State;
-use retryd_core::explain::fingerprint;
+use retryd_core::explain::{dlq_advice, fingerprint};
 use retryd_core::job::Job;
 use retryd_core::{JobId, JobState};
 use retryd_store::JobFilter;
@@ -91,6 +91,8 @@ pub async fn list(
             .or_insert_with_key(|key| DlqGroup {
                 fingerprint: key.clone(),
                 class: job.last_error_class.map(|c| c.as_str().to_owned()),
+                rule: job.last_rule.clone(),
+                advice: dlq_advice(job.last_error_class, job.last_rule.as_deref(), key),
                 message: job.last_error.clone().unwrap_or_default(),
                 count: 0,
                 first_seen: seen,
