@@ -37,14 +37,86 @@ fn attempts_text(view: &JobView) -> String {
     }
 }
 
+/// A word for the shell: quoted when it holds anything but plain characters.
+fn shell_word(word: &str) -> String {
+    if !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.,=:/@".contains(c))
+    {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+/// The command that lists the next page: the same filters, from the cursor (issue 15: the
+/// hint dropped `--state failed,retrying` and listed every job from there on).
+fn next_page_hint(args: &JobsArgs, cursor: &str) -> String {
+    let mut hint = "retryd jobs".to_owned();
+    for (flag, value) in [
+        ("--state", &args.state),
+        ("--queue", &args.queue),
+        ("--kind", &args.kind),
+        ("--target", &args.target),
+        ("--label", &args.label),
+    ] {
+        if let Some(value) = value {
+            hint.push_str(&format!(" {flag} {}", shell_word(value)));
+        }
+    }
+    if args.limit != crate::cli::DEFAULT_JOBS_LIMIT {
+        hint.push_str(&format!(" --limit {}", args.limit));
+    }
+    if args.wide {
+        hint.push_str(" --wide");
+    }
+    hint.push_str(&format!(" --cursor {cursor}"));
+    hint
+}
+
+/// One line of why a job is where it is. A finished job says how it ended and the rule
+/// that decided it; its error has a column of its own.
+fn status_text(view: &JobView) -> String {
+    let job = &view.job;
+    match (&view.waiting_reason, job.state) {
+        // A pipeline says which step runs: "running: confirm, attempt 2/3".
+        (None, retryd_core::JobState::Running) if view.step_status.is_some() => {
+            view.step_status.clone().unwrap_or_default()
+        }
+        (Some(_), state) if state.is_terminal() => {
+            let reason = job.finish_reason.as_deref().unwrap_or("no reason recorded");
+            // "attempts exhausted (3 of 3): attempt 3 failed (…)": the head says it.
+            let head = reason.split(": attempt").next().unwrap_or(reason);
+            match &job.last_rule {
+                Some(rule) if state == retryd_core::JobState::Failed => {
+                    format!("{state}: {head} ({rule})")
+                }
+                _ => format!("{state}: {head}"),
+            }
+        }
+        (Some(reason), _) => reason.clone(),
+        (None, retryd_core::JobState::Succeeded) => format!(
+            "done after {} attempt{}",
+            job.attempt,
+            if job.attempt == 1 { "" } else { "s" }
+        ),
+        (None, _) => format!(
+            "attempt {} running on {}",
+            job.attempt,
+            job.lease_owner.as_deref().unwrap_or("?")
+        ),
+    }
+}
+
 pub async fn list(client: &Client, args: JobsArgs, json: bool) -> Result<u8> {
     let query: Vec<(&str, String)> = [
-        ("state", args.state),
-        ("queue", args.queue),
-        ("kind", args.kind),
-        ("target", args.target),
-        ("label", args.label),
-        ("cursor", args.cursor),
+        ("state", args.state.clone()),
+        ("queue", args.queue.clone()),
+        ("kind", args.kind.clone()),
+        ("target", args.target.clone()),
+        ("label", args.label.clone()),
+        ("cursor", args.cursor.clone()),
         ("limit", Some(args.limit.to_string())),
     ]
     .into_iter()
@@ -60,27 +132,21 @@ pub async fn list(client: &Client, args: JobsArgs, json: bool) -> Result<u8> {
         return Ok(crate::exit::OK);
     }
     let now = Utc::now();
+    let cut = |text: &str, max: usize| {
+        if args.wide {
+            text.to_owned()
+        } else {
+            output::cut_at_word(text, max)
+        }
+    };
     let rows: Vec<Vec<String>> = page
         .jobs
         .iter()
         .map(|v| {
             let job = &v.job;
-            let status = match (&v.waiting_reason, job.state) {
-                // A pipeline says which step runs: "running: confirm, attempt 2/3".
-                (None, retryd_core::JobState::Running) if v.step_status.is_some() => {
-                    v.step_status.clone().unwrap_or_default()
-                }
-                (Some(reason), _) => reason.clone(),
-                (None, retryd_core::JobState::Succeeded) => format!(
-                    "done after {} attempt{}",
-                    job.attempt,
-                    if job.attempt == 1 { "" } else { "s" }
-                ),
-                (None, _) => format!(
-                    "attempt {} running on {}",
-                    job.attempt,
-                    job.lease_owner.as_deref().unwrap_or("?")
-                ),
+            let error = match job.state {
+                retryd_core::JobState::Succeeded => String::new(),
+                _ => job.last_error.clone().unwrap_or_default(),
             };
             vec![
                 job.id.to_string(),
@@ -90,19 +156,26 @@ pub async fn list(client: &Client, args: JobsArgs, json: bool) -> Result<u8> {
                 job.target.clone().unwrap_or_else(|| "-".into()),
                 attempts_text(v),
                 output::relative(job.updated_at, now),
-                truncate(&status, 70),
+                cut(&status_text(v), 60),
+                cut(&error, 60),
             ]
         })
         .collect();
     table(
         "",
         &[
-            "ID", "STATE", "QUEUE", "KIND", "TARGET", "ATTEMPTS", "UPDATED", "STATUS",
+            "ID", "STATE", "QUEUE", "KIND", "TARGET", "ATTEMPTS", "UPDATED", "STATUS", "ERROR",
         ],
         &rows,
     );
     if let Some(cursor) = page.next_cursor {
-        println!("{}", dim(&format!("more: retryd jobs --cursor {cursor}")));
+        println!(
+            "{}",
+            dim(&format!(
+                "more: {}",
+                next_page_hint(&args, &cursor.to_string())
+            ))
+        );
     }
     Ok(crate::exit::OK)
 }
@@ -422,4 +495,28 @@ pub async fn retry(client: &Client, args: crate::cli::RetryArgs, json: bool) -> 
         }
     }
     Ok(crate::exit::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 15: the pagination hint of `jobs --state failed,retrying` dropped the filters.
+    #[test]
+    fn issue_15_the_next_page_hint_keeps_the_filters() {
+        let args = JobsArgs {
+            state: Some("failed,retrying".into()),
+            queue: None,
+            kind: Some("wordpress deploy".into()),
+            target: None,
+            label: Some("env=prod".into()),
+            limit: 20,
+            cursor: Some("01a2".into()),
+            wide: false,
+        };
+        assert_eq!(
+            next_page_hint(&args, "01a3"),
+            "retryd jobs --state failed,retrying --kind 'wordpress deploy' --label env=prod --limit 20 --cursor 01a3"
+        );
+    }
 }
