@@ -292,6 +292,10 @@ pub struct RetryArgs {
     /// After a fix: another policy, by name or as inline JSON
     #[arg(long)]
     pub policy: Option<String>,
+    /// A new deadline: an RFC 3339 instant, or a duration from now such as 1h (an expired
+    /// job needs one to run again)
+    #[arg(long)]
+    pub deadline: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

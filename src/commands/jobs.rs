@@ -402,54 +402,110 @@ pub async fn show(client: &Client, id: &str, json: bool) -> Result<u8> {
     Ok(crate::exit::OK)
 }
 
+/// The note printed before an attempt's lines when its bounded tail dropped older output.
+fn dropped_note(attempt: &Attempt) -> Option<String> {
+    (attempt.output_dropped_bytes > 0).then(|| {
+        format!(
+            "[attempt {}: {} bytes of earlier output dropped; only the last part of its output is kept]",
+            attempt.number, attempt.output_dropped_bytes
+        )
+    })
+}
+
 pub async fn logs(client: &Client, id: &str, follow: bool, json: bool) -> Result<u8> {
-    let print = |line: LogLine| {
+    // Which attempts lost output to the bounded tail (issue 15: `logs` did not say).
+    let attempts: Vec<Attempt> = client.get(&format!("/jobs/{id}/attempts")).await?;
+    let mut noted = std::collections::BTreeSet::new();
+    let mut print = |line: LogLine| {
         if json {
             println!("{}", serde_json::to_string(&line).unwrap_or_default());
-        } else {
-            let prefix = dim(&format!("{} #{}", output::time(line.at), line.attempt));
-            println!(
-                "{prefix} {}{}",
-                if line.stream == Stream::Stderr {
-                    output::yellow("! ")
-                } else {
-                    String::new()
-                },
-                line.line
-            );
+            return;
         }
+        if noted.insert(line.attempt)
+            && let Some(note) = attempts
+                .iter()
+                .find(|a| a.number == line.attempt)
+                .and_then(dropped_note)
+        {
+            println!("{}", output::yellow(&note));
+        }
+        let prefix = dim(&format!("{} #{}", output::time(line.at), line.attempt));
+        println!(
+            "{prefix} {}{}",
+            if line.stream == Stream::Stderr {
+                output::yellow("! ")
+            } else {
+                String::new()
+            },
+            line.line
+        );
     };
     if follow {
         client
-            .follow_ndjson(&format!("/jobs/{id}/log?follow=true"), print)
+            .follow_ndjson(&format!("/jobs/{id}/log?follow=true"), &mut print)
             .await?;
         let view: JobView = client.get(&format!("/jobs/{id}")).await?;
+        if !json {
+            // Attempts that ran while following: their counts are known once they end.
+            let after: Vec<Attempt> = client.get(&format!("/jobs/{id}/attempts")).await?;
+            let known = |a: &Attempt| {
+                attempts
+                    .iter()
+                    .any(|b| b.number == a.number && b.output_dropped_bytes > 0)
+            };
+            for note in after.iter().filter(|a| !known(a)).filter_map(dropped_note) {
+                eprintln!("{}", output::yellow(&note));
+            }
+        }
         return Ok(crate::commands::submit::exit_code(view.job.state));
     }
     each_log_line(client, id, print).await?;
     Ok(crate::exit::OK)
 }
 
+/// Longest wait for a running attempt to stop: the node's SIGTERM-to-SIGKILL grace is at most
+/// 10 minutes.
+const CANCEL_WAIT: std::time::Duration = std::time::Duration::from_secs(10 * 60 + 30);
+
 pub async fn cancel(client: &Client, id: &str, json: bool) -> Result<u8> {
     let mut view: JobView = client
         .post(&format!("/jobs/{id}/cancel"), &json!({}))
         .await?;
-    // A running attempt stops within moments; wait briefly so that the answer is final.
-    for _ in 0..40 {
-        if view.job.state.is_terminal() {
-            break;
-        }
+    // A running attempt gets SIGTERM, and SIGKILL after the node's grace period if it
+    // ignores it: wait for the final state rather than answer `running` (issue 15).
+    let started = std::time::Instant::now();
+    let mut status = output::StatusLine::new();
+    while !view.job.state.is_terminal() && started.elapsed() < CANCEL_WAIT {
+        status.update(&format!(
+            "waiting for attempt {} to stop ({}s): SIGTERM sent, SIGKILL follows after the node's grace period",
+            view.job.attempt,
+            started.elapsed().as_secs()
+        ));
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         view = client.get(&format!("/jobs/{id}")).await?;
     }
+    status.clear();
     if json {
         output::json(&view);
-    } else {
+        return Ok(crate::exit::OK);
+    }
+    let events: Vec<Event> = client.get(&format!("/jobs/{id}/events")).await?;
+    let how = events
+        .last()
+        .filter(|e| e.to == view.job.state)
+        .map(|e| format!(": {}", e.reason))
+        .unwrap_or_default();
+    println!(
+        "job {} {}{how}",
+        view.job.id,
+        output::state(view.job.state.as_str())
+    );
+    if !view.job.state.is_terminal() {
         println!(
-            "job {} {}",
-            view.job.id,
-            output::state(view.job.state.as_str())
+            "  {}",
+            dim("the attempt has not stopped yet; `retryd show` tells when it has")
         );
+        return Ok(crate::exit::ERROR);
     }
     Ok(crate::exit::OK)
 }
@@ -479,6 +535,9 @@ pub async fn retry(client: &Client, args: crate::cli::RetryArgs, json: bool) -> 
     }
     if let Some(policy) = &args.policy {
         body["policy"] = super::submit::policy_value(policy)?;
+    }
+    if let Some(deadline) = &args.deadline {
+        body["deadline"] = json!(super::submit::instant("--deadline", deadline)?);
     }
     let view: JobView = client.post(&format!("/jobs/{id}/retry"), &body).await?;
     if json {

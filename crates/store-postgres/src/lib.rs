@@ -1266,7 +1266,11 @@ impl JobWriter for PostgresStore {
         })
     }
 
-    async fn advance_step(&self, result: &AttemptResult, next_step: &str) -> Result<(Job, Lease)> {
+    async fn advance_step(
+        &self,
+        result: &AttemptResult,
+        next_step: &str,
+    ) -> Result<(Job, Lease, Event)> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg)?;
         let lease = &result.lease;
@@ -1306,6 +1310,17 @@ impl JobWriter for PostgresStore {
             .await
             .map_err(pg)?;
         let job = job_from_row(&row)?;
+        let event = insert_event(
+            &tx,
+            job.id,
+            result.now,
+            Some(job.state),
+            job.state,
+            &result.reason,
+            &result.actor,
+            Some(next_step.to_owned()),
+        )
+        .await?;
         tx.commit().await.map_err(pg)?;
         let lease = Lease {
             job_id: job.id,
@@ -1313,7 +1328,7 @@ impl JobWriter for PostgresStore {
             attempt: job.attempt,
             node: lease.node.clone(),
         };
-        Ok((job, lease))
+        Ok((job, lease, event))
     }
 
     async fn cancel_job(
@@ -1377,12 +1392,13 @@ impl JobWriter for PostgresStore {
         }
         if let Some(changes) = &requeue.changes {
             tx.cached_execute(
-                "UPDATE jobs SET action = $2, policy_name = $3, policy = $4 WHERE id = $1",
+                "UPDATE jobs SET action = $2, policy_name = $3, policy = $4, deadline = $5 WHERE id = $1",
                 &[
                     &id.0,
                     &to_json(&changes.action),
                     &changes.policy_name,
                     &to_json(&changes.policy),
+                    &changes.deadline,
                 ],
             )
             .await

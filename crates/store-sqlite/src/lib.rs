@@ -1002,7 +1002,11 @@ impl JobWriter for SqliteStore {
         .await?
     }
 
-    async fn advance_step(&self, result: &AttemptResult, next_step: &str) -> Result<(Job, Lease)> {
+    async fn advance_step(
+        &self,
+        result: &AttemptResult,
+        next_step: &str,
+    ) -> Result<(Job, Lease, Event)> {
         let result = result.clone();
         let next_step = next_step.to_owned();
         self.write(move |tx| {
@@ -1035,8 +1039,9 @@ impl JobWriter for SqliteStore {
                 ],
             )
             .map_err(to_store)?;
+            let event = insert_event(tx, job.id, result.now, Some(job.state), job.state, &result.reason, &result.actor, Some(next_step.clone()))?;
             let lease = Lease { job_id: job.id, attempt_id, attempt: number, node: lease.node.clone() };
-            Ok((load_job(tx, job.id)?, lease))
+            Ok((load_job(tx, job.id)?, lease, event))
         })
         .await
     }
@@ -1076,8 +1081,8 @@ impl JobWriter for SqliteStore {
             rules::check_changes(&job, &requeue)?;
             if let Some(changes) = &requeue.changes {
                 exec(tx,
-                    "UPDATE jobs SET action = ?2, policy_name = ?3, policy = ?4 WHERE id = ?1",
-                    params![id.to_string(), json(&changes.action), changes.policy_name, json(&changes.policy)],
+                    "UPDATE jobs SET action = ?2, policy_name = ?3, policy = ?4, deadline = ?5 WHERE id = ?1",
+                    params![id.to_string(), json(&changes.action), changes.policy_name, json(&changes.policy), opt_ms(changes.deadline)],
                 )
                 .map_err(to_store)?;
             }

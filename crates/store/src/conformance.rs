@@ -676,6 +676,7 @@ pub async fn requeue_with_and_without_reset(store: DynStore) {
         action: fixed.clone(),
         policy_name: "upload".into(),
         policy: Policy::builtin("upload").unwrap(),
+        deadline: Some(later + secs(3600)),
         summary: "args; policy default → upload".into(),
     };
     let with_changes = Requeue {
@@ -700,6 +701,11 @@ pub async fn requeue_with_and_without_reset(store: DynStore) {
     assert_eq!(job3.action, fixed);
     assert_eq!(job3.policy_name, "upload");
     assert_eq!(job3.policy, Policy::builtin("upload").unwrap());
+    assert_eq!(
+        job3.deadline,
+        Some(later + secs(3600)),
+        "issue 15: a later deadline"
+    );
     let reason = event.unwrap().reason;
     assert!(
         reason.contains("changed: args; policy default → upload"),
@@ -1560,16 +1566,39 @@ pub async fn pipeline_steps_advance_under_one_lease_and_survive_a_requeue(store:
         step: Some(step),
         ..result(&claimed, t0(), AttemptOutcome::Succeeded, Next::Succeeded)
     };
-    let (after, lease) = store
+    let (after, lease, step_event) = store
         .advance_step(
-            &success(
-                &claimed.lease,
-                step_done("compile", t0(), &[("artifact", "a.bin")]),
-            ),
+            &AttemptResult {
+                reason: "step compile succeeded after 1 attempt(s); step submit next".into(),
+                ..success(
+                    &claimed.lease,
+                    step_done("compile", t0(), &[("artifact", "a.bin")]),
+                )
+            },
             "submit",
         )
         .await
         .unwrap();
+    // Issue 15: a step that succeeds and the next that starts are on the timeline (and so on
+    // the live stream), though the job stays running.
+    assert_eq!(
+        (
+            step_event.from,
+            step_event.to,
+            step_event.reason.as_str(),
+            step_event.step.as_deref()
+        ),
+        (
+            Some(JobState::Running),
+            JobState::Running,
+            "step compile succeeded after 1 attempt(s); step submit next",
+            Some("submit")
+        )
+    );
+    assert_eq!(
+        store.list_events(job.id).await.unwrap().last(),
+        Some(&step_event)
+    );
     assert_eq!(
         (
             after.state,
@@ -1645,7 +1674,7 @@ pub async fn pipeline_steps_advance_under_one_lease_and_survive_a_requeue(store:
         "{}",
         retried.event.reason
     );
-    let (last, lease) = store
+    let (last, lease, _) = store
         .advance_step(
             &AttemptResult {
                 lease: retried.lease.clone(),
@@ -1681,9 +1710,11 @@ pub async fn pipeline_steps_advance_under_one_lease_and_survive_a_requeue(store:
             named("submit"),
             named("submit"),
             named("submit"),
+            named("submit"),
+            named("confirm"),
             named("confirm")
         ],
-        "submitted, claimed, failed, requeued, claimed, succeeded"
+        "submitted, claimed, submit started, failed, requeued, claimed, confirm started, succeeded"
     );
     let names: Vec<&str> = done.steps.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, ["compile", "submit", "confirm"]);

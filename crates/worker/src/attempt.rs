@@ -190,8 +190,8 @@ async fn run_inner(engine: &Engine, claimed: &Claimed) -> Lease {
         } else if user_cancelled {
             result.outcome = AttemptOutcome::Cancelled;
             result.next = Next::Cancelled;
-            result.error = Some("cancelled while running".into());
-            result.reason = format!("cancelled during attempt {attempt}");
+            result.error = Some(format!("cancelled while running{}", outcome.escalation()));
+            result.reason = format!("cancelled during attempt {attempt}{}", outcome.escalation());
         } else if released {
             result.outcome = AttemptOutcome::Lost;
             result.class = Some(Class::Transient);
@@ -463,11 +463,12 @@ async fn advance(engine: &Engine, result: &AttemptResult, next: &str) -> Option<
     let mut wait = Duration::from_millis(100);
     for _ in 0..40 {
         match engine.inner.store.advance_step(result, next).await {
-            Ok((job, lease)) => {
+            Ok((job, lease, event)) => {
                 engine.switch_attempt(&result.lease, &lease);
                 engine
                     .metrics()
                     .attempt_finished(result.outcome.as_str(), result.class.map(Class::as_str));
+                engine.publish(event);
                 return Some((job, lease));
             }
             Err(retryd_store::Error::Backend(message)) => {

@@ -207,6 +207,22 @@ pub async fn purge(
     for id in ids {
         match state.engine.store().get_job(id).await {
             Ok(job) if job.state == JobState::Failed => dead.push(id),
+            // A job named by its id that is not dead is refused, before anything is purged
+            // (issue 15: "purged 0" with success); a filter just does not select it.
+            Ok(job) if !selection.ids.is_empty() => {
+                return Err(Error::Conflict(format!(
+                    "job {id} is {}, not in the dead-letter queue: only failed jobs can be purged{}",
+                    job.state,
+                    if job.state.is_terminal() {
+                        ""
+                    } else {
+                        " (cancel it first)"
+                    }
+                )));
+            }
+            Err(retryd_store::Error::NotFound(_)) if !selection.ids.is_empty() => {
+                return Err(Error::NotFound(format!("job {id} not found")));
+            }
             Ok(_) | Err(retryd_store::Error::NotFound(_)) => {}
             Err(e) => return Err(e.into()),
         }

@@ -85,8 +85,8 @@ pub async fn run(
             None => std::future::pending().await,
         }
     };
-    let (status, stopped) = tokio::select! {
-        status = child.wait() => (status.ok(), None),
+    let ((status, escalated), stopped) = tokio::select! {
+        status = child.wait() => ((status.ok(), false), None),
         _ = timeout => (terminate(&mut child, pgid, limits.kill_grace).await, Some(Stopped::Timeout)),
         _ = stop.cancelled() => (terminate(&mut child, pgid, limits.kill_grace).await, Some(Stopped::Requested)),
     };
@@ -101,6 +101,7 @@ pub async fn run(
         exit_code,
         signal,
         stopped,
+        killed_after_grace: escalated.then_some(limits.kill_grace),
         ..Outcome::default()
     }
 }
@@ -113,22 +114,23 @@ fn split_status(status: Option<ExitStatus>) -> (Option<i32>, Option<i32>) {
     }
 }
 
-/// SIGTERM to the group, then SIGKILL after the grace period.
+/// SIGTERM to the group, then SIGKILL after the grace period. Says whether SIGKILL was
+/// needed.
 async fn terminate(
     child: &mut tokio::process::Child,
     pgid: Option<Pid>,
     grace: Duration,
-) -> Option<ExitStatus> {
+) -> (Option<ExitStatus>, bool) {
     if let Some(pgid) = pgid {
         let _ = killpg(pgid, Signal::SIGTERM);
     }
     match tokio::time::timeout(grace, child.wait()).await {
-        Ok(status) => status.ok(),
+        Ok(status) => (status.ok(), false),
         Err(_) => {
             if let Some(pgid) = pgid {
                 let _ = killpg(pgid, Signal::SIGKILL);
             }
-            child.wait().await.ok()
+            (child.wait().await.ok(), true)
         }
     }
 }
