@@ -251,11 +251,17 @@ async fn jobs_filters_paginate_and_logs_follow() {
     ]);
     let text = stdout(&page);
     assert_eq!(
-        text.lines().filter(|l| l.contains("deploy")).count(),
+        text.lines()
+            .filter(|l| l.contains("deploy") && !l.starts_with("more:"))
+            .count(),
         2,
         "{text}"
     );
-    assert!(text.contains("more: retryd jobs --cursor"), "{text}");
+    // The hint keeps the filters (issue 15).
+    assert!(
+        text.contains("more: retryd jobs --queue deploy --label release=v2 --limit 2 --cursor"),
+        "{text}"
+    );
     let json = server.cli(&["jobs", "--json", "--state", "succeeded,pending,running"]);
     let value: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert!(!value["jobs"].as_array().unwrap().is_empty());
