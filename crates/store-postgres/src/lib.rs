@@ -72,6 +72,7 @@ const TARGET_LOCK_CLASS: i32 = 0x7274;
 const WAKE_CHANNEL: &str = "retryd_wake";
 const CANCEL_CHANNEL: &str = "retryd_cancel";
 const QUEUES_CHANNEL: &str = "retryd_queues";
+const POLICIES_CHANNEL: &str = "retryd_policies";
 
 const JOB_COLUMNS: &str = "id, queue, kind, target, action, policy_name, policy, priority, run_at, deadline, \
      labels, idempotency_key, created_by, state, attempt, next_attempt_at, last_error, last_error_class, \
@@ -755,16 +756,19 @@ async fn listen(config: tokio_postgres::Config, notices: broadcast::Sender<Notic
                 });
                 if client
                     .batch_execute(&format!(
-                        "LISTEN {WAKE_CHANNEL}; LISTEN {CANCEL_CHANNEL}; LISTEN {QUEUES_CHANNEL}"
+                        "LISTEN {WAKE_CHANNEL}; LISTEN {CANCEL_CHANNEL}; LISTEN {QUEUES_CHANNEL}; LISTEN {POLICIES_CHANNEL}"
                     ))
                     .await
                     .is_ok()
                 {
                     wait = Duration::from_millis(100);
+                    // What changed while no connection listened is read again.
                     let _ = notices.send(Notice::Wake);
+                    let _ = notices.send(Notice::Policies);
                     while let Some((channel, payload)) = rx.recv().await {
                         let notice = match channel.as_str() {
                             QUEUES_CHANNEL => Notice::Queues,
+                            POLICIES_CHANNEL => Notice::Policies,
                             CANCEL_CHANNEL => match payload.parse() {
                                 Ok(id) => Notice::Cancel(id),
                                 Err(_) => continue,
@@ -2146,9 +2150,9 @@ impl AccessStore for PostgresStore {
     }
 
     async fn put_policy(&self, policy: &StoredPolicy) -> Result<()> {
-        let client = self.client().await?;
-        client
-            .cached_execute(
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        tx.cached_execute(
                 "INSERT INTO managed_policies (name, policy, active, updated_at, updated_by) VALUES ($1, $2, $3, $4, $5) \
                  ON CONFLICT (name) DO UPDATE SET policy = $2, active = $3, updated_at = $4, updated_by = $5",
                 &[
@@ -2161,6 +2165,9 @@ impl AccessStore for PostgresStore {
             )
             .await
             .map_err(pg)?;
+        // Every node reads its policies again at once (delivered at commit).
+        notify(&tx, POLICIES_CHANNEL, &policy.name).await?;
+        tx.commit().await.map_err(pg)?;
         Ok(())
     }
 

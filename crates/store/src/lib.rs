@@ -425,6 +425,8 @@ pub enum Notice {
     Cancel(JobId),
     /// A queue was paused or resumed.
     Queues,
+    /// A managed policy was created, changed or deactivated: read them again.
+    Policies,
 }
 
 /// A complete backend.
