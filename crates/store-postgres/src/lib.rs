@@ -1114,6 +1114,19 @@ impl JobWriter for PostgresStore {
             )
             .await
             .map_err(pg)?;
+            for held in gated.held.iter().filter(|h| h.starts) {
+                insert_event(
+                    &tx,
+                    held.id,
+                    request.now,
+                    Some(held.state),
+                    held.state,
+                    &held.reason,
+                    &request.node,
+                    None,
+                )
+                .await?;
+            }
         }
         let chosen = rules::within_slots(gated.admitted, request);
         if chosen.is_empty() {

@@ -883,6 +883,9 @@ impl JobWriter for SqliteStore {
                     params![held.id.to_string(), ms(held.until), held.reason, now],
                 )
                 .map_err(to_store)?;
+                if held.starts {
+                    insert_event(tx, held.id, request.now, Some(held.state), held.state, &held.reason, &request.node, None)?;
+                }
             }
             let chosen = rules::within_slots(gated.admitted, &request);
             let probes: HashMap<JobId, String> = rules::probe_targets(&chosen, &circuits, request.now).into_iter().collect();

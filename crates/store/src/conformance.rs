@@ -1807,7 +1807,24 @@ pub async fn an_open_circuit_holds_its_target_until_a_probe_closes_it(store: Dyn
             job.hold_reason.as_deref(),
             Some("circuit open for target metis-rpc until 12:00:30")
         );
+        // Issue 15: the hold is on the job's timeline, once.
+        let holds = |events: Vec<Event>| {
+            events
+                .into_iter()
+                .filter(|e| e.reason.starts_with("circuit open"))
+                .map(|e| (e.from, e.to, e.reason))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            holds(store.list_events(*id).await.unwrap()),
+            [(
+                Some(JobState::Retrying),
+                JobState::Retrying,
+                "circuit open for target metis-rpc until 12:00:30".to_owned()
+            )]
+        );
     }
+
     assert_eq!(
         store
             .next_wakeup(&[], &Runnable::default())
@@ -1824,6 +1841,28 @@ pub async fn an_open_circuit_holds_its_target_until_a_probe_closes_it(store: Dyn
         .await
         .unwrap();
     assert_eq!(probe.len(), 1, "one probe while half-open");
+    // The others are held again, in the same episode: no second event on their timelines.
+    for id in jobs.iter().filter(|id| **id != probe[0].job.id) {
+        let job = store.get_job(*id).await.unwrap();
+        assert!(
+            job.hold_reason
+                .as_deref()
+                .unwrap()
+                .starts_with("circuit half-open"),
+            "{job:?}"
+        );
+        let reasons: Vec<String> = store
+            .list_events(*id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.reason)
+            .collect();
+        assert!(
+            !reasons.iter().any(|r| r.starts_with("circuit half-open")),
+            "{reasons:?}"
+        );
+    }
     assert_eq!(
         store.list_circuits().await.unwrap()[0].probe_attempt_id,
         Some(probe[0].lease.attempt_id)
@@ -1923,6 +1962,15 @@ pub async fn a_retry_budget_caps_retries_per_target_but_not_first_attempts(store
         assert_eq!(
             job.hold_reason.as_deref(),
             Some("retry budget of target metis-rpc exhausted (2/min), next slot at 12:01:01")
+        );
+        let last = store.list_events(job.id).await.unwrap().pop().unwrap();
+        assert_eq!(
+            (last.to, last.reason.as_str()),
+            (
+                job.state,
+                "retry budget of target metis-rpc exhausted (2/min), next slot at 12:01:01"
+            ),
+            "issue 15: a hold is on the timeline"
         );
     }
     assert!(
