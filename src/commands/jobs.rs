@@ -354,6 +354,7 @@ pub async fn show(client: &Client, id: &str, json: bool) -> Result<u8> {
                 vec![
                     a.number.to_string(),
                     a.step.clone().unwrap_or_else(|| "-".into()),
+                    a.node.clone(),
                     output::time(a.started_at),
                     took,
                     a.outcome.map_or("running", |o| o.as_str()).to_owned(),
@@ -364,8 +365,9 @@ pub async fn show(client: &Client, id: &str, json: bool) -> Result<u8> {
                 ]
             })
             .collect();
+        // NODE: where a full disk or memory shortage that failed the attempt is.
         let mut headers = vec![
-            "#", "STEP", "STARTED", "TOOK", "OUTCOME", "EXIT", "CLASS", "RULE", "THEN",
+            "#", "STEP", "NODE", "STARTED", "TOOK", "OUTCOME", "EXIT", "CLASS", "RULE", "THEN",
         ];
         let mut rows = rows;
         // The STEP column only for pipelines.

@@ -321,7 +321,7 @@ pub fn diagnose(job: &Job) -> Option<Diagnosis> {
                     summary,
                     vec![
                         format!(
-                            "The error is on the node that ran the attempt, not the target: {what} there (the node is named in the attempts and in the log's first line)."
+                            "The error is on the node that ran the attempt, not the target: {what} there (its name is in the NODE column of the attempts)."
                         ),
                         format!("Then requeue with fresh attempts: retryd retry {id} --reset"),
                     ],
