@@ -87,11 +87,14 @@ async fn issue_15_four_failed_deploys_are_headlined_by_their_real_error_with_fit
         let job = server.wait_terminal(id, Duration::from_secs(60)).await;
         assert_eq!(job["state"], "succeeded", "{job}");
     }
+    for id in &failed {
+        server.wait_terminal(id, Duration::from_secs(60)).await;
+    }
     let dlq_out = server.cli(&["dlq", "list"]);
     let dlq_text = stdout(&dlq_out);
     assert!(dlq_out.status.success(), "{}", stderr(&dlq_out));
     for (failure, id) in FAILURES.iter().zip(&failed) {
-        let job = server.wait_terminal(id, Duration::from_secs(60)).await;
+        let job = server.job(id).await;
         // The API: the headline, the fingerprint built from it, advice for the class.
         assert_eq!(job["state"], "failed", "{job}");
         assert_eq!(job["last_error_class"], failure.class, "{job}");
