@@ -156,7 +156,7 @@ pub async fn list(client: &Client, args: JobsArgs, json: bool) -> Result<u8> {
                 job.target.clone().unwrap_or_else(|| "-".into()),
                 attempts_text(v),
                 output::relative(job.updated_at, now),
-                cut(&status_text(v), 60),
+                cut(&status_text(v), 90),
                 cut(&error, 60),
             ]
         })
