@@ -488,6 +488,64 @@ impl PostgresStore {
     }
 }
 
+/// New jobs as the columns of `queries/insert_jobs.sql`, in its parameter order.
+struct NewJobColumns {
+    ids: Vec<uuid::Uuid>,
+    queues: Vec<String>,
+    kinds: Vec<String>,
+    targets: Vec<Option<String>>,
+    actions: Vec<Value>,
+    policy_names: Vec<String>,
+    policies: Vec<Value>,
+    priorities: Vec<i32>,
+    run_ats: Vec<DateTime<Utc>>,
+    deadlines: Vec<Option<DateTime<Utc>>>,
+    labels: Vec<Value>,
+    idempotency_keys: Vec<Option<String>>,
+    created_bys: Vec<Option<String>>,
+    created_ats: Vec<DateTime<Utc>>,
+}
+
+impl NewJobColumns {
+    fn of(jobs: &[NewJob]) -> Self {
+        NewJobColumns {
+            ids: jobs.iter().map(|j| j.id.0).collect(),
+            queues: jobs.iter().map(|j| j.queue.clone()).collect(),
+            kinds: jobs.iter().map(|j| j.kind.clone()).collect(),
+            targets: jobs.iter().map(|j| j.target.clone()).collect(),
+            actions: jobs.iter().map(|j| to_json(&j.action)).collect(),
+            policy_names: jobs.iter().map(|j| j.policy_name.clone()).collect(),
+            policies: jobs.iter().map(|j| to_json(&j.policy)).collect(),
+            priorities: jobs.iter().map(|j| i32::from(j.priority)).collect(),
+            run_ats: jobs.iter().map(|j| j.run_at).collect(),
+            deadlines: jobs.iter().map(|j| j.deadline).collect(),
+            labels: jobs.iter().map(|j| to_json(&j.labels)).collect(),
+            idempotency_keys: jobs.iter().map(|j| j.idempotency_key.clone()).collect(),
+            created_bys: jobs.iter().map(|j| j.created_by.clone()).collect(),
+            created_ats: jobs.iter().map(|j| j.created_at).collect(),
+        }
+    }
+
+    fn params(&self) -> [&(dyn ToSql + Sync); 14] {
+        [
+            &self.ids,
+            &self.queues,
+            &self.kinds,
+            &self.targets,
+            &self.actions,
+            &self.policy_names,
+            &self.policies,
+            &self.priorities,
+            &self.run_ats,
+            &self.deadlines,
+            &self.labels,
+            &self.idempotency_keys,
+            &self.created_bys,
+            &self.created_ats,
+        ]
+    }
+}
+
 /// Log lines of one or more attempts, as the columns of one INSERT.
 #[derive(Default)]
 struct LogRows {
@@ -1010,70 +1068,77 @@ async fn delete_jobs(client: &impl GenericClient, ids: &[uuid::Uuid]) -> Result<
 
 #[async_trait]
 impl JobWriter for PostgresStore {
-    async fn insert_job(&self, job: NewJob) -> Result<Inserted> {
+    async fn insert_jobs(&self, jobs: Vec<NewJob>) -> Result<Vec<Inserted>> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg)?;
+        let columns = NewJobColumns::of(&jobs);
+        // One statement for the whole batch; a key already taken (by a stored job or an
+        // earlier one of this batch) inserts nothing and is looked up below.
         let inserted = tx
-            .cached_query_opt(
-                "INSERT INTO jobs (id, queue, kind, target, action, policy_name, policy, priority, run_at, deadline, \
-                 labels, idempotency_key, created_by, state, attempt, next_attempt_at, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'pending', 0, $9, $14, $14) \
-                 ON CONFLICT (queue, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING id",
-                &[
-                    &job.id.0,
-                    &job.queue,
-                    &job.kind,
-                    &job.target,
-                    &to_json(&job.action),
-                    &job.policy_name,
-                    &to_json(&job.policy),
-                    &i32::from(job.priority),
-                    &job.run_at,
-                    &job.deadline,
-                    &to_json(&job.labels),
-                    &job.idempotency_key,
-                    &job.created_by,
-                    &job.created_at,
-                ],
+            .cached_query(
+                &with_columns(include_str!("../queries/insert_jobs.sql")),
+                &columns.params(),
             )
             .await
             .map_err(pg)?;
-        if inserted.is_none() {
-            let row = tx
-                .cached_query_one(
-                    "SELECT id FROM jobs WHERE queue = $1 AND idempotency_key = $2",
-                    &[&job.queue, &job.idempotency_key],
+        let mut stored: HashMap<uuid::Uuid, Job> = inserted
+            .iter()
+            .map(|row| job_from_row(row).map(|j| (j.id.0, j)))
+            .collect::<Result<_>>()?;
+        let created: Vec<&NewJob> = jobs
+            .iter()
+            .filter(|j| stored.contains_key(&j.id.0))
+            .collect();
+        let events = if created.is_empty() {
+            Vec::new()
+        } else {
+            let ids: Vec<uuid::Uuid> = created.iter().map(|j| j.id.0).collect();
+            let ats: Vec<DateTime<Utc>> = created.iter().map(|j| j.created_at).collect();
+            let actors: Vec<&str> = created.iter().map(|j| rules::submitter(j)).collect();
+            let steps: Vec<Option<String>> = created.iter().map(|j| rules::first_step(j)).collect();
+            let rows = tx
+                .cached_query(
+                    &format!(
+                        "INSERT INTO events (job_id, at, from_state, to_state, reason, actor, step) \
+                         SELECT job, at, NULL, 'pending', 'submitted', actor, step \
+                         FROM unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::text[]) AS t(job, at, actor, step) \
+                         RETURNING {EVENT_COLUMNS}"
+                    ),
+                    &[&ids, &ats, &actors, &steps],
                 )
                 .await
                 .map_err(pg)?;
-            let existing = load_job(&tx, JobId(row.get(0))).await?;
-            tx.commit().await.map_err(pg)?;
-            return Ok(Inserted {
-                job: existing,
-                created: false,
-                event: None,
-            });
+            notify(&tx, WAKE_CHANNEL, "").await?;
+            rows.iter()
+                .map(event_from_row)
+                .collect::<Result<Vec<_>>>()?
+        };
+        let (queues, keys): (Vec<&str>, Vec<&str>) = jobs
+            .iter()
+            .filter(|j| !stored.contains_key(&j.id.0))
+            .filter_map(|j| Some((j.queue.as_str(), j.idempotency_key.as_deref()?)))
+            .unzip();
+        if !keys.is_empty() {
+            let existing = tx
+                .cached_query(
+                    &format!(
+                        "SELECT {JOB_COLUMNS} FROM jobs \
+                         WHERE (queue, idempotency_key) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
+                    ),
+                    &[&queues, &keys],
+                )
+                .await
+                .map_err(pg)?;
+            for row in &existing {
+                let job = job_from_row(row)?;
+                stored.insert(job.id.0, job);
+            }
         }
-        let actor = job.created_by.as_deref().unwrap_or("api");
-        let event = insert_event(
-            &tx,
-            job.id,
-            job.created_at,
-            None,
-            JobState::Pending,
-            "submitted",
-            actor,
-            rules::first_step(&job),
-        )
-        .await?;
-        notify(&tx, WAKE_CHANNEL, "").await?;
-        let stored = load_job(&tx, job.id).await?;
         tx.commit().await.map_err(pg)?;
-        Ok(Inserted {
-            job: stored,
-            created: true,
-            event: Some(event),
-        })
+        rules::answer_inserts(&jobs, stored.into_values().collect(), events)
     }
 
     async fn claim_jobs(&self, request: &ClaimRequest) -> Result<Vec<Claimed>> {

@@ -350,11 +350,27 @@ impl Engine {
 
     pub async fn submit(&self, job: NewJob) -> Result<Inserted, Error> {
         let inserted = self.inner.store.insert_job(job).await?;
-        if let Some(event) = inserted.event.clone() {
+        self.announce(std::slice::from_ref(&inserted));
+        Ok(inserted)
+    }
+
+    /// Submits a batch in one transaction (see [`retryd_store::JobWriter::insert_jobs`]).
+    pub async fn submit_many(&self, jobs: Vec<NewJob>) -> Result<Vec<Inserted>, Error> {
+        let inserted = self.inner.store.insert_jobs(jobs).await?;
+        self.announce(&inserted);
+        Ok(inserted)
+    }
+
+    /// Publishes the `submitted` events of the jobs created, and wakes the loop for them.
+    fn announce(&self, inserted: &[Inserted]) {
+        let mut created = false;
+        for event in inserted.iter().filter_map(|i| i.event.clone()) {
             self.publish(event);
+            created = true;
+        }
+        if created {
             self.wake();
         }
-        Ok(inserted)
     }
 
     /// Cancels a job: at once when waiting, by stopping its attempt when running here.
