@@ -32,6 +32,7 @@
 //! after each, so that the driver can read CPU and commit counters at exactly those points.
 //! The last line is `RESULT {json}`.
 
+use retryd_core::job::Event;
 use retryd_core::retry::Transient;
 use retryd_core::{Jitter, JobId, JobState, Policy};
 use retryd_embed::{Context, Embedded, Job};
@@ -41,6 +42,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::BufRead;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::broadcast::Receiver;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Serialize, Deserialize)]
@@ -217,14 +219,15 @@ struct Drained {
 }
 
 /// Waits until `jobs` jobs of the database have finished, or `cap` passed. Counts the
-/// engine's own events (a count query per event would cost the database more than the jobs
-/// do) and asks the database only to confirm the end, or after `QUIET` without events.
+/// engine's own `events` (subscribed before the engine ran; a count query per event would
+/// cost the database more than the jobs do) and asks the database only to confirm the end,
+/// or after `QUIET` without events.
 async fn wait_until_done(
     engine: &Embedded,
+    events: &mut Receiver<Event>,
     jobs: usize,
     cap: Option<Duration>,
 ) -> Result<Drained, retryd_store::Error> {
-    let mut events = engine.engine().subscribe();
     let store = engine.engine().store().clone();
     let count = || async {
         let counts = store.count_by_state().await?;
@@ -237,14 +240,14 @@ async fn wait_until_done(
     };
     let started = Instant::now();
     let mut drained = Drained {
-        completed: count().await?,
+        completed: 0,
         here: 0,
         last_done: None,
     };
     loop {
         if drained.completed >= jobs {
-            // Events that came between subscribing and the first count were counted twice:
-            // the database has the last word.
+            // Events after a count of the database, of jobs it had counted, were counted
+            // twice: the database has the last word.
             drained.completed = count().await?;
             if drained.completed >= jobs {
                 return Ok(drained);
@@ -263,6 +266,17 @@ async fn wait_until_done(
             Ok(Ok(_)) => {}
             // Missed events, or a quiet spell: the database has the true count.
             Ok(Err(_)) | Err(_) => drained.completed = count().await?,
+        }
+    }
+}
+
+/// After the end: counts the events of this node's last jobs that were published but not read
+/// yet (the database saw their commits first), at their own time.
+async fn settle(drained: &mut Drained, events: &mut Receiver<Event>) {
+    while let Ok(Ok(event)) = tokio::time::timeout(QUIET, events.recv()).await {
+        if event.to.is_terminal() {
+            drained.here += 1;
+            drained.last_done = drained.last_done.max(Some(SystemTime::from(event.at)));
         }
     }
 }
@@ -361,6 +375,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cpu_before = cpu_seconds();
     let started = Instant::now();
     let started_at = SystemTime::now();
+    let mut events = engine.engine().subscribe();
     let shutdown = CancellationToken::new();
     let runner = {
         let engine = engine.clone();
@@ -376,10 +391,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             engine.enqueue(&FailOnce {}).await?;
         }
     }
-    let drained = wait_until_done(&engine, args.jobs, args.cap).await?;
+    let mut drained = wait_until_done(&engine, &mut events, args.jobs, args.cap).await?;
     let drain_s = started.elapsed().as_secs_f64();
     let cpu_s = cpu_seconds() - cpu_before;
     mark(&args, "drain-end");
+    if args.mode == Mode::Drain {
+        settle(&mut drained, &mut events).await;
+    }
     shutdown.cancel();
     runner.await?;
 
