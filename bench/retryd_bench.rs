@@ -174,7 +174,9 @@ fn cpu_seconds() -> f64 {
 }
 
 fn unix_seconds(at: SystemTime) -> f64 {
-    at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64()
+    at.duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
 }
 
 /// Enqueues `args.jobs` no-op jobs: in batches of `--batch-size` through `enqueue_many`, or

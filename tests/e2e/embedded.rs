@@ -249,7 +249,14 @@ fn bench_harness(mode: &str, database: &str, jobs: usize, extra: &[&str]) -> ser
 fn bench_command(mode: &str, database: &str, jobs: usize, extra: &[&str]) -> Command {
     let mut command = Command::new(example().with_file_name("retryd-bench"));
     command
-        .args([mode, database, "--jobs", &jobs.to_string(), "--concurrency", "4"])
+        .args([
+            mode,
+            database,
+            "--jobs",
+            &jobs.to_string(),
+            "--concurrency",
+            "4",
+        ])
         .args(extra);
     command
 }
@@ -324,7 +331,10 @@ async fn the_benchmark_harness_enqueues_then_several_nodes_drain() {
         .collect();
     let mut here = 0;
     for result in &results {
-        assert_eq!(result["completed"], 30, "every node waits for all: {result}");
+        assert_eq!(
+            result["completed"], 30,
+            "every node waits for all: {result}"
+        );
         here += result["completed_here"].as_u64().unwrap();
     }
     assert_eq!(here, 30, "each job ran on one node once: {results:?}");
