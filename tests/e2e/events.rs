@@ -3,9 +3,9 @@
 //! WebSocket carries the same events; filters narrow the stream.
 
 use crate::helpers::*;
+use futures::StreamExt;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
-use futures::StreamExt;
 use std::time::Duration;
 
 async fn every_transition_in_order(server: Server) {
