@@ -35,6 +35,13 @@ pub struct Cli {
 pub enum Command {
     /// Run the server: HTTP API, workers and scheduler
     Serve(ServeOverrides),
+    /// Print a shell completion script: `source <(retryd completions bash)`
+    Completions {
+        /// bash, zsh, fish, powershell or elvish
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff): `retryd man > retryd.1; man ./retryd.1`
+    Man,
     /// Submit a job to the server
     Submit(Box<SubmitArgs>),
     /// Run a command under a retry policy, here and now, without a server
