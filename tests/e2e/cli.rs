@@ -272,12 +272,23 @@ async fn server_log_lines_about_a_job_carry_its_fields() {
     let server = Server::start(&[]).await;
     let id = server.submit(&["true"], serde_json::json!({ "kind": "wordpress-deploy", "target": "sftp.example", "queue": "deploy" })).await;
     server.wait_terminal(&id, Duration::from_secs(10)).await;
-    let log = server.log();
-    let line = log
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|l| l["fields"]["message"] == "attempt finished")
-        .unwrap_or_else(|| panic!("no 'attempt finished' line:\n{log}"));
+    // The line is written just after the result commits, so a reader may see the state first.
+    let finished = |log: &str| {
+        log.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|l| l["fields"]["message"] == "attempt finished")
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let line = loop {
+        let log = server.log();
+        match finished(&log) {
+            Some(line) => break line,
+            None if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            None => panic!("no 'attempt finished' line:\n{log}"),
+        }
+    };
     let span = &line["span"];
     assert_eq!(span["job_id"], id);
     assert_eq!(span["queue"], "deploy");
