@@ -13,6 +13,7 @@ mod dead_letter;
 mod embedded;
 mod events;
 mod examples;
+mod hardening;
 mod helpers;
 mod http;
 mod limits;

@@ -414,9 +414,7 @@ impl Action {
 
 /// Replaces every secret value in `text`.
 pub fn redact(text: &str, secrets: &[String]) -> String {
-    secrets.iter().fold(text.to_owned(), |acc, secret| {
-        acc.replace(secret.as_str(), REDACTED)
-    })
+    crate::redact::Redactor::new(secrets).redact(text)
 }
 
 /// How an attempt ended.

@@ -5,9 +5,9 @@ use super::{Outcome, OutputLine, Stopped};
 use chrono::Utc;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use retryd_core::job::{CommandAction, Stream, redact};
+use retryd_core::job::{CommandAction, Stream};
+use retryd_core::redact::{RedactingLines, Redactor};
 use std::process::{ExitStatus, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
@@ -34,7 +34,7 @@ pub async fn run(
     lines: mpsc::Sender<OutputLine>,
     spawned: impl FnOnce(u32),
 ) -> Outcome {
-    let secrets: Arc<[String]> = action.secrets().into();
+    let redactor = Redactor::new(&action.secrets());
     let mut command = Command::new(&action.program);
     command
         .args(&action.args)
@@ -73,16 +73,15 @@ pub async fn run(
             let _ = stdin.write_all(input.as_bytes()).await;
         });
     }
-    let readers = [
-        child
-            .stdout
-            .take()
-            .map(|out| tokio::spawn(pump(out, Stream::Stdout, lines.clone(), secrets.clone()))),
-        child
-            .stderr
-            .take()
-            .map(|err| tokio::spawn(pump(err, Stream::Stderr, lines.clone(), secrets.clone()))),
-    ];
+    let readers =
+        [
+            child.stdout.take().map(|out| {
+                tokio::spawn(pump(out, Stream::Stdout, lines.clone(), redactor.clone()))
+            }),
+            child.stderr.take().map(|err| {
+                tokio::spawn(pump(err, Stream::Stderr, lines.clone(), redactor.clone()))
+            }),
+        ];
     let timeout = async {
         match limits.timeout {
             Some(limit) => tokio::time::sleep(limit).await,
@@ -159,22 +158,22 @@ fn spawn_failure(action: &CommandAction, error: &std::io::Error) -> Outcome {
     }
 }
 
-/// Reads a stream, splitting it into lines (long ones in pieces), redacting secrets.
+/// Reads a stream, splitting it into lines (long ones in pieces), secrets hidden on the
+/// stream before it is cut so that none shows across a cut.
 async fn pump(
     mut reader: impl AsyncRead + Unpin,
     stream: Stream,
     lines: mpsc::Sender<OutputLine>,
-    secrets: Arc<[String]>,
+    redactor: Redactor,
 ) {
-    let mut pending: Vec<u8> = Vec::new();
+    let mut cutter = RedactingLines::new(redactor, MAX_LINE_BYTES);
     let mut buf = vec![0u8; 8192];
     let emit = |bytes: &[u8]| {
         let text = String::from_utf8_lossy(bytes);
-        let text = text.strip_suffix('\r').unwrap_or(&text);
         OutputLine {
             at: Utc::now(),
             stream,
-            line: redact(text, &secrets),
+            line: text.strip_suffix('\r').unwrap_or(&text).to_owned(),
         }
     };
     loop {
@@ -182,21 +181,15 @@ async fn pump(
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        pending.extend_from_slice(&buf[..n]);
-        while let Some(pos) = pending.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = pending.drain(..=pos).collect();
-            if lines.send(emit(&line[..line.len() - 1])).await.is_err() {
-                return;
-            }
-        }
-        while pending.len() >= MAX_LINE_BYTES {
-            let piece: Vec<u8> = pending.drain(..MAX_LINE_BYTES).collect();
-            if lines.send(emit(&piece)).await.is_err() {
+        for line in cutter.push(&buf[..n]) {
+            if lines.send(emit(&line)).await.is_err() {
                 return;
             }
         }
     }
-    if !pending.is_empty() {
-        let _ = lines.send(emit(&pending)).await;
+    for line in cutter.finish() {
+        if lines.send(emit(&line)).await.is_err() {
+            return;
+        }
     }
 }

@@ -4,7 +4,8 @@
 use super::guard::{GuardedResolver, HostGuard, refused_in};
 use super::{Outcome, OutputLine, Stopped};
 use chrono::{DateTime, Utc};
-use retryd_core::job::{HttpAction, Stream, redact};
+use retryd_core::job::{HttpAction, Stream};
+use retryd_core::redact::Redactor;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -83,12 +84,12 @@ pub async fn run(
     lines: mpsc::Sender<OutputLine>,
     keep_body: bool,
 ) -> Outcome {
-    let secrets = action.secrets_list();
+    let redactor = Redactor::new(&action.secrets_list());
     let emit = |stream: Stream, text: String| {
         let line = OutputLine {
             at: Utc::now(),
             stream,
-            line: redact(&text, &secrets),
+            line: redactor.redact(&text),
         };
         let lines = lines.clone();
         async move {
@@ -198,7 +199,7 @@ pub async fn run(
     let limit = if keep_body {
         EXPORT_BODY_BYTES
     } else {
-        BODY_EXCERPT_BYTES
+        BODY_EXCERPT_BYTES + redactor.lookahead()
     };
     let mut body: Vec<u8> = Vec::new();
     while body.len() < limit {
@@ -209,15 +210,26 @@ pub async fn run(
             _ => break,
         }
     }
-    let excerpt = &body[..body.len().min(BODY_EXCERPT_BYTES)];
-    for line in String::from_utf8_lossy(excerpt).lines() {
-        emit(Stream::Stdout, line.to_owned()).await;
+    // Hidden before the cut, with a secret's length read past it, so that a secret falling
+    // across the excerpt's end is not left half shown.
+    let excerpt = redactor.excerpt(
+        &body[..body.len().min(BODY_EXCERPT_BYTES + redactor.lookahead())],
+        BODY_EXCERPT_BYTES,
+    );
+    for line in excerpt.lines() {
+        let _ = lines
+            .send(OutputLine {
+                at: Utc::now(),
+                stream: Stream::Stdout,
+                line: line.to_owned(),
+            })
+            .await;
     }
     Outcome {
         ok: action.is_success(status.as_u16()),
         http_status: Some(status.as_u16()),
         retry_after,
-        summary: Some(redact(&summary, &secrets)),
+        summary: Some(redactor.redact(&summary)),
         body: keep_body.then(|| String::from_utf8_lossy(&body).into_owned()),
         ..Outcome::default()
     }

@@ -1,0 +1,47 @@
+//! Issue 16: hardening found by an outside attack — secrets across cuts, cross-site
+//! requests, terminal escapes, the SSRF guard, bounded answers, input and secrets at rest.
+
+use crate::helpers::*;
+use serde_json::json;
+use std::time::Duration;
+
+/// Issue 16, item 1: a secret that falls across the 16 KiB cut of a long line, written in two
+/// separate writes, shows in no piece of the log, the job or the CLI.
+#[tokio::test]
+async fn issue_16_a_secret_across_a_long_line_cut_is_hidden_in_every_piece() {
+    let server = Server::start(&[]).await;
+    // 16,380 bytes of padding, then the secret from a second process: it crosses 16,384.
+    let script = "head -c 16380 /dev/zero | tr '\\0' a; printf %s \"$DEPLOY_KEY\"; echo; exit 1";
+    let body = json!({ "action": {
+        "type": "command", "program": "sh", "args": ["-c", script],
+        "env": { "DEPLOY_KEY": { "value": "dk-41e9-7c22-secret", "secret": true } },
+    }, "policy": fast_policy(1) });
+    let (status, job) = server.post("/jobs", body).await;
+    assert_eq!(status, 201, "{job}");
+    let id = job["id"].as_str().unwrap().to_owned();
+    server.wait_terminal(&id, Duration::from_secs(20)).await;
+    let (_, log) = server.get(&format!("/jobs/{id}/log")).await;
+    let lines: Vec<String> = log["lines"]
+        .as_array()
+        .expect("lines")
+        .iter()
+        .map(|l| l["line"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert!(lines.len() >= 2, "the long line was cut: {lines:?}");
+    let joined = lines.concat();
+    assert!(joined.contains("[REDACTED]"), "{joined}");
+    for place in [
+        joined,
+        server.job(&id).await.to_string(),
+        stdout(&server.cli(&["logs", &id])),
+    ] {
+        for part in ["dk-41e9", "7c22-secret"] {
+            assert!(!place.contains(part), "{part} shown: …{}", tail(&place));
+        }
+    }
+}
+
+fn tail(text: &str) -> &str {
+    let from = text.len().saturating_sub(300);
+    text.get(from..).unwrap_or(text)
+}
