@@ -42,6 +42,8 @@ pub struct FileConfig {
     pub http: HttpFile,
     #[serde(default)]
     pub auth: AuthFile,
+    #[serde(default)]
+    pub server: ServerFile,
     /// Circuit breaking per target; off unless the table is present.
     pub circuits: Option<CircuitsFile>,
     /// Retry budgets per target; off unless the table is present.
@@ -60,6 +62,16 @@ pub struct AuthFile {
     pub rate_limit: Option<u32>,
     /// Requests a token may send at once above that rate [default: 500].
     pub rate_burst: Option<u32>,
+}
+
+/// The HTTP server.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerFile {
+    /// Host names (`retryd.example.com`, `*.example.com`) the server answers to besides IP
+    /// addresses and localhost; any other `Host` is refused (DNS rebinding).
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
 }
 
 pub const DEFAULT_FAILURE_THRESHOLD: f64 = 0.5;
@@ -370,7 +382,7 @@ impl Settings {
             file.priority_rule.unwrap_or_default(),
         )
         .map_err(|e| anyhow::anyhow!("{}: {}", e.field, e.message))?;
-        let auth = auth_config(flags.auth, &file.auth)?;
+        let auth = auth_config(flags.auth, &file.auth, &file.server)?;
         if !auth.enabled && !listen.ip().is_loopback() {
             bail!(
                 "auth: refusing to serve on {listen} with authentication disabled: anyone who can reach that \
@@ -404,7 +416,11 @@ impl Settings {
     }
 }
 
-fn auth_config(flag: Option<bool>, file: &AuthFile) -> Result<retryd_server::auth::AuthConfig> {
+fn auth_config(
+    flag: Option<bool>,
+    file: &AuthFile,
+    server: &ServerFile,
+) -> Result<retryd_server::auth::AuthConfig> {
     let defaults = retryd_server::auth::AuthConfig::default();
     let positive = |field: &str, value: Option<u32>, default: std::num::NonZeroU32| match value {
         None => Ok(default),
@@ -416,7 +432,22 @@ fn auth_config(flag: Option<bool>, file: &AuthFile) -> Result<retryd_server::aut
         enabled: flag.or(file.enabled).unwrap_or(defaults.enabled),
         rate_per_second: positive("rate_limit", file.rate_limit, defaults.rate_per_second)?,
         burst: positive("rate_burst", file.rate_burst, defaults.burst)?,
+        allowed_hosts: server_hosts(&server.allowed_hosts)?,
     })
+}
+
+fn server_hosts(hosts: &[String]) -> Result<Vec<String>> {
+    for host in hosts {
+        let name = host.strip_prefix("*.").unwrap_or(host);
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        {
+            bail!("server.allowed_hosts: {host:?} is not a host name or *.domain");
+        }
+    }
+    Ok(hosts.to_vec())
 }
 
 fn retention(

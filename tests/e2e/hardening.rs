@@ -45,3 +45,89 @@ fn tail(text: &str) -> &str {
     let from = text.len().saturating_sub(300);
     text.get(from..).unwrap_or(text)
 }
+
+/// Issue 16, item 2: with authentication off, what a page on another site can send — a
+/// plain-text POST, a JSON POST from another origin, a rebound DNS name, a WebSocket from
+/// another origin — changes nothing and reads nothing; the same request from the server's
+/// own origin works.
+#[tokio::test]
+async fn issue_16_cross_site_requests_are_refused_with_auth_off() {
+    let server = Server::start(&["--auth", "false"]).await;
+    let pause = server.api("/queues/default/pause");
+    let own_origin = server.url.clone();
+
+    let plain = server
+        .http
+        .post(&pause)
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(plain.status(), 415, "a text/plain POST is refused");
+
+    let foreign = server
+        .http
+        .post(&pause)
+        .header("origin", "http://127.0.0.1:1")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(foreign.status(), 403, "another origin's POST is refused");
+    let body: serde_json::Value = foreign.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "cross_site", "{body}");
+
+    let rebound = server
+        .http
+        .get(server.api("/jobs"))
+        .header("host", "rebind.attacker.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rebound.status(), 403, "a DNS-rebound Host is refused");
+
+    let (_, queues) = server.get("/queues").await;
+    assert!(
+        !queues.to_string().contains("\"paused\":true"),
+        "nothing was paused: {queues}"
+    );
+
+    let ws_url = server.url.replace("http://", "ws://") + "/api/v1/ws";
+    let mut request =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+            ws_url.as_str(),
+        )
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("origin", "http://127.0.0.1:1".parse().unwrap());
+    let refused = tokio_tungstenite::connect_async(request).await;
+    assert!(refused.is_err(), "another origin cannot open the WebSocket");
+    let mut request =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+            ws_url.as_str(),
+        )
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("origin", own_origin.parse().unwrap());
+    assert!(
+        tokio_tungstenite::connect_async(request).await.is_ok(),
+        "the server's own page opens it"
+    );
+
+    let same = server
+        .http
+        .post(&pause)
+        .header("origin", own_origin.as_str())
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        same.status(),
+        200,
+        "the server's own origin may change things"
+    );
+}

@@ -38,6 +38,9 @@ pub struct AuthConfig {
     pub rate_per_second: NonZeroU32,
     /// Requests a token may send at once above the sustained rate.
     pub burst: NonZeroU32,
+    /// Host names, besides IP addresses and localhost, the server answers to (see
+    /// [`crate::cross_site`]).
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for AuthConfig {
@@ -46,6 +49,7 @@ impl Default for AuthConfig {
             enabled: true,
             rate_per_second: NonZeroU32::new(100).expect("non-zero"),
             burst: NonZeroU32::new(500).expect("non-zero"),
+            allowed_hosts: Vec::new(),
         }
     }
 }

@@ -5,6 +5,7 @@
 //!
 //! - [`auth`]: tokens, sessions, CSRF, rate limits and the role extractors every handler
 //!   names.
+//! - [`cross_site`]: refuses what a page on another site could send (Host, Origin, body type).
 //! - [`error`]: `api::Error`, the one variant-to-status table.
 //! - [`extract`]: JSON and query extractors whose rejections speak that error shape.
 //! - [`dto`]: requests (validated into domain values here) and responses.
@@ -15,6 +16,7 @@
 //! `/api/v1` except login takes a role extractor (the authorization matrix test checks it).
 
 pub mod auth;
+pub mod cross_site;
 mod dashboard;
 pub mod dto;
 pub mod error;
@@ -92,6 +94,10 @@ pub fn openapi_document() -> serde_json::Value {
 pub fn app(state: AppState) -> Router {
     let (router, doc) = routes();
     let doc = std::sync::Arc::new(doc);
+    let cross_site = std::sync::Arc::new(cross_site::CrossSite {
+        allowed: cross_site::AllowedHosts::new(&state.auth.config.allowed_hosts),
+        auth_enabled: state.auth.config.enabled,
+    });
     router
         .route(
             "/api/v1/openapi.json",
@@ -107,6 +113,10 @@ pub fn app(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            cross_site,
+            cross_site::refuse_cross_site,
         ))
         .with_state(state)
 }

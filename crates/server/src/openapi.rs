@@ -15,7 +15,7 @@ const ERRORS: &[(&str, &str)] = &[
     ("401", "No token, or an unknown or revoked one"),
     (
         "403",
-        "The token's role is too weak, or a session change lacks its CSRF token",
+        "The token's role is too weak, a session change lacks its CSRF token, or the request is cross-site (Host, Origin)",
     ),
     ("404", "No such job, policy, token or route"),
     ("405", "Method not allowed on this path"),
