@@ -131,3 +131,68 @@ async fn issue_16_cross_site_requests_are_refused_with_auth_off() {
         "the server's own origin may change things"
     );
 }
+
+/// What a hostile job or server could send a terminal: a title change (OSC 0), a clipboard
+/// write (OSC 52), a screen clear (CSI 2J), a bell and an 8-bit CSI.
+const HOSTILE: &str = "\x1b]0;pwned\x07\x1b]52;c;cm0gLXJmIH4=\x07\x1b[2J\u{9b}31m";
+
+fn assert_no_control_sequences(place: &str, text: &str) {
+    let raw: Vec<char> = text
+        .chars()
+        .filter(|c| c.is_control() && *c != '\n' && *c != '\t')
+        .collect();
+    assert!(
+        raw.is_empty(),
+        "{place} printed raw control characters {raw:?}: {text}"
+    );
+    assert!(
+        text.contains("\\x1b]52"),
+        "{place} shows the escape visibly: {text}"
+    );
+}
+
+/// Issue 16, item 3: `logs`, `show`, `jobs`, `dlq list` and `submit --wait` print a job's
+/// escape sequences (in its output, label and arguments) as visible text, never raw.
+#[tokio::test]
+async fn issue_16_cli_output_never_passes_terminal_escapes_through() {
+    let server = Server::start(&[]).await;
+    let script = format!("printf '%s\\n' '{HOSTILE}'; printf '{HOSTILE}' >&2; exit 2");
+    let waited = server.cli(&[
+        "submit",
+        "--wait",
+        "--policy",
+        r#"{"max_attempts": 1}"#,
+        "--label",
+        &format!("note={HOSTILE}"),
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    let id = server.get("/jobs").await.1["jobs"][0]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no job: {}", stderr(&waited)))
+        .to_owned();
+    server.wait_terminal(&id, Duration::from_secs(20)).await;
+    let outputs = [
+        (
+            "submit --wait",
+            format!("{}{}", stdout(&waited), stderr(&waited)),
+        ),
+        ("logs", stdout(&server.cli(&["logs", &id]))),
+        ("show", stdout(&server.cli(&["show", &id]))),
+        ("jobs", stdout(&server.cli(&["jobs", "--state", "failed"]))),
+        ("dlq list", stdout(&server.cli(&["dlq", "list"]))),
+    ];
+    for (place, text) in &outputs {
+        if *place == "jobs" || *place == "dlq list" {
+            // Lists show the last error, a line of the output.
+            assert!(
+                !text.chars().any(|c| c == '\x1b' || c == '\u{9b}'),
+                "{place}: {text}"
+            );
+        } else {
+            assert_no_control_sequences(place, text);
+        }
+    }
+}
