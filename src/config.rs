@@ -143,10 +143,14 @@ pub struct NotificationFile {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpFile {
-    /// The SSRF guard: hosts (`api.example.com`, `*.example.com`) and IP addresses that
-    /// `http` actions may call. Empty: any host.
+    /// Hosts (`api.example.com`, `*.example.com`) and IP addresses that `http` actions may
+    /// call. Empty: any public host.
     #[serde(default)]
     pub allow_hosts: Vec<String>,
+    /// The SSRF guard's opt-out: hosts and IP addresses that may be internal (loopback,
+    /// private, link-local, metadata). Empty: no internal address is called.
+    #[serde(default)]
+    pub allow_internal: Vec<String>,
 }
 
 /// How long finished jobs are kept before the purge deletes them.
@@ -232,6 +236,14 @@ pub struct ServeOverrides {
     /// Require API tokens [default: true]; false is refused on a non-loopback address
     #[arg(long, env = "RETRYD_AUTH", value_name = "true|false")]
     pub auth: Option<bool>,
+    /// Internal hosts `http` actions may call, comma-separated (added to http.allow_internal)
+    #[arg(
+        long,
+        env = "RETRYD_HTTP_ALLOW_INTERNAL",
+        value_delimiter = ',',
+        value_name = "HOSTS"
+    )]
+    pub http_allow_internal: Option<Vec<String>>,
 }
 
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -367,7 +379,15 @@ impl Settings {
                 .log_tail_bytes
                 .unwrap_or(defaults.log_tail_bytes),
             retention: retention(&file.retention, defaults.retention)?,
-            http_allow_hosts: allow_hosts(&file.http.allow_hosts)?,
+            http_allow_hosts: allow_hosts("http.allow_hosts", &file.http.allow_hosts)?,
+            http_allow_internal: allow_hosts(
+                "http.allow_internal",
+                &[
+                    file.http.allow_internal,
+                    flags.http_allow_internal.clone().unwrap_or_default(),
+                ]
+                .concat(),
+            )?,
             limits: TargetLimits {
                 circuit: file.circuits.as_ref().map(circuits).transpose()?,
                 budget: file.budgets.as_ref().map(budgets).transpose()?,
@@ -671,7 +691,7 @@ fn sinks(files: &[NotificationFile], policies: &retryd_worker::Policies) -> Resu
     Ok(sinks)
 }
 
-fn allow_hosts(hosts: &[String]) -> Result<Vec<String>> {
+fn allow_hosts(field: &str, hosts: &[String]) -> Result<Vec<String>> {
     for host in hosts {
         let name = host.strip_prefix("*.").unwrap_or(host);
         let valid = !name.is_empty()
@@ -681,7 +701,7 @@ fn allow_hosts(hosts: &[String]) -> Result<Vec<String>> {
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'));
         if !valid {
-            bail!("http.allow_hosts: {host:?} is not a host name, *.domain or IP address");
+            bail!("{field}: {host:?} is not a host name, *.domain or IP address");
         }
     }
     Ok(hosts.to_vec())

@@ -2,7 +2,10 @@
 //! requests, terminal escapes, the SSRF guard, bounded answers, input and secrets at rest.
 
 use crate::helpers::*;
+use axum::response::IntoResponse;
 use serde_json::json;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 /// Issue 16, item 1: a secret that falls across the 16 KiB cut of a long line, written in two
@@ -195,4 +198,115 @@ async fn issue_16_cli_output_never_passes_terminal_escapes_through() {
             assert_no_control_sequences(place, text);
         }
     }
+}
+
+/// A loopback target that counts its calls; `/hop` redirects to `to`.
+async fn counted_target(bind: &str, to: String) -> (String, Arc<AtomicU32>) {
+    let calls = Arc::new(AtomicU32::new(0));
+    let counter = calls.clone();
+    let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+        let counter = counter.clone();
+        let to = to.clone();
+        async move {
+            counter.fetch_add(1, Ordering::SeqCst);
+            if uri.path() == "/hop" {
+                (axum::http::StatusCode::FOUND, [("location", to)], "").into_response()
+            } else {
+                "reached".into_response()
+            }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind(bind).await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{address}"), calls)
+}
+
+async fn run_http(server: &Server, url: &str) -> serde_json::Value {
+    let (status, job) = server
+        .post(
+            "/jobs",
+            json!({ "action": { "type": "http", "method": "GET", "url": url }, "policy": fast_policy(1) }),
+        )
+        .await;
+    assert_eq!(status, 201, "{job}");
+    server
+        .wait_terminal(job["id"].as_str().unwrap(), Duration::from_secs(20))
+        .await
+}
+
+/// Issue 16, item 4: with no configuration the SSRF guard refuses loopback, private,
+/// link-local and metadata addresses in every notation, checks each redirect hop, and an
+/// `HTTP_PROXY` in the environment does not carry requests around it; a host listed in
+/// `http.allow_internal` is reachable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_16_the_ssrf_guard_is_on_by_default_in_every_notation_hop_and_proxy() {
+    // What is "inside": a loopback target and a loopback proxy that count what reaches them.
+    let (inside, inside_calls) = counted_target("127.0.0.2:0", String::new()).await;
+    let inside_port = inside.rsplit(':').next().unwrap().to_owned();
+    let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_url = format!("http://{}", proxy.local_addr().unwrap());
+    let proxied = Arc::new(AtomicU32::new(0));
+    let proxied_count = proxied.clone();
+    tokio::spawn(async move {
+        while let Ok((_socket, _)) = proxy.accept().await {
+            proxied_count.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    // The only opted-out host is a second target that redirects inside.
+    let (allowed, allowed_calls) =
+        counted_target("127.0.0.1:0", format!("http://127.0.0.2:{inside_port}/")).await;
+    let server = Server::start_with_env(
+        &["--http-allow-internal", "127.0.0.1"],
+        &[
+            ("HTTP_PROXY", &proxy_url),
+            ("http_proxy", &proxy_url),
+            ("ALL_PROXY", &proxy_url),
+        ],
+    )
+    .await;
+
+    for url in [
+        format!("http://127.0.0.2:{inside_port}/"),
+        format!("http://2130706434:{inside_port}/"),
+        format!("http://0x7f.0.0.2:{inside_port}/"),
+        format!("http://0177.0.0.2:{inside_port}/"),
+        format!("http://[::ffff:127.0.0.2]:{inside_port}/"),
+        format!("http://0.0.0.0:{inside_port}/"),
+        "http://169.254.169.254/latest/meta-data/".to_owned(),
+        "http://[fd00:ec2::254]/".to_owned(),
+        "http://10.0.0.1/".to_owned(),
+        "http://100.64.0.1/".to_owned(),
+        format!("{allowed}/hop"),
+    ] {
+        let job = run_http(&server, &url).await;
+        assert_eq!(job["state"], "failed", "{url}: {job}");
+        assert_eq!(job["last_error_class"], "permanent", "{url}: {job}");
+        let error = job["last_error"].as_str().unwrap_or_default();
+        assert!(error.contains("SSRF guard"), "{url}: {error}");
+    }
+    assert_eq!(
+        inside_calls.load(Ordering::SeqCst),
+        0,
+        "nothing reached inside"
+    );
+    assert_eq!(
+        allowed_calls.load(Ordering::SeqCst),
+        1,
+        "only the redirecting hop was called"
+    );
+
+    // A name goes direct, never through the environment's proxy.
+    run_http(&server, "http://retryd-issue-16.invalid/").await;
+    assert_eq!(
+        proxied.load(Ordering::SeqCst),
+        0,
+        "the proxy saw no request"
+    );
+
+    let job = run_http(&server, &format!("{allowed}/")).await;
+    assert_eq!(
+        job["state"], "succeeded",
+        "an opted-out host is reachable: {job}"
+    );
 }

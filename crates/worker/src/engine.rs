@@ -56,8 +56,11 @@ pub struct EngineConfig {
     pub log_tail_bytes: usize,
     /// How long finished jobs are kept, per terminal state.
     pub retention: BTreeMap<JobState, Duration>,
-    /// Hosts `http` actions may call; empty means any (no SSRF guard).
+    /// Hosts `http` actions may call; empty means any public host.
     pub http_allow_hosts: Vec<String>,
+    /// Hosts `http` actions may call although they are internal (loopback, private,
+    /// link-local…): the SSRF guard's opt-out. Empty: none.
+    pub http_allow_internal: Vec<String>,
     /// Circuit breaking and retry budgets per target; the default enforces neither.
     pub limits: TargetLimits,
     /// Where job events are delivered.
@@ -96,6 +99,7 @@ impl Default for EngineConfig {
             log_tail_bytes: DEFAULT_LOG_TAIL_BYTES,
             retention: default_retention(),
             http_allow_hosts: Vec::new(),
+            http_allow_internal: Vec::new(),
             limits: TargetLimits::default(),
             notifications: Vec::new(),
             run_builtin: true,
@@ -268,7 +272,10 @@ impl Engine {
                 clock,
                 policies: std::sync::RwLock::new(Arc::new(policies.clone())),
                 base_policies: policies,
-                http: HttpClient::new(HostGuard::new(&config.http_allow_hosts)),
+                http: HttpClient::new(HostGuard::new(
+                    &config.http_allow_hosts,
+                    &config.http_allow_internal,
+                )),
                 limits: Arc::new(config.limits.clone()),
                 deliveries: Notify::new(),
                 config,

@@ -1,7 +1,7 @@
 //! The `http` action: one request; the status, a few headers and the start of the body go
 //! to the attempt's log, secret header values redacted.
 
-use super::guard::{GuardedResolver, HostGuard, refused_in};
+use super::guard::{GuardedResolver, HostGuard, Refused, refused_in};
 use super::{Outcome, OutputLine, Stopped};
 use chrono::{DateTime, Utc};
 use retryd_core::job::{HttpAction, Stream};
@@ -26,28 +26,42 @@ const HEADERS_OF_INTEREST: [&str; 5] = [
     "www-authenticate",
 ];
 
-/// One client for the engine (it pools connections), with the host guard when configured.
+/// Redirect hops followed, each checked by the guard.
+const MAX_REDIRECTS: usize = 10;
+
+/// One client for the engine (it pools connections), always behind the SSRF guard.
 #[derive(Debug, Clone)]
 pub struct HttpClient {
     client: reqwest::Client,
-    guard: Option<Arc<HostGuard>>,
+    guard: Arc<HostGuard>,
 }
 
 impl HttpClient {
-    pub fn new(guard: Option<HostGuard>) -> Self {
-        let guard = guard.map(Arc::new);
-        let mut builder =
-            reqwest::Client::builder().user_agent(concat!("retryd/", env!("CARGO_PKG_VERSION")));
-        if let Some(guard) = &guard {
-            // Redirects could lead anywhere: with a guard, a redirect is the answer.
-            builder = builder
-                .dns_resolver(Arc::new(GuardedResolver(guard.clone())))
-                .redirect(reqwest::redirect::Policy::none());
-        }
-        HttpClient {
-            client: builder.build().expect("HTTP client builds"),
-            guard,
-        }
+    pub fn new(guard: HostGuard) -> Self {
+        let guard = Arc::new(guard);
+        let hops = guard.clone();
+        let redirects = reqwest::redirect::Policy::custom(move |attempt| {
+            if attempt.previous().len() >= MAX_REDIRECTS {
+                return attempt.error(Refused(format!("more than {MAX_REDIRECTS} redirects")));
+            }
+            // A literal address is checked here; a name is checked when it is resolved.
+            match hops.check_url(attempt.url()) {
+                Ok(()) => attempt.follow(),
+                Err(refused) => {
+                    let message = format!("redirect to {}: {refused}", attempt.url());
+                    attempt.error(Refused(message))
+                }
+            }
+        });
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("retryd/", env!("CARGO_PKG_VERSION")))
+            .dns_resolver(Arc::new(GuardedResolver(guard.clone())))
+            .redirect(redirects)
+            // An HTTP_PROXY would resolve names itself, where the guard cannot check them.
+            .no_proxy()
+            .build()
+            .expect("HTTP client builds");
+        HttpClient { client, guard }
     }
 }
 
@@ -121,14 +135,11 @@ pub async fn run(
             ));
         }
     };
-    if let Some(guard) = &http.guard {
-        let host = request.url().host_str().unwrap_or_default().to_owned();
-        if let Err(refused) = guard.check_host(&host) {
-            return invalid(format!(
-                "{} {}: refused by the SSRF guard: {refused}",
-                action.method, action.url
-            ));
-        }
+    if let Err(refused) = http.guard.check_url(request.url()) {
+        return invalid(format!(
+            "{} {}: refused by the SSRF guard: {refused}",
+            action.method, action.url
+        ));
     }
     let started = Instant::now();
     let sent = tokio::select! {
