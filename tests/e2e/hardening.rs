@@ -310,3 +310,148 @@ async fn issue_16_the_ssrf_guard_is_on_by_default_in_every_notation_hop_and_prox
         "an opted-out host is reachable: {job}"
     );
 }
+
+/// The server's peak resident memory, in bytes (VmHWM).
+fn peak_rss(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM");
+    kb * 1024
+}
+
+/// Issue 16, item 5: a list of 100 jobs that each carry 1 MB of stdin answers with
+/// summaries under 1 MB, and four clients listing at once keep the server under 100 MB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn issue_16_lists_of_fat_jobs_answer_small_and_keep_memory_bounded() {
+    let server = Server::start(&["--concurrency", "0"]).await;
+    let stdin = "x".repeat(1_000_000);
+    for i in 0..100 {
+        let (status, body) = server
+            .post(
+                "/jobs",
+                json!({ "action": { "type": "command", "program": "cat", "stdin": stdin,
+                                    "args": ["a".repeat(5000)],
+                                    "env": { "TOKEN": format!("value-{i}") } } }),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let pid = server.pid().unwrap();
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let http = server.http.clone();
+            let url = server.api("/jobs?limit=100");
+            tokio::spawn(async move {
+                let mut sizes = Vec::new();
+                for _ in 0..2 {
+                    let body = http.get(&url).send().await.unwrap().bytes().await.unwrap();
+                    let page: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                    assert!(!page["jobs"].as_array().unwrap().is_empty());
+                    assert!(!body.windows(7).any(|w| w == b"value-1"), "no env values");
+                    sizes.push(body.len());
+                }
+                sizes
+            })
+        })
+        .collect();
+    let mut largest = 0;
+    for client in clients {
+        largest = largest.max(client.await.unwrap().into_iter().max().unwrap());
+    }
+    let rss = peak_rss(pid);
+    eprintln!(
+        "largest list answer: {largest} bytes; server peak RSS: {} MB",
+        rss / 1_048_576
+    );
+    assert!(largest < 1_000_000, "a list answered {largest} bytes");
+    assert!(
+        rss < 100 * 1_048_576,
+        "the server peaked at {} MB",
+        rss / 1_048_576
+    );
+    // The list continues where a size-capped page stopped, and the job itself has it all.
+    let (_, page) = server.get("/jobs?limit=100").await;
+    let first = page["jobs"][0]["id"].as_str().unwrap().to_owned();
+    assert!(
+        server.job(&first).await["action"]["stdin"]
+            .as_str()
+            .unwrap()
+            .len()
+            == 1_000_000
+    );
+}
+
+/// Issue 16, item 5: an address that keeps presenting bad tokens is answered 429 with
+/// Retry-After, even when it finally presents a good one.
+#[tokio::test]
+async fn issue_16_failed_authentication_is_rate_limited_per_address() {
+    let server = Server::start(&[]).await;
+    let guesser = client_with(Some("rtd_000000000000_guess"));
+    let mut statuses = Vec::new();
+    for _ in 0..25 {
+        statuses.push(guesser.get(server.api("/jobs")).send().await.unwrap());
+    }
+    assert_eq!(statuses[0].status(), 401);
+    let last = statuses.last().unwrap();
+    assert_eq!(last.status(), 429, "the guesser is slowed down");
+    assert!(last.headers().contains_key("retry-after"));
+    let (status, _) = server.get("/jobs").await;
+    assert_eq!(
+        status, 429,
+        "from the same address, even a good token waits"
+    );
+}
+
+/// Issue 16, item 6: a NUL in a path or argument is refused naming the field, and a start
+/// that can never succeed (a missing working directory, an argument list over E2BIG) is a
+/// permanent failure on its first attempt, not retried.
+#[tokio::test]
+async fn issue_16_nul_paths_are_refused_and_impossible_starts_are_permanent() {
+    let server = Server::start(&[]).await;
+    for (action, field) in [
+        (
+            json!({ "type": "command", "program": "true", "cwd": "/tmp\u{0}x" }),
+            "action.cwd",
+        ),
+        (
+            json!({ "type": "command", "program": "tr\u{0}ue" }),
+            "action.program",
+        ),
+        (
+            json!({ "type": "command", "program": "ls", "args": ["-l", "/\u{0}"] }),
+            "action.args[1]",
+        ),
+    ] {
+        let (status, body) = server.post("/jobs", json!({ "action": action })).await;
+        assert_eq!(status, 422, "{body}");
+        assert_eq!(body["error"]["details"]["field"], field, "{body}");
+    }
+    let huge = "x".repeat(200_000);
+    for (action, says) in [
+        (
+            json!({ "type": "command", "program": "true", "cwd": "/no/such/dir" }),
+            "working directory",
+        ),
+        (
+            json!({ "type": "command", "program": "true", "args": [huge.clone(), huge.clone(), huge] }),
+            "E2BIG",
+        ),
+    ] {
+        let (_, job) = server
+            .post(
+                "/jobs",
+                json!({ "action": action, "policy": fast_policy(5) }),
+            )
+            .await;
+        let job = server
+            .wait_terminal(job["id"].as_str().unwrap(), Duration::from_secs(20))
+            .await;
+        assert_eq!(job["state"], "failed", "{job}");
+        assert_eq!(job["attempt"], 1, "not retried: {job}");
+        assert_eq!(job["last_error_class"], "permanent", "{job}");
+        assert!(job["last_error"].as_str().unwrap().contains(says), "{job}");
+    }
+}

@@ -54,28 +54,51 @@ pub async fn submit(
     Ok((status, Json(body)).into_response())
 }
 
+/// Jobs read from the store at a time while a list is built: a list of fat jobs (large
+/// stdin, bodies) holds only this many in memory at once.
+const LIST_CHUNK: usize = 8;
+/// A list answer stops growing past this many bytes of JSON; `next_cursor` continues it.
+const LIST_ANSWER_BYTES: usize = 512 * 1024;
+
+/// Summaries only (see [`retryd_core::job::Action::summarized`]); `GET /jobs/{id}` has it all.
 #[utoipa::path(get, path = "/jobs", tag = "jobs", params(ListQuery), responses((status = 200, body = JobPage)))]
 pub async fn list(
     State(state): State<AppState>,
     Viewer(_): Viewer,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<JobPage>, Error> {
-    let page = state
-        .engine
-        .store()
-        .list_jobs(&query.filter()?, query.cursor()?, query.limit()?)
-        .await?;
+    let (filter, limit) = (query.filter()?, query.limit()?);
+    let mut cursor = query.cursor()?;
     let now = state.engine.now();
     let paused = state.engine.paused_queues();
     let policies = state.engine.policies();
-    Ok(Json(JobPage {
-        jobs: page
-            .jobs
-            .into_iter()
-            .map(|job| JobView::new(job, now, None, &paused, &policies))
-            .collect(),
-        next_cursor: page.next_cursor,
-    }))
+    let (mut jobs, mut bytes) = (Vec::new(), 0);
+    loop {
+        let want = LIST_CHUNK.min(limit - jobs.len());
+        let page = state
+            .engine
+            .store()
+            .list_jobs(&filter, cursor, want)
+            .await?;
+        let more = page.next_cursor.is_some();
+        for mut job in page.jobs {
+            job.action = job.action.summarized();
+            let view = JobView::new(job, now, None, &paused, &policies);
+            bytes += serde_json::to_vec(&view).map_or(0, |v| v.len());
+            cursor = Some(view.job.id);
+            jobs.push(view);
+            if bytes >= LIST_ANSWER_BYTES {
+                break;
+            }
+        }
+        if !more || jobs.len() >= limit || bytes >= LIST_ANSWER_BYTES {
+            // A page cut short by size continues after its last job.
+            let next_cursor = (more || bytes >= LIST_ANSWER_BYTES)
+                .then_some(cursor)
+                .flatten();
+            return Ok(Json(JobPage { jobs, next_cursor }));
+        }
+    }
 }
 
 #[utoipa::path(get, path = "/jobs/{id}", tag = "jobs", params(("id" = String, Path, description = "Job id (UUID)")), responses((status = 200, body = JobView)))]

@@ -139,12 +139,31 @@ async fn terminate(
 }
 
 /// Maps a failure to start onto the exit codes a shell would give, so that the same
-/// classification rules apply (127: not found, 126: not executable).
+/// classification rules apply (127: not found, 126: not executable); a start that can never
+/// succeed as written (a missing working directory, an argument list over the kernel's
+/// limit, a NUL in a path) is an invalid action: permanent, with a message that says why.
 fn spawn_failure(action: &CommandAction, error: &std::io::Error) -> Outcome {
-    let (exit_code, what) = match error.kind() {
-        std::io::ErrorKind::NotFound => (Some(127), "command not found"),
-        std::io::ErrorKind::PermissionDenied => (Some(126), "permission denied (not executable)"),
-        _ => (None, "cannot start"),
+    use std::io::ErrorKind;
+    let cwd_missing = action
+        .cwd
+        .as_ref()
+        .is_some_and(|c| !std::path::Path::new(c).is_dir());
+    let (exit_code, invalid, what) = match (error.kind(), error.raw_os_error()) {
+        _ if cwd_missing => (None, true, "the working directory does not exist"),
+        (ErrorKind::NotFound, _) => (Some(127), false, "command not found"),
+        (ErrorKind::PermissionDenied, _) => {
+            (Some(126), false, "permission denied (not executable)")
+        }
+        (_, Some(code)) if code == nix::libc::E2BIG => (
+            None,
+            true,
+            "the arguments and environment are over the kernel's size limit (E2BIG)",
+        ),
+        (ErrorKind::InvalidInput, _) => (None, true, "invalid program, argument or path"),
+        (_, Some(code)) if code == nix::libc::ENOEXEC || code == nix::libc::ENAMETOOLONG => {
+            (None, true, "the program cannot be executed as given")
+        }
+        _ => (None, false, "cannot start"),
     };
     let cwd = action
         .cwd
@@ -153,6 +172,7 @@ fn spawn_failure(action: &CommandAction, error: &std::io::Error) -> Outcome {
         .unwrap_or_default();
     Outcome {
         exit_code,
+        invalid_action: invalid,
         start_error: Some(format!("{}: {what}{cwd}: {error}", action.program)),
         ..Outcome::default()
     }
