@@ -455,3 +455,72 @@ async fn issue_16_nul_paths_are_refused_and_impossible_starts_are_permanent() {
         assert!(job["last_error"].as_str().unwrap().contains(says), "{job}");
     }
 }
+
+/// CPU seconds the process has used (user + system), from /proc.
+fn cpu_seconds(pid: i32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    ticks as f64 / 100.0
+}
+
+/// Issue 16, item 5: a thousand live log follows of a quiet running job cost the server
+/// almost nothing (they wake on output, not on a timer), and a new line still reaches them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_16_a_thousand_idle_log_follows_cost_under_5_percent_of_a_core() {
+    // Authentication off: a token's request rate limit would refuse a thousand at once.
+    let server = Server::start(&["--auth", "false"]).await;
+    let gate = server.dir.join("gate");
+    let script = format!(
+        "echo started; while [ ! -e '{}' ]; do sleep 0.1; done; echo released",
+        gate.display()
+    );
+    let id = server.submit(&["sh", "-c", &script], json!({})).await;
+    server
+        .wait_for(&id, Duration::from_secs(10), |j| j["state"] == "running")
+        .await;
+    let url = server.api(&format!("/jobs/{id}/log?follow=true"));
+    let mut streams = Vec::new();
+    for _ in 0..1000 {
+        // One connection each, as a thousand dashboards would hold.
+        let http = reqwest::Client::builder().build().unwrap();
+        let url = url.clone();
+        streams.push(tokio::spawn(
+            async move { http.get(&url).send().await.unwrap() },
+        ));
+    }
+    let mut responses = Vec::new();
+    for stream in streams {
+        let response = stream.await.unwrap();
+        assert_eq!(response.status(), 200);
+        responses.push(response);
+    }
+    let pid = server.pid().unwrap();
+    let before = cpu_seconds(pid);
+    let measured = Duration::from_secs(3);
+    tokio::time::sleep(measured).await;
+    let share = (cpu_seconds(pid) - before) / measured.as_secs_f64();
+    eprintln!("1000 idle follows: {:.1} % of a core", share * 100.0);
+    assert!(
+        share < 0.05,
+        "idle follows used {:.1} % of a core",
+        share * 100.0
+    );
+
+    std::fs::write(&gate, "").unwrap();
+    let mut last = responses.pop().unwrap();
+    let mut seen = String::new();
+    while !seen.contains("released") {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), last.chunk())
+            .await
+            .expect("the new line arrives")
+            .unwrap()
+            .expect("the stream is open");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+}

@@ -222,6 +222,8 @@ pub(crate) struct Inner {
     /// safety re-check). A std RwLock: read on every claim, never held across .await.
     paused: std::sync::RwLock<Vec<String>>,
     events: broadcast::Sender<Event>,
+    /// The jobs whose output this process just stored: wakes log followers.
+    logs: broadcast::Sender<JobId>,
     /// Wakes the claim loop: new or requeued work, a freed slot.
     wake: Notify,
     // A std Mutex: held only for map operations, never across .await.
@@ -262,6 +264,7 @@ impl Engine {
         handlers: Handlers,
     ) -> Self {
         let (events, _) = broadcast::channel(4096);
+        let (logs, _) = broadcast::channel(1024);
         let runnable = Runnable {
             builtin: config.run_builtin,
             handler_kinds: handlers.kinds(),
@@ -284,6 +287,7 @@ impl Engine {
                 runnable,
                 paused: std::sync::RwLock::new(Vec::new()),
                 events,
+                logs,
                 wake: Notify::new(),
                 running: Mutex::new(HashMap::new()),
                 release: CancellationToken::new(),
@@ -333,6 +337,15 @@ impl Engine {
 
     pub fn now(&self) -> DateTime<Utc> {
         self.inner.clock.now()
+    }
+
+    /// The job ids whose output this process stores, as it stores it.
+    pub fn subscribe_logs(&self) -> broadcast::Receiver<JobId> {
+        self.inner.logs.subscribe()
+    }
+
+    pub(crate) fn log_written(&self, job: JobId) {
+        let _ = self.inner.logs.send(job);
     }
 
     /// Every state change this process makes, as it happens.

@@ -15,6 +15,12 @@ use retryd_core::job::{Attempt, Event, Job};
 use std::time::Duration;
 
 const MAX_LOG_PAGE: usize = 5000;
+/// Live log follows served at once; more are answered 429.
+const MAX_FOLLOWS: usize = 2048;
+/// A follow re-reads the store this often without a wake-up: output another node stored.
+const FOLLOW_RECHECK: Duration = Duration::from_secs(10);
+static FOLLOWS: std::sync::LazyLock<std::sync::Arc<tokio::sync::Semaphore>> =
+    std::sync::LazyLock::new(|| std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_FOLLOWS)));
 
 async fn view(state: &AppState, job: Job) -> Result<JobView, Error> {
     let now = state.engine.now();
@@ -213,10 +219,16 @@ pub async fn log(
         })
         .into_response());
     }
-    let events = state.engine.subscribe();
+    let Ok(permit) = FOLLOWS.clone().try_acquire_owned() else {
+        return Err(Error::RateLimited {
+            retry_after_secs: 5,
+        });
+    };
+    let (events, logs) = (state.engine.subscribe(), state.engine.subscribe_logs());
     let stream = futures::stream::unfold((query.after, false), move |(after, done)| {
         let store = store.clone();
-        let mut wake = events.resubscribe();
+        let (mut events, mut logs) = (events.resubscribe(), logs.resubscribe());
+        let _held = &permit;
         async move {
             if done {
                 return None;
@@ -250,8 +262,23 @@ pub async fn log(
                     }
                     continue;
                 }
-                // Output is flushed every 100 ms; a state change wakes us sooner.
-                let _ = tokio::time::timeout(Duration::from_millis(200), wake.recv()).await;
+                // Woken by this job's stored output or state change; another node's writes
+                // are picked up by the slow re-check.
+                let this_job = async {
+                    loop {
+                        tokio::select! {
+                            logged = logs.recv() => match logged {
+                                Ok(job) if job != id => continue,
+                                _ => return,
+                            },
+                            event = events.recv() => match event {
+                                Ok(event) if event.job_id != id => continue,
+                                _ => return,
+                            },
+                        }
+                    }
+                };
+                let _ = tokio::time::timeout(FOLLOW_RECHECK, this_job).await;
             }
         }
     });
