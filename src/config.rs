@@ -72,6 +72,15 @@ pub struct ServerFile {
     /// addresses and localhost; any other `Host` is refused (DNS rebinding).
     #[serde(default)]
     pub allowed_hosts: Vec<String>,
+    /// HTTPS: a PEM certificate chain and its private key (both, or neither).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Connections served at once [default: 4096].
+    pub max_connections: Option<usize>,
+    /// Time a client has to send a request's headers, also on an idle kept-alive
+    /// connection [default: 30s].
+    #[serde(default, with = "retryd_core::duration::option")]
+    pub header_timeout: Option<Duration>,
 }
 
 pub const DEFAULT_FAILURE_THRESHOLD: f64 = 0.5;
@@ -236,6 +245,12 @@ pub struct ServeOverrides {
     /// Require API tokens [default: true]; false is refused on a non-loopback address
     #[arg(long, env = "RETRYD_AUTH", value_name = "true|false")]
     pub auth: Option<bool>,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key)
+    #[arg(long, env = "RETRYD_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert
+    #[arg(long, env = "RETRYD_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Internal hosts `http` actions may call, comma-separated (added to http.allow_internal)
     #[arg(
         long,
@@ -292,6 +307,7 @@ pub struct Settings {
     pub engine: EngineConfig,
     pub policies: retryd_worker::Policies,
     pub auth: retryd_server::auth::AuthConfig,
+    pub serve: retryd_server::ServeOptions,
     /// Where the file layer came from, if any.
     pub config_file: Option<PathBuf>,
 }
@@ -402,7 +418,9 @@ impl Settings {
             file.priority_rule.unwrap_or_default(),
         )
         .map_err(|e| anyhow::anyhow!("{}: {}", e.field, e.message))?;
-        let auth = auth_config(flags.auth, &file.auth, &file.server)?;
+        let mut auth = auth_config(flags.auth, &file.auth, &file.server)?;
+        let serve = serve_options(flags, &file.server)?;
+        auth.secure_cookies = serve.tls.is_some();
         if !auth.enabled && !listen.ip().is_loopback() {
             bail!(
                 "auth: refusing to serve on {listen} with authentication disabled: anyone who can reach that \
@@ -414,6 +432,7 @@ impl Settings {
         engine.notifications = sinks(&file.notifications, &policies)?;
         Ok(Settings {
             auth,
+            serve,
             database,
             listen,
             log_format: flags
@@ -453,6 +472,33 @@ fn auth_config(
         rate_per_second: positive("rate_limit", file.rate_limit, defaults.rate_per_second)?,
         burst: positive("rate_burst", file.rate_burst, defaults.burst)?,
         allowed_hosts: server_hosts(&server.allowed_hosts)?,
+        secure_cookies: false,
+    })
+}
+
+fn serve_options(flags: &ServeOverrides, file: &ServerFile) -> Result<retryd_server::ServeOptions> {
+    let defaults = retryd_server::ServeOptions::default();
+    let cert = flags.tls_cert.as_ref().or(file.tls_cert.as_ref());
+    let key = flags.tls_key.as_ref().or(file.tls_key.as_ref());
+    let tls = match (cert, key) {
+        (Some(cert), Some(key)) => Some(std::sync::Arc::new(
+            retryd_server::tls_config(cert, key).map_err(|e| anyhow::anyhow!(e))?,
+        )),
+        (None, None) => None,
+        _ => bail!("server.tls_cert and server.tls_key: give both, or neither"),
+    };
+    let max_connections = file.max_connections.unwrap_or(defaults.max_connections);
+    if max_connections == 0 {
+        bail!("server.max_connections: must be at least 1");
+    }
+    let header_timeout = file.header_timeout.unwrap_or(defaults.header_timeout);
+    if header_timeout.is_zero() {
+        bail!("server.header_timeout: must be more than 0s, e.g. 30s");
+    }
+    Ok(retryd_server::ServeOptions {
+        tls,
+        max_connections,
+        header_timeout,
     })
 }
 

@@ -64,10 +64,15 @@ pub async fn serve(flags: ServeOverrides) -> Result<u8> {
         .await
         .with_context(|| format!("listen: cannot bind {}", settings.listen))?;
     let address = listener.local_addr()?;
+    let scheme = if settings.serve.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     {
         let mut out = std::io::stdout().lock();
         if settings.auth.enabled {
-            first_admin_token(&engine, address, &mut out).await?;
+            first_admin_token(&engine, scheme, address, &mut out).await?;
         } else {
             writeln!(
                 out,
@@ -76,7 +81,7 @@ pub async fn serve(flags: ServeOverrides) -> Result<u8> {
         }
         writeln!(
             out,
-            "retryd {} listening on http://{address} (database {})",
+            "retryd {} listening on {scheme}://{address} (database {})",
             env!("CARGO_PKG_VERSION"),
             settings.database
         )?;
@@ -98,13 +103,14 @@ pub async fn serve(flags: ServeOverrides) -> Result<u8> {
     });
 
     let http_stop = CancellationToken::new();
-    let http = tokio::spawn(retryd_server::serve(
+    let http = tokio::spawn(retryd_server::serve_with(
         listener,
         AppState {
             engine: engine.clone(),
             auth: retryd_server::auth::Auth::new(settings.auth),
         },
         http_stop.clone(),
+        settings.serve,
     ));
     engine.run(shutdown).await;
     // The API keeps answering until the engine is done, so that clients see the shutdown.
@@ -119,6 +125,7 @@ pub async fn serve(flags: ServeOverrides) -> Result<u8> {
 /// dashboard link that logs in. Only the printout ever holds it: not the log, not the database.
 async fn first_admin_token(
     engine: &Engine,
+    scheme: &str,
     address: std::net::SocketAddr,
     out: &mut impl Write,
 ) -> Result<()> {
@@ -142,7 +149,7 @@ async fn first_admin_token(
     writeln!(
         out,
         "\nretryd created the first admin token. It is shown only now: keep it somewhere safe.\n\n  \
-         token:     {token}\n  dashboard: http://{address}/login#token={token}\n  CLI:       export RETRYD_TOKEN={token}\n\n\
+         token:     {token}\n  dashboard: {scheme}://{address}/login#token={token}\n  CLI:       export RETRYD_TOKEN={token}\n\n\
          More tokens: retryd token create NAME --role viewer|operator|admin\n"
     )?;
     tracing::info!("created the first admin token (printed on stdout, not logged)");

@@ -524,3 +524,99 @@ async fn issue_16_a_thousand_idle_log_follows_cost_under_5_percent_of_a_core() {
         seen.push_str(&String::from_utf8_lossy(&chunk));
     }
 }
+
+/// Issue 16, items 5 and 8: with `--tls-cert`/`--tls-key` the API speaks HTTPS (a
+/// self-signed certificate made here), the session cookie is `Secure`, and a client that
+/// never finishes its headers is disconnected after `server.header_timeout`.
+#[tokio::test]
+async fn issue_16_tls_serves_https_with_secure_cookies_and_slow_headers_are_cut() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap().keep();
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.key_pair.serialize_pem()).unwrap();
+    std::fs::write(
+        dir.join("retryd.toml"),
+        "[server]\nheader_timeout = \"1s\"\n",
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--tls-cert"])
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .current_dir(&dir)
+        .env_remove("RETRYD_CONFIG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut printed = String::new();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    while !printed.contains("listening on") {
+        let mut line = String::new();
+        assert!(
+            std::io::BufRead::read_line(&mut stdout, &mut line).unwrap() > 0,
+            "{printed}"
+        );
+        printed.push_str(&line);
+    }
+    let url = printed
+        .split("listening on ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+    let token = printed
+        .split("RETRYD_TOKEN=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+
+    let https = reqwest::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(certified.cert.pem().as_bytes()).unwrap(),
+        )
+        .build()
+        .unwrap();
+    let healthy = https.get(format!("{url}/healthz")).send().await.unwrap();
+    assert_eq!(healthy.status(), 200);
+    let login = https
+        .post(format!("{url}/api/v1/session"))
+        .json(&json!({ "token": token }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 200);
+    let cookie = login.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(cookie.contains("; Secure"), "{cookie}");
+    let plain = reqwest::get(url.replace("https://", "http://") + "/healthz").await;
+    assert!(
+        plain.is_err() || plain.unwrap().status() != 200,
+        "no plain HTTP on the TLS port"
+    );
+
+    // A client that starts a request and stops mid-header is disconnected.
+    let address = url.trim_start_matches("https://").to_owned();
+    let mut slow = tokio::net::TcpStream::connect(&address).await.unwrap();
+    slow.write_all(b"\x16\x03\x01").await.unwrap();
+    let mut buf = [0u8; 64];
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match slow.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "a stalled client was not disconnected");
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = child.wait();
+}

@@ -44,6 +44,8 @@ pub struct AuthConfig {
     /// Host names, besides IP addresses and localhost, the server answers to (see
     /// [`crate::cross_site`]).
     pub allowed_hosts: Vec<String>,
+    /// The session cookie is `Secure` (served over TLS).
+    pub secure_cookies: bool,
 }
 
 impl Default for AuthConfig {
@@ -53,6 +55,7 @@ impl Default for AuthConfig {
             rate_per_second: NonZeroU32::new(100).expect("non-zero"),
             burst: NonZeroU32::new(500).expect("non-zero"),
             allowed_hosts: Vec::new(),
+            secure_cookies: false,
         }
     }
 }

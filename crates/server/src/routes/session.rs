@@ -47,8 +47,13 @@ pub async fn login(
         name: record.name,
         session: Some(login.token.clone()),
     };
+    let secure = if state.auth.config.secure_cookies {
+        "; Secure"
+    } else {
+        ""
+    };
     let cookie = format!(
-        "{SESSION_COOKIE}={}; HttpOnly; SameSite=Strict; Path=/",
+        "{SESSION_COOKIE}={}; HttpOnly; SameSite=Strict; Path=/{secure}",
         login.token
     );
     Ok((
