@@ -391,7 +391,7 @@ async fn issue_16_failed_authentication_is_rate_limited_per_address() {
     let server = Server::start(&[]).await;
     let guesser = client_with(Some("rtd_000000000000_guess"));
     let mut statuses = Vec::new();
-    for _ in 0..25 {
+    for _ in 0..105 {
         statuses.push(guesser.get(server.api("/jobs")).send().await.unwrap());
     }
     assert_eq!(statuses[0].status(), 401);

@@ -356,6 +356,8 @@ pub const OMITTED: &str = "[omitted in lists]";
 /// Arguments a list shows, each cut to [`SUMMARY_ARG_CHARS`].
 pub const SUMMARY_ARGS: usize = 16;
 pub const SUMMARY_ARG_CHARS: usize = 200;
+/// A handler payload larger than this, as JSON, is left out of lists.
+pub const SUMMARY_PAYLOAD_BYTES: usize = 1024;
 
 fn omit_values(values: &mut BTreeMap<String, EnvValue>) {
     for value in values.values_mut() {
@@ -463,8 +465,11 @@ impl Action {
                     }
                 }
             }
+            // A handler's payload is usually a few ids: kept unless it is large.
             Action::Handler(h) => {
-                h.payload = serde_json::Value::String(OMITTED.to_owned());
+                if h.payload.to_string().len() > SUMMARY_PAYLOAD_BYTES {
+                    h.payload = serde_json::Value::String(OMITTED.to_owned());
+                }
             }
         }
         action

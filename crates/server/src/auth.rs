@@ -62,7 +62,7 @@ impl Default for AuthConfig {
 
 /// Failed authentications (unknown, malformed or revoked tokens) a client address may make
 /// per [`FAILED_AUTH_WINDOW`] before it is answered 429 without its token being looked at.
-pub const FAILED_AUTH_LIMIT: u32 = 20;
+pub const FAILED_AUTH_LIMIT: u32 = 100;
 pub const FAILED_AUTH_WINDOW: Duration = Duration::from_secs(60);
 /// Addresses remembered at most; past it, expired windows are forgotten first.
 const FAILED_AUTH_ADDRESSES: usize = 10_000;
