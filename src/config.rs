@@ -251,6 +251,10 @@ pub struct ServeOverrides {
     /// The PEM private key of --tls-cert
     #[arg(long, env = "RETRYD_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// File holding the key ring that seals secret values in the database [default: the
+    /// RETRYD_SECRET_KEY variable, else retryd.secret-key beside a SQLite database]
+    #[arg(long, env = "RETRYD_SECRET_KEY_FILE")]
+    pub secret_key_file: Option<PathBuf>,
     /// Internal hosts `http` actions may call, comma-separated (added to http.allow_internal)
     #[arg(
         long,
@@ -409,6 +413,8 @@ impl Settings {
                 budget: file.budgets.as_ref().map(budgets).transpose()?,
             },
             notifications: Vec::new(),
+            // Read by `serve` (it may generate the key file), not here.
+            secret_keys: None,
             run_builtin: true,
         };
         validate_engine(&engine)?;

@@ -34,9 +34,61 @@ fn init_tracing(format: LogFormat, level: &str) -> Result<()> {
     Ok(())
 }
 
+/// The file a SQLite server keeps its generated key ring in, beside the database.
+pub const SECRET_KEY_FILE: &str = "retryd.secret-key";
+
+/// The key ring that seals secret values: `RETRYD_SECRET_KEY`, else `--secret-key-file`, else
+/// (SQLite) `retryd.secret-key` beside the database, generated on first start. PostgreSQL
+/// nodes must share a key, so none is made up for them.
+fn secret_keys(
+    flags: &ServeOverrides,
+    database: &Database,
+) -> Result<Option<retryd_worker::sealing::SecretKeys>> {
+    use retryd_worker::sealing::SecretKeys;
+    if let Some(ring) = std::env::var("RETRYD_SECRET_KEY")
+        .ok()
+        .filter(|k| !k.is_empty())
+    {
+        return SecretKeys::parse(&ring)
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("RETRYD_SECRET_KEY: {e}"));
+    }
+    let path = match (&flags.secret_key_file, database) {
+        (Some(path), _) => path.clone(),
+        (None, Database::Sqlite(db)) => db
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."))
+            .join(SECRET_KEY_FILE),
+        (None, Database::Postgres(_)) => {
+            tracing::warn!(
+                "no RETRYD_SECRET_KEY or --secret-key-file: secret values are stored unsealed"
+            );
+            return Ok(None);
+        }
+    };
+    if flags.secret_key_file.is_none() && !path.exists() {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("cannot create the secret key file {}", path.display()))?;
+        writeln!(file, "{}", SecretKeys::generate())?;
+        tracing::info!(path = %path.display(), "generated the key that seals secret values; back it up with the database");
+    }
+    let ring = std::fs::read_to_string(&path)
+        .with_context(|| format!("secret_key_file: cannot read {}", path.display()))?;
+    SecretKeys::parse(&ring)
+        .map(Some)
+        .map_err(|e| anyhow::anyhow!("secret_key_file {}: {e}", path.display()))
+}
+
 pub async fn serve(flags: ServeOverrides) -> Result<u8> {
-    let settings = Settings::resolve(&flags)?;
+    let mut settings = Settings::resolve(&flags)?;
     init_tracing(settings.log_format, &settings.log_level)?;
+    settings.engine.secret_keys = secret_keys(&flags, &settings.database)?;
     let synchronous = match settings.synchronous {
         SyncMode::Full => Synchronous::Full,
         SyncMode::Normal => Synchronous::Normal,

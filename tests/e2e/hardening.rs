@@ -620,3 +620,70 @@ async fn issue_16_tls_serves_https_with_secure_cookies_and_slow_headers_are_cut(
     );
     let _ = child.wait();
 }
+
+/// Issue 16, item 7: a secret given with `--secret-env K` comes from the CLI's environment
+/// (`K=V` on the command line is refused), reaches the command, and is sealed in the SQLite
+/// file under the key generated beside it; the database bytes never hold it.
+#[tokio::test]
+async fn issue_16_secrets_are_sealed_at_rest_and_never_on_the_command_line() {
+    let server = Server::start(&[]).await;
+    let secret = "sk-live-5c0ffee-issue16";
+    let mut env = server.cli_env();
+    env.push(("DEPLOY_KEY", secret));
+    let out = dir_file(&server, "seen");
+    let submitted = cli(
+        &[
+            "submit",
+            "--wait",
+            "--secret-env",
+            "DEPLOY_KEY",
+            "--",
+            "sh",
+            "-c",
+            &format!("printf %s \"$DEPLOY_KEY\" > '{out}'"),
+        ],
+        &env,
+    );
+    assert_eq!(submitted.status.code(), Some(0), "{}", stderr(&submitted));
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        secret,
+        "the command got it"
+    );
+
+    let on_argv = server.cli(&[
+        "submit",
+        "--secret-env",
+        &format!("DEPLOY_KEY={secret}"),
+        "--",
+        "true",
+    ]);
+    assert_eq!(on_argv.status.code(), Some(1));
+    assert!(stderr(&on_argv).contains("ps"), "{}", stderr(&on_argv));
+
+    let key = std::fs::read_to_string(server.dir.join("retryd.secret-key")).unwrap();
+    assert_eq!(key.trim().len(), 64, "a generated key beside the database");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(server.dir.join("retryd.secret-key"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o077, 0, "only the owner reads the key");
+    let mut stored = Vec::new();
+    for file in ["retryd.db", "retryd.db-wal"] {
+        stored.extend(std::fs::read(server.dir.join(file)).unwrap_or_default());
+    }
+    assert!(!stored.is_empty());
+    assert!(
+        !stored.windows(secret.len()).any(|w| w == secret.as_bytes()),
+        "the secret is in the database file in clear"
+    );
+    assert!(
+        stored.windows(13).any(|w| w == b"rtdsealed:v1:"),
+        "it is stored sealed"
+    );
+}
+
+fn dir_file(server: &Server, name: &str) -> String {
+    server.dir.join(name).display().to_string()
+}

@@ -448,6 +448,40 @@ impl Action {
         }
     }
 
+    /// Applies `f` to every secret value (secret env values, secret headers, also in
+    /// pipeline steps): how secrets are sealed before storage and opened before a run.
+    pub fn try_map_secrets(
+        &mut self,
+        f: &mut dyn FnMut(&str) -> Result<String, String>,
+    ) -> Result<(), String> {
+        let mut map = |values: &mut BTreeMap<String, EnvValue>| -> Result<(), String> {
+            for value in values.values_mut() {
+                if let EnvValue::Marked {
+                    value,
+                    secret: true,
+                } = value
+                {
+                    *value = f(value)?;
+                }
+            }
+            Ok(())
+        };
+        match self {
+            Action::Command(c) => map(&mut c.env),
+            Action::Http(h) => map(&mut h.headers),
+            Action::Pipeline(p) => p.steps.iter_mut().try_for_each(|step| {
+                if let Some(c) = &mut step.command {
+                    map(&mut c.env)?;
+                }
+                if let Some(h) = &mut step.http {
+                    map(&mut h.headers)?;
+                }
+                Ok(())
+            }),
+            Action::Handler(_) => Ok(()),
+        }
+    }
+
     /// The same action as a list shows it: no stdin, body, environment or header values,
     /// and only the first arguments, cut short. Lists stay small whatever the jobs carry.
     pub fn summarized(&self) -> Action {

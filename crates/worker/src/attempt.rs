@@ -360,6 +360,10 @@ async fn execute(
             _ => (Err("the step has no action".to_owned()), None),
         },
     };
+    // Secrets are stored sealed: opened here, for this run only.
+    let action = action.and_then(|mut action| {
+        crate::sealing::open(inner.config.secret_keys.as_ref(), &mut action).map(|()| action)
+    });
     let mut outcome = match &action {
         Ok(Action::Command(action)) => {
             command::run(action, limits, stop.clone(), lines_tx, remember).await

@@ -58,6 +58,9 @@ pub struct EngineConfig {
     pub retention: BTreeMap<JobState, Duration>,
     /// Hosts `http` actions may call; empty means any public host.
     pub http_allow_hosts: Vec<String>,
+    /// Seals secret values before jobs are stored (see [`crate::sealing`]); without keys they
+    /// are stored as given.
+    pub secret_keys: Option<crate::sealing::SecretKeys>,
     /// Hosts `http` actions may call although they are internal (loopback, private,
     /// link-local…): the SSRF guard's opt-out. Empty: none.
     pub http_allow_internal: Vec<String>,
@@ -100,6 +103,7 @@ impl Default for EngineConfig {
             retention: default_retention(),
             http_allow_hosts: Vec::new(),
             http_allow_internal: Vec::new(),
+            secret_keys: None,
             limits: TargetLimits::default(),
             notifications: Vec::new(),
             run_builtin: true,
@@ -368,13 +372,23 @@ impl Engine {
         self.inner.running.lock().expect("running map").len()
     }
 
-    pub async fn submit(&self, job: NewJob) -> Result<Inserted, Error> {
+    pub async fn submit(&self, mut job: NewJob) -> Result<Inserted, Error> {
+        self.seal(&mut job.action)?;
         let inserted = self.inner.store.insert_job(job).await?;
         if let Some(event) = inserted.event.clone() {
             self.publish(event);
             self.wake();
         }
         Ok(inserted)
+    }
+
+    fn seal(&self, action: &mut retryd_core::Action) -> Result<(), Error> {
+        match &self.inner.config.secret_keys {
+            Some(keys) => keys
+                .seal(action)
+                .map_err(|e| Error::Store(retryd_store::Error::Corrupt(e))),
+            None => Ok(()),
+        }
     }
 
     /// Cancels a job: at once when waiting, by stopping its attempt when running here.
@@ -402,6 +416,10 @@ impl Engine {
         changes: Option<retryd_store::JobChanges>,
         actor: &str,
     ) -> Result<Job, Error> {
+        let mut changes = changes;
+        if let Some(changes) = &mut changes {
+            self.seal(&mut changes.action)?;
+        }
         let requeue = Requeue {
             reset,
             actor: actor.to_owned(),
