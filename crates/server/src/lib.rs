@@ -231,10 +231,11 @@ pub async fn serve_with(
             let _ = stream.set_nodelay(true);
             match acceptor {
                 None => drive(&builder, TokioIo::new(stream), service, stop).await,
+                // A failed or slow handshake leaves nothing to serve.
                 Some(acceptor) => {
-                    match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => drive(&builder, TokioIo::new(tls), service, stop).await,
-                        _ => {} // a failed or slow handshake: nothing to serve
+                    let handshake = acceptor.accept(stream);
+                    if let Ok(Ok(tls)) = tokio::time::timeout(header_timeout, handshake).await {
+                        drive(&builder, TokioIo::new(tls), service, stop).await;
                     }
                 }
             }
