@@ -687,3 +687,80 @@ async fn issue_16_secrets_are_sealed_at_rest_and_never_on_the_command_line() {
 fn dir_file(server: &Server, name: &str) -> String {
     server.dir.join(name).display().to_string()
 }
+
+/// Issue 16, item 5: a client that stops mid-header, or keeps a connection idle, is cut off
+/// after `server.header_timeout`; past `server.max_connections` a new client waits until a
+/// connection frees.
+#[tokio::test]
+async fn issue_16_slow_and_idle_clients_are_cut_off_and_connections_are_capped() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    async fn closed_within(stream: &mut tokio::net::TcpStream, limit: Duration) -> bool {
+        let mut buf = [0u8; 1024];
+        tokio::time::timeout(limit, async {
+            loop {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await
+        .is_ok()
+    }
+    let dir = tempfile::tempdir().unwrap().keep();
+    let config = dir.join("retryd.toml");
+    std::fs::write(&config, "[server]\nheader_timeout = \"1s\"\n").unwrap();
+    let server = Server::start_in(&dir, &["--config", config.to_str().unwrap()]).await;
+    let address = server.url.trim_start_matches("http://").to_owned();
+    let mut slow = tokio::net::TcpStream::connect(&address).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        .await
+        .unwrap();
+    assert!(
+        closed_within(&mut slow, Duration::from_secs(5)).await,
+        "a stalled header"
+    );
+    let mut idle = tokio::net::TcpStream::connect(&address).await.unwrap();
+    assert!(
+        closed_within(&mut idle, Duration::from_secs(5)).await,
+        "a silent connection"
+    );
+    let mut kept = tokio::net::TcpStream::connect(&address).await.unwrap();
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = [0u8; 12];
+    kept.read_exact(&mut answer).await.unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 200");
+    assert!(
+        closed_within(&mut kept, Duration::from_secs(5)).await,
+        "an idle kept-alive connection"
+    );
+    drop(server);
+
+    let dir = tempfile::tempdir().unwrap().keep();
+    let config = dir.join("retryd.toml");
+    std::fs::write(&config, "[server]\nmax_connections = 3\n").unwrap();
+    let server = Server::start_in(&dir, &["--config", config.to_str().unwrap()]).await;
+    let address = server.url.trim_start_matches("http://").to_owned();
+    // The harness's client holds one kept-alive connection; two more fill the cap.
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(tokio::net::TcpStream::connect(&address).await.unwrap());
+    }
+    let fresh = reqwest::Client::new();
+    let waiting = fresh.get(format!("{}/healthz", server.url)).send();
+    tokio::pin!(waiting);
+    assert!(
+        tokio::time::timeout(Duration::from_secs(1), &mut waiting)
+            .await
+            .is_err(),
+        "a connection past the cap is not served"
+    );
+    held.clear();
+    let answered = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("served once connections free")
+        .unwrap();
+    assert_eq!(answered.status(), 200);
+}

@@ -229,6 +229,15 @@ pub async fn serve_with(
         connections.spawn(async move {
             let _slot = slot;
             let _ = stream.set_nodelay(true);
+            // A client that connects and sends nothing holds a slot: it gets the header
+            // timeout to start (hyper's own timer starts with the first byte).
+            let mut first = [0u8; 1];
+            if !matches!(
+                tokio::time::timeout(header_timeout, stream.peek(&mut first)).await,
+                Ok(Ok(1..))
+            ) {
+                return;
+            }
             match acceptor {
                 None => drive(&builder, TokioIo::new(stream), service, stop).await,
                 // A failed or slow handshake leaves nothing to serve.
