@@ -64,7 +64,7 @@ pub async fn submit(
 /// stdin, bodies) holds only this many in memory at once.
 const LIST_CHUNK: usize = 8;
 /// A list answer stops growing past this many bytes of JSON; `next_cursor` continues it.
-const LIST_ANSWER_BYTES: usize = 512 * 1024;
+const LIST_ANSWER_BYTES: usize = 2 * 1024 * 1024;
 
 /// Summaries only (see [`retryd_core::job::Action::summarized`]); `GET /jobs/{id}` has it all.
 #[utoipa::path(get, path = "/jobs", tag = "jobs", params(ListQuery), responses((status = 200, body = JobPage)))]
