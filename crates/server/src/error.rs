@@ -44,7 +44,9 @@ pub enum Error {
     /// A request a page on another site could have sent (Host, Origin).
     #[error("{0}")]
     CrossSite(String),
-    #[error("too many requests (this token, this address or live follows); retry in {retry_after_secs} s")]
+    #[error(
+        "too many requests (this token, this address or live follows); retry in {retry_after_secs} s"
+    )]
     RateLimited { retry_after_secs: u64 },
     #[error("the database is unavailable")]
     Unavailable,
