@@ -1,20 +1,24 @@
 """The benchmark driver (see bench/run.sh and BENCHMARKS.md). Runs every row in one go on the
 local PostgreSQL, Redis and a SQLite file, prints one table and writes bench/results/latest.md.
 
-Each harness prints `MARK drain-start` / `MARK drain-end` and waits for a line on stdin
-after each, so that this driver reads the counters at exactly those points: wall time, CPU
-of the harness's process tree and of the database server's processes (/proc), PostgreSQL
-commits (pg_stat_database.xact_commit) and, on SQLite, fsync calls (strace).
+Each harness prints `MARK <step>-start` / `MARK <step>-end` (step: drain or enqueue) and
+waits for a line on stdin after each, so that this driver reads the counters at exactly those
+points: wall time, CPU of the harness's process tree and of the database server's processes
+(/proc), PostgreSQL commits (pg_stat_database.xact_commit) and, on SQLite, fsync calls
+(strace). Several processes of one row (the several-node row) are released together, once
+every one of them has reached the mark.
 """
 import argparse
 import json
 import os
+import queue
 import re
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -33,6 +37,11 @@ PG = os.environ.get("BENCH_PG", "postgres://postgres@127.0.0.1:5432")
 REDIS = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379/9")
 TICKS = os.sysconf("SC_CLK_TCK")
 CONCURRENCY = 16
+# Jobs per bulk enqueue call, for every system (retryd's HTTP batch takes up to 10,000).
+ENQUEUE_BATCH = 10_000
+# The drain-at-scale rows stop after this many seconds and report the rate so far.
+SCALE_CAP_S = 600
+SECTIONS = ["throughput", "enqueue", "scale-n", "nodes", "lateness", "library", "command", "scale"]
 
 
 def log(*parts):
@@ -100,49 +109,99 @@ def commits(db):
     return int(psql(f"SELECT xact_commit FROM pg_stat_database WHERE datname = '{db}'"))
 
 
-def run_harness(name, backend, cmd, db=None, fsync_log=None, timeout=1800):
-    """Runs one harness through its marks; returns its RESULT plus the driver's counters."""
-    log(f"-- {name} on {backend}: {' '.join(map(str, cmd))}")
+def snapshot(point, procs, backend, db):
+    """The counters at a mark, over all `procs`. The clock is read last at a start mark and
+    first at an end mark, so that reading the other counters (a scan of /proc, psql) is not
+    part of the measured time: it took ~0.3 s on a busy machine, a third of a fast drain."""
+    start = point.endswith("-start")
+    if start and db:
+        # Backends flush their statistics when idle for 10 s: let the setup's land.
+        time.sleep(11)
+    snap = {} if start else {"t": time.time()}
+    snap["cpu"] = sum(tree_cpu(p.pid) for p in procs)
+    if backend != "SQLite":
+        snap["db_cpu"] = {p: proc_cpu(p) for p in server_pids(backend, db)}
+    if db and start:
+        snap["commits"] = commits(db)
+    if start:
+        snap["t"] = time.time()
+    return snap
+
+
+def run_group(name, backend, cmds, db=None, fsync_log=None, timeout=1800):
+    """Runs the processes of one row through their marks: each mark is taken once every
+    process has reached it, then all are released. Returns the marks and each one's RESULT."""
+    for cmd in cmds:
+        log(f"-- {name} on {backend}: {' '.join(map(str, cmd))}")
     env = dict(os.environ, NODE_PATH=str(PEERS / "node" / "node_modules"), PYTHONPATH=str(BENCH / "peers"))
-    if fsync_log:
-        cmd = ["strace", "-f", "--seccomp-bpf", "-e", "trace=fsync,fdatasync", "-ttt", "-o", fsync_log] + cmd
-    proc = subprocess.Popen([str(c) for c in cmd] + ["--marks"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env, cwd=BENCH / "peers")
-    marks, result = {}, None
+    procs = []
+    for cmd in cmds:
+        if fsync_log:
+            cmd = ["strace", "-f", "--seccomp-bpf", "-e", "trace=fsync,fdatasync", "-ttt", "-o", fsync_log] + cmd
+        procs.append(subprocess.Popen([str(c) for c in cmd] + ["--marks"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True, env=env, cwd=BENCH / "peers"))
+    lines, errors = queue.Queue(), [[] for _ in procs]
+
+    def pump(i, proc):
+        for line in proc.stdout:
+            lines.put((i, line))
+        lines.put((i, None))
+
+    def keep_stderr(i, proc):
+        # Read as it comes, so that a chatty harness never blocks on a full pipe.
+        for line in proc.stderr:
+            errors[i] = (errors[i] + [line])[-40:]
+
+    for i, proc in enumerate(procs):
+        threading.Thread(target=pump, args=(i, proc), daemon=True).start()
+        threading.Thread(target=keep_stderr, args=(i, proc), daemon=True).start()
+    marks, reached, results, running = {}, {}, [None] * len(procs), len(procs)
     deadline = time.time() + timeout
-    for line in proc.stdout:
+    while running:
+        try:
+            i, line = lines.get(timeout=max(0.1, deadline - time.time()))
+        except queue.Empty:
+            line = ""
         if time.time() > deadline:
-            proc.kill()
+            for proc in procs:
+                proc.kill()
             raise RuntimeError(f"{name}: timed out")
+        if line is None:
+            running -= 1
+            continue
         m = re.search(r"MARK (\S+)", line)
         if m:
             point = m.group(1)
-            if point == "drain-start" and db:
-                # Backends flush their statistics when idle for 10 s: let the enqueue's land.
-                time.sleep(11)
-            snapshot = {"t": time.time(), "cpu": tree_cpu(proc.pid)}
-            if backend != "SQLite":
-                pids = server_pids(backend, db)
-                snapshot["db_cpu"] = {p: proc_cpu(p) for p in pids}
-            if db and point == "drain-start":
-                snapshot["commits"] = commits(db)
-            marks[point] = snapshot
-            proc.stdin.write("\n")
-            proc.stdin.flush()
-            if point == "drain-end":
-                # Nothing more to say: a harness that reads stdin would wait for its end.
-                proc.stdin.close()
+            reached.setdefault(point, set()).add(i)
+            if len(reached[point]) == len(procs):
+                marks[point] = snapshot(point, procs, backend, db)
+                for proc in procs:
+                    proc.stdin.write("\n")
+                    proc.stdin.flush()
+                    if point.endswith("-end"):
+                        # Nothing more to say: a harness that reads stdin would wait for its end.
+                        proc.stdin.close()
             continue
         m = re.search(r"RESULT (\{.*\})", line)
         if m:
-            result = json.loads(m.group(1))
-    proc.wait()
-    if proc.returncode != 0 or result is None:
-        raise RuntimeError(f"{name}: exit {proc.returncode}: {proc.stderr.read()[-2000:]}")
-    start, end = marks["drain-start"], marks["drain-end"]
-    done = result.get("completed", result["jobs"])
-    out = dict(result, name=name, backend=backend, drain_s=end["t"] - start["t"], done=done)
-    out["jobs_per_s"] = done / out["drain_s"]
+            results[i] = json.loads(m.group(1))
+    for proc, result, error in zip(procs, results, errors):
+        proc.wait()
+        if proc.returncode != 0 or result is None:
+            time.sleep(0.1)
+            raise RuntimeError(f"{name}: exit {proc.returncode}: {''.join(error)[-2000:]}")
+    return marks, results
+
+
+def step(marks):
+    """The start and end marks of the measured step (drain or enqueue)."""
+    start = next(v for k, v in marks.items() if k.endswith("-start"))
+    end = next(v for k, v in marks.items() if k.endswith("-end"))
+    return start, end
+
+
+def counters(out, start, end, done, db):
+    """Adds the per-job CPU and commit figures between two marks to `out`."""
     out["worker_cpu_per_1k"] = (end["cpu"] - start["cpu"]) / done * 1000
     if "db_cpu" in end:
         db_cpu = sum((c or 0) - (start["db_cpu"].get(p) or 0) for p, c in end["db_cpu"].items())
@@ -151,6 +210,18 @@ def run_harness(name, backend, cmd, db=None, fsync_log=None, timeout=1800):
         # After the harness exited: its backends flushed their statistics on the way out.
         time.sleep(1)
         out["commits_per_job"] = (commits(db) - start["commits"]) / done
+    return out
+
+
+def run_harness(name, backend, cmd, db=None, fsync_log=None, timeout=1800):
+    """Runs one harness through its marks; returns its RESULT plus the driver's counters."""
+    marks, (result,) = run_group(name, backend, [cmd], db, fsync_log, timeout)
+    start, end = step(marks)
+    done = result.get("completed", result["jobs"]) or 0
+    out = dict(result, name=name, backend=backend, drain_s=end["t"] - start["t"], done=done)
+    out["jobs_per_s"] = done / out["drain_s"]
+    if done:
+        counters(out, start, end, done, db)
     if fsync_log:
         stamps = [float(l.split()[1]) for l in open(fsync_log) if re.match(r"\d+\s+[\d.]+ f(data)?sync\(", l)]
         n = sum(1 for s in stamps if start["t"] <= s <= end["t"])
@@ -183,8 +254,19 @@ def apalis_versions():
     return [f"{name} {version}" for name, version in found]
 
 
+def pg_rows(systems, args, db_prefix, backend="PostgreSQL"):
+    """Runs each (name, cmd) with a fresh database in place of None in its command."""
+    rows = []
+    for i, (name, cmd) in enumerate(systems):
+        db = f"{db_prefix}_{i}"
+        url = fresh_pg(db)
+        rows.append(run_harness(name, backend, [url if c is None else c for c in cmd] + args, db=db))
+        psql(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+    return rows
+
+
 def throughput_rows(n, tmp):
-    args = ["--jobs", n, "--concurrency", CONCURRENCY]
+    args = ["--jobs", n, "--concurrency", CONCURRENCY, "--batch-size", ENQUEUE_BATCH]
     rows = []
     sqlite = tmp / "throughput.db"
     rows.append(run_harness("retryd embedded", "SQLite", [HARNESS, "throughput", sqlite] + args,
@@ -201,14 +283,74 @@ def throughput_rows(n, tmp):
     ]
     if apalis_built():
         peers_pg.append(("apalis", [APALIS, "throughput", None]))
-    for i, (name, cmd) in enumerate(peers_pg):
-        db = f"bench_tp_{i}"
-        url = fresh_pg(db)
-        cmd = [url if c is None else c for c in cmd]
-        rows.append(run_harness(name, "PostgreSQL", cmd + args, db=db))
-        psql(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+    rows += pg_rows(peers_pg, args, "bench_tp")
     rows.append(run_harness("BullMQ", "Redis", node("bullmq.js") + ["throughput", REDIS] + args))
     rows.append(run_harness("Celery", "Redis", py("celery_bench.py") + ["throughput", REDIS] + args))
+    return rows
+
+
+def enqueue_rows(n, tmp):
+    """N no-op jobs enqueued in bulk calls of ENQUEUE_BATCH (retryd also one at a time)."""
+    args = ["--jobs", n, "--concurrency", CONCURRENCY, "--batch-size", ENQUEUE_BATCH]
+    one = ["--one-at-a-time"]
+    rows = [
+        run_harness("retryd embedded (enqueue_many)", "SQLite", [HARNESS, "enqueue", tmp / "enqueue.db"] + args),
+        run_harness("retryd embedded (enqueue, 16 tasks)", "SQLite", [HARNESS, "enqueue", tmp / "enqueue-one.db"] + args + one),
+    ]
+    if apalis_built():
+        rows.append(run_harness("apalis (push_bulk)", "SQLite", [APALIS, "enqueue", tmp / "apalis-enqueue.db"] + args))
+    peers_pg = [
+        ("retryd embedded (enqueue_many)", [HARNESS, "enqueue", None]),
+        ("retryd embedded (enqueue, 16 tasks)", [HARNESS, "enqueue", None] + one),
+        ("graphile-worker (addJobs)", node("graphile.js") + ["enqueue", None]),
+        ("pg-boss (insert)", node("pgboss.js") + ["enqueue", None]),
+        ("procrastinate (batch_defer_async)", py("procrastinate_bench.py") + ["enqueue", None]),
+    ]
+    if apalis_built():
+        peers_pg.append(("apalis (push_bulk)", [APALIS, "enqueue", None]))
+    rows += pg_rows(peers_pg, args, "bench_enq")
+    rows.append(run_harness("BullMQ (addBulk)", "Redis", node("bullmq.js") + ["enqueue", REDIS] + args))
+    rows.append(run_harness("Celery (apply_async, one producer)", "Redis", py("celery_bench.py") + ["enqueue", REDIS] + args))
+    return rows
+
+
+def scale_n_rows(small, big, tmp, cap_s):
+    """The drain rate at `small` and at `big` jobs: retryd on both backends and
+    graphile-worker with batching. Each drain stops after `cap_s` and reports the rate so far."""
+    rows = []
+    for n in (small, big):
+        args = ["--jobs", n, "--concurrency", CONCURRENCY, "--batch-size", ENQUEUE_BATCH, "--cap-s", cap_s]
+        rows.append(run_harness("retryd embedded", "SQLite", [HARNESS, "throughput", tmp / f"scale-n-{n}.db"] + args))
+        rows += pg_rows([("retryd embedded", [HARNESS, "throughput", None]),
+                         ("graphile-worker (batching)", node("graphile.js") + ["throughput", None, "--batch"])],
+                        args, f"bench_scale_n_{n}")
+    return rows
+
+
+def nodes_rows(n, cap_s):
+    """retryd draining N jobs on one PostgreSQL from 1 and from 3 processes (nodes): one
+    process enqueues, then every node drains until the database has N finished jobs. The
+    drain lasts from the nodes' common start to the last completion on any node."""
+    rows = []
+    for nodes in (1, 3):
+        db = f"bench_nodes_{nodes}"
+        url = fresh_pg(db)
+        log(f"-- {nodes} node(s): enqueueing {n} jobs")
+        subprocess.run([str(c) for c in [HARNESS, "enqueue", url, "--jobs", n, "--batch-size", ENQUEUE_BATCH]],
+                       check=True, capture_output=True)
+        cmds = [[HARNESS, "drain", url, "--jobs", n, "--concurrency", CONCURRENCY, "--node", f"bench-{k + 1}",
+                 "--cap-s", cap_s] for k in range(nodes)]
+        name = f"retryd embedded, {nodes} node{'s' if nodes > 1 else ''}"
+        marks, results = run_group(name, "PostgreSQL", cmds, db=db)
+        start, end = step(marks)
+        done = max(r["completed"] for r in results)
+        last = max(r["last_done_unix"] or start["t"] for r in results)
+        out = {"name": name, "backend": "PostgreSQL", "nodes": nodes, "jobs": n, "done": done,
+               "drain_s": last - start["t"], "per_node": [r["completed_here"] for r in results]}
+        out["jobs_per_s"] = done / out["drain_s"]
+        rows.append(counters(out, start, end, done, db))
+        log(f"   {json.dumps(out)}")
+        psql(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
     return rows
 
 
@@ -386,48 +528,99 @@ def fmt(v, digits=1):
     return f"{v:,.{digits}f}"
 
 
-def render(tp, late, lib, cmd, scale, meta):
+def render(res, meta):
+    """The tables of the sections that ran, numbered in SECTIONS order."""
     out = [f"# Benchmark results ({meta['date']})", "", f"Machine: {meta['machine']}", "",
            f"Command: `{meta['command']}`", ""]
-    out += ["## 1. Throughput", "",
-            f"{tp[0]['jobs']:,} no-op jobs enqueued, then drained with concurrency {CONCURRENCY}.", "",
-            "| system | backend | jobs/s | worker CPU s / 1k jobs | DB server CPU s / 1k jobs | commits / job | jobs / fsync |",
-            "|---|---|---:|---:|---:|---:|---:|"]
-    for r in tp:
-        note = f" ({r['done']:,} of {r['jobs']:,} in {r['drain_s']:.0f} s)" if r["done"] < r["jobs"] else ""
-        out.append(f"| {r['name']}{note} | {r['backend']} | {fmt(r['jobs_per_s'], 0)} | {fmt(r['worker_cpu_per_1k'], 2)} | "
-                   f"{fmt(r.get('db_cpu_per_1k'), 2)} | {fmt(r.get('commits_per_job'), 2)} | {fmt(r.get('jobs_per_fsync'), 2)} |")
-    out += ["", "## 2. Retry wake-up lateness", "",
-            f"{late[0]['jobs']:,} jobs arriving at 100/s, each failing its first attempt; lateness = start of the "
-            "second attempt − its due time.", "",
-            "| system | backend | settings | retry delay | p50 ms | p99 ms |", "|---|---|---|---|---:|---:|"]
-    delays = {"retryd embedded": "100 ms", "graphile-worker": "e¹ s (fixed by the library)", "pg-boss": "1 s (whole seconds)",
-              "procrastinate": "1 s (whole seconds)", "BullMQ": "100 ms", "Celery": "100 ms",
-              "apalis": "100 ms (in-process timer; the job stays claimed)"}
-    for r in late:
-        out.append(f"| {r['name']} | {r['backend']} | {r['settings']} | {delays[r['name']]} | {fmt(r['p50_ms'])} | {fmt(r['p99_ms'])} |")
-    out += ["", "## 3. Library overhead (criterion, zero-delay policy)", "", "| benchmark | time |", "|---|---:|"]
-    for r in lib:
-        out.append(f"| {r['bench']} | {fmt(r['ns'], 1)} ns |")
-    out += ["", "## 4. Command attempt overhead", "",
-            f"Median of {cmd['runs']} runs: `true` {fmt(cmd['direct_ms'], 2)} ms, `retryd run -- true` "
-            f"{fmt(cmd['retryd_ms'], 2)} ms: **{fmt(cmd['overhead_ms'], 2)} ms** added.", ""]
-    out += ["## 5. Scale: list API with stored jobs", "",
-            "| backend | jobs | requests | p50 ms | p99 ms | RSS at start MiB | RSS after MiB | peak RSS MiB |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in scale:
-        out.append(f"| {r['backend']} | {r['jobs']:,} | {r['requests']} | {fmt(r['p50_ms'])} | {fmt(r['p99_ms'])} | "
-                   f"{fmt(r['rss_start_mib'])} | {fmt(r['rss_end_mib'])} | {fmt(r['rss_peak_mib'])} |")
-    return "\n".join(out) + "\n"
+    number = iter(range(1, len(SECTIONS) + 1))
+    tp, enq, scale_n, nodes = res["throughput"], res["enqueue"], res["scale-n"], res["nodes"]
+    late, lib, cmd, scale = res["lateness"], res["library"], res["command"], res["scale"]
+
+    def partial(r):
+        return f" ({r['done']:,} of {r['jobs']:,} in {r['drain_s']:.0f} s)" if r["done"] < r["jobs"] else ""
+
+    if tp:
+        out += [f"## {next(number)}. Throughput", "",
+                f"{tp[0]['jobs']:,} no-op jobs enqueued, then drained with concurrency {CONCURRENCY}.", "",
+                "| system | backend | jobs/s | worker CPU s / 1k jobs | DB server CPU s / 1k jobs | commits / job | jobs / fsync |",
+                "|---|---|---:|---:|---:|---:|---:|"]
+        for r in tp:
+            out.append(f"| {r['name']}{partial(r)} | {r['backend']} | {fmt(r['jobs_per_s'], 0)} | {fmt(r['worker_cpu_per_1k'], 2)} | "
+                       f"{fmt(r.get('db_cpu_per_1k'), 2)} | {fmt(r.get('commits_per_job'), 2)} | {fmt(r.get('jobs_per_fsync'), 2)} |")
+        out.append("")
+    if enq:
+        out += [f"## {next(number)}. Bulk enqueue", "",
+                f"{enq[0]['jobs']:,} no-op jobs enqueued in calls of {ENQUEUE_BATCH:,} (rows that say otherwise: one job "
+                "per call), nothing draining.", "",
+                "| system | backend | jobs/s | client CPU s / 1k jobs | DB server CPU s / 1k jobs | commits / job |",
+                "|---|---|---:|---:|---:|---:|"]
+        for r in enq:
+            out.append(f"| {r['name']} | {r['backend']} | {fmt(r['jobs_per_s'], 0)} | {fmt(r['worker_cpu_per_1k'], 2)} | "
+                       f"{fmt(r.get('db_cpu_per_1k'), 2)} | {fmt(r.get('commits_per_job'), 2)} |")
+        out.append("")
+    if scale_n:
+        sizes = sorted({r["jobs"] for r in scale_n})
+        out += [f"## {next(number)}. Drain rate against N", "",
+                f"The throughput row at {sizes[0]:,} and at {sizes[-1]:,} jobs (each drain stopped after "
+                f"{scale_n[-1]['cap_s']} s at most); the target: the larger drain within 20 % of the smaller's rate.", "",
+                f"| system | backend | jobs/s at {sizes[0]:,} | jobs/s at {sizes[-1]:,} | ratio | DB server CPU s / 1k jobs at {sizes[-1]:,} |",
+                "|---|---|---:|---:|---:|---:|"]
+        for r in [r for r in scale_n if r["jobs"] == sizes[0]]:
+            big = next(b for b in scale_n if b["jobs"] == sizes[-1] and (b["name"], b["backend"]) == (r["name"], r["backend"]))
+            out.append(f"| {r['name']}{partial(big)} | {r['backend']} | {fmt(r['jobs_per_s'], 0)} | {fmt(big['jobs_per_s'], 0)} | "
+                       f"{fmt(big['jobs_per_s'] / r['jobs_per_s'], 2)} | {fmt(big.get('db_cpu_per_1k'), 2)} |")
+        out.append("")
+    if nodes:
+        out += [f"## {next(number)}. Several nodes on one PostgreSQL", "",
+                f"{nodes[0]['jobs']:,} no-op jobs enqueued by one process, then drained by 1 or 3 processes (nodes) "
+                f"with concurrency {CONCURRENCY} each; from their common start to the last completion.", "",
+                "| system | jobs/s | jobs per node | worker CPU s / 1k jobs (all nodes) | DB server CPU s / 1k jobs | commits / job |",
+                "|---|---:|---|---:|---:|---:|"]
+        for r in nodes:
+            out.append(f"| {r['name']}{partial(r)} | {fmt(r['jobs_per_s'], 0)} | {' / '.join(f'{k:,}' for k in r['per_node'])} | "
+                       f"{fmt(r['worker_cpu_per_1k'], 2)} | {fmt(r.get('db_cpu_per_1k'), 2)} | {fmt(r.get('commits_per_job'), 2)} |")
+        out.append("")
+    if late:
+        out += [f"## {next(number)}. Retry wake-up lateness", "",
+                f"{late[0]['jobs']:,} jobs arriving at 100/s, each failing its first attempt; lateness = start of the "
+                "second attempt − its due time.", "",
+                "| system | backend | settings | retry delay | p50 ms | p99 ms |", "|---|---|---|---|---:|---:|"]
+        delays = {"retryd embedded": "100 ms", "graphile-worker": "e¹ s (fixed by the library)", "pg-boss": "1 s (whole seconds)",
+                  "procrastinate": "1 s (whole seconds)", "BullMQ": "100 ms", "Celery": "100 ms",
+                  "apalis": "100 ms (in-process timer; the job stays claimed)"}
+        for r in late:
+            out.append(f"| {r['name']} | {r['backend']} | {r['settings']} | {delays[r['name']]} | {fmt(r['p50_ms'])} | {fmt(r['p99_ms'])} |")
+        out.append("")
+    if lib:
+        out += [f"## {next(number)}. Library overhead (criterion, zero-delay policy)", "", "| benchmark | time |", "|---|---:|"]
+        for r in lib:
+            out.append(f"| {r['bench']} | {fmt(r['ns'], 1)} ns |")
+        out.append("")
+    if cmd:
+        out += [f"## {next(number)}. Command attempt overhead", "",
+                f"Median of {cmd['runs']} runs: `true` {fmt(cmd['direct_ms'], 2)} ms, `retryd run -- true` "
+                f"{fmt(cmd['retryd_ms'], 2)} ms: **{fmt(cmd['overhead_ms'], 2)} ms** added.", ""]
+    if scale:
+        out += [f"## {next(number)}. Scale: list API with stored jobs", "",
+                "| backend | jobs | requests | p50 ms | p99 ms | RSS at start MiB | RSS after MiB | peak RSS MiB |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in scale:
+            out.append(f"| {r['backend']} | {r['jobs']:,} | {r['requests']} | {fmt(r['p50_ms'])} | {fmt(r['p99_ms'])} | "
+                       f"{fmt(r['rss_start_mib'])} | {fmt(r['rss_end_mib'])} | {fmt(r['rss_peak_mib'])} |")
+    return "\n".join(out).rstrip("\n") + "\n"
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="small N: a few minutes instead of ~20")
-    parser.add_argument("--only", choices=["throughput", "lateness", "library", "command", "scale"], action="append")
+    parser.add_argument("--quick", action="store_true", help="small N: a few minutes instead of ~40")
+    parser.add_argument("--only", choices=SECTIONS, action="append",
+                        help="run this section only (repeatable); the table is printed, bench/results is left alone")
     args = parser.parse_args()
-    n_tp, n_late, n_scale = (2000, 200, 100_000) if args.quick else (20_000, 1000, 1_000_000)
-    only = set(args.only or ["throughput", "lateness", "library", "command", "scale"])
+    if args.quick:
+        n_tp, n_big, n_late, n_scale, cap_s = 2000, 20_000, 200, 100_000, 120
+    else:
+        n_tp, n_big, n_late, n_scale, cap_s = 20_000, 200_000, 1000, 1_000_000, SCALE_CAP_S
+    only = set(args.only or SECTIONS)
     tmp = Path(tempfile.mkdtemp(prefix="retryd-bench-"))
     versions = subprocess.run([NODE, "-e", "for (const p of ['graphile-worker','pg-boss','bullmq']) "
                                "console.log(p + ' ' + require(p + '/package.json').version)"],
@@ -437,28 +630,31 @@ def main():
     mem = next(l for l in open("/proc/meminfo") if l.startswith("MemTotal")).split()[1]
     meta = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "command": "bash bench/run.sh" + (" --quick" if args.quick else ""),
+        "command": "bash bench/run.sh" + (" --quick" if args.quick else "")
+                   + "".join(f" --only {o}" for o in args.only or []),
         "machine": f"{os.cpu_count()} CPUs, {int(mem) // 1024 // 1024} GiB RAM; "
                    f"{psql('SHOW server_version')} PostgreSQL, Redis "
                    f"{subprocess.run(['redis-cli', 'INFO', 'server'], capture_output=True, text=True).stdout.split('redis_version:')[1].split()[0]}, "
                    f"node {subprocess.run([NODE, '--version'], capture_output=True, text=True).stdout.strip()}; "
                    + ", ".join(v for v in versions + pyv + apalis_versions() if v),
     }
-    tp = throughput_rows(n_tp, tmp) if "throughput" in only else []
-    late = lateness_rows(n_late, tmp) if "lateness" in only else []
-    lib = library_rows() if "library" in only else []
-    cmd = command_rows(50 if args.quick else 200) if "command" in only else None
-    scale = scale_rows(n_scale, tmp, 200 if args.quick else 1000) if "scale" in only else []
-    if only != {"throughput", "lateness", "library", "command", "scale"}:
-        print(json.dumps({"throughput": tp, "lateness": late, "library": lib, "command": cmd, "scale": scale}, indent=1))
-        shutil.rmtree(tmp, ignore_errors=True)
-        return
-    table = render(tp, late, lib, cmd, scale, meta)
-    results = BENCH / "results"
-    results.mkdir(exist_ok=True)
-    (results / "latest.md").write_text(table)
-    (results / "latest.json").write_text(json.dumps({"meta": meta, "throughput": tp, "lateness": late,
-                                                     "library": lib, "command": cmd, "scale": scale}, indent=1))
+    run = {
+        "throughput": lambda: throughput_rows(n_tp, tmp),
+        "enqueue": lambda: enqueue_rows(n_tp, tmp),
+        "scale-n": lambda: [dict(r, cap_s=cap_s) for r in scale_n_rows(n_tp, n_big, tmp, cap_s)],
+        "nodes": lambda: nodes_rows(n_tp, cap_s),
+        "lateness": lambda: lateness_rows(n_late, tmp),
+        "library": library_rows,
+        "command": lambda: command_rows(50 if args.quick else 200),
+        "scale": lambda: scale_rows(n_scale, tmp, 200 if args.quick else 1000),
+    }
+    res = {section: run[section]() if section in only else [] for section in SECTIONS}
+    table = render(res, meta)
+    if only == set(SECTIONS):
+        results = BENCH / "results"
+        results.mkdir(exist_ok=True)
+        (results / "latest.md").write_text(table)
+        (results / "latest.json").write_text(json.dumps(dict(res, meta=meta), indent=1))
     print(table)
     shutil.rmtree(tmp, ignore_errors=True)
 

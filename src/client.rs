@@ -216,12 +216,12 @@ impl Client {
         self.send(self.http.delete(self.url(path))).await
     }
 
-    pub async fn put<T: DeserializeOwned, B: Serialize>(
+    pub async fn patch<T: DeserializeOwned, B: Serialize>(
         &self,
         path: &str,
         body: &B,
     ) -> Result<T, ClientError> {
-        self.send(self.http.put(self.url(path)).json(body)).await
+        self.send(self.http.patch(self.url(path)).json(body)).await
     }
 
     /// Follows an NDJSON stream, calling `each` for every line until the server ends it.

@@ -31,6 +31,7 @@ pub mod exit {
 }
 
 fn main() -> ExitCode {
+    quiet_on_closed_pipe();
     let cli = cli::Cli::parse();
     output::init_color(cli.no_color);
     let result =
@@ -42,6 +43,26 @@ fn main() -> ExitCode {
             ExitCode::from(exit::ERROR)
         }
     }
+}
+
+/// `retryd show ID | head -1`: once the reader has gone, printing fails with EPIPE and
+/// `println!` panics. The output is not wanted any more, so the process ends quietly with
+/// success, as ripgrep does (issue 15), whichever command was printing. Resetting SIGPIPE to
+/// its default instead would also kill `serve` when a child closes the stdin it is fed.
+fn quiet_on_closed_pipe() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.starts_with("failed printing to std") && message.contains("Broken pipe") {
+            std::process::exit(i32::from(exit::OK));
+        }
+        default_hook(info);
+    }));
 }
 
 /// `retryd run` waits on one child at a time, so one thread does: starting worker threads

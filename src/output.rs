@@ -67,6 +67,12 @@ pub fn clean(text: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
+/// A field label padded to `width` columns before it is painted, so that escape codes do not
+/// eat the padding (issue 15: with colours on, `show` printed `queuedefault`).
+pub fn label(name: &str, width: usize) -> String {
+    dim(&format!("{name:<width$}"))
+}
+
 /// A state name in its colour. The words carry the meaning; colour only helps.
 pub fn state(state: &str) -> String {
     let code = match state {
@@ -159,6 +165,27 @@ pub fn truncate(text: &str, max: usize) -> String {
     }
 }
 
+/// Cuts text to about `max` characters at a word boundary, with an ellipsis, so that a
+/// title never ends mid-word.
+pub fn cut_at_word(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let keep = max.saturating_sub(1);
+    let cut: String = text.chars().take(keep).collect();
+    let ends_a_word = text.chars().nth(keep).is_some_and(char::is_whitespace);
+    let at_word = match cut.rfind(char::is_whitespace) {
+        _ if ends_a_word => &cut[..],
+        // A word longer than half the room is cut anyway rather than leave a stub.
+        Some(space) if space >= cut.len() / 2 => &cut[..space],
+        _ => &cut[..],
+    };
+    format!(
+        "{}…",
+        at_word.trim_end_matches(|c: char| c.is_whitespace() || c == ',' || c == ';' || c == ':')
+    )
+}
+
 /// A one-line status on stderr that rewrites itself, shown only on a terminal.
 pub struct StatusLine {
     enabled: bool,
@@ -228,5 +255,27 @@ mod tests {
             "a\\x1b]52;c;aGk=\\x07b\\x1b[2J\\u{9b}c\td\ne\\x0d\\x7f"
         );
         assert!(matches!(clean("plain text"), std::borrow::Cow::Borrowed(_)));
+    }
+
+    /// Issue 15: with colours on, `show`'s labels ran into their values.
+    #[test]
+    fn issue_15_labels_keep_their_padding_with_colours_on() {
+        let _ = COLOR.set(true);
+        let queue = label("queue", 10);
+        assert!(queue.starts_with("\x1b[2m"), "{queue:?}");
+        assert_eq!(visible_width(&queue), 10);
+        assert_eq!(visible_width(&format!("{queue}default")), 17);
+    }
+
+    /// Issue 15: `dlq list` cut titles mid-word.
+    #[test]
+    fn issue_15_titles_are_cut_at_a_word_boundary_with_an_ellipsis() {
+        let title = "Error: insufficient funds for gas * price + value: have 10 want 20";
+        assert_eq!(cut_at_word(title, 30), "Error: insufficient funds for…");
+        assert_eq!(cut_at_word(title, 200), title);
+        assert_eq!(
+            cut_at_word("0x52908400098527886e0f7030069857d2e4169ee7", 10),
+            "0x5290840…"
+        );
     }
 }

@@ -7,10 +7,14 @@ import sys
 
 def parse_args():
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=["throughput", "lateness"])
+    parser.add_argument("mode", choices=["throughput", "lateness", "enqueue"])
     parser.add_argument("url")
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=16)
+    # Jobs per bulk enqueue call.
+    parser.add_argument("--batch-size", type=int, default=1000)
+    # A drain that takes longer stops and reports the rate so far.
+    parser.add_argument("--cap-s", type=int, default=90)
     parser.add_argument("--best", action="store_true")
     parser.add_argument("--marks", action="store_true")
     return parser.parse_args()
@@ -20,6 +24,29 @@ def mark(args, name):
     print(f"MARK {name}", flush=True)
     if args.marks:
         sys.stdin.readline()
+
+
+def batches(args):
+    """The sizes of the bulk enqueue calls for `args.jobs` jobs."""
+    return [min(args.batch_size, args.jobs - start) for start in range(0, args.jobs, args.batch_size)]
+
+
+class Completions:
+    """The end of a drain, counted in-process (as bench/retryd_bench.rs counts its events):
+    handlers call `done()` for each finished job. A count query every few milliseconds would
+    cost the database and add up to its interval to the drain. Thread-safe."""
+
+    def __init__(self, n):
+        import threading
+        self.n, self.count = n, 0
+        self._lock = threading.Lock()
+        self.finished = threading.Event()
+
+    def done(self):
+        with self._lock:
+            self.count += 1
+            if self.count >= self.n:
+                self.finished.set()
 
 
 def percentile(values, p):

@@ -2,7 +2,7 @@
 
 use crate::cli::{DlqAction, DlqCommand, DlqFilter};
 use crate::client::{Client, JobView};
-use crate::output::{self, bold, dim, table, truncate};
+use crate::output::{self, bold, dim, table};
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -12,6 +12,10 @@ use serde_json::{Value, json};
 struct Group {
     fingerprint: String,
     class: Option<String>,
+    #[serde(default)]
+    rule: Option<String>,
+    #[serde(default)]
+    advice: Vec<String>,
     message: String,
     count: u64,
     first_seen: DateTime<Utc>,
@@ -114,7 +118,7 @@ async fn list(client: &Client, filter: &DlqFilter, json: bool) -> Result<u8> {
         println!(
             "\n  {} {}  {}",
             output::red(&format!("{} ×", group.count)),
-            truncate(&group.message, 100),
+            output::cut_at_word(&group.message, 100),
             dim(&format!(
                 "(since {}, last {})",
                 output::datetime(group.first_seen),
@@ -135,13 +139,19 @@ async fn list(client: &Client, filter: &DlqFilter, json: bool) -> Result<u8> {
                 group.targets.join(",")
             }
         );
-        println!(
-            "    {}",
-            dim(&format!(
-                "requeue all: retryd dlq requeue --fingerprint '{}' --reset",
-                group.fingerprint.replace('\'', r"'\''")
-            ))
-        );
+        if let Some(rule) = &group.rule {
+            println!(
+                "    {} {} ({})",
+                dim("rule"),
+                rule,
+                group.class.as_deref().unwrap_or("unclassified")
+            );
+        }
+        for (i, step) in group.advice.iter().enumerate() {
+            // The first step is what to do now; the rest follow from it.
+            let step = if i == 0 { bold(step) } else { dim(step) };
+            println!("    → {step}");
+        }
     }
     println!("\n{}", bold("Newest dead jobs"));
     let rows: Vec<Vec<String>> = dlq
@@ -153,10 +163,17 @@ async fn list(client: &Client, filter: &DlqFilter, json: bool) -> Result<u8> {
                 v.job.kind.clone(),
                 format!("{}/{}", v.job.attempt, v.job.policy.max_attempts),
                 v.job.last_rule.clone().unwrap_or_else(|| "-".into()),
-                truncate(v.job.finish_reason.as_deref().unwrap_or("-"), 60),
+                output::cut_at_word(
+                    v.job
+                        .last_error
+                        .as_deref()
+                        .or(v.job.finish_reason.as_deref())
+                        .unwrap_or("-"),
+                    70,
+                ),
             ]
         })
         .collect();
-    table("  ", &["ID", "KIND", "ATTEMPTS", "RULE", "WHY"], &rows);
+    table("  ", &["ID", "KIND", "ATTEMPTS", "RULE", "ERROR"], &rows);
     Ok(crate::exit::OK)
 }

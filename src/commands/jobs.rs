@@ -37,14 +37,86 @@ fn attempts_text(view: &JobView) -> String {
     }
 }
 
+/// A word for the shell: quoted when it holds anything but plain characters.
+fn shell_word(word: &str) -> String {
+    if !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.,=:/@".contains(c))
+    {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+/// The command that lists the next page: the same filters, from the cursor (issue 15: the
+/// hint dropped `--state failed,retrying` and listed every job from there on).
+fn next_page_hint(args: &JobsArgs, cursor: &str) -> String {
+    let mut hint = "retryd jobs".to_owned();
+    for (flag, value) in [
+        ("--state", &args.state),
+        ("--queue", &args.queue),
+        ("--kind", &args.kind),
+        ("--target", &args.target),
+        ("--label", &args.label),
+    ] {
+        if let Some(value) = value {
+            hint.push_str(&format!(" {flag} {}", shell_word(value)));
+        }
+    }
+    if args.limit != crate::cli::DEFAULT_JOBS_LIMIT {
+        hint.push_str(&format!(" --limit {}", args.limit));
+    }
+    if args.wide {
+        hint.push_str(" --wide");
+    }
+    hint.push_str(&format!(" --cursor {cursor}"));
+    hint
+}
+
+/// One line of why a job is where it is. A finished job says how it ended and the rule
+/// that decided it; its error has a column of its own.
+fn status_text(view: &JobView) -> String {
+    let job = &view.job;
+    match (&view.waiting_reason, job.state) {
+        // A pipeline says which step runs: "running: confirm, attempt 2/3".
+        (None, retryd_core::JobState::Running) if view.step_status.is_some() => {
+            view.step_status.clone().unwrap_or_default()
+        }
+        (Some(_), state) if state.is_terminal() => {
+            let reason = job.finish_reason.as_deref().unwrap_or("no reason recorded");
+            // "attempts exhausted (3 of 3): attempt 3 failed (…)": the head says it.
+            let head = reason.split(": attempt").next().unwrap_or(reason);
+            match &job.last_rule {
+                Some(rule) if state == retryd_core::JobState::Failed => {
+                    format!("{state}: {head} ({rule})")
+                }
+                _ => format!("{state}: {head}"),
+            }
+        }
+        (Some(reason), _) => reason.clone(),
+        (None, retryd_core::JobState::Succeeded) => format!(
+            "done after {} attempt{}",
+            job.attempt,
+            if job.attempt == 1 { "" } else { "s" }
+        ),
+        (None, _) => format!(
+            "attempt {} running on {}",
+            job.attempt,
+            job.lease_owner.as_deref().unwrap_or("?")
+        ),
+    }
+}
+
 pub async fn list(client: &Client, args: JobsArgs, json: bool) -> Result<u8> {
     let query: Vec<(&str, String)> = [
-        ("state", args.state),
-        ("queue", args.queue),
-        ("kind", args.kind),
-        ("target", args.target),
-        ("label", args.label),
-        ("cursor", args.cursor),
+        ("state", args.state.clone()),
+        ("queue", args.queue.clone()),
+        ("kind", args.kind.clone()),
+        ("target", args.target.clone()),
+        ("label", args.label.clone()),
+        ("cursor", args.cursor.clone()),
         ("limit", Some(args.limit.to_string())),
     ]
     .into_iter()
@@ -60,27 +132,21 @@ pub async fn list(client: &Client, args: JobsArgs, json: bool) -> Result<u8> {
         return Ok(crate::exit::OK);
     }
     let now = Utc::now();
+    let cut = |text: &str, max: usize| {
+        if args.wide {
+            text.to_owned()
+        } else {
+            output::cut_at_word(text, max)
+        }
+    };
     let rows: Vec<Vec<String>> = page
         .jobs
         .iter()
         .map(|v| {
             let job = &v.job;
-            let status = match (&v.waiting_reason, job.state) {
-                // A pipeline says which step runs: "running: confirm, attempt 2/3".
-                (None, retryd_core::JobState::Running) if v.step_status.is_some() => {
-                    v.step_status.clone().unwrap_or_default()
-                }
-                (Some(reason), _) => reason.clone(),
-                (None, retryd_core::JobState::Succeeded) => format!(
-                    "done after {} attempt{}",
-                    job.attempt,
-                    if job.attempt == 1 { "" } else { "s" }
-                ),
-                (None, _) => format!(
-                    "attempt {} running on {}",
-                    job.attempt,
-                    job.lease_owner.as_deref().unwrap_or("?")
-                ),
+            let error = match job.state {
+                retryd_core::JobState::Succeeded => String::new(),
+                _ => job.last_error.clone().unwrap_or_default(),
             };
             vec![
                 job.id.to_string(),
@@ -90,19 +156,26 @@ pub async fn list(client: &Client, args: JobsArgs, json: bool) -> Result<u8> {
                 job.target.clone().unwrap_or_else(|| "-".into()),
                 attempts_text(v),
                 output::relative(job.updated_at, now),
-                truncate(&status, 70),
+                cut(&status_text(v), 90),
+                cut(&error, 60),
             ]
         })
         .collect();
     table(
         "",
         &[
-            "ID", "STATE", "QUEUE", "KIND", "TARGET", "ATTEMPTS", "UPDATED", "STATUS",
+            "ID", "STATE", "QUEUE", "KIND", "TARGET", "ATTEMPTS", "UPDATED", "STATUS", "ERROR",
         ],
         &rows,
     );
     if let Some(cursor) = page.next_cursor {
-        println!("{}", dim(&format!("more: retryd jobs --cursor {cursor}")));
+        println!(
+            "{}",
+            dim(&format!(
+                "more: {}",
+                next_page_hint(&args, &cursor.to_string())
+            ))
+        );
     }
     Ok(crate::exit::OK)
 }
@@ -168,7 +241,7 @@ pub async fn show(client: &Client, id: &str, json: bool) -> Result<u8> {
         bold(&job.id.to_string()),
         output::state(job.state.as_str())
     );
-    let field = |name: &str, value: String| println!("  {:<10}{value}", dim(name));
+    let field = |name: &str, value: String| println!("  {}{value}", output::label(name, 10));
     field("action", job.action.summary());
     field(
         "queue",
@@ -281,6 +354,7 @@ pub async fn show(client: &Client, id: &str, json: bool) -> Result<u8> {
                 vec![
                     a.number.to_string(),
                     a.step.clone().unwrap_or_else(|| "-".into()),
+                    a.node.clone(),
                     output::time(a.started_at),
                     took,
                     a.outcome.map_or("running", |o| o.as_str()).to_owned(),
@@ -291,8 +365,9 @@ pub async fn show(client: &Client, id: &str, json: bool) -> Result<u8> {
                 ]
             })
             .collect();
+        // NODE: where a full disk or memory shortage that failed the attempt is.
         let mut headers = vec![
-            "#", "STEP", "STARTED", "TOOK", "OUTCOME", "EXIT", "CLASS", "RULE", "THEN",
+            "#", "STEP", "NODE", "STARTED", "TOOK", "OUTCOME", "EXIT", "CLASS", "RULE", "THEN",
         ];
         let mut rows = rows;
         // The STEP column only for pipelines.
@@ -329,54 +404,110 @@ pub async fn show(client: &Client, id: &str, json: bool) -> Result<u8> {
     Ok(crate::exit::OK)
 }
 
+/// The note printed before an attempt's lines when its bounded tail dropped older output.
+fn dropped_note(attempt: &Attempt) -> Option<String> {
+    (attempt.output_dropped_bytes > 0).then(|| {
+        format!(
+            "[attempt {}: {} bytes of earlier output dropped; only the last part of its output is kept]",
+            attempt.number, attempt.output_dropped_bytes
+        )
+    })
+}
+
 pub async fn logs(client: &Client, id: &str, follow: bool, json: bool) -> Result<u8> {
-    let print = |line: LogLine| {
+    // Which attempts lost output to the bounded tail (issue 15: `logs` did not say).
+    let attempts: Vec<Attempt> = client.get(&format!("/jobs/{id}/attempts")).await?;
+    let mut noted = std::collections::BTreeSet::new();
+    let mut print = |line: LogLine| {
         if json {
             println!("{}", serde_json::to_string(&line).unwrap_or_default());
-        } else {
-            let prefix = dim(&format!("{} #{}", output::time(line.at), line.attempt));
-            println!(
-                "{prefix} {}{}",
-                if line.stream == Stream::Stderr {
-                    output::yellow("! ")
-                } else {
-                    String::new()
-                },
-                line.line
-            );
+            return;
         }
+        if noted.insert(line.attempt)
+            && let Some(note) = attempts
+                .iter()
+                .find(|a| a.number == line.attempt)
+                .and_then(dropped_note)
+        {
+            println!("{}", output::yellow(&note));
+        }
+        let prefix = dim(&format!("{} #{}", output::time(line.at), line.attempt));
+        println!(
+            "{prefix} {}{}",
+            if line.stream == Stream::Stderr {
+                output::yellow("! ")
+            } else {
+                String::new()
+            },
+            line.line
+        );
     };
     if follow {
         client
-            .follow_ndjson(&format!("/jobs/{id}/log?follow=true"), print)
+            .follow_ndjson(&format!("/jobs/{id}/log?follow=true"), &mut print)
             .await?;
         let view: JobView = client.get(&format!("/jobs/{id}")).await?;
+        if !json {
+            // Attempts that ran while following: their counts are known once they end.
+            let after: Vec<Attempt> = client.get(&format!("/jobs/{id}/attempts")).await?;
+            let known = |a: &Attempt| {
+                attempts
+                    .iter()
+                    .any(|b| b.number == a.number && b.output_dropped_bytes > 0)
+            };
+            for note in after.iter().filter(|a| !known(a)).filter_map(dropped_note) {
+                eprintln!("{}", output::yellow(&note));
+            }
+        }
         return Ok(crate::commands::submit::exit_code(view.job.state));
     }
     each_log_line(client, id, print).await?;
     Ok(crate::exit::OK)
 }
 
+/// Longest wait for a running attempt to stop: the node's SIGTERM-to-SIGKILL grace is at most
+/// 10 minutes.
+const CANCEL_WAIT: std::time::Duration = std::time::Duration::from_secs(10 * 60 + 30);
+
 pub async fn cancel(client: &Client, id: &str, json: bool) -> Result<u8> {
     let mut view: JobView = client
         .post(&format!("/jobs/{id}/cancel"), &json!({}))
         .await?;
-    // A running attempt stops within moments; wait briefly so that the answer is final.
-    for _ in 0..40 {
-        if view.job.state.is_terminal() {
-            break;
-        }
+    // A running attempt gets SIGTERM, and SIGKILL after the node's grace period if it
+    // ignores it: wait for the final state rather than answer `running` (issue 15).
+    let started = std::time::Instant::now();
+    let mut status = output::StatusLine::new();
+    while !view.job.state.is_terminal() && started.elapsed() < CANCEL_WAIT {
+        status.update(&format!(
+            "waiting for attempt {} to stop ({}s): SIGTERM sent, SIGKILL follows after the node's grace period",
+            view.job.attempt,
+            started.elapsed().as_secs()
+        ));
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         view = client.get(&format!("/jobs/{id}")).await?;
     }
+    status.clear();
     if json {
         output::json(&view);
-    } else {
+        return Ok(crate::exit::OK);
+    }
+    let events: Vec<Event> = client.get(&format!("/jobs/{id}/events")).await?;
+    let how = events
+        .last()
+        .filter(|e| e.to == view.job.state)
+        .map(|e| format!(": {}", e.reason))
+        .unwrap_or_default();
+    println!(
+        "job {} {}{how}",
+        view.job.id,
+        output::state(view.job.state.as_str())
+    );
+    if !view.job.state.is_terminal() {
         println!(
-            "job {} {}",
-            view.job.id,
-            output::state(view.job.state.as_str())
+            "  {}",
+            dim("the attempt has not stopped yet; `retryd show` tells when it has")
         );
+        return Ok(crate::exit::ERROR);
     }
     Ok(crate::exit::OK)
 }
@@ -407,6 +538,9 @@ pub async fn retry(client: &Client, args: crate::cli::RetryArgs, json: bool) -> 
     if let Some(policy) = &args.policy {
         body["policy"] = super::submit::policy_value(policy)?;
     }
+    if let Some(deadline) = &args.deadline {
+        body["deadline"] = json!(super::submit::instant("--deadline", deadline)?);
+    }
     let view: JobView = client.post(&format!("/jobs/{id}/retry"), &body).await?;
     if json {
         output::json(&view);
@@ -422,4 +556,28 @@ pub async fn retry(client: &Client, args: crate::cli::RetryArgs, json: bool) -> 
         }
     }
     Ok(crate::exit::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 15: the pagination hint of `jobs --state failed,retrying` dropped the filters.
+    #[test]
+    fn issue_15_the_next_page_hint_keeps_the_filters() {
+        let args = JobsArgs {
+            state: Some("failed,retrying".into()),
+            queue: None,
+            kind: Some("wordpress deploy".into()),
+            target: None,
+            label: Some("env=prod".into()),
+            limit: 20,
+            cursor: Some("01a2".into()),
+            wide: false,
+        };
+        assert_eq!(
+            next_page_hint(&args, "01a3"),
+            "retryd jobs --state failed,retrying --kind 'wordpress deploy' --label env=prod --limit 20 --cursor 01a3"
+        );
+    }
 }

@@ -21,6 +21,17 @@ pub async fn dispatch(cli: Cli) -> Result<u8> {
     let json = cli.json;
     match cli.command {
         Command::Serve(flags) => serve::serve(flags).await,
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "retryd", &mut script);
+            print_all(&script)
+        }
+        Command::Man => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut page)?;
+            print_all(&page)
+        }
         Command::Run(args) => run::run(args, json).await,
         Command::Submit(args) => submit::submit(&client(), *args, json).await,
         Command::Jobs(args) => jobs::list(&client(), args, json).await,
@@ -35,5 +46,14 @@ pub async fn dispatch(cli: Cli) -> Result<u8> {
         Command::Token(command) => token::token(&client(), command, json).await,
         Command::Circuits => circuits::list(&client(), json).await,
         Command::Notifications(args) => notifications::list(&client(), args, json).await,
+    }
+}
+
+/// Writes generated text to stdout; a reader that stopped early (`| head`) is not an error.
+fn print_all(text: &[u8]) -> Result<u8> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(crate::exit::OK),
     }
 }

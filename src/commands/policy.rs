@@ -132,8 +132,9 @@ pub async fn policy(client: &Client, command: PolicyCommand, json: bool) -> Resu
             print_view(&view, json, "created");
         }
         PolicyCommand::Update(edit) => {
+            // Only the fields given change (issue 15: a full replace reset the others).
             let view: PolicyView = client
-                .put(&format!("/policies/{}", edit.name), &edit_body(&edit)?)
+                .patch(&format!("/policies/{}", edit.name), &edit_body(&edit)?)
                 .await?;
             print_view(&view, json, "updated");
         }

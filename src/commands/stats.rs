@@ -102,12 +102,13 @@ pub async fn stats(client: &Client, args: StatsArgs, json: bool) -> Result<u8> {
             .map(|e| {
                 vec![
                     e["count"].to_string(),
+                    e["attempts"].to_string(),
                     e["class"].as_str().unwrap_or("–").to_owned(),
-                    output::truncate(e["message"].as_str().unwrap_or_default(), 80),
+                    output::cut_at_word(e["message"].as_str().unwrap_or_default(), 100),
                 ]
             })
             .collect();
-        table("  ", &["COUNT", "CLASS", "MESSAGE"], &rows);
+        table("  ", &["JOBS", "ATTEMPTS", "CLASS", "MESSAGE"], &rows);
     }
     breakdown("By kind", "KIND", &stats["by_kind"]);
     breakdown("By target", "TARGET", &stats["by_target"]);

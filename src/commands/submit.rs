@@ -83,7 +83,7 @@ pub fn command_action(options: &JobOptions, command: &[String]) -> Result<Comman
 }
 
 /// An instant given as RFC 3339 or as a duration from now.
-fn instant(flag: &str, text: &str) -> Result<DateTime<Utc>> {
+pub fn instant(flag: &str, text: &str) -> Result<DateTime<Utc>> {
     if let Ok(at) = DateTime::parse_from_rfc3339(text) {
         return Ok(at.with_timezone(&Utc));
     }

@@ -221,6 +221,37 @@ test('the dead-letter page requeues and purges a whole group', async () => {
   await p.close();
 });
 
+test('issue 15: a failed deploy is headlined by its real error and a permanent group leads with the fix', async () => {
+  const funds = 'Error: insufficient funds for gas * price + value: have 10 want 20';
+  const deploy = `echo "Deploying Vault from 0x5290"; sleep 0.05; echo "${funds}" >&2; sleep 0.05; echo "Deploying Vault from 0x5290"; exit 1`;
+  const odd = 'echo "migrating billing"; sleep 0.05; echo "Error: migration 0042 checksum mismatch" >&2; exit 1';
+  const once = { policy: { max_attempts: 1 } };
+  const dead = await server.submit('sh', ['-c', deploy], { kind: 'contract-deploy', ...once });
+  const unknown = await server.submit('sh', ['-c', odd], { kind: 'db-migrate', ...once });
+  for (const job of [dead, unknown]) await server.waitFor(job.id, (j) => j.state === 'failed');
+  const permanent = await server.job(dead.id);
+  const unclassified = await server.job(unknown.id);
+
+  const p = await page();
+  await p.goto(`${server.url}/jobs/${dead.id}`);
+  await p.waitForSelector('.diagnosis .log .line');
+  assert.match(await p.locator('.diagnosis .summary').textContent(), new RegExp(funds.replace(/[*+]/g, '\\$&')));
+  assert.match(await p.locator('.diagnosis .steps li').first().textContent(), /^Fix first: the account/);
+  const lines = await p.locator('.diagnosis .log .line').allTextContents();
+  assert.ok(lines[0].includes('Deploying Vault') && lines[1].includes(funds), `in the order written: ${lines}`);
+
+  await p.goto(`${server.url}/dlq`);
+  const group = p.locator(`article.group[data-fingerprint="${permanent.fingerprint}"]`);
+  await group.waitFor();
+  assert.match(await group.locator('.group-msg').textContent(), new RegExp(funds.replace(/[*+]/g, '\\$&')));
+  assert.match(await group.locator('.advice li').first().textContent(), /^Fix first:/);
+  assert.doesNotMatch(await group.locator('button[data-action="Requeue all"]').getAttribute('class'), /primary/);
+  const other = p.locator(`article.group[data-fingerprint="${unclassified.fingerprint}"]`);
+  assert.match(await other.locator('.advice li').first().textContent(), /^No rule classified this error/);
+  noProblems(p);
+  await p.close();
+});
+
 test('screenshots of every page, light and dark', async () => {
   mkdirSync(SHOTS, { recursive: true });
   const failed = (await server.get('/jobs?state=failed&kind=metis-deploy&limit=1')).body.jobs[0];

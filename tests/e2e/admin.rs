@@ -96,7 +96,7 @@ async fn stats_match_the_stored_jobs() {
         .map(|e| {
             (
                 e["message"].as_str().unwrap().to_owned(),
-                e["count"].as_u64().unwrap(),
+                e["attempts"].as_u64().unwrap(),
             )
         })
         .collect();

@@ -83,6 +83,12 @@ fn matrix() -> Vec<Route> {
             Admin,
             Some(json!({ "max_attempts": 4 })),
         ),
+        route(
+            "PATCH",
+            "/api/v1/policies/{name}",
+            Admin,
+            Some(json!({ "max_delay": "10m" })),
+        ),
         route("DELETE", "/api/v1/policies/{name}", Admin, None),
         route("GET", "/api/v1/events", Viewer, None),
         route("GET", "/api/v1/ws", Viewer, None),

@@ -251,11 +251,17 @@ async fn jobs_filters_paginate_and_logs_follow() {
     ]);
     let text = stdout(&page);
     assert_eq!(
-        text.lines().filter(|l| l.contains("deploy")).count(),
+        text.lines()
+            .filter(|l| l.contains("deploy") && !l.starts_with("more:"))
+            .count(),
         2,
         "{text}"
     );
-    assert!(text.contains("more: retryd jobs --cursor"), "{text}");
+    // The hint keeps the filters (issue 15).
+    assert!(
+        text.contains("more: retryd jobs --queue deploy --label release=v2 --limit 2 --cursor"),
+        "{text}"
+    );
     let json = server.cli(&["jobs", "--json", "--state", "succeeded,pending,running"]);
     let value: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert!(!value["jobs"].as_array().unwrap().is_empty());
@@ -448,4 +454,54 @@ async fn a_paused_queue_keeps_its_jobs_waiting_until_resumed() {
     server.cli(&["queue", "resume", "deploy"]);
     let job = server.wait_terminal(&id, Duration::from_secs(10)).await;
     assert_eq!(job["state"], "succeeded");
+}
+
+/// Issue 18: completions load in bash and complete subcommands and their flags; the man page
+/// renders.
+#[test]
+fn completions_load_in_bash_and_list_subcommands_and_flags() {
+    let complete = |words: &str| {
+        let script = format!(
+            "source <({BIN} completions bash) && COMP_WORDS=({words}) && COMP_CWORD=$((${{#COMP_WORDS[@]}} - 1)) \
+             && _retryd retryd \"${{COMP_WORDS[-1]}}\" \"${{COMP_WORDS[-2]}}\" && printf '%s\\n' \"${{COMPREPLY[@]}}\""
+        );
+        let out = std::process::Command::new("bash")
+            .args(["-c", &script])
+            .output()
+            .expect("bash");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let subcommands = complete("retryd ''");
+    for name in [
+        "serve",
+        "submit",
+        "jobs",
+        "show",
+        "dlq",
+        "completions",
+        "man",
+    ] {
+        assert!(
+            subcommands.lines().any(|l| l == name),
+            "{name} missing: {subcommands}"
+        );
+    }
+    let flags = complete("retryd submit --");
+    for flag in ["--queue", "--wait", "--file", "--idempotency-key"] {
+        assert!(flags.lines().any(|l| l == flag), "{flag} missing: {flags}");
+    }
+    for shell in ["zsh", "fish", "powershell"] {
+        let out = cli(&["completions", shell], &[]);
+        assert!(out.status.success() && out.stdout.len() > 1000, "{shell}");
+    }
+    let man = cli(&["man"], &[]);
+    assert!(stdout(&man).contains(".TH retryd 1"));
+    let refused = cli(&["completions", "tcsh"], &[]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(stderr(&refused).contains("bash"), "{}", stderr(&refused));
 }

@@ -533,3 +533,39 @@ async fn a_queue_paused_on_one_node_is_paused_on_all() {
         );
     }
 }
+
+/// Issue 15: a policy created or changed on one node was unknown to the others for up to 2 s
+/// (they polled). Now every node reads it again as the change's NOTIFY arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_change_on_one_node_reaches_the_others_at_once() {
+    let database = retryd_store_postgres::testing::fresh_database().await;
+    let nodes = start_nodes(&database, &["n1", "n2"], &[]).await;
+    let n2 = &nodes[1];
+    let known_on_n2 = |max_attempts: u64| async move {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        loop {
+            let (status, view) = n2.get("/policies/deploys").await;
+            if status == 200 && view["policy"]["max_attempts"] == max_attempts {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "n2 did not learn of the change within 1 s: {view}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    let body = json!({ "name": "deploys", "policy": { "max_attempts": 7 } });
+    let (status, created) = nodes[0].post("/policies", body).await;
+    assert_eq!(status, 201, "{created}");
+    known_on_n2(7).await;
+    let changed = nodes[0]
+        .http
+        .patch(nodes[0].api("/policies/deploys"))
+        .json(&json!({ "max_attempts": 9 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(changed.status(), 200);
+    known_on_n2(9).await;
+}

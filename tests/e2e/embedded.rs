@@ -238,49 +238,104 @@ async fn a_server_shows_but_never_claims_handler_jobs_on_postgres() {
     }
 }
 
-/// The retryd side of `bench/run.sh` with tiny N, so that the harness cannot rot.
+/// Runs the benchmark harness (`bench/retryd_bench.rs`) and returns its RESULT.
+fn bench_harness(mode: &str, database: &str, jobs: usize, extra: &[&str]) -> serde_json::Value {
+    let output = bench_command(mode, database, jobs, extra)
+        .output()
+        .expect("run the harness");
+    bench_result(mode, &output)
+}
+
+fn bench_command(mode: &str, database: &str, jobs: usize, extra: &[&str]) -> Command {
+    let mut command = Command::new(example().with_file_name("retryd-bench"));
+    command
+        .args([
+            mode,
+            database,
+            "--jobs",
+            &jobs.to_string(),
+            "--concurrency",
+            "4",
+        ])
+        .args(extra);
+    command
+}
+
+fn bench_result(mode: &str, output: &std::process::Output) -> serde_json::Value {
+    let text = stdout_of(output);
+    assert!(output.status.success(), "{mode}: {text}");
+    text.lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .and_then(|json| serde_json::from_str(json).ok())
+        .unwrap_or_else(|| panic!("no RESULT line: {text}"))
+}
+
+/// The retryd side of `bench/run.sh` with tiny N, so that the harness cannot rot: every mode
+/// on both backends, enqueueing in bulk and one job at a time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_benchmark_harness_runs_on_both_backends() {
-    let harness = example().with_file_name("retryd-bench");
     let dir = tempfile::tempdir().expect("temp dir");
+    let sqlite = |name: &str| dir.path().join(name).display().to_string();
     let postgres = retryd_store_postgres::testing::fresh_database().await;
     let runs = [
-        (
-            "throughput",
-            dir.path().join("t.db").display().to_string(),
-            30,
-        ),
-        (
-            "lateness",
-            dir.path().join("l.db").display().to_string(),
-            10,
-        ),
-        ("throughput", postgres, 30),
+        ("throughput", sqlite("t.db"), 30, &["--batch-size", "7"][..]),
+        ("throughput", sqlite("o.db"), 30, &["--one-at-a-time"][..]),
+        ("lateness", sqlite("l.db"), 10, &[][..]),
+        ("throughput", postgres, 30, &[][..]),
     ];
-    for (mode, database, jobs) in runs {
-        let output = Command::new(&harness)
-            .args([
-                mode,
-                &database,
-                "--jobs",
-                &jobs.to_string(),
-                "--concurrency",
-                "4",
-            ])
-            .output()
-            .expect("run the harness");
-        let text = stdout_of(&output);
-        assert!(output.status.success(), "{mode} on {database}: {text}");
-        let result: serde_json::Value = text
-            .lines()
-            .find_map(|l| l.strip_prefix("RESULT "))
-            .and_then(|json| serde_json::from_str(json).ok())
-            .unwrap_or_else(|| panic!("no RESULT line: {text}"));
+    for (mode, database, jobs, extra) in runs {
+        let result = bench_harness(mode, &database, jobs, extra);
         assert_eq!(result["jobs"], jobs, "{result}");
+        assert_eq!(result["completed"], jobs, "{result}");
         assert!(result["jobs_per_s"].as_f64().unwrap() > 0.0, "{result}");
         if mode == "lateness" {
             assert_eq!(result["retried"], jobs, "every job ran its retry: {result}");
             assert!(result["p99_ms"].as_f64().unwrap() >= 0.0, "{result}");
         }
     }
+}
+
+/// Issue 13: the bulk enqueue rows and the several-node row. `enqueue` stores the jobs and
+/// runs none; `drain` processes on one database share them and each stops once the database
+/// has them all finished.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_benchmark_harness_enqueues_then_several_nodes_drain() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sqlite = dir.path().join("e.db").display().to_string();
+    let postgres = retryd_store_postgres::testing::fresh_database().await;
+    for (database, extra) in [
+        (&sqlite, &["--batch-size", "7"][..]),
+        (&postgres, &["--one-at-a-time"][..]),
+    ] {
+        let result = bench_harness("enqueue", database, 30, extra);
+        assert!(result["enqueue_per_s"].as_f64().unwrap() > 0.0, "{result}");
+    }
+
+    let alone = bench_harness("drain", &sqlite, 30, &["--node", "only"]);
+    assert_eq!(alone["completed"], 30, "{alone}");
+    assert_eq!(alone["completed_here"], 30, "{alone}");
+    assert_eq!(alone["node"], "only", "{alone}");
+
+    let nodes: Vec<_> = ["a", "b"]
+        .map(|node| {
+            bench_command("drain", &postgres, 30, &["--node", node])
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("spawn a drain node")
+        })
+        .into_iter()
+        .collect();
+    let results: Vec<_> = nodes
+        .into_iter()
+        .map(|node| bench_result("drain", &node.wait_with_output().expect("wait")))
+        .collect();
+    let mut here = 0;
+    for result in &results {
+        assert_eq!(
+            result["completed"], 30,
+            "every node waits for all: {result}"
+        );
+        here += result["completed_here"].as_u64().unwrap();
+    }
+    assert_eq!(here, 30, "each job ran on one node once: {results:?}");
 }

@@ -163,3 +163,46 @@ async fn filters_and_the_websocket_carry_the_same_events() {
         .unwrap();
     assert_eq!(anonymous.status(), 401);
 }
+
+/// Issue 15: a pipeline step that succeeds and the next one that starts were not on the
+/// live stream (the job stays `running`, so there was no event).
+#[tokio::test]
+async fn pipeline_step_changes_are_on_the_live_stream() {
+    let server = Server::start(&[]).await;
+    let stream = follow(&server, "", None).await;
+    let steps = json!([
+        { "name": "build", "command": { "program": "true" } },
+        { "name": "ship", "command": { "program": "true" } },
+    ]);
+    let (status, job) = server
+        .post(
+            "/jobs",
+            json!({ "action": { "type": "pipeline", "steps": steps } }),
+        )
+        .await;
+    assert_eq!(status, 201, "{job}");
+    let events = read_sse(stream, Duration::from_secs(20), |events| {
+        events.iter().any(|e| e["to"] == "succeeded")
+    })
+    .await;
+    let seen: Vec<(String, String, String)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["to"].as_str().unwrap().to_owned(),
+                e["step"].as_str().unwrap_or("-").to_owned(),
+                e["reason"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let advanced = seen
+        .iter()
+        .find(|(to, step, _)| to == "running" && step == "ship")
+        .unwrap_or_else(|| panic!("no step change on the stream: {seen:?}"));
+    assert!(
+        advanced
+            .2
+            .starts_with("step build succeeded after 1 attempt(s); step ship next"),
+        "{advanced:?}"
+    );
+}

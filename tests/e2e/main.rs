@@ -11,6 +11,7 @@ mod cluster;
 mod crash;
 mod dashboard;
 mod dead_letter;
+mod diagnosis;
 mod embedded;
 mod events;
 mod examples;

@@ -152,13 +152,29 @@ async fn contract_deployment_pipeline(server: Server) {
         .map(|e| e["reason"].as_str().unwrap().to_owned())
         .collect();
     let steps: Vec<&str> = events.iter().map(|e| e["step"].as_str().unwrap()).collect();
+    // Each step that starts after another succeeded has its event (issue 15).
     assert_eq!(
         steps,
         [
-            "compile", "compile", "confirm", "confirm", "confirm", "confirm", "verify", "verify",
+            "compile",
+            "compile",
+            "estimate-gas",
+            "submit",
+            "confirm",
+            "confirm",
+            "confirm",
+            "confirm",
+            "confirm",
+            "verify",
+            "verify",
+            "verify",
             "verify"
         ],
         "every event names its step: {reasons:?}"
+    );
+    assert!(
+        reasons.contains(&"step submit succeeded after 1 attempt(s); step confirm next".to_owned()),
+        "{reasons:?}"
     );
     assert!(
         reasons

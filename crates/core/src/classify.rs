@@ -97,18 +97,50 @@ impl Rule {
         )
     }
 
-    fn matches(&self, failure: &Failure<'_>) -> bool {
+    fn matches(&self, failure: &Failure<'_>) -> Option<Matched> {
         if let Some(codes) = &self.exit_codes {
-            return failure.exit_code.is_some_and(|code| codes.contains(&code));
+            return failure
+                .exit_code
+                .is_some_and(|code| codes.contains(&code))
+                .then_some(Matched { line: None });
         }
         if let Some(pattern) = &self.output {
-            return compile(pattern).is_ok_and(|re| re.is_match(tail(failure.output)));
+            return compile(pattern)
+                .ok()
+                .and_then(|re| matched_line(&re, failure.output));
         }
         if let Some(statuses) = &self.http_status {
-            return failure.http_status.is_some_and(|s| statuses.contains(&s));
+            return failure
+                .http_status
+                .is_some_and(|s| statuses.contains(&s))
+                .then_some(Matched { line: None });
         }
-        false
+        None
     }
+}
+
+/// A rule matched; for an output rule, on this line.
+struct Matched {
+    line: Option<String>,
+}
+
+/// The last line of the output tail on which `re` matches (a pattern that spans lines gives
+/// the line where its last match starts): the line that decided the class is the error a
+/// person should read first.
+fn matched_line(re: &Regex, output: &str) -> Option<Matched> {
+    let tail = tail(output);
+    let line = tail
+        .lines()
+        .rev()
+        .find(|line| re.is_match(line))
+        .or_else(|| {
+            let start = re.find_iter(tail).last()?.start();
+            let from = tail[..start].rfind('\n').map_or(0, |i| i + 1);
+            tail[from..].lines().next()
+        })?;
+    Some(Matched {
+        line: Some(line.trim().to_owned()),
+    })
 }
 
 fn compile(pattern: &str) -> Result<Regex, regex::Error> {
@@ -138,6 +170,9 @@ pub struct Failure<'a> {
 pub struct Classification {
     pub class: Class,
     pub rule: String,
+    /// The output line an output rule matched: the attempt's headline error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<String>,
 }
 
 /// Rules look at the last 32 KiB of output: errors are printed last, and scanning a bounded
@@ -162,8 +197,7 @@ enum Builtin {
     ExitRange(i32, i32),
     Output(Regex),
     ConnectError,
-    Http(&'static [u16]),
-    HttpRange(u16, u16),
+    Http(fn(u16) -> bool),
 }
 
 struct BuiltinRule {
@@ -177,8 +211,10 @@ fn output(pattern: &str) -> Builtin {
 }
 
 /// The built-in rules, in order. Exit codes and HTTP statuses, which say exactly what
-/// happened, come first; then permanent output patterns before transient ones, because retrying an authentication
-/// failure that also mentions a reset connection only repeats the failure.
+/// happened, come first; then permanent output patterns before transient ones, because
+/// retrying an authentication failure that also mentions a reset connection only repeats
+/// the failure. Each output rule is named for every phrase it matches, so that the rule an
+/// attempt records says what was seen (a 503 is not "resource temporarily unavailable").
 static BUILTIN_RULES: LazyLock<Vec<BuiltinRule>> = LazyLock::new(|| {
     use Class::*;
     let rule = |name, class, matcher| BuiltinRule {
@@ -212,9 +248,13 @@ static BUILTIN_RULES: LazyLock<Vec<BuiltinRule>> = LazyLock::new(|| {
         rule(
             "HTTP 408/425/429/5xx",
             Transient,
-            Builtin::Http(&[408, 425, 429, 500, 502, 503, 504]),
+            Builtin::Http(|s| matches!(s, 408 | 425 | 429 | 500..=599)),
         ),
-        rule("HTTP 4xx", Permanent, Builtin::HttpRange(400, 499)),
+        rule(
+            "HTTP 4xx",
+            Permanent,
+            Builtin::Http(|s| (400..=499).contains(&s)),
+        ),
         rule(
             "output: image or repository not found",
             Permanent,
@@ -231,6 +271,21 @@ static BUILTIN_RULES: LazyLock<Vec<BuiltinRule>> = LazyLock::new(|| {
             "output: container name already in use",
             Permanent,
             output(r"the container name \S+ is already in use"),
+        ),
+        // Permanent: an expired or untrusted certificate does not renew itself between
+        // attempts seconds apart; retrying only hides the cause until the attempts run out.
+        rule(
+            "output: TLS certificate expired or not trusted",
+            Permanent,
+            output(
+                r"certificate has expired|certificate verify failed|x509: certificate|self[- ]signed certificate|unable to get local issuer certificate",
+            ),
+        ),
+        // A wallet or account without the balance the action spends: someone must fund it.
+        rule(
+            "output: insufficient funds",
+            Permanent,
+            output(r"insufficient funds|insufficient balance"),
         ),
         rule(
             "output: permission denied",
@@ -271,6 +326,33 @@ static BUILTIN_RULES: LazyLock<Vec<BuiltinRule>> = LazyLock::new(|| {
                 r"connection (refused|reset|aborted|closed)|econnrefused|econnreset|broken pipe",
             ),
         ),
+        // The server is full now; it has room again when other clients disconnect.
+        rule(
+            "output: too many connections or clients",
+            Transient,
+            output(r"too many (connections|clients)|remaining connection slots are reserved"),
+        ),
+        rule(
+            "output: HTTP 429 too many requests or rate limit",
+            Transient,
+            output(
+                r"too many requests|toomanyrequests|rate limit|returned error: 429\b|\b(http|status)\W{0,3}429\b",
+            ),
+        ),
+        rule(
+            "output: HTTP 503 service unavailable",
+            Transient,
+            output(
+                r"service (temporarily )?unavailable|returned error: 503\b|\b(http|status)\W{0,3}503\b",
+            ),
+        ),
+        rule(
+            "output: HTTP 5xx server error",
+            Transient,
+            output(
+                r"returned error: 5\d\d\b|\b(http|status)\W{0,3}5\d\d\b|bad gateway|gateway time-?out|internal server error",
+            ),
+        ),
         rule(
             "output: timeout",
             Transient,
@@ -291,7 +373,7 @@ static BUILTIN_RULES: LazyLock<Vec<BuiltinRule>> = LazyLock::new(|| {
         rule(
             "output: no space left on device",
             Transient,
-            output(r"no space left"),
+            output(r"no space left|enospc|disk quota exceeded"),
         ),
         rule(
             "output: too many open files",
@@ -301,13 +383,19 @@ static BUILTIN_RULES: LazyLock<Vec<BuiltinRule>> = LazyLock::new(|| {
         rule(
             "output: out of memory",
             Transient,
-            output(r"out of memory|cannot allocate memory|\boom\b"),
+            output(r"out of memory|cannot allocate memory|\boom\b|oomkilled|oom[- ]killer"),
+        ),
+        // Another apt or unattended-upgrades holds the dpkg lock; it lets go in minutes.
+        rule(
+            "output: package manager lock held (dpkg/apt)",
+            Transient,
+            output(r"could not get lock|unable to acquire the dpkg|dpkg frontend lock"),
         ),
         rule(
-            "output: resource temporarily unavailable",
+            "output: resource temporarily unavailable or try again",
             Transient,
             output(
-                r"resource temporarily unavailable|try again|temporarily unavailable|service unavailable|too many requests|rate limit",
+                r"resource temporarily unavailable|temporarily unavailable|try again|\beagain\b",
             ),
         ),
         rule(
@@ -319,45 +407,79 @@ static BUILTIN_RULES: LazyLock<Vec<BuiltinRule>> = LazyLock::new(|| {
 });
 
 impl Builtin {
-    fn matches(&self, failure: &Failure<'_>) -> bool {
-        match self {
+    fn matches(&self, failure: &Failure<'_>) -> Option<Matched> {
+        let hit = match self {
             Builtin::InvalidAction => failure.invalid_action,
             Builtin::TimedOut => failure.timed_out,
             Builtin::Exit(codes) => failure.exit_code.is_some_and(|c| codes.contains(&c)),
             Builtin::ExitRange(lo, hi) => {
                 failure.exit_code.is_some_and(|c| (*lo..=*hi).contains(&c))
             }
-            Builtin::Output(re) => re.is_match(tail(failure.output)),
+            Builtin::Output(re) => return matched_line(re, failure.output),
             Builtin::ConnectError => failure.connect_error,
-            Builtin::Http(statuses) => failure.http_status.is_some_and(|s| statuses.contains(&s)),
-            Builtin::HttpRange(lo, hi) => failure
-                .http_status
-                .is_some_and(|s| (*lo..=*hi).contains(&s)),
-        }
+            Builtin::Http(statuses) => failure.http_status.is_some_and(statuses),
+        };
+        hit.then_some(Matched { line: None })
     }
 }
 
 /// Classifies a failure: the policy's own rules first, then the built-in ones.
 pub fn classify(rules: &[Rule], failure: &Failure<'_>) -> Classification {
-    if let Some(rule) = rules.iter().find(|rule| rule.matches(failure)) {
-        return Classification {
-            class: rule.class,
-            rule: rule.label(),
-        };
-    }
-    if let Some(rule) = BUILTIN_RULES
+    let user = rules
         .iter()
-        .find(|rule| rule.matcher.matches(failure))
-    {
-        return Classification {
-            class: rule.class,
-            rule: rule.name.to_owned(),
-        };
+        .find_map(|rule| Some((rule.matches(failure)?, rule.class, rule.label())));
+    let builtin = || {
+        BUILTIN_RULES.iter().find_map(|rule| {
+            Some((
+                rule.matcher.matches(failure)?,
+                rule.class,
+                rule.name.to_owned(),
+            ))
+        })
+    };
+    match user.or_else(builtin) {
+        Some((matched, class, rule)) => Classification {
+            class,
+            rule,
+            line: matched.line,
+        },
+        None => Classification {
+            class: Class::Unknown,
+            rule: "no rule matched".to_owned(),
+            line: None,
+        },
     }
-    Classification {
-        class: Class::Unknown,
-        rule: "no rule matched".to_owned(),
+}
+
+/// Lines that close a failed command's output without saying what failed (docker's
+/// `See 'docker run --help'.`, usage hints): never an attempt's headline.
+static BOILERPLATE: LazyLock<Regex> = LazyLock::new(|| {
+    compile(r"^(see '[^']*--help'\.?|run '[^']*--help' for more information\.?)$")
+        .expect("built-in pattern compiles")
+});
+
+/// The headline error of a failed attempt: the line that decided its class, else the last
+/// stderr line, else the last line of output (boilerplate skipped). `lines` are the
+/// attempt's output lines in order, as (is stderr, text).
+pub fn headline<'a>(
+    classification: &'a Classification,
+    lines: impl DoubleEndedIterator<Item = (bool, &'a str)> + Clone,
+) -> Option<&'a str> {
+    if let Some(line) = &classification.line {
+        return Some(line);
     }
+    let telling = |(_, line): &(bool, &str)| {
+        let line = line.trim();
+        !line.is_empty() && !BOILERPLATE.is_match(line)
+    };
+    let last_stderr = lines
+        .clone()
+        .rev()
+        .filter(telling)
+        .find(|(stderr, _)| *stderr);
+    last_stderr
+        .or_else(|| lines.rev().find(telling))
+        .map(|(_, line)| line.trim())
 }
 
 #[cfg(test)]
@@ -431,7 +553,7 @@ mod tests {
             (
                 "docker: Error response from daemon: toomanyrequests: You have reached your pull rate limit.",
                 Class::Transient,
-                "output: resource temporarily unavailable",
+                "output: HTTP 429 too many requests or rate limit",
             ),
             (
                 "docker: Error response from daemon: pull access denied for acme/worker, repository does not exist or may require 'docker login': denied: requested access to the resource is denied.",
@@ -497,7 +619,8 @@ mod tests {
             c,
             Classification {
                 class: Class::Transient,
-                rule: "flaky RPC".into()
+                rule: "flaky RPC".into(),
+                line: Some("error: nonce too low; permission denied".into()),
             }
         );
     }
@@ -517,5 +640,162 @@ mod tests {
             ..rule
         };
         assert!(bad.validate().unwrap_err().contains("regular expression"));
+    }
+
+    /// Issue 15: a 503 was reported under "output: resource temporarily unavailable", the
+    /// first phrase of a catch-all rule.
+    #[test]
+    fn issue_15_a_503_is_reported_under_a_rule_that_names_it() {
+        let c = exit(22, "upload\nGET /v2/deploy: 503 Service Unavailable\n");
+        assert_eq!(c.class, Class::Transient);
+        assert_eq!(c.rule, "output: HTTP 503 service unavailable");
+        assert_eq!(
+            c.line.as_deref(),
+            Some("GET /v2/deploy: 503 Service Unavailable")
+        );
+    }
+
+    /// Issue 15: the rule named "HTTP 408/425/429/5xx" covered only 500, 502, 503 and 504.
+    #[test]
+    fn issue_15_every_5xx_status_is_transient_and_other_4xx_permanent() {
+        for status in [408, 425, 429, 500, 501, 502, 503, 504, 505, 507, 599] {
+            let c = classify(
+                &[],
+                &Failure {
+                    http_status: Some(status),
+                    ..Failure::default()
+                },
+            );
+            assert_eq!(
+                (c.class, c.rule.as_str()),
+                (Class::Transient, "HTTP 408/425/429/5xx"),
+                "{status}"
+            );
+        }
+        for status in [400, 403, 404, 409, 422] {
+            let f = Failure {
+                http_status: Some(status),
+                ..Failure::default()
+            };
+            assert_eq!(classify(&[], &f).class, Class::Permanent, "{status}");
+        }
+    }
+
+    /// Issue 15: common deploy failures fell to `unknown`. Each is classified by a rule that
+    /// names it, on the line that says it.
+    #[test]
+    fn issue_15_common_deploy_failures_are_classified() {
+        let cases = [
+            (
+                "ERROR 1040 (HY000): Too many connections",
+                Class::Transient,
+                "output: too many connections or clients",
+            ),
+            (
+                "psql: error: FATAL:  sorry, too many clients already",
+                Class::Transient,
+                "output: too many connections or clients",
+            ),
+            (
+                "E: Could not get lock /var/lib/dpkg/lock-frontend. It is held by process 2101 (unattended-upgr)",
+                Class::Transient,
+                "output: package manager lock held (dpkg/apt)",
+            ),
+            (
+                "curl: (60) SSL certificate problem: certificate has expired",
+                Class::Permanent,
+                "output: TLS certificate expired or not trusted",
+            ),
+            (
+                "requests.exceptions.SSLError: [SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: unable to get local issuer certificate (_ssl.c:1006)",
+                Class::Permanent,
+                "output: TLS certificate expired or not trusted",
+            ),
+            (
+                "Last State: Terminated  Reason: OOMKilled  Exit Code: 137",
+                Class::Transient,
+                "output: out of memory",
+            ),
+            (
+                "curl: (22) The requested URL returned error: 429",
+                Class::Transient,
+                "output: HTTP 429 too many requests or rate limit",
+            ),
+            (
+                "curl: (22) The requested URL returned error: 502",
+                Class::Transient,
+                "output: HTTP 5xx server error",
+            ),
+            (
+                "npm ERR! code ENOSPC",
+                Class::Transient,
+                "output: no space left on device",
+            ),
+        ];
+        for (text, class, rule) in cases {
+            let output = format!("deploying v1.4.2\n{text}\nexiting\n");
+            let c = exit(1, &output);
+            assert_eq!((c.class, c.rule.as_str()), (class, rule), "{text}");
+            assert_eq!(c.line.as_deref(), Some(text), "{text}");
+        }
+    }
+
+    fn headline_of(c: &Classification, lines: &[(bool, &'static str)]) -> Option<String> {
+        headline(c, lines.iter().copied()).map(str::to_owned)
+    }
+
+    /// Issue 15: a contract deploy that failed with `insufficient funds` on stderr was
+    /// headlined by its last stdout line; a docker failure by `See 'docker run --help'.`.
+    #[test]
+    fn issue_15_the_headline_is_the_deciding_line_else_the_last_error_line() {
+        let lines = [
+            (
+                false,
+                "Deploying Vault from 0x52908400098527886e0f7030069857d2e4169ee7",
+            ),
+            (
+                true,
+                "Error: insufficient funds for gas * price + value: have 10 want 20",
+            ),
+            (
+                false,
+                "Deploying Vault from 0x52908400098527886e0f7030069857d2e4169ee7",
+            ),
+        ];
+        let unknown = exit(1, "");
+        assert_eq!(
+            headline_of(&unknown, &lines).as_deref(),
+            Some("Error: insufficient funds for gas * price + value: have 10 want 20")
+        );
+        let docker = [
+            (true, "Unable to find image 'acme/api:9.9' locally"),
+            (
+                true,
+                "docker: Error response from daemon: manifest for acme/api:9.9 not found: manifest unknown.",
+            ),
+            (true, "See 'docker run --help'."),
+        ];
+        let text = "Unable to find image 'acme/api:9.9' locally\ndocker: Error response from daemon: manifest for acme/api:9.9 not found: manifest unknown.\nSee 'docker run --help'.\n";
+        let matched = exit(125, text);
+        assert_eq!(
+            headline_of(&matched, &docker).as_deref(),
+            Some(
+                "docker: Error response from daemon: manifest for acme/api:9.9 not found: manifest unknown."
+            )
+        );
+        let odd_daemon_error = [
+            (true, "docker: Error response from daemon: something new."),
+            (true, "See 'docker run --help'."),
+        ];
+        assert_eq!(
+            headline_of(&unknown, &odd_daemon_error).as_deref(),
+            Some("docker: Error response from daemon: something new.")
+        );
+        let stdout_only = [(false, "step 1"), (false, "giving up"), (false, "  ")];
+        assert_eq!(
+            headline_of(&unknown, &stdout_only).as_deref(),
+            Some("giving up")
+        );
+        assert_eq!(headline_of(&unknown, &[]), None);
     }
 }

@@ -150,7 +150,7 @@ impl RedactingLines {
     }
 
     /// The end of the stream: everything left.
-    pub fn finish(mut self) -> Vec<Vec<u8>> {
+    pub fn finish(&mut self) -> Vec<Vec<u8>> {
         let raw = std::mem::take(&mut self.raw);
         let mut redacted = Vec::with_capacity(raw.len());
         Redactor::replace(&raw, &self.redactor.spans(&raw), &mut redacted);

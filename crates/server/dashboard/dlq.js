@@ -30,8 +30,11 @@ export function render(main) {
 
   function group(g) {
     const actions = h('div', { class: 'actions' });
+    // A permanent error fails again until it is fixed: its group leads with the fix, and
+    // requeuing is not the primary action.
+    const permanent = g.class === 'permanent';
     if (can('operator')) {
-      actions.appendChild(bulk('Requeue all', 'primary', '/dlq/requeue', { fingerprint: g.fingerprint }));
+      actions.appendChild(bulk('Requeue all', permanent ? '' : 'primary', '/dlq/requeue', { fingerprint: g.fingerprint }));
       actions.appendChild(bulk('Requeue with reset', '', '/dlq/requeue', { fingerprint: g.fingerprint, reset: true }));
     }
     if (can('admin')) actions.appendChild(bulk('Purge', 'danger', '/dlq/purge', { fingerprint: g.fingerprint }, `Delete these ${g.count} jobs for good?`));
@@ -39,7 +42,9 @@ export function render(main) {
       h('div', { class: 'group-head' },
         h('span', { class: 'group-count' }, num(g.count), h('small', {}, g.count > 1 ? 'jobs' : 'job')),
         h('div', { class: 'group-what' },
-          h('div', { class: 'group-msg' }, classTag(g.class), ' ', g.message),
+          h('div', { class: 'group-msg', title: g.message }, classTag(g.class), ' ', g.message),
+          g.rule ? h('div', { class: 'attempt-rule' }, 'rule: ', h('code', { class: 'rule' }, g.rule)) : null,
+          (g.advice || []).length ? h('ol', { class: 'advice' }, g.advice.map((step, i) => h('li', { class: i ? 'muted' : 'first' }, step))) : null,
           h('div', { class: 'muted' },
             `first ${time(g.first_seen)} · last ${ago(g.last_seen)}`,
             ` · ${[...g.kinds, ...g.targets.map((t) => `→ ${t}`)].join(', ')}`,

@@ -134,10 +134,13 @@ function drawErrors(el, top) {
     el.appendChild(h('p', { class: 'muted' }, 'No failed attempts in this window.'));
     return;
   }
+  // Six rows, ranked by jobs; a permanent error below them is shown anyway: it stops jobs
+  // at once and needs a person.
+  const shown = top.filter((e, i) => i < 6 || e.class === 'permanent');
   el.appendChild(h('table', { class: 'table compact errors' },
     h('colgroup', {}, h('col', { class: 'w-count' }), h('col', { class: 'w-class' }), h('col', {})),
-    h('tbody', {}, top.slice(0, 6).map((e) => h('tr', {},
-      h('td', { class: 'num' }, num(e.count)),
+    h('tbody', {}, shown.map((e) => h('tr', {},
+      h('td', { class: 'num', title: `${e.count} job${e.count === 1 ? '' : 's'}, ${e.attempts} failed attempt${e.attempts === 1 ? '' : 's'}` }, num(e.count)),
       h('td', {}, classTag(e.class)),
       h('td', { class: 'msg', title: e.message }, e.message))))));
 }
@@ -169,7 +172,7 @@ function drawRecent(el, jobs) {
     h('a', { href: `/jobs/${j.id}`, class: 'recent-link' },
       badge(j.state),
       h('span', { class: 'kind' }, j.kind),
-      h('span', { class: 'msg' }, j.last_error || j.finish_reason || ''),
+      h('span', { class: 'msg', title: j.last_error || j.finish_reason || '' }, j.last_error || j.finish_reason || ''),
       h('span', { class: 'muted when', title: j.finished_at }, ago(j.finished_at)),
       h('code', { class: 'id muted' }, shortId(j.id)))))));
 }

@@ -540,6 +540,9 @@ pub struct RetryRequest {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub policy: Option<serde_json::Value>,
+    /// A new deadline, in the future: an expired job runs again until then.
+    #[serde(default)]
+    pub deadline: Option<DateTime<Utc>>,
 }
 
 impl RetryRequest {
@@ -548,8 +551,30 @@ impl RetryRequest {
         &self,
         job: &Job,
         policies: &Policies,
+        now: DateTime<Utc>,
     ) -> Result<Option<retryd_store::JobChanges>, Error> {
-        if self.args.is_none() && self.env.is_none() && self.policy.is_none() {
+        match (self.deadline, job.deadline) {
+            (Some(deadline), _) if deadline <= now => {
+                return Err(Error::invalid("deadline", "must be in the future"));
+            }
+            // Requeued past its deadline, the job would expire again at once (issue 15).
+            (None, Some(passed)) if passed <= now && job.state.is_terminal() => {
+                return Err(Error::invalid(
+                    "deadline",
+                    format!(
+                        "the job's deadline passed at {}: give a later one (retryd retry {} --deadline 1h)",
+                        passed.format("%Y-%m-%d %H:%M:%S UTC"),
+                        job.id
+                    ),
+                ));
+            }
+            _ => {}
+        }
+        if self.args.is_none()
+            && self.env.is_none()
+            && self.policy.is_none()
+            && self.deadline.is_none()
+        {
             return Ok(None);
         }
         let mut action = job.action.clone();
@@ -599,10 +624,17 @@ impl RetryRequest {
             }
             None => (job.policy_name.clone(), job.policy.clone()),
         };
+        if let Some(deadline) = self.deadline {
+            changed.push(format!(
+                "deadline → {}",
+                deadline.format("%Y-%m-%d %H:%M:%S UTC")
+            ));
+        }
         Ok(Some(retryd_store::JobChanges {
             action,
             policy_name,
             policy,
+            deadline: self.deadline.or(job.deadline),
             summary: changed.join("; "),
         }))
     }
@@ -630,6 +662,10 @@ pub struct DlqSelection {
 pub struct DlqGroup {
     pub fingerprint: String,
     pub class: Option<String>,
+    /// The classification rule that decided the group's newest job.
+    pub rule: Option<String>,
+    /// What to do, first thing first: "Fix first: …" for permanent errors.
+    pub advice: Vec<String>,
     /// The most recent error message of the group.
     pub message: String,
     pub count: u64,

@@ -71,6 +71,7 @@ fn routes() -> (Router<AppState>, serde_json::Value) {
         .routes(routes!(
             policies::show,
             policies::update,
+            policies::patch,
             policies::deactivate
         ))
         .routes(routes!(events::stream))

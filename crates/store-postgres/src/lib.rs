@@ -74,6 +74,7 @@ const TARGET_LOCK_CLASS: i32 = 0x7274;
 const WAKE_CHANNEL: &str = "retryd_wake";
 const CANCEL_CHANNEL: &str = "retryd_cancel";
 const QUEUES_CHANNEL: &str = "retryd_queues";
+const POLICIES_CHANNEL: &str = "retryd_policies";
 
 const JOB_COLUMNS: &str = "id, queue, kind, target, action, policy_name, policy, priority, run_at, deadline, \
      labels, idempotency_key, created_by, state, attempt, next_attempt_at, last_error, last_error_class, \
@@ -874,16 +875,19 @@ async fn listen(config: tokio_postgres::Config, notices: broadcast::Sender<Notic
                 });
                 if client
                     .batch_execute(&format!(
-                        "LISTEN {WAKE_CHANNEL}; LISTEN {CANCEL_CHANNEL}; LISTEN {QUEUES_CHANNEL}"
+                        "LISTEN {WAKE_CHANNEL}; LISTEN {CANCEL_CHANNEL}; LISTEN {QUEUES_CHANNEL}; LISTEN {POLICIES_CHANNEL}"
                     ))
                     .await
                     .is_ok()
                 {
                     wait = Duration::from_millis(100);
+                    // What changed while no connection listened is read again.
                     let _ = notices.send(Notice::Wake);
+                    let _ = notices.send(Notice::Policies);
                     while let Some((channel, payload)) = rx.recv().await {
                         let notice = match channel.as_str() {
                             QUEUES_CHANNEL => Notice::Queues,
+                            POLICIES_CHANNEL => Notice::Policies,
                             CANCEL_CHANNEL => match payload.parse() {
                                 Ok(id) => Notice::Cancel(id),
                                 Err(_) => continue,
@@ -1237,6 +1241,19 @@ impl JobWriter for PostgresStore {
                 )
                 .await
                 .map_err(pg)?;
+            for held in gated.held.iter().filter(|h| h.starts) {
+                insert_event(
+                    tx.client(),
+                    held.id,
+                    request.now,
+                    Some(held.state),
+                    held.state,
+                    &held.reason,
+                    &request.node,
+                    None,
+                )
+                .await?;
+            }
         }
         let chosen = rules::within_slots(gated.admitted, request);
         if chosen.is_empty() {
@@ -1410,7 +1427,11 @@ impl JobWriter for PostgresStore {
         })
     }
 
-    async fn advance_step(&self, result: &AttemptResult, next_step: &str) -> Result<(Job, Lease)> {
+    async fn advance_step(
+        &self,
+        result: &AttemptResult,
+        next_step: &str,
+    ) -> Result<(Job, Lease, Event)> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg)?;
         let lease = &result.lease;
@@ -1450,6 +1471,17 @@ impl JobWriter for PostgresStore {
             .await
             .map_err(pg)?;
         let job = job_from_row(&row)?;
+        let event = insert_event(
+            &tx,
+            job.id,
+            result.now,
+            Some(job.state),
+            job.state,
+            &result.reason,
+            &result.actor,
+            Some(next_step.to_owned()),
+        )
+        .await?;
         tx.commit().await.map_err(pg)?;
         let lease = Lease {
             job_id: job.id,
@@ -1457,7 +1489,7 @@ impl JobWriter for PostgresStore {
             attempt: job.attempt,
             node: lease.node.clone(),
         };
-        Ok((job, lease))
+        Ok((job, lease, event))
     }
 
     async fn cancel_job(
@@ -1521,12 +1553,13 @@ impl JobWriter for PostgresStore {
         }
         if let Some(changes) = &requeue.changes {
             tx.cached_execute(
-                "UPDATE jobs SET action = $2, policy_name = $3, policy = $4 WHERE id = $1",
+                "UPDATE jobs SET action = $2, policy_name = $3, policy = $4, deadline = $5 WHERE id = $1",
                 &[
                     &id.0,
                     &to_json(&changes.action),
                     &changes.policy_name,
                     &to_json(&changes.policy),
+                    &changes.deadline,
                 ],
             )
             .await
@@ -2274,9 +2307,9 @@ impl AccessStore for PostgresStore {
     }
 
     async fn put_policy(&self, policy: &StoredPolicy) -> Result<()> {
-        let client = self.client().await?;
-        client
-            .cached_execute(
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        tx.cached_execute(
                 "INSERT INTO managed_policies (name, policy, active, updated_at, updated_by) VALUES ($1, $2, $3, $4, $5) \
                  ON CONFLICT (name) DO UPDATE SET policy = $2, active = $3, updated_at = $4, updated_by = $5",
                 &[
@@ -2289,6 +2322,9 @@ impl AccessStore for PostgresStore {
             )
             .await
             .map_err(pg)?;
+        // Every node reads its policies again at once (delivered at commit).
+        notify(&tx, POLICIES_CHANNEL, &policy.name).await?;
+        tx.commit().await.map_err(pg)?;
         Ok(())
     }
 
@@ -2369,10 +2405,10 @@ async fn stats_rows(client: &impl GenericClient, query: &StatsQuery) -> Result<S
     for r in client
         .cached_query(
             &format!(
-                "SELECT a.class, a.error, COUNT(*) FROM attempts a JOIN jobs j ON j.id = a.job_id \
+                "SELECT a.class, a.error, COUNT(DISTINCT a.job_id), COUNT(*) FROM attempts a JOIN jobs j ON j.id = a.job_id \
                  WHERE a.started_at >= $1 AND a.started_at < $2 AND {FILTER} \
                    AND a.outcome IN ('failed', 'timed_out', 'lost') AND a.error IS NOT NULL \
-                 GROUP BY a.class, a.error ORDER BY COUNT(*) DESC, a.error LIMIT {TOP_ERRORS}"
+                 GROUP BY a.class, a.error ORDER BY 3 DESC, 4 DESC, a.error LIMIT {TOP_ERRORS}"
             ),
             &window,
         )
@@ -2383,6 +2419,7 @@ async fn stats_rows(client: &impl GenericClient, query: &StatsQuery) -> Result<S
             class: class(r.get(0))?,
             message: r.get(1),
             count: r.get::<_, i64>(2) as u64,
+            attempts: r.get::<_, i64>(3) as u64,
         });
     }
     let bucket_ms = query.bucket.num_milliseconds().max(1);

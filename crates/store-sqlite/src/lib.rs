@@ -900,6 +900,9 @@ impl JobWriter for SqliteStore {
                     params![held.id.to_string(), ms(held.until), held.reason, now],
                 )
                 .map_err(to_store)?;
+                if held.starts {
+                    insert_event(tx, held.id, request.now, Some(held.state), held.state, &held.reason, &request.node, None)?;
+                }
             }
             let chosen = rules::within_slots(gated.admitted, &request);
             let probes: HashMap<JobId, String> = rules::probe_targets(&chosen, &circuits, request.now).into_iter().collect();
@@ -1019,7 +1022,11 @@ impl JobWriter for SqliteStore {
         .await?
     }
 
-    async fn advance_step(&self, result: &AttemptResult, next_step: &str) -> Result<(Job, Lease)> {
+    async fn advance_step(
+        &self,
+        result: &AttemptResult,
+        next_step: &str,
+    ) -> Result<(Job, Lease, Event)> {
         let result = result.clone();
         let next_step = next_step.to_owned();
         self.write(move |tx| {
@@ -1052,8 +1059,9 @@ impl JobWriter for SqliteStore {
                 ],
             )
             .map_err(to_store)?;
+            let event = insert_event(tx, job.id, result.now, Some(job.state), job.state, &result.reason, &result.actor, Some(next_step.clone()))?;
             let lease = Lease { job_id: job.id, attempt_id, attempt: number, node: lease.node.clone() };
-            Ok((load_job(tx, job.id)?, lease))
+            Ok((load_job(tx, job.id)?, lease, event))
         })
         .await
     }
@@ -1093,8 +1101,8 @@ impl JobWriter for SqliteStore {
             rules::check_changes(&job, &requeue)?;
             if let Some(changes) = &requeue.changes {
                 exec(tx,
-                    "UPDATE jobs SET action = ?2, policy_name = ?3, policy = ?4 WHERE id = ?1",
-                    params![id.to_string(), json(&changes.action), changes.policy_name, json(&changes.policy)],
+                    "UPDATE jobs SET action = ?2, policy_name = ?3, policy = ?4, deadline = ?5 WHERE id = ?1",
+                    params![id.to_string(), json(&changes.action), changes.policy_name, json(&changes.policy), opt_ms(changes.deadline)],
                 )
                 .map_err(to_store)?;
             }
@@ -1830,10 +1838,10 @@ fn stats_rows(conn: &Connection, query: &StatsQuery) -> rusqlite::Result<StatsRo
         })?
         .collect::<rusqlite::Result<_>>()?;
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT a.class, a.error, COUNT(*) FROM attempts a JOIN jobs j ON j.id = a.job_id \
+        "SELECT a.class, a.error, COUNT(DISTINCT a.job_id), COUNT(*) FROM attempts a JOIN jobs j ON j.id = a.job_id \
          WHERE a.started_at >= ?1 AND a.started_at < ?2 AND {FILTER} \
            AND a.outcome IN ('failed', 'timed_out', 'lost') AND a.error IS NOT NULL \
-         GROUP BY a.class, a.error ORDER BY COUNT(*) DESC, a.error LIMIT {TOP_ERRORS}"
+         GROUP BY a.class, a.error ORDER BY 3 DESC, 4 DESC, a.error LIMIT {TOP_ERRORS}"
     ))?;
     rows.errors = stmt
         .query_map(window, |r| {
@@ -1841,6 +1849,7 @@ fn stats_rows(conn: &Connection, query: &StatsQuery) -> rusqlite::Result<StatsRo
                 class: class_col(r, 0)?,
                 message: r.get(1)?,
                 count: r.get::<_, i64>(2)? as u64,
+                attempts: r.get::<_, i64>(3)? as u64,
             })
         })?
         .collect::<rusqlite::Result<_>>()?;

@@ -42,6 +42,7 @@ macro_rules! conformance_tests {
             tokens_are_unique_by_name_and_revocable,
             managed_policies_are_created_updated_and_deactivated,
             stats_rows_group_what_happened_in_the_window,
+            top_errors_rank_by_jobs_not_attempts,
             pipeline_steps_advance_under_one_lease_and_survive_a_requeue,
             an_open_circuit_holds_its_target_until_a_probe_closes_it,
             a_retry_budget_caps_retries_per_target_but_not_first_attempts,
@@ -729,6 +730,7 @@ pub async fn requeue_with_and_without_reset(store: DynStore) {
         action: fixed.clone(),
         policy_name: "upload".into(),
         policy: Policy::builtin("upload").unwrap(),
+        deadline: Some(later + secs(3600)),
         summary: "args; policy default → upload".into(),
     };
     let with_changes = Requeue {
@@ -753,6 +755,11 @@ pub async fn requeue_with_and_without_reset(store: DynStore) {
     assert_eq!(job3.action, fixed);
     assert_eq!(job3.policy_name, "upload");
     assert_eq!(job3.policy, Policy::builtin("upload").unwrap());
+    assert_eq!(
+        job3.deadline,
+        Some(later + secs(3600)),
+        "issue 15: a later deadline"
+    );
     let reason = event.unwrap().reason;
     assert!(
         reason.contains("changed: args; policy default → upload"),
@@ -1486,6 +1493,63 @@ pub async fn stats_rows_group_what_happened_in_the_window(store: DynStore) {
     assert_eq!(stats.totals.len(), 7, "every state is present");
 }
 
+/// Issue 15: "Top errors" counted attempts, so that one job retried many times outranked
+/// several jobs stopped at once by a permanent error.
+pub async fn top_errors_rank_by_jobs_not_attempts(store: DynStore) {
+    let retried = insert(&store, new_job("default", 50, -5)).await;
+    for n in 0..3 {
+        let now = t0() + secs(n * 10);
+        let claimed = store.claim_jobs(&claim_request(now, 1)).await.unwrap();
+        assert_eq!(claimed[0].job.id, retried.id);
+        let next = Next::Retry {
+            at: now + secs(1),
+            delay: Duration::from_secs(1),
+            delay_reason: "backoff".into(),
+        };
+        store
+            .finish_attempt(&result(&claimed[0], now, AttemptOutcome::Failed, next))
+            .await
+            .unwrap();
+    }
+    store
+        .cancel_job(retried.id, "alice", t0() + secs(40))
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        insert(&store, new_job("default", 50, 0)).await;
+    }
+    let claimed = store
+        .claim_jobs(&claim_request(t0() + secs(50), 2))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 2);
+    for c in &claimed {
+        let denied = AttemptResult {
+            error: Some("permission denied".into()),
+            class: Some(Class::Permanent),
+            ..result(c, t0() + secs(51), AttemptOutcome::Failed, Next::Failed)
+        };
+        store.finish_attempt(&denied).await.unwrap();
+    }
+    let query = StatsQuery {
+        since: t0() - secs(60),
+        until: t0() + secs(3600),
+        queue: None,
+        kind: None,
+        target: None,
+        bucket: Span::minutes(1),
+    };
+    let errors = store.stats_rows(&query).await.unwrap().errors;
+    let ranked: Vec<(&str, u64, u64)> = errors
+        .iter()
+        .map(|e| (e.message.as_str(), e.count, e.attempts))
+        .collect();
+    assert_eq!(
+        ranked,
+        [("permission denied", 2, 2), ("connection refused", 1, 3)]
+    );
+}
+
 /// A three-step pipeline job: compile → submit → confirm.
 fn pipeline_job() -> NewJob {
     let step = |name: &str| Step {
@@ -1556,16 +1620,39 @@ pub async fn pipeline_steps_advance_under_one_lease_and_survive_a_requeue(store:
         step: Some(step),
         ..result(&claimed, t0(), AttemptOutcome::Succeeded, Next::Succeeded)
     };
-    let (after, lease) = store
+    let (after, lease, step_event) = store
         .advance_step(
-            &success(
-                &claimed.lease,
-                step_done("compile", t0(), &[("artifact", "a.bin")]),
-            ),
+            &AttemptResult {
+                reason: "step compile succeeded after 1 attempt(s); step submit next".into(),
+                ..success(
+                    &claimed.lease,
+                    step_done("compile", t0(), &[("artifact", "a.bin")]),
+                )
+            },
             "submit",
         )
         .await
         .unwrap();
+    // Issue 15: a step that succeeds and the next that starts are on the timeline (and so on
+    // the live stream), though the job stays running.
+    assert_eq!(
+        (
+            step_event.from,
+            step_event.to,
+            step_event.reason.as_str(),
+            step_event.step.as_deref()
+        ),
+        (
+            Some(JobState::Running),
+            JobState::Running,
+            "step compile succeeded after 1 attempt(s); step submit next",
+            Some("submit")
+        )
+    );
+    assert_eq!(
+        store.list_events(job.id).await.unwrap().last(),
+        Some(&step_event)
+    );
     assert_eq!(
         (
             after.state,
@@ -1641,7 +1728,7 @@ pub async fn pipeline_steps_advance_under_one_lease_and_survive_a_requeue(store:
         "{}",
         retried.event.reason
     );
-    let (last, lease) = store
+    let (last, lease, _) = store
         .advance_step(
             &AttemptResult {
                 lease: retried.lease.clone(),
@@ -1677,9 +1764,11 @@ pub async fn pipeline_steps_advance_under_one_lease_and_survive_a_requeue(store:
             named("submit"),
             named("submit"),
             named("submit"),
+            named("submit"),
+            named("confirm"),
             named("confirm")
         ],
-        "submitted, claimed, failed, requeued, claimed, succeeded"
+        "submitted, claimed, submit started, failed, requeued, claimed, confirm started, succeeded"
     );
     let names: Vec<&str> = done.steps.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, ["compile", "submit", "confirm"]);
@@ -1772,7 +1861,24 @@ pub async fn an_open_circuit_holds_its_target_until_a_probe_closes_it(store: Dyn
             job.hold_reason.as_deref(),
             Some("circuit open for target metis-rpc until 12:00:30")
         );
+        // Issue 15: the hold is on the job's timeline, once.
+        let holds = |events: Vec<Event>| {
+            events
+                .into_iter()
+                .filter(|e| e.reason.starts_with("circuit open"))
+                .map(|e| (e.from, e.to, e.reason))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            holds(store.list_events(*id).await.unwrap()),
+            [(
+                Some(JobState::Retrying),
+                JobState::Retrying,
+                "circuit open for target metis-rpc until 12:00:30".to_owned()
+            )]
+        );
     }
+
     assert_eq!(
         store
             .next_wakeup(&[], &Runnable::default())
@@ -1789,6 +1895,28 @@ pub async fn an_open_circuit_holds_its_target_until_a_probe_closes_it(store: Dyn
         .await
         .unwrap();
     assert_eq!(probe.len(), 1, "one probe while half-open");
+    // The others are held again, in the same episode: no second event on their timelines.
+    for id in jobs.iter().filter(|id| **id != probe[0].job.id) {
+        let job = store.get_job(*id).await.unwrap();
+        assert!(
+            job.hold_reason
+                .as_deref()
+                .unwrap()
+                .starts_with("circuit half-open"),
+            "{job:?}"
+        );
+        let reasons: Vec<String> = store
+            .list_events(*id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.reason)
+            .collect();
+        assert!(
+            !reasons.iter().any(|r| r.starts_with("circuit half-open")),
+            "{reasons:?}"
+        );
+    }
     assert_eq!(
         store.list_circuits().await.unwrap()[0].probe_attempt_id,
         Some(probe[0].lease.attempt_id)
@@ -1888,6 +2016,15 @@ pub async fn a_retry_budget_caps_retries_per_target_but_not_first_attempts(store
         assert_eq!(
             job.hold_reason.as_deref(),
             Some("retry budget of target metis-rpc exhausted (2/min), next slot at 12:01:01")
+        );
+        let last = store.list_events(job.id).await.unwrap().pop().unwrap();
+        assert_eq!(
+            (last.to, last.reason.as_str()),
+            (
+                job.state,
+                "retry budget of target metis-rpc exhausted (2/min), next slot at 12:01:01"
+            ),
+            "issue 15: a hold is on the timeline"
         );
     }
     assert!(

@@ -266,6 +266,8 @@ pub struct JobChanges {
     pub action: retryd_core::Action,
     pub policy_name: String,
     pub policy: retryd_core::Policy,
+    /// The job's deadline from now on: a later one lets an expired job run again.
+    pub deadline: Option<DateTime<Utc>>,
     /// E.g. "args, env; policy default → upload".
     pub summary: String,
 }
@@ -305,9 +307,15 @@ pub trait JobWriter: Send + Sync {
 
     /// A pipeline step is done and the next one starts under the same lease: records the
     /// attempt's result and `result.step` as completed, then opens the next step's attempt
-    /// (counted, named `next_step`). The job stays `running`, so no event; `result.next` is
-    /// not used. Returns the job and the new attempt's lease.
-    async fn advance_step(&self, result: &AttemptResult, next_step: &str) -> Result<(Job, Lease)>;
+    /// (counted, named `next_step`). The job stays `running`; the event (running → running,
+    /// `result.reason`, on the next step) puts the step change on the timeline and the live
+    /// stream. `result.next` is not used. Returns the job, the new attempt's lease and the
+    /// event.
+    async fn advance_step(
+        &self,
+        result: &AttemptResult,
+        next_step: &str,
+    ) -> Result<(Job, Lease, Event)>;
 
     /// Cancels a waiting job at once; for a running one, records the request (the node
     /// running it ends the attempt). Returns the event when the state changed.
@@ -427,6 +435,8 @@ pub enum Notice {
     Cancel(JobId),
     /// A queue was paused or resumed.
     Queues,
+    /// A managed policy was created, changed or deactivated: read them again.
+    Policies,
 }
 
 /// A complete backend.

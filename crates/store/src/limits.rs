@@ -10,7 +10,7 @@
 use crate::Next;
 use chrono::{DateTime, Utc};
 use retryd_core::job::Job;
-use retryd_core::{AttemptOutcome, Class, JobId};
+use retryd_core::{AttemptOutcome, Class, JobId, JobState};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
@@ -111,6 +111,11 @@ pub struct Held {
     pub id: JobId,
     pub until: DateTime<Utc>,
     pub reason: String,
+    /// The job's state, which a hold keeps.
+    pub state: JobState,
+    /// The job was not held before: the hold starts here and is an event on its timeline
+    /// (later re-holds of the same episode are not, so an open circuit does not flood it).
+    pub starts: bool,
 }
 
 #[derive(Debug, Default)]
@@ -161,6 +166,8 @@ pub fn gate(
             let hold = match circuit.state(now) {
                 CircuitState::Open => Some(Held {
                     id: job.id,
+                    state: job.state,
+                    starts: job.hold_reason.is_none(),
                     until: circuit.open_until,
                     reason: format!(
                         "circuit open for target {target} until {}",
@@ -173,6 +180,8 @@ pub fn gate(
                     let until = now + span(config.cool_down);
                     Some(Held {
                         id: job.id,
+                        state: job.state,
+                        starts: job.hold_reason.is_none(),
                         until,
                         reason: format!(
                             "circuit half-open for target {target}: waiting for its probe attempt (looks again at {})",
@@ -198,6 +207,8 @@ pub fn gate(
                     .max(now + chrono::Duration::milliseconds(1));
                 gated.held.push(Held {
                     id: job.id,
+                    state: job.state,
+                    starts: job.hold_reason.is_none(),
                     until: slot,
                     reason: format!(
                         "retry budget of target {target} exhausted ({}), next slot at {}",

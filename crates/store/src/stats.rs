@@ -40,7 +40,11 @@ pub struct FinishedGroup {
 pub struct ErrorGroup {
     pub class: Option<Class>,
     pub message: String,
+    /// Jobs that had this error: what the list is ranked by, so that one job retried ten
+    /// times does not outrank ten jobs stopped at once by a permanent error.
     pub count: u64,
+    /// Failed attempts with this error.
+    pub attempts: u64,
 }
 
 /// Attempts started in one bucket of the window.
@@ -60,7 +64,7 @@ pub struct StatsRows {
     /// Jobs waiting for a retry now (whatever their age).
     pub pending_retries: u64,
     pub finished: Vec<FinishedGroup>,
-    /// The most frequent, most frequent first (at most [`TOP_ERRORS`]).
+    /// The errors of the most jobs first (at most [`TOP_ERRORS`]).
     pub errors: Vec<ErrorGroup>,
     /// Only buckets with attempts, in time order.
     pub series: Vec<Bucket>,

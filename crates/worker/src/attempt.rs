@@ -189,8 +189,8 @@ async fn run_inner(engine: &Engine, claimed: &Claimed) -> Lease {
         } else if user_cancelled {
             result.outcome = AttemptOutcome::Cancelled;
             result.next = Next::Cancelled;
-            result.error = Some("cancelled while running".into());
-            result.reason = format!("cancelled during attempt {attempt}");
+            result.error = Some(format!("cancelled while running{}", outcome.escalation()));
+            result.reason = format!("cancelled during attempt {attempt}{}", outcome.escalation());
         } else if released {
             result.outcome = AttemptOutcome::Lost;
             result.class = Some(Class::Transient);
@@ -467,11 +467,12 @@ async fn advance(engine: &Engine, result: &AttemptResult, next: &str) -> Option<
     let mut wait = Duration::from_millis(100);
     for _ in 0..40 {
         match engine.inner.store.advance_step(result, next).await {
-            Ok((job, lease)) => {
+            Ok((job, lease, event)) => {
                 engine.switch_attempt(&result.lease, &lease);
                 engine
                     .metrics()
                     .attempt_finished(result.outcome.as_str(), result.class.map(Class::as_str));
+                engine.publish(event);
                 return Some((job, lease));
             }
             Err(retryd_store::Error::Backend(message)) => {
@@ -500,8 +501,8 @@ fn outcome_text(outcome: &Outcome) -> String {
     }
 }
 
-/// Classifies a failed attempt. Returns the classification and a one-line error: the last
-/// line of output with how the attempt ended.
+/// Classifies a failed attempt. Returns the classification and a one-line error: the
+/// attempt's headline line (see [`retryd_core::classify::headline`]) with how it ended.
 pub fn classify_failure(
     policy: &Policy,
     outcome: &Outcome,
@@ -519,21 +520,21 @@ pub fn classify_failure(
         Some(class @ (Class::Transient | Class::Permanent)) => Classification {
             class,
             rule: format!("the handler's error is {class}"),
+            line: None,
         },
         _ => classify(&policy.rules, &outcome.failure(&output)),
     };
-    let last_line = tail
-        .last_lines(8)
-        .into_iter()
-        .rev()
-        .find(|l| l.stream != Stream::System && !l.line.trim().is_empty())
-        .map(|l| l.line.trim().to_owned());
+    let lines = tail
+        .lines()
+        .filter(|l| l.stream != Stream::System)
+        .map(|l| (l.stream == Stream::Stderr, l.line.as_str()));
+    let headline = retryd_core::classify::headline(&classification, lines);
     let described = outcome.describe();
-    // A command's last output line says more than its exit code; an HTTP status line or a
-    // handler's error says more than the last line logged.
-    let error = match (&outcome.start_error, outcome.http_status, last_line) {
+    // The line that decided the class (else the last error line) says more than the exit
+    // code; an HTTP status line or a handler's error says more than the last line logged.
+    let error = match (&outcome.start_error, outcome.http_status, headline) {
         (None, None, Some(line)) if outcome.class.is_none() => {
-            format!("{} ({described})", crate::truncate(&line, 300))
+            format!("{} ({described})", crate::truncate(line, 300))
         }
         _ => described,
     };

@@ -86,8 +86,6 @@ pub fn default_retention() -> BTreeMap<JobState, Duration> {
 
 /// How often the retention purge runs (and once at start).
 pub const PRUNE_EVERY: Duration = Duration::from_secs(600);
-/// How often API-managed policies are re-read (other nodes' changes).
-pub const POLICY_REFRESH: Duration = Duration::from_secs(2);
 
 impl Default for EngineConfig {
     fn default() -> Self {
@@ -325,17 +323,9 @@ impl Engine {
         Ok(())
     }
 
-    /// Keeps the managed policies fresh: a change on another node applies here within
-    /// [`POLICY_REFRESH`].
-    async fn refresh_policies(self, stop: CancellationToken) {
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(POLICY_REFRESH) => {}
-            }
-            if let Err(e) = self.reload_policies().await {
-                warn!(error = %e, "could not re-read the managed policies; will try again");
-            }
+    async fn reload_policies_or_warn(&self) {
+        if let Err(e) = self.reload_policies().await {
+            warn!(error = %e, "could not re-read the managed policies");
         }
     }
 
@@ -504,10 +494,9 @@ impl Engine {
         let heartbeat_stop = CancellationToken::new();
         let heartbeat = tokio::spawn(self.clone().heartbeat(heartbeat_stop.clone()));
         let pruner = tokio::spawn(self.clone().prune_periodically(heartbeat_stop.clone()));
-        if let Err(e) = self.reload_policies().await {
-            warn!(error = %e, "could not read the managed policies; will try again");
-        }
-        tokio::spawn(self.clone().refresh_policies(heartbeat_stop.clone()));
+        // Other nodes' policy changes arrive as notices (PostgreSQL NOTIFY); a backend without
+        // notices has no other node.
+        self.reload_policies_or_warn().await;
         let notifier = (!self.inner.config.notifications.is_empty())
             .then(|| tokio::spawn(self.clone().deliver_notifications(heartbeat_stop.clone())));
         if let Some(notices) = self.inner.store.notices() {
@@ -895,8 +884,12 @@ impl Engine {
                     self.refresh_paused().await;
                     self.wake();
                 }
+                Ok(Notice::Policies) => self.reload_policies_or_warn().await,
                 // Missed some: looking again covers whatever they were.
-                Err(broadcast::error::RecvError::Lagged(_)) => self.wake(),
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    self.reload_policies_or_warn().await;
+                    self.wake();
+                }
                 Err(broadcast::error::RecvError::Closed) => return,
             }
         }

@@ -62,15 +62,9 @@ impl Tail {
         text
     }
 
-    /// The last `n` lines.
-    pub fn last_lines(&self, n: usize) -> Vec<&OutputLine> {
-        self.lines
-            .iter()
-            .rev()
-            .take(n)
-            .rev()
-            .map(|(_, l)| l)
-            .collect()
+    /// The kept lines, oldest first.
+    pub fn lines(&self) -> impl DoubleEndedIterator<Item = &OutputLine> + Clone {
+        self.lines.iter().map(|(_, l)| l)
     }
 }
 

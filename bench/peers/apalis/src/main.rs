@@ -3,14 +3,20 @@
 //! `bench/peers/` are.
 //!
 //! ```text
-//! apalis-bench throughput DATABASE --jobs N --concurrency C [--best] [--marks]
+//! apalis-bench throughput DATABASE --jobs N --concurrency C [--batch-size B] [--cap-s S] [--best] [--marks]
 //! apalis-bench lateness   DATABASE --jobs N --concurrency C [--best] [--marks]
+//! apalis-bench enqueue    DATABASE --jobs N [--batch-size B] [--marks]
 //! ```
 //!
 //! DATABASE is a `postgres://` URL or a SQLite file path. `throughput` enqueues N no-op
-//! jobs (`push_bulk`, 1,000 a transaction), then drains them with one worker limited to C
-//! tasks in flight. `lateness` enqueues 100 jobs a second while the worker runs; each fails
-//! its first attempt and is retried after 100 ms.
+//! jobs (`push_bulk`, B a call, 1,000 unless told), then drains them with one worker limited
+//! to C tasks in flight. `lateness` enqueues 100 jobs a second while the worker runs; each
+//! fails its first attempt and is retried after 100 ms. `enqueue` only enqueues, between the
+//! marks `enqueue-start` and `enqueue-end`.
+//!
+//! A drain's end is counted in the handler (as the other harnesses do), then confirmed by
+//! the database (apalis stores a job's result after its handler returned); it stops after S
+//! seconds (90 unless told) and reports the jobs done so far.
 //!
 //! How apalis retries: its storages have no retry delay. A failed job whose attempts are
 //! below its `max_attempts` is fetched again at once (`run_at` is not moved, and is whole
@@ -38,6 +44,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
 use std::collections::HashMap;
 use std::future::Future;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -49,8 +56,6 @@ const RATE: u32 = 100;
 const BEST_POLL: Duration = Duration::from_millis(100);
 /// The queue (apalis' `job_type`) of every job.
 const QUEUE: &str = "bench";
-/// A drain that takes longer stops and reports the rate so far (as pg-boss's and procrastinate's do).
-const CAP: Duration = Duration::from_secs(90);
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -61,16 +66,18 @@ struct Job {
     fail_once: bool,
 }
 
-/// What the handler shares with the harness: when each job's first attempt failed, and how
-/// late each second attempt started.
+/// What the handler shares with the harness: when each job's first attempt failed, how
+/// late each second attempt started, and how many jobs the handler finished.
 #[derive(Default)]
 struct Shared {
     failed_at: Mutex<HashMap<u64, Instant>>,
     late_ms: Mutex<Vec<f64>>,
+    done: AtomicU64,
 }
 
 async fn handle(job: Job, shared: Data<Arc<Shared>>) -> Result<(), BoxDynError> {
     if !job.fail_once {
+        shared.done.fetch_add(1, Ordering::Relaxed);
         return Ok(());
     }
     let now = Instant::now();
@@ -87,6 +94,7 @@ async fn handle(job: Job, shared: Data<Arc<Shared>>) -> Result<(), BoxDynError> 
                 .lock()
                 .unwrap()
                 .push(late.as_secs_f64() * 1000.0);
+            shared.done.fetch_add(1, Ordering::Relaxed);
             Ok(())
         }
     }
@@ -109,17 +117,20 @@ struct Args {
     database: String,
     jobs: u64,
     concurrency: usize,
+    batch_size: u64,
+    cap: Duration,
     best: bool,
     marks: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
-    let usage = "usage: apalis-bench throughput|lateness DATABASE --jobs N --concurrency C [--best] [--marks]";
+    let usage = "usage: apalis-bench throughput|lateness|enqueue DATABASE --jobs N --concurrency C \
+                 [--batch-size B] [--cap-s S] [--best] [--marks]";
     let mut args = std::env::args().skip(1);
     let mode = args.next().ok_or(usage)?;
-    if mode != "throughput" && mode != "lateness" {
+    if !["throughput", "lateness", "enqueue"].contains(&mode.as_str()) {
         return Err(format!(
-            "mode: must be throughput or lateness, got {mode:?}"
+            "mode: must be throughput, lateness or enqueue, got {mode:?}"
         ));
     }
     let database = args.next().ok_or(usage)?;
@@ -128,6 +139,8 @@ fn parse_args() -> Result<Args, String> {
         database,
         jobs: 1000,
         concurrency: 16,
+        batch_size: 1000,
+        cap: Duration::from_secs(90),
         best: false,
         marks: false,
     };
@@ -135,16 +148,17 @@ fn parse_args() -> Result<Args, String> {
         match flag.as_str() {
             "--best" => parsed.best = true,
             "--marks" => parsed.marks = true,
-            "--jobs" | "--concurrency" => {
+            "--jobs" | "--concurrency" | "--batch-size" | "--cap-s" => {
                 let value = args.next().ok_or(format!("{flag}: needs a value"))?;
                 let n = value.parse::<u64>().ok().filter(|n| *n > 0);
                 let n = n.ok_or(format!(
                     "{flag}: must be a positive whole number, got {value:?}"
                 ))?;
-                if flag == "--jobs" {
-                    parsed.jobs = n;
-                } else {
-                    parsed.concurrency = n as usize;
+                match flag.as_str() {
+                    "--jobs" => parsed.jobs = n,
+                    "--concurrency" => parsed.concurrency = n as usize,
+                    "--batch-size" => parsed.batch_size = n,
+                    _ => parsed.cap = Duration::from_secs(n),
                 }
             }
             _ => return Err(format!("{flag}: unknown flag\n{usage}")),
@@ -154,8 +168,13 @@ fn parse_args() -> Result<Args, String> {
 }
 
 impl Args {
+    /// No-op jobs (throughput and enqueue), not failing ones (lateness).
     fn throughput(&self) -> bool {
-        self.mode == "throughput"
+        self.mode != "lateness"
+    }
+
+    fn enqueue_only(&self) -> bool {
+        self.mode == "enqueue"
     }
 
     /// Event sources and a 100 ms poll: for `--best` and for throughput.
@@ -181,7 +200,7 @@ impl Args {
     }
 }
 
-/// Enqueues `n` jobs in transactions of 1,000.
+/// Enqueues `n` jobs in `push_bulk` calls of `--batch-size`.
 async fn enqueue_all<S, K>(sink: &mut S, args: &Args) -> Result<(), Error>
 where
     S: TaskSink<Job, K>,
@@ -189,7 +208,7 @@ where
 {
     let mut id = 0;
     while id < args.jobs {
-        let n = (args.jobs - id).min(1000);
+        let n = (args.jobs - id).min(args.batch_size);
         sink.push_bulk((id..id + n).map(|i| args.job(i)).collect())
             .await?;
         id += n;
@@ -211,20 +230,42 @@ where
     Ok(())
 }
 
-/// Waits until `done()` reports every job finished, or CAP passed; returns the last count.
-async fn until_done<F, Fut>(args: &Args, mut done: F) -> Result<u64, Error>
+/// Waits until the handler finished every job and `stored()` (the database's count of done
+/// jobs) agrees, or `--cap-s` passed; returns the jobs done. The handler's count is an atomic
+/// read every 2 ms; a count query every few milliseconds would cost the database and add up
+/// to its interval to the drain.
+async fn until_done<F, Fut>(args: &Args, shared: &Shared, mut stored: F) -> Result<u64, Error>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<i64, sqlx::Error>>,
 {
     let started = Instant::now();
+    let tick = Duration::from_millis(2);
+    while shared.done.load(Ordering::Relaxed) < args.jobs {
+        if started.elapsed() > args.cap {
+            return Ok(shared.done.load(Ordering::Relaxed));
+        }
+        tokio::time::sleep(tick).await;
+    }
     loop {
-        let n = done().await? as u64;
-        if n >= args.jobs || started.elapsed() > CAP {
+        let n = stored().await? as u64;
+        if n >= args.jobs {
             return Ok(n);
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(tick).await;
     }
+}
+
+/// Enqueues every job between the marks (the bulk enqueue rows).
+async fn enqueue_only<S, K>(sink: &mut S, args: &Args) -> Result<u64, Error>
+where
+    S: TaskSink<Job, K>,
+    S::Error: std::error::Error + Send + Sync + 'static,
+{
+    args.mark("enqueue-start").await?;
+    enqueue_all(sink, args).await?;
+    args.mark("enqueue-end").await?;
+    Ok(args.jobs)
 }
 
 /// Starts the same worker over any backend (their types differ, hence a macro).
@@ -254,6 +295,9 @@ async fn postgres(args: &Args, shared: Arc<Shared>) -> Result<u64, Error> {
         .queue(QUEUE)
         .batch_size(args.concurrency);
     let mut storage = PostgresStorage::<Job>::new(&pool).with_config(config);
+    if args.enqueue_only() {
+        return enqueue_only(&mut storage, args).await;
+    }
     if args.throughput() {
         enqueue_all(&mut storage, args).await?;
     }
@@ -268,15 +312,15 @@ async fn postgres(args: &Args, shared: Arc<Shared>) -> Result<u64, Error> {
             ))
             .interval(BEST_POLL);
         let backend = storage.clone().poll_with_strategy(strategy);
-        spawn_worker!(builder, backend, shared, args)
+        spawn_worker!(builder, backend, shared.clone(), args)
     } else {
         let backend = storage.clone();
-        spawn_worker!(builder, backend, shared, args)
+        spawn_worker!(builder, backend, shared.clone(), args)
     };
     if !args.throughput() {
         enqueue_paced(&mut storage, args).await?;
     }
-    let done = until_done(args, || {
+    let done = until_done(args, &shared, || {
         sqlx::query_scalar(
             "SELECT count(*) FROM apalis.jobs WHERE job_type = $1 AND status = 'Done'",
         )
@@ -308,6 +352,9 @@ async fn sqlite(args: &Args, shared: Arc<Shared>) -> Result<u64, Error> {
         .queue(QUEUE)
         .batch_size(args.concurrency);
     let mut storage = SqliteStorage::<Job>::new(&pool).with_config(config);
+    if args.enqueue_only() {
+        return enqueue_only(&mut storage, args).await;
+    }
     if args.throughput() {
         enqueue_all(&mut storage, args).await?;
     }
@@ -320,15 +367,15 @@ async fn sqlite(args: &Args, shared: Arc<Shared>) -> Result<u64, Error> {
             .stream(hook.ready_chunks(args.concurrency))
             .interval(BEST_POLL);
         let backend = storage.clone().poll_with_strategy(strategy);
-        spawn_worker!(builder, backend, shared, args)
+        spawn_worker!(builder, backend, shared.clone(), args)
     } else {
         let backend = storage.clone();
-        spawn_worker!(builder, backend, shared, args)
+        spawn_worker!(builder, backend, shared.clone(), args)
     };
     if !args.throughput() {
         enqueue_paced(&mut storage, args).await?;
     }
-    let done = until_done(args, || {
+    let done = until_done(args, &shared, || {
         sqlx::query_scalar("SELECT count(*) FROM Jobs WHERE job_type = ?1 AND status = 'Done'")
             .bind(QUEUE)
             .fetch_one(&pool)

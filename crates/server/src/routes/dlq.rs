@@ -7,7 +7,7 @@ use crate::error::Error;
 use crate::extract::{ApiJson, ApiQuery};
 use axum::Json;
 use axum::extract::State;
-use retryd_core::explain::fingerprint;
+use retryd_core::explain::{dlq_advice, fingerprint};
 use retryd_core::job::Job;
 use retryd_core::{JobId, JobState};
 use retryd_store::JobFilter;
@@ -91,6 +91,8 @@ pub async fn list(
             .or_insert_with_key(|key| DlqGroup {
                 fingerprint: key.clone(),
                 class: job.last_error_class.map(|c| c.as_str().to_owned()),
+                rule: job.last_rule.clone(),
+                advice: dlq_advice(job.last_error_class, job.last_rule.as_deref(), key),
                 message: job.last_error.clone().unwrap_or_default(),
                 count: 0,
                 first_seen: seen,
@@ -205,6 +207,22 @@ pub async fn purge(
     for id in ids {
         match state.engine.store().get_job(id).await {
             Ok(job) if job.state == JobState::Failed => dead.push(id),
+            // A job named by its id that is not dead is refused, before anything is purged
+            // (issue 15: "purged 0" with success); a filter just does not select it.
+            Ok(job) if !selection.ids.is_empty() => {
+                return Err(Error::Conflict(format!(
+                    "job {id} is {}, not in the dead-letter queue: only failed jobs can be purged{}",
+                    job.state,
+                    if job.state.is_terminal() {
+                        ""
+                    } else {
+                        " (cancel it first)"
+                    }
+                )));
+            }
+            Err(retryd_store::Error::NotFound(_)) if !selection.ids.is_empty() => {
+                return Err(Error::NotFound(format!("job {id} not found")));
+            }
             Ok(_) | Err(retryd_store::Error::NotFound(_)) => {}
             Err(e) => return Err(e.into()),
         }

@@ -221,7 +221,7 @@ pub async fn retry(
     };
     let id = job_id(&id)?;
     let current = state.engine.store().get_job(id).await?;
-    let changes = request.changes(&current, &state.engine.policies())?;
+    let changes = request.changes(&current, &state.engine.policies(), state.engine.now())?;
     let job = state
         .engine
         .requeue_with(id, request.reset, changes, &principal.name)

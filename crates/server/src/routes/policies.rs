@@ -143,6 +143,33 @@ pub async fn update(
     ))
 }
 
+/// Changes only the fields given (a JSON merge of one level): `{"max_delay": "10m"}` keeps
+/// every other field as it was, where PUT replaces the whole policy.
+#[utoipa::path(patch, path = "/policies/{name}", tag = "policies", params(("name" = String, Path)), request_body(content = Object, description = "Policy fields to change, e.g. {\"max_delay\": \"10m\"}; null clears an optional field"), responses((status = 200, body = PolicyView)))]
+pub async fn patch(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Path(name): Path<String>,
+    ApiJson(changes): ApiJson<serde_json::Map<String, serde_json::Value>>,
+) -> Result<Json<PolicyView>, Error> {
+    let policies = state.engine.policies();
+    let Some((current, active)) = policies.definition(&name) else {
+        return Err(unknown(&policies, &name));
+    };
+    managed_only(&policies, &name)?;
+    let mut merged = match serde_json::to_value(current) {
+        Ok(serde_json::Value::Object(fields)) => fields,
+        _ => return Err(Error::Internal(format!("policy {name} is not an object"))),
+    };
+    merged.extend(changes);
+    let policy: Policy = serde_json::from_value(serde_json::Value::Object(merged))
+        .map_err(|e| Error::invalid("policy", e.to_string()))?;
+    validate(&name, &policy)?;
+    Ok(Json(
+        save(&state, &name, policy, active, &admin.name).await?,
+    ))
+}
+
 /// Deactivates: jobs that use the policy keep it; new jobs cannot choose it.
 #[utoipa::path(delete, path = "/policies/{name}", tag = "policies", params(("name" = String, Path)), responses((status = 200, body = PolicyView)))]
 pub async fn deactivate(

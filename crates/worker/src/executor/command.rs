@@ -73,23 +73,20 @@ pub async fn run(
             let _ = stdin.write_all(input.as_bytes()).await;
         });
     }
-    let readers =
-        [
-            child.stdout.take().map(|out| {
-                tokio::spawn(pump(out, Stream::Stdout, lines.clone(), redactor.clone()))
-            }),
-            child.stderr.take().map(|err| {
-                tokio::spawn(pump(err, Stream::Stderr, lines.clone(), redactor.clone()))
-            }),
-        ];
+    let reader = tokio::spawn(read_output(
+        child.stdout.take(),
+        child.stderr.take(),
+        lines,
+        redactor,
+    ));
     let timeout = async {
         match limits.timeout {
             Some(limit) => tokio::time::sleep(limit).await,
             None => std::future::pending().await,
         }
     };
-    let (status, stopped) = tokio::select! {
-        status = child.wait() => (status.ok(), None),
+    let ((status, escalated), stopped) = tokio::select! {
+        status = child.wait() => ((status.ok(), false), None),
         _ = timeout => (terminate(&mut child, pgid, limits.kill_grace).await, Some(Stopped::Timeout)),
         _ = stop.cancelled() => (terminate(&mut child, pgid, limits.kill_grace).await, Some(Stopped::Requested)),
     };
@@ -97,15 +94,14 @@ pub async fn run(
     if let Some(pgid) = pgid {
         let _ = killpg(pgid, Signal::SIGKILL);
     }
-    for reader in readers.into_iter().flatten() {
-        let _ = reader.await;
-    }
+    let _ = reader.await;
     let (exit_code, signal) = split_status(status);
     Outcome {
         ok: exit_code == Some(0) && stopped.is_none(),
         exit_code,
         signal,
         stopped,
+        killed_after_grace: escalated.then_some(limits.kill_grace),
         ..Outcome::default()
     }
 }
@@ -118,22 +114,23 @@ fn split_status(status: Option<ExitStatus>) -> (Option<i32>, Option<i32>) {
     }
 }
 
-/// SIGTERM to the group, then SIGKILL after the grace period.
+/// SIGTERM to the group, then SIGKILL after the grace period. Says whether SIGKILL was
+/// needed.
 async fn terminate(
     child: &mut tokio::process::Child,
     pgid: Option<Pid>,
     grace: Duration,
-) -> Option<ExitStatus> {
+) -> (Option<ExitStatus>, bool) {
     if let Some(pgid) = pgid {
         let _ = killpg(pgid, Signal::SIGTERM);
     }
     match tokio::time::timeout(grace, child.wait()).await {
-        Ok(status) => status.ok(),
+        Ok(status) => (status.ok(), false),
         Err(_) => {
             if let Some(pgid) = pgid {
                 let _ = killpg(pgid, Signal::SIGKILL);
             }
-            child.wait().await.ok()
+            (child.wait().await.ok(), true)
         }
     }
 }
@@ -178,38 +175,150 @@ fn spawn_failure(action: &CommandAction, error: &std::io::Error) -> Outcome {
     }
 }
 
-/// Reads a stream, splitting it into lines (long ones in pieces), secrets hidden on the
-/// stream before it is cut so that none shows across a cut.
-async fn pump(
-    mut reader: impl AsyncRead + Unpin,
+/// Splits one stream's bytes into lines (long ones in pieces), secrets hidden on the stream
+/// before it is cut so that none shows across a cut.
+struct Lines {
     stream: Stream,
-    lines: mpsc::Sender<OutputLine>,
-    redactor: Redactor,
-) {
-    let mut cutter = RedactingLines::new(redactor, MAX_LINE_BYTES);
-    let mut buf = vec![0u8; 8192];
-    let emit = |bytes: &[u8]| {
+    cutter: RedactingLines,
+    open: bool,
+}
+
+impl Lines {
+    fn new(stream: Stream, open: bool, redactor: Redactor) -> Self {
+        Lines {
+            stream,
+            cutter: RedactingLines::new(redactor, MAX_LINE_BYTES),
+            open,
+        }
+    }
+
+    /// Adds bytes just read and takes the lines they complete.
+    fn complete(&mut self, bytes: &[u8]) -> Vec<OutputLine> {
+        let done = self.cutter.push(bytes);
+        done.iter().map(|line| self.line(line)).collect()
+    }
+
+    /// What is left once the stream ended.
+    fn rest(&mut self) -> Vec<OutputLine> {
+        let done = self.cutter.finish();
+        done.iter().map(|line| self.line(line)).collect()
+    }
+
+    fn line(&self, bytes: &[u8]) -> OutputLine {
         let text = String::from_utf8_lossy(bytes);
         OutputLine {
             at: Utc::now(),
-            stream,
+            stream: self.stream,
             line: text.strip_suffix('\r').unwrap_or(&text).to_owned(),
         }
-    };
-    loop {
-        let n = match reader.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
+    }
+}
+
+async fn read_some(pipe: &mut Option<impl AsyncRead + Unpin>, buf: &mut [u8]) -> usize {
+    match pipe {
+        Some(pipe) => pipe.read(buf).await.unwrap_or(0),
+        None => 0,
+    }
+}
+
+/// The one reader of both streams: a line takes its place in the log when its last bytes are
+/// read, so stdout and stderr keep the order in which the command wrote them (two readers
+/// racing each other put a script's error before the line it printed just before it,
+/// issue 15). Bytes that both pipes already hold when the reader wakes cannot be ordered by
+/// any reader of two pipes; stdout is read first then, because a command prints what it is
+/// doing before the error that stops it.
+async fn read_output(
+    mut stdout: Option<impl AsyncRead + Unpin>,
+    mut stderr: Option<impl AsyncRead + Unpin>,
+    lines: mpsc::Sender<OutputLine>,
+    redactor: Redactor,
+) {
+    let mut out = Lines::new(Stream::Stdout, stdout.is_some(), redactor.clone());
+    let mut err = Lines::new(Stream::Stderr, stderr.is_some(), redactor);
+    let (mut out_buf, mut err_buf) = (vec![0u8; 8192], vec![0u8; 8192]);
+    while out.open || err.open {
+        let (from_stdout, n) = tokio::select! {
+            biased;
+            n = read_some(&mut stdout, &mut out_buf), if out.open => (true, n),
+            n = read_some(&mut stderr, &mut err_buf), if err.open => (false, n),
         };
-        for line in cutter.push(&buf[..n]) {
-            if lines.send(emit(&line)).await.is_err() {
+        let (which, read) = if from_stdout {
+            (&mut out, &out_buf[..n])
+        } else {
+            (&mut err, &err_buf[..n])
+        };
+        let done = if n == 0 {
+            which.open = false;
+            which.rest()
+        } else {
+            which.complete(read)
+        };
+        for line in done {
+            if lines.send(line).await.is_err() {
                 return;
             }
         }
     }
-    for line in cutter.finish() {
-        if lines.send(emit(&line)).await.is_err() {
-            return;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `sh -c script` and returns its output lines as (stream, text).
+    async fn output_of(script: &str) -> Vec<(Stream, String)> {
+        let action = CommandAction {
+            program: "sh".into(),
+            args: vec!["-c".into(), script.into()],
+            cwd: None,
+            env: Default::default(),
+            stdin: None,
+            timeout: None,
+        };
+        let limits = Limits {
+            timeout: Some(Duration::from_secs(10)),
+            kill_grace: Duration::from_secs(1),
+        };
+        let (tx, mut rx) = mpsc::channel(64);
+        run(&action, limits, CancellationToken::new(), tx, |_| {}).await;
+        let mut lines = Vec::new();
+        while let Some(line) = rx.recv().await {
+            lines.push((line.stream, line.line));
         }
+        lines
+    }
+
+    /// Issue 15: a script that says what it deploys on stdout and then fails on stderr showed
+    /// the error first in about one run of six, so that identical failures split into two
+    /// dead-letter groups.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn issue_15_a_line_printed_before_an_error_stays_before_it() {
+        for _ in 0..40 {
+            let lines = output_of("echo deploying; echo 'Error: insufficient funds' >&2").await;
+            assert_eq!(
+                lines,
+                [
+                    (Stream::Stdout, "deploying".to_owned()),
+                    (Stream::Stderr, "Error: insufficient funds".to_owned())
+                ]
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stdout_and_stderr_keep_the_order_they_were_written_in() {
+        let lines = output_of(
+            "echo warn >&2; sleep 0.05; echo step 1; sleep 0.05; echo fail >&2; sleep 0.05; printf 'no newline'",
+        )
+        .await;
+        assert_eq!(
+            lines,
+            [
+                (Stream::Stderr, "warn".to_owned()),
+                (Stream::Stdout, "step 1".to_owned()),
+                (Stream::Stderr, "fail".to_owned()),
+                (Stream::Stdout, "no newline".to_owned()),
+            ]
+        );
     }
 }

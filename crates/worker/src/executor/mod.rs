@@ -37,6 +37,8 @@ pub struct Outcome {
     pub exit_code: Option<i32>,
     pub signal: Option<i32>,
     pub stopped: Option<Stopped>,
+    /// The command ignored SIGTERM and was killed with SIGKILL after this grace period.
+    pub killed_after_grace: Option<Duration>,
     /// The action could not start (the message says why).
     pub start_error: Option<String>,
     pub http_status: Option<u16>,
@@ -63,8 +65,10 @@ impl Outcome {
             return error.clone();
         }
         match (self.stopped, self.http_status, self.exit_code, self.signal) {
-            (Some(Stopped::Timeout), ..) => "killed: attempt timed out".to_owned(),
-            (Some(Stopped::Requested), ..) => "stopped on request".to_owned(),
+            (Some(Stopped::Timeout), ..) => {
+                format!("killed: attempt timed out{}", self.escalation())
+            }
+            (Some(Stopped::Requested), ..) => format!("stopped on request{}", self.escalation()),
             (None, Some(status), ..) => format!("HTTP {status}"),
             (None, None, Some(code), _) => format!("exited with code {code}"),
             (None, None, None, Some(signal)) => format!(
@@ -75,6 +79,18 @@ impl Outcome {
             _ if self.connect_error => "no response: the connection failed".to_owned(),
             _ => "ended without a status".to_owned(),
         }
+    }
+
+    /// ", SIGKILL after 10s: it ignored SIGTERM" when the stop needed SIGKILL.
+    pub fn escalation(&self) -> String {
+        self.killed_after_grace
+            .map(|grace| {
+                format!(
+                    "; it ignored SIGTERM and was killed with SIGKILL after {}",
+                    retryd_core::duration::format(grace)
+                )
+            })
+            .unwrap_or_default()
     }
 
     /// What classification rules look at.
