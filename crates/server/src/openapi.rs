@@ -149,6 +149,7 @@ pub fn finish(doc: &mut OpenApi) {
             &mut item.put,
             &mut item.post,
             &mut item.delete,
+            &mut item.patch,
         ]
         .into_iter()
         .flatten()
