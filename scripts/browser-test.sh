@@ -17,4 +17,4 @@ fi
 )
 cargo build --bin retryd --locked
 cd tests/browser
-node --test dashboard.test.mjs
+node --test dashboard.test.mjs cross_site.test.mjs

@@ -153,8 +153,9 @@ pub struct JobOptions {
     /// Environment variable for the command, KEY=VALUE (repeatable)
     #[arg(long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,
-    /// Secret environment variable: passed to the command, never shown or logged
-    #[arg(long = "secret-env", value_name = "KEY=VALUE")]
+    /// Secret environment variable, its value from this environment (KEY) or a file
+    /// (KEY=@FILE), never the command line: passed to the command, never shown or logged
+    #[arg(long = "secret-env", value_name = "KEY|KEY=@FILE")]
     pub secret_env: Vec<String>,
     /// Working directory of the command
     #[arg(long)]
@@ -296,8 +297,9 @@ pub struct RetryArgs {
     /// After a fix: set an environment variable, KEY=VALUE (repeatable)
     #[arg(long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,
-    /// After a fix: set a secret environment variable, never shown or logged
-    #[arg(long = "secret-env", value_name = "KEY=VALUE")]
+    /// After a fix: set a secret environment variable from this environment (KEY) or a
+    /// file (KEY=@FILE), never shown or logged
+    #[arg(long = "secret-env", value_name = "KEY|KEY=@FILE")]
     pub secret_env: Vec<String>,
     /// After a fix: remove an environment variable (repeatable)
     #[arg(long = "unset-env", value_name = "KEY")]

@@ -48,6 +48,23 @@ pub struct JobView {
 pub struct Client {
     http: reqwest::Client,
     base: String,
+    /// Replies are printed as text: their strings get control sequences made visible.
+    clean: bool,
+}
+
+/// Every string of a reply through [`crate::output::clean`]: job data and server messages
+/// reach the terminal only that way.
+fn clean_strings(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::String(text) => {
+            if let std::borrow::Cow::Owned(cleaned) = crate::output::clean(text) {
+                *text = cleaned;
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(clean_strings),
+        serde_json::Value::Object(fields) => fields.values_mut().for_each(clean_strings),
+        _ => {}
+    }
 }
 
 #[derive(Deserialize)]
@@ -81,7 +98,24 @@ impl Client {
         Client {
             http,
             base: server.trim_end_matches('/').to_owned(),
+            clean: true,
         }
+    }
+
+    /// For `--json`: replies are printed as JSON, whose encoding escapes control characters
+    /// itself, so their strings are kept as they are.
+    pub fn keeping_raw_strings(mut self, raw: bool) -> Self {
+        self.clean = !raw;
+        self
+    }
+
+    fn parse<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, ClientError> {
+        let mut value: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|e| ClientError::Decode(e.to_string()))?;
+        if self.clean {
+            clean_strings(&mut value);
+        }
+        serde_json::from_value(value).map_err(|e| ClientError::Decode(e.to_string()))
     }
 
     fn url(&self, path: &str) -> String {
@@ -101,16 +135,24 @@ impl Client {
         }
     }
 
-    async fn decode<T: DeserializeOwned>(response: reqwest::Response) -> Result<T, ClientError> {
+    async fn decode<T: DeserializeOwned>(
+        &self,
+        response: reqwest::Response,
+    ) -> Result<T, ClientError> {
         let status = response.status();
         let bytes = response
             .bytes()
             .await
             .map_err(|e| ClientError::Decode(e.to_string()))?;
         if status.is_success() {
-            return serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()));
+            return self.parse(&bytes);
         }
-        match serde_json::from_slice::<ErrorBody>(&bytes) {
+        // Error messages are printed as text whatever the output format.
+        match self
+            .clone()
+            .keeping_raw_strings(false)
+            .parse::<ErrorBody>(&bytes)
+        {
             Ok(body) => Err(ClientError::Api {
                 status: status.as_u16(),
                 message: if status == reqwest::StatusCode::UNAUTHORIZED {
@@ -132,7 +174,10 @@ impl Client {
             Err(_) => Err(ClientError::Api {
                 status: status.as_u16(),
                 code: "http".into(),
-                message: format!("HTTP {status}: {}", String::from_utf8_lossy(&bytes)),
+                message: format!(
+                    "HTTP {status}: {}",
+                    crate::output::clean(&String::from_utf8_lossy(&bytes))
+                ),
                 field: None,
                 details: None,
             }),
@@ -144,7 +189,7 @@ impl Client {
         request: reqwest::RequestBuilder,
     ) -> Result<T, ClientError> {
         let response = request.send().await.map_err(|e| self.unreachable(e))?;
-        Self::decode(response).await
+        self.decode(response).await
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
@@ -192,9 +237,7 @@ impl Client {
             .await
             .map_err(|e| self.unreachable(e))?;
         if !response.status().is_success() {
-            return Self::decode::<serde_json::Value>(response)
-                .await
-                .map(|_| ());
+            return self.decode::<serde_json::Value>(response).await.map(|_| ());
         }
         let mut stream = response.bytes_stream();
         let mut pending: Vec<u8> = Vec::new();
@@ -203,9 +246,7 @@ impl Client {
             pending.extend_from_slice(&chunk);
             while let Some(pos) = pending.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = pending.drain(..=pos).collect();
-                let value = serde_json::from_slice(&line)
-                    .map_err(|e| ClientError::Decode(e.to_string()))?;
-                each(value);
+                each(self.parse(&line)?);
             }
         }
         Ok(())

@@ -42,6 +42,8 @@ pub struct FileConfig {
     pub http: HttpFile,
     #[serde(default)]
     pub auth: AuthFile,
+    #[serde(default)]
+    pub server: ServerFile,
     /// Circuit breaking per target; off unless the table is present.
     pub circuits: Option<CircuitsFile>,
     /// Retry budgets per target; off unless the table is present.
@@ -60,6 +62,25 @@ pub struct AuthFile {
     pub rate_limit: Option<u32>,
     /// Requests a token may send at once above that rate [default: 500].
     pub rate_burst: Option<u32>,
+}
+
+/// The HTTP server.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerFile {
+    /// Host names (`retryd.example.com`, `*.example.com`) the server answers to besides IP
+    /// addresses and localhost; any other `Host` is refused (DNS rebinding).
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// HTTPS: a PEM certificate chain and its private key (both, or neither).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Connections served at once [default: 4096].
+    pub max_connections: Option<usize>,
+    /// Time a client has to send a request's headers, also on an idle kept-alive
+    /// connection [default: 30s].
+    #[serde(default, with = "retryd_core::duration::option")]
+    pub header_timeout: Option<Duration>,
 }
 
 pub const DEFAULT_FAILURE_THRESHOLD: f64 = 0.5;
@@ -131,10 +152,14 @@ pub struct NotificationFile {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpFile {
-    /// The SSRF guard: hosts (`api.example.com`, `*.example.com`) and IP addresses that
-    /// `http` actions may call. Empty: any host.
+    /// Hosts (`api.example.com`, `*.example.com`) and IP addresses that `http` actions may
+    /// call. Empty: any public host.
     #[serde(default)]
     pub allow_hosts: Vec<String>,
+    /// The SSRF guard's opt-out: hosts and IP addresses that may be internal (loopback,
+    /// private, link-local, metadata). Empty: no internal address is called.
+    #[serde(default)]
+    pub allow_internal: Vec<String>,
 }
 
 /// How long finished jobs are kept before the purge deletes them.
@@ -220,6 +245,24 @@ pub struct ServeOverrides {
     /// Require API tokens [default: true]; false is refused on a non-loopback address
     #[arg(long, env = "RETRYD_AUTH", value_name = "true|false")]
     pub auth: Option<bool>,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key)
+    #[arg(long, env = "RETRYD_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert
+    #[arg(long, env = "RETRYD_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// File holding the key ring that seals secret values in the database [default: the
+    /// RETRYD_SECRET_KEY variable, else retryd.secret-key beside a SQLite database]
+    #[arg(long, env = "RETRYD_SECRET_KEY_FILE")]
+    pub secret_key_file: Option<PathBuf>,
+    /// Internal hosts `http` actions may call, comma-separated (added to http.allow_internal)
+    #[arg(
+        long,
+        env = "RETRYD_HTTP_ALLOW_INTERNAL",
+        value_delimiter = ',',
+        value_name = "HOSTS"
+    )]
+    pub http_allow_internal: Option<Vec<String>>,
 }
 
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -268,6 +311,7 @@ pub struct Settings {
     pub engine: EngineConfig,
     pub policies: retryd_worker::Policies,
     pub auth: retryd_server::auth::AuthConfig,
+    pub serve: retryd_server::ServeOptions,
     /// Where the file layer came from, if any.
     pub config_file: Option<PathBuf>,
 }
@@ -355,12 +399,22 @@ impl Settings {
                 .log_tail_bytes
                 .unwrap_or(defaults.log_tail_bytes),
             retention: retention(&file.retention, defaults.retention)?,
-            http_allow_hosts: allow_hosts(&file.http.allow_hosts)?,
+            http_allow_hosts: allow_hosts("http.allow_hosts", &file.http.allow_hosts)?,
+            http_allow_internal: allow_hosts(
+                "http.allow_internal",
+                &[
+                    file.http.allow_internal,
+                    flags.http_allow_internal.clone().unwrap_or_default(),
+                ]
+                .concat(),
+            )?,
             limits: TargetLimits {
                 circuit: file.circuits.as_ref().map(circuits).transpose()?,
                 budget: file.budgets.as_ref().map(budgets).transpose()?,
             },
             notifications: Vec::new(),
+            // Read by `serve` (it may generate the key file), not here.
+            secret_keys: None,
             run_builtin: true,
         };
         validate_engine(&engine)?;
@@ -370,7 +424,9 @@ impl Settings {
             file.priority_rule.unwrap_or_default(),
         )
         .map_err(|e| anyhow::anyhow!("{}: {}", e.field, e.message))?;
-        let auth = auth_config(flags.auth, &file.auth)?;
+        let mut auth = auth_config(flags.auth, &file.auth, &file.server)?;
+        let serve = serve_options(flags, &file.server)?;
+        auth.secure_cookies = serve.tls.is_some();
         if !auth.enabled && !listen.ip().is_loopback() {
             bail!(
                 "auth: refusing to serve on {listen} with authentication disabled: anyone who can reach that \
@@ -382,6 +438,7 @@ impl Settings {
         engine.notifications = sinks(&file.notifications, &policies)?;
         Ok(Settings {
             auth,
+            serve,
             database,
             listen,
             log_format: flags
@@ -404,7 +461,11 @@ impl Settings {
     }
 }
 
-fn auth_config(flag: Option<bool>, file: &AuthFile) -> Result<retryd_server::auth::AuthConfig> {
+fn auth_config(
+    flag: Option<bool>,
+    file: &AuthFile,
+    server: &ServerFile,
+) -> Result<retryd_server::auth::AuthConfig> {
     let defaults = retryd_server::auth::AuthConfig::default();
     let positive = |field: &str, value: Option<u32>, default: std::num::NonZeroU32| match value {
         None => Ok(default),
@@ -416,7 +477,49 @@ fn auth_config(flag: Option<bool>, file: &AuthFile) -> Result<retryd_server::aut
         enabled: flag.or(file.enabled).unwrap_or(defaults.enabled),
         rate_per_second: positive("rate_limit", file.rate_limit, defaults.rate_per_second)?,
         burst: positive("rate_burst", file.rate_burst, defaults.burst)?,
+        allowed_hosts: server_hosts(&server.allowed_hosts)?,
+        secure_cookies: false,
     })
+}
+
+fn serve_options(flags: &ServeOverrides, file: &ServerFile) -> Result<retryd_server::ServeOptions> {
+    let defaults = retryd_server::ServeOptions::default();
+    let cert = flags.tls_cert.as_ref().or(file.tls_cert.as_ref());
+    let key = flags.tls_key.as_ref().or(file.tls_key.as_ref());
+    let tls = match (cert, key) {
+        (Some(cert), Some(key)) => Some(std::sync::Arc::new(
+            retryd_server::tls_config(cert, key).map_err(|e| anyhow::anyhow!(e))?,
+        )),
+        (None, None) => None,
+        _ => bail!("server.tls_cert and server.tls_key: give both, or neither"),
+    };
+    let max_connections = file.max_connections.unwrap_or(defaults.max_connections);
+    if max_connections == 0 {
+        bail!("server.max_connections: must be at least 1");
+    }
+    let header_timeout = file.header_timeout.unwrap_or(defaults.header_timeout);
+    if header_timeout.is_zero() {
+        bail!("server.header_timeout: must be more than 0s, e.g. 30s");
+    }
+    Ok(retryd_server::ServeOptions {
+        tls,
+        max_connections,
+        header_timeout,
+    })
+}
+
+fn server_hosts(hosts: &[String]) -> Result<Vec<String>> {
+    for host in hosts {
+        let name = host.strip_prefix("*.").unwrap_or(host);
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        {
+            bail!("server.allowed_hosts: {host:?} is not a host name or *.domain");
+        }
+    }
+    Ok(hosts.to_vec())
 }
 
 fn retention(
@@ -640,7 +743,7 @@ fn sinks(files: &[NotificationFile], policies: &retryd_worker::Policies) -> Resu
     Ok(sinks)
 }
 
-fn allow_hosts(hosts: &[String]) -> Result<Vec<String>> {
+fn allow_hosts(field: &str, hosts: &[String]) -> Result<Vec<String>> {
     for host in hosts {
         let name = host.strip_prefix("*.").unwrap_or(host);
         let valid = !name.is_empty()
@@ -650,7 +753,7 @@ fn allow_hosts(hosts: &[String]) -> Result<Vec<String>> {
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'));
         if !valid {
-            bail!("http.allow_hosts: {host:?} is not a host name, *.domain or IP address");
+            bail!("{field}: {host:?} is not a host name, *.domain or IP address");
         }
     }
     Ok(hosts.to_vec())

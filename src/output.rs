@@ -47,6 +47,26 @@ pub fn yellow(text: &str) -> String {
     paint("33", text)
 }
 
+/// Text from a job or a server with its control characters made visible (`\x1b`, `\u{9b}`):
+/// ESC, OSC, CSI and every other C0/C1 control but tab and newline could retitle the
+/// terminal, write its clipboard (OSC 52) or clear the screen. retryd's own colours are added
+/// after, so they survive.
+pub fn clean(text: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| c.is_control() && c != '\t' && c != '\n';
+    if !text.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            c if !unsafe_char(c) => out.push(c),
+            c if (c as u32) < 0x80 => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// A field label padded to `width` columns before it is painted, so that escape codes do not
 /// eat the padding (issue 15: with colours on, `show` printed `queuedefault`).
 pub fn label(name: &str, width: usize) -> String {
@@ -227,6 +247,15 @@ pub fn json<T: serde::Serialize>(value: &T) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_sequences_are_made_visible_but_tabs_and_newlines_stay() {
+        assert_eq!(
+            clean("a\x1b]52;c;aGk=\x07b\x1b[2J\u{9b}c\td\ne\r\x7f"),
+            "a\\x1b]52;c;aGk=\\x07b\\x1b[2J\\u{9b}c\td\ne\\x0d\\x7f"
+        );
+        assert!(matches!(clean("plain text"), std::borrow::Cow::Borrowed(_)));
+    }
 
     /// Issue 15: with colours on, `show`'s labels ran into their values.
     #[test]

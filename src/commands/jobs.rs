@@ -526,7 +526,7 @@ pub async fn retry(client: &Client, args: crate::cli::RetryArgs, json: bool) -> 
         env.insert(key, json!(value));
     }
     for pair in &args.secret_env {
-        let (key, value) = super::submit::key_value("--secret-env", pair)?;
+        let (key, value) = super::submit::secret_env(pair)?;
         env.insert(key, json!({ "value": value, "secret": true }));
     }
     for key in &args.unset_env {

@@ -17,7 +17,7 @@ use anyhow::Result;
 /// Runs a command; the value is the process exit code.
 pub async fn dispatch(cli: Cli) -> Result<u8> {
     // Only the commands that talk to a server build an HTTP client (TLS roots, proxies).
-    let client = || Client::new(&cli.server, cli.token.as_deref());
+    let client = || Client::new(&cli.server, cli.token.as_deref()).keeping_raw_strings(cli.json);
     let json = cli.json;
     match cli.command {
         Command::Serve(flags) => serve::serve(flags).await,

@@ -34,9 +34,61 @@ fn init_tracing(format: LogFormat, level: &str) -> Result<()> {
     Ok(())
 }
 
+/// The file a SQLite server keeps its generated key ring in, beside the database.
+pub const SECRET_KEY_FILE: &str = "retryd.secret-key";
+
+/// The key ring that seals secret values: `RETRYD_SECRET_KEY`, else `--secret-key-file`, else
+/// (SQLite) `retryd.secret-key` beside the database, generated on first start. PostgreSQL
+/// nodes must share a key, so none is made up for them.
+fn secret_keys(
+    flags: &ServeOverrides,
+    database: &Database,
+) -> Result<Option<retryd_worker::sealing::SecretKeys>> {
+    use retryd_worker::sealing::SecretKeys;
+    if let Some(ring) = std::env::var("RETRYD_SECRET_KEY")
+        .ok()
+        .filter(|k| !k.is_empty())
+    {
+        return SecretKeys::parse(&ring)
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("RETRYD_SECRET_KEY: {e}"));
+    }
+    let path = match (&flags.secret_key_file, database) {
+        (Some(path), _) => path.clone(),
+        (None, Database::Sqlite(db)) => db
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."))
+            .join(SECRET_KEY_FILE),
+        (None, Database::Postgres(_)) => {
+            tracing::warn!(
+                "no RETRYD_SECRET_KEY or --secret-key-file: secret values are stored unsealed"
+            );
+            return Ok(None);
+        }
+    };
+    if flags.secret_key_file.is_none() && !path.exists() {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("cannot create the secret key file {}", path.display()))?;
+        writeln!(file, "{}", SecretKeys::generate())?;
+        tracing::info!(path = %path.display(), "generated the key that seals secret values; back it up with the database");
+    }
+    let ring = std::fs::read_to_string(&path)
+        .with_context(|| format!("secret_key_file: cannot read {}", path.display()))?;
+    SecretKeys::parse(&ring)
+        .map(Some)
+        .map_err(|e| anyhow::anyhow!("secret_key_file {}: {e}", path.display()))
+}
+
 pub async fn serve(flags: ServeOverrides) -> Result<u8> {
-    let settings = Settings::resolve(&flags)?;
+    let mut settings = Settings::resolve(&flags)?;
     init_tracing(settings.log_format, &settings.log_level)?;
+    settings.engine.secret_keys = secret_keys(&flags, &settings.database)?;
     let synchronous = match settings.synchronous {
         SyncMode::Full => Synchronous::Full,
         SyncMode::Normal => Synchronous::Normal,
@@ -64,10 +116,15 @@ pub async fn serve(flags: ServeOverrides) -> Result<u8> {
         .await
         .with_context(|| format!("listen: cannot bind {}", settings.listen))?;
     let address = listener.local_addr()?;
+    let scheme = if settings.serve.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     {
         let mut out = std::io::stdout().lock();
         if settings.auth.enabled {
-            first_admin_token(&engine, address, &mut out).await?;
+            first_admin_token(&engine, scheme, address, &mut out).await?;
         } else {
             writeln!(
                 out,
@@ -76,7 +133,7 @@ pub async fn serve(flags: ServeOverrides) -> Result<u8> {
         }
         writeln!(
             out,
-            "retryd {} listening on http://{address} (database {})",
+            "retryd {} listening on {scheme}://{address} (database {})",
             env!("CARGO_PKG_VERSION"),
             settings.database
         )?;
@@ -98,13 +155,14 @@ pub async fn serve(flags: ServeOverrides) -> Result<u8> {
     });
 
     let http_stop = CancellationToken::new();
-    let http = tokio::spawn(retryd_server::serve(
+    let http = tokio::spawn(retryd_server::serve_with(
         listener,
         AppState {
             engine: engine.clone(),
             auth: retryd_server::auth::Auth::new(settings.auth),
         },
         http_stop.clone(),
+        settings.serve,
     ));
     engine.run(shutdown).await;
     // The API keeps answering until the engine is done, so that clients see the shutdown.
@@ -119,6 +177,7 @@ pub async fn serve(flags: ServeOverrides) -> Result<u8> {
 /// dashboard link that logs in. Only the printout ever holds it: not the log, not the database.
 async fn first_admin_token(
     engine: &Engine,
+    scheme: &str,
     address: std::net::SocketAddr,
     out: &mut impl Write,
 ) -> Result<()> {
@@ -142,7 +201,7 @@ async fn first_admin_token(
     writeln!(
         out,
         "\nretryd created the first admin token. It is shown only now: keep it somewhere safe.\n\n  \
-         token:     {token}\n  dashboard: http://{address}/login#token={token}\n  CLI:       export RETRYD_TOKEN={token}\n\n\
+         token:     {token}\n  dashboard: {scheme}://{address}/login#token={token}\n  CLI:       export RETRYD_TOKEN={token}\n\n\
          More tokens: retryd token create NAME --role viewer|operator|admin\n"
     )?;
     tracing::info!("created the first admin token (printed on stdout, not logged)");

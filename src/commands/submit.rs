@@ -20,6 +20,35 @@ pub fn key_value(flag: &str, pair: &str) -> Result<(String, String)> {
     }
 }
 
+/// `--secret-env K` (the value of `K` in this environment) or `K=@FILE` (the file's
+/// contents, without the final newline). A value written on the command line would show in
+/// `ps` and in shell history, so `K=VALUE` is refused.
+pub fn secret_env(pair: &str) -> Result<(String, String)> {
+    match pair.split_once('=') {
+        None if !pair.is_empty() => match std::env::var(pair) {
+            Ok(value) => Ok((pair.to_owned(), value)),
+            Err(_) => bail!(
+                "--secret-env {pair}: {pair} is not set in the environment; export it first, or write {pair}=@FILE"
+            ),
+        },
+        Some((key, file)) if !key.is_empty() && file.starts_with('@') => {
+            let path = &file[1..];
+            let value = std::fs::read_to_string(path)
+                .with_context(|| format!("--secret-env {key}: cannot read {path}"))?;
+            let value = value.strip_suffix('\n').unwrap_or(&value);
+            Ok((
+                key.to_owned(),
+                value.strip_suffix('\r').unwrap_or(value).to_owned(),
+            ))
+        }
+        Some((key, _)) if !key.is_empty() => bail!(
+            "--secret-env {key}=…: a secret on the command line shows in `ps` and shell history; \
+             export {key} and write --secret-env {key}, or write --secret-env {key}=@FILE"
+        ),
+        _ => bail!("--secret-env: expected KEY (from the environment) or KEY=@FILE, got {pair:?}"),
+    }
+}
+
 /// The command action the flags describe.
 pub fn command_action(options: &JobOptions, command: &[String]) -> Result<CommandAction> {
     let (program, args) = command
@@ -31,7 +60,7 @@ pub fn command_action(options: &JobOptions, command: &[String]) -> Result<Comman
         env.insert(k, EnvValue::Plain(v));
     }
     for pair in &options.secret_env {
-        let (k, v) = key_value("--secret-env", pair)?;
+        let (k, v) = secret_env(pair)?;
         env.insert(
             k,
             EnvValue::Marked {

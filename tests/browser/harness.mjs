@@ -42,6 +42,8 @@ export class Server {
         }
       });
     });
+    const authOff = extra.some((arg, i) => arg === '--auth' && extra[i + 1] === 'false');
+    if (authOff) return server;
     if (!server.token) throw new Error(`retryd serve printed no admin token:\n${server.stdout.join('\n')}`);
     server.headers = { authorization: `Bearer ${server.token}` };
     return server;

@@ -59,6 +59,7 @@ pub struct Server {
     /// The admin token (None when the server runs with `--auth false`).
     pub token: Option<String>,
     args: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl Server {
@@ -80,9 +81,29 @@ impl Server {
         Server::start_on(&dir, database, extra).await
     }
 
+    /// Starts a server in a fresh temporary directory with more environment variables.
+    pub async fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Server {
+        let dir = tempfile::tempdir().expect("temp dir").keep();
+        let database = dir.join("retryd.db").display().to_string();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Server::start_on_env(&dir, &database, extra, env).await
+    }
+
     async fn start_on(dir: &Path, database: &str, extra: &[&str]) -> Server {
+        Server::start_on_env(dir, database, extra, Vec::new()).await
+    }
+
+    async fn start_on_env(
+        dir: &Path,
+        database: &str,
+        extra: &[&str],
+        env: Vec<(String, String)>,
+    ) -> Server {
         let args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let (child, url, printed) = spawn(dir, database, &args);
+        let (child, url, printed) = spawn(dir, database, &args, &env);
         if let Some(token) = printed {
             ADMIN_TOKENS
                 .lock()
@@ -99,6 +120,7 @@ impl Server {
             database: database.to_owned(),
             token: None,
             args,
+            env,
         };
         if !no_auth {
             // Nodes started together: the one that created the token may print it a moment
@@ -179,7 +201,7 @@ impl Server {
     /// Starts the server again on the same database and flags.
     pub async fn restart(&mut self) {
         self.kill9();
-        let (child, url, _) = spawn(&self.dir, &self.database, &self.args);
+        let (child, url, _) = spawn(&self.dir, &self.database, &self.args, &self.env);
         self.child = Some(child);
         self.url = url;
         self.wait_healthy().await;
@@ -314,7 +336,12 @@ impl Drop for Server {
 }
 
 /// Starts `retryd serve`; returns the child, its URL and the admin token it printed, if any.
-fn spawn(dir: &Path, database: &str, extra: &[String]) -> (Child, String, Option<String>) {
+fn spawn(
+    dir: &Path,
+    database: &str,
+    extra: &[String],
+    env: &[(String, String)],
+) -> (Child, String, Option<String>) {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -333,6 +360,10 @@ fn spawn(dir: &Path, database: &str, extra: &[String]) -> (Child, String, Option
         .current_dir(dir)
         .env("NO_COLOR", "1")
         .env_remove("RETRYD_CONFIG")
+        // The tests' HTTP targets listen on loopback, which the SSRF guard refuses unless
+        // told otherwise; a test of the guard passes its own --http-allow-internal.
+        .env("RETRYD_HTTP_ALLOW_INTERNAL", "127.0.0.1")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log))
@@ -373,6 +404,10 @@ pub fn cli(args: &[&str], env: &[(&str, &str)]) -> Output {
         .args(args)
         .env("NO_COLOR", "1")
         .env_remove("RETRYD_CONFIG")
+        // The tests' HTTP targets listen on loopback, which the SSRF guard refuses unless
+        // told otherwise; a test of the guard passes its own --http-allow-internal.
+        .env("RETRYD_HTTP_ALLOW_INTERNAL", "127.0.0.1")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .current_dir(std::env::temp_dir());
     for (k, v) in env {

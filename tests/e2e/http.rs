@@ -193,7 +193,7 @@ async fn submit_http_from_the_cli() {
 }
 
 /// With `http.allow_hosts` set, requests go only to listed hosts, and a listed name that
-/// resolves to an internal address is refused unless that address is listed too.
+/// resolves to an internal address is refused unless it is listed in `http.allow_internal`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ssrf_guard_refuses_unlisted_and_internal_hosts() {
     let (base, calls) = flaky_target().await;
@@ -205,7 +205,13 @@ async fn the_ssrf_guard_refuses_unlisted_and_internal_hosts() {
         "[http]\nallow_hosts = [\"localhost\", \"api.example.com\"]\n",
     )
     .unwrap();
-    let server = Server::start_in(&dir, &["--config", config.to_str().unwrap()]).await;
+    // Only a documentation address is opted out: loopback is refused.
+    let only_docs = ["--http-allow-internal", "192.0.2.1"];
+    let server = Server::start_in(
+        &dir,
+        &[&["--config", config.to_str().unwrap()][..], &only_docs].concat(),
+    )
+    .await;
     for url in [
         format!("http://127.0.0.1:{port}/missing"),
         format!("http://localhost:{port}/missing"),
@@ -232,11 +238,15 @@ async fn the_ssrf_guard_refuses_unlisted_and_internal_hosts() {
 
     std::fs::write(
         &config,
-        "[http]\nallow_hosts = [\"localhost\", \"127.0.0.1\", \"::1\"]\n",
+        "[http]\nallow_hosts = [\"localhost\", \"127.0.0.1\", \"::1\"]\nallow_internal = [\"localhost\", \"127.0.0.1\", \"::1\"]\n",
     )
     .unwrap();
     drop(server);
-    let server = Server::start_in(&dir, &["--config", config.to_str().unwrap()]).await;
+    let server = Server::start_in(
+        &dir,
+        &[&["--config", config.to_str().unwrap()][..], &only_docs].concat(),
+    )
+    .await;
     let (_, job) = server
         .post(
             "/jobs",

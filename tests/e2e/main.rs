@@ -15,6 +15,7 @@ mod diagnosis;
 mod embedded;
 mod events;
 mod examples;
+mod hardening;
 mod helpers;
 mod http;
 mod limits;

@@ -133,14 +133,29 @@ impl CommandAction {
                 return Err(format!("action.env: {key:?} is not a valid variable name"));
             }
         }
-        let nul = std::iter::once(&self.program)
-            .chain(&self.args)
-            .chain(self.env.values().map(|v| match v {
-                EnvValue::Plain(s) | EnvValue::Marked { value: s, .. } => s,
-            }))
-            .any(|s| s.contains('\0'));
-        if nul {
-            return Err("action: program, args and env values must not contain NUL bytes".into());
+        // The kernel reads paths, arguments and the environment as C strings: a NUL would
+        // cut them short, or fail every attempt at run time.
+        let named = std::iter::once(("action.program".to_owned(), self.program.as_str()))
+            .chain(
+                self.cwd
+                    .iter()
+                    .map(|c| ("action.cwd".to_owned(), c.as_str())),
+            )
+            .chain(
+                self.args
+                    .iter()
+                    .enumerate()
+                    .map(|(i, a)| (format!("action.args[{i}]"), a.as_str())),
+            )
+            .chain(
+                self.env
+                    .iter()
+                    .map(|(k, v)| (format!("action.env.{k}"), v.value())),
+            );
+        for (field, value) in named {
+            if value.contains('\0') {
+                return Err(format!("{field}: must not contain a NUL byte"));
+            }
         }
         Ok(())
     }
@@ -336,6 +351,48 @@ fn redact_values(values: &mut BTreeMap<String, EnvValue>) {
     }
 }
 
+/// What a list shows of a value it leaves out.
+pub const OMITTED: &str = "[omitted in lists]";
+/// Arguments a list shows, each cut to [`SUMMARY_ARG_CHARS`].
+pub const SUMMARY_ARGS: usize = 16;
+pub const SUMMARY_ARG_CHARS: usize = 200;
+/// A handler payload larger than this, as JSON, is left out of lists.
+pub const SUMMARY_PAYLOAD_BYTES: usize = 1024;
+
+fn omit_values(values: &mut BTreeMap<String, EnvValue>) {
+    for value in values.values_mut() {
+        *value = EnvValue::Plain(OMITTED.to_owned());
+    }
+}
+
+fn omitted_size(text: &Option<String>) -> Option<String> {
+    text.as_ref()
+        .map(|t| format!("[{} bytes, omitted in lists]", t.len()))
+}
+
+fn summarize_command(c: &mut CommandAction) {
+    omit_values(&mut c.env);
+    c.stdin = omitted_size(&c.stdin);
+    let more = c.args.len().saturating_sub(SUMMARY_ARGS);
+    c.args.truncate(SUMMARY_ARGS);
+    for arg in &mut c.args {
+        if arg.chars().count() > SUMMARY_ARG_CHARS {
+            *arg = format!(
+                "{}…",
+                arg.chars().take(SUMMARY_ARG_CHARS).collect::<String>()
+            );
+        }
+    }
+    if more > 0 {
+        c.args.push(format!("[{more} more arguments]"));
+    }
+}
+
+fn summarize_http(h: &mut HttpAction) {
+    omit_values(&mut h.headers);
+    h.body = omitted_size(&h.body);
+}
+
 fn secret_values(values: &BTreeMap<String, EnvValue>) -> impl Iterator<Item = String> + '_ {
     values
         .values()
@@ -391,6 +448,67 @@ impl Action {
         }
     }
 
+    /// Applies `f` to every secret value (secret env values, secret headers, also in
+    /// pipeline steps): how secrets are sealed before storage and opened before a run.
+    pub fn try_map_secrets(
+        &mut self,
+        f: &mut dyn FnMut(&str) -> Result<String, String>,
+    ) -> Result<(), String> {
+        let mut map = |values: &mut BTreeMap<String, EnvValue>| -> Result<(), String> {
+            for value in values.values_mut() {
+                if let EnvValue::Marked {
+                    value,
+                    secret: true,
+                } = value
+                {
+                    *value = f(value)?;
+                }
+            }
+            Ok(())
+        };
+        match self {
+            Action::Command(c) => map(&mut c.env),
+            Action::Http(h) => map(&mut h.headers),
+            Action::Pipeline(p) => p.steps.iter_mut().try_for_each(|step| {
+                if let Some(c) = &mut step.command {
+                    map(&mut c.env)?;
+                }
+                if let Some(h) = &mut step.http {
+                    map(&mut h.headers)?;
+                }
+                Ok(())
+            }),
+            Action::Handler(_) => Ok(()),
+        }
+    }
+
+    /// The same action as a list shows it: no stdin, body, environment or header values,
+    /// and only the first arguments, cut short. Lists stay small whatever the jobs carry.
+    pub fn summarized(&self) -> Action {
+        let mut action = self.clone();
+        match &mut action {
+            Action::Command(c) => summarize_command(c),
+            Action::Http(h) => summarize_http(h),
+            Action::Pipeline(p) => {
+                for step in &mut p.steps {
+                    if let Some(c) = &mut step.command {
+                        summarize_command(c);
+                    }
+                    if let Some(h) = &mut step.http {
+                        summarize_http(h);
+                    }
+                }
+            }
+            // A handler's payload is usually a few ids: kept unless it is large.
+            Action::Handler(h) => {
+                if h.payload.to_string().len() > SUMMARY_PAYLOAD_BYTES {
+                    h.payload = serde_json::Value::String(OMITTED.to_owned());
+                }
+            }
+        }
+        action
+    }
+
     pub fn summary(&self) -> String {
         match self {
             Action::Command(c) => c.display(),
@@ -414,9 +532,7 @@ impl Action {
 
 /// Replaces every secret value in `text`.
 pub fn redact(text: &str, secrets: &[String]) -> String {
-    secrets.iter().fold(text.to_owned(), |acc, secret| {
-        acc.replace(secret.as_str(), REDACTED)
-    })
+    crate::redact::Redactor::new(secrets).redact(text)
 }
 
 /// How an attempt ended.

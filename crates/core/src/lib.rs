@@ -29,6 +29,7 @@ pub mod explain;
 pub mod job;
 pub mod pipeline;
 pub mod policy;
+pub mod redact;
 pub mod retry;
 pub mod state;
 

@@ -21,8 +21,11 @@ use rand::RngCore;
 use retryd_core::Role;
 use retryd_store::{AccessStore, TokenRecord};
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
 
 pub const TOKEN_PREFIX: &str = "rtd_";
@@ -38,6 +41,11 @@ pub struct AuthConfig {
     pub rate_per_second: NonZeroU32,
     /// Requests a token may send at once above the sustained rate.
     pub burst: NonZeroU32,
+    /// Host names, besides IP addresses and localhost, the server answers to (see
+    /// [`crate::cross_site`]).
+    pub allowed_hosts: Vec<String>,
+    /// The session cookie is `Secure` (served over TLS).
+    pub secure_cookies: bool,
 }
 
 impl Default for AuthConfig {
@@ -46,7 +54,58 @@ impl Default for AuthConfig {
             enabled: true,
             rate_per_second: NonZeroU32::new(100).expect("non-zero"),
             burst: NonZeroU32::new(500).expect("non-zero"),
+            allowed_hosts: Vec::new(),
+            secure_cookies: false,
         }
+    }
+}
+
+/// Failed authentications (unknown, malformed or revoked tokens) a client address may make
+/// per [`FAILED_AUTH_WINDOW`] before it is answered 429 without its token being looked at.
+pub const FAILED_AUTH_LIMIT: u32 = 100;
+pub const FAILED_AUTH_WINDOW: Duration = Duration::from_secs(60);
+/// Addresses remembered at most; past it, expired windows are forgotten first.
+const FAILED_AUTH_ADDRESSES: usize = 10_000;
+
+/// The address a request came from (unspecified when served without connection info).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddress(pub IpAddr);
+
+/// Failed authentications per client address, in fixed windows.
+#[derive(Debug, Default)]
+pub struct FailedAuth {
+    by_address: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+}
+
+impl FailedAuth {
+    /// `Err(seconds to wait)` when the address used up its failures.
+    pub fn check(&self, address: IpAddr) -> Result<(), Error> {
+        let map = self.by_address.lock().expect("failed-auth map");
+        match map.get(&address) {
+            Some((start, count)) if *count >= FAILED_AUTH_LIMIT => {
+                let left = FAILED_AUTH_WINDOW.saturating_sub(start.elapsed());
+                if left.is_zero() {
+                    Ok(())
+                } else {
+                    Err(Error::RateLimited {
+                        retry_after_secs: left.as_secs().max(1),
+                    })
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+
+    pub fn record(&self, address: IpAddr) {
+        let mut map = self.by_address.lock().expect("failed-auth map");
+        if map.len() >= FAILED_AUTH_ADDRESSES {
+            map.retain(|_, (start, _)| start.elapsed() < FAILED_AUTH_WINDOW);
+        }
+        let entry = map.entry(address).or_insert((Instant::now(), 0));
+        if entry.0.elapsed() >= FAILED_AUTH_WINDOW {
+            *entry = (Instant::now(), 0);
+        }
+        entry.1 += 1;
     }
 }
 
@@ -55,6 +114,7 @@ impl Default for AuthConfig {
 pub struct Auth {
     pub config: AuthConfig,
     limiter: DefaultKeyedRateLimiter<String>,
+    pub failures: FailedAuth,
 }
 
 impl Auth {
@@ -63,6 +123,7 @@ impl Auth {
         Arc::new(Auth {
             config,
             limiter: RateLimiter::keyed(quota),
+            failures: FailedAuth::default(),
         })
     }
 }
@@ -180,6 +241,11 @@ pub async fn authenticate(
     next: Next,
 ) -> Response {
     let auth = &state.auth;
+    let address = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map_or(IpAddr::from([0, 0, 0, 0]), |info| info.0.ip());
+    request.extensions_mut().insert(ClientAddress(address));
     let authn = if !auth.config.enabled {
         Authn::Known(Principal {
             role: Role::Admin,
@@ -195,9 +261,16 @@ pub async fn authenticate(
         };
         match token {
             None => Authn::None,
+            // An address that keeps guessing is not heard until its window ends.
+            Some(_) if let Err(limited) = auth.failures.check(address) => {
+                return limited.into_response();
+            }
             Some(token) => match verify(state.engine.store().as_ref(), &token).await {
                 Err(e) => return e.into_response(),
-                Ok(None) => Authn::Invalid,
+                Ok(None) => {
+                    auth.failures.record(address);
+                    Authn::Invalid
+                }
                 Ok(Some(record)) => {
                     if let Err(not_until) = auth.limiter.check_key(&record.id) {
                         let wait = not_until.wait_time_from(governor::clock::Clock::now(

@@ -41,7 +41,12 @@ pub enum Error {
         "missing or wrong X-CSRF-Token header: a dashboard session must send the token from GET /api/v1/session"
     )]
     Csrf,
-    #[error("too many requests from this token; retry in {retry_after_secs} s")]
+    /// A request a page on another site could have sent (Host, Origin).
+    #[error("{0}")]
+    CrossSite(String),
+    #[error(
+        "too many requests (this token, this address or live follows); retry in {retry_after_secs} s"
+    )]
     RateLimited { retry_after_secs: u64 },
     #[error("the database is unavailable")]
     Unavailable,
@@ -89,6 +94,7 @@ impl Error {
                 json!({ "needed": needed, "role": has }),
             ),
             Error::Csrf => (StatusCode::FORBIDDEN, "csrf", Value::Null),
+            Error::CrossSite(_) => (StatusCode::FORBIDDEN, "cross_site", Value::Null),
             Error::RateLimited { retry_after_secs } => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limited",

@@ -15,7 +15,7 @@ const ERRORS: &[(&str, &str)] = &[
     ("401", "No token, or an unknown or revoked one"),
     (
         "403",
-        "The token's role is too weak, or a session change lacks its CSRF token",
+        "The token's role is too weak, a session change lacks its CSRF token, or the request is cross-site (Host, Origin)",
     ),
     ("404", "No such job, policy, token or route"),
     ("405", "Method not allowed on this path"),
@@ -149,6 +149,7 @@ pub fn finish(doc: &mut OpenApi) {
             &mut item.put,
             &mut item.post,
             &mut item.delete,
+            &mut item.patch,
         ]
         .into_iter()
         .flatten()

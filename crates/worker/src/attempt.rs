@@ -15,7 +15,6 @@ use retryd_core::pipeline::{Step, StepRecord, StepStatus, export_from_json, pars
 use retryd_core::{AttemptOutcome, Class, Jitter, Policy};
 use retryd_store::{AttemptResult, Claimed, Fence, Lease, LogAppend, NewLogLine, Next, Store};
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -328,7 +327,7 @@ async fn execute(
     let inner = &engine.inner;
     let (lines_tx, lines_rx) = mpsc::channel(1024);
     let pump = tokio::spawn(pump_log(
-        inner.store.clone(),
+        engine.clone(),
         lease.clone(),
         lines_rx,
         inner.config.log_tail_bytes,
@@ -362,6 +361,10 @@ async fn execute(
             _ => (Err("the step has no action".to_owned()), None),
         },
     };
+    // Secrets are stored sealed: opened here, for this run only.
+    let action = action.and_then(|mut action| {
+        crate::sealing::open(inner.config.secret_keys.as_ref(), &mut action).map(|()| action)
+    });
     let mut outcome = match &action {
         Ok(Action::Command(action)) => {
             command::run(action, limits, stop.clone(), lines_tx, remember).await
@@ -634,11 +637,12 @@ async fn record(engine: &Engine, result: &AttemptResult) {
 /// lines still unsaved at the end are returned: they are written with the result, so that an
 /// attempt shorter than the flush period writes its log in the result's transaction.
 async fn pump_log(
-    store: Arc<dyn Store>,
+    engine: Engine,
     lease: Lease,
     mut lines: mpsc::Receiver<OutputLine>,
     cap: usize,
 ) -> (Tail, BTreeMap<String, String>, LogAppend) {
+    let store = engine.store().clone();
     let mut tail = Tail::new(cap);
     let mut outputs = BTreeMap::new();
     let mut pending: Vec<(u64, NewLogLine)> = Vec::new();
@@ -660,11 +664,15 @@ async fn pump_log(
                     pending.push((tail.push(line), entry));
                     if pending.len() >= 512 {
                         flush(store.as_ref(), &lease, &tail, &mut pending, &mut trimmed_to).await;
+                        engine.log_written(lease.job_id);
                     }
                 }
                 None => break,
             },
-            _ = tick.tick() => flush(store.as_ref(), &lease, &tail, &mut pending, &mut trimmed_to).await,
+            _ = tick.tick() => if !pending.is_empty() {
+                flush(store.as_ref(), &lease, &tail, &mut pending, &mut trimmed_to).await;
+                engine.log_written(lease.job_id);
+            },
         }
     }
     pending.retain(|(index, _)| *index >= tail.first_index());

@@ -56,8 +56,14 @@ pub struct EngineConfig {
     pub log_tail_bytes: usize,
     /// How long finished jobs are kept, per terminal state.
     pub retention: BTreeMap<JobState, Duration>,
-    /// Hosts `http` actions may call; empty means any (no SSRF guard).
+    /// Hosts `http` actions may call; empty means any public host.
     pub http_allow_hosts: Vec<String>,
+    /// Seals secret values before jobs are stored (see [`crate::sealing`]); without keys they
+    /// are stored as given.
+    pub secret_keys: Option<crate::sealing::SecretKeys>,
+    /// Hosts `http` actions may call although they are internal (loopback, private,
+    /// link-local…): the SSRF guard's opt-out. Empty: none.
+    pub http_allow_internal: Vec<String>,
     /// Circuit breaking and retry budgets per target; the default enforces neither.
     pub limits: TargetLimits,
     /// Where job events are delivered.
@@ -94,6 +100,8 @@ impl Default for EngineConfig {
             log_tail_bytes: DEFAULT_LOG_TAIL_BYTES,
             retention: default_retention(),
             http_allow_hosts: Vec::new(),
+            http_allow_internal: Vec::new(),
+            secret_keys: None,
             limits: TargetLimits::default(),
             notifications: Vec::new(),
             run_builtin: true,
@@ -225,6 +233,8 @@ pub(crate) struct Inner {
     /// safety re-check). A std RwLock: read on every claim, never held across .await.
     paused: std::sync::RwLock<Vec<String>>,
     events: broadcast::Sender<Event>,
+    /// The jobs whose output this process just stored: wakes log followers.
+    logs: broadcast::Sender<JobId>,
     /// Wakes the claim loop: new or requeued work, a freed slot.
     wake: Notify,
     // A std Mutex: held only for map operations, never across .await.
@@ -265,6 +275,7 @@ impl Engine {
         handlers: Handlers,
     ) -> Self {
         let (events, _) = broadcast::channel(4096);
+        let (logs, _) = broadcast::channel(1024);
         let runnable = Runnable {
             builtin: config.run_builtin,
             handler_kinds: handlers.kinds(),
@@ -275,7 +286,10 @@ impl Engine {
                 clock,
                 policies: std::sync::RwLock::new(Arc::new(policies.clone())),
                 base_policies: policies,
-                http: HttpClient::new(HostGuard::new(&config.http_allow_hosts)),
+                http: HttpClient::new(HostGuard::new(
+                    &config.http_allow_hosts,
+                    &config.http_allow_internal,
+                )),
                 limits: Arc::new(config.limits.clone()),
                 deliveries: Notify::new(),
                 config,
@@ -284,6 +298,7 @@ impl Engine {
                 runnable,
                 paused: std::sync::RwLock::new(Vec::new()),
                 events,
+                logs,
                 wake: Notify::new(),
                 running: Mutex::new(HashMap::new()),
                 release: CancellationToken::new(),
@@ -327,6 +342,15 @@ impl Engine {
         self.inner.clock.now()
     }
 
+    /// The job ids whose output this process stores, as it stores it.
+    pub fn subscribe_logs(&self) -> broadcast::Receiver<JobId> {
+        self.inner.logs.subscribe()
+    }
+
+    pub(crate) fn log_written(&self, job: JobId) {
+        let _ = self.inner.logs.send(job);
+    }
+
     /// Every state change this process makes, as it happens.
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.inner.events.subscribe()
@@ -368,14 +392,18 @@ impl Engine {
         self.wake();
     }
 
-    pub async fn submit(&self, job: NewJob) -> Result<Inserted, Error> {
+    pub async fn submit(&self, mut job: NewJob) -> Result<Inserted, Error> {
+        self.seal(&mut job.action)?;
         let inserted = self.inner.store.insert_job(job).await?;
         self.announce(std::slice::from_ref(&inserted));
         Ok(inserted)
     }
 
     /// Submits a batch in one transaction (see [`retryd_store::JobWriter::insert_jobs`]).
-    pub async fn submit_many(&self, jobs: Vec<NewJob>) -> Result<Vec<Inserted>, Error> {
+    pub async fn submit_many(&self, mut jobs: Vec<NewJob>) -> Result<Vec<Inserted>, Error> {
+        for job in &mut jobs {
+            self.seal(&mut job.action)?;
+        }
         let inserted = self.inner.store.insert_jobs(jobs).await?;
         self.announce(&inserted);
         Ok(inserted)
@@ -390,6 +418,15 @@ impl Engine {
         }
         if created {
             self.wake();
+        }
+    }
+
+    fn seal(&self, action: &mut retryd_core::Action) -> Result<(), Error> {
+        match &self.inner.config.secret_keys {
+            Some(keys) => keys
+                .seal(action)
+                .map_err(|e| Error::Store(retryd_store::Error::Corrupt(e))),
+            None => Ok(()),
         }
     }
 
@@ -418,6 +455,10 @@ impl Engine {
         changes: Option<retryd_store::JobChanges>,
         actor: &str,
     ) -> Result<Job, Error> {
+        let mut changes = changes;
+        if let Some(changes) = &mut changes {
+            self.seal(&mut changes.action)?;
+        }
         let requeue = Requeue {
             reset,
             actor: actor.to_owned(),

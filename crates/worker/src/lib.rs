@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod notify;
 pub mod policies;
 pub mod process;
+pub mod sealing;
 pub mod tail;
 
 pub use engine::{Engine, EngineConfig};

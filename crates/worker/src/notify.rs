@@ -15,6 +15,7 @@ use lettre::message::{Mailbox, Message};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use retryd_core::decide::{Decision, FailedAttempt, decide};
 use retryd_core::job::{EnvValue, HttpAction, Job};
+use retryd_core::redact::Redactor;
 use retryd_core::{Class, Policy};
 use retryd_store::{AttemptResult, ClaimedDelivery, DeliveryNext, NewNotification, Next};
 use serde_json::{Value, json};
@@ -126,9 +127,13 @@ fn payload(job: &Job, result: &AttemptResult, event: On) -> Value {
         .as_deref()
         .map(|t| format!(" on {t}"))
         .unwrap_or_default();
+    // The error quotes the job's output: hide the job's secrets again, whole, in the text
+    // that leaves the node.
+    let redactor = Redactor::new(&job.action.secrets());
+    let hide = |text: &str| redactor.redact(text);
     json!({
         "event": event.as_str(),
-        "summary": format!("retryd: job {} ({}{target}) {what}: {}", job.id, job.kind, result.reason),
+        "summary": hide(&format!("retryd: job {} ({}{target}) {what}: {}", job.id, job.kind, result.reason)),
         "job_id": job.id,
         "queue": job.queue,
         "kind": job.kind,
@@ -136,10 +141,10 @@ fn payload(job: &Job, result: &AttemptResult, event: On) -> Value {
         "state": result.next.state(),
         "attempt": attempt,
         "max_attempts": job.policy.max_attempts,
-        "error": result.error,
+        "error": result.error.as_deref().map(hide),
         "class": result.class,
         "rule": result.rule,
-        "reason": result.reason,
+        "reason": hide(&result.reason),
         "at": result.now,
     })
 }

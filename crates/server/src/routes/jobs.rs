@@ -16,6 +16,12 @@ use retryd_core::job::{Attempt, Event, Job};
 use std::time::Duration;
 
 const MAX_LOG_PAGE: usize = 5000;
+/// Live log follows served at once; more are answered 429.
+const MAX_FOLLOWS: usize = 2048;
+/// A follow re-reads the store this often without a wake-up: output another node stored.
+const FOLLOW_RECHECK: Duration = Duration::from_secs(10);
+static FOLLOWS: std::sync::LazyLock<std::sync::Arc<tokio::sync::Semaphore>> =
+    std::sync::LazyLock::new(|| std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_FOLLOWS)));
 
 async fn view(state: &AppState, job: Job) -> Result<JobView, Error> {
     let now = state.engine.now();
@@ -94,28 +100,51 @@ pub async fn submit_batch(
     Ok((status, Json(BatchSubmitted { jobs, created })).into_response())
 }
 
+/// Jobs read from the store at a time while a list is built: a list of fat jobs (large
+/// stdin, bodies) holds only this many in memory at once.
+const LIST_CHUNK: usize = 8;
+/// A list answer stops growing past this many bytes of JSON; `next_cursor` continues it.
+const LIST_ANSWER_BYTES: usize = 2 * 1024 * 1024;
+
+/// Summaries only (see [`retryd_core::job::Action::summarized`]); `GET /jobs/{id}` has it all.
 #[utoipa::path(get, path = "/jobs", tag = "jobs", params(ListQuery), responses((status = 200, body = JobPage)))]
 pub async fn list(
     State(state): State<AppState>,
     Viewer(_): Viewer,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<JobPage>, Error> {
-    let page = state
-        .engine
-        .store()
-        .list_jobs(&query.filter()?, query.cursor()?, query.limit()?)
-        .await?;
+    let (filter, limit) = (query.filter()?, query.limit()?);
+    let mut cursor = query.cursor()?;
     let now = state.engine.now();
     let paused = state.engine.paused_queues();
     let policies = state.engine.policies();
-    Ok(Json(JobPage {
-        jobs: page
-            .jobs
-            .into_iter()
-            .map(|job| JobView::new(job, now, None, &paused, &policies))
-            .collect(),
-        next_cursor: page.next_cursor,
-    }))
+    let (mut jobs, mut bytes) = (Vec::new(), 0);
+    loop {
+        let want = LIST_CHUNK.min(limit - jobs.len());
+        let page = state
+            .engine
+            .store()
+            .list_jobs(&filter, cursor, want)
+            .await?;
+        let more = page.next_cursor.is_some();
+        for mut job in page.jobs {
+            job.action = job.action.summarized();
+            let view = JobView::new(job, now, None, &paused, &policies);
+            bytes += serde_json::to_vec(&view).map_or(0, |v| v.len());
+            cursor = Some(view.job.id);
+            jobs.push(view);
+            if bytes >= LIST_ANSWER_BYTES {
+                break;
+            }
+        }
+        if !more || jobs.len() >= limit || bytes >= LIST_ANSWER_BYTES {
+            // A page cut short by size continues after its last job.
+            let next_cursor = (more || bytes >= LIST_ANSWER_BYTES)
+                .then_some(cursor)
+                .flatten();
+            return Ok(Json(JobPage { jobs, next_cursor }));
+        }
+    }
 }
 
 #[utoipa::path(get, path = "/jobs/{id}", tag = "jobs", params(("id" = String, Path, description = "Job id (UUID)")), responses((status = 200, body = JobView)))]
@@ -230,10 +259,16 @@ pub async fn log(
         })
         .into_response());
     }
-    let events = state.engine.subscribe();
+    let Ok(permit) = FOLLOWS.clone().try_acquire_owned() else {
+        return Err(Error::RateLimited {
+            retry_after_secs: 5,
+        });
+    };
+    let (events, logs) = (state.engine.subscribe(), state.engine.subscribe_logs());
     let stream = futures::stream::unfold((query.after, false), move |(after, done)| {
         let store = store.clone();
-        let mut wake = events.resubscribe();
+        let (mut events, mut logs) = (events.resubscribe(), logs.resubscribe());
+        let _held = &permit;
         async move {
             if done {
                 return None;
@@ -267,8 +302,23 @@ pub async fn log(
                     }
                     continue;
                 }
-                // Output is flushed every 100 ms; a state change wakes us sooner.
-                let _ = tokio::time::timeout(Duration::from_millis(200), wake.recv()).await;
+                // Woken by this job's stored output or state change; another node's writes
+                // are picked up by the slow re-check.
+                let this_job = async {
+                    loop {
+                        tokio::select! {
+                            logged = logs.recv() => match logged {
+                                Ok(job) if job != id => continue,
+                                _ => return,
+                            },
+                            event = events.recv() => match event {
+                                Ok(event) if event.job_id != id => continue,
+                                _ => return,
+                            },
+                        }
+                    }
+                };
+                let _ = tokio::time::timeout(FOLLOW_RECHECK, this_job).await;
             }
         }
     });

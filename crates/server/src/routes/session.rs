@@ -27,6 +27,7 @@ fn view(state: &AppState, principal: &Principal) -> SessionView {
 #[utoipa::path(post, path = "/session", tag = "auth", request_body = Login, security(()), responses((status = 200, description = "Logged in; sets the HttpOnly session cookie", body = SessionView)))]
 pub async fn login(
     State(state): State<AppState>,
+    axum::Extension(auth::ClientAddress(address)): axum::Extension<auth::ClientAddress>,
     ApiJson(login): ApiJson<Login>,
 ) -> Result<impl IntoResponse, Error> {
     if !state.auth.config.enabled {
@@ -34,18 +35,25 @@ pub async fn login(
             "authentication is disabled on this server: there is nothing to log in to".into(),
         ));
     }
-    let record = auth::verify(state.engine.store().as_ref(), &login.token)
-        .await?
-        .ok_or_else(|| {
-            Error::Unauthenticated("the token is unknown, malformed or revoked".into())
-        })?;
+    state.auth.failures.check(address)?;
+    let Some(record) = auth::verify(state.engine.store().as_ref(), &login.token).await? else {
+        state.auth.failures.record(address);
+        return Err(Error::Unauthenticated(
+            "the token is unknown, malformed or revoked".into(),
+        ));
+    };
     let principal = Principal {
         role: record.role,
         name: record.name,
         session: Some(login.token.clone()),
     };
+    let secure = if state.auth.config.secure_cookies {
+        "; Secure"
+    } else {
+        ""
+    };
     let cookie = format!(
-        "{SESSION_COOKIE}={}; HttpOnly; SameSite=Strict; Path=/",
+        "{SESSION_COOKIE}={}; HttpOnly; SameSite=Strict; Path=/{secure}",
         login.token
     );
     Ok((

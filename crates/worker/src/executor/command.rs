@@ -5,9 +5,9 @@ use super::{Outcome, OutputLine, Stopped};
 use chrono::Utc;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use retryd_core::job::{CommandAction, Stream, redact};
+use retryd_core::job::{CommandAction, Stream};
+use retryd_core::redact::{RedactingLines, Redactor};
 use std::process::{ExitStatus, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
@@ -34,7 +34,7 @@ pub async fn run(
     lines: mpsc::Sender<OutputLine>,
     spawned: impl FnOnce(u32),
 ) -> Outcome {
-    let secrets: Arc<[String]> = action.secrets().into();
+    let redactor = Redactor::new(&action.secrets());
     let mut command = Command::new(&action.program);
     command
         .args(&action.args)
@@ -77,7 +77,7 @@ pub async fn run(
         child.stdout.take(),
         child.stderr.take(),
         lines,
-        secrets,
+        redactor,
     ));
     let timeout = async {
         match limits.timeout {
@@ -136,12 +136,31 @@ async fn terminate(
 }
 
 /// Maps a failure to start onto the exit codes a shell would give, so that the same
-/// classification rules apply (127: not found, 126: not executable).
+/// classification rules apply (127: not found, 126: not executable); a start that can never
+/// succeed as written (a missing working directory, an argument list over the kernel's
+/// limit, a NUL in a path) is an invalid action: permanent, with a message that says why.
 fn spawn_failure(action: &CommandAction, error: &std::io::Error) -> Outcome {
-    let (exit_code, what) = match error.kind() {
-        std::io::ErrorKind::NotFound => (Some(127), "command not found"),
-        std::io::ErrorKind::PermissionDenied => (Some(126), "permission denied (not executable)"),
-        _ => (None, "cannot start"),
+    use std::io::ErrorKind;
+    let cwd_missing = action
+        .cwd
+        .as_ref()
+        .is_some_and(|c| !std::path::Path::new(c).is_dir());
+    let (exit_code, invalid, what) = match (error.kind(), error.raw_os_error()) {
+        _ if cwd_missing => (None, true, "the working directory does not exist"),
+        (ErrorKind::NotFound, _) => (Some(127), false, "command not found"),
+        (ErrorKind::PermissionDenied, _) => {
+            (Some(126), false, "permission denied (not executable)")
+        }
+        (_, Some(code)) if code == nix::libc::E2BIG => (
+            None,
+            true,
+            "the arguments and environment are over the kernel's size limit (E2BIG)",
+        ),
+        (ErrorKind::InvalidInput, _) => (None, true, "invalid program, argument or path"),
+        (_, Some(code)) if code == nix::libc::ENOEXEC || code == nix::libc::ENAMETOOLONG => {
+            (None, true, "the program cannot be executed as given")
+        }
+        _ => (None, false, "cannot start"),
     };
     let cwd = action
         .cwd
@@ -150,55 +169,47 @@ fn spawn_failure(action: &CommandAction, error: &std::io::Error) -> Outcome {
         .unwrap_or_default();
     Outcome {
         exit_code,
+        invalid_action: invalid,
         start_error: Some(format!("{}: {what}{cwd}: {error}", action.program)),
         ..Outcome::default()
     }
 }
 
-/// Splits one stream's bytes into lines (long ones in pieces), redacting secrets.
+/// Splits one stream's bytes into lines (long ones in pieces), secrets hidden on the stream
+/// before it is cut so that none shows across a cut.
 struct Lines {
     stream: Stream,
-    pending: Vec<u8>,
+    cutter: RedactingLines,
     open: bool,
 }
 
 impl Lines {
-    fn new(stream: Stream, open: bool) -> Self {
+    fn new(stream: Stream, open: bool, redactor: Redactor) -> Self {
         Lines {
             stream,
-            pending: Vec::new(),
+            cutter: RedactingLines::new(redactor, MAX_LINE_BYTES),
             open,
         }
     }
 
     /// Adds bytes just read and takes the lines they complete.
-    fn complete(&mut self, bytes: &[u8], secrets: &[String]) -> Vec<OutputLine> {
-        self.pending.extend_from_slice(bytes);
-        let mut done = Vec::new();
-        while let Some(pos) = self.pending.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = self.pending.drain(..=pos).collect();
-            done.push(self.line(&line[..line.len() - 1], secrets));
-        }
-        while self.pending.len() >= MAX_LINE_BYTES {
-            let piece: Vec<u8> = self.pending.drain(..MAX_LINE_BYTES).collect();
-            done.push(self.line(&piece, secrets));
-        }
-        done
+    fn complete(&mut self, bytes: &[u8]) -> Vec<OutputLine> {
+        let done = self.cutter.push(bytes);
+        done.iter().map(|line| self.line(line)).collect()
     }
 
-    /// The unterminated last line, once the stream ended.
-    fn rest(&mut self, secrets: &[String]) -> Option<OutputLine> {
-        let rest = std::mem::take(&mut self.pending);
-        (!rest.is_empty()).then(|| self.line(&rest, secrets))
+    /// What is left once the stream ended.
+    fn rest(&mut self) -> Vec<OutputLine> {
+        let done = self.cutter.finish();
+        done.iter().map(|line| self.line(line)).collect()
     }
 
-    fn line(&self, bytes: &[u8], secrets: &[String]) -> OutputLine {
+    fn line(&self, bytes: &[u8]) -> OutputLine {
         let text = String::from_utf8_lossy(bytes);
-        let text = text.strip_suffix('\r').unwrap_or(&text);
         OutputLine {
             at: Utc::now(),
             stream: self.stream,
-            line: redact(text, secrets),
+            line: text.strip_suffix('\r').unwrap_or(&text).to_owned(),
         }
     }
 }
@@ -220,10 +231,10 @@ async fn read_output(
     mut stdout: Option<impl AsyncRead + Unpin>,
     mut stderr: Option<impl AsyncRead + Unpin>,
     lines: mpsc::Sender<OutputLine>,
-    secrets: Arc<[String]>,
+    redactor: Redactor,
 ) {
-    let mut out = Lines::new(Stream::Stdout, stdout.is_some());
-    let mut err = Lines::new(Stream::Stderr, stderr.is_some());
+    let mut out = Lines::new(Stream::Stdout, stdout.is_some(), redactor.clone());
+    let mut err = Lines::new(Stream::Stderr, stderr.is_some(), redactor);
     let (mut out_buf, mut err_buf) = (vec![0u8; 8192], vec![0u8; 8192]);
     while out.open || err.open {
         let (from_stdout, n) = tokio::select! {
@@ -238,9 +249,9 @@ async fn read_output(
         };
         let done = if n == 0 {
             which.open = false;
-            which.rest(&secrets).into_iter().collect()
+            which.rest()
         } else {
-            which.complete(read, &secrets)
+            which.complete(read)
         };
         for line in done {
             if lines.send(line).await.is_err() {

@@ -1,10 +1,11 @@
 //! The `http` action: one request; the status, a few headers and the start of the body go
 //! to the attempt's log, secret header values redacted.
 
-use super::guard::{GuardedResolver, HostGuard, refused_in};
+use super::guard::{GuardedResolver, HostGuard, Refused, refused_in};
 use super::{Outcome, OutputLine, Stopped};
 use chrono::{DateTime, Utc};
-use retryd_core::job::{HttpAction, Stream, redact};
+use retryd_core::job::{HttpAction, Stream};
+use retryd_core::redact::Redactor;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -25,28 +26,42 @@ const HEADERS_OF_INTEREST: [&str; 5] = [
     "www-authenticate",
 ];
 
-/// One client for the engine (it pools connections), with the host guard when configured.
+/// Redirect hops followed, each checked by the guard.
+const MAX_REDIRECTS: usize = 10;
+
+/// One client for the engine (it pools connections), always behind the SSRF guard.
 #[derive(Debug, Clone)]
 pub struct HttpClient {
     client: reqwest::Client,
-    guard: Option<Arc<HostGuard>>,
+    guard: Arc<HostGuard>,
 }
 
 impl HttpClient {
-    pub fn new(guard: Option<HostGuard>) -> Self {
-        let guard = guard.map(Arc::new);
-        let mut builder =
-            reqwest::Client::builder().user_agent(concat!("retryd/", env!("CARGO_PKG_VERSION")));
-        if let Some(guard) = &guard {
-            // Redirects could lead anywhere: with a guard, a redirect is the answer.
-            builder = builder
-                .dns_resolver(Arc::new(GuardedResolver(guard.clone())))
-                .redirect(reqwest::redirect::Policy::none());
-        }
-        HttpClient {
-            client: builder.build().expect("HTTP client builds"),
-            guard,
-        }
+    pub fn new(guard: HostGuard) -> Self {
+        let guard = Arc::new(guard);
+        let hops = guard.clone();
+        let redirects = reqwest::redirect::Policy::custom(move |attempt| {
+            if attempt.previous().len() >= MAX_REDIRECTS {
+                return attempt.error(Refused(format!("more than {MAX_REDIRECTS} redirects")));
+            }
+            // A literal address is checked here; a name is checked when it is resolved.
+            match hops.check_url(attempt.url()) {
+                Ok(()) => attempt.follow(),
+                Err(refused) => {
+                    let message = format!("redirect to {}: {refused}", attempt.url());
+                    attempt.error(Refused(message))
+                }
+            }
+        });
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("retryd/", env!("CARGO_PKG_VERSION")))
+            .dns_resolver(Arc::new(GuardedResolver(guard.clone())))
+            .redirect(redirects)
+            // An HTTP_PROXY would resolve names itself, where the guard cannot check them.
+            .no_proxy()
+            .build()
+            .expect("HTTP client builds");
+        HttpClient { client, guard }
     }
 }
 
@@ -83,12 +98,12 @@ pub async fn run(
     lines: mpsc::Sender<OutputLine>,
     keep_body: bool,
 ) -> Outcome {
-    let secrets = action.secrets_list();
+    let redactor = Redactor::new(&action.secrets_list());
     let emit = |stream: Stream, text: String| {
         let line = OutputLine {
             at: Utc::now(),
             stream,
-            line: redact(&text, &secrets),
+            line: redactor.redact(&text),
         };
         let lines = lines.clone();
         async move {
@@ -120,14 +135,11 @@ pub async fn run(
             ));
         }
     };
-    if let Some(guard) = &http.guard {
-        let host = request.url().host_str().unwrap_or_default().to_owned();
-        if let Err(refused) = guard.check_host(&host) {
-            return invalid(format!(
-                "{} {}: refused by the SSRF guard: {refused}",
-                action.method, action.url
-            ));
-        }
+    if let Err(refused) = http.guard.check_url(request.url()) {
+        return invalid(format!(
+            "{} {}: refused by the SSRF guard: {refused}",
+            action.method, action.url
+        ));
     }
     let started = Instant::now();
     let sent = tokio::select! {
@@ -198,7 +210,7 @@ pub async fn run(
     let limit = if keep_body {
         EXPORT_BODY_BYTES
     } else {
-        BODY_EXCERPT_BYTES
+        BODY_EXCERPT_BYTES + redactor.lookahead()
     };
     let mut body: Vec<u8> = Vec::new();
     while body.len() < limit {
@@ -209,15 +221,26 @@ pub async fn run(
             _ => break,
         }
     }
-    let excerpt = &body[..body.len().min(BODY_EXCERPT_BYTES)];
-    for line in String::from_utf8_lossy(excerpt).lines() {
-        emit(Stream::Stdout, line.to_owned()).await;
+    // Hidden before the cut, with a secret's length read past it, so that a secret falling
+    // across the excerpt's end is not left half shown.
+    let excerpt = redactor.excerpt(
+        &body[..body.len().min(BODY_EXCERPT_BYTES + redactor.lookahead())],
+        BODY_EXCERPT_BYTES,
+    );
+    for line in excerpt.lines() {
+        let _ = lines
+            .send(OutputLine {
+                at: Utc::now(),
+                stream: Stream::Stdout,
+                line: line.to_owned(),
+            })
+            .await;
     }
     Outcome {
         ok: action.is_success(status.as_u16()),
         http_status: Some(status.as_u16()),
         retry_after,
-        summary: Some(redact(&summary, &secrets)),
+        summary: Some(redactor.redact(&summary)),
         body: keep_body.then(|| String::from_utf8_lossy(&body).into_owned()),
         ..Outcome::default()
     }
