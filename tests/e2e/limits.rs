@@ -343,7 +343,7 @@ async fn a_retry_budget_holds_across_two_postgres_nodes() {
     budget_holds(&nodes, &target).await;
     // Both nodes did the work that the one budget capped.
     let mut used = std::collections::BTreeSet::new();
-    for job in jobs_of(&nodes[0], "pay-api").await.iter().take(40) {
+    for job in jobs_of(&nodes[0], "pay-api").await.iter().take(200) {
         for attempt in nodes[0].attempts(job["id"].as_str().unwrap()).await {
             used.insert(attempt["node"].as_str().unwrap().to_owned());
         }
