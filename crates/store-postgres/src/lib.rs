@@ -34,7 +34,7 @@ use retryd_store::{
     AccessStore, AttemptResult, Circuit, CircuitConfig, ClaimRequest, Claimed, ClaimedDelivery,
     DeliveryAttempt, DeliveryNext, DeliveryResult, DeliveryState, Error, Inserted, JobFilter,
     JobReader, JobWriter, Lease, NewLogLine, NewNotification, Notice, Notification,
-    NotificationStore, Page, Process, Requeue, Result, Runnable, StatsQuery, StatsRows, Store,
+    NotificationStore, Page, Process, Renewal, Requeue, Result, Runnable, StatsQuery, StatsRows, Store,
     StoredPolicy, TargetLimits, TokenRecord, Wakeups, rules,
 };
 use serde_json::Value;
@@ -59,6 +59,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (7, include_str!("../migrations/0007_list_indexes.sql")),
     (8, include_str!("../migrations/0008_fillfactor.sql")),
     (9, include_str!("../migrations/0009_event_stream_order.sql")),
+    (11, include_str!("../migrations/0011_process_host.sql")),
 ];
 
 /// Advisory lock keys ("retryd" in ASCII, plus a purpose).
@@ -1213,21 +1214,22 @@ impl JobWriter for PostgresStore {
         node: &str,
         attempt_ids: &[i64],
         lease_until: DateTime<Utc>,
-    ) -> Result<Vec<JobId>> {
+    ) -> Result<Renewal> {
         let client = self.heartbeat.get().await.map_err(pool_error)?;
         let rows = client
             .cached_query(
                 "UPDATE jobs SET lease_expires_at = $2 \
-                 WHERE state = 'running' AND lease_owner = $1 AND current_attempt_id = ANY($3) RETURNING id, cancel_requested",
+                 WHERE state = 'running' AND lease_owner = $1 AND current_attempt_id = ANY($3) \
+                 RETURNING current_attempt_id, id, cancel_requested",
                 &[&node, &lease_until, &attempt_ids],
             )
             .await
             .map_err(pg)?;
-        Ok(rows
+        let renewed: Vec<(i64, JobId, bool)> = rows
             .iter()
-            .filter(|r| r.get::<_, bool>(1))
-            .map(|r| JobId(r.get(0)))
-            .collect())
+            .map(|r| (r.get(0), JobId(r.get(1)), r.get(2)))
+            .collect();
+        Ok(rules::renewal(attempt_ids, &renewed))
     }
 
     async fn finish_attempt(&self, result: &AttemptResult) -> Result<(Job, Event)> {
@@ -1553,19 +1555,30 @@ impl JobWriter for PostgresStore {
         tx.commit().await.map_err(pg)
     }
 
-    async fn record_process(&self, lease: &Lease, process: Process) -> Result<()> {
+    async fn record_process(&self, lease: &Lease, process: &Process) -> Result<()> {
         let client = self.client().await?;
-        client
+        let recorded = client
             .cached_execute(
-                "UPDATE attempts SET pid = $2, pid_started = $3 WHERE id = $1",
+                "UPDATE attempts SET pid = $2, pid_started = $3, pid_host = $4 WHERE id = $1 \
+                 AND EXISTS (SELECT 1 FROM jobs WHERE id = $5 AND state = 'running' \
+                 AND current_attempt_id = $1 AND lease_owner = $6)",
                 &[
                     &lease.attempt_id,
                     &i64::from(process.pid),
                     &(process.started as i64),
+                    &process.host,
+                    &lease.job_id.0,
+                    &lease.node,
                 ],
             )
             .await
             .map_err(pg)?;
+        if recorded == 0 {
+            return Err(Error::LeaseLost {
+                job_id: lease.job_id,
+                attempt_id: lease.attempt_id,
+            });
+        }
         Ok(())
     }
 
@@ -1826,7 +1839,7 @@ impl JobReader for PostgresStore {
         let client = self.client().await?;
         let row = client
             .cached_query_opt(
-                "SELECT pid, pid_started FROM attempts WHERE id = $1",
+                "SELECT pid, pid_started, pid_host FROM attempts WHERE id = $1",
                 &[&attempt_id],
             )
             .await
@@ -1836,6 +1849,7 @@ impl JobReader for PostgresStore {
                 (Some(pid), Some(started)) => Some(Process {
                     pid: pid as u32,
                     started: started as u64,
+                    host: r.get(2),
                 }),
                 _ => None,
             },

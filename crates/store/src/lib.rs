@@ -207,6 +207,16 @@ pub struct AttemptResult {
     pub log: LogAppend,
 }
 
+/// What a lease renewal found out.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Renewal {
+    /// Jobs among the renewed whose cancellation was requested.
+    pub cancelled: Vec<JobId>,
+    /// Named attempts the node no longer holds (rescued, finished, taken over): their
+    /// commands must stop at once, another may be running the job.
+    pub lost: Vec<i64>,
+}
+
 /// Lines to append to an attempt's log, numbered from `first_index`.
 #[derive(Debug, Clone, Default)]
 pub struct LogAppend {
@@ -215,11 +225,14 @@ pub struct LogAppend {
 }
 
 /// A process, named so that a reused pid is not mistaken for it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Process {
     pub pid: u32,
     /// Start time in clock ticks since boot.
     pub started: u64,
+    /// The host the pid belongs to (boot and pid namespace): a node elsewhere must not
+    /// take it for one of its own processes. `None` on records made before hosts were kept.
+    pub host: Option<String>,
 }
 
 /// A log line to append.
@@ -281,14 +294,15 @@ pub trait JobWriter: Send + Sync {
     async fn claim_jobs(&self, request: &ClaimRequest) -> Result<Vec<Claimed>>;
 
     /// Extends the leases of the given attempts, if `node` still holds them; returns the jobs
-    /// among them whose cancellation was requested. Only attempts a node really runs are
-    /// named, so a lease whose attempt vanished expires and is rescued.
+    /// among them whose cancellation was requested and the attempts `node` no longer holds.
+    /// Only attempts a node really runs are named, so a lease whose attempt vanished expires
+    /// and is rescued.
     async fn renew_leases(
         &self,
         node: &str,
         attempt_ids: &[i64],
         lease_until: DateTime<Utc>,
-    ) -> Result<Vec<JobId>>;
+    ) -> Result<Renewal>;
 
     /// Records an attempt's result and moves the job on, if the fence allows it.
     async fn finish_attempt(&self, result: &AttemptResult) -> Result<(Job, Event)>;
@@ -331,8 +345,11 @@ pub trait JobWriter: Send + Sync {
         now: DateTime<Utc>,
     ) -> Result<()>;
 
-    /// Records the process group leader of a running command attempt.
-    async fn record_process(&self, lease: &Lease, process: Process) -> Result<()>;
+    /// Records the process group leader of a running command attempt, before the command
+    /// starts; refused with [`Error::LeaseLost`] unless the lease's node still holds the
+    /// attempt, so that a command never starts for an attempt already taken over. The record
+    /// only matters while the process lives, so it need not survive power loss.
+    async fn record_process(&self, lease: &Lease, process: &Process) -> Result<()>;
 
     /// Appends output lines to an attempt's log.
     async fn append_log(&self, lease: &Lease, first_index: u64, lines: &[NewLogLine])
@@ -447,6 +464,23 @@ pub mod rules {
         targets.sort_unstable();
         targets.dedup();
         targets
+    }
+
+    /// A renewal's findings from the attempts named and the rows the backend renewed, as
+    /// `(attempt id, job id, cancel requested)`.
+    pub fn renewal(named: &[i64], renewed: &[(i64, JobId, bool)]) -> Renewal {
+        Renewal {
+            cancelled: renewed
+                .iter()
+                .filter(|(_, _, cancel)| *cancel)
+                .map(|(_, id, _)| *id)
+                .collect(),
+            lost: named
+                .iter()
+                .copied()
+                .filter(|a| !renewed.iter().any(|(held, _, _)| held == a))
+                .collect(),
+        }
     }
 
     /// Whether the attempt named by `lease` may still write its result.
