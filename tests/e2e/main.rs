@@ -16,6 +16,7 @@ mod examples;
 mod helpers;
 mod http;
 mod limits;
+mod never_twice;
 mod notifications;
 mod pipeline;
 mod retries;

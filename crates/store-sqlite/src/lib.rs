@@ -695,7 +695,15 @@ impl SqliteStore {
             .write(true)
             .open(&lock_path)
             .map_err(|e| Error::Backend(format!("cannot open {}: {e}", lock_path.display())))?;
-        lock.try_lock().map_err(|_| {
+        // A killed server's child may still hold the descriptor for a moment (forked, not
+        // exec'd yet): a restart waits that out rather than failing.
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        let mut locked = lock.try_lock();
+        while locked.is_err() && std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            locked = lock.try_lock();
+        }
+        locked.map_err(|_| {
             Error::Conflict(format!(
                 "{} is in use by another retryd process (lock {} is held); SQLite serves one node, use PostgreSQL to share work",
                 path.display(),
