@@ -391,7 +391,9 @@ async fn a_frozen_node_cut_off_from_the_database_cannot_apply_late_results() {
     // Issue 14: n1 learns from a renewal that its attempts were rescued (and stops them) or
     // from its refused results, whichever comes first.
     while !(nodes[0].log().contains("result refused")
-        || nodes[0].log().contains("no longer holds the attempt's lease"))
+        || nodes[0]
+            .log()
+            .contains("no longer holds the attempt's lease"))
     {
         assert!(
             Instant::now() < deadline,

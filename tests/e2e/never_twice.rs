@@ -91,7 +91,12 @@ async fn issue_14_sigkill_just_after_an_attempt_starts_never_runs_a_job_twice_at
             )
             .await;
         // Killed 0–5 ms after the attempt started, while its command is being recorded.
-        wait_log(&server, 0, &["attempt started", &id], Duration::from_secs(20));
+        wait_log(
+            &server,
+            0,
+            &["attempt started", &id],
+            Duration::from_secs(20),
+        );
         let delay = Duration::from_micros(rand::random_range(0..=5_000));
         std::thread::sleep(delay);
         server.kill9();
@@ -136,7 +141,9 @@ fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|stat| {
-            let after = stat.rfind(')').map(|i| stat[i + 1..].trim_start().to_owned())?;
+            let after = stat
+                .rfind(')')
+                .map(|i| stat[i + 1..].trim_start().to_owned())?;
             after.chars().next()
         })
         .is_some_and(|state| state != 'Z')
@@ -209,7 +216,12 @@ async fn issue_14_a_node_that_learns_it_lost_a_lease_stops_the_command_within_a_
     )
     .await;
     assert_eq!(fenced, 1);
-    let learned = logged_at(&n1, "no longer holds the attempt's lease", Duration::from_secs(5)).await;
+    let learned = logged_at(
+        &n1,
+        "no longer holds the attempt's lease",
+        Duration::from_secs(5),
+    )
+    .await;
     let deadline = Instant::now() + Duration::from_secs(2);
     while alive(pid) {
         assert!(Instant::now() < deadline, "the command still runs");
@@ -217,7 +229,10 @@ async fn issue_14_a_node_that_learns_it_lost_a_lease_stops_the_command_within_a_
     }
     let stopped_after = (Utc::now() - learned).num_milliseconds();
     eprintln!("n1 learned the fence and its command was gone {stopped_after} ms later");
-    assert!(stopped_after < 1_000, "stopped {stopped_after} ms after learning");
+    assert!(
+        stopped_after < 1_000,
+        "stopped {stopped_after} ms after learning"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -250,9 +265,17 @@ async fn issue_14_a_frozen_node_rescued_by_another_never_overlaps_and_stops_on_r
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     nix::sys::signal::kill(frozen, nix::sys::signal::Signal::SIGCONT).unwrap();
-    let learned = logged_at(&n1, "no longer holds the attempt's lease", Duration::from_secs(5)).await;
+    let learned = logged_at(
+        &n1,
+        "no longer holds the attempt's lease",
+        Duration::from_secs(5),
+    )
+    .await;
     for (pid, name) in first.iter().zip(names) {
-        assert!(!alive(*pid), "{name}: n1's command was stopped before the rescue ran it again");
+        assert!(
+            !alive(*pid),
+            "{name}: n1's command was stopped before the rescue ran it again"
+        );
     }
     for id in &ids {
         let job = n2.wait_terminal(id, Duration::from_secs(30)).await;
@@ -260,8 +283,14 @@ async fn issue_14_a_frozen_node_rescued_by_another_never_overlaps_and_stops_on_r
         let attempts = n2.attempts(id).await;
         assert_eq!(attempts[0]["outcome"], "lost", "{attempts:?}");
     }
-    assert_eq!(overlaps(work.path()), Vec::<String>::new(), "no job ran beside itself");
-    eprintln!("n1 frozen past its 2 s lease: n2 stopped its commands before running the jobs again; n1 learned the fence at {learned}; 0 overlaps");
+    assert_eq!(
+        overlaps(work.path()),
+        Vec::<String>::new(),
+        "no job ran beside itself"
+    );
+    eprintln!(
+        "n1 frozen past its 2 s lease: n2 stopped its commands before running the jobs again; n1 learned the fence at {learned}; 0 overlaps"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -288,11 +317,182 @@ async fn issue_14_a_node_restarted_under_its_name_stops_its_old_commands_before_
     assert_eq!(attempts.len(), 2, "{attempts:?}");
     assert_eq!(attempts[0]["outcome"], "lost");
     assert!(!alive(old));
-    assert_eq!(overlaps(work.path()), Vec::<String>::new(), "no job ran beside itself");
+    assert_eq!(
+        overlaps(work.path()),
+        Vec::<String>::new(),
+        "no job ran beside itself"
+    );
     let (started, ended) = runs(work.path(), "job");
-    assert_eq!((started, ended.len()), (2, 1), "the old run was stopped, the new one finished");
+    assert_eq!(
+        (started, ended.len()),
+        (2, 1),
+        "the old run was stopped, the new one finished"
+    );
     eprintln!(
         "restarted under its name: old command stopped, job done {:.1} s after the restart (lease 60 s)",
         restarted.elapsed().as_secs_f64()
+    );
+}
+
+/// A PostgreSQL server of this test's own (initdb in a temporary folder, a free port), so
+/// that it can be stopped without disturbing the shared one. Run as the `postgres` user,
+/// since PostgreSQL refuses root. Stopped when dropped.
+struct PrivatePostgres {
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+impl PrivatePostgres {
+    fn start() -> PrivatePostgres {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let chown = std::process::Command::new("chown")
+            .arg("postgres:postgres")
+            .arg(dir.path())
+            .status()
+            .expect("chown");
+        assert!(chown.success(), "the postgres user owns the folder");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let server = PrivatePostgres { dir, port };
+        server.pg(&[
+            "initdb",
+            "-D",
+            &server.data(),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+        ]);
+        server.up();
+        server
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    fn pg(&self, args: &[&str]) {
+        let (program, rest) = args.split_first().unwrap();
+        let out = std::process::Command::new("runuser")
+            .args(["-u", "postgres", "--", &format!("{PG_BIN}/{program}")])
+            .args(rest)
+            .output()
+            .expect("run a PostgreSQL tool");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+    }
+
+    fn up(&self) {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.dir.path().display()
+        );
+        let log = self.dir.path().join("postgres.log").display().to_string();
+        self.pg(&[
+            "pg_ctl",
+            "-D",
+            &self.data(),
+            "-o",
+            &options,
+            "-l",
+            &log,
+            "-w",
+            "start",
+        ]);
+    }
+
+    fn down(&self) {
+        self.pg(&["pg_ctl", "-D", &self.data(), "-m", "fast", "-w", "stop"]);
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("runuser")
+            .args(["-u", "postgres", "--", &format!("{PG_BIN}/pg_ctl")])
+            .args(["-D", &self.data(), "-m", "immediate", "-w", "stop"])
+            .output();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_14_postgres_down_for_two_leases_neither_reruns_nor_loses_results() {
+    let postgres = PrivatePostgres::start();
+    let lease = Duration::from_secs(3);
+    let args = ["--lease", "3s", "--concurrency", "2"];
+    let n1 = node(&postgres.url(), "n1", &args).await;
+    let n2 = node(&postgres.url(), "n2", &args).await;
+    let work = tempfile::tempdir().unwrap();
+    // Two finish during the outage, two after it.
+    let jobs = [
+        ("short-1", 4.0),
+        ("short-2", 4.0),
+        ("long-1", 20.0),
+        ("long-2", 20.0),
+    ];
+    let mut ids = Vec::new();
+    for (i, (name, seconds)) in jobs.iter().enumerate() {
+        let via = if i % 2 == 0 { &n1 } else { &n2 };
+        ids.push(
+            via.submit(
+                &["sh", "-c", &exclusive(work.path(), name, *seconds)],
+                json!({ "policy": fast_policy(3) }),
+            )
+            .await,
+        );
+    }
+    for (name, _) in jobs {
+        first_pid(work.path(), name).await;
+    }
+    postgres.down();
+    tokio::time::sleep(lease * 2).await;
+    let (short_done, _) = runs(work.path(), "short-1");
+    assert_eq!(short_done, 1);
+    assert_eq!(
+        runs(work.path(), "short-1").1.len() + runs(work.path(), "short-2").1.len(),
+        2,
+        "the short attempts finished during the outage"
+    );
+    postgres.up();
+    // A node that joins as the database returns sees every lease expired: it must give
+    // their nodes the time to renew them before it judges them lost.
+    let n3 = node(&postgres.url(), "n3", &args).await;
+    for (id, (name, _)) in ids.iter().zip(jobs) {
+        let job = n1.wait_terminal(id, Duration::from_secs(40)).await;
+        assert_eq!(job["state"], "succeeded", "{name}: {job}");
+        let attempts = n1.attempts(id).await;
+        assert_eq!(
+            attempts.len(),
+            1,
+            "{name}: one attempt, its result kept: {attempts:?}"
+        );
+        assert_eq!(attempts[0]["outcome"], "succeeded");
+        let (started, _) = runs(work.path(), name);
+        assert_eq!(started, 1, "{name} ran once");
+    }
+    assert_eq!(
+        overlaps(work.path()),
+        Vec::<String>::new(),
+        "no job ran beside itself"
+    );
+    for n in [&n1, &n2, &n3] {
+        assert!(!n.log().contains("rescued a lost attempt"), "{}", n.log());
+    }
+    eprintln!(
+        "PostgreSQL down for 2 leases, a third node joining as it returned: 4 attempts, 2 finished during the outage, all recorded once, 0 reruns, 0 overlaps"
     );
 }

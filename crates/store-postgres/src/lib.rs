@@ -34,8 +34,8 @@ use retryd_store::{
     AccessStore, AttemptResult, Circuit, CircuitConfig, ClaimRequest, Claimed, ClaimedDelivery,
     DeliveryAttempt, DeliveryNext, DeliveryResult, DeliveryState, Error, Inserted, JobFilter,
     JobReader, JobWriter, Lease, NewLogLine, NewNotification, Notice, Notification,
-    NotificationStore, Page, Process, Renewal, Requeue, Result, Runnable, StatsQuery, StatsRows, Store,
-    StoredPolicy, TargetLimits, TokenRecord, Wakeups, rules,
+    NotificationStore, Page, Process, Renewal, Requeue, Result, Runnable, StatsQuery, StatsRows,
+    Store, StoredPolicy, TargetLimits, TokenRecord, Wakeups, rules,
 };
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};

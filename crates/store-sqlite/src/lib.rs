@@ -1207,11 +1207,21 @@ impl JobWriter for SqliteStore {
                 "UPDATE attempts SET pid = ?2, pid_started = ?3, pid_host = ?4 WHERE id = ?1 \
                  AND EXISTS (SELECT 1 FROM jobs WHERE id = ?5 AND state = 'running' \
                  AND current_attempt_id = ?1 AND lease_owner = ?6)",
-                params![lease.attempt_id, process.pid, process.started as i64, process.host, lease.job_id.to_string(), lease.node],
+                params![
+                    lease.attempt_id,
+                    process.pid,
+                    process.started as i64,
+                    process.host,
+                    lease.job_id.to_string(),
+                    lease.node
+                ],
             )
             .map_err(to_store)?;
             if recorded == 0 {
-                return Err(Error::LeaseLost { job_id: lease.job_id, attempt_id: lease.attempt_id });
+                return Err(Error::LeaseLost {
+                    job_id: lease.job_id,
+                    attempt_id: lease.attempt_id,
+                });
             }
             Ok(())
         })

@@ -1193,7 +1193,10 @@ pub async fn an_attempts_process_is_recorded(store: DynStore) {
         started: 987_654_321,
         host: Some("boot-1/pid:[4026531836]".into()),
     };
-    store.record_process(&claimed.lease, &process).await.unwrap();
+    store
+        .record_process(&claimed.lease, &process)
+        .await
+        .unwrap();
     assert_eq!(
         store
             .attempt_process(claimed.lease.attempt_id)
@@ -1206,7 +1209,12 @@ pub async fn an_attempts_process_is_recorded(store: DynStore) {
         fence: Fence::Rescue {
             expired_before: t0() + secs(31),
         },
-        ..result(&claimed, t0() + secs(31), AttemptOutcome::Lost, Next::Failed)
+        ..result(
+            &claimed,
+            t0() + secs(31),
+            AttemptOutcome::Lost,
+            Next::Failed,
+        )
     };
     store.finish_attempt(&rescue).await.unwrap();
     assert!(matches!(

@@ -1096,3 +1096,28 @@ impl Engine {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issue_14_leases_are_judged_only_after_the_database_was_up_a_whole_lease() {
+        let lease = Duration::from_secs(30);
+        let back = Utc::now();
+        let later = |s: i64| back + chrono::Duration::seconds(s);
+        assert!(
+            !may_rescue(false, None, later(100), lease),
+            "unreachable now"
+        );
+        assert!(
+            !may_rescue(false, Some(back), later(29), lease),
+            "the owners may not have renewed yet"
+        );
+        assert!(may_rescue(false, Some(back), later(30), lease));
+        assert!(
+            may_rescue(true, None, later(0), lease),
+            "a store one process owns has no other node to wait for"
+        );
+    }
+}

@@ -80,18 +80,20 @@ fn live_members(pgid: u32) -> usize {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return 0;
     };
-    entries.flatten().filter(|entry| {
-        entry
-            .file_name()
-            .to_str()
-            .and_then(|name| name.parse::<u32>().ok())
-            .and_then(stat_fields)
-            .is_some_and(|fields| {
-                fields.first().is_some_and(|state| state != "Z")
-                    && fields.get(2).and_then(|g| g.parse::<u32>().ok()) == Some(pgid)
-            })
-    })
-    .count()
+    entries
+        .flatten()
+        .filter(|entry| {
+            entry
+                .file_name()
+                .to_str()
+                .and_then(|name| name.parse::<u32>().ok())
+                .and_then(stat_fields)
+                .is_some_and(|fields| {
+                    fields.first().is_some_and(|state| state != "Z")
+                        && fields.get(2).and_then(|g| g.parse::<u32>().ok()) == Some(pgid)
+                })
+        })
+        .count()
 }
 
 #[cfg(test)]
@@ -126,7 +128,11 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         assert!(kill_leftover_group(&process).await);
-        assert_eq!(live_members(process.pid), 0, "no process of the group lives");
+        assert_eq!(
+            live_members(process.pid),
+            0,
+            "no process of the group lives"
+        );
         let _ = child.wait().await;
     }
 

@@ -226,9 +226,13 @@ fn locate(action: &CommandAction) -> std::io::Result<()> {
     if found.contains(&Some(true)) {
         Ok(())
     } else if found.contains(&Some(false)) {
-        Err(std::io::Error::from_raw_os_error(nix::errno::Errno::EACCES as i32))
+        Err(std::io::Error::from_raw_os_error(
+            nix::errno::Errno::EACCES as i32,
+        ))
     } else {
-        Err(std::io::Error::from_raw_os_error(nix::errno::Errno::ENOENT as i32))
+        Err(std::io::Error::from_raw_os_error(
+            nix::errno::Errno::ENOENT as i32,
+        ))
     }
 }
 
