@@ -496,3 +496,45 @@ async fn issue_14_postgres_down_for_two_leases_neither_reruns_nor_loses_results(
         "PostgreSQL down for 2 leases, a third node joining as it returned: 4 attempts, 2 finished during the outage, all recorded once, 0 reruns, 0 overlaps"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_14_a_crash_loop_does_not_fail_jobs_that_only_fail_transiently() {
+    let mut server = Server::start(&["--concurrency", "16"]).await;
+    let work = tempfile::tempdir().unwrap();
+    let policy = json!({ "max_attempts": 3, "initial_delay": "50ms", "max_delay": "200ms", "jitter": "none" });
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        // Fails twice, then succeeds: exactly max_attempts. Only a run that gets to its end
+        // counts as a failure, so a run killed with the server changes nothing.
+        let counter = work.path().join(format!("failures-{i}"));
+        let script = format!(
+            "sleep 0.6; n=$(cat '{c}' 2>/dev/null || echo 0); \
+             if [ $n -lt 2 ]; then echo $((n+1)) > '{c}'; echo 'connection reset by peer' >&2; exit 1; fi; echo done",
+            c = counter.display()
+        );
+        ids.push(
+            server
+                .submit(&["sh", "-c", &script], json!({ "policy": policy }))
+                .await,
+        );
+    }
+    // SIGKILL and restart every 1.5 s, three times.
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        server.kill9();
+        server.restart().await;
+    }
+    let mut lost = 0;
+    for id in &ids {
+        let job = server.wait_terminal(id, Duration::from_secs(30)).await;
+        assert_eq!(job["state"], "succeeded", "{job}");
+        let attempts = server.attempts(id).await;
+        lost += attempts.iter().filter(|a| a["outcome"] == "lost").count();
+        let failed = attempts.iter().filter(|a| a["outcome"] == "failed").count();
+        assert_eq!(failed, 2, "{attempts:?}");
+    }
+    assert!(lost >= 3, "the crashes cost attempts: {lost}");
+    eprintln!(
+        "crash loop (3 SIGKILLs): 10 jobs of max_attempts 3 all succeeded after 2 failures each, {lost} attempts lost on top"
+    );
+}

@@ -86,6 +86,10 @@ pub struct Policy {
     /// Rules tried before the built-in ones; the first match wins.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<Rule>,
+    /// Attempts lost with their node (it died or froze past its lease) before the job fails
+    /// (1–100). Lost attempts do not use up `max_attempts`: a crash is not the job's
+    /// failure, but a job that takes its node down every time must still end.
+    pub max_lost_attempts: u32,
 }
 
 impl Default for Policy {
@@ -101,6 +105,7 @@ impl Default for Policy {
             respect_retry_after_beyond_cap: false,
             retry_unknown: true,
             rules: Vec::new(),
+            max_lost_attempts: 3,
         }
     }
 }
@@ -154,14 +159,16 @@ impl Policy {
 
     /// Checks every field against its allowed range; the error names the field.
     pub fn validate(&self) -> Result<(), PolicyError> {
-        if !(1..=MAX_ATTEMPTS).contains(&self.max_attempts) {
-            return Err(PolicyError::new(
-                "max_attempts",
-                format!(
-                    "must be between 1 and {MAX_ATTEMPTS}, got {}",
-                    self.max_attempts
-                ),
-            ));
+        for (field, value) in [
+            ("max_attempts", self.max_attempts),
+            ("max_lost_attempts", self.max_lost_attempts),
+        ] {
+            if !(1..=MAX_ATTEMPTS).contains(&value) {
+                return Err(PolicyError::new(
+                    field,
+                    format!("must be between 1 and {MAX_ATTEMPTS}, got {value}"),
+                ));
+            }
         }
         if !self.multiplier.is_finite() || !(1.0..=MAX_MULTIPLIER).contains(&self.multiplier) {
             return Err(PolicyError::new(

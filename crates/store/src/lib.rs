@@ -162,6 +162,12 @@ pub enum Next {
     Released {
         at: DateTime<Utc>,
     },
+    /// Lost with its node (it died or froze past its lease): due again at `at`, and not
+    /// counted against `max_attempts` either; lost attempts have their own limit.
+    Lost {
+        at: DateTime<Utc>,
+        delay: Duration,
+    },
     Failed,
     Cancelled,
     Expired,
@@ -171,7 +177,7 @@ impl Next {
     pub fn state(&self) -> JobState {
         match self {
             Next::Succeeded => JobState::Succeeded,
-            Next::Retry { .. } | Next::Released { .. } => JobState::Retrying,
+            Next::Retry { .. } | Next::Released { .. } | Next::Lost { .. } => JobState::Retrying,
             Next::Failed => JobState::Failed,
             Next::Cancelled => JobState::Cancelled,
             Next::Expired => JobState::Expired,
@@ -541,7 +547,7 @@ pub mod rules {
     }
 
     /// The columns a result writes about the next attempt: delay in ms, why, when it is due,
-    /// and how many attempts to give back (a release is not counted).
+    /// and how many attempts to give back (a release or a lost attempt is not counted).
     pub fn next_columns(next: &Next) -> (Option<i64>, Option<String>, Option<DateTime<Utc>>, i64) {
         match next {
             Next::Retry {
@@ -557,6 +563,12 @@ pub mod rules {
             Next::Released { at } => (
                 Some(0),
                 Some("released at shutdown".to_owned()),
+                Some(*at),
+                1,
+            ),
+            Next::Lost { at, delay } => (
+                Some(delay.as_millis() as i64),
+                Some("lost with its node".to_owned()),
                 Some(*at),
                 1,
             ),

@@ -45,6 +45,42 @@ pub fn next_from(decision: Decision, attempt: u32, what_happened: &str) -> (Next
     }
 }
 
+/// The rule a rescue records on a lost attempt, and how lost attempts are told apart from
+/// attempts released at shutdown (also recorded `lost`).
+pub const LOST_RULE: &str = "lease expired";
+
+/// Where an attempt lost with its node (the `lost`-th of its job) leaves the job: due again
+/// after the policy's initial delay and not counted against `max_attempts`, unless the job
+/// has now lost `max_lost_attempts` (it fails: something in it may take its node down) or
+/// its deadline has passed.
+pub fn after_lost(
+    policy: &Policy,
+    lost: u32,
+    deadline: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+    what_happened: &str,
+) -> (Next, String) {
+    if deadline.is_some_and(|d| d <= now) {
+        return (Next::Expired, format!("deadline passed: {what_happened}"));
+    }
+    if lost >= policy.max_lost_attempts {
+        return (
+            Next::Failed,
+            format!("lost {lost} attempts (the node running it died each time): {what_happened}"),
+        );
+    }
+    let delay = policy.initial_delay;
+    let at = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::zero());
+    (
+        Next::Lost { at, delay },
+        format!(
+            "{what_happened}; it runs again in {} and does not count ({lost} of {} lost attempts allowed)",
+            retryd_core::duration::format(delay),
+            policy.max_lost_attempts
+        ),
+    )
+}
+
 pub async fn run(engine: Engine, claimed: Claimed) {
     let job = &claimed.job;
     let span = info_span!("attempt", job_id = %job.id, queue = %job.queue, kind = %job.kind,

@@ -1,7 +1,7 @@
 //! The engine service: one loop that claims work and sleeps exactly until the next thing is
 //! due, a heartbeat that renews leases, and the operations clients call.
 
-use crate::attempt;
+use crate::attempt::{self, LOST_RULE};
 use crate::executor::guard::HostGuard;
 use crate::executor::handler::Handlers;
 use crate::executor::http::HttpClient;
@@ -9,7 +9,6 @@ use crate::metrics::Metrics;
 use crate::notify::{self, Sink};
 use crate::policies::Policies;
 use chrono::{DateTime, Utc};
-use retryd_core::decide::{FailedAttempt, decide};
 use retryd_core::job::{Event, Job, NewJob};
 use retryd_core::{AttemptOutcome, Class, Clock, JobId, JobState};
 use retryd_store::{
@@ -1017,30 +1016,35 @@ impl Engine {
                     continue;
                 }
             }
-            let rule = format!("lease expired: node {owner} stopped renewing it");
+            let rule = format!("{LOST_RULE}: node {owner} stopped renewing it");
             // A pipeline's lost attempt counts against its current step's policy.
             let (policy_name, snapshot) = job.effective_policy();
             let policy = self.policies().current(policy_name, snapshot).clone();
-            let number = job.effective_attempt();
             let (next, reason) = if job.cancel_requested {
                 (
                     Next::Cancelled,
                     format!("cancelled; attempt {} lost with node {owner}", job.attempt),
                 )
             } else {
-                let failed = FailedAttempt {
-                    attempt: number,
-                    class: Class::Transient,
-                    now,
-                    first_started_at: job.started_at,
-                    deadline: job.deadline,
-                    previous_delay: None,
-                    retry_after: None,
+                let lost_before = match self.inner.store.list_attempts(job.id).await {
+                    Ok(attempts) => attempts
+                        .iter()
+                        .filter(|a| {
+                            a.outcome == Some(AttemptOutcome::Lost)
+                                && a.rule.as_deref().is_some_and(|r| r.starts_with(LOST_RULE))
+                        })
+                        .count() as u32,
+                    Err(e) => {
+                        warn!(error = %e, "rescue: cannot count the job's lost attempts; will try again");
+                        continue;
+                    }
                 };
-                attempt::next_from(
-                    decide(&policy, &failed, &mut rand::rng()),
-                    number,
-                    &format!("attempt {number} lost ({rule})"),
+                attempt::after_lost(
+                    &policy,
+                    lost_before + 1,
+                    job.deadline,
+                    now,
+                    &format!("attempt {} lost ({rule})", job.effective_attempt()),
                 )
             };
             let mut result = AttemptResult {
@@ -1119,5 +1123,31 @@ mod tests {
             may_rescue(true, None, later(0), lease),
             "a store one process owns has no other node to wait for"
         );
+    }
+
+    #[test]
+    fn issue_14_lost_attempts_do_not_count_until_the_poison_limit() {
+        let policy = retryd_core::Policy::default();
+        let now = Utc::now();
+        let (next, reason) = attempt::after_lost(&policy, 2, None, now, "attempt 1 lost");
+        assert_eq!(
+            next,
+            Next::Lost {
+                at: now + chrono::Duration::seconds(2),
+                delay: Duration::from_secs(2)
+            }
+        );
+        assert!(
+            reason.contains("does not count (2 of 3 lost attempts allowed)"),
+            "{reason}"
+        );
+        let (next, reason) = attempt::after_lost(&policy, 3, None, now, "attempt 1 lost");
+        assert_eq!(next, Next::Failed);
+        assert_eq!(
+            reason,
+            "lost 3 attempts (the node running it died each time): attempt 1 lost"
+        );
+        let (next, _) = attempt::after_lost(&policy, 1, Some(now), now, "attempt 1 lost");
+        assert_eq!(next, Next::Expired, "a passed deadline still ends the job");
     }
 }
