@@ -346,6 +346,13 @@ const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 
 impl PrivatePostgres {
     fn start() -> PrivatePostgres {
+        let server = PrivatePostgres::init();
+        server.up();
+        server
+    }
+
+    /// A data folder and a port, the server not started yet.
+    fn init() -> PrivatePostgres {
         let dir = tempfile::tempdir().expect("temp dir");
         let chown = std::process::Command::new("chown")
             .arg("postgres:postgres")
@@ -368,7 +375,6 @@ impl PrivatePostgres {
             "postgres",
             "--no-sync",
         ]);
-        server.up();
         server
     }
 
@@ -537,4 +543,105 @@ async fn issue_14_a_crash_loop_does_not_fail_jobs_that_only_fail_transiently() {
     eprintln!(
         "crash loop (3 SIGKILLs): 10 jobs of max_attempts 3 all succeeded after 2 failures each, {lost} attempts lost on top"
     );
+}
+
+/// `retryd serve` on `database`, its log in `dir/server.log`; the lines it prints on stdout
+/// arrive on the returned channel. Killed by the caller.
+fn serve_raw(
+    dir: &Path,
+    database: &str,
+    node: &str,
+) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    use std::io::BufRead;
+    let log = std::fs::File::create(dir.join("server.log")).unwrap();
+    let mut child = std::process::Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+        .args(["--database", database, "--node", node])
+        .env_remove("RETRYD_CONFIG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .expect("spawn retryd serve");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    (child, rx)
+}
+
+fn wait_file_contains(path: &Path, needle: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while !std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .contains(needle)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no {needle:?} in {}: {}",
+            path.display(),
+            std::fs::read_to_string(path).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_14_a_node_waits_for_postgres_says_why_and_names_its_connections() {
+    let work = tempfile::tempdir().unwrap();
+    let log = work.path().join("server.log");
+
+    let (mut lost, _) = serve_raw(
+        work.path(),
+        "postgres://postgres@no-such-host.invalid:5432/postgres",
+        "n1",
+    );
+    wait_file_contains(&log, "did not resolve", Duration::from_secs(20));
+    assert!(
+        lost.try_wait().unwrap().is_none(),
+        "the node waits instead of exiting"
+    );
+    lost.kill().unwrap();
+    lost.wait().unwrap();
+
+    let postgres = PrivatePostgres::init();
+    let (mut waiting, printed) = serve_raw(work.path(), &postgres.url(), "n1");
+    wait_file_contains(&log, "refused the connection", Duration::from_secs(20));
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        waiting.try_wait().unwrap().is_none(),
+        "the node waits instead of exiting"
+    );
+    postgres.up();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match printed.recv_timeout(Duration::from_millis(100)) {
+            Ok(line) if line.contains("listening on") => break,
+            _ => assert!(
+                Instant::now() < deadline,
+                "the node never came up with its database"
+            ),
+        }
+    }
+    let (client, connection) = tokio_postgres::connect(&postgres.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let named: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'retryd:n1'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(named >= 1, "the node's connections carry its name");
+    waiting.kill().unwrap();
+    waiting.wait().unwrap();
 }

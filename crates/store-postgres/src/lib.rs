@@ -320,8 +320,20 @@ impl PostgresStore {
     /// Connects, applies migrations (one node at a time), starts listening for other nodes'
     /// notifications and measures the database clock.
     pub async fn connect(url: &str) -> Result<Self> {
-        let config = tokio_postgres::Config::from_str(url)
+        Self::connect_as(url, None).await
+    }
+
+    /// [`connect`](Self::connect), its connections named `retryd:<node>` in
+    /// `pg_stat_activity` (unless the URL names them), so that operators see which node
+    /// holds which connection.
+    pub async fn connect_as(url: &str, node: Option<&str>) -> Result<Self> {
+        let mut config = tokio_postgres::Config::from_str(url)
             .map_err(|e| Error::Backend(format!("invalid PostgreSQL URL: {e}")))?;
+        if let Some(node) = node
+            && config.get_application_name().is_none()
+        {
+            config.application_name(format!("retryd:{node}"));
+        }
         let pool = new_pool(&config, POOL_SIZE)?;
         let heartbeat = new_pool(&config, HEARTBEAT_POOL_SIZE)?;
         // Claims and sweeps need not wait for their WAL flush: if the database loses one in a
@@ -354,6 +366,43 @@ impl PostgresStore {
             clock,
             results: ResultGroups::default(),
         })
+    }
+
+    /// Why the server of `url` cannot be reached, in an operator's words: its name does not
+    /// resolve, or nothing accepts connections at its address. `None` when a connection
+    /// opens (the trouble is further on: authentication, the database itself).
+    pub async fn unreachable_because(url: &str) -> Option<String> {
+        let config = tokio_postgres::Config::from_str(url).ok()?;
+        let port = config.get_ports().first().copied().unwrap_or(5432);
+        let mut reasons = Vec::new();
+        for host in config.get_hosts() {
+            let tokio_postgres::config::Host::Tcp(name) = host else {
+                continue;
+            };
+            let addresses = match tokio::net::lookup_host((name.as_str(), port)).await {
+                Ok(addresses) => addresses.collect::<Vec<_>>(),
+                Err(e) => {
+                    reasons.push(format!("the name {name} did not resolve ({e})"));
+                    continue;
+                }
+            };
+            for address in addresses {
+                let attempt = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    tokio::net::TcpStream::connect(address),
+                )
+                .await;
+                match attempt {
+                    Ok(Ok(_)) => return None,
+                    Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                        reasons.push(format!("{name} ({address}) refused the connection: is PostgreSQL running on port {port}?"));
+                    }
+                    Ok(Err(e)) => reasons.push(format!("{name} ({address}): {e}")),
+                    Err(_) => reasons.push(format!("{name} ({address}) did not answer within 5 s")),
+                }
+            }
+        }
+        (!reasons.is_empty()).then(|| reasons.join("; "))
     }
 
     /// The database's clock, as seen from this node: leases and due times must not depend on
