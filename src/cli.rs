@@ -177,10 +177,16 @@ pub struct SubmitArgs {
     /// Run the pipeline in this TOML or YAML file instead of a command
     #[arg(long, value_name = "FILE", conflicts_with_all = ["command", "http"])]
     pub pipeline: Option<PathBuf>,
-    /// The command and its arguments, after -- (or --http URL, or --pipeline FILE instead)
+    /// Submit many jobs from an NDJSON file (`-` reads stdin): one JSON object per line, shaped
+    /// like the body of POST /api/v1/jobs. --queue, --kind, --target, --priority, --policy and
+    /// --label apply to lines that do not set them. Sent in batches of 10,000, each stored
+    /// whole or not at all.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["command", "http", "pipeline", "wait", "idempotency_key", "deadline", "run_at"])]
+    pub file: Option<PathBuf>,
+    /// The command and its arguments, after -- (or --http URL, --pipeline FILE or --file FILE instead)
     #[arg(
         last = true,
-        required_unless_present_any = ["http", "pipeline"],
+        required_unless_present_any = ["http", "pipeline", "file"],
         value_name = "COMMAND"
     )]
     pub command: Vec<String>,

@@ -21,6 +21,8 @@ pub enum ClientError {
         code: String,
         message: String,
         field: Option<String>,
+        /// The error's `details`, e.g. the items of a refused batch.
+        details: Option<serde_json::Value>,
     },
     #[error("unexpected reply from the server: {0}")]
     Decode(String),
@@ -123,13 +125,16 @@ impl Client {
                 field: body
                     .error
                     .details
+                    .as_ref()
                     .and_then(|d| d.get("field").and_then(|f| f.as_str()).map(str::to_owned)),
+                details: body.error.details,
             }),
             Err(_) => Err(ClientError::Api {
                 status: status.as_u16(),
                 code: "http".into(),
                 message: format!("HTTP {status}: {}", String::from_utf8_lossy(&bytes)),
                 field: None,
+                details: None,
             }),
         }
     }

@@ -120,6 +120,9 @@ fn timeout(options: &JobOptions) -> Result<Option<std::time::Duration>> {
 }
 
 pub async fn submit(client: &Client, args: SubmitArgs, json: bool) -> Result<u8> {
+    if let Some(file) = &args.file {
+        return submit_file(client, file, &args, json).await;
+    }
     let action = match (&args.http.http, &args.pipeline) {
         (Some(url), _) => Action::Http(http_action(&args.http, url, &args.options)?),
         (None, Some(file)) => {
@@ -262,4 +265,171 @@ pub async fn follow(client: &Client, id: &str, json: bool) -> Result<u8> {
         status.update(&line);
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// Jobs per request of `submit --file`: the API's largest batch.
+const BATCH: usize = 10_000;
+
+/// One stored item of a batch, as the API answers it.
+#[derive(Debug, serde::Deserialize, serde::Serialize)]
+struct BatchItem {
+    id: retryd_core::JobId,
+    state: JobState,
+    queue: String,
+    kind: String,
+    created: bool,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct BatchSubmitted {
+    jobs: Vec<BatchItem>,
+}
+
+/// The defaults `submit --file` lays under each line's own fields.
+fn line_defaults(args: &SubmitArgs) -> Result<serde_json::Map<String, Value>> {
+    let mut defaults = serde_json::Map::new();
+    let fields: [(&str, Option<Value>); 5] = [
+        ("queue", args.queue.clone().map(Value::from)),
+        ("kind", args.kind.clone().map(Value::from)),
+        ("target", args.target.clone().map(Value::from)),
+        ("priority", args.priority.map(Value::from)),
+        (
+            "policy",
+            args.options
+                .policy
+                .as_deref()
+                .map(policy_value)
+                .transpose()?,
+        ),
+    ];
+    for (name, value) in fields {
+        if let Some(value) = value {
+            defaults.insert(name.to_owned(), value);
+        }
+    }
+    let mut labels = serde_json::Map::new();
+    for pair in &args.labels {
+        let (k, v) = key_value("--label", pair)?;
+        labels.insert(k, Value::from(v));
+    }
+    if !labels.is_empty() {
+        defaults.insert("labels".to_owned(), Value::Object(labels));
+    }
+    Ok(defaults)
+}
+
+/// `submit --file`: reads NDJSON jobs and sends them in batches. Each batch is stored whole
+/// or not at all; on a refused batch the earlier ones stay stored and the errors name the
+/// file's lines.
+async fn submit_file(
+    client: &Client,
+    file: &std::path::Path,
+    args: &SubmitArgs,
+    json: bool,
+) -> Result<u8> {
+    let text = if file.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin()).context("--file -: cannot read stdin")?
+    } else {
+        std::fs::read_to_string(file)
+            .with_context(|| format!("--file: cannot read {}", file.display()))?
+    };
+    let defaults = line_defaults(args)?;
+    // (line number, job) for every non-blank line.
+    let mut jobs: Vec<(usize, Value)> = Vec::new();
+    for (number, line) in text.lines().enumerate().map(|(i, l)| (i + 1, l)) {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let mut job: Value = serde_json::from_str(line)
+            .map_err(|e| anyhow::anyhow!("--file: line {number} is not valid JSON: {e}"))?;
+        let Some(fields) = job.as_object_mut() else {
+            bail!("--file: line {number} must be a JSON object (a job), got {line:.60}");
+        };
+        for (name, value) in &defaults {
+            match (fields.get_mut(name), value) {
+                (Some(Value::Object(own)), Value::Object(default)) if name == "labels" => {
+                    for (k, v) in default {
+                        own.entry(k.clone()).or_insert_with(|| v.clone());
+                    }
+                }
+                (Some(_), _) => {}
+                (None, _) => {
+                    fields.insert(name.clone(), value.clone());
+                }
+            }
+        }
+        jobs.push((number, job));
+    }
+    if jobs.is_empty() {
+        bail!(
+            "--file: {} holds no job (one JSON object per line)",
+            file.display()
+        );
+    }
+    let mut stored: Vec<BatchItem> = Vec::with_capacity(jobs.len());
+    let mut status = StatusLine::new();
+    for (batch_index, batch) in jobs.chunks(BATCH).enumerate() {
+        status.update(&format!(
+            "submitting jobs {}–{} of {}",
+            batch_index * BATCH + 1,
+            batch_index * BATCH + batch.len(),
+            jobs.len()
+        ));
+        let body = json!({ "jobs": batch.iter().map(|(_, job)| job).collect::<Vec<_>>() });
+        match client.post::<BatchSubmitted, _>("/jobs/batch", &body).await {
+            Ok(answer) => stored.extend(answer.jobs),
+            Err(crate::client::ClientError::Api {
+                code,
+                details,
+                message,
+                ..
+            }) if code == "invalid_items" => {
+                status.clear();
+                let items = details
+                    .as_ref()
+                    .and_then(|d| d.get("items"))
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
+                for item in &items {
+                    let index = item["index"].as_u64().unwrap_or(0) as usize;
+                    let line = batch.get(index).map_or(0, |(n, _)| *n);
+                    let field = item["field"].as_str().unwrap_or("");
+                    // The item's own path, without the batch's `jobs[i].` prefix.
+                    let field = field.split_once("].").map_or(field, |(_, f)| f);
+                    eprintln!(
+                        "line {line}: {field}: {}",
+                        item["message"].as_str().unwrap_or("")
+                    );
+                }
+                if items.is_empty() {
+                    eprintln!("{message}");
+                }
+                eprintln!(
+                    "{} job(s) of lines {}–{} refused; nothing of that batch was stored ({} job(s) of earlier batches were)",
+                    items.len(),
+                    batch.first().map_or(0, |(n, _)| *n),
+                    batch.last().map_or(0, |(n, _)| *n),
+                    stored.len()
+                );
+                return Ok(crate::exit::ERROR);
+            }
+            Err(e) => {
+                status.clear();
+                return Err(e.into());
+            }
+        }
+    }
+    status.clear();
+    let created = stored.iter().filter(|i| i.created).count();
+    if json {
+        output::json(&stored);
+    } else {
+        println!(
+            "submitted {} job(s): {created} created, {} already existed (idempotency key)",
+            stored.len(),
+            stored.len() - created
+        );
+    }
+    Ok(crate::exit::OK)
 }

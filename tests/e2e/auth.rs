@@ -42,6 +42,12 @@ fn matrix() -> Vec<Route> {
         route("GET", "/api/v1/openapi.json", Public, None),
         route("GET", "/metrics", Viewer, None),
         route("GET", "/api/v1/jobs", Viewer, None),
+        route(
+            "POST",
+            "/api/v1/jobs/batch",
+            Operator,
+            Some(json!({ "jobs": [job.clone()] })),
+        ),
         route("POST", "/api/v1/jobs", Operator, Some(job)),
         route("GET", "/api/v1/jobs/{id}", Viewer, None),
         route("GET", "/api/v1/jobs/{id}/attempts", Viewer, None),

@@ -6,61 +6,7 @@ use crate::helpers::*;
 use futures::StreamExt;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
-
-/// Reads server-sent events from `response` until `stop` says so or `limit` passes; returns
-/// the `state` events' data.
-async fn read_sse(
-    response: reqwest::Response,
-    limit: Duration,
-    mut stop: impl FnMut(&[Value]) -> bool,
-) -> Vec<Value> {
-    let mut events = Vec::new();
-    let mut stream = response.bytes_stream();
-    let mut pending = String::new();
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline && !stop(&events) {
-        let Ok(Some(chunk)) = tokio::time::timeout(Duration::from_millis(500), stream.next()).await
-        else {
-            continue;
-        };
-        pending.push_str(&String::from_utf8_lossy(&chunk.expect("stream chunk")));
-        while let Some(end) = pending.find("\n\n") {
-            let block: String = pending.drain(..end + 2).collect();
-            let mut id = None;
-            let mut data = None;
-            for line in block.lines() {
-                if let Some(v) = line.strip_prefix("id:") {
-                    id = Some(v.trim().to_owned());
-                } else if let Some(v) = line.strip_prefix("data:") {
-                    data = Some(v.trim().to_owned());
-                }
-            }
-            if let (Some(id), Some(data)) = (id, data) {
-                let event: Value = serde_json::from_str(&data).expect("event JSON");
-                assert_eq!(event["id"].to_string(), id, "SSE id is the event id");
-                events.push(event);
-            }
-        }
-    }
-    events
-}
-
-async fn follow(server: &Server, query: &str, last_event_id: Option<i64>) -> reqwest::Response {
-    let mut request = server.http.get(server.api(&format!("/events{query}")));
-    if let Some(id) = last_event_id {
-        request = request.header("Last-Event-ID", id.to_string());
-    }
-    let response = request.send().await.expect("SSE");
-    assert_eq!(response.status(), 200);
-    assert!(
-        response.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/event-stream")
-    );
-    response
-}
+use std::time::Duration;
 
 async fn every_transition_in_order(server: Server) {
     // The stream starts now: begin following before submitting.

@@ -1,6 +1,7 @@
 //! The harness: a real `retryd serve` process on a free loopback port with its own SQLite
 //! file, the real CLI, and a small API client.
 
+use futures::StreamExt;
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -485,4 +486,61 @@ pub fn example_copy(file: &str, replace: &[(&str, &str)], dir: &Path) -> PathBuf
     let copy = dir.join(Path::new(file).file_name().expect("a file name"));
     std::fs::write(&copy, text).expect("write the example copy");
     copy
+}
+
+/// Reads server-sent events from `response` until `stop` says so, `limit` passes or the
+/// stream ends; returns the `state` events' data.
+pub async fn read_sse(
+    response: reqwest::Response,
+    limit: Duration,
+    mut stop: impl FnMut(&[Value]) -> bool,
+) -> Vec<Value> {
+    let mut events = Vec::new();
+    let mut stream = response.bytes_stream();
+    let mut pending = String::new();
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline && !stop(&events) {
+        let chunk = match tokio::time::timeout(Duration::from_millis(500), stream.next()).await {
+            Err(_) => continue,
+            Ok(Some(Ok(chunk))) => chunk,
+            // The server ended the stream (or died): what came before stands.
+            Ok(None | Some(Err(_))) => break,
+        };
+        pending.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = pending.find("\n\n") {
+            let block: String = pending.drain(..end + 2).collect();
+            let mut id = None;
+            let mut data = None;
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("id:") {
+                    id = Some(v.trim().to_owned());
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data = Some(v.trim().to_owned());
+                }
+            }
+            if let (Some(id), Some(data)) = (id, data) {
+                let event: Value = serde_json::from_str(&data).expect("event JSON");
+                assert_eq!(event["id"].to_string(), id, "SSE id is the event id");
+                events.push(event);
+            }
+        }
+    }
+    events
+}
+
+/// Opens the live event stream (`/events` with `query`), resuming after `last_event_id`.
+pub async fn follow(server: &Server, query: &str, last_event_id: Option<i64>) -> reqwest::Response {
+    let mut request = server.http.get(server.api(&format!("/events{query}")));
+    if let Some(id) = last_event_id {
+        request = request.header("Last-Event-ID", id.to_string());
+    }
+    let response = request.send().await.expect("SSE");
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    response
 }

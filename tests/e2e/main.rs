@@ -4,6 +4,7 @@
 mod admin;
 mod auth;
 mod bad_input;
+mod batch;
 mod cancel;
 mod cli;
 mod cluster;

@@ -341,6 +341,31 @@ impl Embedded {
         Ok(self.engine.submit(new).await?.job.id)
     }
 
+    /// Enqueues many `J::KIND` jobs with the default options in one transaction (one
+    /// statement on PostgreSQL): all of them, or on error none. Returns their ids in order.
+    pub async fn enqueue_many<'a, J: Job + 'a>(
+        &self,
+        jobs: impl IntoIterator<Item = &'a J>,
+    ) -> Result<Vec<JobId>, Error> {
+        self.enqueue_many_with(jobs.into_iter().map(|job| (job, Enqueue::default())))
+            .await
+    }
+
+    /// Enqueues many `J::KIND` jobs, each with its options, in one transaction. An
+    /// idempotency key already used (or used by an earlier job of the batch) returns the
+    /// existing job's id.
+    pub async fn enqueue_many_with<'a, J: Job + 'a>(
+        &self,
+        jobs: impl IntoIterator<Item = (&'a J, Enqueue)>,
+    ) -> Result<Vec<JobId>, Error> {
+        let new = jobs
+            .into_iter()
+            .map(|(job, options)| self.new_job(J::KIND, serde_json::to_value(job)?, options))
+            .collect::<Result<Vec<_>, Error>>()?;
+        let inserted = self.engine.submit_many(new).await?;
+        Ok(inserted.into_iter().map(|i| i.job.id).collect())
+    }
+
     fn new_job(
         &self,
         kind: &str,

@@ -352,6 +352,94 @@ pub struct Submitted {
     pub created: bool,
 }
 
+/// The most jobs one batch submit takes.
+pub const MAX_BATCH: usize = 10_000;
+
+/// Many jobs in one request: validated item by item, stored together in one transaction.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchRequest {
+    /// 1 to 10,000 jobs, each shaped like the body of `POST /jobs`.
+    #[schema(value_type = Vec<SubmitRequest>)]
+    pub jobs: Vec<serde_json::Value>,
+}
+
+impl BatchRequest {
+    /// Every item parsed and validated. Any invalid item fails the whole batch with one
+    /// error per invalid item, in order, so that nothing of a half-valid batch is stored.
+    pub fn into_new_jobs(
+        self,
+        policies: &Policies,
+        now: DateTime<Utc>,
+        created_by: &str,
+    ) -> Result<Vec<NewJob>, Error> {
+        if self.jobs.is_empty() || self.jobs.len() > MAX_BATCH {
+            return Err(Error::invalid(
+                "jobs",
+                format!("between 1 and {MAX_BATCH} jobs, got {}", self.jobs.len()),
+            ));
+        }
+        let mut jobs = Vec::with_capacity(self.jobs.len());
+        let mut errors = Vec::new();
+        for (index, item) in self.jobs.into_iter().enumerate() {
+            let parsed = serde_path_to_error::deserialize::<_, SubmitRequest>(item)
+                .map_err(|e| {
+                    let path = e.path().to_string();
+                    let field = if path == "." { String::new() } else { path };
+                    Error::invalid(field, e.into_inner().to_string())
+                })
+                .and_then(|request| request.into_new_job(policies, now, created_by));
+            match parsed {
+                Ok(job) => jobs.push(job),
+                Err(Error::Invalid { field, message }) => {
+                    let field = match field.as_str() {
+                        "" => format!("jobs[{index}]"),
+                        f => format!("jobs[{index}].{f}"),
+                    };
+                    errors.push(ItemError {
+                        index,
+                        field,
+                        message,
+                    });
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        if errors.is_empty() {
+            Ok(jobs)
+        } else {
+            Err(Error::InvalidItems(errors))
+        }
+    }
+}
+
+/// Why one item of a batch was refused.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ItemError {
+    /// The item's position in `jobs`, from 0.
+    pub index: usize,
+    pub field: String,
+    pub message: String,
+}
+
+/// One stored job of a batch, in the order of the request.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct BatchItem {
+    pub id: JobId,
+    pub state: JobState,
+    pub queue: String,
+    pub kind: String,
+    /// False when the idempotency key matched an existing job (or an earlier item).
+    pub created: bool,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct BatchSubmitted {
+    pub jobs: Vec<BatchItem>,
+    /// How many of `jobs` were created (the others already existed).
+    pub created: usize,
+}
+
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]

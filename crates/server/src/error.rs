@@ -15,6 +15,9 @@ pub enum Error {
     /// A field is present and well-formed but not allowed.
     #[error("{field}: {message}")]
     Invalid { field: String, message: String },
+    /// Items of a batch that are not allowed, each naming its index and field.
+    #[error("{} of the batch's jobs are invalid (first: {}: {}); nothing was stored", .0.len(), .0[0].field, .0[0].message)]
+    InvalidItems(Vec<crate::dto::ItemError>),
     #[error("{0}")]
     NotFound(String),
     /// The state machine refuses the change.
@@ -61,6 +64,11 @@ impl Error {
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid_value",
                 json!({ "field": field }),
+            ),
+            Error::InvalidItems(items) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_items",
+                json!({ "items": items }),
             ),
             Error::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", Value::Null),
             Error::Conflict(_) => (StatusCode::CONFLICT, "invalid_transition", Value::Null),

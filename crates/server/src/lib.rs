@@ -44,6 +44,12 @@ fn routes() -> (Router<AppState>, serde_json::Value) {
     use utoipa_axum::routes;
     let api = OpenApiRouter::<AppState>::new()
         .routes(routes!(jobs::submit, jobs::list))
+        .merge(
+            // A batch may be larger than any other body.
+            OpenApiRouter::new()
+                .routes(routes!(jobs::submit_batch))
+                .layer(DefaultBodyLimit::max(jobs::BATCH_BODY_LIMIT)),
+        )
         .routes(routes!(jobs::get))
         .routes(routes!(jobs::attempts))
         .routes(routes!(jobs::events))

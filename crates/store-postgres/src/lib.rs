@@ -16,6 +16,7 @@
 
 pub mod clock;
 pub mod testing;
+mod tx;
 
 pub use clock::DbClock;
 
@@ -46,6 +47,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{AsyncMessage, NoTls, Row};
 use tracing::{info, warn};
+use tx::Tx;
 
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/0001_init.sql")),
@@ -422,21 +424,17 @@ impl PostgresStore {
     /// Writes a group of results in one transaction; answers each in order. `Err` when the
     /// transaction failed: then nothing of the group is written.
     async fn finish_group(&self, results: &[AttemptResult]) -> Result<Vec<Result<(Job, Event)>>> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(pg)?;
         let mut ids: Vec<uuid::Uuid> = results.iter().map(|r| r.lease.job_id.0).collect();
         ids.sort_unstable();
         ids.dedup();
         // In id order, so that two groups lock their common jobs in one order.
-        let mut jobs: HashMap<JobId, Job> = tx
-            .cached_query(
-                &format!(
-                    "SELECT {JOB_COLUMNS} FROM jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE"
-                ),
-                &[&ids],
-            )
-            .await
-            .map_err(pg)?
+        let (tx, rows) = Tx::begin_with(
+            self.client().await?,
+            &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE"),
+            &[&ids],
+        )
+        .await?;
+        let mut jobs: HashMap<JobId, Job> = rows
             .iter()
             .map(|row| job_from_row(row).map(|job| (job.id, job)))
             .collect::<Result<_>>()?;
@@ -485,26 +483,68 @@ impl PostgresStore {
             finished.push(&job, to, result, failed);
             accepted.push((i, job));
         }
-        log.insert(&tx).await?;
-        if !accepted.is_empty() {
-            let (jobs, events) = finished.write(&tx).await?;
-            // Circuits and notifications are rare: one statement each.
-            let mut targets: Vec<&str> = accepted
-                .iter()
-                .filter(|(i, _)| results[*i].circuit.is_some())
-                .filter_map(|(_, job)| job.target.as_deref())
-                .collect();
-            targets.sort_unstable();
-            targets.dedup();
+        // Every statement sent with the COMMIT below is prepared first, so that none falls
+        // behind it (see `tx`).
+        let [attempts_sql, jobs_sql, events_sql] = Finished::statements();
+        let notify_sql = "SELECT pg_notify($1, $2)";
+        futures::try_join!(
+            tx.prepare(LogRows::SQL),
+            tx.prepare(&attempts_sql),
+            tx.prepare(&jobs_sql),
+            tx.prepare(&events_sql),
+            tx.prepare(notify_sql),
+        )?;
+        if accepted.is_empty() {
+            // Only refused results: their output lines are all there is to write.
+            futures::try_join!(log.insert(tx.client()), async {
+                tx.commit().await.map_err(pg)
+            })?;
+            return Ok(answers
+                .into_iter()
+                .map(|a| a.expect("every result is answered"))
+                .collect());
+        }
+        let mut targets: Vec<&str> = accepted
+            .iter()
+            .filter(|(i, _)| results[*i].circuit.is_some())
+            .filter_map(|(_, job)| job.target.as_deref())
+            .collect();
+        targets.sort_unstable();
+        targets.dedup();
+        let rare =
+            !targets.is_empty() || accepted.iter().any(|(i, _)| !results[*i].notify.is_empty());
+        let notify_sql = &tx.prepare(notify_sql).await?;
+        let tx = &tx;
+        let wake_others = |wake: bool| async move {
+            if wake {
+                tx.client()
+                    .execute(notify_sql, &[&WAKE_CHANNEL, &""])
+                    .await
+                    .map_err(pg)?;
+            }
+            Ok(())
+        };
+        let (jobs, events) = if !rare {
+            // The group's writes and its COMMIT, in one round trip.
+            let ((), written, (), ()) = futures::try_join!(
+                log.insert(tx.client()),
+                finished.write(tx),
+                wake_others(wake),
+                async { tx.commit().await.map_err(pg) },
+            )?;
+            written
+        } else {
+            let ((), written) = futures::try_join!(log.insert(tx.client()), finished.write(tx))?;
+            // Circuits count the attempt rows written above; one statement each.
             if !targets.is_empty() {
-                lock_targets(&tx, &targets).await?;
+                lock_targets(tx.client(), &targets).await?;
             }
             for (k, (i, job)) in accepted.iter().enumerate() {
                 let result = &results[*i];
                 if let (Some(target), Some(config)) = (&job.target, &result.circuit) {
                     let failed = finished.target_failed[k];
                     wake |= update_circuit(
-                        &tx,
+                        tx.client(),
                         target,
                         result.lease.attempt_id,
                         failed,
@@ -514,27 +554,82 @@ impl PostgresStore {
                     .await?;
                 }
                 for notification in &result.notify {
-                    enqueue(&tx, job.id, notification, result.now).await?;
+                    enqueue(tx.client(), job.id, notification, result.now).await?;
                 }
             }
-            let mut jobs: HashMap<JobId, Job> = jobs.into_iter().map(|j| (j.id, j)).collect();
-            let mut events: HashMap<JobId, Event> =
-                events.into_iter().map(|e| (e.job_id, e)).collect();
-            if wake {
-                notify(&tx, WAKE_CHANNEL, "").await?;
-            }
-            for (i, job) in &accepted {
-                let missing = || corrupt(format!("finished job {} vanished", job.id));
-                let job = jobs.remove(&job.id).ok_or_else(missing)?;
-                let event = events.remove(&job.id).ok_or_else(missing)?;
-                answers[*i] = Some(Ok((job, event)));
-            }
+            futures::try_join!(wake_others(wake), async { tx.commit().await.map_err(pg) })?;
+            written
+        };
+        let mut jobs: HashMap<JobId, Job> = jobs.into_iter().map(|j| (j.id, j)).collect();
+        let mut events: HashMap<JobId, Event> = events.into_iter().map(|e| (e.job_id, e)).collect();
+        for (i, job) in &accepted {
+            let missing = || corrupt(format!("finished job {} vanished", job.id));
+            let job = jobs.remove(&job.id).ok_or_else(missing)?;
+            let event = events.remove(&job.id).ok_or_else(missing)?;
+            answers[*i] = Some(Ok((job, event)));
         }
-        tx.commit().await.map_err(pg)?;
         Ok(answers
             .into_iter()
             .map(|a| a.expect("every result is answered"))
             .collect())
+    }
+}
+
+/// New jobs as the columns of `queries/insert_jobs.sql`, in its parameter order.
+struct NewJobColumns {
+    ids: Vec<uuid::Uuid>,
+    queues: Vec<String>,
+    kinds: Vec<String>,
+    targets: Vec<Option<String>>,
+    actions: Vec<Value>,
+    policy_names: Vec<String>,
+    policies: Vec<Value>,
+    priorities: Vec<i32>,
+    run_ats: Vec<DateTime<Utc>>,
+    deadlines: Vec<Option<DateTime<Utc>>>,
+    labels: Vec<Value>,
+    idempotency_keys: Vec<Option<String>>,
+    created_bys: Vec<Option<String>>,
+    created_ats: Vec<DateTime<Utc>>,
+}
+
+impl NewJobColumns {
+    fn of(jobs: &[NewJob]) -> Self {
+        NewJobColumns {
+            ids: jobs.iter().map(|j| j.id.0).collect(),
+            queues: jobs.iter().map(|j| j.queue.clone()).collect(),
+            kinds: jobs.iter().map(|j| j.kind.clone()).collect(),
+            targets: jobs.iter().map(|j| j.target.clone()).collect(),
+            actions: jobs.iter().map(|j| to_json(&j.action)).collect(),
+            policy_names: jobs.iter().map(|j| j.policy_name.clone()).collect(),
+            policies: jobs.iter().map(|j| to_json(&j.policy)).collect(),
+            priorities: jobs.iter().map(|j| i32::from(j.priority)).collect(),
+            run_ats: jobs.iter().map(|j| j.run_at).collect(),
+            deadlines: jobs.iter().map(|j| j.deadline).collect(),
+            labels: jobs.iter().map(|j| to_json(&j.labels)).collect(),
+            idempotency_keys: jobs.iter().map(|j| j.idempotency_key.clone()).collect(),
+            created_bys: jobs.iter().map(|j| j.created_by.clone()).collect(),
+            created_ats: jobs.iter().map(|j| j.created_at).collect(),
+        }
+    }
+
+    fn params(&self) -> [&(dyn ToSql + Sync); 14] {
+        [
+            &self.ids,
+            &self.queues,
+            &self.kinds,
+            &self.targets,
+            &self.actions,
+            &self.policy_names,
+            &self.policies,
+            &self.priorities,
+            &self.run_ats,
+            &self.deadlines,
+            &self.labels,
+            &self.idempotency_keys,
+            &self.created_bys,
+            &self.created_ats,
+        ]
     }
 }
 
@@ -564,15 +659,27 @@ impl LogRows {
         }
     }
 
+    const SQL: &str = "INSERT INTO log_lines (job_id, attempt_id, attempt, idx, at, stream, line) \
+         SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::int[], $4::bigint[], $5::timestamptz[], $6::text[], $7::text[])";
+
+    /// Its statement must be in the connection's cache already (see [`Tx`]) when it is sent
+    /// together with others.
     async fn insert(&self, client: &impl GenericClient) -> Result<()> {
         if self.lines.is_empty() {
             return Ok(());
         }
         client
             .cached_execute(
-                "INSERT INTO log_lines (job_id, attempt_id, attempt, idx, at, stream, line) \
-                 SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::int[], $4::bigint[], $5::timestamptz[], $6::text[], $7::text[])",
-                &[&self.job_ids, &self.attempt_ids, &self.attempts, &self.indexes, &self.ats, &self.streams, &self.lines],
+                Self::SQL,
+                &[
+                    &self.job_ids,
+                    &self.attempt_ids,
+                    &self.attempts,
+                    &self.indexes,
+                    &self.ats,
+                    &self.streams,
+                    &self.lines,
+                ],
             )
             .await
             .map_err(pg)?;
@@ -653,8 +760,40 @@ impl Finished {
         self.event_steps.push(rules::claimed_step(job));
     }
 
-    /// The attempts' rows, the jobs' rows and the events, in one round trip.
-    async fn write(&self, tx: &impl GenericClient) -> Result<(Vec<Job>, Vec<Event>)> {
+    /// The statements of [`Finished::write`]: the attempts' rows, the jobs' rows, the events.
+    fn statements() -> [String; 3] {
+        [
+"UPDATE attempts SET finished_at = t.now, outcome = t.outcome, exit_code = t.exit_code, error = t.error, \
+             class = t.class, rule = t.rule, next_delay_ms = t.delay, delay_reason = t.delay_reason, \
+             output_dropped_bytes = t.dropped, target_failed = t.target_failed \
+             FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::int[], $5::text[], $6::text[], $7::text[], \
+                         $8::bigint[], $9::text[], $10::bigint[], $11::bool[]) \
+               AS t(id, now, outcome, exit_code, error, class, rule, delay, delay_reason, dropped, target_failed) \
+             WHERE attempts.id = t.id".to_owned(),
+            format!(
+            "UPDATE jobs SET state = t.n_state, next_attempt_at = t.n_next_at, hold_reason = NULL, \
+             last_error = COALESCE(t.n_error, last_error), \
+             last_error_class = CASE WHEN t.n_error IS NULL THEN last_error_class ELSE t.n_class END, \
+             last_rule = CASE WHEN t.n_error IS NULL THEN last_rule ELSE t.n_rule END, \
+             finish_reason = t.n_finish_reason, finished_at = t.n_finished_at, lease_owner = NULL, \
+             lease_expires_at = NULL, current_attempt_id = NULL, cancel_requested = false, \
+             updated_at = t.n_now, attempt = attempt - t.n_refund, steps = t.n_steps \
+             FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::text[], $5::text[], $6::text[], $7::text[], \
+                         $8::timestamptz[], $9::timestamptz[], $10::int[], $11::jsonb[]) \
+               AS t(n_id, n_state, n_next_at, n_error, n_class, n_rule, n_finish_reason, n_finished_at, n_now, n_refund, n_steps) \
+             WHERE jobs.id = t.n_id RETURNING {JOB_COLUMNS}"
+            ),
+            format!(
+            "INSERT INTO events (job_id, at, from_state, to_state, reason, actor, step) \
+             SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[]) \
+             RETURNING {EVENT_COLUMNS}"
+            ),
+        ]
+    }
+
+    /// The attempts' rows, the jobs' rows and the events, in one round trip. Its statements
+    /// must be prepared already (see [`Tx`]) when it is sent together with others.
+    async fn write(&self, tx: &Tx) -> Result<(Vec<Job>, Vec<Event>)> {
         let attempt_columns: [&(dyn ToSql + Sync); 11] = [
             &self.attempt_ids,
             &self.now,
@@ -690,39 +829,19 @@ impl Finished {
             &self.actors,
             &self.event_steps,
         ];
-        let attempts = tx.cached_execute(
-            "UPDATE attempts SET finished_at = t.now, outcome = t.outcome, exit_code = t.exit_code, error = t.error, \
-             class = t.class, rule = t.rule, next_delay_ms = t.delay, delay_reason = t.delay_reason, \
-             output_dropped_bytes = t.dropped, target_failed = t.target_failed \
-             FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::int[], $5::text[], $6::text[], $7::text[], \
-                         $8::bigint[], $9::text[], $10::bigint[], $11::bool[]) \
-               AS t(id, now, outcome, exit_code, error, class, rule, delay, delay_reason, dropped, target_failed) \
-             WHERE attempts.id = t.id",
-            &attempt_columns,
-        );
-        let jobs_sql = format!(
-            "UPDATE jobs SET state = t.n_state, next_attempt_at = t.n_next_at, hold_reason = NULL, \
-             last_error = COALESCE(t.n_error, last_error), \
-             last_error_class = CASE WHEN t.n_error IS NULL THEN last_error_class ELSE t.n_class END, \
-             last_rule = CASE WHEN t.n_error IS NULL THEN last_rule ELSE t.n_rule END, \
-             finish_reason = t.n_finish_reason, finished_at = t.n_finished_at, lease_owner = NULL, \
-             lease_expires_at = NULL, current_attempt_id = NULL, cancel_requested = false, \
-             updated_at = t.n_now, attempt = attempt - t.n_refund, steps = t.n_steps \
-             FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::text[], $5::text[], $6::text[], $7::text[], \
-                         $8::timestamptz[], $9::timestamptz[], $10::int[], $11::jsonb[]) \
-               AS t(n_id, n_state, n_next_at, n_error, n_class, n_rule, n_finish_reason, n_finished_at, n_now, n_refund, n_steps) \
-             WHERE jobs.id = t.n_id RETURNING {JOB_COLUMNS}"
-        );
-        let jobs = tx.cached_query(&jobs_sql, &job_columns);
-        let events_sql = format!(
-            "INSERT INTO events (job_id, at, from_state, to_state, reason, actor, step) \
-             SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[]) \
-             RETURNING {EVENT_COLUMNS}"
-        );
+        let [attempts_sql, jobs_sql, events_sql] = Self::statements();
+        let (attempts_sql, jobs_sql, events_sql) = futures::try_join!(
+            tx.prepare(&attempts_sql),
+            tx.prepare(&jobs_sql),
+            tx.prepare(&events_sql)
+        )?;
         // Sent together (one round trip); the server runs them in this order.
-        let (_, jobs, events) =
-            futures::try_join!(attempts, jobs, tx.cached_query(&events_sql, &event_columns),)
-                .map_err(pg)?;
+        let (_, jobs, events) = futures::try_join!(
+            tx.client().execute(&attempts_sql, &attempt_columns),
+            tx.client().query(&jobs_sql, &job_columns),
+            tx.client().query(&events_sql, &event_columns),
+        )
+        .map_err(pg)?;
         let jobs = jobs.iter().map(job_from_row).collect::<Result<_>>()?;
         let events = events.iter().map(event_from_row).collect::<Result<_>>()?;
         Ok((jobs, events))
@@ -1060,82 +1179,87 @@ async fn delete_jobs(client: &impl GenericClient, ids: &[uuid::Uuid]) -> Result<
 
 #[async_trait]
 impl JobWriter for PostgresStore {
-    async fn insert_job(&self, job: NewJob) -> Result<Inserted> {
+    async fn insert_jobs(&self, jobs: Vec<NewJob>) -> Result<Vec<Inserted>> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg)?;
+        let columns = NewJobColumns::of(&jobs);
+        // One statement for the whole batch; a key already taken (by a stored job or an
+        // earlier one of this batch) inserts nothing and is looked up below.
         let inserted = tx
-            .cached_query_opt(
-                "INSERT INTO jobs (id, queue, kind, target, action, policy_name, policy, priority, run_at, deadline, \
-                 labels, idempotency_key, created_by, state, attempt, next_attempt_at, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'pending', 0, $9, $14, $14) \
-                 ON CONFLICT (queue, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING id",
-                &[
-                    &job.id.0,
-                    &job.queue,
-                    &job.kind,
-                    &job.target,
-                    &to_json(&job.action),
-                    &job.policy_name,
-                    &to_json(&job.policy),
-                    &i32::from(job.priority),
-                    &job.run_at,
-                    &job.deadline,
-                    &to_json(&job.labels),
-                    &job.idempotency_key,
-                    &job.created_by,
-                    &job.created_at,
-                ],
+            .cached_query(
+                &with_columns(include_str!("../queries/insert_jobs.sql")),
+                &columns.params(),
             )
             .await
             .map_err(pg)?;
-        if inserted.is_none() {
-            let row = tx
-                .cached_query_one(
-                    "SELECT id FROM jobs WHERE queue = $1 AND idempotency_key = $2",
-                    &[&job.queue, &job.idempotency_key],
+        let mut stored: HashMap<uuid::Uuid, Job> = inserted
+            .iter()
+            .map(|row| job_from_row(row).map(|j| (j.id.0, j)))
+            .collect::<Result<_>>()?;
+        let created: Vec<&NewJob> = jobs
+            .iter()
+            .filter(|j| stored.contains_key(&j.id.0))
+            .collect();
+        let events = if created.is_empty() {
+            Vec::new()
+        } else {
+            let ids: Vec<uuid::Uuid> = created.iter().map(|j| j.id.0).collect();
+            let ats: Vec<DateTime<Utc>> = created.iter().map(|j| j.created_at).collect();
+            let actors: Vec<&str> = created.iter().map(|j| rules::submitter(j)).collect();
+            let steps: Vec<Option<String>> = created.iter().map(|j| rules::first_step(j)).collect();
+            let rows = tx
+                .cached_query(
+                    &format!(
+                        "INSERT INTO events (job_id, at, from_state, to_state, reason, actor, step) \
+                         SELECT job, at, NULL, 'pending', 'submitted', actor, step \
+                         FROM unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::text[]) AS t(job, at, actor, step) \
+                         RETURNING {EVENT_COLUMNS}"
+                    ),
+                    &[&ids, &ats, &actors, &steps],
                 )
                 .await
                 .map_err(pg)?;
-            let existing = load_job(&tx, JobId(row.get(0))).await?;
-            tx.commit().await.map_err(pg)?;
-            return Ok(Inserted {
-                job: existing,
-                created: false,
-                event: None,
-            });
+            notify(&tx, WAKE_CHANNEL, "").await?;
+            rows.iter()
+                .map(event_from_row)
+                .collect::<Result<Vec<_>>>()?
+        };
+        let (queues, keys): (Vec<&str>, Vec<&str>) = jobs
+            .iter()
+            .filter(|j| !stored.contains_key(&j.id.0))
+            .filter_map(|j| Some((j.queue.as_str(), j.idempotency_key.as_deref()?)))
+            .unzip();
+        if !keys.is_empty() {
+            let existing = tx
+                .cached_query(
+                    &format!(
+                        "SELECT {JOB_COLUMNS} FROM jobs \
+                         WHERE (queue, idempotency_key) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
+                    ),
+                    &[&queues, &keys],
+                )
+                .await
+                .map_err(pg)?;
+            for row in &existing {
+                let job = job_from_row(row)?;
+                stored.insert(job.id.0, job);
+            }
         }
-        let actor = job.created_by.as_deref().unwrap_or("api");
-        let event = insert_event(
-            &tx,
-            job.id,
-            job.created_at,
-            None,
-            JobState::Pending,
-            "submitted",
-            actor,
-            rules::first_step(&job),
-        )
-        .await?;
-        notify(&tx, WAKE_CHANNEL, "").await?;
-        let stored = load_job(&tx, job.id).await?;
         tx.commit().await.map_err(pg)?;
-        Ok(Inserted {
-            job: stored,
-            created: true,
-            event: Some(event),
-        })
+        rules::answer_inserts(&jobs, stored.into_values().collect(), events)
     }
 
     async fn claim_jobs(&self, request: &ClaimRequest) -> Result<Vec<Claimed>> {
         if request.limit == 0 {
             return Ok(Vec::new());
         }
-        let mut client = self.scheduler_client().await?;
-        let tx = client.transaction().await.map_err(pg)?;
         let skipped = rules::skipped_queues(request);
         let window = rules::candidate_window(request) as i64;
-        let candidates = select_jobs(
-            &tx,
+        let (tx, rows) = Tx::begin_with(
+            self.scheduler_client().await?,
             &with_columns(include_str!("../queries/claim_candidates.sql")),
             &[
                 &request.now,
@@ -1147,29 +1271,30 @@ impl JobWriter for PostgresStore {
             ],
         )
         .await?;
-        let (circuits, usage) = read_limits(&tx, &candidates, &request.limits, request.now).await?;
+        let candidates = rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?;
+        let (circuits, usage) =
+            read_limits(tx.client(), &candidates, &request.limits, request.now).await?;
         let gated = rules::gate(candidates, &circuits, &usage, &request.limits, request.now);
         if !gated.held.is_empty() {
             let ids: Vec<uuid::Uuid> = gated.held.iter().map(|h| h.id.0).collect();
             let until: Vec<DateTime<Utc>> = gated.held.iter().map(|h| h.until).collect();
             let reasons: Vec<&str> = gated.held.iter().map(|h| h.reason.as_str()).collect();
-            tx.cached_execute(
-                "UPDATE jobs SET next_attempt_at = t.until, hold_reason = t.reason, updated_at = $4 \
-                 FROM unnest($1::uuid[], $2::timestamptz[], $3::text[]) AS t(id, until, reason) WHERE jobs.id = t.id",
-                &[&ids, &until, &reasons, &request.now],
-            )
-            .await
-            .map_err(pg)?;
+            tx.client()
+                .cached_execute(
+                    "UPDATE jobs SET next_attempt_at = t.until, hold_reason = t.reason, updated_at = $4 \
+                     FROM unnest($1::uuid[], $2::timestamptz[], $3::text[]) AS t(id, until, reason) WHERE jobs.id = t.id",
+                    &[&ids, &until, &reasons, &request.now],
+                )
+                .await
+                .map_err(pg)?;
         }
         let chosen = rules::within_slots(gated.admitted, request);
         if chosen.is_empty() {
-            // Commit, not drop: a dropped transaction releases its row locks only when
-            // its rollback reaches the server, and other nodes would skip them meanwhile.
+            // Commit, not drop: the candidates' row locks end with it, and the connection
+            // stays in the pool.
             tx.commit().await.map_err(pg)?;
             return Ok(Vec::new());
         }
-        // One round trip for the whole batch, whatever its size: the claim is on the path
-        // between a retry's due time and its start.
         let ids: Vec<uuid::Uuid> = chosen.iter().map(|j| j.id.0).collect();
         let numbers: Vec<i32> = chosen.iter().map(|j| j.attempt as i32 + 1).collect();
         for job in &chosen {
@@ -1186,13 +1311,17 @@ impl JobWriter for PostgresStore {
             .iter()
             .map(|j| retryd_core::explain::claim_started(j, j.attempt + 1, &request.node))
             .collect();
-        let events_sql = format!(
-            "INSERT INTO events (job_id, at, from_state, to_state, reason, actor, step) \
-             SELECT job, $2, from_state, 'running', reason, $3, step \
-             FROM unnest($1::uuid[], $4::text[], $5::text[], $6::text[]) AS t(job, from_state, reason, step) \
-             RETURNING {EVENT_COLUMNS}"
-        );
-        let start_sql = with_columns(include_str!("../queries/claim_start.sql"));
+        let start_sql = tx
+            .prepare(&with_columns(include_str!("../queries/claim_start.sql")))
+            .await?;
+        let events_sql = tx
+            .prepare(&format!(
+                "INSERT INTO events (job_id, at, from_state, to_state, reason, actor, step) \
+                 SELECT job, $2, from_state, 'running', reason, $3, step \
+                 FROM unnest($1::uuid[], $4::text[], $5::text[], $6::text[]) AS t(job, from_state, reason, step) \
+                 RETURNING {EVENT_COLUMNS}"
+            ))
+            .await?;
         let start: [&(dyn ToSql + Sync); 8] = [
             &ids,
             &numbers,
@@ -1211,12 +1340,24 @@ impl JobWriter for PostgresStore {
             &reasons,
             &steps,
         ];
-        // Sent together; the server runs them in this order.
-        let (started, events) = futures::try_join!(
-            tx.cached_query(&start_sql, &start),
-            tx.cached_query(&events_sql, &event),
-        )
-        .map_err(pg)?;
+        let probes = rules::probe_targets(&chosen, &circuits, request.now);
+        // The batch's writes and, when no probe needs its attempt id, the COMMIT: one round
+        // trip, whatever the batch's size. The server runs them in this order.
+        let (started, events) = if probes.is_empty() {
+            let (started, events, ()) = futures::try_join!(
+                tx.client().query(&start_sql, &start),
+                tx.client().query(&events_sql, &event),
+                tx.commit(),
+            )
+            .map_err(pg)?;
+            (started, events)
+        } else {
+            futures::try_join!(
+                tx.client().query(&start_sql, &start),
+                tx.client().query(&events_sql, &event),
+            )
+            .map_err(pg)?
+        };
         let started: BTreeMap<JobId, Job> = started
             .iter()
             .map(|row| job_from_row(row).map(|j| (j.id, j)))
@@ -1229,15 +1370,18 @@ impl JobWriter for PostgresStore {
             .values()
             .filter_map(|j| Some((j.id.0, j.attempt_id?)))
             .collect();
-        for (job, target) in rules::probe_targets(&chosen, &circuits, request.now) {
-            tx.cached_execute(
-                "UPDATE circuits SET probe_attempt_id = $2 WHERE target = $1",
-                &[&target, &attempt_ids[&job.0]],
-            )
-            .await
-            .map_err(pg)?;
+        if !probes.is_empty() {
+            for (job, target) in probes {
+                tx.client()
+                    .cached_execute(
+                        "UPDATE circuits SET probe_attempt_id = $2 WHERE target = $1",
+                        &[&target, &attempt_ids[&job.0]],
+                    )
+                    .await
+                    .map_err(pg)?;
+            }
+            tx.commit().await.map_err(pg)?;
         }
-        tx.commit().await.map_err(pg)?;
         let (mut started, mut events) = (started, events);
         chosen
             .iter()

@@ -814,47 +814,64 @@ fn delete_jobs_where(
 
 #[async_trait]
 impl JobWriter for SqliteStore {
-    async fn insert_job(&self, job: NewJob) -> Result<Inserted> {
+    async fn insert_jobs(&self, jobs: Vec<NewJob>) -> Result<Vec<Inserted>> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
         self.write(move |tx| {
-            if let Some(key) = &job.idempotency_key {
-                let existing: Option<String> = tx
-                    .query_row(
-                        "SELECT id FROM jobs WHERE queue = ?1 AND idempotency_key = ?2",
-                        params![job.queue, key],
-                        |r| r.get(0),
-                    )
-                    .optional()
-                    .map_err(to_store)?;
-                if let Some(existing) = existing {
-                    let id = existing.parse().map_err(Error::Corrupt)?;
-                    return Ok(Inserted { job: load_job(tx, id)?, created: false, event: None });
+            let mut stored = Vec::with_capacity(jobs.len());
+            let mut events = Vec::with_capacity(jobs.len());
+            for job in &jobs {
+                // A key taken by a stored job, or by an earlier job of this batch (the same
+                // transaction sees it), is answered with that job.
+                if let Some(key) = &job.idempotency_key {
+                    let existing: Option<String> = tx
+                        .prepare_cached(
+                            "SELECT id FROM jobs WHERE queue = ?1 AND idempotency_key = ?2",
+                        )
+                        .and_then(|mut stmt| {
+                            stmt.query_row(params![job.queue, key], |r| r.get(0))
+                                .optional()
+                        })
+                        .map_err(to_store)?;
+                    if let Some(existing) = existing {
+                        stored.push(load_job(tx, existing.parse().map_err(Error::Corrupt)?)?);
+                        continue;
+                    }
                 }
+                tx.prepare_cached(include_str!("../queries/insert_jobs.sql"))
+                    .and_then(|mut stmt| {
+                        stmt.execute(params![
+                            job.id.to_string(),
+                            job.queue,
+                            job.kind,
+                            job.target,
+                            json(&job.action),
+                            job.policy_name,
+                            json(&job.policy),
+                            job.priority,
+                            ms(job.run_at),
+                            opt_ms(job.deadline),
+                            json(&job.labels),
+                            job.idempotency_key,
+                            job.created_by,
+                            ms(job.created_at),
+                        ])
+                    })
+                    .map_err(to_store)?;
+                events.push(insert_event(
+                    tx,
+                    job.id,
+                    job.created_at,
+                    None,
+                    JobState::Pending,
+                    "submitted",
+                    rules::submitter(job),
+                    rules::first_step(job),
+                )?);
+                stored.push(load_job(tx, job.id)?);
             }
-            exec(tx,
-                "INSERT INTO jobs (id, queue, kind, target, action, policy_name, policy, priority, run_at, deadline, \
-                 labels, idempotency_key, created_by, state, attempt, next_attempt_at, created_at, updated_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, 'pending', 0, ?9, ?14, ?14)",
-                params![
-                    job.id.to_string(),
-                    job.queue,
-                    job.kind,
-                    job.target,
-                    json(&job.action),
-                    job.policy_name,
-                    json(&job.policy),
-                    job.priority,
-                    ms(job.run_at),
-                    opt_ms(job.deadline),
-                    json(&job.labels),
-                    job.idempotency_key,
-                    job.created_by,
-                    ms(job.created_at),
-                ],
-            )
-            .map_err(to_store)?;
-            let actor = job.created_by.as_deref().unwrap_or("api");
-            let event = insert_event(tx, job.id, job.created_at, None, JobState::Pending, "submitted", actor, rules::first_step(&job))?;
-            Ok(Inserted { job: load_job(tx, job.id)?, created: true, event: Some(event) })
+            rules::answer_inserts(&jobs, stored, events)
         })
         .await
     }

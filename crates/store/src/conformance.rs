@@ -18,6 +18,7 @@ macro_rules! conformance_tests {
         $crate::conformance_tests!(@each $make;
             insert_and_get_round_trip,
             idempotency_key_returns_the_existing_job,
+            a_batch_insert_answers_each_job_in_order_with_its_key_honoured,
             claims_go_by_priority_then_due_time,
             jobs_are_not_claimed_before_they_are_due,
             concurrent_claims_never_claim_a_job_twice,
@@ -203,6 +204,59 @@ pub async fn idempotency_key_returns_the_existing_job(store: DynStore) {
     assert!(b.event.is_none());
     let c = store.insert_job(other_queue).await.unwrap();
     assert!(c.created, "keys are scoped to a queue");
+}
+
+/// Issue 13: bulk enqueue. One transaction; keys taken by a stored job or by an earlier job
+/// of the same batch return that job, and only created jobs get a `submitted` event.
+pub async fn a_batch_insert_answers_each_job_in_order_with_its_key_honoured(store: DynStore) {
+    let stored = insert(
+        &store,
+        NewJob {
+            idempotency_key: Some("release-1".into()),
+            ..new_job("default", 50, 0)
+        },
+    )
+    .await;
+    let keyed = |key: &str| NewJob {
+        idempotency_key: Some(key.into()),
+        ..new_job("default", 50, 0)
+    };
+    let batch = vec![
+        new_job("default", 50, 0),
+        keyed("release-1"),
+        keyed("release-2"),
+        new_job("other", 90, -5),
+        keyed("release-2"),
+    ];
+    let answers = store.insert_jobs(batch.clone()).await.unwrap();
+    assert_eq!(answers.len(), batch.len());
+    let created: Vec<bool> = answers.iter().map(|a| a.created).collect();
+    assert_eq!(created, [true, false, true, true, false]);
+    assert_eq!(answers[0].job.id, batch[0].id);
+    assert_eq!(answers[1].job.id, stored.id, "a stored key returns its job");
+    assert_eq!(answers[2].job.id, batch[2].id);
+    assert_eq!(answers[3].job.queue, "other");
+    assert_eq!(
+        answers[4].job.id, batch[2].id,
+        "a key used earlier in the batch returns that job"
+    );
+    for answer in &answers {
+        assert_eq!(answer.event.is_some(), answer.created);
+        assert_eq!(store.get_job(answer.job.id).await.unwrap(), answer.job);
+    }
+    let last = answers
+        .iter()
+        .filter_map(|a| a.event.as_ref())
+        .map(|e| e.id)
+        .max()
+        .unwrap();
+    stream_starts_after(&store, last).await;
+    let pending = store.count_by_state().await.unwrap()[&JobState::Pending];
+    assert_eq!(pending, 4, "one stored before, three created by the batch");
+    // A batch is claimable like single jobs: the priority 90 job first.
+    let claimed = store.claim_jobs(&claim_request(t0(), 1)).await.unwrap();
+    assert_eq!(claimed[0].job.id, batch[3].id);
+    assert!(store.insert_jobs(Vec::new()).await.unwrap().is_empty());
 }
 
 pub async fn claims_go_by_priority_then_due_time(store: DynStore) {

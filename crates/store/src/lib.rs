@@ -293,7 +293,17 @@ pub struct JobChanges {
 #[async_trait]
 pub trait JobWriter: Send + Sync {
     /// Inserts a job, or returns the existing one with the same idempotency key in its queue.
-    async fn insert_job(&self, job: NewJob) -> Result<Inserted>;
+    async fn insert_job(&self, job: NewJob) -> Result<Inserted> {
+        let mut inserted = self.insert_jobs(vec![job]).await?;
+        inserted
+            .pop()
+            .ok_or_else(|| Error::Corrupt("an insert answered nothing".into()))
+    }
+
+    /// Inserts a batch of jobs in one transaction: all of them or, on error, none. Answers
+    /// each in order as [`JobWriter::insert_job`] would; a key taken by an earlier job of the
+    /// same batch returns that job.
+    async fn insert_jobs(&self, jobs: Vec<NewJob>) -> Result<Vec<Inserted>>;
 
     /// Claims due jobs by priority then due time, respecting the request's slots; each
     /// claimed job is `running` with a new counted attempt under a lease.
@@ -620,6 +630,47 @@ pub mod rules {
             retryd_core::Action::Pipeline(p) => p.steps.first().map(|s| s.name.clone()),
             _ => None,
         }
+    }
+
+    /// Who a job's `submitted` event names.
+    pub fn submitter(job: &NewJob) -> &str {
+        job.created_by.as_deref().unwrap_or("api")
+    }
+
+    /// The answers of a batch insert, in the batch's order: each job stored under its own
+    /// id was created (with its event); any other had its idempotency key taken, and gets
+    /// the job that holds the key.
+    pub fn answer_inserts(
+        jobs: &[NewJob],
+        stored: Vec<Job>,
+        events: Vec<Event>,
+    ) -> Result<Vec<Inserted>> {
+        let mut events: HashMap<JobId, Event> = events.into_iter().map(|e| (e.job_id, e)).collect();
+        let by_key: HashMap<(&str, &str), &Job> = stored
+            .iter()
+            .filter_map(|j| Some(((j.queue.as_str(), j.idempotency_key.as_deref()?), j)))
+            .collect();
+        let by_id: HashMap<JobId, &Job> = stored.iter().map(|j| (j.id, j)).collect();
+        jobs.iter()
+            .map(|new| {
+                if let Some(job) = by_id.get(&new.id) {
+                    return Ok(Inserted {
+                        job: (*job).clone(),
+                        created: true,
+                        event: events.remove(&new.id),
+                    });
+                }
+                new.idempotency_key
+                    .as_deref()
+                    .and_then(|key| by_key.get(&(new.queue.as_str(), key)))
+                    .map(|job| Inserted {
+                        job: (*job).clone(),
+                        created: false,
+                        event: None,
+                    })
+                    .ok_or_else(|| Error::Corrupt(format!("inserted job {} vanished", new.id)))
+            })
+            .collect()
     }
 
     pub fn cancel_reason(actor: &str) -> String {

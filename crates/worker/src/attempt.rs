@@ -308,6 +308,7 @@ async fn run_inner(engine: &Engine, claimed: &Claimed) -> Lease {
             },
             None => {
                 engine.complete_result(&job, &mut result);
+                engine.action_ended(&lease);
                 record(engine, &result).await;
                 return lease;
             }

@@ -125,6 +125,12 @@ struct Sweep {
     planned: Option<DateTime<Utc>>,
 }
 
+/// How many attempts, executing or waiting for their result's commit, a node holds at most:
+/// its concurrency plus a backlog of results as large again, and at least 64.
+fn result_backlog(concurrency: usize) -> usize {
+    concurrency + concurrency.max(64)
+}
+
 /// How long a busy node waits for more slots to free before it claims (see `gather_slots`).
 const GATHER: Duration = Duration::from_millis(2);
 
@@ -190,6 +196,9 @@ pub(crate) struct Running {
     pub stop: CancellationToken,
     /// Set when a client cancelled the job (as opposed to a shutdown release).
     pub cancelled: Arc<AtomicBool>,
+    /// The action has ended and its result waits for its group commit: the attempt keeps
+    /// its lease (renewed, fenced) but no longer takes an execution slot.
+    pub recording: bool,
     /// Cancelled when a renewal shows this node no longer holds the attempt: the command
     /// stops at once (a short grace), and its result is not offered.
     pub lease_lost: CancellationToken,
@@ -389,9 +398,30 @@ impl Engine {
         self.inner.wake.notify_one();
     }
 
-    /// How many attempts this node is running.
+    /// How many attempts this node is running (their actions have not ended yet).
     pub fn running_count(&self) -> usize {
-        self.inner.running.lock().expect("running map").len()
+        self.inner
+            .running
+            .lock()
+            .expect("running map")
+            .values()
+            .filter(|r| !r.recording)
+            .count()
+    }
+
+    /// An attempt's action ended: its slot is free for the next claim while its result is
+    /// being recorded. Results then commit in larger groups, and a claim never waits for
+    /// the flush of the previous attempts' results.
+    pub(crate) fn action_ended(&self, lease: &retryd_store::Lease) {
+        let mut running = self.inner.running.lock().expect("running map");
+        if let Some(entry) = running
+            .get_mut(&lease.job_id)
+            .filter(|r| r.attempt_id == lease.attempt_id)
+        {
+            entry.recording = true;
+        }
+        drop(running);
+        self.wake();
     }
 
     /// Notes whether the database answered this node's last call.
@@ -409,11 +439,27 @@ impl Engine {
 
     pub async fn submit(&self, job: NewJob) -> Result<Inserted, Error> {
         let inserted = self.inner.store.insert_job(job).await?;
-        if let Some(event) = inserted.event.clone() {
+        self.announce(std::slice::from_ref(&inserted));
+        Ok(inserted)
+    }
+
+    /// Submits a batch in one transaction (see [`retryd_store::JobWriter::insert_jobs`]).
+    pub async fn submit_many(&self, jobs: Vec<NewJob>) -> Result<Vec<Inserted>, Error> {
+        let inserted = self.inner.store.insert_jobs(jobs).await?;
+        self.announce(&inserted);
+        Ok(inserted)
+    }
+
+    /// Publishes the `submitted` events of the jobs created, and wakes the loop for them.
+    fn announce(&self, inserted: &[Inserted]) {
+        let mut created = false;
+        for event in inserted.iter().filter_map(|i| i.event.clone()) {
             self.publish(event);
+            created = true;
+        }
+        if created {
             self.wake();
         }
-        Ok(inserted)
     }
 
     /// Cancels a job: at once when waiting, by stopping its attempt when running here.
@@ -506,13 +552,13 @@ impl Engine {
                     Duration::from_secs(1)
                 }
             };
-            let slot_freed = tokio::select! {
-                _ = self.inner.wake.notified() => false,
+            let woken = tokio::select! {
+                _ = self.inner.wake.notified() => true,
                 _ = tokio::time::sleep(pause) => false,
                 _ = shutdown.cancelled() => false,
                 Some(_) = attempts.join_next(), if !attempts.is_empty() => true,
             };
-            if slot_freed {
+            if woken {
                 self.gather_slots(&mut attempts).await;
             }
         }
@@ -602,7 +648,7 @@ impl Engine {
         Ok(pause)
     }
 
-    /// A busy node claims freed slots in batches rather than one by one: after an attempt
+    /// A busy node claims freed slots in batches rather than one by one: after an action
     /// ends, it waits up to [`GATHER`] for more to end, until half its slots are free. One
     /// claim then starts several attempts, and their results tend to share a commit too.
     async fn gather_slots(&self, attempts: &mut JoinSet<()>) {
@@ -617,6 +663,8 @@ impl Engine {
             && !attempts.is_empty()
         {
             tokio::select! {
+                // An action ended (its result is being recorded) or an attempt task ended.
+                _ = self.inner.wake.notified() => {}
                 Some(_) = attempts.join_next() => {}
                 _ = tokio::time::sleep_until(until) => return,
             }
@@ -626,9 +674,15 @@ impl Engine {
     fn claim_request(&self, now: DateTime<Utc>) -> ClaimRequest {
         let config = &self.inner.config;
         let running = self.inner.running.lock().expect("running map");
-        let free = config.concurrency.saturating_sub(running.len());
+        let executing: Vec<&Running> = running.values().filter(|r| !r.recording).collect();
+        // Results waiting for their commit are bounded too: past the backlog, a slow
+        // database holds new claims back instead of piling results up in memory.
+        let free = config
+            .concurrency
+            .saturating_sub(executing.len())
+            .min(result_backlog(config.concurrency).saturating_sub(running.len()));
         let mut per_queue: HashMap<String, usize> = HashMap::new();
-        for attempt in running.values() {
+        for attempt in executing {
             *per_queue.entry(attempt.queue.clone()).or_default() += 1;
         }
         let limit_of = |queue: &str| {
@@ -791,6 +845,7 @@ impl Engine {
                 queue: claimed.job.queue.clone(),
                 stop,
                 cancelled,
+                recording: false,
                 lease_lost: CancellationToken::new(),
                 advancing: false,
             },

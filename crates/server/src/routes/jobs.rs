@@ -2,7 +2,8 @@ use super::job_id;
 use crate::AppState;
 use crate::auth::{Operator, Viewer};
 use crate::dto::{
-    JobPage, JobView, ListQuery, LogPage, LogQuery, RetryRequest, SubmitRequest, Submitted,
+    BatchItem, BatchRequest, BatchSubmitted, JobPage, JobView, ListQuery, LogPage, LogQuery,
+    RetryRequest, SubmitRequest, Submitted,
 };
 use crate::error::Error;
 use crate::extract::{ApiJson, ApiQuery};
@@ -52,6 +53,45 @@ pub async fn submit(
         created: inserted.created,
     };
     Ok((status, Json(body)).into_response())
+}
+
+/// The largest batch body: 10,000 jobs of a few KiB each.
+pub const BATCH_BODY_LIMIT: usize = 32 * 1024 * 1024;
+
+/// Submits up to 10,000 jobs in one transaction: all are stored, or (any item invalid) none,
+/// and the answer lists each item's job in order.
+#[utoipa::path(post, path = "/jobs/batch", tag = "jobs", request_body = BatchRequest, responses((status = 201, description = "Stored; at least one job was created", body = BatchSubmitted), (status = 200, description = "Every job already existed (idempotency keys)", body = BatchSubmitted)))]
+pub async fn submit_batch(
+    State(state): State<AppState>,
+    Operator(principal): Operator,
+    request: Result<ApiJson<BatchRequest>, Error>,
+) -> Result<Response, Error> {
+    let ApiJson(request) = request.map_err(|e| match e {
+        Error::TooLarge { .. } => Error::TooLarge {
+            limit: BATCH_BODY_LIMIT,
+        },
+        other => other,
+    })?;
+    let engine = &state.engine;
+    let jobs = request.into_new_jobs(&engine.policies(), engine.now(), &principal.name)?;
+    let inserted = engine.submit_many(jobs).await?;
+    let created = inserted.iter().filter(|i| i.created).count();
+    let status = if created > 0 {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let jobs = inserted
+        .into_iter()
+        .map(|i| BatchItem {
+            id: i.job.id,
+            state: i.job.state,
+            queue: i.job.queue,
+            kind: i.job.kind,
+            created: i.created,
+        })
+        .collect();
+    Ok((status, Json(BatchSubmitted { jobs, created })).into_response())
 }
 
 #[utoipa::path(get, path = "/jobs", tag = "jobs", params(ListQuery), responses((status = 200, body = JobPage)))]
