@@ -99,7 +99,12 @@ pub async fn run(args: RunArgs, json: bool) -> Result<u8> {
             timeout: action.timeout_under(&policy),
             kill_grace: KILL_GRACE,
         };
-        let outcome = command::run(&action, limits, interrupted.clone(), lines_tx, |_| {}).await;
+        let stops = command::Stops {
+            stop: interrupted.clone(),
+            ..command::Stops::default()
+        };
+        // Run here and now, by no node: there is no process to record.
+        let outcome = command::run(&action, limits, stops, lines_tx, |_| async { Ok(()) }).await;
         let tail = printer
             .await?
             .context("cannot pass on the command's output")?;

@@ -93,6 +93,9 @@ pub async fn serve(flags: ServeOverrides) -> Result<u8> {
         SyncMode::Full => Synchronous::Full,
         SyncMode::Normal => Synchronous::Normal,
     };
+    // Before the database: a node waiting for PostgreSQL stops on a signal too.
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
     let (store, clock): (Arc<dyn Store>, Arc<dyn Clock>) = match &settings.database {
         Database::Sqlite(path) => {
             let store = SqliteStore::open(path, synchronous)
@@ -100,9 +103,13 @@ pub async fn serve(flags: ServeOverrides) -> Result<u8> {
             (Arc::new(store), Arc::new(SystemClock))
         }
         Database::Postgres(url) => {
-            let store = PostgresStore::connect(url)
-                .await
-                .with_context(|| format!("database: cannot use {}", settings.database))?;
+            let Some(store) =
+                connect_waiting(url, &settings.engine.node, &mut interrupt, &mut terminate)
+                    .await
+                    .with_context(|| format!("database: cannot use {}", settings.database))?
+            else {
+                return Ok(crate::exit::OK);
+            };
             let clock = store.clock();
             tracing::info!(
                 offset_ms = clock.offset().num_milliseconds(),
@@ -142,8 +149,6 @@ pub async fn serve(flags: ServeOverrides) -> Result<u8> {
     tracing::info!(%address, database = %settings.database, config = ?settings.config_file, "retryd started");
 
     let shutdown = CancellationToken::new();
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut terminate = signal(SignalKind::terminate())?;
     let on_signal = shutdown.clone();
     tokio::spawn(async move {
         tokio::select! {
@@ -171,6 +176,35 @@ pub async fn serve(flags: ServeOverrides) -> Result<u8> {
         .context("HTTP server task")?
         .context("HTTP server")?;
     Ok(crate::exit::OK)
+}
+
+/// Connects to PostgreSQL, waiting with backoff while its server cannot be reached (and
+/// saying why: the name did not resolve, the connection was refused), so that a node started
+/// before its database, or during an outage, comes up with it. Other failures (a bad URL,
+/// authentication) end the start. `None` when a signal came first.
+async fn connect_waiting(
+    url: &str,
+    node: &str,
+    interrupt: &mut tokio::signal::unix::Signal,
+    terminate: &mut tokio::signal::unix::Signal,
+) -> Result<Option<PostgresStore>> {
+    let mut wait = std::time::Duration::from_millis(500);
+    loop {
+        let error = match PostgresStore::connect_as(url, Some(node)).await {
+            Ok(store) => return Ok(Some(store)),
+            Err(e) => e,
+        };
+        let Some(why) = PostgresStore::unreachable_because(url).await else {
+            return Err(error.into());
+        };
+        tracing::warn!(reason = %why, retry_in = ?wait, "PostgreSQL cannot be reached; waiting for it");
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = interrupt.recv() => return Ok(None),
+            _ = terminate.recv() => return Ok(None),
+        }
+        wait = (wait * 2).min(std::time::Duration::from_secs(10));
+    }
 }
 
 /// On first start (no token at all), creates the admin token and prints it, once, with a

@@ -19,6 +19,7 @@ mod hardening;
 mod helpers;
 mod http;
 mod limits;
+mod never_twice;
 mod notifications;
 mod pipeline;
 mod retries;

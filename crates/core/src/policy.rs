@@ -86,6 +86,19 @@ pub struct Policy {
     /// Rules tried before the built-in ones; the first match wins.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<Rule>,
+    /// Attempts lost with their node (it died or froze past its lease) before the job fails
+    /// (1–100). Lost attempts do not use up `max_attempts`: a crash is not the job's
+    /// failure, but a job that takes its node down every time must still end. Written only
+    /// when not the default, so that nodes of an earlier version still read the policy.
+    #[serde(skip_serializing_if = "is_default_lost_attempts")]
+    pub max_lost_attempts: u32,
+}
+
+/// The default of [`Policy::max_lost_attempts`].
+pub const DEFAULT_MAX_LOST_ATTEMPTS: u32 = 3;
+
+fn is_default_lost_attempts(n: &u32) -> bool {
+    *n == DEFAULT_MAX_LOST_ATTEMPTS
 }
 
 impl Default for Policy {
@@ -101,6 +114,7 @@ impl Default for Policy {
             respect_retry_after_beyond_cap: false,
             retry_unknown: true,
             rules: Vec::new(),
+            max_lost_attempts: DEFAULT_MAX_LOST_ATTEMPTS,
         }
     }
 }
@@ -154,14 +168,16 @@ impl Policy {
 
     /// Checks every field against its allowed range; the error names the field.
     pub fn validate(&self) -> Result<(), PolicyError> {
-        if !(1..=MAX_ATTEMPTS).contains(&self.max_attempts) {
-            return Err(PolicyError::new(
-                "max_attempts",
-                format!(
-                    "must be between 1 and {MAX_ATTEMPTS}, got {}",
-                    self.max_attempts
-                ),
-            ));
+        for (field, value) in [
+            ("max_attempts", self.max_attempts),
+            ("max_lost_attempts", self.max_lost_attempts),
+        ] {
+            if !(1..=MAX_ATTEMPTS).contains(&value) {
+                return Err(PolicyError::new(
+                    field,
+                    format!("must be between 1 and {MAX_ATTEMPTS}, got {value}"),
+                ));
+            }
         }
         if !self.multiplier.is_finite() || !(1.0..=MAX_MULTIPLIER).contains(&self.multiplier) {
             return Err(PolicyError::new(
@@ -364,6 +380,27 @@ mod tests {
     use proptest::prelude::*;
     use rand::SeedableRng;
     use rand::rngs::StdRng;
+
+    #[test]
+    fn issue_14_max_lost_attempts_is_written_only_when_set_and_checked() {
+        let default = serde_json::to_value(Policy::default()).unwrap();
+        assert!(
+            default.get("max_lost_attempts").is_none(),
+            "a policy an earlier version reads as it is: {default}"
+        );
+        let tolerant = Policy {
+            max_lost_attempts: 5,
+            ..Policy::default()
+        };
+        let written = serde_json::to_value(&tolerant).unwrap();
+        assert_eq!(written["max_lost_attempts"], 5);
+        assert_eq!(serde_json::from_value::<Policy>(written).unwrap(), tolerant);
+        let none = Policy {
+            max_lost_attempts: 0,
+            ..Policy::default()
+        };
+        assert_eq!(none.validate().unwrap_err().field, "max_lost_attempts");
+    }
 
     fn any_policy() -> impl Strategy<Value = Policy> {
         (

@@ -296,7 +296,7 @@ impl Builder {
                     Arc::new(SystemClock),
                 ),
                 Database::Postgres(url) => {
-                    let store = PostgresStore::connect(&url).await?;
+                    let store = PostgresStore::connect_as(&url, Some(&self.config.node)).await?;
                     let clock = Arc::new(store.clock());
                     (Arc::new(store), clock)
                 }

@@ -35,8 +35,8 @@ use retryd_store::{
     AccessStore, AttemptResult, Circuit, CircuitConfig, ClaimRequest, Claimed, ClaimedDelivery,
     DeliveryAttempt, DeliveryNext, DeliveryResult, DeliveryState, Error, Inserted, JobFilter,
     JobReader, JobWriter, Lease, NewLogLine, NewNotification, Notice, Notification,
-    NotificationStore, Page, Process, Requeue, Result, Runnable, StatsQuery, StatsRows, Store,
-    StoredPolicy, TargetLimits, TokenRecord, Wakeups, rules,
+    NotificationStore, Page, Process, Renewal, Requeue, Result, Runnable, StatsQuery, StatsRows,
+    Store, StoredPolicy, TargetLimits, TokenRecord, Wakeups, rules,
 };
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
@@ -61,6 +61,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (7, include_str!("../migrations/0007_list_indexes.sql")),
     (8, include_str!("../migrations/0008_fillfactor.sql")),
     (9, include_str!("../migrations/0009_event_stream_order.sql")),
+    (11, include_str!("../migrations/0011_process_host.sql")),
 ];
 
 /// Advisory lock keys ("retryd" in ASCII, plus a purpose).
@@ -322,8 +323,20 @@ impl PostgresStore {
     /// Connects, applies migrations (one node at a time), starts listening for other nodes'
     /// notifications and measures the database clock.
     pub async fn connect(url: &str) -> Result<Self> {
-        let config = tokio_postgres::Config::from_str(url)
+        Self::connect_as(url, None).await
+    }
+
+    /// [`connect`](Self::connect), its connections named `retryd:<node>` in
+    /// `pg_stat_activity` (unless the URL names them), so that operators see which node
+    /// holds which connection.
+    pub async fn connect_as(url: &str, node: Option<&str>) -> Result<Self> {
+        let mut config = tokio_postgres::Config::from_str(url)
             .map_err(|e| Error::Backend(format!("invalid PostgreSQL URL: {e}")))?;
+        if let Some(node) = node
+            && config.get_application_name().is_none()
+        {
+            config.application_name(format!("retryd:{node}"));
+        }
         let pool = new_pool(&config, POOL_SIZE)?;
         let heartbeat = new_pool(&config, HEARTBEAT_POOL_SIZE)?;
         // Claims and sweeps need not wait for their WAL flush: if the database loses one in a
@@ -356,6 +369,43 @@ impl PostgresStore {
             clock,
             results: ResultGroups::default(),
         })
+    }
+
+    /// Why the server of `url` cannot be reached, in an operator's words: its name does not
+    /// resolve, or nothing accepts connections at its address. `None` when a connection
+    /// opens (the trouble is further on: authentication, the database itself).
+    pub async fn unreachable_because(url: &str) -> Option<String> {
+        let config = tokio_postgres::Config::from_str(url).ok()?;
+        let port = config.get_ports().first().copied().unwrap_or(5432);
+        let mut reasons = Vec::new();
+        for host in config.get_hosts() {
+            let tokio_postgres::config::Host::Tcp(name) = host else {
+                continue;
+            };
+            let addresses = match tokio::net::lookup_host((name.as_str(), port)).await {
+                Ok(addresses) => addresses.collect::<Vec<_>>(),
+                Err(e) => {
+                    reasons.push(format!("the name {name} did not resolve ({e})"));
+                    continue;
+                }
+            };
+            for address in addresses {
+                let attempt = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    tokio::net::TcpStream::connect(address),
+                )
+                .await;
+                match attempt {
+                    Ok(Ok(_)) => return None,
+                    Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                        reasons.push(format!("{name} ({address}) refused the connection: is PostgreSQL running on port {port}?"));
+                    }
+                    Ok(Err(e)) => reasons.push(format!("{name} ({address}): {e}")),
+                    Err(_) => reasons.push(format!("{name} ({address}) did not answer within 5 s")),
+                }
+            }
+        }
+        (!reasons.is_empty()).then(|| reasons.join("; "))
     }
 
     /// The database's clock, as seen from this node: leases and due times must not depend on
@@ -1374,21 +1424,22 @@ impl JobWriter for PostgresStore {
         node: &str,
         attempt_ids: &[i64],
         lease_until: DateTime<Utc>,
-    ) -> Result<Vec<JobId>> {
+    ) -> Result<Renewal> {
         let client = self.heartbeat.get().await.map_err(pool_error)?;
         let rows = client
             .cached_query(
                 "UPDATE jobs SET lease_expires_at = $2 \
-                 WHERE state = 'running' AND lease_owner = $1 AND current_attempt_id = ANY($3) RETURNING id, cancel_requested",
+                 WHERE state = 'running' AND lease_owner = $1 AND current_attempt_id = ANY($3) \
+                 RETURNING current_attempt_id, id, cancel_requested",
                 &[&node, &lease_until, &attempt_ids],
             )
             .await
             .map_err(pg)?;
-        Ok(rows
+        let renewed: Vec<(i64, JobId, bool)> = rows
             .iter()
-            .filter(|r| r.get::<_, bool>(1))
-            .map(|r| JobId(r.get(0)))
-            .collect())
+            .map(|r| (r.get(0), JobId(r.get(1)), r.get(2)))
+            .collect();
+        Ok(rules::renewal(attempt_ids, &renewed))
     }
 
     async fn finish_attempt(&self, result: &AttemptResult) -> Result<(Job, Event)> {
@@ -1730,19 +1781,30 @@ impl JobWriter for PostgresStore {
         tx.commit().await.map_err(pg)
     }
 
-    async fn record_process(&self, lease: &Lease, process: Process) -> Result<()> {
+    async fn record_process(&self, lease: &Lease, process: &Process) -> Result<()> {
         let client = self.client().await?;
-        client
+        let recorded = client
             .cached_execute(
-                "UPDATE attempts SET pid = $2, pid_started = $3 WHERE id = $1",
+                "UPDATE attempts SET pid = $2, pid_started = $3, pid_host = $4 WHERE id = $1 \
+                 AND EXISTS (SELECT 1 FROM jobs WHERE id = $5 AND state = 'running' \
+                 AND current_attempt_id = $1 AND lease_owner = $6)",
                 &[
                     &lease.attempt_id,
                     &i64::from(process.pid),
                     &(process.started as i64),
+                    &process.host,
+                    &lease.job_id.0,
+                    &lease.node,
                 ],
             )
             .await
             .map_err(pg)?;
+        if recorded == 0 {
+            return Err(Error::LeaseLost {
+                job_id: lease.job_id,
+                attempt_id: lease.attempt_id,
+            });
+        }
         Ok(())
     }
 
@@ -2003,7 +2065,7 @@ impl JobReader for PostgresStore {
         let client = self.client().await?;
         let row = client
             .cached_query_opt(
-                "SELECT pid, pid_started FROM attempts WHERE id = $1",
+                "SELECT pid, pid_started, pid_host FROM attempts WHERE id = $1",
                 &[&attempt_id],
             )
             .await
@@ -2013,6 +2075,7 @@ impl JobReader for PostgresStore {
                 (Some(pid), Some(started)) => Some(Process {
                     pid: pid as u32,
                     started: started as u64,
+                    host: r.get(2),
                 }),
                 _ => None,
             },

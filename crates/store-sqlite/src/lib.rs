@@ -25,7 +25,7 @@ use retryd_store::{
     AccessStore, AttemptResult, Circuit, CircuitConfig, ClaimRequest, Claimed, ClaimedDelivery,
     DeliveryAttempt, DeliveryResult, DeliveryState, Error, Inserted, JobFilter, JobReader,
     JobWriter, Lease, NewLogLine, NewNotification, Notification, NotificationStore, Page, Process,
-    Requeue, Result, Runnable, StatsQuery, StatsRows, Store, StoredPolicy, TargetLimits,
+    Renewal, Requeue, Result, Runnable, StatsQuery, StatsRows, Store, StoredPolicy, TargetLimits,
     TokenRecord, Wakeups, rules,
 };
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
@@ -46,6 +46,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../migrations/0006_limits_notifications.sql"),
     ),
     (7, include_str!("../migrations/0007_list_indexes.sql")),
+    (9, include_str!("../migrations/0009_process_host.sql")),
 ];
 
 const JOB_COLUMNS: &str = "id, queue, kind, target, action, policy_name, policy, priority, run_at, deadline, \
@@ -694,7 +695,15 @@ impl SqliteStore {
             .write(true)
             .open(&lock_path)
             .map_err(|e| Error::Backend(format!("cannot open {}: {e}", lock_path.display())))?;
-        lock.try_lock().map_err(|_| {
+        // A killed server's child may still hold the descriptor for a moment (forked, not
+        // exec'd yet): a restart waits that out rather than failing.
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        let mut locked = lock.try_lock();
+        while locked.is_err() && std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            locked = lock.try_lock();
+        }
+        locked.map_err(|_| {
             Error::Conflict(format!(
                 "{} is in use by another retryd process (lock {} is held); SQLite serves one node, use PostgreSQL to share work",
                 path.display(),
@@ -948,18 +957,22 @@ impl JobWriter for SqliteStore {
         node: &str,
         attempt_ids: &[i64],
         lease_until: DateTime<Utc>,
-    ) -> Result<Vec<JobId>> {
+    ) -> Result<Renewal> {
         let node = node.to_owned();
+        let named = attempt_ids.to_vec();
         let attempts = json(&attempt_ids);
         self.write(move |tx| {
             const HELD: &str = "state = 'running' AND lease_owner = ?1 AND current_attempt_id IN (SELECT value FROM json_each(?2))";
             exec(tx, &format!("UPDATE jobs SET lease_expires_at = ?3 WHERE {HELD}"), params![node, attempts, ms(lease_until)])
                 .map_err(to_store)?;
             let mut stmt = tx
-                .prepare_cached(&format!("SELECT id FROM jobs WHERE {HELD} AND cancel_requested = 1"))
+                .prepare_cached(&format!("SELECT current_attempt_id, id, cancel_requested FROM jobs WHERE {HELD}"))
                 .map_err(to_store)?;
-            let ids = stmt.query_map(params![node, attempts], |r| id_col(r, 0)).map_err(to_store)?;
-            ids.collect::<rusqlite::Result<_>>().map_err(to_store)
+            let rows = stmt
+                .query_map(params![node, attempts], |r| Ok((r.get(0)?, id_col(r, 1)?, r.get(2)?)))
+                .map_err(to_store)?;
+            let renewed: Vec<(i64, JobId, bool)> = rows.collect::<rusqlite::Result<_>>().map_err(to_store)?;
+            Ok(rules::renewal(&named, &renewed))
         })
         .await
     }
@@ -1208,15 +1221,33 @@ impl JobWriter for SqliteStore {
         .await
     }
 
-    async fn record_process(&self, lease: &Lease, process: Process) -> Result<()> {
-        let attempt_id = lease.attempt_id;
-        self.write(move |tx| {
-            exec(
+    async fn record_process(&self, lease: &Lease, process: &Process) -> Result<()> {
+        let lease = lease.clone();
+        let process = process.clone();
+        // Like a claim, it need not survive power loss (see `commit_group`): the process
+        // it names does not either. It is on the way of the command's start.
+        self.write_claim(move |tx| {
+            let recorded = exec(
                 tx,
-                "UPDATE attempts SET pid = ?2, pid_started = ?3 WHERE id = ?1",
-                params![attempt_id, process.pid, process.started as i64],
+                "UPDATE attempts SET pid = ?2, pid_started = ?3, pid_host = ?4 WHERE id = ?1 \
+                 AND EXISTS (SELECT 1 FROM jobs WHERE id = ?5 AND state = 'running' \
+                 AND current_attempt_id = ?1 AND lease_owner = ?6)",
+                params![
+                    lease.attempt_id,
+                    process.pid,
+                    process.started as i64,
+                    process.host,
+                    lease.job_id.to_string(),
+                    lease.node
+                ],
             )
             .map_err(to_store)?;
+            if recorded == 0 {
+                return Err(Error::LeaseLost {
+                    job_id: lease.job_id,
+                    attempt_id: lease.attempt_id,
+                });
+            }
             Ok(())
         })
         .await
@@ -1505,18 +1536,19 @@ impl JobReader for SqliteStore {
 
     async fn attempt_process(&self, attempt_id: i64) -> Result<Option<Process>> {
         self.read(move |conn| {
-            let row: Option<(Option<u32>, Option<i64>)> = conn
+            let row: Option<(Option<u32>, Option<i64>, Option<String>)> = conn
                 .query_row(
-                    "SELECT pid, pid_started FROM attempts WHERE id = ?1",
+                    "SELECT pid, pid_started, pid_host FROM attempts WHERE id = ?1",
                     [attempt_id],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                 )
                 .optional()
                 .map_err(to_store)?;
             Ok(match row {
-                Some((Some(pid), Some(started))) => Some(Process {
+                Some((Some(pid), Some(started), host)) => Some(Process {
                     pid,
                     started: started as u64,
+                    host,
                 }),
                 _ => None,
             })

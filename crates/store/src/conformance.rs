@@ -523,24 +523,24 @@ pub async fn expired_leases_are_found_and_renewed_ones_are_not(store: DynStore) 
         store.expired_leases(t0() + secs(31)).await.unwrap().len(),
         1
     );
-    assert!(
+    assert_eq!(
         store
             .renew_leases("node-a", &[], t0() + secs(60))
             .await
-            .unwrap()
-            .is_empty()
+            .unwrap(),
+        Renewal::default()
     );
     assert_eq!(
         store.expired_leases(t0() + secs(31)).await.unwrap().len(),
         1,
         "only named attempts are renewed"
     );
-    assert!(
+    assert_eq!(
         store
             .renew_leases("node-a", &[claimed.lease.attempt_id], t0() + secs(60))
             .await
-            .unwrap()
-            .is_empty()
+            .unwrap(),
+        Renewal::default()
     );
     assert!(
         store
@@ -557,12 +557,14 @@ pub async fn expired_leases_are_found_and_renewed_ones_are_not(store: DynStore) 
             .lease_expires_at,
         Some(t0() + secs(60))
     );
-    assert!(
+    assert_eq!(
         store
             .renew_leases("node-b", &[claimed.lease.attempt_id], t0() + secs(90))
             .await
             .unwrap()
-            .is_empty()
+            .lost,
+        vec![claimed.lease.attempt_id],
+        "issue 14: node-b learns it does not hold node-a's attempt"
     );
     assert_eq!(
         store.expired_leases(t0() + secs(61)).await.unwrap().len(),
@@ -592,7 +594,8 @@ pub async fn cancel_waiting_job_at_once_and_running_job_by_request(store: DynSto
         store
             .renew_leases("node-a", &[claimed.lease.attempt_id], t0() + secs(30))
             .await
-            .unwrap(),
+            .unwrap()
+            .cancelled,
         vec![running.id]
     );
     let (job, _) = store
@@ -1249,14 +1252,44 @@ pub async fn an_attempts_process_is_recorded(store: DynStore) {
     let process = Process {
         pid: 4242,
         started: 987_654_321,
+        host: Some("boot-1/pid:[4026531836]".into()),
     };
-    store.record_process(&claimed.lease, process).await.unwrap();
+    store
+        .record_process(&claimed.lease, &process)
+        .await
+        .unwrap();
     assert_eq!(
         store
             .attempt_process(claimed.lease.attempt_id)
             .await
             .unwrap(),
-        Some(process)
+        Some(process.clone())
+    );
+    // Issue 14: once the attempt is rescued, its node may not start a command for it.
+    let rescue = AttemptResult {
+        fence: Fence::Rescue {
+            expired_before: t0() + secs(31),
+        },
+        ..result(
+            &claimed,
+            t0() + secs(31),
+            AttemptOutcome::Lost,
+            Next::Failed,
+        )
+    };
+    store.finish_attempt(&rescue).await.unwrap();
+    assert!(matches!(
+        store.record_process(&claimed.lease, &process).await,
+        Err(Error::LeaseLost { .. })
+    ));
+    let renewal = store
+        .renew_leases("node-a", &[claimed.lease.attempt_id], t0() + secs(60))
+        .await
+        .unwrap();
+    assert_eq!(
+        renewal.lost,
+        vec![claimed.lease.attempt_id],
+        "the node learns the attempt is no longer its own"
     );
 }
 

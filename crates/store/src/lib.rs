@@ -162,6 +162,12 @@ pub enum Next {
     Released {
         at: DateTime<Utc>,
     },
+    /// Lost with its node (it died or froze past its lease): due again at `at`, and not
+    /// counted against `max_attempts` either; lost attempts have their own limit.
+    Lost {
+        at: DateTime<Utc>,
+        delay: Duration,
+    },
     Failed,
     Cancelled,
     Expired,
@@ -171,7 +177,7 @@ impl Next {
     pub fn state(&self) -> JobState {
         match self {
             Next::Succeeded => JobState::Succeeded,
-            Next::Retry { .. } | Next::Released { .. } => JobState::Retrying,
+            Next::Retry { .. } | Next::Released { .. } | Next::Lost { .. } => JobState::Retrying,
             Next::Failed => JobState::Failed,
             Next::Cancelled => JobState::Cancelled,
             Next::Expired => JobState::Expired,
@@ -207,6 +213,16 @@ pub struct AttemptResult {
     pub log: LogAppend,
 }
 
+/// What a lease renewal found out.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Renewal {
+    /// Jobs among the renewed whose cancellation was requested.
+    pub cancelled: Vec<JobId>,
+    /// Named attempts the node no longer holds (rescued, finished, taken over): their
+    /// commands must stop at once, another may be running the job.
+    pub lost: Vec<i64>,
+}
+
 /// Lines to append to an attempt's log, numbered from `first_index`.
 #[derive(Debug, Clone, Default)]
 pub struct LogAppend {
@@ -215,11 +231,14 @@ pub struct LogAppend {
 }
 
 /// A process, named so that a reused pid is not mistaken for it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Process {
     pub pid: u32,
     /// Start time in clock ticks since boot.
     pub started: u64,
+    /// The host the pid belongs to (boot and pid namespace): a node elsewhere must not
+    /// take it for one of its own processes. `None` on records made before hosts were kept.
+    pub host: Option<String>,
 }
 
 /// A log line to append.
@@ -293,14 +312,15 @@ pub trait JobWriter: Send + Sync {
     async fn claim_jobs(&self, request: &ClaimRequest) -> Result<Vec<Claimed>>;
 
     /// Extends the leases of the given attempts, if `node` still holds them; returns the jobs
-    /// among them whose cancellation was requested. Only attempts a node really runs are
-    /// named, so a lease whose attempt vanished expires and is rescued.
+    /// among them whose cancellation was requested and the attempts `node` no longer holds.
+    /// Only attempts a node really runs are named, so a lease whose attempt vanished expires
+    /// and is rescued.
     async fn renew_leases(
         &self,
         node: &str,
         attempt_ids: &[i64],
         lease_until: DateTime<Utc>,
-    ) -> Result<Vec<JobId>>;
+    ) -> Result<Renewal>;
 
     /// Records an attempt's result and moves the job on, if the fence allows it.
     async fn finish_attempt(&self, result: &AttemptResult) -> Result<(Job, Event)>;
@@ -349,8 +369,11 @@ pub trait JobWriter: Send + Sync {
         now: DateTime<Utc>,
     ) -> Result<()>;
 
-    /// Records the process group leader of a running command attempt.
-    async fn record_process(&self, lease: &Lease, process: Process) -> Result<()>;
+    /// Records the process group leader of a running command attempt, before the command
+    /// starts; refused with [`Error::LeaseLost`] unless the lease's node still holds the
+    /// attempt, so that a command never starts for an attempt already taken over. The record
+    /// only matters while the process lives, so it need not survive power loss.
+    async fn record_process(&self, lease: &Lease, process: &Process) -> Result<()>;
 
     /// Appends output lines to an attempt's log.
     async fn append_log(&self, lease: &Lease, first_index: u64, lines: &[NewLogLine])
@@ -469,6 +492,23 @@ pub mod rules {
         targets
     }
 
+    /// A renewal's findings from the attempts named and the rows the backend renewed, as
+    /// `(attempt id, job id, cancel requested)`.
+    pub fn renewal(named: &[i64], renewed: &[(i64, JobId, bool)]) -> Renewal {
+        Renewal {
+            cancelled: renewed
+                .iter()
+                .filter(|(_, _, cancel)| *cancel)
+                .map(|(_, id, _)| *id)
+                .collect(),
+            lost: named
+                .iter()
+                .copied()
+                .filter(|a| !renewed.iter().any(|(held, _, _)| held == a))
+                .collect(),
+        }
+    }
+
     /// Whether the attempt named by `lease` may still write its result.
     pub fn fence_holds(job: &Job, lease: &Lease, fence: Fence) -> bool {
         job.state == JobState::Running
@@ -527,7 +567,7 @@ pub mod rules {
     }
 
     /// The columns a result writes about the next attempt: delay in ms, why, when it is due,
-    /// and how many attempts to give back (a release is not counted).
+    /// and how many attempts to give back (a release or a lost attempt is not counted).
     pub fn next_columns(next: &Next) -> (Option<i64>, Option<String>, Option<DateTime<Utc>>, i64) {
         match next {
             Next::Retry {
@@ -543,6 +583,12 @@ pub mod rules {
             Next::Released { at } => (
                 Some(0),
                 Some("released at shutdown".to_owned()),
+                Some(*at),
+                1,
+            ),
+            Next::Lost { at, delay } => (
+                Some(delay.as_millis() as i64),
+                Some("lost with its node".to_owned()),
                 Some(*at),
                 1,
             ),

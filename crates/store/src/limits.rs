@@ -254,7 +254,7 @@ pub fn probe_targets(
 /// all (cancelled, released at shutdown, stopped by the deadline).
 pub fn target_outcome(next: &Next, outcome: AttemptOutcome, class: Option<Class>) -> Option<bool> {
     match next {
-        Next::Cancelled | Next::Released { .. } => None,
+        Next::Cancelled | Next::Released { .. } | Next::Lost { .. } => None,
         _ if outcome == AttemptOutcome::Succeeded => Some(false),
         _ => match class {
             Some(Class::Transient) => Some(true),

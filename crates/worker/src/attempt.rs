@@ -1,7 +1,7 @@
 //! One attempt, from claim to recorded result: run the action, capture its output into the
 //! bounded tail and the store, classify a failure, decide, and record it under the lease.
 
-use crate::engine::Engine;
+use crate::engine::{Engine, Handles};
 use crate::executor::OutputLine;
 use crate::executor::command::{self, Limits};
 use crate::executor::{Outcome, Stopped, handler, http};
@@ -18,7 +18,6 @@ use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 
 /// How often captured output is written to the store while an attempt runs.
@@ -43,6 +42,42 @@ pub fn next_from(decision: Decision, attempt: u32, what_happened: &str) -> (Next
         Decision::Fail { reason } => (Next::Failed, format!("{reason}: {what_happened}")),
         Decision::Expire { reason } => (Next::Expired, format!("{reason}: {what_happened}")),
     }
+}
+
+/// The rule a rescue records on a lost attempt, and how lost attempts are told apart from
+/// attempts released at shutdown (also recorded `lost`).
+pub const LOST_RULE: &str = "lease expired";
+
+/// Where an attempt lost with its node (the `lost`-th of its job) leaves the job: due again
+/// after the policy's initial delay and not counted against `max_attempts`, unless the job
+/// has now lost `max_lost_attempts` (it fails: something in it may take its node down) or
+/// its deadline has passed.
+pub fn after_lost(
+    policy: &Policy,
+    lost: u32,
+    deadline: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+    what_happened: &str,
+) -> (Next, String) {
+    if deadline.is_some_and(|d| d <= now) {
+        return (Next::Expired, format!("deadline passed: {what_happened}"));
+    }
+    if lost >= policy.max_lost_attempts {
+        return (
+            Next::Failed,
+            format!("lost {lost} attempts (the node running it died each time): {what_happened}"),
+        );
+    }
+    let delay = policy.initial_delay;
+    let at = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::zero());
+    (
+        Next::Lost { at, delay },
+        format!(
+            "{what_happened}; it runs again in {} and does not count ({lost} of {} lost attempts allowed)",
+            retryd_core::duration::format(delay),
+            policy.max_lost_attempts
+        ),
+    )
 }
 
 pub async fn run(engine: Engine, claimed: Claimed) {
@@ -70,7 +105,7 @@ async fn run_inner(engine: &Engine, claimed: &Claimed) -> Lease {
     let inner = &engine.inner;
     let mut job = claimed.job.clone();
     let mut lease = claimed.lease.clone();
-    let Some((stop, cancelled)) = engine.running_handles(&lease) else {
+    let Some(handles) = engine.running_handles(&lease) else {
         // Cannot happen: the loop registers an attempt before spawning it. Its lease is not
         // renewed, so the rescuer reschedules the job.
         warn!("attempt was not registered; leaving it to the rescuer");
@@ -139,9 +174,14 @@ async fn run_inner(engine: &Engine, claimed: &Claimed) -> Lease {
             step.as_ref().map(|(_, s)| s),
             header,
             limits,
-            &stop,
+            &handles,
         )
         .await;
+        if handles.lease_lost.is_cancelled() {
+            // Another node holds the job now: a result from here would be refused.
+            warn!("attempt stopped: this node no longer holds its lease");
+            return lease;
+        }
         let Executed {
             outcome,
             tail,
@@ -150,7 +190,7 @@ async fn run_inner(engine: &Engine, claimed: &Claimed) -> Lease {
         } = executed;
 
         let now = inner.clock.now();
-        let user_cancelled = cancelled.load(Ordering::SeqCst);
+        let user_cancelled = handles.cancelled.load(Ordering::SeqCst);
         let released = !user_cancelled && outcome.stopped == Some(Stopped::Requested);
         let mut result = AttemptResult {
             lease: lease.clone(),
@@ -322,8 +362,9 @@ async fn execute(
     step: Option<&Step>,
     header: String,
     limits: Limits,
-    stop: &CancellationToken,
+    handles: &Handles,
 ) -> Executed {
+    let stop = &handles.stop;
     let inner = &engine.inner;
     let (lines_tx, lines_rx) = mpsc::channel(1024);
     let pump = tokio::spawn(pump_log(
@@ -339,17 +380,7 @@ async fn execute(
             line: header,
         })
         .await;
-    let store = inner.store.clone();
-    let owner = lease.clone();
-    let remember = move |pid: u32| {
-        if let Some(process) = crate::process::identify(pid) {
-            tokio::spawn(async move {
-                if let Err(e) = store.record_process(&owner, process).await {
-                    warn!(error = %e, "could not record the attempt's process");
-                }
-            });
-        }
-    };
+    let remember = |pid: u32| record_process(engine, lease, pid);
     let (action, export) = match step {
         None => (Ok(job.action.clone()), None),
         Some(step) => match (
@@ -367,7 +398,11 @@ async fn execute(
     });
     let mut outcome = match &action {
         Ok(Action::Command(action)) => {
-            command::run(action, limits, stop.clone(), lines_tx, remember).await
+            let stops = command::Stops {
+                stop: stop.clone(),
+                fenced: handles.lease_lost.clone(),
+            };
+            command::run(action, limits, stops, lines_tx, remember).await
         }
         Ok(Action::Http(action)) => {
             let keep_body = export.is_some_and(|e| !e.is_empty());
@@ -430,6 +465,29 @@ async fn execute(
     }
 }
 
+/// Records the command's process before it may start, retrying while the database is
+/// unavailable, for at most a lease: by then the attempt is another node's to rescue.
+async fn record_process(engine: &Engine, lease: &Lease, pid: u32) -> Result<(), String> {
+    let process = crate::process::identify(pid)
+        .ok_or("its process ended before it could be recorded".to_owned())?;
+    let until = tokio::time::Instant::now() + engine.inner.config.lease;
+    let mut wait = Duration::from_millis(50);
+    loop {
+        match engine.inner.store.record_process(lease, &process).await {
+            Ok(()) => return Ok(()),
+            Err(retryd_store::Error::Backend(message)) if tokio::time::Instant::now() < until => {
+                warn!(error = %message, retry_in = ?wait, "could not record the command's process; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(2));
+            }
+            Err(retryd_store::Error::LeaseLost { .. }) => {
+                return Err("this node no longer holds the attempt's lease".to_owned());
+            }
+            Err(e) => return Err(format!("could not record its process: {e}")),
+        }
+    }
+}
+
 /// Adds the attempt's closing log line to the lines its result writes.
 fn close_log(tail: &Tail, outcome: &Outcome, result: &mut AttemptResult, now: DateTime<Utc>) {
     let summary = match &result.next {
@@ -465,10 +523,11 @@ fn close_log(tail: &Tail, outcome: &Outcome, result: &mut AttemptResult, now: Da
 /// unavailable. `None` when the lease was lost (the rescuer or a cancel took over).
 async fn advance(engine: &Engine, result: &AttemptResult, next: &str) -> Option<(Job, Lease)> {
     let mut wait = Duration::from_millis(100);
+    engine.switch_attempt(&result.lease, true, None);
     for _ in 0..40 {
         match engine.inner.store.advance_step(result, next).await {
             Ok((job, lease, event)) => {
-                engine.switch_attempt(&result.lease, &lease);
+                engine.switch_attempt(&result.lease, false, Some(&lease));
                 engine
                     .metrics()
                     .attempt_finished(result.outcome.as_str(), result.class.map(Class::as_str));
@@ -481,11 +540,13 @@ async fn advance(engine: &Engine, result: &AttemptResult, next: &str) -> Option<
                 wait = (wait * 2).min(Duration::from_secs(5));
             }
             Err(e) => {
+                engine.switch_attempt(&result.lease, false, None);
                 warn!(error = %e, "step result refused");
                 return None;
             }
         }
     }
+    engine.switch_attempt(&result.lease, false, None);
     warn!(
         "gave up recording the step's result; the rescuer will reschedule the job when its lease expires"
     );
@@ -594,13 +655,16 @@ async fn previous_delay(store: &dyn Store, id: retryd_core::JobId) -> Option<Dur
         .map(Duration::from_millis)
 }
 
-/// Records the result, retrying while the database is unavailable: a result is never
-/// dropped because of a passing error. A refused result (lease lost) is final.
+/// Records the result, retrying while the database is unavailable, however long that is: a
+/// command that finished during an outage keeps its result, and the fence is checked when
+/// the database answers (the lease may have been rescued meanwhile). A refused result (lease
+/// lost) is final; the retries end only when shutdown releases running attempts.
 async fn record(engine: &Engine, result: &AttemptResult) {
     let mut wait = Duration::from_millis(100);
-    for _ in 0..40 {
+    loop {
         match engine.inner.store.finish_attempt(result).await {
             Ok((job, event)) => {
+                engine.note_reachable(true);
                 info!(to = %job.state, reason = %event.reason, "attempt finished");
                 engine
                     .metrics()
@@ -618,8 +682,15 @@ async fn record(engine: &Engine, result: &AttemptResult) {
                 return;
             }
             Err(retryd_store::Error::Backend(message)) => {
+                engine.note_reachable(false);
                 warn!(error = %message, retry_in = ?wait, "could not record the attempt's result; retrying");
-                tokio::time::sleep(wait).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = engine.inner.release.cancelled() => {
+                        warn!("shutting down before the database answered: the attempt's result is not recorded; the rescuer will reschedule the job");
+                        return;
+                    }
+                }
                 wait = (wait * 2).min(Duration::from_secs(5));
             }
             Err(e) => {
@@ -628,9 +699,6 @@ async fn record(engine: &Engine, result: &AttemptResult) {
             }
         }
     }
-    warn!(
-        "gave up recording the attempt's result; the rescuer will reschedule the job when its lease expires"
-    );
 }
 
 /// Moves output lines into the bounded tail and, every flush period, into the store. The

@@ -1,7 +1,7 @@
 //! The engine service: one loop that claims work and sleeps exactly until the next thing is
 //! due, a heartbeat that renews leases, and the operations clients call.
 
-use crate::attempt;
+use crate::attempt::{self, LOST_RULE};
 use crate::executor::guard::HostGuard;
 use crate::executor::handler::Handlers;
 use crate::executor::http::HttpClient;
@@ -9,7 +9,6 @@ use crate::metrics::Metrics;
 use crate::notify::{self, Sink};
 use crate::policies::Policies;
 use chrono::{DateTime, Utc};
-use retryd_core::decide::{FailedAttempt, decide};
 use retryd_core::job::{Event, Job, NewJob};
 use retryd_core::{AttemptOutcome, Class, Clock, JobId, JobState};
 use retryd_store::{
@@ -206,6 +205,21 @@ pub(crate) struct Running {
     /// The action has ended and its result waits for its group commit: the attempt keeps
     /// its lease (renewed, fenced) but no longer takes an execution slot.
     pub recording: bool,
+    /// Cancelled when a renewal shows this node no longer holds the attempt: the command
+    /// stops at once (a short grace), and its result is not offered.
+    pub lease_lost: CancellationToken,
+    /// A pipeline is moving to its next step: its attempt id is about to change, so a
+    /// renewal that misses the old one says nothing.
+    pub advancing: bool,
+}
+
+/// What a running attempt listens to: a stop (cancel, shutdown), whether that stop was a
+/// client's cancel, and the loss of its lease.
+#[derive(Debug, Clone)]
+pub(crate) struct Handles {
+    pub stop: CancellationToken,
+    pub cancelled: Arc<AtomicBool>,
+    pub lease_lost: CancellationToken,
 }
 
 #[derive(Debug)]
@@ -241,6 +255,36 @@ pub(crate) struct Inner {
     pub running: Mutex<HashMap<JobId, Running>>,
     /// Cancelled when shutdown's grace period ends: every attempt still running is released.
     pub release: CancellationToken,
+    /// Since when this node has reached the database without a failure; `None` while it
+    /// cannot. Leases are judged on it: see [`may_rescue`].
+    reachable_since: Mutex<Option<DateTime<Utc>>>,
+}
+
+/// Whether the rescuer may take expired leases now. A lease that expired while the database
+/// was unreachable proves nothing (its node could not renew it either): rescue waits until
+/// this node has reached the database for a whole lease, time enough for every live node
+/// to renew. A store one process owns has no other nodes to wait for.
+pub fn may_rescue(
+    exclusive: bool,
+    reachable_since: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+    lease: Duration,
+) -> bool {
+    exclusive
+        || reachable_since.is_some_and(|since| {
+            now - since >= chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX)
+        })
+}
+
+/// Which expired leases a rescue takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    /// Those expired by now.
+    Expired,
+    /// Every `running` job: at start on a store this process owns.
+    Everything,
+    /// Those held under this node's name: at start, they are the previous process's.
+    Own,
 }
 
 /// The engine and its handle: cheap to clone, shared by the API and the loop.
@@ -280,6 +324,7 @@ impl Engine {
             builtin: config.run_builtin,
             handler_kinds: handlers.kinds(),
         };
+        let started = clock.now();
         Engine {
             inner: Arc::new(Inner {
                 store,
@@ -302,6 +347,7 @@ impl Engine {
                 wake: Notify::new(),
                 running: Mutex::new(HashMap::new()),
                 release: CancellationToken::new(),
+                reachable_since: Mutex::new(Some(started)),
             }),
         }
     }
@@ -390,6 +436,19 @@ impl Engine {
         }
         drop(running);
         self.wake();
+    }
+
+    /// Notes whether the database answered this node's last call.
+    pub(crate) fn note_reachable(&self, answered: bool) {
+        let mut since = self.inner.reachable_since.lock().expect("reachability");
+        match (answered, *since) {
+            (true, None) => {
+                info!("the database answers again; leases are judged from now on");
+                *since = Some(self.now());
+            }
+            (false, Some(_)) => *since = None,
+            _ => {}
+        }
     }
 
     pub async fn submit(&self, mut job: NewJob) -> Result<Inserted, Error> {
@@ -490,7 +549,13 @@ impl Engine {
     /// the grace period, and releases the rest.
     pub async fn run(&self, shutdown: CancellationToken) {
         let exclusive = self.inner.store.is_exclusive();
-        self.rescue(exclusive).await;
+        // Before this node runs anything: what its previous process left running.
+        self.rescue(if exclusive {
+            Scope::Everything
+        } else {
+            Scope::Own
+        })
+        .await;
         let heartbeat_stop = CancellationToken::new();
         let heartbeat = tokio::spawn(self.clone().heartbeat(heartbeat_stop.clone()));
         let pruner = tokio::spawn(self.clone().prune_periodically(heartbeat_stop.clone()));
@@ -512,6 +577,7 @@ impl Engine {
             let pause = match result {
                 Ok(pause) => pause,
                 Err(e) => {
+                    self.note_reachable(false);
                     error!(error = %e, "engine loop: database error; trying again in 1 s");
                     Duration::from_secs(1)
                 }
@@ -567,7 +633,7 @@ impl Engine {
             }
         }
         if leases {
-            self.rescue(false).await;
+            self.rescue(Scope::Expired).await;
         }
         let request = self.claim_request(self.now());
         let wanted = request.limit;
@@ -810,6 +876,8 @@ impl Engine {
                 stop,
                 cancelled,
                 recording: false,
+                lease_lost: CancellationToken::new(),
+                advancing: false,
             },
         );
     }
@@ -827,27 +895,50 @@ impl Engine {
         self.wake();
     }
 
-    /// A pipeline moved to its next step under the same lease: its new attempt id is the
-    /// one renewals extend.
-    pub(crate) fn switch_attempt(&self, from: &retryd_store::Lease, to: &retryd_store::Lease) {
+    /// A pipeline moves to its next step under the same lease (`advancing`), then did (`to`:
+    /// the new attempt id renewals extend) or could not (`None`).
+    pub(crate) fn switch_attempt(
+        &self,
+        from: &retryd_store::Lease,
+        advancing: bool,
+        to: Option<&retryd_store::Lease>,
+    ) {
         let mut running = self.inner.running.lock().expect("running map");
         if let Some(entry) = running
             .get_mut(&from.job_id)
             .filter(|r| r.attempt_id == from.attempt_id)
         {
-            entry.attempt_id = to.attempt_id;
+            entry.advancing = advancing;
+            if let Some(to) = to {
+                entry.attempt_id = to.attempt_id;
+            }
         }
     }
 
-    pub(crate) fn running_handles(
-        &self,
-        lease: &retryd_store::Lease,
-    ) -> Option<(CancellationToken, Arc<AtomicBool>)> {
+    pub(crate) fn running_handles(&self, lease: &retryd_store::Lease) -> Option<Handles> {
         let running = self.inner.running.lock().expect("running map");
         running
             .get(&lease.job_id)
             .filter(|r| r.attempt_id == lease.attempt_id)
-            .map(|r| (r.stop.clone(), r.cancelled.clone()))
+            .map(|r| Handles {
+                stop: r.stop.clone(),
+                cancelled: r.cancelled.clone(),
+                lease_lost: r.lease_lost.clone(),
+            })
+    }
+
+    /// Stops the attempts a renewal showed this node no longer holds: another node may be
+    /// running their jobs already.
+    fn stop_lost(&self, attempt_ids: &[i64]) {
+        let running = self.inner.running.lock().expect("running map");
+        for (job_id, attempt) in running.iter() {
+            if attempt_ids.contains(&attempt.attempt_id) && !attempt.advancing {
+                warn!(job_id = %job_id, attempt_id = attempt.attempt_id,
+                    "this node no longer holds the attempt's lease (rescued or taken over): stopping it now");
+                attempt.lease_lost.cancel();
+                attempt.stop.cancel();
+            }
+        }
     }
 
     fn running_attempts(&self) -> Vec<i64> {
@@ -940,24 +1031,39 @@ impl Engine {
                 .renew_leases(&self.inner.config.node, &self.running_attempts(), until)
                 .await
             {
-                Ok(cancelled) => {
-                    for id in cancelled {
+                Ok(renewal) => {
+                    self.note_reachable(true);
+                    for id in renewal.cancelled {
                         self.stop_running(id);
                     }
+                    self.stop_lost(&renewal.lost);
                 }
-                Err(e) => warn!(error = %e, "could not renew leases; will try again"),
+                Err(e) => {
+                    self.note_reachable(false);
+                    warn!(error = %e, "could not renew leases; will try again");
+                }
             }
         }
     }
 
-    /// Records attempts whose lease expired as `lost` and schedules their jobs by policy.
-    /// At start on an exclusive store, every `running` job belonged to a dead process.
-    async fn rescue(&self, everything_running: bool) {
+    /// Records attempts whose lease expired as `lost` and schedules their jobs by policy,
+    /// after stopping their commands when they run on this host.
+    async fn rescue(&self, scope: Scope) {
         let now = self.now();
-        let cutoff = if everything_running {
-            DateTime::<Utc>::MAX_UTC
-        } else {
-            now
+        let exclusive = self.inner.store.is_exclusive();
+        if scope == Scope::Expired
+            && !may_rescue(
+                exclusive,
+                *self.inner.reachable_since.lock().expect("reachability"),
+                now,
+                self.inner.config.lease,
+            )
+        {
+            return;
+        }
+        let cutoff = match scope {
+            Scope::Expired => now,
+            Scope::Everything | Scope::Own => DateTime::<Utc>::MAX_UTC,
         };
         let expired = match self.inner.store.expired_leases(cutoff).await {
             Ok(jobs) => jobs,
@@ -966,7 +1072,11 @@ impl Engine {
                 return;
             }
         };
+        let node = &self.inner.config.node;
         for job in expired {
+            if scope == Scope::Own && job.lease_owner.as_ref() != Some(node) {
+                continue;
+            }
             let Some(attempt_id) = job.attempt_id else {
                 continue;
             };
@@ -980,37 +1090,50 @@ impl Engine {
                 continue;
             }
             let owner = job.lease_owner.clone().unwrap_or_else(|| "unknown".into());
-            // The dead process's command may still run: stop it before the job runs again.
-            if everything_running
-                && let Ok(Some(process)) = self.inner.store.attempt_process(attempt_id).await
-                && crate::process::kill_leftover_group(process)
-            {
-                warn!(job_id = %job.id, pid = process.pid, "stopped a command left running by the previous process");
+            // Its command may still run (the node died or froze): on this host, it is stopped
+            // before the job can run again.
+            match self.inner.store.attempt_process(attempt_id).await {
+                Ok(Some(process))
+                    if crate::process::is_local(&process, exclusive)
+                        && crate::process::kill_leftover_group(&process).await =>
+                {
+                    warn!(job_id = %job.id, pid = process.pid, owner = %owner, "stopped the command of a lost attempt");
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    warn!(error = %e, "rescue: cannot read the attempt's process; will try again");
+                    continue;
+                }
             }
-            let rule = format!("lease expired: node {owner} stopped renewing it");
+            let rule = format!("{LOST_RULE}: node {owner} stopped renewing it");
             // A pipeline's lost attempt counts against its current step's policy.
             let (policy_name, snapshot) = job.effective_policy();
             let policy = self.policies().current(policy_name, snapshot).clone();
-            let number = job.effective_attempt();
             let (next, reason) = if job.cancel_requested {
                 (
                     Next::Cancelled,
                     format!("cancelled; attempt {} lost with node {owner}", job.attempt),
                 )
             } else {
-                let failed = FailedAttempt {
-                    attempt: number,
-                    class: Class::Transient,
-                    now,
-                    first_started_at: job.started_at,
-                    deadline: job.deadline,
-                    previous_delay: None,
-                    retry_after: None,
+                let lost_before = match self.inner.store.list_attempts(job.id).await {
+                    Ok(attempts) => attempts
+                        .iter()
+                        .filter(|a| {
+                            a.outcome == Some(AttemptOutcome::Lost)
+                                && a.rule.as_deref().is_some_and(|r| r.starts_with(LOST_RULE))
+                        })
+                        .count() as u32,
+                    Err(e) => {
+                        warn!(error = %e, "rescue: cannot count the job's lost attempts; will try again");
+                        continue;
+                    }
                 };
-                attempt::next_from(
-                    decide(&policy, &failed, &mut rand::rng()),
-                    number,
-                    &format!("attempt {number} lost ({rule})"),
+                attempt::after_lost(
+                    &policy,
+                    lost_before + 1,
+                    job.deadline,
+                    now,
+                    &format!("attempt {} lost ({rule})", job.effective_attempt()),
                 )
             };
             let mut result = AttemptResult {
@@ -1064,5 +1187,56 @@ impl Engine {
             .instrument(span)
             .await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issue_14_leases_are_judged_only_after_the_database_was_up_a_whole_lease() {
+        let lease = Duration::from_secs(30);
+        let back = Utc::now();
+        let later = |s: i64| back + chrono::Duration::seconds(s);
+        assert!(
+            !may_rescue(false, None, later(100), lease),
+            "unreachable now"
+        );
+        assert!(
+            !may_rescue(false, Some(back), later(29), lease),
+            "the owners may not have renewed yet"
+        );
+        assert!(may_rescue(false, Some(back), later(30), lease));
+        assert!(
+            may_rescue(true, None, later(0), lease),
+            "a store one process owns has no other node to wait for"
+        );
+    }
+
+    #[test]
+    fn issue_14_lost_attempts_do_not_count_until_the_poison_limit() {
+        let policy = retryd_core::Policy::default();
+        let now = Utc::now();
+        let (next, reason) = attempt::after_lost(&policy, 2, None, now, "attempt 1 lost");
+        assert_eq!(
+            next,
+            Next::Lost {
+                at: now + chrono::Duration::seconds(2),
+                delay: Duration::from_secs(2)
+            }
+        );
+        assert!(
+            reason.contains("does not count (2 of 3 lost attempts allowed)"),
+            "{reason}"
+        );
+        let (next, reason) = attempt::after_lost(&policy, 3, None, now, "attempt 1 lost");
+        assert_eq!(next, Next::Failed);
+        assert_eq!(
+            reason,
+            "lost 3 attempts (the node running it died each time): attempt 1 lost"
+        );
+        let (next, _) = attempt::after_lost(&policy, 1, Some(now), now, "attempt 1 lost");
+        assert_eq!(next, Next::Expired, "a passed deadline still ends the job");
     }
 }

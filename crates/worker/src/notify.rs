@@ -110,7 +110,8 @@ pub fn event_of(next: &Next, attempt: u32) -> Option<On> {
     match next {
         Next::Failed => Some(On::Failed),
         Next::Succeeded if attempt > 1 => Some(On::Succeeded),
-        Next::Retry { .. } => Some(On::Retrying),
+        // A lost attempt is retried too, though it does not count.
+        Next::Retry { .. } | Next::Lost { .. } => Some(On::Retrying),
         _ => None,
     }
 }

@@ -1,5 +1,11 @@
 //! The `command` action: a child process in its own process group, output captured line by
 //! line, SIGTERM then SIGKILL to the whole group on timeout or stop.
+//!
+//! The command never starts before its process is known: the child is a `/bin/sh` that
+//! waits for one line on its standard input, then `exec`s the command in the same process
+//! (same pid, same group, so the job's `$PPID` is still retryd). retryd sends that line only
+//! once `record` has stored the pid, so a node killed in between leaves a shell that reads
+//! end-of-file and exits without running anything.
 
 use super::{Outcome, OutputLine, Stopped};
 use chrono::Utc;
@@ -7,6 +13,8 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use retryd_core::job::{CommandAction, Stream};
 use retryd_core::redact::{RedactingLines, Redactor};
+use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -25,25 +33,51 @@ pub struct Limits {
     pub kill_grace: Duration,
 }
 
+/// Between SIGTERM and SIGKILL when the attempt's lease was lost: another node may be
+/// running the job already, so the command gets little time to clean up.
+pub const FENCED_GRACE: Duration = Duration::from_millis(500);
+
+/// What stops a run early.
+#[derive(Debug, Clone, Default)]
+pub struct Stops {
+    /// A cancel or a shutdown: SIGTERM, then SIGKILL after the kill grace.
+    pub stop: CancellationToken,
+    /// This node no longer holds the attempt's lease: SIGTERM, then SIGKILL after
+    /// [`FENCED_GRACE`].
+    pub fenced: CancellationToken,
+}
+
+/// The gate: one line on stdin, then the command replaces the shell. End-of-file (retryd
+/// died, or refused to start it) exits with 125 and runs nothing.
+const GATE: &str = "IFS= read -r _ || exit 125; exec \"$@\"";
+
 /// Runs the command to its end, a timeout or `stop`, sending each output line to `lines`.
-/// `spawned` learns the pid of the process group leader as soon as it exists.
-pub async fn run(
+/// `record` learns the pid of the process group leader as soon as it exists, before the
+/// command can do anything; the command starts only once it returns `Ok`, and an `Err` (why
+/// the pid could not be recorded) ends the attempt unstarted.
+pub async fn run<R, F>(
     action: &CommandAction,
     limits: Limits,
-    stop: CancellationToken,
+    stops: Stops,
     lines: mpsc::Sender<OutputLine>,
-    spawned: impl FnOnce(u32),
-) -> Outcome {
+    record: R,
+) -> Outcome
+where
+    R: FnOnce(u32) -> F,
+    F: Future<Output = Result<(), String>>,
+{
+    // The shell would report these too, but only as an exit code: found here first, they
+    // keep their plain message.
+    if let Err(error) = locate(action) {
+        return spawn_failure(action, &error);
+    }
     let redactor = Redactor::new(&action.secrets());
-    let mut command = Command::new(&action.program);
+    let mut command = Command::new("/bin/sh");
     command
+        .args(["-c", GATE, "retryd-gate", &action.program])
         .args(&action.args)
         .process_group(0)
-        .stdin(if action.stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
@@ -64,13 +98,31 @@ pub async fn run(
         Err(error) => return spawn_failure(action, &error),
     };
     let pgid = child.id().map(|id| Pid::from_raw(id as i32));
-    if let Some(pid) = child.id() {
-        spawned(pid);
+    let mut stdin = child.stdin.take();
+    let recorded = match child.id() {
+        Some(pid) => record(pid).await,
+        None => Err("the shell exited before it could be recorded".to_owned()),
+    };
+    if let Err(message) = recorded {
+        // The gate reads end-of-file: the shell exits without running the command.
+        drop(stdin);
+        let _ = child.wait().await;
+        if let Some(pgid) = pgid {
+            let _ = killpg(pgid, Signal::SIGKILL);
+        }
+        return Outcome {
+            start_error: Some(format!("{}: not started: {message}", action.program)),
+            class: Some(retryd_core::Class::Transient),
+            ..Outcome::default()
+        };
     }
-    if let (Some(input), Some(mut stdin)) = (action.stdin.clone(), child.stdin.take()) {
+    if let Some(mut stdin) = stdin.take() {
+        let input = action.stdin.clone().unwrap_or_default();
         tokio::spawn(async move {
             // A child that exits without reading its input is not an error of ours.
-            let _ = stdin.write_all(input.as_bytes()).await;
+            if stdin.write_all(b"\n").await.is_ok() {
+                let _ = stdin.write_all(input.as_bytes()).await;
+            }
         });
     }
     let reader = tokio::spawn(read_output(
@@ -85,10 +137,14 @@ pub async fn run(
             None => std::future::pending().await,
         }
     };
+    let grace = limits.kill_grace;
     let ((status, escalated), stopped) = tokio::select! {
+        // A lost lease wins over the stop that comes with it: it gets the shorter grace.
+        biased;
+        _ = stops.fenced.cancelled() => (terminate(&mut child, pgid, grace.min(FENCED_GRACE)).await, Some(Stopped::Requested)),
         status = child.wait() => ((status.ok(), false), None),
-        _ = timeout => (terminate(&mut child, pgid, limits.kill_grace).await, Some(Stopped::Timeout)),
-        _ = stop.cancelled() => (terminate(&mut child, pgid, limits.kill_grace).await, Some(Stopped::Requested)),
+        _ = timeout => (terminate(&mut child, pgid, grace).await, Some(Stopped::Timeout)),
+        _ = stops.stop.cancelled() => (terminate(&mut child, pgid, grace).await, Some(Stopped::Requested)),
     };
     // Whatever the leader did, nothing of the group outlives the attempt.
     if let Some(pgid) = pgid {
@@ -132,6 +188,47 @@ async fn terminate(
             }
             (child.wait().await.ok(), true)
         }
+    }
+}
+
+/// Finds the program as `exec` will (in `cwd`, or on the job's `PATH`): not there is
+/// `NotFound`, there but not executable is `PermissionDenied`.
+fn locate(action: &CommandAction) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let cwd = action.cwd.as_deref().map(Path::new);
+    let executable = |path: &Path| {
+        std::fs::metadata(path)
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .ok()
+    };
+    let candidates: Vec<PathBuf> = if action.program.contains('/') {
+        let path = Path::new(&action.program);
+        vec![match cwd {
+            Some(cwd) if path.is_relative() => cwd.join(path),
+            _ => path.to_path_buf(),
+        }]
+    } else {
+        let path_var = action
+            .env
+            .get("PATH")
+            .map(|v| v.value().to_owned())
+            .or_else(|| std::env::var("PATH").ok())
+            .unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".to_owned());
+        std::env::split_paths(&path_var)
+            .map(|dir| dir.join(&action.program))
+            .collect()
+    };
+    let found: Vec<Option<bool>> = candidates.iter().map(|c| executable(c)).collect();
+    if found.contains(&Some(true)) {
+        Ok(())
+    } else if found.contains(&Some(false)) {
+        Err(std::io::Error::from_raw_os_error(
+            nix::errno::Errno::EACCES as i32,
+        ))
+    } else {
+        Err(std::io::Error::from_raw_os_error(
+            nix::errno::Errno::ENOENT as i32,
+        ))
     }
 }
 
@@ -280,7 +377,11 @@ mod tests {
             kill_grace: Duration::from_secs(1),
         };
         let (tx, mut rx) = mpsc::channel(64);
-        run(&action, limits, CancellationToken::new(), tx, |_| {}).await;
+        let stops = Stops {
+            stop: CancellationToken::new(),
+            fenced: CancellationToken::new(),
+        };
+        run(&action, limits, stops, tx, |_| async { Ok(()) }).await;
         let mut lines = Vec::new();
         while let Some(line) = rx.recv().await {
             lines.push((line.stream, line.line));
