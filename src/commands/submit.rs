@@ -169,27 +169,11 @@ pub async fn submit(client: &Client, args: SubmitArgs, json: bool) -> Result<u8>
         }
         (None, None) => Action::Command(command_action(&args.options, &args.command)?),
     };
-    let mut labels = BTreeMap::new();
-    for pair in &args.labels {
-        let (k, v) = key_value("--label", pair)?;
-        labels.insert(k, v);
-    }
-    let mut body = json!({ "action": { "type": "command" }, "labels": labels });
+    // The fields `submit --file` also takes, then those of a single job.
+    let mut body = Value::Object(line_defaults(&args)?);
     body["action"] = serde_json::to_value(action)?;
-    let fields: [(&str, Option<Value>); 8] = [
-        ("queue", args.queue.map(Value::from)),
-        ("kind", args.kind.map(Value::from)),
-        ("target", args.target.map(Value::from)),
-        ("priority", args.priority.map(Value::from)),
+    let fields: [(&str, Option<Value>); 3] = [
         ("idempotency_key", args.idempotency_key.map(Value::from)),
-        (
-            "policy",
-            args.options
-                .policy
-                .as_deref()
-                .map(policy_value)
-                .transpose()?,
-        ),
         (
             "deadline",
             args.deadline
@@ -314,7 +298,8 @@ struct BatchSubmitted {
     jobs: Vec<BatchItem>,
 }
 
-/// The defaults `submit --file` lays under each line's own fields.
+/// The job fields given by flags that `submit --file` lays under each line's own fields (and
+/// a single `submit` sends as they are).
 fn line_defaults(args: &SubmitArgs) -> Result<serde_json::Map<String, Value>> {
     let mut defaults = serde_json::Map::new();
     let fields: [(&str, Option<Value>); 5] = [
