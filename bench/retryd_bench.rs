@@ -36,7 +36,7 @@ use retryd_core::job::Event;
 use retryd_core::retry::Transient;
 use retryd_core::{Jitter, JobId, JobState, Policy};
 use retryd_embed::{Context, Embedded, Job};
-use retryd_worker::Policies;
+use retryd_store::Policies;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::io::BufRead;
@@ -377,7 +377,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cpu_before = cpu_seconds();
     let started = Instant::now();
     let started_at = SystemTime::now();
-    let mut events = engine.engine().subscribe();
+    let mut events = engine.engine().store().signals().events();
     let shutdown = CancellationToken::new();
     let runner = {
         let engine = engine.clone();

@@ -139,7 +139,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("enqueued {}", args.enqueue);
 
     let shutdown = CancellationToken::new();
-    let mut events = engine.engine().subscribe();
+    let mut events = engine.engine().store().signals().events();
     let store = engine.engine().store().clone();
     let done = shutdown.clone();
     let watcher = tokio::spawn(async move {

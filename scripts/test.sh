@@ -38,6 +38,8 @@ step "tests"
 if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install cargo-nextest --locked
 fi
+# The embedded-engine test runs the example program itself: build it explicitly.
+cargo build --workspace --examples --locked
 cargo nextest run --workspace --locked
 
 step "API fuzzing: Schemathesis against the served OpenAPI document"

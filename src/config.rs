@@ -309,7 +309,7 @@ pub struct Settings {
     pub log_level: String,
     pub synchronous: SyncMode,
     pub engine: EngineConfig,
-    pub policies: retryd_worker::Policies,
+    pub policies: retryd_store::Policies,
     pub auth: retryd_server::auth::AuthConfig,
     pub serve: retryd_server::ServeOptions,
     /// Where the file layer came from, if any.
@@ -418,7 +418,7 @@ impl Settings {
             run_builtin: true,
         };
         validate_engine(&engine)?;
-        let policies = retryd_worker::Policies::new(
+        let policies = retryd_store::Policies::new(
             file.policies,
             file.kinds,
             file.priority_rule.unwrap_or_default(),
@@ -636,7 +636,7 @@ fn http_url(field: &str, url: Option<&str>) -> Result<String> {
     }
 }
 
-fn sinks(files: &[NotificationFile], policies: &retryd_worker::Policies) -> Result<Vec<Sink>> {
+fn sinks(files: &[NotificationFile], policies: &retryd_store::Policies) -> Result<Vec<Sink>> {
     let mut sinks: Vec<Sink> = Vec::new();
     for (i, file) in files.iter().enumerate() {
         let at = format!("notifications[{i}]");

@@ -10,7 +10,7 @@ use chrono::Utc;
 use retryd_core::decide::{Decision, FailedAttempt, decide};
 use retryd_core::job::Stream;
 use retryd_core::{Class, Policy};
-use retryd_worker::Policies;
+use retryd_store::Policies;
 use retryd_worker::attempt::classify_failure;
 use retryd_worker::executor::OutputLine;
 use retryd_worker::executor::command::{self, Limits};

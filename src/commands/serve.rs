@@ -3,7 +3,6 @@
 use crate::config::{Database, LogFormat, ServeOverrides, Settings, SyncMode};
 use anyhow::{Context, Result};
 use retryd_core::{Clock, SystemClock};
-use retryd_server::AppState;
 use retryd_store::Store;
 use retryd_store_postgres::PostgresStore;
 use retryd_store_sqlite::{SqliteStore, Synchronous};
@@ -43,8 +42,8 @@ pub const SECRET_KEY_FILE: &str = "retryd.secret-key";
 fn secret_keys(
     flags: &ServeOverrides,
     database: &Database,
-) -> Result<Option<retryd_worker::sealing::SecretKeys>> {
-    use retryd_worker::sealing::SecretKeys;
+) -> Result<Option<retryd_store::sealing::SecretKeys>> {
+    use retryd_store::sealing::SecretKeys;
     if let Some(ring) = std::env::var("RETRYD_SECRET_KEY")
         .ok()
         .filter(|k| !k.is_empty())
@@ -88,7 +87,7 @@ fn secret_keys(
 pub async fn serve(flags: ServeOverrides) -> Result<u8> {
     let mut settings = Settings::resolve(&flags)?;
     init_tracing(settings.log_format, &settings.log_level)?;
-    settings.engine.secret_keys = secret_keys(&flags, &settings.database)?;
+    settings.engine.secret_keys = secret_keys(&flags, &settings.database)?.map(std::sync::Arc::new);
     let synchronous = match settings.synchronous {
         SyncMode::Full => Synchronous::Full,
         SyncMode::Normal => Synchronous::Normal,
@@ -162,10 +161,7 @@ pub async fn serve(flags: ServeOverrides) -> Result<u8> {
     let http_stop = CancellationToken::new();
     let http = tokio::spawn(retryd_server::serve_with(
         listener,
-        AppState {
-            engine: engine.clone(),
-            auth: retryd_server::auth::Auth::new(settings.auth),
-        },
+        retryd_embed::api_state(&engine, settings.auth),
         http_stop.clone(),
         settings.serve,
     ));

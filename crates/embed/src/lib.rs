@@ -101,8 +101,6 @@ pub trait Job: Serialize + DeserializeOwned + Send + 'static {
 pub enum Error {
     #[error("database: {0}")]
     Store(#[from] retryd_store::Error),
-    #[error(transparent)]
-    Engine(#[from] retryd_worker::engine::Error),
     /// A value given to the builder or to `enqueue` is not valid; the message names it.
     #[error("{0}")]
     Invalid(String),
@@ -338,7 +336,7 @@ impl Embedded {
     /// existing job's id.
     pub async fn enqueue_with<J: Job>(&self, job: &J, options: Enqueue) -> Result<JobId, Error> {
         let new = self.new_job(J::KIND, serde_json::to_value(job)?, options)?;
-        Ok(self.engine.submit(new).await?.job.id)
+        Ok(self.engine.control().submit(new).await?.job.id)
     }
 
     /// Enqueues many `J::KIND` jobs with the default options in one transaction (one
@@ -362,7 +360,7 @@ impl Embedded {
             .into_iter()
             .map(|(job, options)| self.new_job(J::KIND, serde_json::to_value(job)?, options))
             .collect::<Result<Vec<_>, Error>>()?;
-        let inserted = self.engine.submit_many(new).await?;
+        let inserted = self.engine.control().submit_many(new).await?;
         Ok(inserted.into_iter().map(|i| i.job.id).collect())
     }
 
@@ -446,14 +444,11 @@ impl Embedded {
         auth: retryd_server::auth::AuthConfig,
         shutdown: CancellationToken,
     ) -> std::io::Result<()> {
-        let state = retryd_server::AppState {
-            engine: self.engine.clone(),
-            auth: retryd_server::auth::Auth::new(auth),
-        };
-        retryd_server::serve(listener, state, shutdown).await
+        retryd_server::serve(listener, api_state(&self.engine, auth), shutdown).await
     }
 
-    /// The engine: its store (jobs, attempts, events), its event stream, cancel and requeue.
+    /// The engine: its store (jobs, attempts, events) and, through [`Engine::control`],
+    /// submit, cancel and requeue.
     pub fn engine(&self) -> &Engine {
         &self.engine
     }
@@ -478,5 +473,41 @@ mod tests {
             Database::Sqlite("/var/lib/app/jobs.db".into())
         );
         assert!(Database::parse(" ").is_err());
+    }
+}
+
+/// The API's state for a process whose engine is `engine`: the API changes jobs through the
+/// engine's [`Control`](retryd_store::Control) and reports the engine's running count and
+/// metrics. Used by `retryd serve` and [`Retryd::serve_api`].
+pub fn api_state(
+    engine: &Engine,
+    auth: retryd_server::auth::AuthConfig,
+) -> retryd_server::AppState {
+    retryd_server::AppState {
+        control: engine.control(),
+        node: std::sync::Arc::new(EngineNode(engine.clone())),
+        auth: retryd_server::auth::Auth::new(auth),
+    }
+}
+
+/// The engine as the API sees the node it runs on.
+#[derive(Debug)]
+struct EngineNode(Engine);
+
+impl retryd_server::Node for EngineNode {
+    fn running(&self) -> usize {
+        self.0.running_count()
+    }
+
+    fn metrics(
+        &self,
+        by_state: &std::collections::BTreeMap<retryd_core::JobState, u64>,
+        depths: &std::collections::BTreeMap<String, u64>,
+        circuits: &[retryd_store::Circuit],
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> String {
+        let metrics = self.0.metrics();
+        metrics.set_circuits(circuits, now);
+        metrics.render(by_state, depths)
     }
 }

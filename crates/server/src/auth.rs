@@ -265,7 +265,7 @@ pub async fn authenticate(
             Some(_) if let Err(limited) = auth.failures.check(address) => {
                 return limited.into_response();
             }
-            Some(token) => match verify(state.engine.store().as_ref(), &token).await {
+            Some(token) => match verify(state.control.store().as_ref(), &token).await {
                 Err(e) => return e.into_response(),
                 Ok(None) => {
                     auth.failures.record(address);

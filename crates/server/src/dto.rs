@@ -7,8 +7,8 @@ use retryd_core::explain::{Diagnosis, diagnose, waiting_reason};
 use retryd_core::job::{Action, Job, MAX_PRIORITY, NewJob, validate_name};
 use retryd_core::pipeline::{PipelineAction, StepPolicy};
 use retryd_core::{JobId, JobState, Policy};
-use retryd_worker::Policies;
-use retryd_worker::policies::INLINE;
+use retryd_store::Policies;
+use retryd_store::policies::INLINE;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -695,7 +695,7 @@ pub struct BulkResult {
 pub struct PolicyView {
     pub name: String,
     /// builtin, config (the configuration file) or api (managed through the API).
-    pub source: retryd_worker::policies::Source,
+    pub source: retryd_store::policies::Source,
     /// False once deactivated: kept for the jobs using it, chosen by no new job.
     pub active: bool,
     pub policy: Policy,

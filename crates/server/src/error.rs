@@ -122,14 +122,6 @@ impl From<retryd_store::Error> for Error {
     }
 }
 
-impl From<retryd_worker::engine::Error> for Error {
-    fn from(e: retryd_worker::engine::Error) -> Self {
-        match e {
-            retryd_worker::engine::Error::Store(s) => s.into(),
-        }
-    }
-}
-
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let (status, code, details) = self.parts();

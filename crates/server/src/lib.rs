@@ -13,7 +13,9 @@
 //! - `dashboard`: the embedded web dashboard (static files; a client of this API).
 //!
 //! Invariants: only this crate knows HTTP and the API's JSON shapes; every handler under
-//! `/api/v1` except login takes a role extractor (the authorization matrix test checks it).
+//! `/api/v1` except login takes a role extractor (the authorization matrix test checks it);
+//! handlers ask the store (through [`Control`]), never the engine: this crate does not
+//! depend on `retryd-worker`.
 
 pub mod auth;
 pub mod cross_site;
@@ -27,15 +29,34 @@ mod routes;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
-use retryd_worker::Engine;
+use retryd_core::JobState;
+use retryd_store::{Circuit, Control};
+use std::collections::BTreeMap;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// What handlers share: the engine (store, policies, event stream) and authentication.
+/// What handlers share: the store's client handle (changes, policies, signals), the node
+/// it runs on, and authentication.
 #[derive(Debug, Clone)]
 pub struct AppState {
-    pub engine: Engine,
+    pub control: Control,
+    pub node: std::sync::Arc<dyn Node>,
     pub auth: std::sync::Arc<auth::Auth>,
+}
+
+/// What the API reports of the node it runs on, beyond the store. The engine provides it;
+/// the API never changes anything through it (changes go through [`Control`]).
+pub trait Node: Send + Sync + std::fmt::Debug {
+    /// Attempts this node is executing now.
+    fn running(&self) -> usize;
+    /// This node's Prometheus exposition, with the store's counts as of `now`.
+    fn metrics(
+        &self,
+        by_state: &BTreeMap<JobState, u64>,
+        depths: &BTreeMap<String, u64>,
+        circuits: &[Circuit],
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> String;
 }
 
 /// The whole API and its OpenAPI document, built from the same route table so that the

@@ -35,14 +35,14 @@ use retryd_store::{
     AccessStore, AttemptResult, Circuit, CircuitConfig, ClaimRequest, Claimed, ClaimedDelivery,
     DeliveryAttempt, DeliveryNext, DeliveryResult, DeliveryState, Error, Inserted, JobFilter,
     JobReader, JobWriter, Lease, NewLogLine, NewNotification, Notice, Notification,
-    NotificationStore, Page, Process, Renewal, Requeue, Result, Runnable, StatsQuery, StatsRows,
-    Store, StoredPolicy, TargetLimits, TokenRecord, Wakeups, rules,
+    NotificationStore, Page, Process, Renewal, Requeue, Result, Runnable, Signals, StatsQuery,
+    StatsRows, Store, StoredPolicy, TargetLimits, TokenRecord, Wakeups, rules,
 };
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
 use std::time::Duration;
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::oneshot;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{AsyncMessage, NoTls, Row};
@@ -314,7 +314,7 @@ pub struct PostgresStore {
     heartbeat: Pool,
     /// Claims, due-time look-ups and sweeps: never queued behind output and results.
     scheduler: Pool,
-    notices: broadcast::Sender<Notice>,
+    signals: Signals,
     clock: DbClock,
     results: ResultGroups,
 }
@@ -359,13 +359,13 @@ impl PostgresStore {
         migrate(&pool).await?;
         let clock = DbClock::measure(&pool).await?;
         clock.keep_measuring(pool.clone());
-        let (notices, _) = broadcast::channel(1024);
-        tokio::spawn(listen(config, notices.clone()));
+        let signals = Signals::default();
+        tokio::spawn(listen(config, signals.clone()));
         Ok(PostgresStore {
             pool,
             heartbeat,
             scheduler,
-            notices,
+            signals,
             clock,
             results: ResultGroups::default(),
         })
@@ -908,7 +908,7 @@ async fn migrate(pool: &Pool) -> Result<()> {
 
 /// Holds a LISTEN connection, reconnecting with backoff. After every (re)connect it sends a
 /// `Wake`: notifications sent while it was away are lost, so the node looks again.
-async fn listen(config: tokio_postgres::Config, notices: broadcast::Sender<Notice>) {
+async fn listen(config: tokio_postgres::Config, signals: Signals) {
     let mut wait = Duration::from_millis(100);
     loop {
         match config.connect(NoTls).await {
@@ -932,8 +932,8 @@ async fn listen(config: tokio_postgres::Config, notices: broadcast::Sender<Notic
                 {
                     wait = Duration::from_millis(100);
                     // What changed while no connection listened is read again.
-                    let _ = notices.send(Notice::Wake);
-                    let _ = notices.send(Notice::Policies);
+                    signals.notice(Notice::Wake);
+                    signals.notice(Notice::Policies);
                     while let Some((channel, payload)) = rx.recv().await {
                         let notice = match channel.as_str() {
                             QUEUES_CHANNEL => Notice::Queues,
@@ -944,7 +944,7 @@ async fn listen(config: tokio_postgres::Config, notices: broadcast::Sender<Notic
                             },
                             _ => Notice::Wake,
                         };
-                        let _ = notices.send(notice);
+                        signals.notice(notice);
                     }
                 }
                 driver.abort();
@@ -2277,8 +2277,8 @@ impl Store for PostgresStore {
         false
     }
 
-    fn notices(&self) -> Option<broadcast::Receiver<Notice>> {
-        Some(self.notices.subscribe())
+    fn signals(&self) -> &Signals {
+        &self.signals
     }
 }
 

@@ -25,8 +25,8 @@ use retryd_store::{
     AccessStore, AttemptResult, Circuit, CircuitConfig, ClaimRequest, Claimed, ClaimedDelivery,
     DeliveryAttempt, DeliveryResult, DeliveryState, Error, Inserted, JobFilter, JobReader,
     JobWriter, Lease, NewLogLine, NewNotification, Notification, NotificationStore, Page, Process,
-    Renewal, Requeue, Result, Runnable, StatsQuery, StatsRows, Store, StoredPolicy, TargetLimits,
-    TokenRecord, Wakeups, rules,
+    Renewal, Requeue, Result, Runnable, Signals, StatsQuery, StatsRows, Store, StoredPolicy,
+    TargetLimits, TokenRecord, Wakeups, rules,
 };
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use std::any::Any;
@@ -112,6 +112,7 @@ pub struct SqliteStore {
     path: PathBuf,
     /// Held for the store's lifetime: the OS releases it if the process dies.
     _lock: File,
+    signals: Signals,
 }
 
 fn backend(e: impl std::fmt::Display) -> Error {
@@ -720,6 +721,7 @@ impl SqliteStore {
             synchronous,
             path,
             _lock: lock,
+            signals: Signals::default(),
         })
     }
 
@@ -1687,6 +1689,10 @@ impl NotificationStore for SqliteStore {
 impl Store for SqliteStore {
     fn is_exclusive(&self) -> bool {
         true
+    }
+
+    fn signals(&self) -> &Signals {
+        &self.signals
     }
 }
 

@@ -17,7 +17,15 @@
 
 pub mod access;
 pub mod conformance;
+pub mod control;
+pub mod policies;
+pub mod sealing;
+pub mod signals;
 pub mod stats;
+
+pub use control::Control;
+pub use policies::{Policies, PolicyBook};
+pub use signals::Signals;
 
 pub use access::{AccessStore, StoredPolicy, TokenRecord};
 pub use stats::{Stats, StatsQuery, StatsRows};
@@ -449,7 +457,7 @@ impl Wakeups {
     }
 }
 
-/// Something another process did that this one should react to.
+/// Something a client or another node did that a running engine should react to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Notice {
     /// Work may have become due, or a due time changed: look again.
@@ -468,11 +476,9 @@ pub trait Store: JobWriter + JobReader + AccessStore + NotificationStore + std::
     /// `running` job then belongs to a dead process and is rescued at once.
     fn is_exclusive(&self) -> bool;
 
-    /// Notices from other nodes (PostgreSQL's LISTEN/NOTIFY). `None` for a backend that one
-    /// process owns: its own changes already wake it.
-    fn notices(&self) -> Option<tokio::sync::broadcast::Receiver<Notice>> {
-        None
-    }
+    /// This process's signals about this store: notices from its own clients and, on a
+    /// backend shared by several nodes, from the others (PostgreSQL's LISTEN/NOTIFY).
+    fn signals(&self) -> &Signals;
 }
 
 /// Decisions every backend makes the same way, kept here so that backends differ only in

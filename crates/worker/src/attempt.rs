@@ -1,7 +1,9 @@
 //! One attempt, from claim to recorded result: run the action, capture its output into the
 //! bounded tail and the store, classify a failure, decide, and record it under the lease.
 
-use crate::engine::{Engine, Handles};
+use crate::engine::Engine;
+use crate::engine::record::{WhenDown, record};
+use crate::engine::running::Handles;
 use crate::executor::OutputLine;
 use crate::executor::command::{self, Limits};
 use crate::executor::{Outcome, Stopped, handler, http};
@@ -105,7 +107,7 @@ async fn run_inner(engine: &Engine, claimed: &Claimed) -> Lease {
     let inner = &engine.inner;
     let mut job = claimed.job.clone();
     let mut lease = claimed.lease.clone();
-    let Some(handles) = engine.running_handles(&lease) else {
+    let Some(handles) = engine.inner.running.handles(&lease) else {
         // Cannot happen: the loop registers an attempt before spawning it. Its lease is not
         // renewed, so the rescuer reschedules the job.
         warn!("attempt was not registered; leaving it to the rescuer");
@@ -308,7 +310,7 @@ async fn run_inner(engine: &Engine, claimed: &Claimed) -> Lease {
             None => {
                 engine.complete_result(&job, &mut result);
                 engine.action_ended(&lease);
-                record(engine, &result).await;
+                record(engine, &result, WhenDown::Retry).await;
                 return lease;
             }
         }
@@ -394,7 +396,8 @@ async fn execute(
     };
     // Secrets are stored sealed: opened here, for this run only.
     let action = action.and_then(|mut action| {
-        crate::sealing::open(inner.config.secret_keys.as_ref(), &mut action).map(|()| action)
+        retryd_store::sealing::open(inner.config.secret_keys.as_deref(), &mut action)
+            .map(|()| action)
     });
     let mut outcome = match &action {
         Ok(Action::Command(action)) => {
@@ -523,11 +526,17 @@ fn close_log(tail: &Tail, outcome: &Outcome, result: &mut AttemptResult, now: Da
 /// unavailable. `None` when the lease was lost (the rescuer or a cancel took over).
 async fn advance(engine: &Engine, result: &AttemptResult, next: &str) -> Option<(Job, Lease)> {
     let mut wait = Duration::from_millis(100);
-    engine.switch_attempt(&result.lease, true, None);
+    engine
+        .inner
+        .running
+        .switch_attempt(&result.lease, true, None);
     for _ in 0..40 {
         match engine.inner.store.advance_step(result, next).await {
             Ok((job, lease, event)) => {
-                engine.switch_attempt(&result.lease, false, Some(&lease));
+                engine
+                    .inner
+                    .running
+                    .switch_attempt(&result.lease, false, Some(&lease));
                 engine
                     .metrics()
                     .attempt_finished(result.outcome.as_str(), result.class.map(Class::as_str));
@@ -540,13 +549,19 @@ async fn advance(engine: &Engine, result: &AttemptResult, next: &str) -> Option<
                 wait = (wait * 2).min(Duration::from_secs(5));
             }
             Err(e) => {
-                engine.switch_attempt(&result.lease, false, None);
+                engine
+                    .inner
+                    .running
+                    .switch_attempt(&result.lease, false, None);
                 warn!(error = %e, "step result refused");
                 return None;
             }
         }
     }
-    engine.switch_attempt(&result.lease, false, None);
+    engine
+        .inner
+        .running
+        .switch_attempt(&result.lease, false, None);
     warn!(
         "gave up recording the step's result; the rescuer will reschedule the job when its lease expires"
     );
@@ -653,52 +668,6 @@ async fn previous_delay(store: &dyn Store, id: retryd_core::JobId) -> Option<Dur
         .rev()
         .find_map(|a| a.next_delay_ms)
         .map(Duration::from_millis)
-}
-
-/// Records the result, retrying while the database is unavailable, however long that is: a
-/// command that finished during an outage keeps its result, and the fence is checked when
-/// the database answers (the lease may have been rescued meanwhile). A refused result (lease
-/// lost) is final; the retries end only when shutdown releases running attempts.
-async fn record(engine: &Engine, result: &AttemptResult) {
-    let mut wait = Duration::from_millis(100);
-    loop {
-        match engine.inner.store.finish_attempt(result).await {
-            Ok((job, event)) => {
-                engine.note_reachable(true);
-                info!(to = %job.state, reason = %event.reason, "attempt finished");
-                engine
-                    .metrics()
-                    .attempt_finished(result.outcome.as_str(), result.class.map(Class::as_str));
-                engine.publish(event);
-                if !result.notify.is_empty() {
-                    engine.deliveries_enqueued();
-                }
-                return;
-            }
-            Err(retryd_store::Error::LeaseLost { .. }) => {
-                warn!(
-                    "result refused: this attempt no longer holds its lease (it was rescued or cancelled elsewhere)"
-                );
-                return;
-            }
-            Err(retryd_store::Error::Backend(message)) => {
-                engine.note_reachable(false);
-                warn!(error = %message, retry_in = ?wait, "could not record the attempt's result; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = engine.inner.release.cancelled() => {
-                        warn!("shutting down before the database answered: the attempt's result is not recorded; the rescuer will reschedule the job");
-                        return;
-                    }
-                }
-                wait = (wait * 2).min(Duration::from_secs(5));
-            }
-            Err(e) => {
-                warn!(error = %e, "could not record the attempt's result");
-                return;
-            }
-        }
-    }
 }
 
 /// Moves output lines into the bounded tail and, every flush period, into the store. The

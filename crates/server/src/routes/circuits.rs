@@ -28,8 +28,8 @@ pub async fn list(
     State(state): State<AppState>,
     Viewer(_): Viewer,
 ) -> Result<Json<Vec<CircuitView>>, Error> {
-    let now = state.engine.now();
-    let circuits = state.engine.store().list_circuits().await?;
+    let now = state.control.now();
+    let circuits = state.control.store().list_circuits().await?;
     Ok(Json(
         circuits
             .into_iter()

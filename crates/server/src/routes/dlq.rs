@@ -51,7 +51,7 @@ async fn dead_jobs(
         target,
         ..Default::default()
     };
-    let store = state.engine.store();
+    let store = state.control.store();
     let mut jobs = Vec::new();
     let mut cursor = None;
     loop {
@@ -122,8 +122,8 @@ pub async fn list(
     }
     let mut groups: Vec<DlqGroup> = groups.into_values().collect();
     groups.sort_by(|a, b| b.count.cmp(&a.count).then(b.last_seen.cmp(&a.last_seen)));
-    let now = state.engine.now();
-    let policies = state.engine.policies();
+    let now = state.control.now();
+    let policies = state.control.policies();
     Ok(Json(Dlq {
         total: jobs.len() as u64,
         groups,
@@ -177,13 +177,13 @@ pub async fn requeue(
     let ids = select(&state, &selection).await?;
     let mut done = Vec::new();
     for id in ids {
-        let job = state.engine.store().get_job(id).await?;
+        let job = state.control.store().get_job(id).await?;
         if job.state != JobState::Failed {
             continue;
         }
         state
-            .engine
-            .requeue(id, selection.reset, &principal.name)
+            .control
+            .requeue(id, selection.reset, None, &principal.name)
             .await?;
         done.push(id);
     }
@@ -205,7 +205,7 @@ pub async fn purge(
     let ids = select(&state, &selection).await?;
     let mut dead = Vec::new();
     for id in ids {
-        match state.engine.store().get_job(id).await {
+        match state.control.store().get_job(id).await {
             Ok(job) if job.state == JobState::Failed => dead.push(id),
             // A job named by its id that is not dead is refused, before anything is purged
             // (issue 15: "purged 0" with success); a filter just does not select it.
@@ -227,7 +227,7 @@ pub async fn purge(
             Err(e) => return Err(e.into()),
         }
     }
-    let count = state.engine.store().purge_jobs(&dead).await?;
+    let count = state.control.store().purge_jobs(&dead).await?;
     Ok(Json(BulkResult {
         count,
         job_ids: dead,

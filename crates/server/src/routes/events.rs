@@ -66,8 +66,8 @@ fn events(
     start: i64,
     filter: Filter,
 ) -> impl Stream<Item = StreamedEvent> + Send + use<> {
-    let store: Arc<dyn Store> = state.engine.store().clone();
-    let wake = state.engine.subscribe();
+    let store: Arc<dyn Store> = state.control.store().clone();
+    let wake = state.control.store().signals().events();
     let jobs: HashMap<JobId, Option<JobInfo>> = HashMap::new();
     futures::stream::unfold(
         (start, Vec::new(), wake, jobs, IDLE_RECHECK),
@@ -173,7 +173,7 @@ async fn start(
                 format!("must be an event id (0 or more), got {after}"),
             ));
         }
-        None => state.engine.store().last_event_id().await?,
+        None => state.control.store().last_event_id().await?,
     };
     Ok((start, filter))
 }

@@ -18,15 +18,13 @@ pub async fn metrics(
     State(state): State<AppState>,
     Viewer(_): Viewer,
 ) -> Result<impl axum::response::IntoResponse, crate::error::Error> {
-    let store = state.engine.store();
+    let store = state.control.store();
     let by_state = store.count_by_state().await?;
     let depths = store.queue_depths().await?;
     let circuits = store.list_circuits().await?;
-    state
-        .engine
-        .metrics()
-        .set_circuits(&circuits, state.engine.now());
-    let body = state.engine.metrics().render(&by_state, &depths);
+    let body = state
+        .node
+        .metrics(&by_state, &depths, &circuits, state.control.now());
     Ok((
         [(
             axum::http::header::CONTENT_TYPE,
@@ -39,10 +37,10 @@ pub async fn metrics(
 /// The process can do its work: the database answers.
 #[utoipa::path(get, path = "/readyz", tag = "health", security(()), responses((status = 200, description = "The database answers", body = Object), (status = 503, description = "The database does not answer", body = Object)))]
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    match state.engine.store().ping().await {
+    match state.control.store().ping().await {
         Ok(()) => (
             StatusCode::OK,
-            Json(json!({ "status": "ready", "running": state.engine.running_count() })),
+            Json(json!({ "status": "ready", "running": state.node.running() })),
         ),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,

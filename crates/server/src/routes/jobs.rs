@@ -24,10 +24,10 @@ static FOLLOWS: std::sync::LazyLock<std::sync::Arc<tokio::sync::Semaphore>> =
     std::sync::LazyLock::new(|| std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_FOLLOWS)));
 
 async fn view(state: &AppState, job: Job) -> Result<JobView, Error> {
-    let now = state.engine.now();
+    let now = state.control.now();
     let due = job.state.is_waiting() && job.next_attempt_at.is_some_and(|t| t <= now);
     let ahead = if due {
-        Some(state.engine.store().count_ahead(&job, now).await?)
+        Some(state.control.store().count_ahead(&job, now).await?)
     } else {
         None
     };
@@ -35,8 +35,8 @@ async fn view(state: &AppState, job: Job) -> Result<JobView, Error> {
         job,
         now,
         ahead,
-        &state.engine.paused_queues(),
-        &state.engine.policies(),
+        &state.control.store().paused_queues().await?,
+        &state.control.policies(),
     ))
 }
 
@@ -46,9 +46,9 @@ pub async fn submit(
     Operator(principal): Operator,
     ApiJson(request): ApiJson<SubmitRequest>,
 ) -> Result<Response, Error> {
-    let engine = &state.engine;
-    let new = request.into_new_job(&engine.policies(), engine.now(), &principal.name)?;
-    let inserted = engine.submit(new).await?;
+    let control = &state.control;
+    let new = request.into_new_job(&control.policies(), control.now(), &principal.name)?;
+    let inserted = control.submit(new).await?;
     let status = if inserted.created {
         StatusCode::CREATED
     } else {
@@ -78,9 +78,9 @@ pub async fn submit_batch(
         },
         other => other,
     })?;
-    let engine = &state.engine;
-    let jobs = request.into_new_jobs(&engine.policies(), engine.now(), &principal.name)?;
-    let inserted = engine.submit_many(jobs).await?;
+    let control = &state.control;
+    let jobs = request.into_new_jobs(&control.policies(), control.now(), &principal.name)?;
+    let inserted = control.submit_many(jobs).await?;
     let created = inserted.iter().filter(|i| i.created).count();
     let status = if created > 0 {
         StatusCode::CREATED
@@ -115,14 +115,14 @@ pub async fn list(
 ) -> Result<Json<JobPage>, Error> {
     let (filter, limit) = (query.filter()?, query.limit()?);
     let mut cursor = query.cursor()?;
-    let now = state.engine.now();
-    let paused = state.engine.paused_queues();
-    let policies = state.engine.policies();
+    let now = state.control.now();
+    let paused = state.control.store().paused_queues().await?;
+    let policies = state.control.policies();
     let (mut jobs, mut bytes) = (Vec::new(), 0);
     loop {
         let want = LIST_CHUNK.min(limit - jobs.len());
         let page = state
-            .engine
+            .control
             .store()
             .list_jobs(&filter, cursor, want)
             .await?;
@@ -153,7 +153,7 @@ pub async fn get(
     Viewer(_): Viewer,
     Path(id): Path<String>,
 ) -> Result<Json<JobView>, Error> {
-    let job = state.engine.store().get_job(job_id(&id)?).await?;
+    let job = state.control.store().get_job(job_id(&id)?).await?;
     Ok(Json(view(&state, job).await?))
 }
 
@@ -164,7 +164,7 @@ pub async fn attempts(
     Path(id): Path<String>,
 ) -> Result<Json<Vec<Attempt>>, Error> {
     let id = job_id(&id)?;
-    let store = state.engine.store();
+    let store = state.control.store();
     store.get_job(id).await?;
     Ok(Json(store.list_attempts(id).await?))
 }
@@ -176,7 +176,7 @@ pub async fn events(
     Path(id): Path<String>,
 ) -> Result<Json<Vec<Event>>, Error> {
     let id = job_id(&id)?;
-    let store = state.engine.store();
+    let store = state.control.store();
     store.get_job(id).await?;
     Ok(Json(store.list_events(id).await?))
 }
@@ -187,7 +187,7 @@ pub async fn cancel(
     Operator(principal): Operator,
     Path(id): Path<String>,
 ) -> Result<Json<JobView>, Error> {
-    let job = state.engine.cancel(job_id(&id)?, &principal.name).await?;
+    let job = state.control.cancel(job_id(&id)?, &principal.name).await?;
     Ok(Json(view(&state, job).await?))
 }
 
@@ -220,11 +220,11 @@ pub async fn retry(
         })?
     };
     let id = job_id(&id)?;
-    let current = state.engine.store().get_job(id).await?;
-    let changes = request.changes(&current, &state.engine.policies(), state.engine.now())?;
+    let current = state.control.store().get_job(id).await?;
+    let changes = request.changes(&current, &state.control.policies(), state.control.now())?;
     let job = state
-        .engine
-        .requeue_with(id, request.reset, changes, &principal.name)
+        .control
+        .requeue(id, request.reset, changes, &principal.name)
         .await?;
     Ok(Json(view(&state, job).await?))
 }
@@ -239,7 +239,7 @@ pub async fn log(
     ApiQuery(query): ApiQuery<LogQuery>,
 ) -> Result<Response, Error> {
     let id = job_id(&id)?;
-    let store = state.engine.store().clone();
+    let store = state.control.store().clone();
     let limit = query.limit.unwrap_or(1000);
     if !(1..=MAX_LOG_PAGE).contains(&limit) {
         return Err(Error::invalid(
@@ -264,7 +264,10 @@ pub async fn log(
             retry_after_secs: 5,
         });
     };
-    let (events, logs) = (state.engine.subscribe(), state.engine.subscribe_logs());
+    let (events, logs) = (
+        state.control.store().signals().events(),
+        state.control.store().signals().logs(),
+    );
     let stream = futures::stream::unfold((query.after, false), move |(after, done)| {
         let store = store.clone();
         let (mut events, mut logs) = (events.resubscribe(), logs.resubscribe());

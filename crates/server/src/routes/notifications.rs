@@ -41,7 +41,11 @@ pub async fn list(
 ) -> Result<Json<Vec<Notification>>, Error> {
     let limit = limit(&query)?;
     Ok(Json(
-        state.engine.store().list_notifications(None, limit).await?,
+        state
+            .control
+            .store()
+            .list_notifications(None, limit)
+            .await?,
     ))
 }
 
@@ -55,7 +59,7 @@ pub async fn of_job(
 ) -> Result<Json<Vec<Notification>>, Error> {
     let id = job_id(&id)?;
     let limit = limit(&query)?;
-    let store = state.engine.store();
+    let store = state.control.store();
     store.get_job(id).await?;
     Ok(Json(store.list_notifications(Some(id), limit).await?))
 }

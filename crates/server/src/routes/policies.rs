@@ -11,9 +11,9 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use retryd_core::Policy;
+use retryd_store::Policies;
 use retryd_store::StoredPolicy;
-use retryd_worker::Policies;
-use retryd_worker::policies::{INLINE, Source};
+use retryd_store::policies::{INLINE, Source};
 
 fn policy_view(policies: &Policies, name: &str) -> Option<PolicyView> {
     let (policy, active) = policies.definition(name)?;
@@ -35,7 +35,7 @@ fn unknown(policies: &Policies, name: &str) -> Error {
 
 #[utoipa::path(get, path = "/policies", tag = "policies", responses((status = 200, body = Vec<PolicyView>)))]
 pub async fn list(State(state): State<AppState>, Viewer(_): Viewer) -> Json<Vec<PolicyView>> {
-    let policies = state.engine.policies();
+    let policies = state.control.policies();
     Json(
         policies
             .iter()
@@ -50,7 +50,7 @@ pub async fn show(
     Viewer(_): Viewer,
     Path(name): Path<String>,
 ) -> Result<Json<PolicyView>, Error> {
-    let policies = state.engine.policies();
+    let policies = state.control.policies();
     policy_view(&policies, &name)
         .map(Json)
         .ok_or_else(|| unknown(&policies, &name))
@@ -90,18 +90,18 @@ async fn save(
     actor: &str,
 ) -> Result<PolicyView, Error> {
     state
-        .engine
+        .control
         .store()
         .put_policy(&StoredPolicy {
             name: name.to_owned(),
             policy,
             active,
-            updated_at: state.engine.now(),
+            updated_at: state.control.now(),
             updated_by: actor.to_owned(),
         })
         .await?;
-    state.engine.reload_policies().await?;
-    policy_view(&state.engine.policies(), name)
+    state.control.policies_changed().await?;
+    policy_view(&state.control.policies(), name)
         .ok_or_else(|| Error::Internal(format!("policy {name} vanished after saving")))
 }
 
@@ -113,7 +113,7 @@ pub async fn create(
     ApiJson(request): ApiJson<NewPolicyRequest>,
 ) -> Result<(StatusCode, Json<PolicyView>), Error> {
     validate(&request.name, &request.policy)?;
-    let policies = state.engine.policies();
+    let policies = state.control.policies();
     managed_only(&policies, &request.name)?;
     if policies.get(&request.name).is_some() {
         return Err(Error::Conflict(format!(
@@ -132,7 +132,7 @@ pub async fn update(
     Path(name): Path<String>,
     ApiJson(policy): ApiJson<Policy>,
 ) -> Result<Json<PolicyView>, Error> {
-    let policies = state.engine.policies();
+    let policies = state.control.policies();
     let Some((_, active)) = policies.definition(&name) else {
         return Err(unknown(&policies, &name));
     };
@@ -152,7 +152,7 @@ pub async fn patch(
     Path(name): Path<String>,
     ApiJson(changes): ApiJson<serde_json::Map<String, serde_json::Value>>,
 ) -> Result<Json<PolicyView>, Error> {
-    let policies = state.engine.policies();
+    let policies = state.control.policies();
     let Some((current, active)) = policies.definition(&name) else {
         return Err(unknown(&policies, &name));
     };
@@ -177,7 +177,7 @@ pub async fn deactivate(
     Admin(admin): Admin,
     Path(name): Path<String>,
 ) -> Result<Json<PolicyView>, Error> {
-    let policies = state.engine.policies();
+    let policies = state.control.policies();
     let Some((policy, _)) = policies.definition(&name) else {
         return Err(unknown(&policies, &name));
     };

@@ -23,8 +23,8 @@ pub async fn list(
     State(state): State<AppState>,
     Viewer(_): Viewer,
 ) -> Result<Json<Vec<QueueView>>, Error> {
-    let depths = state.engine.store().queue_depths().await?;
-    let paused = state.engine.store().paused_queues().await?;
+    let depths = state.control.store().queue_depths().await?;
+    let paused = state.control.store().paused_queues().await?;
     let names: BTreeSet<&String> = depths.keys().chain(paused.iter()).collect();
     Ok(Json(
         names
@@ -45,9 +45,9 @@ async fn set(
     actor: &str,
 ) -> Result<Json<QueueView>, Error> {
     validate_name("queue", name).map_err(|message| Error::invalid("queue", message))?;
-    state.engine.set_queue_paused(name, paused, actor).await?;
+    state.control.set_queue_paused(name, paused, actor).await?;
     let waiting = state
-        .engine
+        .control
         .store()
         .queue_depths()
         .await?

@@ -36,7 +36,7 @@ pub async fn login(
         ));
     }
     state.auth.failures.check(address)?;
-    let Some(record) = auth::verify(state.engine.store().as_ref(), &login.token).await? else {
+    let Some(record) = auth::verify(state.control.store().as_ref(), &login.token).await? else {
         state.auth.failures.record(address);
         return Err(Error::Unauthenticated(
             "the token is unknown, malformed or revoked".into(),

@@ -47,7 +47,7 @@ pub async fn stats(
     }
     let window =
         chrono::Duration::from_std(window).map_err(|e| Error::invalid("window", e.to_string()))?;
-    let until = state.engine.now();
+    let until = state.control.now();
     let bucket = (window / BUCKETS as i32).max(chrono::Duration::seconds(1));
     let query = StatsQuery {
         since: until - window,
@@ -58,6 +58,6 @@ pub async fn stats(
         target: params.target,
         bucket,
     };
-    let rows = state.engine.store().stats_rows(&query).await?;
+    let rows = state.control.store().stats_rows(&query).await?;
     Ok(Json(Stats::from_rows(&query, rows)))
 }

@@ -14,7 +14,7 @@ pub async fn list(
     State(state): State<AppState>,
     Admin(_): Admin,
 ) -> Result<Json<Vec<TokenView>>, Error> {
-    let tokens = state.engine.store().list_tokens().await?;
+    let tokens = state.control.store().list_tokens().await?;
     Ok(Json(tokens.into_iter().map(TokenView::from).collect()))
 }
 
@@ -25,8 +25,13 @@ pub async fn create(
     ApiJson(request): ApiJson<NewTokenRequest>,
 ) -> Result<(StatusCode, Json<CreatedToken>), Error> {
     request.validate()?;
-    let minted = auth::mint(&request.name, request.role, &admin.name, state.engine.now());
-    state.engine.store().insert_token(&minted.record).await?;
+    let minted = auth::mint(
+        &request.name,
+        request.role,
+        &admin.name,
+        state.control.now(),
+    );
+    state.control.store().insert_token(&minted.record).await?;
     Ok((
         StatusCode::CREATED,
         Json(CreatedToken {
@@ -43,9 +48,9 @@ pub async fn revoke(
     Path(id_or_name): Path<String>,
 ) -> Result<Json<TokenView>, Error> {
     state
-        .engine
+        .control
         .store()
-        .revoke_token(&id_or_name, state.engine.now())
+        .revoke_token(&id_or_name, state.control.now())
         .await?
         .map(|t| Json(t.into()))
         .ok_or_else(|| Error::NotFound(format!("no token with id or name '{id_or_name}'")))

@@ -140,7 +140,7 @@ impl Policies {
 
     /// These policies with the API-managed ones laid over them. Names taken by a built-in or
     /// configured policy are refused when created, so a managed one never shadows them.
-    pub fn with_managed(&self, managed: &[retryd_store::StoredPolicy]) -> Policies {
+    pub fn with_managed(&self, managed: &[crate::StoredPolicy]) -> Policies {
         let mut policies = self.clone();
         for stored in managed {
             if matches!(
@@ -192,5 +192,38 @@ impl Policies {
     /// (so that a change applies to attempts scheduled after it), else its snapshot.
     pub fn current<'a>(&'a self, name: &str, snapshot: &'a Policy) -> &'a Policy {
         self.definition(name).map_or(snapshot, |(policy, _)| policy)
+    }
+}
+
+/// The live policy book of a process: the built-in and configured policies with the
+/// API-managed ones, as last read from the store. The API and the engine share one, so a
+/// change made through this process is seen by both at once; other nodes' changes arrive as
+/// notices.
+#[derive(Debug)]
+pub struct PolicyBook {
+    base: Policies,
+    // A std RwLock: the Arc is cloned out, never held across .await.
+    current: std::sync::RwLock<std::sync::Arc<Policies>>,
+}
+
+impl PolicyBook {
+    pub fn new(base: Policies) -> Self {
+        PolicyBook {
+            current: std::sync::RwLock::new(std::sync::Arc::new(base.clone())),
+            base,
+        }
+    }
+
+    /// The policies as of now.
+    pub fn current(&self) -> std::sync::Arc<Policies> {
+        self.current.read().expect("policy book").clone()
+    }
+
+    /// Re-reads the API-managed policies.
+    pub async fn reload(&self, store: &dyn crate::AccessStore) -> crate::Result<()> {
+        let managed = store.list_policies().await?;
+        let policies = std::sync::Arc::new(self.base.with_managed(&managed));
+        *self.current.write().expect("policy book") = policies;
+        Ok(())
     }
 }

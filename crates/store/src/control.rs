@@ -1,0 +1,140 @@
+//! The changes clients make (the API, the embedded library): each is a store call, and what
+//! a running engine must act on travels as a [`Notice`] through the store's [`Signals`].
+//! So nothing that changes a job needs the engine: a cancel reaches the node running the
+//! attempt the same way whether that node is this process or another.
+
+use crate::policies::{Policies, PolicyBook};
+use crate::sealing::SecretKeys;
+use crate::{Error, Inserted, JobChanges, Notice, Requeue, Result, Store};
+use chrono::{DateTime, Utc};
+use retryd_core::job::{Job, NewJob};
+use retryd_core::{Action, Clock, JobId};
+use std::sync::Arc;
+
+/// A handle for clients: cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Control {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    policies: Arc<PolicyBook>,
+    /// Seal secret values before they are stored; `None` stores them as given.
+    keys: Option<Arc<SecretKeys>>,
+}
+
+impl Control {
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        policies: Arc<PolicyBook>,
+        keys: Option<Arc<SecretKeys>>,
+    ) -> Self {
+        Control {
+            store,
+            clock,
+            policies,
+            keys,
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    /// The policies as of now (built-in, configured and API-managed).
+    pub fn policies(&self) -> Arc<Policies> {
+        self.policies.current()
+    }
+
+    /// After a managed policy changed: re-read them here, and tell the engines.
+    pub async fn policies_changed(&self) -> Result<()> {
+        self.policies.reload(self.store.as_ref()).await?;
+        self.store.signals().notice(Notice::Policies);
+        Ok(())
+    }
+
+    pub async fn submit(&self, job: NewJob) -> Result<Inserted> {
+        let mut inserted = self.submit_many(vec![job]).await?;
+        inserted
+            .pop()
+            .ok_or_else(|| Error::Corrupt("an insert answered nothing".into()))
+    }
+
+    /// Submits a batch in one transaction (see [`crate::JobWriter::insert_jobs`]).
+    pub async fn submit_many(&self, mut jobs: Vec<NewJob>) -> Result<Vec<Inserted>> {
+        for job in &mut jobs {
+            self.seal(&mut job.action)?;
+        }
+        let inserted = self.store.insert_jobs(jobs).await?;
+        let signals = self.store.signals();
+        let mut created = false;
+        for event in inserted.iter().filter_map(|i| i.event.clone()) {
+            signals.publish(event);
+            created = true;
+        }
+        if created {
+            signals.notice(Notice::Wake);
+        }
+        Ok(inserted)
+    }
+
+    /// Cancels a job: at once when waiting; when running, its node stops the attempt.
+    pub async fn cancel(&self, id: JobId, actor: &str) -> Result<Job> {
+        let (job, event) = self.store.cancel_job(id, actor, self.now()).await?;
+        let signals = self.store.signals();
+        if let Some(event) = event {
+            signals.publish(event);
+        }
+        if job.cancel_requested {
+            signals.notice(Notice::Cancel(id));
+        }
+        Ok(job)
+    }
+
+    /// Requeues a finished job, or makes a retrying one due now; `changes` edits its action
+    /// or policy first (recorded in its events).
+    pub async fn requeue(
+        &self,
+        id: JobId,
+        reset: bool,
+        changes: Option<JobChanges>,
+        actor: &str,
+    ) -> Result<Job> {
+        let mut changes = changes;
+        if let Some(changes) = &mut changes {
+            self.seal(&mut changes.action)?;
+        }
+        let requeue = Requeue {
+            reset,
+            actor: actor.to_owned(),
+            now: self.now(),
+            changes,
+        };
+        let (job, event) = self.store.requeue_job(id, &requeue).await?;
+        let signals = self.store.signals();
+        if let Some(event) = event {
+            signals.publish(event);
+        }
+        signals.notice(Notice::Wake);
+        Ok(job)
+    }
+
+    /// Pauses or resumes a queue: its running attempts finish, nothing new is claimed.
+    pub async fn set_queue_paused(&self, queue: &str, paused: bool, actor: &str) -> Result<()> {
+        self.store
+            .set_queue_paused(queue, paused, actor, self.now())
+            .await?;
+        self.store.signals().notice(Notice::Queues);
+        Ok(())
+    }
+
+    fn seal(&self, action: &mut Action) -> Result<()> {
+        match &self.keys {
+            Some(keys) => keys.seal(action).map_err(Error::Corrupt),
+            None => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,254 @@
+//! The attempts running on this node, and what stops them. Keyed by job: a job's next
+//! attempt may be claimed before the task of its previous one has unregistered, so every
+//! change names the attempt it means and leaves a newer one alone.
+
+use retryd_core::JobId;
+use retryd_store::Lease;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+/// An attempt running on this node.
+#[derive(Debug)]
+struct Running {
+    attempt_id: i64,
+    queue: String,
+    stop: CancellationToken,
+    /// Set when a client cancelled the job (as opposed to a shutdown release).
+    cancelled: Arc<AtomicBool>,
+    /// The action has ended and its result waits for its group commit: the attempt keeps
+    /// its lease (renewed, fenced) but no longer takes an execution slot.
+    recording: bool,
+    /// Cancelled when a renewal shows this node no longer holds the attempt: the command
+    /// stops at once (a short grace), and its result is not offered.
+    lease_lost: CancellationToken,
+    /// A pipeline is moving to its next step: its attempt id is about to change, so a
+    /// renewal that misses the old one says nothing.
+    advancing: bool,
+}
+
+/// What a running attempt listens to: a stop (cancel, shutdown), whether that stop was a
+/// client's cancel, and the loss of its lease.
+#[derive(Debug, Clone)]
+pub(crate) struct Handles {
+    pub stop: CancellationToken,
+    pub cancelled: Arc<AtomicBool>,
+    pub lease_lost: CancellationToken,
+}
+
+/// How many attempts take slots, in all and per queue.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Occupancy {
+    /// Attempts whose actions still run.
+    pub executing: usize,
+    /// Every attempt held, those waiting for their result's commit included.
+    pub held: usize,
+    pub executing_by_queue: HashMap<String, usize>,
+}
+
+// A std Mutex: held only for map operations, never across .await.
+#[derive(Debug, Default)]
+pub(crate) struct RunningMap(Mutex<HashMap<JobId, Running>>);
+
+impl RunningMap {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, Running>> {
+        self.0.lock().expect("running map")
+    }
+
+    /// Registers a claimed attempt; `stop` is a child of the shutdown release.
+    pub fn register(&self, lease: &Lease, queue: &str, stop: CancellationToken) {
+        self.map().insert(
+            lease.job_id,
+            Running {
+                attempt_id: lease.attempt_id,
+                queue: queue.to_owned(),
+                stop,
+                cancelled: Arc::new(AtomicBool::new(false)),
+                recording: false,
+                lease_lost: CancellationToken::new(),
+                advancing: false,
+            },
+        );
+    }
+
+    pub fn unregister(&self, lease: &Lease) {
+        let mut map = self.map();
+        if map
+            .get(&lease.job_id)
+            .is_some_and(|r| r.attempt_id == lease.attempt_id)
+        {
+            map.remove(&lease.job_id);
+        }
+    }
+
+    pub fn action_ended(&self, lease: &Lease) {
+        if let Some(entry) = self
+            .map()
+            .get_mut(&lease.job_id)
+            .filter(|r| r.attempt_id == lease.attempt_id)
+        {
+            entry.recording = true;
+        }
+    }
+
+    /// A pipeline moves to its next step under the same lease (`advancing`), then did (`to`:
+    /// the new attempt id renewals extend) or could not (`None`).
+    pub fn switch_attempt(&self, from: &Lease, advancing: bool, to: Option<&Lease>) {
+        if let Some(entry) = self
+            .map()
+            .get_mut(&from.job_id)
+            .filter(|r| r.attempt_id == from.attempt_id)
+        {
+            entry.advancing = advancing;
+            if let Some(to) = to {
+                entry.attempt_id = to.attempt_id;
+            }
+        }
+    }
+
+    pub fn handles(&self, lease: &Lease) -> Option<Handles> {
+        self.map()
+            .get(&lease.job_id)
+            .filter(|r| r.attempt_id == lease.attempt_id)
+            .map(|r| Handles {
+                stop: r.stop.clone(),
+                cancelled: r.cancelled.clone(),
+                lease_lost: r.lease_lost.clone(),
+            })
+    }
+
+    /// Stops the attempt of `id` if it runs here, as a client's cancellation.
+    pub fn stop_cancelled(&self, id: JobId) -> bool {
+        match self.map().get(&id) {
+            Some(attempt) => {
+                attempt.cancelled.store(true, Ordering::SeqCst);
+                attempt.stop.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Stops the attempts a renewal showed this node no longer holds: another node may be
+    /// running their jobs already. A pipeline between steps is left alone.
+    pub fn stop_lost(&self, attempt_ids: &[i64]) -> usize {
+        let mut stopped = 0;
+        for (job_id, attempt) in self.map().iter() {
+            if attempt_ids.contains(&attempt.attempt_id) && !attempt.advancing {
+                warn!(job_id = %job_id, attempt_id = attempt.attempt_id,
+                    "this node no longer holds the attempt's lease (rescued or taken over): stopping it now");
+                attempt.lease_lost.cancel();
+                attempt.stop.cancel();
+                stopped += 1;
+            }
+        }
+        stopped
+    }
+
+    /// The attempts whose leases the heartbeat renews.
+    pub fn attempt_ids(&self) -> Vec<i64> {
+        self.map().values().map(|r| r.attempt_id).collect()
+    }
+
+    pub fn contains(&self, job: JobId) -> bool {
+        self.map().contains_key(&job)
+    }
+
+    pub fn executing(&self) -> usize {
+        self.map().values().filter(|r| !r.recording).count()
+    }
+
+    pub fn occupancy(&self) -> Occupancy {
+        let map = self.map();
+        let mut occupancy = Occupancy {
+            held: map.len(),
+            ..Occupancy::default()
+        };
+        for attempt in map.values().filter(|r| !r.recording) {
+            occupancy.executing += 1;
+            *occupancy
+                .executing_by_queue
+                .entry(attempt.queue.clone())
+                .or_default() += 1;
+        }
+        occupancy
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lease(job_id: JobId, attempt_id: i64) -> Lease {
+        Lease {
+            job_id,
+            attempt_id,
+            attempt: 1,
+            node: "n".into(),
+        }
+    }
+
+    #[test]
+    fn an_ended_action_frees_its_slot_but_keeps_its_lease() {
+        let map = RunningMap::default();
+        let (a, b) = (lease(JobId::new(), 1), lease(JobId::new(), 2));
+        map.register(&a, "deploy", CancellationToken::new());
+        map.register(&b, "mail", CancellationToken::new());
+        map.action_ended(&a);
+        let occupancy = map.occupancy();
+        assert_eq!((occupancy.executing, occupancy.held), (1, 2));
+        assert_eq!(
+            occupancy.executing_by_queue,
+            HashMap::from([("mail".into(), 1)])
+        );
+        assert_eq!(map.attempt_ids().len(), 2, "both leases are still renewed");
+        map.unregister(&a);
+        assert_eq!(map.occupancy().held, 1);
+    }
+
+    #[test]
+    fn changes_for_an_older_attempt_leave_the_newer_one_alone() {
+        let map = RunningMap::default();
+        let job = JobId::new();
+        map.register(&lease(job, 1), "q", CancellationToken::new());
+        map.register(&lease(job, 2), "q", CancellationToken::new());
+        map.action_ended(&lease(job, 1));
+        map.unregister(&lease(job, 1));
+        assert!(map.contains(job));
+        assert_eq!(map.executing(), 1);
+        assert!(map.handles(&lease(job, 1)).is_none());
+        assert!(map.handles(&lease(job, 2)).is_some());
+    }
+
+    #[test]
+    fn a_lost_lease_stops_its_attempt_unless_a_pipeline_is_between_steps() {
+        let map = RunningMap::default();
+        let (a, b) = (lease(JobId::new(), 1), lease(JobId::new(), 2));
+        map.register(&a, "q", CancellationToken::new());
+        map.register(&b, "q", CancellationToken::new());
+        map.switch_attempt(&b, true, None);
+        assert_eq!(map.stop_lost(&[1, 2]), 1);
+        let handles = map.handles(&a).unwrap();
+        assert!(handles.lease_lost.is_cancelled() && handles.stop.is_cancelled());
+        assert!(
+            !handles.cancelled.load(Ordering::SeqCst),
+            "not a client's cancel"
+        );
+        let moved = lease(b.job_id, 3);
+        map.switch_attempt(&b, false, Some(&moved));
+        assert!(
+            map.handles(&moved).is_some(),
+            "renewals now extend the new attempt"
+        );
+        assert!(map.stop_cancelled(b.job_id));
+        assert!(
+            map.handles(&moved)
+                .unwrap()
+                .cancelled
+                .load(Ordering::SeqCst)
+        );
+    }
+}
