@@ -28,6 +28,7 @@ use futures::StreamExt;
 use retryd_core::Role;
 use retryd_core::job::{Attempt, Event, Job, LogLine, NewJob, Stream};
 use retryd_core::{AttemptOutcome, Class, JobId, JobState};
+use retryd_store::group::GroupQueue;
 use retryd_store::notify::lost_delivery;
 use retryd_store::rules::{CircuitChange, TargetUsage};
 use retryd_store::stats::{Bucket, ErrorGroup, FinishedGroup, TOP_ERRORS};
@@ -41,6 +42,7 @@ use retryd_store::{
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio_postgres::error::SqlState;
@@ -316,7 +318,7 @@ pub struct PostgresStore {
     scheduler: Pool,
     signals: Signals,
     clock: DbClock,
-    results: ResultGroups,
+    results: Arc<ResultGroups>,
 }
 
 impl PostgresStore {
@@ -367,7 +369,7 @@ impl PostgresStore {
             scheduler,
             signals,
             clock,
-            results: ResultGroups::default(),
+            results: Arc::default(),
         })
     }
 
@@ -421,159 +423,158 @@ impl PostgresStore {
     async fn scheduler_client(&self) -> Result<deadpool_postgres::Object> {
         self.scheduler.get().await.map_err(pool_error)
     }
+}
 
-    /// Writes a group of results in one transaction; answers each in order. `Err` when the
-    /// transaction failed: then nothing of the group is written.
-    async fn finish_group(&self, results: &[AttemptResult]) -> Result<Vec<Result<(Job, Event)>>> {
-        let mut ids: Vec<uuid::Uuid> = results.iter().map(|r| r.lease.job_id.0).collect();
-        ids.sort_unstable();
-        ids.dedup();
-        // In id order, so that two groups lock their common jobs in one order.
-        let (tx, rows) = Tx::begin_with(
-            self.client().await?,
-            &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE"),
-            &[&ids],
-        )
-        .await?;
-        let mut jobs: HashMap<JobId, Job> = rows
-            .iter()
-            .map(|row| job_from_row(row).map(|job| (job.id, job)))
-            .collect::<Result<_>>()?;
-        let mut answers: Vec<Option<Result<(Job, Event)>>> = results.iter().map(|_| None).collect();
-        let mut finished = Finished::default();
-        let mut accepted: Vec<(usize, Job)> = Vec::new();
-        let mut log = LogRows::default();
-        let mut wake = false;
-        for (i, result) in results.iter().enumerate() {
-            let lease = &result.lease;
-            let Some(job) = jobs.get(&lease.job_id) else {
-                // Gone, or finished by an earlier result of this group: after that one, no
-                // lease is held any more (what the attempt printed is kept all the same).
-                answers[i] = Some(Err(if accepted.iter().any(|(_, j)| j.id == lease.job_id) {
-                    log.push(lease, result.log.first_index, &result.log.lines);
-                    Error::LeaseLost {
-                        job_id: lease.job_id,
-                        attempt_id: lease.attempt_id,
-                    }
-                } else {
-                    Error::NotFound(lease.job_id)
-                }));
-                continue;
-            };
-            log.push(lease, result.log.first_index, &result.log.lines);
-            if !rules::fence_holds(job, lease, result.fence) {
-                answers[i] = Some(Err(Error::LeaseLost {
-                    job_id: job.id,
+/// Writes a group of results in one transaction; answers each in order. `Err` when the
+/// transaction failed: then nothing of the group is written.
+async fn finish_group(pool: &Pool, results: &[AttemptResult]) -> Result<Vec<Result<(Job, Event)>>> {
+    let mut ids: Vec<uuid::Uuid> = results.iter().map(|r| r.lease.job_id.0).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    // In id order, so that two groups lock their common jobs in one order.
+    let (tx, rows) = Tx::begin_with(
+        pool.get().await.map_err(pool_error)?,
+        &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE"),
+        &[&ids],
+    )
+    .await?;
+    let mut jobs: HashMap<JobId, Job> = rows
+        .iter()
+        .map(|row| job_from_row(row).map(|job| (job.id, job)))
+        .collect::<Result<_>>()?;
+    let mut answers: Vec<Option<Result<(Job, Event)>>> = results.iter().map(|_| None).collect();
+    let mut finished = Finished::default();
+    let mut accepted: Vec<(usize, Job)> = Vec::new();
+    let mut log = LogRows::default();
+    let mut wake = false;
+    for (i, result) in results.iter().enumerate() {
+        let lease = &result.lease;
+        let Some(job) = jobs.get(&lease.job_id) else {
+            // Gone, or finished by an earlier result of this group: after that one, no
+            // lease is held any more (what the attempt printed is kept all the same).
+            answers[i] = Some(Err(if accepted.iter().any(|(_, j)| j.id == lease.job_id) {
+                log.push(lease, result.log.first_index, &result.log.lines);
+                Error::LeaseLost {
+                    job_id: lease.job_id,
                     attempt_id: lease.attempt_id,
-                }));
+                }
+            } else {
+                Error::NotFound(lease.job_id)
+            }));
+            continue;
+        };
+        log.push(lease, result.log.first_index, &result.log.lines);
+        if !rules::fence_holds(job, lease, result.fence) {
+            answers[i] = Some(Err(Error::LeaseLost {
+                job_id: job.id,
+                attempt_id: lease.attempt_id,
+            }));
+            continue;
+        }
+        let to = match job.state.transition(result.next.state()) {
+            Ok(to) => to,
+            Err(e) => {
+                answers[i] = Some(Err(e.into()));
                 continue;
             }
-            let to = match job.state.transition(result.next.state()) {
-                Ok(to) => to,
-                Err(e) => {
-                    answers[i] = Some(Err(e.into()));
-                    continue;
-                }
-            };
-            let job = jobs.remove(&lease.job_id).expect("looked up above");
-            let failed = job
-                .target
-                .as_ref()
-                .and_then(|_| rules::target_outcome(&result.next, result.outcome, result.class));
-            wake |= result.next.state() == JobState::Retrying || !result.notify.is_empty();
-            finished.push(&job, to, result, failed);
-            accepted.push((i, job));
-        }
-        // Every statement sent with the COMMIT below is prepared first, so that none falls
-        // behind it (see `tx`).
-        let [attempts_sql, jobs_sql, events_sql] = Finished::statements();
-        let notify_sql = "SELECT pg_notify($1, $2)";
-        futures::try_join!(
-            tx.prepare(LogRows::SQL),
-            tx.prepare(&attempts_sql),
-            tx.prepare(&jobs_sql),
-            tx.prepare(&events_sql),
-            tx.prepare(notify_sql),
-        )?;
-        if accepted.is_empty() {
-            // Only refused results: their output lines are all there is to write.
-            futures::try_join!(log.insert(tx.client()), async {
-                tx.commit().await.map_err(pg)
-            })?;
-            return Ok(answers
-                .into_iter()
-                .map(|a| a.expect("every result is answered"))
-                .collect());
-        }
-        let mut targets: Vec<&str> = accepted
-            .iter()
-            .filter(|(i, _)| results[*i].circuit.is_some())
-            .filter_map(|(_, job)| job.target.as_deref())
-            .collect();
-        targets.sort_unstable();
-        targets.dedup();
-        let rare =
-            !targets.is_empty() || accepted.iter().any(|(i, _)| !results[*i].notify.is_empty());
-        let notify_sql = &tx.prepare(notify_sql).await?;
-        let tx = &tx;
-        let wake_others = |wake: bool| async move {
-            if wake {
-                tx.client()
-                    .execute(notify_sql, &[&WAKE_CHANNEL, &""])
-                    .await
-                    .map_err(pg)?;
-            }
-            Ok(())
         };
-        let (jobs, events) = if !rare {
-            // The group's writes and its COMMIT, in one round trip.
-            let ((), written, (), ()) = futures::try_join!(
-                log.insert(tx.client()),
-                finished.write(tx),
-                wake_others(wake),
-                async { tx.commit().await.map_err(pg) },
-            )?;
-            written
-        } else {
-            let ((), written) = futures::try_join!(log.insert(tx.client()), finished.write(tx))?;
-            // Circuits count the attempt rows written above; one statement each.
-            if !targets.is_empty() {
-                lock_targets(tx.client(), &targets).await?;
-            }
-            for (k, (i, job)) in accepted.iter().enumerate() {
-                let result = &results[*i];
-                if let (Some(target), Some(config)) = (&job.target, &result.circuit) {
-                    let failed = finished.target_failed[k];
-                    wake |= update_circuit(
-                        tx.client(),
-                        target,
-                        result.lease.attempt_id,
-                        failed,
-                        config,
-                        result.now,
-                    )
-                    .await?;
-                }
-                for notification in &result.notify {
-                    enqueue(tx.client(), job.id, notification, result.now).await?;
-                }
-            }
-            futures::try_join!(wake_others(wake), async { tx.commit().await.map_err(pg) })?;
-            written
-        };
-        let mut jobs: HashMap<JobId, Job> = jobs.into_iter().map(|j| (j.id, j)).collect();
-        let mut events: HashMap<JobId, Event> = events.into_iter().map(|e| (e.job_id, e)).collect();
-        for (i, job) in &accepted {
-            let missing = || corrupt(format!("finished job {} vanished", job.id));
-            let job = jobs.remove(&job.id).ok_or_else(missing)?;
-            let event = events.remove(&job.id).ok_or_else(missing)?;
-            answers[*i] = Some(Ok((job, event)));
-        }
-        Ok(answers
+        let job = jobs.remove(&lease.job_id).expect("looked up above");
+        let failed = job
+            .target
+            .as_ref()
+            .and_then(|_| rules::target_outcome(&result.next, result.outcome, result.class));
+        wake |= result.next.state() == JobState::Retrying || !result.notify.is_empty();
+        finished.push(&job, to, result, failed);
+        accepted.push((i, job));
+    }
+    // Every statement sent with the COMMIT below is prepared first, so that none falls
+    // behind it (see `tx`).
+    let [attempts_sql, jobs_sql, events_sql] = Finished::statements();
+    let notify_sql = "SELECT pg_notify($1, $2)";
+    futures::try_join!(
+        tx.prepare(LogRows::SQL),
+        tx.prepare(&attempts_sql),
+        tx.prepare(&jobs_sql),
+        tx.prepare(&events_sql),
+        tx.prepare(notify_sql),
+    )?;
+    if accepted.is_empty() {
+        // Only refused results: their output lines are all there is to write.
+        futures::try_join!(log.insert(tx.client()), async {
+            tx.commit().await.map_err(pg)
+        })?;
+        return Ok(answers
             .into_iter()
             .map(|a| a.expect("every result is answered"))
-            .collect())
+            .collect());
     }
+    let mut targets: Vec<&str> = accepted
+        .iter()
+        .filter(|(i, _)| results[*i].circuit.is_some())
+        .filter_map(|(_, job)| job.target.as_deref())
+        .collect();
+    targets.sort_unstable();
+    targets.dedup();
+    let rare = !targets.is_empty() || accepted.iter().any(|(i, _)| !results[*i].notify.is_empty());
+    let notify_sql = &tx.prepare(notify_sql).await?;
+    let tx = &tx;
+    let wake_others = |wake: bool| async move {
+        if wake {
+            tx.client()
+                .execute(notify_sql, &[&WAKE_CHANNEL, &""])
+                .await
+                .map_err(pg)?;
+        }
+        Ok(())
+    };
+    let (jobs, events) = if !rare {
+        // The group's writes and its COMMIT, in one round trip.
+        let ((), written, (), ()) = futures::try_join!(
+            log.insert(tx.client()),
+            finished.write(tx),
+            wake_others(wake),
+            async { tx.commit().await.map_err(pg) },
+        )?;
+        written
+    } else {
+        let ((), written) = futures::try_join!(log.insert(tx.client()), finished.write(tx))?;
+        // Circuits count the attempt rows written above; one statement each.
+        if !targets.is_empty() {
+            lock_targets(tx.client(), &targets).await?;
+        }
+        for (k, (i, job)) in accepted.iter().enumerate() {
+            let result = &results[*i];
+            if let (Some(target), Some(config)) = (&job.target, &result.circuit) {
+                let failed = finished.target_failed[k];
+                wake |= update_circuit(
+                    tx.client(),
+                    target,
+                    result.lease.attempt_id,
+                    failed,
+                    config,
+                    result.now,
+                )
+                .await?;
+            }
+            for notification in &result.notify {
+                enqueue(tx.client(), job.id, notification, result.now).await?;
+            }
+        }
+        futures::try_join!(wake_others(wake), async { tx.commit().await.map_err(pg) })?;
+        written
+    };
+    let mut jobs: HashMap<JobId, Job> = jobs.into_iter().map(|j| (j.id, j)).collect();
+    let mut events: HashMap<JobId, Event> = events.into_iter().map(|e| (e.job_id, e)).collect();
+    for (i, job) in &accepted {
+        let missing = || corrupt(format!("finished job {} vanished", job.id));
+        let job = jobs.remove(&job.id).ok_or_else(missing)?;
+        let event = events.remove(&job.id).ok_or_else(missing)?;
+        answers[*i] = Some(Ok((job, event)));
+    }
+    Ok(answers
+        .into_iter()
+        .map(|a| a.expect("every result is answered"))
+        .collect())
 }
 
 /// New jobs as the columns of `queries/insert_jobs.sql`, in its parameter order.
@@ -691,15 +692,37 @@ impl LogRows {
 /// A result waiting for its group's transaction, and where its answer goes.
 type QueuedResult = (AttemptResult, oneshot::Sender<Result<(Job, Event)>>);
 
-/// Results of attempts are written in groups: each call queues its result, and whoever
-/// holds the writer next writes every queued one in one transaction, with one statement per
-/// table for the whole group and one commit. A lone result waits for no one; results that
-/// arrive while a group commits form the next group.
-#[derive(Debug, Default)]
-struct ResultGroups {
-    // A std Mutex: held only to push or take, never across .await.
-    queue: std::sync::Mutex<Vec<QueuedResult>>,
-    writer: tokio::sync::Mutex<()>,
+/// Results of attempts are written in groups (see [`GroupQueue`]): each call queues its
+/// result and starts the committer task unless one runs.
+type ResultGroups = GroupQueue<QueuedResult>;
+
+/// The committer: writes groups until the queue is empty. If it panics, the role is handed
+/// back, so that the next result starts a new committer.
+async fn commit_results(pool: Pool, groups: Arc<ResultGroups>) {
+    let _role = groups.role();
+    loop {
+        let group = groups.take();
+        if !group.is_empty() {
+            let (results, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
+            match finish_group(&pool, &results).await {
+                Ok(answers) => {
+                    for (reply, answer) in replies.into_iter().zip(answers) {
+                        let _ = reply.send(answer);
+                    }
+                }
+                Err(e) => {
+                    // Nothing of the group was written: each result may be sent again.
+                    let message = e.to_string();
+                    for reply in replies {
+                        let _ = reply.send(Err(Error::Backend(message.clone())));
+                    }
+                }
+            }
+        }
+        if !groups.keep_committing() {
+            return;
+        }
+    }
 }
 
 /// What a group's accepted result writes, by column.
@@ -1444,32 +1467,8 @@ impl JobWriter for PostgresStore {
 
     async fn finish_attempt(&self, result: &AttemptResult) -> Result<(Job, Event)> {
         let (reply, answer) = oneshot::channel();
-        self.results
-            .queue
-            .lock()
-            .expect("result queue")
-            .push((result.clone(), reply));
-        {
-            let _writer = self.results.writer.lock().await;
-            // Empty when a writer before us took ours with its group: its answer is sent.
-            let group = std::mem::take(&mut *self.results.queue.lock().expect("result queue"));
-            if !group.is_empty() {
-                let (results, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
-                match self.finish_group(&results).await {
-                    Ok(answers) => {
-                        for (reply, answer) in replies.into_iter().zip(answers) {
-                            let _ = reply.send(answer);
-                        }
-                    }
-                    Err(e) => {
-                        // Nothing of the group was written: each result may be sent again.
-                        let message = e.to_string();
-                        for reply in replies {
-                            let _ = reply.send(Err(Error::Backend(message.clone())));
-                        }
-                    }
-                }
-            }
+        if self.results.push((result.clone(), reply)) {
+            tokio::spawn(commit_results(self.pool.clone(), self.results.clone()));
         }
         answer.await.unwrap_or_else(|_| {
             Err(backend(

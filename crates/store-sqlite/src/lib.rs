@@ -18,6 +18,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use retryd_core::Role;
 use retryd_core::job::{Attempt, Event, Job, LogLine, NewJob, Stream};
 use retryd_core::{AttemptOutcome, Class, JobId, JobState};
+use retryd_store::group::GroupQueue;
 use retryd_store::notify::lost_delivery;
 use retryd_store::rules::{CircuitChange, TargetUsage};
 use retryd_store::stats::{Bucket, ErrorGroup, FinishedGroup, TOP_ERRORS};
@@ -90,7 +91,7 @@ pub enum Synchronous {
 /// A queued write: runs inside its savepoint and returns its value type-erased.
 type WriteOp = Box<dyn FnOnce(&Connection) -> Result<Box<dyn Any + Send>> + Send>;
 type WriteReply = tokio::sync::oneshot::Sender<Result<Box<dyn Any + Send>>>;
-type WriteQueue = Arc<Mutex<Vec<Queued>>>;
+type WriteQueue = Arc<GroupQueue<Queued>>;
 
 /// A write waiting for its group commit.
 struct Queued {
@@ -579,26 +580,36 @@ impl std::fmt::Debug for SqliteStore {
     }
 }
 
-/// Takes the writer, then every queued write (another caller's task may have taken ours
-/// already: then it is committed or being committed), and commits them as one transaction.
+/// Commits every queued write as one transaction, group after group until none is queued:
+/// the one committer of [`GroupQueue`].
 ///
 /// A group of claims only commits at `synchronous=NORMAL`: in WAL mode that commit survives
 /// a process crash, and the next durable commit's fsync covers it too, so power loss can
 /// only take the newest claims, whose jobs are then claimed and run again (at least once,
 /// as on PostgreSQL, where claims commit asynchronously). A retry's claim thus never waits
 /// for a disk flush of its own.
-fn commit_group(conn: &Mutex<Connection>, queue: &Mutex<Vec<Queued>>, synchronous: Synchronous) {
-    let Ok(mut conn) = conn.lock() else {
-        fail_all(queue, "writer connection poisoned");
-        return;
-    };
-    let group = match queue.lock() {
-        Ok(mut queued) => std::mem::take(&mut *queued),
-        Err(_) => return,
-    };
+fn commit_groups(conn: &Mutex<Connection>, queue: &GroupQueue<Queued>, synchronous: Synchronous) {
+    let _role = queue.role();
+    loop {
+        commit_group(conn, queue.take(), synchronous);
+        if !queue.keep_committing() {
+            return;
+        }
+    }
+}
+
+fn commit_group(conn: &Mutex<Connection>, group: Vec<Queued>, synchronous: Synchronous) {
     if group.is_empty() {
         return;
     }
+    let Ok(mut conn) = conn.lock() else {
+        for queued in group {
+            let _ = queued
+                .reply
+                .send(Err(backend("writer connection poisoned")));
+        }
+        return;
+    };
     // Set before every group rather than restored after one: a failed restore cannot leave
     // durable writes unflushed.
     if synchronous == Synchronous::Full {
@@ -672,14 +683,6 @@ fn commit_in_one_transaction(conn: &mut Connection, group: Vec<Queued>) {
             for (reply, _) in replies {
                 let _ = reply.send(Err(backend(&message)));
             }
-        }
-    }
-}
-
-fn fail_all(queue: &Mutex<Vec<Queued>>, message: &str) {
-    if let Ok(mut queued) = queue.lock() {
-        for queued in queued.drain(..) {
-            let _ = queued.reply.send(Err(backend(message)));
         }
     }
 }
@@ -762,16 +765,12 @@ impl SqliteStore {
     {
         let (reply, rx) = tokio::sync::oneshot::channel();
         let op: WriteOp = Box::new(move |conn| f(conn).map(|v| Box::new(v) as Box<dyn Any + Send>));
-        self.queue
-            .lock()
-            .map_err(|_| backend("write queue poisoned"))?
-            .push(Queued { op, reply, durable });
-        let conn = self.writer.clone();
-        let queue = self.queue.clone();
-        let synchronous = self.synchronous;
-        tokio::task::spawn_blocking(move || commit_group(&conn, &queue, synchronous))
-            .await
-            .map_err(backend)?;
+        if self.queue.push(Queued { op, reply, durable }) {
+            let conn = self.writer.clone();
+            let queue = self.queue.clone();
+            let synchronous = self.synchronous;
+            tokio::task::spawn_blocking(move || commit_groups(&conn, &queue, synchronous));
+        }
         match rx.await {
             Ok(result) => result.map(|v| *v.downcast::<T>().expect("the type this call queued")),
             Err(_) => Err(backend("the write was dropped (the writer panicked)")),

@@ -18,6 +18,7 @@
 pub mod access;
 pub mod conformance;
 pub mod control;
+pub mod group;
 pub mod policies;
 pub mod sealing;
 pub mod signals;
