@@ -223,12 +223,10 @@ fn to_store(e: rusqlite::Error) -> Error {
 }
 
 fn load_job(conn: &Connection, id: JobId) -> Result<Job> {
-    conn.query_row(
-        &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
-        [id.to_string()],
-        job_from_row,
-    )
-    .optional()
+    // Cached: every result reads its job twice.
+    conn.prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"))
+        .and_then(|mut stmt| stmt.query_row([id.to_string()], job_from_row))
+        .optional()
     .map_err(to_store)?
     .ok_or(Error::NotFound(id))
 }
