@@ -31,6 +31,7 @@ pub mod pipeline;
 pub mod policy;
 pub mod redact;
 pub mod retry;
+pub mod schedule;
 pub mod state;
 
 pub use auth::Role;
