@@ -101,7 +101,9 @@ impl Cron {
     pub fn parse(expr: &str, tz: &str) -> Result<Self, ScheduleError> {
         let tz: Tz = tz.parse().map_err(|_| ScheduleError {
             field: "tz",
-            message: format!("unknown time zone {tz:?}: use an IANA name such as UTC or Europe/Berlin"),
+            message: format!(
+                "unknown time zone {tz:?}: use an IANA name such as UTC or Europe/Berlin"
+            ),
         })?;
         if expr.trim().is_empty() || expr.len() > 200 {
             return Err(ScheduleError {
@@ -205,6 +207,111 @@ pub fn due(cron: &Cron, next_fire: DateTime<Utc>, now: DateTime<Utc>, misfire: M
 /// restarts, so that a fire time is enqueued at most once.
 pub fn run_key(schedule_id: &str, fire: DateTime<Utc>) -> String {
     format!("schedule:{schedule_id}:{}", fire.timestamp_millis())
+}
+
+/// What each run of a schedule is: a submit without its per-run fields (run time,
+/// deadline, idempotency key), which each fire time fills in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobTemplate {
+    pub queue: String,
+    pub kind: String,
+    pub target: Option<String>,
+    pub action: crate::Action,
+    pub policy_name: String,
+    pub policy: crate::Policy,
+    pub priority: u8,
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Each run's deadline, after its fire time, in milliseconds.
+    pub deadline_after_ms: Option<u64>,
+}
+
+/// The label every run of a schedule carries: its name.
+pub const SCHEDULE_LABEL: &str = "schedule";
+
+impl JobTemplate {
+    /// The template of a validated submit (its run time, deadline and key are dropped).
+    pub fn from_job(job: crate::job::NewJob, deadline_after: Option<Duration>) -> Self {
+        JobTemplate {
+            queue: job.queue,
+            kind: job.kind,
+            target: job.target,
+            action: job.action,
+            policy_name: job.policy_name,
+            policy: job.policy,
+            priority: job.priority,
+            labels: job.labels,
+            deadline_after_ms: deadline_after.map(|d| d.as_millis() as u64),
+        }
+    }
+
+    /// The run of `schedule` at `fire`.
+    pub fn run(
+        &self,
+        schedule: &str,
+        fire: DateTime<Utc>,
+        key: Option<String>,
+        created_by: &str,
+        now: DateTime<Utc>,
+    ) -> crate::job::NewJob {
+        let mut labels = self.labels.clone();
+        labels.insert(SCHEDULE_LABEL.into(), schedule.into());
+        crate::job::NewJob {
+            id: crate::JobId::new(),
+            queue: self.queue.clone(),
+            kind: self.kind.clone(),
+            target: self.target.clone(),
+            action: self.action.clone(),
+            policy_name: self.policy_name.clone(),
+            policy: self.policy.clone(),
+            priority: self.priority,
+            run_at: fire,
+            deadline: self
+                .deadline_after_ms
+                .map(|ms| fire + chrono::Duration::milliseconds(ms as i64)),
+            labels,
+            idempotency_key: key,
+            created_by: Some(created_by.into()),
+            created_at: now,
+        }
+    }
+}
+
+/// How a schedule fires and what it enqueues.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Definition {
+    pub cron: String,
+    pub tz: String,
+    pub overlap: Overlap,
+    pub misfire: Misfire,
+    pub job: JobTemplate,
+}
+
+/// A stored schedule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Schedule {
+    pub id: String,
+    pub name: String,
+    pub definition: Definition,
+    pub paused: bool,
+    /// The next fire time not yet handled; `None` while paused or when it never fires again.
+    pub next_fire: Option<DateTime<Utc>>,
+    pub last_fire: Option<DateTime<Utc>>,
+    pub last_job_id: Option<crate::JobId>,
+    /// Why the last fire times were skipped (overlap or misfire), and when.
+    pub last_skip: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub created_by: String,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What firing changed on a schedule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Progress {
+    pub next_fire: Option<DateTime<Utc>>,
+    pub last_fire: Option<DateTime<Utc>>,
+    pub last_job_id: Option<crate::JobId>,
+    pub last_skip: Option<String>,
+    pub updated_at: DateTime<Utc>,
 }
 
 #[cfg(test)]

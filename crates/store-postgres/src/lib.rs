@@ -27,6 +27,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use futures::StreamExt;
 use retryd_core::Role;
 use retryd_core::job::{Attempt, Event, Job, LogLine, NewJob, Stream};
+use retryd_core::schedule::{Progress, Schedule};
 use retryd_core::{AttemptOutcome, Class, JobId, JobState};
 use retryd_store::group::GroupQueue;
 use retryd_store::notify::lost_delivery;
@@ -36,8 +37,8 @@ use retryd_store::{
     AccessStore, AttemptResult, Circuit, CircuitConfig, ClaimRequest, Claimed, ClaimedDelivery,
     DeliveryAttempt, DeliveryNext, DeliveryResult, DeliveryState, Error, Inserted, JobFilter,
     JobReader, JobWriter, Lease, NewLogLine, NewNotification, Notice, Notification,
-    NotificationStore, Page, Process, Renewal, Requeue, Result, Runnable, Signals, StatsQuery,
-    StatsRows, Store, StoredPolicy, TargetLimits, TokenRecord, Wakeups, rules,
+    NotificationStore, Page, Process, Renewal, Requeue, Result, Runnable, ScheduleStore, Signals,
+    StatsQuery, StatsRows, Store, StoredPolicy, TargetLimits, TokenRecord, Wakeups, rules,
 };
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
@@ -64,6 +65,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (8, include_str!("../migrations/0008_fillfactor.sql")),
     (9, include_str!("../migrations/0009_event_stream_order.sql")),
     (11, include_str!("../migrations/0011_process_host.sql")),
+    (12, include_str!("../migrations/0012_schedules.sql")),
 ];
 
 /// Advisory lock keys ("retryd" in ASCII, plus a purpose).
@@ -78,6 +80,7 @@ const WAKE_CHANNEL: &str = "retryd_wake";
 const CANCEL_CHANNEL: &str = "retryd_cancel";
 const QUEUES_CHANNEL: &str = "retryd_queues";
 const POLICIES_CHANNEL: &str = "retryd_policies";
+const SCHEDULES_CHANNEL: &str = "retryd_schedules";
 
 const JOB_COLUMNS: &str = "id, queue, kind, target, action, policy_name, policy, priority, run_at, deadline, \
      labels, idempotency_key, created_by, state, attempt, next_attempt_at, last_error, last_error_class, \
@@ -948,7 +951,7 @@ async fn listen(config: tokio_postgres::Config, signals: Signals) {
                 });
                 if client
                     .batch_execute(&format!(
-                        "LISTEN {WAKE_CHANNEL}; LISTEN {CANCEL_CHANNEL}; LISTEN {QUEUES_CHANNEL}; LISTEN {POLICIES_CHANNEL}"
+                        "LISTEN {WAKE_CHANNEL}; LISTEN {CANCEL_CHANNEL}; LISTEN {QUEUES_CHANNEL}; LISTEN {POLICIES_CHANNEL}; LISTEN {SCHEDULES_CHANNEL}"
                     ))
                     .await
                     .is_ok()
@@ -957,10 +960,12 @@ async fn listen(config: tokio_postgres::Config, signals: Signals) {
                     // What changed while no connection listened is read again.
                     signals.notice(Notice::Wake);
                     signals.notice(Notice::Policies);
+                    signals.notice(Notice::Schedules);
                     while let Some((channel, payload)) = rx.recv().await {
                         let notice = match channel.as_str() {
                             QUEUES_CHANNEL => Notice::Queues,
                             POLICIES_CHANNEL => Notice::Policies,
+                            SCHEDULES_CHANNEL => Notice::Schedules,
                             CANCEL_CHANNEL => match payload.parse() {
                                 Ok(id) => Notice::Cancel(id),
                                 Err(_) => continue,
@@ -2294,6 +2299,127 @@ fn token_from_row(row: &Row) -> Result<TokenRecord> {
         created_by: row.get(5),
         revoked_at: row.get(6),
     })
+}
+
+const SCHEDULE_COLUMNS: &str = "id, name, definition, paused, next_fire, last_fire, last_job_id, last_skip, \
+     created_at, created_by, updated_at";
+
+fn schedule_from_row(row: &Row) -> Result<Schedule> {
+    Ok(Schedule {
+        id: row.get(0),
+        name: row.get(1),
+        definition: json(row.get(2))?,
+        paused: row.get(3),
+        next_fire: row.get(4),
+        last_fire: row.get(5),
+        last_job_id: row.get::<_, Option<uuid::Uuid>>(6).map(JobId),
+        last_skip: row.get(7),
+        created_at: row.get(8),
+        created_by: row.get(9),
+        updated_at: row.get(10),
+    })
+}
+
+/// Runs one schedule write and tells every node's scheduler (delivered at commit).
+async fn schedule_write(
+    store: &PostgresStore,
+    name: &str,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<u64> {
+    let mut client = store.client().await?;
+    let tx = client.transaction().await.map_err(pg)?;
+    let changed = tx
+        .cached_execute(sql, params)
+        .await
+        .map_err(|e| match e.code() {
+            Some(&SqlState::UNIQUE_VIOLATION) => {
+                Error::Conflict(format!("a schedule named '{name}' already exists"))
+            }
+            _ => pg(e),
+        })?;
+    notify(&tx, SCHEDULES_CHANNEL, name).await?;
+    tx.commit().await.map_err(pg)?;
+    Ok(changed)
+}
+
+#[async_trait]
+impl ScheduleStore for PostgresStore {
+    async fn insert_schedule(&self, s: &Schedule) -> Result<()> {
+        schedule_write(
+            self,
+            &s.name,
+            &format!("INSERT INTO schedules ({SCHEDULE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"),
+            &[
+                &s.id,
+                &s.name,
+                &to_json(&s.definition),
+                &s.paused,
+                &s.next_fire,
+                &s.last_fire,
+                &s.last_job_id.map(|j| j.0),
+                &s.last_skip,
+                &s.created_at,
+                &s.created_by,
+                &s.updated_at,
+            ],
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn update_schedule(&self, s: &Schedule) -> Result<bool> {
+        schedule_write(
+            self,
+            &s.name,
+            "UPDATE schedules SET definition = $2, paused = $3, next_fire = $4, updated_at = $5 WHERE id = $1",
+            &[&s.id, &to_json(&s.definition), &s.paused, &s.next_fire, &s.updated_at],
+        )
+        .await
+        .map(|n| n == 1)
+    }
+
+    async fn delete_schedule(&self, name: &str) -> Result<bool> {
+        schedule_write(
+            self,
+            name,
+            "DELETE FROM schedules WHERE name = $1",
+            &[&name],
+        )
+        .await
+        .map(|n| n == 1)
+    }
+
+    async fn list_schedules(&self) -> Result<Vec<Schedule>> {
+        let client = self.client().await?;
+        let rows = client
+            .cached_query(
+                &format!("SELECT {SCHEDULE_COLUMNS} FROM schedules ORDER BY name"),
+                &[],
+            )
+            .await
+            .map_err(pg)?;
+        rows.iter().map(schedule_from_row).collect()
+    }
+
+    async fn advance_schedule(
+        &self,
+        id: &str,
+        expected: Option<DateTime<Utc>>,
+        p: &Progress,
+    ) -> Result<bool> {
+        let client = self.client().await?;
+        let changed = client
+            .cached_execute(
+                "UPDATE schedules SET next_fire = $3, last_fire = COALESCE($4, last_fire), \
+                 last_job_id = COALESCE($5, last_job_id), last_skip = COALESCE($6, last_skip), updated_at = $7 \
+                 WHERE id = $1 AND next_fire IS NOT DISTINCT FROM $2",
+                &[&id, &expected, &p.next_fire, &p.last_fire, &p.last_job_id.map(|j| j.0), &p.last_skip, &p.updated_at],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(changed == 1)
+    }
 }
 
 #[async_trait]

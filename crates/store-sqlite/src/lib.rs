@@ -17,6 +17,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
 use retryd_core::Role;
 use retryd_core::job::{Attempt, Event, Job, LogLine, NewJob, Stream};
+use retryd_core::schedule::{Progress, Schedule};
 use retryd_core::{AttemptOutcome, Class, JobId, JobState};
 use retryd_store::group::GroupQueue;
 use retryd_store::notify::lost_delivery;
@@ -26,8 +27,8 @@ use retryd_store::{
     AccessStore, AttemptResult, Circuit, CircuitConfig, ClaimRequest, Claimed, ClaimedDelivery,
     DeliveryAttempt, DeliveryResult, DeliveryState, Error, Inserted, JobFilter, JobReader,
     JobWriter, Lease, NewLogLine, NewNotification, Notification, NotificationStore, Page, Process,
-    Renewal, Requeue, Result, Runnable, Signals, StatsQuery, StatsRows, Store, StoredPolicy,
-    TargetLimits, TokenRecord, Wakeups, rules,
+    Renewal, Requeue, Result, Runnable, ScheduleStore, Signals, StatsQuery, StatsRows, Store,
+    StoredPolicy, TargetLimits, TokenRecord, Wakeups, rules,
 };
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use std::any::Any;
@@ -48,6 +49,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     ),
     (7, include_str!("../migrations/0007_list_indexes.sql")),
     (9, include_str!("../migrations/0009_process_host.sql")),
+    (10, include_str!("../migrations/0010_schedules.sql")),
 ];
 
 const JOB_COLUMNS: &str = "id, queue, kind, target, action, policy_name, policy, priority, run_at, deadline, \
@@ -227,8 +229,8 @@ fn load_job(conn: &Connection, id: JobId) -> Result<Job> {
     conn.prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"))
         .and_then(|mut stmt| stmt.query_row([id.to_string()], job_from_row))
         .optional()
-    .map_err(to_store)?
-    .ok_or(Error::NotFound(id))
+        .map_err(to_store)?
+        .ok_or(Error::NotFound(id))
 }
 
 /// Runs a statement through the connection's statement cache: parsing the SQL again on every
@@ -1717,6 +1719,123 @@ fn unique_violation(e: rusqlite::Error, what: &str) -> Error {
             Error::Conflict(format!("{what} already exists"))
         }
         other => to_store(other),
+    }
+}
+
+const SCHEDULE_COLUMNS: &str = "id, name, definition, paused, next_fire, last_fire, last_job_id, last_skip, \
+     created_at, created_by, updated_at";
+
+fn schedule_from_row(row: &Row<'_>) -> rusqlite::Result<Schedule> {
+    Ok(Schedule {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        definition: json_col(row, 2)?,
+        paused: row.get(3)?,
+        next_fire: row.get::<_, Option<i64>>(4)?.map(from_ms),
+        last_fire: row.get::<_, Option<i64>>(5)?.map(from_ms),
+        last_job_id: match row.get::<_, Option<String>>(6)? {
+            Some(text) => Some(text.parse().map_err(|e: String| corrupt(6, e))?),
+            None => None,
+        },
+        last_skip: row.get(7)?,
+        created_at: from_ms(row.get(8)?),
+        created_by: row.get(9)?,
+        updated_at: from_ms(row.get(10)?),
+    })
+}
+
+#[async_trait]
+impl ScheduleStore for SqliteStore {
+    async fn insert_schedule(&self, s: &Schedule) -> Result<()> {
+        let s = s.clone();
+        self.write(move |tx| {
+            exec(
+                tx,
+                &format!("INSERT INTO schedules ({SCHEDULE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
+                params![
+                    s.id,
+                    s.name,
+                    json(&s.definition),
+                    s.paused,
+                    opt_ms(s.next_fire),
+                    opt_ms(s.last_fire),
+                    s.last_job_id.map(|j| j.to_string()),
+                    s.last_skip,
+                    ms(s.created_at),
+                    s.created_by,
+                    ms(s.updated_at)
+                ],
+            )
+            .map_err(|e| unique_violation(e, &format!("a schedule named '{}'", s.name)))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn update_schedule(&self, s: &Schedule) -> Result<bool> {
+        let s = s.clone();
+        self.write(move |tx| {
+            exec(
+                tx,
+                "UPDATE schedules SET definition = ?2, paused = ?3, next_fire = ?4, updated_at = ?5 WHERE id = ?1",
+                params![s.id, json(&s.definition), s.paused, opt_ms(s.next_fire), ms(s.updated_at)],
+            )
+            .map(|n| n == 1)
+            .map_err(to_store)
+        })
+        .await
+    }
+
+    async fn delete_schedule(&self, name: &str) -> Result<bool> {
+        let name = name.to_owned();
+        self.write(move |tx| {
+            exec(tx, "DELETE FROM schedules WHERE name = ?1", [name])
+                .map(|n| n == 1)
+                .map_err(to_store)
+        })
+        .await
+    }
+
+    async fn list_schedules(&self) -> Result<Vec<Schedule>> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT {SCHEDULE_COLUMNS} FROM schedules ORDER BY name"
+                ))
+                .map_err(to_store)?;
+            let rows = stmt.query_map([], schedule_from_row).map_err(to_store)?;
+            rows.collect::<rusqlite::Result<_>>().map_err(to_store)
+        })
+        .await
+    }
+
+    async fn advance_schedule(
+        &self,
+        id: &str,
+        expected: Option<DateTime<Utc>>,
+        p: &Progress,
+    ) -> Result<bool> {
+        let (id, p) = (id.to_owned(), p.clone());
+        self.write(move |tx| {
+            exec(
+                tx,
+                "UPDATE schedules SET next_fire = ?3, last_fire = COALESCE(?4, last_fire), \
+                 last_job_id = COALESCE(?5, last_job_id), last_skip = COALESCE(?6, last_skip), updated_at = ?7 \
+                 WHERE id = ?1 AND next_fire IS ?2",
+                params![
+                    id,
+                    opt_ms(expected),
+                    opt_ms(p.next_fire),
+                    opt_ms(p.last_fire),
+                    p.last_job_id.map(|j| j.to_string()),
+                    p.last_skip,
+                    ms(p.updated_at)
+                ],
+            )
+            .map(|n| n == 1)
+            .map_err(to_store)
+        })
+        .await
     }
 }
 

@@ -7,6 +7,7 @@ use retryd_core::Policy;
 use retryd_core::job::{Action, CommandAction, HandlerAction};
 use retryd_core::pipeline::{PipelineAction, Step, StepRecord, StepStatus};
 use std::sync::Arc;
+use std::time::Duration;
 
 pub type DynStore = Arc<dyn Store>;
 
@@ -48,6 +49,7 @@ macro_rules! conformance_tests {
             a_retry_budget_caps_retries_per_target_but_not_first_attempts,
             notifications_are_enqueued_with_the_result_and_delivered_once,
             handler_jobs_go_only_to_nodes_that_registered_their_kind,
+            schedules_are_unique_by_name_and_advance_only_from_the_expected_fire_time,
         );
     };
     (@each $make:expr; $($name:ident),* $(,)?) => {
@@ -2253,4 +2255,83 @@ pub async fn handler_jobs_go_only_to_nodes_that_registered_their_kind(store: Dyn
         store.get_job(resize.id).await.unwrap().state,
         JobState::Pending
     );
+}
+
+/// Issue 18: schedules. Names are unique; a fire time moves on only from the one expected
+/// (so two nodes cannot both advance it), and progress survives a definition update.
+pub async fn schedules_are_unique_by_name_and_advance_only_from_the_expected_fire_time(
+    store: DynStore,
+) {
+    use retryd_core::schedule::{Definition, JobTemplate, Misfire, Overlap, Progress, Schedule};
+    let template =
+        JobTemplate::from_job(new_job("default", 50, 0), Some(Duration::from_secs(3600)));
+    let mut schedule = Schedule {
+        id: "s-1".into(),
+        name: "nightly".into(),
+        definition: Definition {
+            cron: "30 2 * * *".into(),
+            tz: "Europe/Berlin".into(),
+            overlap: Overlap::Skip,
+            misfire: Misfire::Once,
+            job: template,
+        },
+        paused: false,
+        next_fire: Some(t0() + secs(60)),
+        last_fire: None,
+        last_job_id: None,
+        last_skip: None,
+        created_at: t0(),
+        created_by: "conformance".into(),
+        updated_at: t0(),
+    };
+    store.insert_schedule(&schedule).await.unwrap();
+    let twin = Schedule {
+        id: "s-2".into(),
+        ..schedule.clone()
+    };
+    assert!(matches!(
+        store.insert_schedule(&twin).await,
+        Err(Error::Conflict(_))
+    ));
+    assert_eq!(
+        store.list_schedules().await.unwrap(),
+        vec![schedule.clone()]
+    );
+    let job = JobId::new();
+    let progress = Progress {
+        next_fire: Some(t0() + secs(120)),
+        last_fire: Some(t0() + secs(60)),
+        last_job_id: Some(job),
+        last_skip: None,
+        updated_at: t0() + secs(61),
+    };
+    assert!(
+        store
+            .advance_schedule("s-1", Some(t0() + secs(60)), &progress)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .advance_schedule("s-1", Some(t0() + secs(60)), &progress)
+            .await
+            .unwrap(),
+        "a second node firing the same time finds it moved on"
+    );
+    let stored = &store.list_schedules().await.unwrap()[0];
+    assert_eq!(
+        (stored.next_fire, stored.last_fire, stored.last_job_id),
+        (Some(t0() + secs(120)), Some(t0() + secs(60)), Some(job))
+    );
+    schedule.paused = true;
+    schedule.next_fire = None;
+    schedule.definition.misfire = Misfire::All;
+    assert!(store.update_schedule(&schedule).await.unwrap());
+    let stored = &store.list_schedules().await.unwrap()[0];
+    assert!(stored.paused && stored.next_fire.is_none());
+    assert_eq!(stored.definition.misfire, Misfire::All);
+    assert_eq!(stored.last_job_id, Some(job), "progress survives an update");
+    assert!(store.delete_schedule("nightly").await.unwrap());
+    assert!(!store.delete_schedule("nightly").await.unwrap());
+    assert!(store.list_schedules().await.unwrap().is_empty());
 }

@@ -131,6 +131,12 @@ impl Control {
         Ok(())
     }
 
+    /// After a schedule was created, changed, paused, resumed or deleted: the schedulers of
+    /// this process look again (other nodes learn it from the store).
+    pub fn schedules_changed(&self) {
+        self.store.signals().notice(Notice::Schedules);
+    }
+
     fn seal(&self, action: &mut Action) -> Result<()> {
         match &self.keys {
             Some(keys) => keys.seal(action).map_err(Error::Corrupt),

@@ -20,12 +20,14 @@ pub mod conformance;
 pub mod control;
 pub mod group;
 pub mod policies;
+pub mod schedules;
 pub mod sealing;
 pub mod signals;
 pub mod stats;
 
 pub use control::Control;
 pub use policies::{Policies, PolicyBook};
+pub use schedules::ScheduleStore;
 pub use signals::Signals;
 
 pub use access::{AccessStore, StoredPolicy, TokenRecord};
@@ -469,10 +471,14 @@ pub enum Notice {
     Queues,
     /// A managed policy was created, changed or deactivated: read them again.
     Policies,
+    /// A schedule was created, changed, paused, resumed or deleted.
+    Schedules,
 }
 
 /// A complete backend.
-pub trait Store: JobWriter + JobReader + AccessStore + NotificationStore + std::fmt::Debug {
+pub trait Store:
+    JobWriter + JobReader + AccessStore + NotificationStore + ScheduleStore + std::fmt::Debug
+{
     /// True when one process owns the database (SQLite with its lock file): at start, every
     /// `running` job then belongs to a dead process and is rescued at once.
     fn is_exclusive(&self) -> bool;

@@ -145,6 +145,8 @@ pub(crate) struct Inner {
     paused: std::sync::RwLock<Vec<String>>,
     /// Wakes the claim loop: new or requeued work, a freed slot.
     wake: Notify,
+    /// Wakes the scheduler: a schedule was created, changed or deleted.
+    schedules: Notify,
     pub running: RunningMap,
     /// Cancelled when shutdown's grace period ends: every attempt still running is released.
     pub release: CancellationToken,
@@ -200,6 +202,7 @@ impl Engine {
                 runnable,
                 paused: std::sync::RwLock::new(Vec::new()),
                 wake: Notify::new(),
+                schedules: Notify::new(),
                 running: RunningMap::default(),
                 release: CancellationToken::new(),
                 reachable_since: Mutex::new(Some(started)),
@@ -308,6 +311,10 @@ impl Engine {
         self.inner.deliveries.notify_one();
     }
 
+    pub(crate) fn schedules_changed(&self) -> &Notify {
+        &self.inner.schedules
+    }
+
     pub(crate) fn deliveries(&self) -> &Notify {
         &self.inner.deliveries
     }
@@ -366,6 +373,12 @@ impl Engine {
                 engine: self.clone(),
             }
             .run(notices, stop.clone()),
+        );
+        services.spawn(
+            maintenance::scheduler::Scheduler {
+                engine: self.clone(),
+            }
+            .run(stop.clone()),
         );
         if !config.notifications.is_empty() {
             services.spawn(

@@ -9,6 +9,7 @@
 //! - [`notices`]: reacts to clients and other nodes: wakes, cancels, paused queues, and the
 //!   policy refresh.
 //! - [`notifier`]: delivers notifications under a lease.
+//! - [`scheduler`]: fires recurring jobs.
 
 pub(crate) mod deadlines;
 pub(crate) mod heartbeat;
@@ -16,3 +17,4 @@ pub(crate) mod notices;
 pub(crate) mod notifier;
 pub(crate) mod pruner;
 pub(crate) mod rescuer;
+pub(crate) mod scheduler;

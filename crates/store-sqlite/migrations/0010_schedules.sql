@@ -1,0 +1,15 @@
+-- Recurring jobs (issue 18). The definition (cron, zone, rules, job template) is one JSON
+-- document read and written whole; what firing changes has columns of its own.
+CREATE TABLE schedules (
+    id          TEXT PRIMARY KEY,
+    name        TEXT NOT NULL UNIQUE,
+    definition  TEXT NOT NULL,
+    paused      INTEGER NOT NULL DEFAULT 0,
+    next_fire   INTEGER,
+    last_fire   INTEGER,
+    last_job_id TEXT,
+    last_skip   TEXT,
+    created_at  INTEGER NOT NULL,
+    created_by  TEXT NOT NULL,
+    updated_at  INTEGER NOT NULL
+);
