@@ -65,6 +65,9 @@ pub enum Command {
     /// Queues: waiting jobs, pause and resume
     #[command(subcommand)]
     Queue(QueueCommand),
+    /// Recurring jobs: create (cron), list, show, pause, resume, update, delete, trigger
+    #[command(subcommand)]
+    Schedule(ScheduleCommand),
     /// How jobs went over a window: rates against the 80 % line, top errors, per kind and target
     Stats(StatsArgs),
     /// API tokens (admin): create, list, revoke
@@ -134,6 +137,66 @@ pub enum QueueCommand {
         /// The queue's name
         name: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ScheduleCommand {
+    /// Create a schedule: `retryd schedule create nightly --cron '30 2 * * *' --tz Europe/Berlin -- ./backup.sh`
+    Create(Box<ScheduleArgs>),
+    /// Replace a schedule's definition (the same flags as create)
+    Update(Box<ScheduleArgs>),
+    /// Schedules with their next fire time and last run
+    List,
+    /// A schedule: its next fire times and its last runs with their outcomes
+    Show {
+        /// The schedule's name
+        name: String,
+    },
+    /// Stop firing (fire times while paused are not caught up)
+    Pause {
+        /// The schedule's name
+        name: String,
+    },
+    /// Fire again, from the next fire time on
+    Resume {
+        /// The schedule's name
+        name: String,
+    },
+    /// Run the schedule's job now, once
+    Trigger {
+        /// The schedule's name
+        name: String,
+    },
+    /// Delete a schedule (its runs stay)
+    Delete {
+        /// The schedule's name
+        name: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ScheduleArgs {
+    /// A unique name: 1–64 of letters, digits and _ - . :
+    pub name: String,
+    /// Five fields (minute hour day month weekday), or six with seconds first: '*/2 * * * * *'
+    #[arg(long)]
+    pub cron: String,
+    /// IANA time zone the expression is read in [default: UTC]
+    #[arg(long)]
+    pub tz: Option<String>,
+    /// While the previous run is live: skip the fire time, or allow another run [default: skip]
+    #[arg(long, value_parser = ["skip", "allow"])]
+    pub overlap: Option<String>,
+    /// Fire times missed by more than a minute (nodes down): skip them, run once, or run all
+    /// (up to 100) [default: once]
+    #[arg(long, value_parser = ["skip", "once", "all"])]
+    pub misfire: Option<String>,
+    /// Create it paused
+    #[arg(long)]
+    pub paused: bool,
+    /// Every submit option; --deadline is a duration after each fire time (e.g. 1h)
+    #[command(flatten)]
+    pub job: SubmitArgs,
 }
 
 #[derive(Debug, Args)]

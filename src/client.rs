@@ -212,6 +212,14 @@ impl Client {
         self.send(self.http.post(self.url(path)).json(body)).await
     }
 
+    pub async fn put<T: DeserializeOwned, B: Serialize>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        self.send(self.http.put(self.url(path)).json(body)).await
+    }
+
     pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         self.send(self.http.delete(self.url(path))).await
     }

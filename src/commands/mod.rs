@@ -5,6 +5,7 @@ mod notifications;
 mod policy;
 mod queue;
 mod run;
+mod schedule;
 mod serve;
 mod stats;
 mod submit;
@@ -42,6 +43,7 @@ pub async fn dispatch(cli: Cli) -> Result<u8> {
         Command::Dlq(command) => dlq::dlq(&client(), command, json).await,
         Command::Policy(command) => policy::policy(&client(), command, json).await,
         Command::Queue(command) => queue::queue(&client(), command, json).await,
+        Command::Schedule(command) => schedule::schedule(&client(), command, json).await,
         Command::Stats(args) => stats::stats(&client(), args, json).await,
         Command::Token(command) => token::token(&client(), command, json).await,
         Command::Circuits => circuits::list(&client(), json).await,

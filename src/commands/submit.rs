@@ -148,10 +148,9 @@ fn timeout(options: &JobOptions) -> Result<Option<std::time::Duration>> {
         .transpose()
 }
 
-pub async fn submit(client: &Client, args: SubmitArgs, json: bool) -> Result<u8> {
-    if let Some(file) = &args.file {
-        return submit_file(client, file, &args, json).await;
-    }
+/// The body of `POST /jobs` the flags describe, without the fields of one submit (key,
+/// deadline, run time): `schedule create` sends it as its job template.
+pub fn job_body(args: &SubmitArgs) -> Result<Value> {
     let action = match (&args.http.http, &args.pipeline) {
         (Some(url), _) => Action::Http(http_action(&args.http, url, &args.options)?),
         (None, Some(file)) => {
@@ -169,9 +168,17 @@ pub async fn submit(client: &Client, args: SubmitArgs, json: bool) -> Result<u8>
         }
         (None, None) => Action::Command(command_action(&args.options, &args.command)?),
     };
-    // The fields `submit --file` also takes, then those of a single job.
-    let mut body = Value::Object(line_defaults(&args)?);
+    // The fields `submit --file` also takes, then the action.
+    let mut body = Value::Object(line_defaults(args)?);
     body["action"] = serde_json::to_value(action)?;
+    Ok(body)
+}
+
+pub async fn submit(client: &Client, args: SubmitArgs, json: bool) -> Result<u8> {
+    if let Some(file) = &args.file {
+        return submit_file(client, file, &args, json).await;
+    }
+    let mut body = job_body(&args)?;
     let fields: [(&str, Option<Value>); 3] = [
         ("idempotency_key", args.idempotency_key.map(Value::from)),
         (

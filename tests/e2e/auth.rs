@@ -36,6 +36,8 @@ fn matrix() -> Vec<Route> {
     use Need::*;
     let job = json!({ "action": { "type": "command", "program": "true" } });
     let nothing = json!({ "ids": [] });
+    let schedule =
+        json!({ "name": "matrix", "cron": "0 3 * * *", "paused": true, "job": job.clone() });
     vec![
         route("GET", "/healthz", Public, None),
         route("GET", "/readyz", Public, None),
@@ -90,6 +92,14 @@ fn matrix() -> Vec<Route> {
             Some(json!({ "max_delay": "10m" })),
         ),
         route("DELETE", "/api/v1/policies/{name}", Admin, None),
+        route("GET", "/api/v1/schedules", Viewer, None),
+        route("POST", "/api/v1/schedules", Admin, Some(schedule.clone())),
+        route("GET", "/api/v1/schedules/{name}", Viewer, None),
+        route("PUT", "/api/v1/schedules/{name}", Admin, Some(schedule)),
+        route("DELETE", "/api/v1/schedules/{name}", Admin, None),
+        route("POST", "/api/v1/schedules/{name}/pause", Operator, None),
+        route("POST", "/api/v1/schedules/{name}/resume", Operator, None),
+        route("POST", "/api/v1/schedules/{name}/trigger", Operator, None),
         route("GET", "/api/v1/events", Viewer, None),
         route("GET", "/api/v1/ws", Viewer, None),
         route("GET", "/api/v1/stats", Viewer, None),
@@ -119,7 +129,7 @@ async fn call(server: &Server, client: &reqwest::Client, route: &Route, job: &st
         )
         .replace(
             "{name}",
-            if route.path.contains("policies") {
+            if route.path.contains("policies") || route.path.contains("schedules") {
                 "matrix"
             } else {
                 "deploy"

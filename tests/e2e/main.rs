@@ -23,4 +23,5 @@ mod never_twice;
 mod notifications;
 mod pipeline;
 mod retries;
+mod schedules;
 mod timing;

@@ -8,7 +8,7 @@
 //! once, at its first occurrence. Interval patterns (`*/10 * * * *`) keep their rhythm in
 //! real time.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -133,6 +133,9 @@ impl Cron {
 
     /// The first fire time strictly after `t`.
     pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        // Fire times are whole seconds: from 10:00:01.500 the next of `* * * * * *` is
+        // 10:00:02, not 10:00:02.500.
+        let t = t.trunc_subsecs(0);
         self.cron
             .find_next_occurrence(&t.with_timezone(&self.tz), false)
             .ok()
@@ -337,6 +340,11 @@ mod tests {
         assert_eq!(
             every_two.next_after(utc("2026-01-01T00:00:01Z")),
             Some(utc("2026-01-01T00:00:02Z"))
+        );
+        assert_eq!(
+            every_two.next_after(utc("2026-01-01T00:00:02.687Z")),
+            Some(utc("2026-01-01T00:00:04Z")),
+            "fire times are whole seconds"
         );
         let minutely = Cron::parse("* * * * *", "UTC").unwrap();
         assert_eq!(

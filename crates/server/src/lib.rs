@@ -95,6 +95,15 @@ fn routes() -> (Router<AppState>, serde_json::Value) {
             policies::patch,
             policies::deactivate
         ))
+        .routes(routes!(schedules::list, schedules::create))
+        .routes(routes!(
+            schedules::show,
+            schedules::replace,
+            schedules::delete
+        ))
+        .routes(routes!(schedules::pause))
+        .routes(routes!(schedules::resume))
+        .routes(routes!(schedules::trigger))
         .routes(routes!(events::stream))
         .routes(routes!(events::websocket))
         .routes(routes!(stats::stats))

@@ -137,6 +137,12 @@ impl Control {
         self.store.signals().notice(Notice::Schedules);
     }
 
+    /// Seals an action's secret values for storage elsewhere than a job (a schedule's
+    /// template); sealing a sealed value leaves it as it is.
+    pub fn seal_action(&self, action: &mut Action) -> Result<()> {
+        self.seal(action)
+    }
+
     fn seal(&self, action: &mut Action) -> Result<()> {
         match &self.keys {
             Some(keys) => keys.seal(action).map_err(Error::Corrupt),

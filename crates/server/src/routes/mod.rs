@@ -6,6 +6,7 @@ pub mod jobs;
 pub mod notifications;
 pub mod policies;
 pub mod queues;
+pub mod schedules;
 pub mod session;
 pub mod stats;
 pub mod tokens;
