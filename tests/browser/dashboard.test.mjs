@@ -252,6 +252,65 @@ test('issue 15: a failed deploy is headlined by its real error and a permanent g
   await p.close();
 });
 
+test('issue 18: the schedules page lists next fire times and last runs; operators pause, resume and trigger, viewers cannot', async () => {
+  const created = await server.request('POST', '/schedules', {
+    name: 'nightly-backup', cron: '30 2 * * *', tz: 'Europe/Berlin', misfire: 'skip',
+    job: { action: { type: 'command', program: 'sh', args: ['-c', 'echo backup done'] }, kind: 'backup' },
+  });
+  assert.equal(created.status, 201, JSON.stringify(created.body));
+  const p = await page();
+  await p.goto(`${server.url}/schedules`);
+  const card = p.locator('article[data-schedule="nightly-backup"]');
+  await card.waitFor();
+  assert.match(await card.locator('dl').textContent(), /30 2 \* \* \*.*Europe\/Berlin/);
+  assert.equal(await card.locator('.next-fires li').count(), 5, 'five next fire times');
+  assert.match(await card.textContent(), /No runs yet/);
+
+  // Run now: the run appears, linked to its job, and succeeds.
+  await card.locator('button[data-action="Run now"]').click();
+  const link = card.locator('.last-runs a');
+  await link.waitFor();
+  const href = await link.getAttribute('href');
+  const id = href.split('/').pop();
+  await server.waitFor(id, (j) => j.state === 'succeeded');
+  await card.locator('.last-runs .badge', { hasText: 'succeeded' }).waitFor();
+
+  // Pause: no next fire time; resume brings them back.
+  await card.locator('button[data-action="Pause"]').click();
+  await card.locator('button[data-action="Resume"]').waitFor();
+  assert.match(await card.locator('.next-fires').textContent(), /None while paused/);
+  assert.equal((await server.get('/schedules/nightly-backup')).body.paused, true);
+  await card.locator('button[data-action="Resume"]').click();
+  await card.locator('button[data-action="Pause"]').waitFor();
+  assert.equal(await card.locator('.next-fires li').count(), 5);
+  await p.click(`.last-runs a[href="${href}"]`);
+  await p.waitForURL(`${server.url}${href}`);
+  noProblems(p);
+  await p.close();
+
+  // A viewer sees the schedule and no button, and the API refuses the viewer's trigger.
+  const viewerToken = await server.createToken('schedule-viewer', 'viewer');
+  const ctx = await browser.newContext({ viewport: { width: 1400, height: 900 } });
+  const v = await watchedPage(ctx, [...EXPECTED_FAILURES, '/trigger']);
+  await v.goto(`${server.url}/login`);
+  await v.fill('#token', viewerToken);
+  await v.click('button[type="submit"]');
+  await v.waitForSelector('.role.role-viewer');
+  await v.goto(`${server.url}/schedules`);
+  await v.locator('article[data-schedule="nightly-backup"] .next-fires li').first().waitFor();
+  assert.equal(await v.locator('main button[data-action]').count(), 0, 'no buttons for a viewer');
+  const refused = await v.evaluate(async () => {
+    const session = await (await fetch('/api/v1/session')).json();
+    const r = await fetch('/api/v1/schedules/nightly-backup/trigger', {
+      method: 'POST', headers: { 'content-type': 'application/json', 'x-csrf-token': session.csrf_token }, body: '{}',
+    });
+    return r.status;
+  });
+  assert.equal(refused, 403);
+  noProblems(v);
+  await ctx.close();
+});
+
 test('screenshots of every page, light and dark', async () => {
   mkdirSync(SHOTS, { recursive: true });
   const failed = (await server.get('/jobs?state=failed&kind=metis-deploy&limit=1')).body.jobs[0];
@@ -266,6 +325,7 @@ test('screenshots of every page, light and dark', async () => {
     ['job-retrying', `/jobs/${slow.id}`, '#countdown'],
     ['dead-letters', '/dlq', 'article.group'],
     ['policies', '/policies', 'article.policy svg'],
+    ['schedules', '/schedules', 'article.schedule-card'],
     ['login', '/login', '#token'],
   ];
   for (const scheme of ['light', 'dark']) {

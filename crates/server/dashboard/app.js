@@ -8,6 +8,7 @@ import * as jobs from './jobs.js';
 import * as job from './job.js';
 import * as dlq from './dlq.js';
 import * as policies from './policies.js';
+import * as schedules from './schedules.js';
 import * as loginPage from './login.js';
 
 const main = document.getElementById('main');
@@ -19,6 +20,7 @@ const ROUTES = [
   [/^\/jobs\/([^/]+)$/, job, 'jobs'],
   [/^\/dlq\/?$/, dlq, 'dlq'],
   [/^\/policies\/?$/, policies, 'policies'],
+  [/^\/schedules\/?$/, schedules, 'schedules'],
   [/^\/login\/?$/, loginPage, null],
 ];
 

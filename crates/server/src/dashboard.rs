@@ -46,6 +46,7 @@ const ASSETS: &[Asset] = &[
     asset!("job.js", JS),
     asset!("dlq.js", JS),
     asset!("policies.js", JS),
+    asset!("schedules.js", JS),
     asset!("login.js", JS),
     asset!("style.css", "text/css; charset=utf-8"),
     asset!("favicon.svg", "image/svg+xml"),
@@ -75,6 +76,7 @@ pub fn router() -> Router<AppState> {
         .route("/jobs/{id}", get(index))
         .route("/dlq", get(index))
         .route("/policies", get(index))
+        .route("/schedules", get(index))
         .route("/assets/{file}", get(asset))
 }
 
