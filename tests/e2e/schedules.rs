@@ -93,23 +93,43 @@ async fn three_postgres_nodes_fire_each_time_once_and_a_killed_node_hands_over()
     for name in ["s1", "s2", "s3"] {
         nodes.push(Server::start_node(&database, &["--node", name]).await);
     }
-    create(
-        &nodes[0],
-        schedule("ticker", "*/2 * * * * *", command("true", &[])),
-    )
-    .await;
+    // Overlap `allow`: the dying leader may hold the last run when it is killed, and this
+    // test is about fire times, not overlap (which has its own test).
+    let mut body = schedule("ticker", "*/2 * * * * *", command("true", &[]));
+    body["overlap"] = json!("allow");
+    create(&nodes[0], body).await;
     tokio::time::sleep(Duration::from_millis(4_500)).await;
-    // Every node fires; the one that created the schedule dies mid-run.
-    nodes[0].kill9();
-    tokio::time::sleep(Duration::from_millis(6_000)).await;
-    let (status, _) = nodes[1].post("/schedules/ticker/pause", json!({})).await;
+    // One node leads; it dies mid-run, and another takes the next fire times over.
+    let (client, connection) = tokio_postgres::connect(&database, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    let leader: String = client
+        .query_one("SELECT node FROM schedule_leader", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let index = ["s1", "s2", "s3"]
+        .iter()
+        .position(|n| *n == leader)
+        .unwrap();
+    nodes[index].kill9();
+    tokio::time::sleep(Duration::from_millis(7_000)).await;
+    let next: String = client
+        .query_one("SELECT node FROM schedule_leader", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_ne!(next, leader, "another node leads now");
+    let alive = &nodes[(index + 1) % 3];
+    let (status, _) = alive.post("/schedules/ticker/pause", json!({})).await;
     assert_eq!(status, 200);
-    let runs = runs(&nodes[1], "ticker").await;
+    let runs = runs(alive, "ticker").await;
     let fires = fire_times(&runs);
     assert!(fires.len() >= 5, "{fires:?}");
     assert_every_two_seconds(&fires);
     eprintln!(
-        "three nodes, one killed: {} fire times, each once, 2 s apart",
+        "three nodes, leader {leader} killed, {next} took over: {} fire times, each once, 2 s apart",
         fires.len()
     );
 }

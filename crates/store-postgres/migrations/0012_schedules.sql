@@ -13,3 +13,10 @@ CREATE TABLE schedules (
     created_by  text NOT NULL,
     updated_at  timestamptz NOT NULL
 );
+
+-- The node that fires schedules: one at a time, under a lease it renews.
+CREATE TABLE schedule_leader (
+    id    integer PRIMARY KEY CHECK (id = 1),
+    node  text NOT NULL,
+    until timestamptz NOT NULL
+);

@@ -2402,6 +2402,25 @@ impl ScheduleStore for PostgresStore {
         rows.iter().map(schedule_from_row).collect()
     }
 
+    async fn lead_schedules(
+        &self,
+        node: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<bool> {
+        let client = self.client().await?;
+        let led = client
+            .cached_query_opt(
+                "INSERT INTO schedule_leader (id, node, until) VALUES (1, $1, $3) \
+                 ON CONFLICT (id) DO UPDATE SET node = $1, until = $3 \
+                 WHERE schedule_leader.node = $1 OR schedule_leader.until < $2 RETURNING node",
+                &[&node, &now, &until],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(led.is_some())
+    }
+
     async fn advance_schedule(
         &self,
         id: &str,

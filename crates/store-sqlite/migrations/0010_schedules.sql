@@ -13,3 +13,10 @@ CREATE TABLE schedules (
     created_by  TEXT NOT NULL,
     updated_at  INTEGER NOT NULL
 );
+
+-- The node that fires schedules: one at a time, under a lease it renews.
+CREATE TABLE schedule_leader (
+    id    INTEGER PRIMARY KEY CHECK (id = 1),
+    node  TEXT NOT NULL,
+    until INTEGER NOT NULL
+);

@@ -1809,6 +1809,29 @@ impl ScheduleStore for SqliteStore {
         .await
     }
 
+    async fn lead_schedules(
+        &self,
+        node: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<bool> {
+        let node = node.to_owned();
+        self.write(move |tx| {
+            tx.prepare_cached(
+                "INSERT INTO schedule_leader (id, node, until) VALUES (1, ?1, ?3) \
+                 ON CONFLICT (id) DO UPDATE SET node = ?1, until = ?3 \
+                 WHERE schedule_leader.node = ?1 OR schedule_leader.until < ?2 RETURNING node",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_row(params![node, ms(now), ms(until)], |_| Ok(()))
+                    .optional()
+            })
+            .map(|led| led.is_some())
+            .map_err(to_store)
+        })
+        .await
+    }
+
     async fn advance_schedule(
         &self,
         id: &str,

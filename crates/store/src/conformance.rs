@@ -2333,5 +2333,44 @@ pub async fn schedules_are_unique_by_name_and_advance_only_from_the_expected_fir
     assert_eq!(stored.last_job_id, Some(job), "progress survives an update");
     assert!(store.delete_schedule("nightly").await.unwrap());
     assert!(!store.delete_schedule("nightly").await.unwrap());
+    // One leader at a time; another takes over once its lease has ended.
+    assert!(
+        store
+            .lead_schedules("a", t0(), t0() + secs(10))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .lead_schedules("b", t0() + secs(5), t0() + secs(15))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .lead_schedules("a", t0() + secs(5), t0() + secs(15))
+            .await
+            .unwrap(),
+        "renewed"
+    );
+    assert!(
+        !store
+            .lead_schedules("b", t0() + secs(14), t0() + secs(24))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .lead_schedules("b", t0() + secs(16), t0() + secs(26))
+            .await
+            .unwrap(),
+        "taken over"
+    );
+    assert!(
+        !store
+            .lead_schedules("a", t0() + secs(17), t0() + secs(27))
+            .await
+            .unwrap()
+    );
     assert!(store.list_schedules().await.unwrap().is_empty());
 }

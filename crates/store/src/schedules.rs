@@ -1,7 +1,8 @@
 //! Recurring jobs as stored: a schedule's definition (one JSON document: its cron, zone,
-//! rules and job template) and its progress. Firing is the engine's (see its `scheduler`);
-//! a fire time is enqueued at most once because its run carries a key derived from the
-//! schedule and the fire time, and the schedule only moves on by compare-and-set.
+//! rules and job template) and its progress. Firing is the engine's (see its `scheduler`):
+//! one node at a time leads, under a lease; and should two ever fire together (a lease that
+//! ran out mid-fire), a fire time is still enqueued once, because its run carries a key
+//! derived from the schedule and the fire time, and the schedule moves on by compare-and-set.
 
 use crate::Result;
 use async_trait::async_trait;
@@ -19,6 +20,14 @@ pub trait ScheduleStore: Send + Sync {
     async fn delete_schedule(&self, name: &str) -> Result<bool>;
     /// Every schedule, by name.
     async fn list_schedules(&self) -> Result<Vec<Schedule>>;
+    /// Takes or renews the scheduler's leadership for `node` until `until`: `true` when
+    /// `node` leads (it led already, or the last leader's lease ended before `now`).
+    async fn lead_schedules(
+        &self,
+        node: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<bool>;
     /// Records what firing did, if the schedule's next fire time is still `expected` (no
     /// other node fired it meanwhile, nobody changed it). `false` otherwise: nothing changes.
     async fn advance_schedule(

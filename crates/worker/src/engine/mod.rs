@@ -377,6 +377,7 @@ impl Engine {
         services.spawn(
             maintenance::scheduler::Scheduler {
                 engine: self.clone(),
+                lease: maintenance::scheduler::LEADER_LEASE,
             }
             .run(stop.clone()),
         );

@@ -1,7 +1,9 @@
-//! Fires recurring jobs. It sleeps until the earliest next fire time (or a schedule changes),
-//! then enqueues each due run with a key derived from the schedule and the fire time, and
-//! moves the schedule on by compare-and-set. Every node runs it: a fire time two nodes both
-//! handle is still enqueued once (the key) and moves the schedule on once (the set).
+//! Fires recurring jobs. One node at a time leads, under a lease it renews on every pass;
+//! the others try to take over every half lease. The leader sleeps until the earliest next
+//! fire time (or a schedule changes, or its lease needs renewing), then enqueues each due run
+//! with a key derived from the schedule and the fire time, and moves the schedule on by
+//! compare-and-set: should a lease run out mid-fire and two nodes fire together, a fire time
+//! is still enqueued once (the key) and moves the schedule on once (the set).
 
 use crate::Engine;
 use crate::engine::SAFETY_RECHECK;
@@ -12,8 +14,13 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+/// How long a leader holds the role without renewing it: a dead leader's fire times are
+/// taken over within this (they run late, within the misfire grace, not missed).
+pub const LEADER_LEASE: Duration = Duration::from_secs(3);
+
 pub(crate) struct Scheduler {
     pub engine: Engine,
+    pub lease: Duration,
 }
 
 impl Scheduler {
@@ -23,7 +30,7 @@ impl Scheduler {
                 Ok(next) => next
                     .and_then(|at| (at - self.engine.now()).to_std().ok())
                     .unwrap_or(SAFETY_RECHECK)
-                    .min(SAFETY_RECHECK),
+                    .min(self.lease / 2),
                 Err(e) => {
                     warn!(error = %e, "scheduler: cannot read or fire schedules; trying again in 1 s");
                     Duration::from_secs(1)
@@ -37,9 +44,17 @@ impl Scheduler {
         }
     }
 
-    /// Fires what is due; returns the earliest next fire time.
+    /// Leads or not; the leader fires what is due. Returns the earliest next fire time.
     async fn pass(&self) -> retryd_store::Result<Option<DateTime<Utc>>> {
         let now = self.engine.now();
+        let until = now + chrono::Duration::from_std(self.lease).unwrap_or_default();
+        let store = self.engine.store();
+        if !store
+            .lead_schedules(&self.engine.config().node, now, until)
+            .await?
+        {
+            return Ok(None);
+        }
         let mut earliest: Option<DateTime<Utc>> = None;
         for s in self.engine.store().list_schedules().await? {
             let Some(next_fire) = s.next_fire.filter(|_| !s.paused) else {
