@@ -66,7 +66,7 @@ impl Control {
     /// Submits a batch in one transaction (see [`crate::JobWriter::insert_jobs`]).
     pub async fn submit_many(&self, mut jobs: Vec<NewJob>) -> Result<Vec<Inserted>> {
         for job in &mut jobs {
-            self.seal(&mut job.action)?;
+            self.seal_action(&mut job.action)?;
         }
         let inserted = self.store.insert_jobs(jobs).await?;
         let signals = self.store.signals();
@@ -105,7 +105,7 @@ impl Control {
     ) -> Result<Job> {
         let mut changes = changes;
         if let Some(changes) = &mut changes {
-            self.seal(&mut changes.action)?;
+            self.seal_action(&mut changes.action)?;
         }
         let requeue = Requeue {
             reset,
@@ -140,10 +140,6 @@ impl Control {
     /// Seals an action's secret values for storage elsewhere than a job (a schedule's
     /// template); sealing a sealed value leaves it as it is.
     pub fn seal_action(&self, action: &mut Action) -> Result<()> {
-        self.seal(action)
-    }
-
-    fn seal(&self, action: &mut Action) -> Result<()> {
         match &self.keys {
             Some(keys) => keys.seal(action).map_err(Error::Corrupt),
             None => Ok(()),

@@ -150,7 +150,14 @@ fn definition(
     actor: &str,
 ) -> Result<Definition, Error> {
     let tz = request.tz.unwrap_or_else(|| "UTC".into());
-    Cron::parse(&request.cron, &tz).map_err(|e| Error::invalid(e.field, e.message))?;
+    let now = state.control.now();
+    let cron = Cron::parse(&request.cron, &tz).map_err(|e| Error::invalid(e.field, e.message))?;
+    if cron.next_after(now).is_none() {
+        return Err(Error::invalid(
+            "cron",
+            format!("{:?} never fires again", request.cron),
+        ));
+    }
     for (field, set) in [
         ("job.run_at", request.job.run_at.is_some()),
         ("job.deadline", request.job.deadline.is_some()),
@@ -175,15 +182,13 @@ fn definition(
             "reserved: every run carries its schedule's name under it",
         ));
     }
-    let now = state.control.now();
-    let job = request
+    let mut job = request
         .job
         .into_new_job(&state.control.policies(), now, actor)
         .map_err(|e| match e {
             Error::Invalid { field, message } => Error::invalid(format!("job.{field}"), message),
             other => other,
         })?;
-    let mut job = job;
     state.control.seal_action(&mut job.action)?;
     Ok(Definition {
         cron: request.cron,
