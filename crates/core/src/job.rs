@@ -576,6 +576,8 @@ impl AttemptOutcome {
 #[derive(Debug, Clone)]
 pub struct NewJob {
     pub id: JobId,
+    /// The organization that owns the job.
+    pub org: String,
     pub queue: String,
     pub kind: String,
     pub target: Option<String>,
@@ -598,6 +600,9 @@ pub struct NewJob {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Job {
     pub id: JobId,
+    /// The organization that owns the job.
+    #[serde(default = "crate::org::default_org")]
+    pub org: String,
     pub queue: String,
     pub kind: String,
     pub target: Option<String>,

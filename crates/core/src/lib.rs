@@ -27,6 +27,7 @@ pub mod decide;
 pub mod duration;
 pub mod explain;
 pub mod job;
+pub mod org;
 pub mod pipeline;
 pub mod policy;
 pub mod redact;

@@ -242,9 +242,10 @@ impl JobTemplate {
         }
     }
 
-    /// The run of `schedule` at `fire`.
+    /// The run of `schedule` (of organization `org`) at `fire`.
     pub fn run(
         &self,
+        org: &str,
         schedule: &str,
         fire: DateTime<Utc>,
         key: Option<String>,
@@ -255,6 +256,7 @@ impl JobTemplate {
         labels.insert(SCHEDULE_LABEL.into(), schedule.into());
         crate::job::NewJob {
             id: crate::JobId::new(),
+            org: org.to_owned(),
             queue: self.queue.clone(),
             kind: self.kind.clone(),
             target: self.target.clone(),
@@ -288,6 +290,7 @@ pub struct Definition {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Schedule {
     pub id: String,
+    pub org: String,
     pub name: String,
     pub definition: Definition,
     pub paused: bool,

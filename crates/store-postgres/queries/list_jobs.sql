@@ -8,5 +8,6 @@ WHERE ($1::text[] IS NULL OR state = ANY($1))
   AND ($7::timestamptz IS NULL OR created_at >= $7)
   AND ($8::timestamptz IS NULL OR created_at < $8)
   AND ($9::uuid IS NULL OR id < $9)
+  AND ($11::text IS NULL OR org = $11)
 ORDER BY id DESC
 LIMIT $10

@@ -26,6 +26,7 @@ use deadpool_postgres::GenericClient;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use futures::StreamExt;
 use retryd_core::Role;
+use retryd_core::org::Org;
 use retryd_core::job::{Attempt, Event, Job, LogLine, NewJob, Stream};
 use retryd_core::schedule::{Progress, Schedule};
 use retryd_core::{AttemptOutcome, Class, JobId, JobState};
@@ -38,7 +39,8 @@ use retryd_store::{
     DeliveryAttempt, DeliveryNext, DeliveryResult, DeliveryState, Error, Inserted, JobFilter,
     JobReader, JobWriter, Lease, NewLogLine, NewNotification, Notice, Notification,
     NotificationStore, Page, Process, Renewal, Requeue, Result, Runnable, ScheduleStore, Signals,
-    StatsQuery, StatsRows, Store, StoredPolicy, TargetLimits, TokenRecord, Wakeups, rules,
+    StatsQuery, StatsRows, Store, StoredChannel, StoredPolicy, TargetLimits, TokenRecord, Wakeups,
+    rules,
 };
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
@@ -66,6 +68,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (9, include_str!("../migrations/0009_event_stream_order.sql")),
     (11, include_str!("../migrations/0011_process_host.sql")),
     (12, include_str!("../migrations/0012_schedules.sql")),
+    (13, include_str!("../migrations/0013_organizations.sql")),
 ];
 
 /// Advisory lock keys ("retryd" in ASCII, plus a purpose).
@@ -85,7 +88,7 @@ const SCHEDULES_CHANNEL: &str = "retryd_schedules";
 const JOB_COLUMNS: &str = "id, queue, kind, target, action, policy_name, policy, priority, run_at, deadline, \
      labels, idempotency_key, created_by, state, attempt, next_attempt_at, last_error, last_error_class, \
      last_rule, finish_reason, lease_owner, lease_expires_at, cancel_requested, created_at, started_at, \
-     finished_at, updated_at, current_attempt_id, steps, step_attempt_base, hold_reason";
+     finished_at, updated_at, current_attempt_id, steps, step_attempt_base, hold_reason, org";
 
 const EVENT_COLUMNS: &str = "id, job_id, at, from_state, to_state, reason, actor, step";
 
@@ -168,6 +171,7 @@ fn job_from_row(row: &Row) -> Result<Job> {
         steps: json(row.try_get(28).map_err(get)?)?,
         step_attempt_base: u32::try_from(row.try_get::<_, i32>(29).map_err(get)?)
             .map_err(corrupt)?,
+        org: row.try_get(31).map_err(get)?,
     })
 }
 
@@ -596,6 +600,7 @@ struct NewJobColumns {
     idempotency_keys: Vec<Option<String>>,
     created_bys: Vec<Option<String>>,
     created_ats: Vec<DateTime<Utc>>,
+    orgs: Vec<String>,
 }
 
 impl NewJobColumns {
@@ -615,10 +620,11 @@ impl NewJobColumns {
             idempotency_keys: jobs.iter().map(|j| j.idempotency_key.clone()).collect(),
             created_bys: jobs.iter().map(|j| j.created_by.clone()).collect(),
             created_ats: jobs.iter().map(|j| j.created_at).collect(),
+            orgs: jobs.iter().map(|j| j.org.clone()).collect(),
         }
     }
 
-    fn params(&self) -> [&(dyn ToSql + Sync); 14] {
+    fn params(&self) -> [&(dyn ToSql + Sync); 15] {
         [
             &self.ids,
             &self.queues,
@@ -634,6 +640,7 @@ impl NewJobColumns {
             &self.idempotency_keys,
             &self.created_bys,
             &self.created_ats,
+            &self.orgs,
         ]
     }
 }
@@ -1259,19 +1266,22 @@ impl JobWriter for PostgresStore {
                 .map(event_from_row)
                 .collect::<Result<Vec<_>>>()?
         };
-        let (queues, keys): (Vec<&str>, Vec<&str>) = jobs
+        let taken: Vec<(&str, &str, &str)> = jobs
             .iter()
             .filter(|j| !stored.contains_key(&j.id.0))
-            .filter_map(|j| Some((j.queue.as_str(), j.idempotency_key.as_deref()?)))
-            .unzip();
+            .filter_map(|j| Some((j.org.as_str(), j.queue.as_str(), j.idempotency_key.as_deref()?)))
+            .collect();
+        let orgs: Vec<&str> = taken.iter().map(|t| t.0).collect();
+        let queues: Vec<&str> = taken.iter().map(|t| t.1).collect();
+        let keys: Vec<&str> = taken.iter().map(|t| t.2).collect();
         if !keys.is_empty() {
             let existing = tx
                 .cached_query(
                     &format!(
                         "SELECT {JOB_COLUMNS} FROM jobs \
-                         WHERE (queue, idempotency_key) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
+                         WHERE (org, queue, idempotency_key) IN (SELECT * FROM unnest($1::text[], $2::text[], $3::text[]))"
                     ),
-                    &[&queues, &keys],
+                    &[&orgs, &queues, &keys],
                 )
                 .await
                 .map_err(pg)?;
@@ -1303,7 +1313,8 @@ impl JobWriter for PostgresStore {
             ],
         )
         .await?;
-        let candidates = rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?;
+        let candidates =
+            rules::fair_share(rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?);
         let (circuits, usage) =
             read_limits(tx.client(), &candidates, &request.limits, request.now).await?;
         let gated = rules::gate(candidates, &circuits, &usage, &request.limits, request.now);
@@ -1767,6 +1778,7 @@ impl JobWriter for PostgresStore {
 
     async fn set_queue_paused(
         &self,
+        org: &str,
         queue: &str,
         paused: bool,
         actor: &str,
@@ -1775,9 +1787,9 @@ impl JobWriter for PostgresStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg)?;
         tx.cached_execute(
-            "INSERT INTO queues (name, paused, updated_at, updated_by) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (name) DO UPDATE SET paused = $2, updated_at = $3, updated_by = $4",
-            &[&queue, &paused, &now, &actor],
+            "INSERT INTO queues (name, paused, updated_at, updated_by, org) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (org, name) DO UPDATE SET paused = $2, updated_at = $3, updated_by = $4",
+            &[&queue, &paused, &now, &actor, &org],
         )
         .await
         .map_err(pg)?;
@@ -1869,6 +1881,7 @@ impl JobReader for PostgresStore {
                 &filter.created_before,
                 &cursor.map(|c| c.0),
                 &((limit + 1) as i64),
+                &filter.org,
             ],
         )
         .await?;
@@ -2000,26 +2013,29 @@ impl JobReader for PostgresStore {
         let row = client
             .cached_query_one(
                 include_str!("../queries/count_ahead.sql"),
-                &[&job.queue, &now, &i32::from(job.priority), &due, &job.id.0],
+                &[&job.queue, &now, &i32::from(job.priority), &due, &job.id.0, &job.org],
             )
             .await
             .map_err(pg)?;
         Ok(row.get::<_, i64>(0) as u64)
     }
 
-    async fn paused_queues(&self) -> Result<Vec<String>> {
-        let client = self.scheduler_client().await?;
+    async fn paused_queues(&self, org: &str) -> Result<Vec<String>> {
+        let client = self.client().await?;
         let rows = client
-            .cached_query("SELECT name FROM queues WHERE paused ORDER BY name", &[])
+            .cached_query(
+                "SELECT name FROM queues WHERE org = $1 AND paused ORDER BY name",
+                &[&org],
+            )
             .await
             .map_err(pg)?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
-    async fn queue_depths(&self) -> Result<BTreeMap<String, u64>> {
+    async fn queue_depths(&self, org: Option<&str>) -> Result<BTreeMap<String, u64>> {
         let client = self.client().await?;
         let rows = client
-            .cached_query("SELECT queue, COUNT(*) FROM jobs WHERE state IN ('pending', 'retrying') GROUP BY queue", &[])
+            .cached_query("SELECT queue, COUNT(*) FROM jobs WHERE state IN ('pending', 'retrying') AND ($1::text IS NULL OR org = $1) GROUP BY queue", &[&org])
             .await
             .map_err(pg)?;
         Ok(rows
@@ -2028,10 +2044,13 @@ impl JobReader for PostgresStore {
             .collect())
     }
 
-    async fn count_by_state(&self) -> Result<BTreeMap<JobState, u64>> {
+    async fn count_by_state(&self, org: Option<&str>) -> Result<BTreeMap<JobState, u64>> {
         let client = self.client().await?;
         let rows = client
-            .cached_query("SELECT state, COUNT(*) FROM jobs GROUP BY state", &[])
+            .cached_query(
+                "SELECT state, COUNT(*) FROM jobs WHERE $1::text IS NULL OR org = $1 GROUP BY state",
+                &[&org],
+            )
             .await
             .map_err(pg)?;
         rows.iter()
@@ -2051,12 +2070,16 @@ impl JobReader for PostgresStore {
         .await
     }
 
-    async fn list_circuits(&self) -> Result<Vec<Circuit>> {
+    async fn list_circuits(&self, org: Option<&str>) -> Result<Vec<Circuit>> {
         let client = self.client().await?;
         client
             .cached_query(
-                &format!("SELECT {CIRCUIT_COLUMNS} FROM circuits ORDER BY target"),
-                &[],
+                &format!(
+                    "SELECT {CIRCUIT_COLUMNS} FROM circuits \
+                     WHERE $1::text IS NULL OR target IN (SELECT target FROM jobs WHERE org = $1 AND target IS NOT NULL) \
+                     ORDER BY target"
+                ),
+                &[&org],
             )
             .await
             .map_err(pg)?
@@ -2286,7 +2309,24 @@ impl Store for PostgresStore {
     }
 }
 
-const TOKEN_COLUMNS: &str = "id, name, role, secret_hash, created_at, created_by, revoked_at";
+const TOKEN_COLUMNS: &str =
+    "id, name, role, secret_hash, created_at, created_by, revoked_at, org, instance";
+
+const ORG_COLUMNS: &str = "name, default_policy, max_running, created_at, created_by";
+
+fn org_from_row(row: &Row) -> Result<Org> {
+    Ok(Org {
+        name: row.get(0),
+        default_policy: row.get(1),
+        max_running: row
+            .get::<_, Option<i32>>(2)
+            .map(u32::try_from)
+            .transpose()
+            .map_err(corrupt)?,
+        created_at: row.get(3),
+        created_by: row.get(4),
+    })
+}
 
 fn token_from_row(row: &Row) -> Result<TokenRecord> {
     let role: String = row.get(2);
@@ -2298,11 +2338,13 @@ fn token_from_row(row: &Row) -> Result<TokenRecord> {
         created_at: row.get(4),
         created_by: row.get(5),
         revoked_at: row.get(6),
+        org: row.get(7),
+        instance: row.get(8),
     })
 }
 
 const SCHEDULE_COLUMNS: &str = "id, name, definition, paused, next_fire, last_fire, last_job_id, last_skip, \
-     created_at, created_by, updated_at";
+     created_at, created_by, updated_at, org";
 
 fn schedule_from_row(row: &Row) -> Result<Schedule> {
     Ok(Schedule {
@@ -2317,6 +2359,7 @@ fn schedule_from_row(row: &Row) -> Result<Schedule> {
         created_at: row.get(8),
         created_by: row.get(9),
         updated_at: row.get(10),
+        org: row.get(11),
     })
 }
 
@@ -2349,7 +2392,7 @@ impl ScheduleStore for PostgresStore {
         schedule_write(
             self,
             &s.name,
-            &format!("INSERT INTO schedules ({SCHEDULE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"),
+            &format!("INSERT INTO schedules ({SCHEDULE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"),
             &[
                 &s.id,
                 &s.name,
@@ -2362,6 +2405,7 @@ impl ScheduleStore for PostgresStore {
                 &s.created_at,
                 &s.created_by,
                 &s.updated_at,
+                &s.org,
             ],
         )
         .await
@@ -2379,12 +2423,12 @@ impl ScheduleStore for PostgresStore {
         .map(|n| n == 1)
     }
 
-    async fn delete_schedule(&self, name: &str) -> Result<bool> {
+    async fn delete_schedule(&self, id: &str) -> Result<bool> {
         schedule_write(
             self,
-            name,
-            "DELETE FROM schedules WHERE name = $1",
-            &[&name],
+            id,
+            "DELETE FROM schedules WHERE id = $1",
+            &[&id],
         )
         .await
         .map(|n| n == 1)
@@ -2394,7 +2438,7 @@ impl ScheduleStore for PostgresStore {
         let client = self.client().await?;
         let rows = client
             .cached_query(
-                &format!("SELECT {SCHEDULE_COLUMNS} FROM schedules ORDER BY name"),
+                &format!("SELECT {SCHEDULE_COLUMNS} FROM schedules ORDER BY org, name"),
                 &[],
             )
             .await
@@ -2448,7 +2492,7 @@ impl AccessStore for PostgresStore {
         client
             .cached_execute(
                 &format!(
-                    "INSERT INTO api_tokens ({TOKEN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+                    "INSERT INTO api_tokens ({TOKEN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
                 ),
                 &[
                     &token.id,
@@ -2458,6 +2502,8 @@ impl AccessStore for PostgresStore {
                     &token.created_at,
                     &token.created_by,
                     &token.revoked_at,
+                    &token.org,
+                    &token.instance,
                 ],
             )
             .await
@@ -2472,6 +2518,7 @@ impl AccessStore for PostgresStore {
 
     async fn revoke_token(
         &self,
+        org: &str,
         id_or_name: &str,
         now: DateTime<Utc>,
     ) -> Result<Option<TokenRecord>> {
@@ -2479,10 +2526,10 @@ impl AccessStore for PostgresStore {
         let row = client
             .cached_query_opt(
                 &format!(
-                    "UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, $2) \
-                     WHERE id = $1 OR name = $1 RETURNING {TOKEN_COLUMNS}"
+                    "UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, $3) \
+                     WHERE org = $1 AND (id = $2 OR name = $2) RETURNING {TOKEN_COLUMNS}"
                 ),
-                &[&id_or_name, &now],
+                &[&org, &id_or_name, &now],
             )
             .await
             .map_err(pg)?;
@@ -2517,14 +2564,15 @@ impl AccessStore for PostgresStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg)?;
         tx.cached_execute(
-                "INSERT INTO managed_policies (name, policy, active, updated_at, updated_by) VALUES ($1, $2, $3, $4, $5) \
-                 ON CONFLICT (name) DO UPDATE SET policy = $2, active = $3, updated_at = $4, updated_by = $5",
+                "INSERT INTO managed_policies (name, policy, active, updated_at, updated_by, org) VALUES ($1, $2, $3, $4, $5, $6) \
+                 ON CONFLICT (org, name) DO UPDATE SET policy = $2, active = $3, updated_at = $4, updated_by = $5",
                 &[
                     &policy.name,
                     &to_json(&policy.policy),
                     &policy.active,
                     &policy.updated_at,
                     &policy.updated_by,
+                    &policy.org,
                 ],
             )
             .await
@@ -2539,7 +2587,7 @@ impl AccessStore for PostgresStore {
         let client = self.client().await?;
         let rows = client
             .cached_query(
-                "SELECT name, policy, active, updated_at, updated_by FROM managed_policies ORDER BY name",
+                "SELECT name, policy, active, updated_at, updated_by, org FROM managed_policies ORDER BY org, name",
                 &[],
             )
             .await
@@ -2552,21 +2600,132 @@ impl AccessStore for PostgresStore {
                     active: r.get(2),
                     updated_at: r.get(3),
                     updated_by: r.get(4),
+                    org: r.get(5),
                 })
             })
             .collect()
     }
+
+    async fn insert_org(&self, org: &Org) -> Result<()> {
+        let client = self.client().await?;
+        client
+            .cached_execute(
+                &format!("INSERT INTO organizations ({ORG_COLUMNS}) VALUES ($1, $2, $3, $4, $5)"),
+                &[
+                    &org.name,
+                    &org.default_policy,
+                    &org.max_running.map(|n| n as i32),
+                    &org.created_at,
+                    &org.created_by,
+                ],
+            )
+            .await
+            .map_err(|e| match e.code() {
+                Some(&SqlState::UNIQUE_VIOLATION) => Error::Conflict(format!(
+                    "an organization named '{}' already exists",
+                    org.name
+                )),
+                _ => pg(e),
+            })?;
+        Ok(())
+    }
+
+    async fn update_org(&self, org: &Org) -> Result<bool> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let changed = tx
+            .cached_execute(
+                "UPDATE organizations SET default_policy = $2, max_running = $3 WHERE name = $1",
+                &[
+                    &org.name,
+                    &org.default_policy,
+                    &org.max_running.map(|n| n as i32),
+                ],
+            )
+            .await
+            .map_err(pg)?;
+        // The default policy is part of every node's policy book.
+        notify(&tx, POLICIES_CHANNEL, &org.name).await?;
+        tx.commit().await.map_err(pg)?;
+        Ok(changed == 1)
+    }
+
+    async fn list_orgs(&self) -> Result<Vec<Org>> {
+        let client = self.client().await?;
+        let rows = client
+            .cached_query(
+                &format!("SELECT {ORG_COLUMNS} FROM organizations ORDER BY name"),
+                &[],
+            )
+            .await
+            .map_err(pg)?;
+        rows.iter().map(org_from_row).collect()
+    }
+
+    async fn put_channel(&self, c: &StoredChannel) -> Result<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        tx.cached_execute(
+            "INSERT INTO channels (org, name, config, updated_at, updated_by) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (org, name) DO UPDATE SET config = $3, updated_at = $4, updated_by = $5",
+            &[&c.org, &c.name, &c.config, &c.updated_at, &c.updated_by],
+        )
+        .await
+        .map_err(pg)?;
+        // Channels are read with the policies: every node reads both again.
+        notify(&tx, POLICIES_CHANNEL, &c.org).await?;
+        tx.commit().await.map_err(pg)?;
+        Ok(())
+    }
+
+    async fn delete_channel(&self, org: &str, name: &str) -> Result<bool> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let changed = tx
+            .cached_execute(
+                "DELETE FROM channels WHERE org = $1 AND name = $2",
+                &[&org, &name],
+            )
+            .await
+            .map_err(pg)?;
+        notify(&tx, POLICIES_CHANNEL, org).await?;
+        tx.commit().await.map_err(pg)?;
+        Ok(changed == 1)
+    }
+
+    async fn list_channels(&self) -> Result<Vec<StoredChannel>> {
+        let client = self.client().await?;
+        let rows = client
+            .cached_query(
+                "SELECT org, name, config, updated_at, updated_by FROM channels ORDER BY org, name",
+                &[],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(rows
+            .iter()
+            .map(|r| StoredChannel {
+                org: r.get(0),
+                name: r.get(1),
+                config: r.get(2),
+                updated_at: r.get(3),
+                updated_by: r.get(4),
+            })
+            .collect())
+    }
 }
 
-/// Reads the grouped rows behind stats; `$1`..`$5` are since, until, queue, kind, target.
+/// Reads the grouped rows behind stats; `$1`..`$6` are since, until, queue, kind, target, org.
 async fn stats_rows(client: &impl GenericClient, query: &StatsQuery) -> Result<StatsRows> {
-    const FILTER: &str = "($3::text IS NULL OR j.queue = $3) AND ($4::text IS NULL OR j.kind = $4) AND ($5::text IS NULL OR j.target = $5)";
-    let window: [&(dyn ToSql + Sync); 5] = [
+    const FILTER: &str = "($3::text IS NULL OR j.queue = $3) AND ($4::text IS NULL OR j.kind = $4) AND ($5::text IS NULL OR j.target = $5) \
+                          AND ($6::text IS NULL OR j.org = $6)";
+    let window: [&(dyn ToSql + Sync); 6] = [
         &query.since,
         &query.until,
         &query.queue,
         &query.kind,
         &query.target,
+        &query.org,
     ];
     let mut rows = StatsRows::default();
     for r in client
@@ -2630,18 +2789,19 @@ async fn stats_rows(client: &impl GenericClient, query: &StatsQuery) -> Result<S
         });
     }
     let bucket_ms = query.bucket.num_milliseconds().max(1);
-    let series_params: [&(dyn ToSql + Sync); 6] = [
+    let series_params: [&(dyn ToSql + Sync); 7] = [
         &query.since,
         &query.until,
         &query.queue,
         &query.kind,
         &query.target,
+        &query.org,
         &bucket_ms,
     ];
     for r in client
         .cached_query(
             &format!(
-                "SELECT (floor(extract(epoch FROM a.started_at - $1) * 1000)::bigint / $6) AS b, COUNT(*), \
+                "SELECT (floor(extract(epoch FROM a.started_at - $1) * 1000)::bigint / $7) AS b, COUNT(*), \
                         COUNT(*) FILTER (WHERE a.outcome IN ('failed', 'timed_out', 'lost')) \
                  FROM attempts a JOIN jobs j ON j.id = a.job_id \
                  WHERE a.started_at >= $1 AND a.started_at < $2 AND {FILTER} GROUP BY b ORDER BY b"

@@ -1,7 +1,7 @@
 -- Newest first. A line ending in `-- ?n` is kept only when parameter n is given, one ending
 -- in `-- !?n` only when it is not: SQLite plans a `?1 IS NULL OR …` condition without its
 -- indexes (a full scan at a million jobs), so the store keeps just the lines that apply.
--- ?11 (the limit) is always bound.
+-- ?12 (the limit) is always bound: the highest number, so every parameter binds.
 SELECT {JOB_COLUMNS} FROM jobs -- !?5
 -- With a label, its index leads (CROSS JOIN fixes the loop order in SQLite) and gives the order.
 SELECT {JOB_COLUMNS} FROM job_labels CROSS JOIN jobs ON jobs.id = job_labels.job_id -- ?5
@@ -12,10 +12,11 @@ WHERE 1
   AND queue = ?2 -- ?2
   AND kind = ?3 -- ?3
   AND target = ?4 -- ?4
+  AND org = ?11 -- ?11
   AND created_at >= ?7 -- ?7
   AND created_at < ?8 -- ?8
   AND jobs.id < ?9 -- ?9 !?5
   AND job_labels.job_id < ?9 -- ?9 ?5
 ORDER BY jobs.id DESC -- !?5
 ORDER BY job_labels.job_id DESC -- ?5
-LIMIT ?11
+LIMIT ?12

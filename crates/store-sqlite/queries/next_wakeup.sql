@@ -5,6 +5,7 @@ SELECT
     -- In due order, stopping at the first match: MIN() over the filter reads them all.
     (SELECT next_attempt_at FROM jobs INDEXED BY jobs_due
       WHERE state IN ('pending', 'retrying') AND queue NOT IN (SELECT value FROM json_each(?1))
+        AND (org, queue) NOT IN (SELECT org, name FROM queues WHERE paused)
         AND CASE WHEN json_extract(action, '$.type') = 'handler'
                  THEN kind IN (SELECT value FROM json_each(?2)) ELSE ?3 END
       ORDER BY next_attempt_at LIMIT 1),

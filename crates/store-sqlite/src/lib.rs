@@ -16,6 +16,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
 use retryd_core::Role;
+use retryd_core::org::Org;
 use retryd_core::job::{Attempt, Event, Job, LogLine, NewJob, Stream};
 use retryd_core::schedule::{Progress, Schedule};
 use retryd_core::{AttemptOutcome, Class, JobId, JobState};
@@ -28,7 +29,7 @@ use retryd_store::{
     DeliveryAttempt, DeliveryResult, DeliveryState, Error, Inserted, JobFilter, JobReader,
     JobWriter, Lease, NewLogLine, NewNotification, Notification, NotificationStore, Page, Process,
     Renewal, Requeue, Result, Runnable, ScheduleStore, Signals, StatsQuery, StatsRows, Store,
-    StoredPolicy, TargetLimits, TokenRecord, Wakeups, rules,
+    StoredChannel, StoredPolicy, TargetLimits, TokenRecord, Wakeups, rules,
 };
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use std::any::Any;
@@ -50,12 +51,13 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (7, include_str!("../migrations/0007_list_indexes.sql")),
     (9, include_str!("../migrations/0009_process_host.sql")),
     (10, include_str!("../migrations/0010_schedules.sql")),
+    (11, include_str!("../migrations/0011_organizations.sql")),
 ];
 
 const JOB_COLUMNS: &str = "id, queue, kind, target, action, policy_name, policy, priority, run_at, deadline, \
      labels, idempotency_key, created_by, state, attempt, next_attempt_at, last_error, last_error_class, \
      last_rule, finish_reason, lease_owner, lease_expires_at, cancel_requested, created_at, started_at, \
-     finished_at, updated_at, current_attempt_id, steps, step_attempt_base, hold_reason";
+     finished_at, updated_at, current_attempt_id, steps, step_attempt_base, hold_reason, org";
 
 fn with_columns(query: &str) -> String {
     query.replace("{JOB_COLUMNS}", JOB_COLUMNS)
@@ -198,6 +200,7 @@ fn job_from_row(row: &Row<'_>) -> rusqlite::Result<Job> {
         updated_at: from_ms(row.get(26)?),
         steps: json_col(row, 28)?,
         step_attempt_base: row.get(29)?,
+        org: row.get(31)?,
     })
 }
 
@@ -828,10 +831,10 @@ impl JobWriter for SqliteStore {
                 if let Some(key) = &job.idempotency_key {
                     let existing: Option<String> = tx
                         .prepare_cached(
-                            "SELECT id FROM jobs WHERE queue = ?1 AND idempotency_key = ?2",
+                            "SELECT id FROM jobs WHERE org = ?1 AND queue = ?2 AND idempotency_key = ?3",
                         )
                         .and_then(|mut stmt| {
-                            stmt.query_row(params![job.queue, key], |r| r.get(0))
+                            stmt.query_row(params![job.org, job.queue, key], |r| r.get(0))
                                 .optional()
                         })
                         .map_err(to_store)?;
@@ -857,6 +860,7 @@ impl JobWriter for SqliteStore {
                             job.idempotency_key,
                             job.created_by,
                             ms(job.created_at),
+                            job.org,
                         ])
                     })
                     .map_err(to_store)?;
@@ -885,23 +889,35 @@ impl JobWriter for SqliteStore {
         self.write_claim(move |tx| {
             let skipped = rules::skipped_queues(&request);
             let now = ms(request.now);
-            let candidates: Vec<Job> = {
-                let mut stmt = tx.prepare_cached(&with_columns(include_str!("../queries/claim_candidates.sql"))).map_err(to_store)?;
+            let window = rules::candidate_window(&request);
+            // Each organization's own candidates (what it has left under its running limit),
+            // then shared out between them.
+            let mut candidates: Vec<Job> = Vec::new();
+            let mut orgs = tx.prepare_cached(include_str!("../queries/claim_orgs.sql")).map_err(to_store)?;
+            let offers = orgs
+                .query_map([window as i64], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+                .map_err(to_store)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(to_store)?;
+            let mut stmt = tx.prepare_cached(&with_columns(include_str!("../queries/claim_candidates.sql"))).map_err(to_store)?;
+            for (org, offer) in offers.into_iter().filter(|(_, offer)| *offer > 0) {
                 let rows = stmt
                     .query_map(
                         params![
                             now,
                             json(&skipped),
-                            rules::candidate_window(&request) as i64,
+                            offer,
                             json(&request.runnable.handler_kinds),
                             request.runnable.builtin,
-                            ms(request.due_by)
+                            ms(request.due_by),
+                            org
                         ],
                         job_from_row,
                     )
                     .map_err(to_store)?;
-                rows.collect::<rusqlite::Result<_>>().map_err(to_store)?
-            };
+                candidates.extend(rows.collect::<rusqlite::Result<Vec<_>>>().map_err(to_store)?);
+            }
+            let candidates = rules::fair_share(candidates);
             let (circuits, usage) = read_limits(tx, &candidates, &request.limits, request.now)?;
             let gated = rules::gate(candidates, &circuits, &usage, &request.limits, request.now);
             for held in &gated.held {
@@ -1203,18 +1219,19 @@ impl JobWriter for SqliteStore {
 
     async fn set_queue_paused(
         &self,
+        org: &str,
         queue: &str,
         paused: bool,
         actor: &str,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        let (queue, actor) = (queue.to_owned(), actor.to_owned());
+        let (org, queue, actor) = (org.to_owned(), queue.to_owned(), actor.to_owned());
         self.write(move |tx| {
             exec(
                 tx,
-                "INSERT INTO queues (name, paused, updated_at, updated_by) VALUES (?1, ?2, ?3, ?4) \
-                 ON CONFLICT (name) DO UPDATE SET paused = ?2, updated_at = ?3, updated_by = ?4",
-                params![queue, paused, ms(now), actor],
+                "INSERT INTO queues (name, paused, updated_at, updated_by, org) VALUES (?1, ?2, ?3, ?4, ?5) \
+                 ON CONFLICT (org, name) DO UPDATE SET paused = ?2, updated_at = ?3, updated_by = ?4",
+                params![queue, paused, ms(now), actor, org],
             )
             .map_err(to_store)?;
             Ok(())
@@ -1316,6 +1333,7 @@ impl JobReader for SqliteStore {
                 (8, filter.created_before.is_some()),
                 (9, cursor.is_some()),
                 (10, state.is_some()),
+                (11, filter.org.is_some()),
             ]
             .into_iter()
             .filter_map(|(n, on)| on.then_some(n))
@@ -1334,6 +1352,7 @@ impl JobReader for SqliteStore {
                         opt_ms(filter.created_before),
                         cursor.map(|c| c.to_string()),
                         state,
+                        filter.org,
                         (limit + 1) as i64,
                     ],
                     job_from_row,
@@ -1441,11 +1460,11 @@ impl JobReader for SqliteStore {
 
     async fn count_ahead(&self, job: &Job, now: DateTime<Utc>) -> Result<u64> {
         let (queue, priority, id) = (job.queue.clone(), job.priority, job.id.to_string());
-        let due = ms(job.next_attempt_at.unwrap_or(job.run_at));
+        let (org, due) = (job.org.clone(), ms(job.next_attempt_at.unwrap_or(job.run_at)));
         self.read(move |conn| {
             conn.query_row(
                 include_str!("../queries/count_ahead.sql"),
-                params![queue, ms(now), priority, due, id],
+                params![queue, ms(now), priority, due, id, org],
                 |r| r.get::<_, i64>(0),
             )
             .map(|n| n as u64)
@@ -1454,35 +1473,38 @@ impl JobReader for SqliteStore {
         .await
     }
 
-    async fn paused_queues(&self) -> Result<Vec<String>> {
-        self.read(|conn| {
+    async fn paused_queues(&self, org: &str) -> Result<Vec<String>> {
+        let org = org.to_owned();
+        self.read(move |conn| {
             let mut stmt = conn
-                .prepare_cached("SELECT name FROM queues WHERE paused = 1 ORDER BY name")
+                .prepare_cached("SELECT name FROM queues WHERE org = ?1 AND paused = 1 ORDER BY name")
                 .map_err(to_store)?;
-            let rows = stmt.query_map([], |r| r.get(0)).map_err(to_store)?;
+            let rows = stmt.query_map([org], |r| r.get(0)).map_err(to_store)?;
             rows.collect::<rusqlite::Result<_>>().map_err(to_store)
         })
         .await
     }
 
-    async fn queue_depths(&self) -> Result<BTreeMap<String, u64>> {
-        self.read(|conn| {
+    async fn queue_depths(&self, org: Option<&str>) -> Result<BTreeMap<String, u64>> {
+        let org = org.map(str::to_owned);
+        self.read(move |conn| {
             let mut stmt = conn
-                .prepare_cached("SELECT queue, COUNT(*) FROM jobs WHERE state IN ('pending', 'retrying') GROUP BY queue")
+                .prepare_cached("SELECT queue, COUNT(*) FROM jobs WHERE state IN ('pending', 'retrying') AND (?1 IS NULL OR org = ?1) GROUP BY queue")
                 .map_err(to_store)?;
-            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64))).map_err(to_store)?;
+            let rows = stmt.query_map([org], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64))).map_err(to_store)?;
             rows.collect::<rusqlite::Result<_>>().map_err(to_store)
         })
         .await
     }
 
-    async fn count_by_state(&self) -> Result<BTreeMap<JobState, u64>> {
-        self.read(|conn| {
+    async fn count_by_state(&self, org: Option<&str>) -> Result<BTreeMap<JobState, u64>> {
+        let org = org.map(str::to_owned);
+        self.read(move |conn| {
             let mut stmt = conn
-                .prepare_cached("SELECT state, COUNT(*) FROM jobs GROUP BY state")
+                .prepare_cached("SELECT state, COUNT(*) FROM jobs WHERE ?1 IS NULL OR org = ?1 GROUP BY state")
                 .map_err(to_store)?;
             let rows = stmt
-                .query_map([], |r| Ok((state_col(r, 0)?, r.get::<_, i64>(1)? as u64)))
+                .query_map([org], |r| Ok((state_col(r, 0)?, r.get::<_, i64>(1)? as u64)))
                 .map_err(to_store)?;
             rows.collect::<rusqlite::Result<_>>().map_err(to_store)
         })
@@ -1522,14 +1544,17 @@ impl JobReader for SqliteStore {
         .await
     }
 
-    async fn list_circuits(&self) -> Result<Vec<Circuit>> {
-        self.read(|conn| {
+    async fn list_circuits(&self, org: Option<&str>) -> Result<Vec<Circuit>> {
+        let org = org.map(str::to_owned);
+        self.read(move |conn| {
             let mut stmt = conn
                 .prepare_cached(&format!(
-                    "SELECT {CIRCUIT_COLUMNS} FROM circuits ORDER BY target"
+                    "SELECT {CIRCUIT_COLUMNS} FROM circuits \
+                     WHERE ?1 IS NULL OR target IN (SELECT target FROM jobs WHERE org = ?1 AND target IS NOT NULL) \
+                     ORDER BY target"
                 ))
                 .map_err(to_store)?;
-            let rows = stmt.query_map([], circuit_from_row).map_err(to_store)?;
+            let rows = stmt.query_map([org], circuit_from_row).map_err(to_store)?;
             rows.collect::<rusqlite::Result<_>>().map_err(to_store)
         })
         .await
@@ -1705,10 +1730,23 @@ fn token_from_row(row: &Row<'_>) -> rusqlite::Result<TokenRecord> {
         created_at: from_ms(row.get(4)?),
         created_by: row.get(5)?,
         revoked_at: row.get::<_, Option<i64>>(6)?.map(from_ms),
+        org: row.get(7)?,
+        instance: row.get(8)?,
     })
 }
 
-const TOKEN_COLUMNS: &str = "id, name, role, secret_hash, created_at, created_by, revoked_at";
+const TOKEN_COLUMNS: &str =
+    "id, name, role, secret_hash, created_at, created_by, revoked_at, org, instance";
+
+fn org_from_row(row: &Row<'_>) -> rusqlite::Result<Org> {
+    Ok(Org {
+        name: row.get(0)?,
+        default_policy: row.get(1)?,
+        max_running: row.get(2)?,
+        created_at: from_ms(row.get(3)?),
+        created_by: row.get(4)?,
+    })
+}
 
 fn unique_violation(e: rusqlite::Error, what: &str) -> Error {
     match e {
@@ -1723,7 +1761,7 @@ fn unique_violation(e: rusqlite::Error, what: &str) -> Error {
 }
 
 const SCHEDULE_COLUMNS: &str = "id, name, definition, paused, next_fire, last_fire, last_job_id, last_skip, \
-     created_at, created_by, updated_at";
+     created_at, created_by, updated_at, org";
 
 fn schedule_from_row(row: &Row<'_>) -> rusqlite::Result<Schedule> {
     Ok(Schedule {
@@ -1741,6 +1779,7 @@ fn schedule_from_row(row: &Row<'_>) -> rusqlite::Result<Schedule> {
         created_at: from_ms(row.get(8)?),
         created_by: row.get(9)?,
         updated_at: from_ms(row.get(10)?),
+        org: row.get(11)?,
     })
 }
 
@@ -1751,7 +1790,7 @@ impl ScheduleStore for SqliteStore {
         self.write(move |tx| {
             exec(
                 tx,
-                &format!("INSERT INTO schedules ({SCHEDULE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
+                &format!("INSERT INTO schedules ({SCHEDULE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
                 params![
                     s.id,
                     s.name,
@@ -1763,7 +1802,8 @@ impl ScheduleStore for SqliteStore {
                     s.last_skip,
                     ms(s.created_at),
                     s.created_by,
-                    ms(s.updated_at)
+                    ms(s.updated_at),
+                    s.org
                 ],
             )
             .map_err(|e| unique_violation(e, &format!("a schedule named '{}'", s.name)))?;
@@ -1786,10 +1826,10 @@ impl ScheduleStore for SqliteStore {
         .await
     }
 
-    async fn delete_schedule(&self, name: &str) -> Result<bool> {
-        let name = name.to_owned();
+    async fn delete_schedule(&self, id: &str) -> Result<bool> {
+        let id = id.to_owned();
         self.write(move |tx| {
-            exec(tx, "DELETE FROM schedules WHERE name = ?1", [name])
+            exec(tx, "DELETE FROM schedules WHERE id = ?1", [id])
                 .map(|n| n == 1)
                 .map_err(to_store)
         })
@@ -1800,7 +1840,7 @@ impl ScheduleStore for SqliteStore {
         self.read(|conn| {
             let mut stmt = conn
                 .prepare_cached(&format!(
-                    "SELECT {SCHEDULE_COLUMNS} FROM schedules ORDER BY name"
+                    "SELECT {SCHEDULE_COLUMNS} FROM schedules ORDER BY org, name"
                 ))
                 .map_err(to_store)?;
             let rows = stmt.query_map([], schedule_from_row).map_err(to_store)?;
@@ -1870,7 +1910,7 @@ impl AccessStore for SqliteStore {
             exec(
                 tx,
                 &format!(
-                    "INSERT INTO api_tokens ({TOKEN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+                    "INSERT INTO api_tokens ({TOKEN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
                 ),
                 params![
                     token.id,
@@ -1879,7 +1919,9 @@ impl AccessStore for SqliteStore {
                     token.secret_hash,
                     ms(token.created_at),
                     token.created_by,
-                    opt_ms(token.revoked_at)
+                    opt_ms(token.revoked_at),
+                    token.org,
+                    token.instance
                 ],
             )
             .map_err(|e| unique_violation(e, &format!("a token named '{}'", token.name)))?;
@@ -1890,19 +1932,20 @@ impl AccessStore for SqliteStore {
 
     async fn revoke_token(
         &self,
+        org: &str,
         id_or_name: &str,
         now: DateTime<Utc>,
     ) -> Result<Option<TokenRecord>> {
-        let key = id_or_name.to_owned();
+        let (org, key) = (org.to_owned(), id_or_name.to_owned());
         self.write(move |tx| {
             exec(tx,
-                "UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1 OR name = ?1",
-                params![key, ms(now)],
+                "UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, ?3) WHERE org = ?1 AND (id = ?2 OR name = ?2)",
+                params![org, key, ms(now)],
             )
             .map_err(to_store)?;
             tx.query_row(
-                &format!("SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE id = ?1 OR name = ?1"),
-                [&key],
+                &format!("SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE org = ?1 AND (id = ?2 OR name = ?2)"),
+                [&org, &key],
                 token_from_row,
             )
             .optional()
@@ -1940,9 +1983,9 @@ impl AccessStore for SqliteStore {
         let policy = policy.clone();
         self.write(move |tx| {
             exec(tx,
-                "INSERT INTO managed_policies (name, policy, active, updated_at, updated_by) VALUES (?1, ?2, ?3, ?4, ?5) \
-                 ON CONFLICT (name) DO UPDATE SET policy = ?2, active = ?3, updated_at = ?4, updated_by = ?5",
-                params![policy.name, json(&policy.policy), policy.active, ms(policy.updated_at), policy.updated_by],
+                "INSERT INTO managed_policies (name, policy, active, updated_at, updated_by, org) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+                 ON CONFLICT (org, name) DO UPDATE SET policy = ?2, active = ?3, updated_at = ?4, updated_by = ?5",
+                params![policy.name, json(&policy.policy), policy.active, ms(policy.updated_at), policy.updated_by, policy.org],
             )
             .map_err(to_store)?;
             Ok(())
@@ -1953,7 +1996,7 @@ impl AccessStore for SqliteStore {
     async fn list_policies(&self) -> Result<Vec<StoredPolicy>> {
         self.read(|conn| {
             let mut stmt = conn
-                .prepare_cached("SELECT name, policy, active, updated_at, updated_by FROM managed_policies ORDER BY name")
+                .prepare_cached("SELECT name, policy, active, updated_at, updated_by, org FROM managed_policies ORDER BY org, name")
                 .map_err(to_store)?;
             let rows = stmt
                 .query_map([], |r| {
@@ -1961,6 +2004,91 @@ impl AccessStore for SqliteStore {
                         name: r.get(0)?,
                         policy: json_col(r, 1)?,
                         active: r.get(2)?,
+                        updated_at: from_ms(r.get(3)?),
+                        updated_by: r.get(4)?,
+                        org: r.get(5)?,
+                    })
+                })
+                .map_err(to_store)?;
+            rows.collect::<rusqlite::Result<_>>().map_err(to_store)
+        })
+        .await
+    }
+
+    async fn insert_org(&self, org: &Org) -> Result<()> {
+        let org = org.clone();
+        self.write(move |tx| {
+            exec(
+                tx,
+                "INSERT INTO organizations (name, default_policy, max_running, created_at, created_by) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![org.name, org.default_policy, org.max_running, ms(org.created_at), org.created_by],
+            )
+            .map_err(|e| unique_violation(e, &format!("an organization named '{}'", org.name)))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn update_org(&self, org: &Org) -> Result<bool> {
+        let org = org.clone();
+        self.write(move |tx| {
+            exec(
+                tx,
+                "UPDATE organizations SET default_policy = ?2, max_running = ?3 WHERE name = ?1",
+                params![org.name, org.default_policy, org.max_running],
+            )
+            .map(|n| n == 1)
+            .map_err(to_store)
+        })
+        .await
+    }
+
+    async fn list_orgs(&self) -> Result<Vec<Org>> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT name, default_policy, max_running, created_at, created_by FROM organizations ORDER BY name")
+                .map_err(to_store)?;
+            let rows = stmt.query_map([], org_from_row).map_err(to_store)?;
+            rows.collect::<rusqlite::Result<_>>().map_err(to_store)
+        })
+        .await
+    }
+
+    async fn put_channel(&self, channel: &StoredChannel) -> Result<()> {
+        let c = channel.clone();
+        self.write(move |tx| {
+            exec(tx,
+                "INSERT INTO channels (org, name, config, updated_at, updated_by) VALUES (?1, ?2, ?3, ?4, ?5) \
+                 ON CONFLICT (org, name) DO UPDATE SET config = ?3, updated_at = ?4, updated_by = ?5",
+                params![c.org, c.name, json(&c.config), ms(c.updated_at), c.updated_by],
+            )
+            .map_err(to_store)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_channel(&self, org: &str, name: &str) -> Result<bool> {
+        let (org, name) = (org.to_owned(), name.to_owned());
+        self.write(move |tx| {
+            exec(tx, "DELETE FROM channels WHERE org = ?1 AND name = ?2", [org, name])
+                .map(|n| n == 1)
+                .map_err(to_store)
+        })
+        .await
+    }
+
+    async fn list_channels(&self) -> Result<Vec<StoredChannel>> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT org, name, config, updated_at, updated_by FROM channels ORDER BY org, name")
+                .map_err(to_store)?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(StoredChannel {
+                        org: r.get(0)?,
+                        name: r.get(1)?,
+                        config: json_col(r, 2)?,
                         updated_at: from_ms(r.get(3)?),
                         updated_by: r.get(4)?,
                     })
@@ -1972,15 +2100,17 @@ impl AccessStore for SqliteStore {
     }
 }
 
-/// Reads the grouped rows behind stats; `?1`..`?5` are since, until, queue, kind, target.
+/// Reads the grouped rows behind stats; `?1`..`?6` are since, until, queue, kind, target, org.
 fn stats_rows(conn: &Connection, query: &StatsQuery) -> rusqlite::Result<StatsRows> {
-    const FILTER: &str = "(?3 IS NULL OR j.queue = ?3) AND (?4 IS NULL OR j.kind = ?4) AND (?5 IS NULL OR j.target = ?5)";
+    const FILTER: &str = "(?3 IS NULL OR j.queue = ?3) AND (?4 IS NULL OR j.kind = ?4) AND (?5 IS NULL OR j.target = ?5) \
+                          AND (?6 IS NULL OR j.org = ?6)";
     let window = params![
         ms(query.since),
         ms(query.until),
         query.queue,
         query.kind,
-        query.target
+        query.target,
+        query.org
     ];
     let mut rows = StatsRows::default();
     let mut stmt = conn.prepare_cached(&format!(
@@ -2032,7 +2162,7 @@ fn stats_rows(conn: &Connection, query: &StatsQuery) -> rusqlite::Result<StatsRo
         .collect::<rusqlite::Result<_>>()?;
     let bucket_ms = query.bucket.num_milliseconds().max(1);
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT (a.started_at - ?1) / ?6, COUNT(*), \
+        "SELECT (a.started_at - ?1) / ?7, COUNT(*), \
                 SUM(CASE WHEN a.outcome IN ('failed', 'timed_out', 'lost') THEN 1 ELSE 0 END) \
          FROM attempts a JOIN jobs j ON j.id = a.job_id \
          WHERE a.started_at >= ?1 AND a.started_at < ?2 AND {FILTER} GROUP BY 1 ORDER BY 1"
@@ -2045,6 +2175,7 @@ fn stats_rows(conn: &Connection, query: &StatsQuery) -> rusqlite::Result<StatsRo
                 query.queue,
                 query.kind,
                 query.target,
+                query.org,
                 bucket_ms
             ],
             |r| {

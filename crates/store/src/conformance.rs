@@ -4,6 +4,7 @@
 use crate::*;
 use chrono::{Duration as Span, TimeZone};
 use retryd_core::Policy;
+use retryd_core::org::DEFAULT_ORG;
 use retryd_core::job::{Action, CommandAction, HandlerAction};
 use retryd_core::pipeline::{PipelineAction, Step, StepRecord, StepStatus};
 use std::sync::Arc;
@@ -50,6 +51,10 @@ macro_rules! conformance_tests {
             notifications_are_enqueued_with_the_result_and_delivered_once,
             handler_jobs_go_only_to_nodes_that_registered_their_kind,
             schedules_are_unique_by_name_and_advance_only_from_the_expected_fire_time,
+            organizations_own_their_jobs_keys_queues_and_counts,
+            claims_share_free_slots_between_organizations,
+            an_organizations_running_limit_caps_its_claims,
+            organizations_and_channels_are_kept,
         );
     };
     (@each $make:expr; $($name:ident),* $(,)?) => {
@@ -75,6 +80,7 @@ fn secs(n: i64) -> Span {
 pub fn new_job(queue: &str, priority: u8, due_in: i64) -> NewJob {
     NewJob {
         id: JobId::new(),
+        org: DEFAULT_ORG.to_owned(),
         queue: queue.to_owned(),
         kind: "deploy".to_owned(),
         target: Some("metis-rpc".to_owned()),
@@ -107,7 +113,6 @@ pub fn claim_request(now: DateTime<Utc>, limit: usize) -> ClaimRequest {
         limit,
         queue_free: HashMap::new(),
         default_queue_free: limit,
-        paused: vec![],
         limits: Arc::new(TargetLimits::default()),
         runnable: Runnable::default(),
     }
@@ -254,7 +259,7 @@ pub async fn a_batch_insert_answers_each_job_in_order_with_its_key_honoured(stor
         .max()
         .unwrap();
     stream_starts_after(&store, last).await;
-    let pending = store.count_by_state().await.unwrap()[&JobState::Pending];
+    let pending = store.count_by_state(None).await.unwrap()[&JobState::Pending];
     assert_eq!(pending, 4, "one stored before, three created by the batch");
     // A batch is claimable like single jobs: the priority 90 job first.
     let claimed = store.claim_jobs(&claim_request(t0(), 1)).await.unwrap();
@@ -354,14 +359,16 @@ pub async fn claims_respect_queue_slots_and_paused_queues(store: DynStore) {
     let mut request = claim_request(t0(), 10);
     request.queue_free.insert("deploy".into(), 1);
     request.default_queue_free = 2;
-    request.paused = vec!["paused".into()];
+    store
+        .set_queue_paused(DEFAULT_ORG, "paused", true, "ops", t0())
+        .await
+        .unwrap();
     let claimed = store.claim_jobs(&request).await.unwrap();
     let count = |q: &str| claimed.iter().filter(|c| c.job.queue == q).count();
     assert_eq!((count("deploy"), count("mail"), count("paused")), (1, 2, 0));
     let mut full = claim_request(t0(), 10);
     full.queue_free.insert("deploy".into(), 0);
     full.queue_free.insert("mail".into(), 0);
-    full.paused = vec!["paused".into()];
     assert!(store.claim_jobs(&full).await.unwrap().is_empty());
 }
 
@@ -989,12 +996,12 @@ pub async fn listing_filters_and_cursor_pagination(store: DynStore) {
         .await
         .unwrap();
     assert!(none.jobs.is_empty() && none.next_cursor.is_none());
-    let depths = store.queue_depths().await.unwrap();
+    let depths = store.queue_depths(None).await.unwrap();
     assert_eq!(
         (depths.get("even"), depths.get("odd")),
         (Some(&13), Some(&12))
     );
-    let counts = store.count_by_state().await.unwrap();
+    let counts = store.count_by_state(None).await.unwrap();
     assert_eq!(counts.get(&JobState::Pending), Some(&25));
 }
 
@@ -1296,22 +1303,20 @@ pub async fn an_attempts_process_is_recorded(store: DynStore) {
 }
 
 pub async fn paused_queues_are_remembered(store: DynStore) {
-    assert!(store.paused_queues().await.unwrap().is_empty());
-    store
-        .set_queue_paused("deploy", true, "ops", t0())
-        .await
-        .unwrap();
-    store
-        .set_queue_paused("mail", true, "ops", t0())
-        .await
-        .unwrap();
-    store
-        .set_queue_paused("mail", false, "ops", t0())
-        .await
-        .unwrap();
+    assert!(store.paused_queues(DEFAULT_ORG).await.unwrap().is_empty());
+    for (queue, paused) in [("deploy", true), ("mail", true), ("mail", false)] {
+        store
+            .set_queue_paused(DEFAULT_ORG, queue, paused, "ops", t0())
+            .await
+            .unwrap();
+    }
     assert_eq!(
-        store.paused_queues().await.unwrap(),
+        store.paused_queues(DEFAULT_ORG).await.unwrap(),
         vec!["deploy".to_owned()]
+    );
+    assert!(
+        store.paused_queues("acme").await.unwrap().is_empty(),
+        "a queue name is the organization's own"
     );
 }
 
@@ -1373,6 +1378,8 @@ pub async fn next_wakeup_is_the_earliest_due_instant(store: DynStore) {
 fn token(id: &str, name: &str, role: retryd_core::Role) -> TokenRecord {
     TokenRecord {
         id: id.into(),
+        org: DEFAULT_ORG.into(),
+        instance: false,
         name: name.into(),
         role,
         secret_hash: format!("{:0>64}", id),
@@ -1402,20 +1409,37 @@ pub async fn tokens_are_unique_by_name_and_revocable(store: DynStore) {
         Some(token("a1", "ci", Role::Operator))
     );
     assert_eq!(store.get_token("zz").await.unwrap(), None);
+    // Names are unique per organization: another may have its own "ci".
+    let theirs = TokenRecord {
+        org: "acme".into(),
+        ..token("d4", "ci", Role::Viewer)
+    };
+    store.insert_token(&theirs).await.unwrap();
+    assert_eq!(
+        store.revoke_token("other", "ci", t0()).await.unwrap(),
+        None,
+        "a revoke names the token's organization"
+    );
     let revoked = store
-        .revoke_token("ci", t0() + secs(5))
+        .revoke_token(DEFAULT_ORG, "ci", t0() + secs(5))
         .await
         .unwrap()
         .unwrap();
     assert_eq!(revoked.revoked_at, Some(t0() + secs(5)));
     // Revoking again keeps the first instant.
     let again = store
-        .revoke_token("a1", t0() + secs(9))
+        .revoke_token(DEFAULT_ORG, "a1", t0() + secs(9))
         .await
         .unwrap()
         .unwrap();
     assert_eq!(again.revoked_at, Some(t0() + secs(5)));
-    assert_eq!(store.revoke_token("nobody", t0()).await.unwrap(), None);
+    assert_eq!(
+        store
+            .revoke_token(DEFAULT_ORG, "nobody", t0())
+            .await
+            .unwrap(),
+        None
+    );
     let names: Vec<_> = store
         .list_tokens()
         .await
@@ -1423,11 +1447,19 @@ pub async fn tokens_are_unique_by_name_and_revocable(store: DynStore) {
         .into_iter()
         .map(|t| (t.name, t.revoked_at.is_some()))
         .collect();
-    assert_eq!(names, vec![("ci".into(), true), ("alice".into(), false)]);
+    assert_eq!(
+        names,
+        vec![
+            ("ci".into(), true),
+            ("alice".into(), false),
+            ("ci".into(), false)
+        ]
+    );
 }
 
 pub async fn managed_policies_are_created_updated_and_deactivated(store: DynStore) {
     let mut stored = StoredPolicy {
+        org: DEFAULT_ORG.into(),
         name: "rpc".into(),
         policy: Policy {
             max_attempts: 7,
@@ -1490,6 +1522,7 @@ pub async fn stats_rows_group_what_happened_in_the_window(store: DynStore) {
         .await
         .unwrap();
     let query = StatsQuery {
+        org: None,
         since: t0() - secs(60),
         until: t0() + secs(3600),
         queue: Some("default".into()),
@@ -1567,6 +1600,7 @@ pub async fn top_errors_rank_by_jobs_not_attempts(store: DynStore) {
         store.finish_attempt(&denied).await.unwrap();
     }
     let query = StatsQuery {
+        org: None,
         since: t0() - secs(60),
         until: t0() + secs(3600),
         queue: None,
@@ -1858,10 +1892,10 @@ pub async fn an_open_circuit_holds_its_target_until_a_probe_closes_it(store: Dyn
             })
             .await
             .unwrap();
-        let open = store.list_circuits().await.unwrap();
+        let open = store.list_circuits(None).await.unwrap();
         assert_eq!(open.len(), usize::from(i == 2), "opens at min_attempts");
     }
-    let circuit = store.list_circuits().await.unwrap().remove(0);
+    let circuit = store.list_circuits(None).await.unwrap().remove(0);
     assert_eq!(
         (
             circuit.target.as_str(),
@@ -1953,7 +1987,7 @@ pub async fn an_open_circuit_holds_its_target_until_a_probe_closes_it(store: Dyn
         );
     }
     assert_eq!(
-        store.list_circuits().await.unwrap()[0].probe_attempt_id,
+        store.list_circuits(None).await.unwrap()[0].probe_attempt_id,
         Some(probe[0].lease.attempt_id)
     );
     store
@@ -1968,7 +2002,7 @@ pub async fn an_open_circuit_holds_its_target_until_a_probe_closes_it(store: Dyn
         })
         .await
         .unwrap();
-    let reopened = store.list_circuits().await.unwrap().remove(0);
+    let reopened = store.list_circuits(None).await.unwrap().remove(0);
     assert_eq!(
         (reopened.open_until, reopened.probe_attempt_id),
         (half_open + secs(30), None)
@@ -1990,7 +2024,7 @@ pub async fn an_open_circuit_holds_its_target_until_a_probe_closes_it(store: Dyn
         })
         .await
         .unwrap();
-    assert!(store.list_circuits().await.unwrap().is_empty(), "closed");
+    assert!(store.list_circuits(None).await.unwrap().is_empty(), "closed");
     let rest = store
         .claim_jobs(&limited(later, 10, &limits))
         .await
@@ -2267,6 +2301,7 @@ pub async fn schedules_are_unique_by_name_and_advance_only_from_the_expected_fir
         JobTemplate::from_job(new_job("default", 50, 0), Some(Duration::from_secs(3600)));
     let mut schedule = Schedule {
         id: "s-1".into(),
+        org: DEFAULT_ORG.into(),
         name: "nightly".into(),
         definition: Definition {
             cron: "30 2 * * *".into(),
@@ -2331,8 +2366,8 @@ pub async fn schedules_are_unique_by_name_and_advance_only_from_the_expected_fir
     assert!(stored.paused && stored.next_fire.is_none());
     assert_eq!(stored.definition.misfire, Misfire::All);
     assert_eq!(stored.last_job_id, Some(job), "progress survives an update");
-    assert!(store.delete_schedule("nightly").await.unwrap());
-    assert!(!store.delete_schedule("nightly").await.unwrap());
+    assert!(store.delete_schedule("s-1").await.unwrap());
+    assert!(!store.delete_schedule("s-1").await.unwrap());
     // One leader at a time; another takes over once its lease has ended.
     assert!(
         store
@@ -2373,4 +2408,186 @@ pub async fn schedules_are_unique_by_name_and_advance_only_from_the_expected_fir
             .unwrap()
     );
     assert!(store.list_schedules().await.unwrap().is_empty());
+}
+
+fn org_job(org: &str, queue: &str) -> NewJob {
+    NewJob {
+        org: org.into(),
+        ..new_job(queue, 50, 0)
+    }
+}
+
+async fn add_org(store: &DynStore, name: &str, max_running: Option<u32>) {
+    store
+        .insert_org(&retryd_core::org::Org {
+            name: name.into(),
+            default_policy: None,
+            max_running,
+            created_at: t0(),
+            created_by: "conformance".into(),
+        })
+        .await
+        .unwrap();
+}
+
+/// Issue 17: what an organization owns is its own: listings, counts, depths, stats and
+/// idempotency keys see only it, and a queue paused in one is not paused in another.
+pub async fn organizations_own_their_jobs_keys_queues_and_counts(store: DynStore) {
+    add_org(&store, "acme", None).await;
+    for _ in 0..3 {
+        insert(&store, org_job("acme", "deploy")).await;
+    }
+    insert(&store, org_job(DEFAULT_ORG, "deploy")).await;
+    let keyed = |org: &str| NewJob {
+        idempotency_key: Some("release-42".into()),
+        ..org_job(org, "deploy")
+    };
+    let ours = store.insert_job(keyed(DEFAULT_ORG)).await.unwrap();
+    let theirs = store.insert_job(keyed("acme")).await.unwrap();
+    assert!(ours.created && theirs.created, "a key is unique per organization");
+    assert!(!store.insert_job(keyed("acme")).await.unwrap().created);
+    let listed = |org: &str| JobFilter {
+        org: Some(org.into()),
+        ..JobFilter::default()
+    };
+    let page = store.list_jobs(&listed("acme"), None, 100).await.unwrap();
+    assert_eq!(page.jobs.len(), 4);
+    assert!(page.jobs.iter().all(|j| j.org == "acme"));
+    assert_eq!(
+        store.count_by_state(Some("acme")).await.unwrap()[&JobState::Pending],
+        4
+    );
+    assert_eq!(
+        store.count_by_state(None).await.unwrap()[&JobState::Pending],
+        6
+    );
+    assert_eq!(
+        store.queue_depths(Some(DEFAULT_ORG)).await.unwrap()["deploy"],
+        2
+    );
+    let stats = |org: Option<&str>| StatsQuery {
+        org: org.map(str::to_owned),
+        since: t0() - secs(60),
+        until: t0() + secs(60),
+        queue: None,
+        kind: None,
+        target: None,
+        bucket: Span::seconds(60),
+    };
+    let created = |rows: StatsRows| rows.created.values().sum::<u64>();
+    assert_eq!(
+        created(store.stats_rows(&stats(Some("acme"))).await.unwrap()),
+        4
+    );
+    assert_eq!(created(store.stats_rows(&stats(None)).await.unwrap()), 6);
+    // Pausing acme's deploy queue leaves the default organization's deploy queue running.
+    store
+        .set_queue_paused("acme", "deploy", true, "ops", t0())
+        .await
+        .unwrap();
+    let claimed = store.claim_jobs(&claim_request(t0(), 10)).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    assert!(claimed.iter().all(|c| c.job.org == DEFAULT_ORG));
+    assert_eq!(
+        store
+            .next_wakeup(&[], &Runnable::default())
+            .await
+            .unwrap()
+            .due,
+        None,
+        "a paused queue's jobs wake nobody"
+    );
+}
+
+/// Issue 17: a claim shares its slots between the organizations with due work, whatever
+/// the size of one's backlog.
+pub async fn claims_share_free_slots_between_organizations(store: DynStore) {
+    add_org(&store, "big", None).await;
+    add_org(&store, "small", None).await;
+    for _ in 0..40 {
+        insert(&store, org_job("big", "default")).await;
+    }
+    for _ in 0..2 {
+        insert(&store, org_job("small", "default")).await;
+    }
+    let claimed = store.claim_jobs(&claim_request(t0(), 4)).await.unwrap();
+    let count = |org: &str| claimed.iter().filter(|c| c.job.org == org).count();
+    assert_eq!(
+        (count("big"), count("small")),
+        (2, 2),
+        "the small organization's jobs start beside the big backlog"
+    );
+}
+
+/// Issue 17: an organization with a running limit is offered no more than it has left,
+/// counting its attempts running anywhere; the others still get the slots.
+pub async fn an_organizations_running_limit_caps_its_claims(store: DynStore) {
+    add_org(&store, "capped", Some(3)).await;
+    for _ in 0..10 {
+        insert(&store, org_job("capped", "default")).await;
+        insert(&store, org_job(DEFAULT_ORG, "default")).await;
+    }
+    let first = store.claim_jobs(&claim_request(t0(), 4)).await.unwrap();
+    let capped = |claimed: &[Claimed]| claimed.iter().filter(|c| c.job.org == "capped").count();
+    assert_eq!(capped(&first), 2, "a fair half of four");
+    let second = store.claim_jobs(&claim_request(t0(), 10)).await.unwrap();
+    assert_eq!(capped(&second), 1, "three running at most");
+    assert_eq!(second.len(), 9);
+    let third = store.claim_jobs(&claim_request(t0(), 10)).await.unwrap();
+    assert_eq!(capped(&third), 0);
+}
+
+/// Issue 17: organizations and their channels are stored, listed and changed.
+pub async fn organizations_and_channels_are_kept(store: DynStore) {
+    let names = |orgs: Vec<retryd_core::org::Org>| -> Vec<String> {
+        orgs.into_iter().map(|o| o.name).collect()
+    };
+    assert_eq!(
+        names(store.list_orgs().await.unwrap()),
+        vec![DEFAULT_ORG.to_owned()],
+        "the default organization always exists"
+    );
+    add_org(&store, "acme", None).await;
+    let taken = store
+        .insert_org(&retryd_core::org::Org {
+            name: "acme".into(),
+            default_policy: None,
+            max_running: None,
+            created_at: t0(),
+            created_by: "x".into(),
+        })
+        .await;
+    assert!(matches!(taken, Err(Error::Conflict(_))));
+    let mut acme = store
+        .list_orgs()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|o| o.name == "acme")
+        .unwrap();
+    acme.default_policy = Some("rpc".into());
+    acme.max_running = Some(5);
+    assert!(store.update_org(&acme).await.unwrap());
+    let stored = store.list_orgs().await.unwrap();
+    assert_eq!(stored.iter().find(|o| o.name == "acme"), Some(&acme));
+    let channel = |org: &str, url: &str| StoredChannel {
+        org: org.into(),
+        name: "ops".into(),
+        config: serde_json::json!({ "kind": "webhook", "url": url }),
+        updated_at: t0(),
+        updated_by: "admin".into(),
+    };
+    store.put_channel(&channel("acme", "http://a/1")).await.unwrap();
+    store.put_channel(&channel("acme", "http://a/2")).await.unwrap();
+    store
+        .put_channel(&channel(DEFAULT_ORG, "http://d"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.list_channels().await.unwrap(),
+        vec![channel("acme", "http://a/2"), channel(DEFAULT_ORG, "http://d")]
+    );
+    assert!(store.delete_channel("acme", "ops").await.unwrap());
+    assert!(!store.delete_channel("acme", "ops").await.unwrap());
+    assert_eq!(store.list_channels().await.unwrap().len(), 1);
 }

@@ -122,10 +122,17 @@ impl Control {
         Ok(job)
     }
 
-    /// Pauses or resumes a queue: its running attempts finish, nothing new is claimed.
-    pub async fn set_queue_paused(&self, queue: &str, paused: bool, actor: &str) -> Result<()> {
+    /// Pauses or resumes an organization's queue: its running attempts finish, nothing new
+    /// is claimed.
+    pub async fn set_queue_paused(
+        &self,
+        org: &str,
+        queue: &str,
+        paused: bool,
+        actor: &str,
+    ) -> Result<()> {
         self.store
-            .set_queue_paused(queue, paused, actor, self.now())
+            .set_queue_paused(org, queue, paused, actor, self.now())
             .await?;
         self.store.signals().notice(Notice::Queues);
         Ok(())

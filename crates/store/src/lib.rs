@@ -30,7 +30,7 @@ pub use policies::{Policies, PolicyBook};
 pub use schedules::ScheduleStore;
 pub use signals::Signals;
 
-pub use access::{AccessStore, StoredPolicy, TokenRecord};
+pub use access::{AccessStore, StoredChannel, StoredPolicy, TokenRecord};
 pub use stats::{Stats, StatsQuery, StatsRows};
 pub mod limits;
 pub mod notify;
@@ -92,8 +92,6 @@ pub struct ClaimRequest {
     pub queue_free: HashMap<String, usize>,
     /// Free slots for any queue not in `queue_free`.
     pub default_queue_free: usize,
-    /// Queues not to claim from at all (paused).
-    pub paused: Vec<String>,
     /// Circuit breaking and retry budgets per target: jobs they hold are not started but
     /// rescheduled, with the reason.
     pub limits: std::sync::Arc<TargetLimits>,
@@ -263,6 +261,8 @@ pub struct NewLogLine {
 /// Filters for listing jobs. Empty fields do not filter.
 #[derive(Debug, Clone, Default)]
 pub struct JobFilter {
+    /// Only this organization's jobs (`None`: every organization's, for the instance).
+    pub org: Option<String>,
     pub states: Vec<JobState>,
     pub queue: Option<String>,
     pub kind: Option<String>,
@@ -371,9 +371,10 @@ pub trait JobWriter: Send + Sync {
     /// Deletes the given terminal jobs; live ones are skipped. Returns how many went.
     async fn purge_jobs(&self, ids: &[JobId]) -> Result<u64>;
 
-    /// Pauses or resumes a queue: a paused queue's jobs are not claimed.
+    /// Pauses or resumes an organization's queue: a paused queue's jobs are not claimed.
     async fn set_queue_paused(
         &self,
+        org: &str,
         queue: &str,
         paused: bool,
         actor: &str,
@@ -418,19 +419,20 @@ pub trait JobReader: Send + Sync {
     async fn read_log(&self, id: JobId, after: i64, limit: usize) -> Result<Vec<LogLine>>;
     /// Due waiting jobs ahead of this one in its queue.
     async fn count_ahead(&self, job: &Job, now: DateTime<Utc>) -> Result<u64>;
-    /// Jobs per state.
-    async fn count_by_state(&self) -> Result<BTreeMap<JobState, u64>>;
-    /// The queues that are paused.
-    async fn paused_queues(&self) -> Result<Vec<String>>;
-    /// Waiting jobs (pending or retrying) per queue.
-    async fn queue_depths(&self) -> Result<BTreeMap<String, u64>>;
+    /// Jobs per state, of one organization or (`None`) all.
+    async fn count_by_state(&self, org: Option<&str>) -> Result<BTreeMap<JobState, u64>>;
+    /// The organization's queues that are paused.
+    async fn paused_queues(&self, org: &str) -> Result<Vec<String>>;
+    /// Waiting jobs (pending or retrying) per queue, of one organization or (`None`) all.
+    async fn queue_depths(&self, org: Option<&str>) -> Result<BTreeMap<String, u64>>;
     /// Running jobs whose lease expired before `cutoff`.
     async fn expired_leases(&self, cutoff: DateTime<Utc>) -> Result<Vec<Job>>;
     /// When something is next due: a waiting job this node can run outside the skipped
-    /// queues, a deadline or a lease expiry.
+    /// and paused queues, a deadline or a lease expiry.
     async fn next_wakeup(&self, skipped: &[String], runnable: &Runnable) -> Result<Wakeups>;
-    /// Circuits that are open or half-open, by target.
-    async fn list_circuits(&self) -> Result<Vec<Circuit>>;
+    /// Circuits that are open or half-open, by target; with `org`, only those of targets
+    /// the organization's jobs name.
+    async fn list_circuits(&self, org: Option<&str>) -> Result<Vec<Circuit>>;
     /// The process recorded for an attempt, if any.
     async fn attempt_process(&self, attempt_id: i64) -> Result<Option<Process>>;
     /// Whether the database answers.
@@ -534,6 +536,30 @@ pub mod rules {
             }
     }
 
+    /// Candidates of several organizations, each organization's in its own claim order,
+    /// interleaved so that every organization with due work gets its turn: first each one's
+    /// first job, then each one's second, and so on (among equals by priority, then due
+    /// time). One organization's backlog or retry storm so takes at most its share of the
+    /// free slots. With one organization, the order is unchanged.
+    pub fn fair_share(candidates: Vec<Job>) -> Vec<Job> {
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        let mut ranked: Vec<(usize, Job)> = candidates
+            .into_iter()
+            .map(|job| {
+                let rank = seen.entry(job.org.clone()).or_default();
+                *rank += 1;
+                (*rank, job)
+            })
+            .collect();
+        ranked.sort_by(|(ra, a), (rb, b)| {
+            ra.cmp(rb)
+                .then(b.priority.cmp(&a.priority))
+                .then(due_at(a).cmp(&due_at(b)))
+                .then(a.id.cmp(&b.id))
+        });
+        ranked.into_iter().map(|(_, job)| job).collect()
+    }
+
     /// Picks, from candidates in claim order, the jobs the request's slots allow.
     pub fn within_slots(candidates: Vec<Job>, request: &ClaimRequest) -> Vec<Job> {
         let mut taken: HashMap<String, usize> = HashMap::new();
@@ -566,17 +592,15 @@ pub mod rules {
         }
     }
 
-    /// Queues a claim must skip: paused ones and those without a free slot.
+    /// Queues a claim must skip: those without a free slot (paused ones are read by the
+    /// claim itself, per organization).
     pub fn skipped_queues(request: &ClaimRequest) -> Vec<String> {
-        let mut skipped = request.paused.clone();
-        skipped.extend(
-            request
-                .queue_free
-                .iter()
-                .filter(|(_, free)| **free == 0)
-                .map(|(q, _)| q.clone()),
-        );
-        skipped
+        request
+            .queue_free
+            .iter()
+            .filter(|(_, free)| **free == 0)
+            .map(|(q, _)| q.clone())
+            .collect()
     }
 
     /// The columns a result writes about the next attempt: delay in ms, why, when it is due,
@@ -669,9 +693,12 @@ pub mod rules {
         events: Vec<Event>,
     ) -> Result<Vec<Inserted>> {
         let mut events: HashMap<JobId, Event> = events.into_iter().map(|e| (e.job_id, e)).collect();
-        let by_key: HashMap<(&str, &str), &Job> = stored
+        let by_key: HashMap<(&str, &str, &str), &Job> = stored
             .iter()
-            .filter_map(|j| Some(((j.queue.as_str(), j.idempotency_key.as_deref()?), j)))
+            .filter_map(|j| {
+                let key = j.idempotency_key.as_deref()?;
+                Some(((j.org.as_str(), j.queue.as_str(), key), j))
+            })
             .collect();
         let by_id: HashMap<JobId, &Job> = stored.iter().map(|j| (j.id, j)).collect();
         jobs.iter()
@@ -685,7 +712,7 @@ pub mod rules {
                 }
                 new.idempotency_key
                     .as_deref()
-                    .and_then(|key| by_key.get(&(new.queue.as_str(), key)))
+                    .and_then(|key| by_key.get(&(new.org.as_str(), new.queue.as_str(), key)))
                     .map(|job| Inserted {
                         job: (*job).clone(),
                         created: false,

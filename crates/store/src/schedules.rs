@@ -11,14 +11,14 @@ use retryd_core::schedule::{Progress, Schedule};
 
 #[async_trait]
 pub trait ScheduleStore: Send + Sync {
-    /// Stores a new schedule. `Conflict` when its name is taken.
+    /// Stores a new schedule. `Conflict` when its name is taken in its organization.
     async fn insert_schedule(&self, schedule: &Schedule) -> Result<()>;
     /// Replaces the definition, paused flag and next fire time of the schedule with that
     /// id. `false` when there is none.
     async fn update_schedule(&self, schedule: &Schedule) -> Result<bool>;
-    /// `false` when there is none of that name.
-    async fn delete_schedule(&self, name: &str) -> Result<bool>;
-    /// Every schedule, by name.
+    /// `false` when there is none with that id.
+    async fn delete_schedule(&self, id: &str) -> Result<bool>;
+    /// Every schedule of every organization, by organization and name.
     async fn list_schedules(&self) -> Result<Vec<Schedule>>;
     /// Takes or renews the scheduler's leadership for `node` until `until`: `true` when
     /// `node` leads (it led already, or the last leader's lease ended before `now`).

@@ -13,6 +13,8 @@ pub const TARGET_RATE: f64 = 0.8;
 /// `[since, until)`, optionally narrowed to one queue, kind or target.
 #[derive(Debug, Clone)]
 pub struct StatsQuery {
+    /// Only this organization's jobs (`None`: every organization's).
+    pub org: Option<String>,
     pub since: DateTime<Utc>,
     pub until: DateTime<Utc>,
     pub queue: Option<String>,

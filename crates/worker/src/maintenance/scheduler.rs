@@ -111,6 +111,7 @@ impl Scheduler {
                 continue;
             }
             let run = definition.job.run(
+                &s.org,
                 &s.name,
                 *fire,
                 Some(schedule::run_key(&s.id, *fire)),
