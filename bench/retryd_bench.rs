@@ -232,7 +232,7 @@ async fn wait_until_done(
 ) -> Result<Drained, retryd_store::Error> {
     let store = engine.engine().store().clone();
     let count = || async {
-        let counts = store.count_by_state().await?;
+        let counts = store.count_by_state(None).await?;
         Ok::<_, retryd_store::Error>(
             [JobState::Succeeded, JobState::Failed]
                 .iter()

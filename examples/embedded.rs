@@ -144,7 +144,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let done = shutdown.clone();
     let watcher = tokio::spawn(async move {
         loop {
-            let counts = store.count_by_state().await?;
+            let counts = store.count_by_state(None).await?;
             let count = |s| counts.get(&s).copied().unwrap_or(0);
             let live =
                 count(JobState::Pending) + count(JobState::Retrying) + count(JobState::Running);

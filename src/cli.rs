@@ -21,6 +21,10 @@ pub struct Cli {
     /// API token for client commands (prefer the environment variable: flags show in `ps`)
     #[arg(long, global = true, env = "RETRYD_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// The organization client commands act in (an instance token may name any; default:
+    /// the token's own)
+    #[arg(long, global = true, env = "RETRYD_ORG")]
+    pub org: Option<String>,
     /// Print machine-readable JSON instead of tables
     #[arg(long, global = true)]
     pub json: bool,
@@ -73,6 +77,9 @@ pub enum Command {
     /// API tokens (admin): create, list, revoke
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Organizations: create (instance admin), list, show, set a running limit
+    #[command(subcommand)]
+    Org(OrgCommand),
     /// Circuits per target that are open or half-open
     Circuits,
     /// The notification log: deliveries and each of their tries (of one job, or all)
@@ -104,6 +111,9 @@ pub enum TokenCommand {
         /// viewer (read), operator (submit, cancel, retry, requeue) or admin (policies, tokens, purge)
         #[arg(long, value_parser = ["viewer", "operator", "admin"])]
         role: String,
+        /// An instance token: acts in every organization and manages them (instance admins only)
+        #[arg(long)]
+        instance: bool,
     },
     /// List tokens (never their secrets)
     List,
@@ -111,6 +121,36 @@ pub enum TokenCommand {
     Revoke {
         /// The token's id or name
         id_or_name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OrgCommand {
+    /// Create an organization (instance admin)
+    Create {
+        /// Lowercase letters, digits and -, starting with a letter: acme, team-7
+        name: String,
+        /// Attempts of its jobs running at once on all nodes (default: its fair share only)
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        max_running: Option<u32>,
+    },
+    /// Organizations: all of them with an instance token, else your own
+    List,
+    /// One organization: its default policy and running limit
+    Show {
+        /// The organization's name
+        name: String,
+    },
+    /// Set or lift an organization's running limit (instance admin)
+    Update {
+        /// The organization's name
+        name: String,
+        /// Attempts of its jobs running at once on all nodes
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000), conflicts_with = "no_limit", required_unless_present = "no_limit")]
+        max_running: Option<u32>,
+        /// Lift the limit: its fair share only
+        #[arg(long)]
+        no_limit: bool,
     },
 }
 
@@ -465,6 +505,14 @@ pub enum PolicyCommand {
     Deactivate {
         /// The policy's name
         name: String,
+    },
+    /// The organization's active default policy (jobs naming none get it); with a name, set it (admin)
+    Active {
+        /// The policy to make the organization's default
+        name: Option<String>,
+        /// Go back to the instance's rules (per kind, per priority, else `default`)
+        #[arg(long, conflicts_with = "name")]
+        clear: bool,
     },
     /// The schedule a policy gives: wait ranges and cumulative time per attempt
     Simulate {

@@ -81,8 +81,14 @@ struct ErrorDetail {
 }
 
 impl Client {
-    pub fn new(server: &str, token: Option<&str>) -> Self {
+    /// A client of `server`; with `org`, every request acts in that organization.
+    pub fn new(server: &str, token: Option<&str>, org: Option<&str>) -> Self {
         let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(org) = org.filter(|o| !o.is_empty())
+            && let Ok(value) = reqwest::header::HeaderValue::from_str(org)
+        {
+            headers.insert("x-retryd-org", value);
+        }
         if let Some(token) = token.filter(|t| !t.is_empty())
             && let Ok(mut value) =
                 reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))

@@ -2,6 +2,7 @@ mod circuits;
 mod dlq;
 mod jobs;
 mod notifications;
+mod org;
 mod policy;
 mod queue;
 mod run;
@@ -18,7 +19,10 @@ use anyhow::Result;
 /// Runs a command; the value is the process exit code.
 pub async fn dispatch(cli: Cli) -> Result<u8> {
     // Only the commands that talk to a server build an HTTP client (TLS roots, proxies).
-    let client = || Client::new(&cli.server, cli.token.as_deref()).keeping_raw_strings(cli.json);
+    let client = || {
+        Client::new(&cli.server, cli.token.as_deref(), cli.org.as_deref())
+            .keeping_raw_strings(cli.json)
+    };
     let json = cli.json;
     match cli.command {
         Command::Serve(flags) => serve::serve(flags).await,
@@ -46,6 +50,7 @@ pub async fn dispatch(cli: Cli) -> Result<u8> {
         Command::Schedule(command) => schedule::schedule(&client(), command, json).await,
         Command::Stats(args) => stats::stats(&client(), args, json).await,
         Command::Token(command) => token::token(&client(), command, json).await,
+        Command::Org(command) => org::org(&client(), command, json).await,
         Command::Circuits => circuits::list(&client(), json).await,
         Command::Notifications(args) => notifications::list(&client(), args, json).await,
     }

@@ -14,6 +14,9 @@ struct PolicyView {
     name: String,
     source: String,
     active: bool,
+    /// The organization's active default.
+    #[serde(default)]
+    default: bool,
     policy: Policy,
     schedule: Vec<ScheduleRow>,
 }
@@ -118,7 +121,7 @@ pub async fn policy(client: &Client, command: PolicyCommand, json: bool) -> Resu
                                 ("config", _) => "configured".into(),
                                 (_, true) => "api".into(),
                                 (_, false) => dim("api (inactive)"),
-                            },
+                            } + if p.default { ", default" } else { "" },
                             summary(&p.policy),
                         ]
                     })
@@ -137,6 +140,21 @@ pub async fn policy(client: &Client, command: PolicyCommand, json: bool) -> Resu
                 .patch(&format!("/policies/{}", edit.name), &edit_body(&edit)?)
                 .await?;
             print_view(&view, json, "updated");
+        }
+        PolicyCommand::Active { name, clear } => {
+            let view: PolicyView = if name.is_some() || clear {
+                client
+                    .put("/policies/active", &serde_json::json!({ "name": name }))
+                    .await?
+            } else {
+                client.get("/policies/active").await?
+            };
+            let what = if view.default {
+                "the organization's default is"
+            } else {
+                "no organization default: jobs naming no policy get"
+            };
+            print_view(&view, json, what);
         }
         PolicyCommand::Deactivate { name } => {
             let view: PolicyView = client.delete(&format!("/policies/{name}")).await?;

@@ -215,12 +215,13 @@ async fn first_admin_token(
     if !store.list_tokens().await?.is_empty() {
         return Ok(());
     }
-    let minted = retryd_server::auth::mint(
-        "admin",
-        retryd_core::Role::Admin,
-        "retryd serve",
-        engine.now(),
-    );
+    // The first token is the instance's: it acts in any organization and creates them.
+    let grant = retryd_server::auth::Grant {
+        role: retryd_core::Role::Admin,
+        org: retryd_core::org::default_org(),
+        instance: true,
+    };
+    let minted = retryd_server::auth::mint("admin", grant, "retryd serve", engine.now());
     match store.insert_token(&minted.record).await {
         Ok(()) => {}
         // Another node of the same database got there first.

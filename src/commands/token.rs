@@ -11,6 +11,8 @@ use serde_json::json;
 #[derive(Debug, Serialize, Deserialize)]
 struct TokenView {
     id: String,
+    org: String,
+    instance: bool,
     name: String,
     role: String,
     created_at: DateTime<Utc>,
@@ -27,15 +29,27 @@ struct Created {
 
 pub async fn token(client: &Client, command: TokenCommand, json: bool) -> Result<u8> {
     match command {
-        TokenCommand::Create { name, role } => {
+        TokenCommand::Create {
+            name,
+            role,
+            instance,
+        } => {
             let created: Created = client
-                .post("/tokens", &json!({ "name": name, "role": role }))
+                .post(
+                    "/tokens",
+                    &json!({ "name": name, "role": role, "instance": instance }),
+                )
                 .await?;
             if json {
                 output::json(&created);
             } else {
+                let scope = if created.info.instance {
+                    "instance".to_owned()
+                } else {
+                    format!("organization '{}'", created.info.org)
+                };
                 println!(
-                    "created {} token '{}' ({}). It is shown only now:\n\n  {}\n",
+                    "created {} token '{}' ({}) of {scope}. It is shown only now:\n\n  {}\n",
                     created.info.role, created.info.name, created.info.id, created.token
                 );
             }
@@ -52,7 +66,12 @@ pub async fn token(client: &Client, command: TokenCommand, json: bool) -> Result
                     vec![
                         t.id.clone(),
                         t.name.clone(),
-                        t.role.clone(),
+                        if t.instance {
+                            format!("{} (instance)", t.role)
+                        } else {
+                            t.role.clone()
+                        },
+                        t.org.clone(),
                         output::datetime(t.created_at),
                         t.created_by.clone(),
                         match t.revoked_at {
@@ -64,7 +83,7 @@ pub async fn token(client: &Client, command: TokenCommand, json: bool) -> Result
                 .collect();
             table(
                 "",
-                &["ID", "NAME", "ROLE", "CREATED", "BY", "STATUS"],
+                &["ID", "NAME", "ROLE", "ORG", "CREATED", "BY", "STATUS"],
                 &rows,
             );
         }

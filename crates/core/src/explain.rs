@@ -507,6 +507,7 @@ mod tests {
     fn failed_job(class: Class, rule: &str, error: &str) -> Job {
         let now = Utc::now();
         Job {
+            org: crate::org::default_org(),
             id: crate::JobId::new(),
             queue: "deploy".into(),
             kind: "deploy".into(),

@@ -134,6 +134,8 @@ impl Context {
 /// chosen for the kind, priority 50, due now.
 #[derive(Debug, Clone, Default)]
 pub struct Enqueue {
+    /// The organization that owns the job (`default` when not given).
+    pub org: Option<String>,
     pub queue: Option<String>,
     /// A named policy (built-in or given to the builder).
     pub policy: Option<String>,
@@ -377,6 +379,8 @@ impl Embedded {
         });
         action.validate().map_err(invalid)?;
         validate_name("kind", kind).map_err(invalid)?;
+        let org = options.org.unwrap_or_else(retryd_core::org::default_org);
+        retryd_core::org::validate_org("org", &org).map_err(invalid)?;
         let queue = options.queue.unwrap_or_else(|| "default".to_owned());
         validate_name("queue", &queue).map_err(invalid)?;
         if let Some(target) = &options.target {
@@ -394,7 +398,7 @@ impl Embedded {
                 retryd_core::job::MAX_PRIORITY
             )));
         }
-        let policies = self.engine.policies();
+        let policies = self.engine.policies(&org);
         let policy_name = match options.policy {
             Some(name) => name,
             None => policies.select(None, kind, priority),
@@ -412,6 +416,7 @@ impl Embedded {
         }
         Ok(NewJob {
             id: JobId::new(),
+            org,
             queue,
             kind: kind.to_owned(),
             target: options.target,

@@ -7,6 +7,11 @@
 //! The session cookie carries the token itself (HttpOnly, SameSite=Strict); its CSRF token
 //! is derived from the secret, so no session table is needed and every node agrees, and
 //! revoking the token ends its sessions.
+//!
+//! Every request acts in one organization ([`Principal::org`]): the token's own, or for an
+//! instance token the one named by the `X-Retryd-Org` header (the CLI's `--org`) or the
+//! `retryd_org` cookie (the dashboard's switcher). A token of one organization that names
+//! another is answered 404, as an unknown one is, so that names do not leak.
 
 use crate::AppState;
 use crate::error::Error;
@@ -31,6 +36,8 @@ use subtle::ConstantTimeEq;
 pub const TOKEN_PREFIX: &str = "rtd_";
 pub const SESSION_COOKIE: &str = "retryd_session";
 pub const CSRF_HEADER: &str = "x-csrf-token";
+pub const ORG_HEADER: &str = "x-retryd-org";
+pub const ORG_COOKIE: &str = "retryd_org";
 
 /// How the API authenticates, from the `[auth]` settings.
 #[derive(Debug, Clone)]
@@ -147,8 +154,17 @@ fn sha256_hex(parts: &[&[u8]]) -> String {
     hex(&hasher.finalize())
 }
 
+/// What a new token may do: its role in its organization, and whether it is an instance
+/// token (any organization, and organizations themselves).
+#[derive(Debug, Clone)]
+pub struct Grant {
+    pub role: Role,
+    pub org: String,
+    pub instance: bool,
+}
+
 /// Makes a new token with 256 random bits of secret.
-pub fn mint(name: &str, role: Role, actor: &str, now: DateTime<Utc>) -> MintedToken {
+pub fn mint(name: &str, grant: Grant, actor: &str, now: DateTime<Utc>) -> MintedToken {
     let mut rng = rand::rng();
     let mut id = [0u8; 6];
     let mut secret = [0u8; 32];
@@ -160,8 +176,10 @@ pub fn mint(name: &str, role: Role, actor: &str, now: DateTime<Utc>) -> MintedTo
         record: TokenRecord {
             secret_hash: sha256_hex(&[secret.as_bytes()]),
             id,
+            org: grant.org,
+            instance: grant.instance,
             name: name.to_owned(),
-            role,
+            role: grant.role,
             created_at: now,
             created_by: actor.to_owned(),
             revoked_at: None,
@@ -195,10 +213,14 @@ pub fn csrf_token(token: &str) -> String {
     sha256_hex(&[b"retryd csrf\0", token.as_bytes()])
 }
 
-/// Who made a request.
+/// Who made a request, and in which organization it acts.
 #[derive(Debug, Clone)]
 pub struct Principal {
     pub role: Role,
+    /// The organization the request acts in: everything it reads and changes is its.
+    pub org: String,
+    /// An instance token: may act in any organization and manage organizations.
+    pub instance: bool,
     /// Recorded as the actor of the changes the request makes.
     pub name: String,
     /// The dashboard session's token, when the request came with the cookie.
@@ -211,7 +233,47 @@ enum Authn {
     None,
     Invalid,
     CsrfMissing,
+    /// The request named an organization the token cannot act in (or that does not exist).
+    UnknownOrg(String),
     Known(Principal),
+}
+
+/// The organization a request names, if any: the header, else the dashboard's cookie.
+fn requested_org(headers: &HeaderMap) -> Option<String> {
+    let header = headers.get(ORG_HEADER).and_then(|v| v.to_str().ok());
+    let cookie = || {
+        headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .find_map(|pair| pair.trim().strip_prefix(ORG_COOKIE)?.strip_prefix('='))
+    };
+    header
+        .or_else(cookie)
+        .map(|org| org.trim().to_owned())
+        .filter(|org| !org.is_empty())
+}
+
+/// Where a caller acts: its token's organization unless it names another, which only an
+/// instance token may, and only one that exists.
+async fn resolve_org(
+    state: &AppState,
+    principal: Principal,
+    requested: Option<String>,
+) -> Result<Authn, Error> {
+    let Some(org) = requested.filter(|org| *org != principal.org) else {
+        return Ok(Authn::Known(principal));
+    };
+    if !principal.instance || retryd_core::org::validate_org("org", &org).is_err() {
+        return Ok(Authn::UnknownOrg(org));
+    }
+    let known = state.control.store().list_orgs().await?;
+    Ok(if known.iter().any(|o| o.name == org) {
+        Authn::Known(Principal { org, ..principal })
+    } else {
+        Authn::UnknownOrg(org)
+    })
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -249,6 +311,8 @@ pub async fn authenticate(
     let authn = if !auth.config.enabled {
         Authn::Known(Principal {
             role: Role::Admin,
+            org: retryd_core::org::default_org(),
+            instance: true,
             name: "local".into(),
             session: None,
         })
@@ -294,6 +358,8 @@ pub async fn authenticate(
                     if csrf_ok {
                         Authn::Known(Principal {
                             role: record.role,
+                            org: record.org,
+                            instance: record.instance,
                             name: record.name,
                             session: from_cookie.then_some(token),
                         })
@@ -303,6 +369,15 @@ pub async fn authenticate(
                 }
             },
         }
+    };
+    let authn = match authn {
+        Authn::Known(principal) => {
+            match resolve_org(&state, principal, requested_org(request.headers())).await {
+                Ok(authn) => authn,
+                Err(e) => return e.into_response(),
+            }
+        }
+        other => other,
     };
     request.extensions_mut().insert(authn);
     next.run(request).await
@@ -316,6 +391,9 @@ fn require(parts: &Parts, needed: Role) -> Result<Principal, Error> {
             has: principal.role,
         }),
         Some(Authn::CsrfMissing) => Err(Error::Csrf),
+        Some(Authn::UnknownOrg(org)) => Err(Error::NotFound(format!(
+            "organization '{org}' not found"
+        ))),
         Some(Authn::Invalid) => Err(Error::Unauthenticated(
             "the token is unknown, malformed or revoked".into(),
         )),
@@ -357,20 +435,49 @@ role_extractor!(
     "Requires the admin role (policies, tokens, purge)."
 );
 
+impl Principal {
+    /// Refuses unless the caller holds an instance token (organizations, metrics).
+    pub fn instance_only(&self) -> Result<(), Error> {
+        if self.instance {
+            Ok(())
+        } else {
+            Err(Error::InstanceOnly {
+                org: self.org.clone(),
+            })
+        }
+    }
+
+    /// Answers 404 for a thing of another organization, as for one that does not exist:
+    /// `what` names it ("job 0193…").
+    pub fn owns(&self, org: &str, what: impl std::fmt::Display) -> Result<(), Error> {
+        if org == self.org {
+            Ok(())
+        } else {
+            Err(Error::NotFound(format!("{what} not found")))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn minted_tokens_split_and_hash_their_secret_only() {
-        let minted = mint("ci", Role::Operator, "test", Utc::now());
+        let grant = Grant {
+            role: Role::Operator,
+            org: "acme".into(),
+            instance: false,
+        };
+        let minted = mint("ci", grant.clone(), "test", Utc::now());
+        assert_eq!(minted.record.org, "acme");
         let (id, secret) = split(&minted.plaintext).expect("well-formed");
         assert_eq!(id, minted.record.id);
         assert_eq!(secret.len(), 64);
         assert!(!minted.record.secret_hash.contains(secret));
         assert_eq!(minted.record.secret_hash, sha256_hex(&[secret.as_bytes()]));
         assert_ne!(
-            mint("ci", Role::Operator, "test", Utc::now()).plaintext,
+            mint("ci", grant, "test", Utc::now()).plaintext,
             minted.plaintext
         );
     }

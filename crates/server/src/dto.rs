@@ -47,8 +47,10 @@ pub struct SubmitRequest {
 
 impl SubmitRequest {
     /// Validates every field and resolves the policy (SPEC §2 selection order).
+    /// The job of organization `org`, whose policies are `policies`.
     pub fn into_new_job(
         self,
+        org: &str,
         policies: &Policies,
         now: DateTime<Utc>,
         created_by: &str,
@@ -144,6 +146,7 @@ impl SubmitRequest {
         }
         Ok(NewJob {
             id: JobId::new(),
+            org: org.to_owned(),
             queue,
             kind,
             target: self.target,
@@ -369,6 +372,7 @@ impl BatchRequest {
     /// error per invalid item, in order, so that nothing of a half-valid batch is stored.
     pub fn into_new_jobs(
         self,
+        org: &str,
         policies: &Policies,
         now: DateTime<Utc>,
         created_by: &str,
@@ -388,7 +392,7 @@ impl BatchRequest {
                     let field = if path == "." { String::new() } else { path };
                     Error::invalid(field, e.into_inner().to_string())
                 })
-                .and_then(|request| request.into_new_job(policies, now, created_by));
+                .and_then(|request| request.into_new_job(org, policies, now, created_by));
             match parsed {
                 Ok(job) => jobs.push(job),
                 Err(Error::Invalid { field, message }) => {
@@ -461,7 +465,8 @@ pub const MAX_PAGE: usize = 500;
 pub const DEFAULT_PAGE: usize = 50;
 
 impl ListQuery {
-    pub fn filter(&self) -> Result<retryd_store::JobFilter, Error> {
+    /// The filter, within organization `org`.
+    pub fn filter(&self, org: &str) -> Result<retryd_store::JobFilter, Error> {
         let states = match &self.state {
             None => Vec::new(),
             Some(list) => list
@@ -487,6 +492,7 @@ impl ListQuery {
             },
         };
         Ok(retryd_store::JobFilter {
+            org: Some(org.to_owned()),
             states,
             queue: self.queue.clone(),
             kind: self.kind.clone(),
@@ -698,6 +704,8 @@ pub struct PolicyView {
     pub source: retryd_store::policies::Source,
     /// False once deactivated: kept for the jobs using it, chosen by no new job.
     pub active: bool,
+    /// The organization's active default: jobs that name no policy get it.
+    pub default: bool,
     pub policy: Policy,
     pub schedule: Vec<retryd_core::policy::ScheduleRow>,
 }
@@ -734,6 +742,10 @@ pub struct Login {
 pub struct SessionView {
     pub role: retryd_core::Role,
     pub name: String,
+    /// The organization the session acts in.
+    pub org: String,
+    /// An instance token: it may switch organization (`retryd_org` cookie).
+    pub instance: bool,
     /// Send as `X-CSRF-Token` with every change made with the session cookie; empty when
     /// the request did not come with the cookie.
     pub csrf_token: String,
@@ -746,12 +758,24 @@ pub struct SessionView {
 #[serde(deny_unknown_fields)]
 pub struct NewTokenRequest {
     pub name: String,
+    /// The token's role in its organization.
     pub role: retryd_core::Role,
+    /// The organization the token belongs to (default: the one the request acts in). Only
+    /// an instance token may name another.
+    pub org: Option<String>,
+    /// An instance token: acts in any organization and manages organizations. Only an
+    /// instance admin may create one.
+    #[serde(default)]
+    pub instance: bool,
 }
 
 impl NewTokenRequest {
     pub fn validate(&self) -> Result<(), Error> {
-        validate_name("name", &self.name).map_err(|m| Error::invalid("name", m))
+        validate_name("name", &self.name).map_err(|m| Error::invalid("name", m))?;
+        if let Some(org) = &self.org {
+            retryd_core::org::validate_org("org", org).map_err(|m| Error::invalid("org", m))?;
+        }
+        Ok(())
     }
 }
 
@@ -759,6 +783,8 @@ impl NewTokenRequest {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TokenView {
     pub id: String,
+    pub org: String,
+    pub instance: bool,
     pub name: String,
     pub role: retryd_core::Role,
     pub created_at: DateTime<Utc>,
@@ -770,6 +796,8 @@ impl From<retryd_store::TokenRecord> for TokenView {
     fn from(t: retryd_store::TokenRecord) -> Self {
         TokenView {
             id: t.id,
+            org: t.org,
+            instance: t.instance,
             name: t.name,
             role: t.role,
             created_at: t.created_at,
@@ -785,6 +813,15 @@ pub struct CreatedToken {
     pub token: String,
     #[serde(flatten)]
     pub info: TokenView,
+}
+
+/// `PUT /api/v1/policies/active`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ActivePolicyRequest {
+    /// The policy jobs of the organization get when they name none; `null` goes back to
+    /// the instance's rules (per kind, per priority, else `default`).
+    pub name: Option<String>,
 }
 
 /// `POST /api/v1/policies`.

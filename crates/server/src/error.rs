@@ -36,6 +36,9 @@ pub enum Error {
         needed: retryd_core::Role,
         has: retryd_core::Role,
     },
+    /// An instance-wide operation (organizations, metrics) asked by an organization's token.
+    #[error("this needs an instance token; the token belongs to organization '{org}'")]
+    InstanceOnly { org: String },
     /// A cookie-authenticated change without the session's CSRF token.
     #[error(
         "missing or wrong X-CSRF-Token header: a dashboard session must send the token from GET /api/v1/session"
@@ -92,6 +95,11 @@ impl Error {
                 StatusCode::FORBIDDEN,
                 "forbidden",
                 json!({ "needed": needed, "role": has }),
+            ),
+            Error::InstanceOnly { org } => (
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                json!({ "needed": "instance", "org": org }),
             ),
             Error::Csrf => (StatusCode::FORBIDDEN, "csrf", Value::Null),
             Error::CrossSite(_) => (StatusCode::FORBIDDEN, "cross_site", Value::Null),

@@ -89,6 +89,7 @@ fn routes() -> (Router<AppState>, serde_json::Value) {
         .routes(routes!(queues::pause))
         .routes(routes!(queues::resume))
         .routes(routes!(policies::list, policies::create))
+        .routes(routes!(policies::active, policies::set_active))
         .routes(routes!(
             policies::show,
             policies::update,
@@ -109,7 +110,9 @@ fn routes() -> (Router<AppState>, serde_json::Value) {
         .routes(routes!(stats::stats))
         .routes(routes!(session::login, session::show, session::logout))
         .routes(routes!(tokens::list, tokens::create))
-        .routes(routes!(tokens::revoke));
+        .routes(routes!(tokens::revoke))
+        .routes(routes!(orgs::list, orgs::create))
+        .routes(routes!(orgs::show, orgs::update));
     let (router, mut doc) = OpenApiRouter::with_openapi(openapi::base())
         .nest("/api/v1", api)
         .routes(routes!(health::healthz))

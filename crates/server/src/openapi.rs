@@ -17,7 +17,10 @@ const ERRORS: &[(&str, &str)] = &[
         "403",
         "The token's role is too weak, a session change lacks its CSRF token, or the request is cross-site (Host, Origin)",
     ),
-    ("404", "No such job, policy, token or route"),
+    (
+        "404",
+        "No such job, policy, schedule, token, organization or route (another organization's answer the same)",
+    ),
     ("405", "Method not allowed on this path"),
     ("409", "The change is not allowed in the current state"),
     ("413", "Body over 1 MiB"),
@@ -36,7 +39,10 @@ pub fn base() -> OpenApi {
                 .description(Some(
                     "Runs deployments and background jobs to completion. Authenticate with \
                      `Authorization: Bearer rtd_…` (roles viewer < operator < admin), or with the \
-                     dashboard's session cookie plus `X-CSRF-Token` on changes.",
+                     dashboard's session cookie plus `X-CSRF-Token` on changes. Every request acts \
+                     in one organization: the token's, or for an instance token the one named by \
+                     the `X-Retryd-Org` header; another organization's jobs, queues, policies, \
+                     schedules and tokens answer 404.",
                 ))
                 .build(),
         )

@@ -2242,16 +2242,18 @@ impl NotificationStore for PostgresStore {
     async fn list_notifications(
         &self,
         job: Option<JobId>,
+        org: Option<&str>,
         limit: usize,
     ) -> Result<Vec<Notification>> {
         let client = self.client().await?;
         let mut notifications: Vec<Notification> = client
             .cached_query(
                 &format!(
-                    "SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE $1::uuid IS NULL OR job_id = $1 \
+                    "SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE ($1::uuid IS NULL OR job_id = $1) \
+                     AND ($3::text IS NULL OR job_id IN (SELECT id FROM jobs WHERE org = $3)) \
                      ORDER BY id DESC LIMIT $2"
                 ),
-                &[&job.map(|j| j.0), &(limit as i64)],
+                &[&job.map(|j| j.0), &(limit as i64), &org],
             )
             .await
             .map_err(pg)?

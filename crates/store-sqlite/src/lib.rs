@@ -1678,15 +1678,20 @@ impl NotificationStore for SqliteStore {
     async fn list_notifications(
         &self,
         job: Option<JobId>,
+        org: Option<&str>,
         limit: usize,
     ) -> Result<Vec<Notification>> {
+        let org = org.map(str::to_owned);
         self.read(move |conn| {
             let ids: Vec<i64> = {
                 let mut stmt = conn
-                    .prepare_cached("SELECT id FROM notifications WHERE ?1 IS NULL OR job_id = ?1 ORDER BY id DESC LIMIT ?2")
+                    .prepare_cached(
+                        "SELECT id FROM notifications WHERE (?1 IS NULL OR job_id = ?1) \
+                         AND (?3 IS NULL OR job_id IN (SELECT id FROM jobs WHERE org = ?3)) ORDER BY id DESC LIMIT ?2",
+                    )
                     .map_err(to_store)?;
                 let rows = stmt
-                    .query_map(params![job.map(|j| j.to_string()), limit as i64], |r| r.get(0))
+                    .query_map(params![job.map(|j| j.to_string()), limit as i64, org], |r| r.get(0))
                     .map_err(to_store)?;
                 rows.collect::<rusqlite::Result<_>>().map_err(to_store)?
             };

@@ -2130,7 +2130,7 @@ pub async fn notifications_are_enqueued_with_the_result_and_delivered_once(store
         })
         .await
         .unwrap();
-    let listed = store.list_notifications(Some(job.id), 10).await.unwrap();
+    let listed = store.list_notifications(Some(job.id), None, 10).await.unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(
         (
@@ -2215,7 +2215,7 @@ pub async fn notifications_are_enqueued_with_the_result_and_delivered_once(store
         })
         .await
         .unwrap();
-    let done = store.list_notifications(None, 10).await.unwrap().remove(0);
+    let done = store.list_notifications(None, None, 10).await.unwrap().remove(0);
     assert_eq!(done.state, DeliveryState::Delivered);
     assert_eq!(done.attempts, 3);
     assert_eq!(
@@ -2229,7 +2229,7 @@ pub async fn notifications_are_enqueued_with_the_result_and_delivered_once(store
     assert_eq!(store.next_delivery().await.unwrap(), None);
     assert_eq!(store.purge_jobs(&[job.id]).await.unwrap(), 1);
     assert!(
-        store.list_notifications(None, 10).await.unwrap().is_empty(),
+        store.list_notifications(None, None, 10).await.unwrap().is_empty(),
         "a job's notifications go with it"
     );
 }

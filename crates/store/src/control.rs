@@ -44,9 +44,9 @@ impl Control {
         self.clock.now()
     }
 
-    /// The policies as of now (built-in, configured and API-managed).
-    pub fn policies(&self) -> Arc<Policies> {
-        self.policies.current()
+    /// An organization's policies as of now (built-in, configured and its API-managed ones).
+    pub fn policies(&self, org: &str) -> Arc<Policies> {
+        self.policies.of(org)
     }
 
     /// After a managed policy changed: re-read them here, and tell the engines.

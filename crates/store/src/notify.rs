@@ -146,10 +146,12 @@ pub trait NotificationStore: Send + Sync {
     /// `Error::Conflict` and nothing changes.
     async fn finish_delivery(&self, result: &DeliveryResult) -> Result<()>;
 
-    /// Deliveries, newest first, of one job or of all, with their logs.
+    /// Deliveries, newest first, of one job or of all (of one organization, or all), with
+    /// their logs.
     async fn list_notifications(
         &self,
         job: Option<JobId>,
+        org: Option<&str>,
         limit: usize,
     ) -> Result<Vec<Notification>>;
 

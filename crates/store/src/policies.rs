@@ -4,6 +4,7 @@
 use retryd_core::Policy;
 use retryd_core::policy::{BUILTIN_NAMES, PolicyError, PriorityRule, select_name};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// The name recorded on jobs that carry their own inline policy.
 pub const INLINE: &str = "inline";
@@ -29,6 +30,8 @@ pub struct Policies {
     sources: BTreeMap<String, Source>,
     by_kind: BTreeMap<String, String>,
     priority_rule: PriorityRule,
+    /// The organization's active default: the policy of its jobs that name none.
+    org_default: Option<String>,
 }
 
 impl Default for Policies {
@@ -51,6 +54,7 @@ impl Default for Policies {
             inactive: BTreeMap::new(),
             by_kind: BTreeMap::new(),
             priority_rule: PriorityRule::default(),
+            org_default: None,
         }
     }
 }
@@ -177,10 +181,16 @@ impl Policies {
         all.into_iter()
     }
 
-    /// The policy name a new job gets (SPEC §2 selection order).
+    /// The organization's active default policy, if it has one.
+    pub fn org_default(&self) -> Option<&str> {
+        self.org_default.as_deref()
+    }
+
+    /// The policy name a new job gets (SPEC §2 selection order, with the organization's
+    /// default first among those a job does not name).
     pub fn select(&self, job_policy: Option<&str>, kind: &str, priority: u8) -> String {
         select_name(
-            job_policy,
+            job_policy.or(self.org_default.as_deref()),
             self.by_kind.get(kind).map(String::as_str),
             priority,
             &self.priority_rule,
@@ -195,35 +205,47 @@ impl Policies {
     }
 }
 
-/// The live policy book of a process: the built-in and configured policies with the
-/// API-managed ones, as last read from the store. The API and the engine share one, so a
-/// change made through this process is seen by both at once; other nodes' changes arrive as
-/// notices.
+/// The live policy book of a process: for each organization, the built-in and configured
+/// policies (shared, read-only) with its API-managed ones and its default, as last read from
+/// the store. The API and the engine share one, so a change made through this process is
+/// seen by both at once; other nodes' changes arrive as notices.
 #[derive(Debug)]
 pub struct PolicyBook {
-    base: Policies,
+    base: Arc<Policies>,
     // A std RwLock: the Arc is cloned out, never held across .await.
-    current: std::sync::RwLock<std::sync::Arc<Policies>>,
+    by_org: std::sync::RwLock<Arc<BTreeMap<String, Arc<Policies>>>>,
 }
 
 impl PolicyBook {
     pub fn new(base: Policies) -> Self {
         PolicyBook {
-            current: std::sync::RwLock::new(std::sync::Arc::new(base.clone())),
-            base,
+            base: Arc::new(base),
+            by_org: Default::default(),
         }
     }
 
-    /// The policies as of now.
-    pub fn current(&self) -> std::sync::Arc<Policies> {
-        self.current.read().expect("policy book").clone()
+    /// An organization's policies as of now (an unknown one has the shared ones only).
+    pub fn of(&self, org: &str) -> Arc<Policies> {
+        let by_org = self.by_org.read().expect("policy book").clone();
+        by_org.get(org).cloned().unwrap_or_else(|| self.base.clone())
     }
 
-    /// Re-reads the API-managed policies.
+    /// Re-reads the API-managed policies and the organizations' defaults.
     pub async fn reload(&self, store: &dyn crate::AccessStore) -> crate::Result<()> {
         let managed = store.list_policies().await?;
-        let policies = std::sync::Arc::new(self.base.with_managed(&managed));
-        *self.current.write().expect("policy book") = policies;
+        let mut by_org = BTreeMap::new();
+        for org in store.list_orgs().await? {
+            let own: Vec<_> = managed
+                .iter()
+                .filter(|p| p.org == org.name)
+                .cloned()
+                .collect();
+            let mut policies = self.base.with_managed(&own);
+            // A default that was deactivated since is not chosen for new jobs.
+            policies.org_default = org.default_policy.filter(|n| policies.get(n).is_some());
+            by_org.insert(org.name, Arc::new(policies));
+        }
+        *self.by_org.write().expect("policy book") = Arc::new(by_org);
         Ok(())
     }
 }

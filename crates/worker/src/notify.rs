@@ -201,8 +201,9 @@ pub(crate) async fn deliver(
         );
         return (false, None, Some(error), DeliveryNext::Failed);
     };
+    // A sink's policy is a shared one (built-in or configured).
     let policy = engine
-        .policies()
+        .policies(retryd_core::org::DEFAULT_ORG)
         .get(&sink.policy)
         .cloned()
         .unwrap_or_default();

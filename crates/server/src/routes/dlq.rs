@@ -1,7 +1,7 @@
 //! The dead-letter queue: failed jobs, grouped by failure fingerprint.
 
 use crate::AppState;
-use crate::auth::{Admin, Operator, Viewer};
+use crate::auth::{Admin, Operator, Principal, Viewer};
 use crate::dto::{BulkResult, Dlq, DlqGroup, DlqSelection, JobView};
 use crate::error::Error;
 use crate::extract::{ApiJson, ApiQuery};
@@ -37,14 +37,16 @@ fn job_fingerprint(job: &Job) -> String {
     )
 }
 
-/// The newest dead jobs matching the filter, up to the scan limit.
+/// The organization's newest dead jobs matching the filter, up to the scan limit.
 async fn dead_jobs(
     state: &AppState,
+    org: &str,
     queue: Option<String>,
     kind: Option<String>,
     target: Option<String>,
 ) -> Result<Vec<Job>, Error> {
     let filter = JobFilter {
+        org: Some(org.to_owned()),
         states: vec![JobState::Failed],
         queue,
         kind,
@@ -69,7 +71,7 @@ async fn dead_jobs(
 #[utoipa::path(get, path = "/dlq", tag = "dead-letter queue", params(DlqQuery), responses((status = 200, body = Dlq)))]
 pub async fn list(
     State(state): State<AppState>,
-    Viewer(_): Viewer,
+    Viewer(principal): Viewer,
     ApiQuery(query): ApiQuery<DlqQuery>,
 ) -> Result<Json<Dlq>, Error> {
     let limit = query.limit.unwrap_or(crate::dto::DEFAULT_PAGE);
@@ -82,7 +84,8 @@ pub async fn list(
             ),
         ));
     }
-    let jobs = dead_jobs(&state, query.queue, query.kind, query.target).await?;
+    let org = &principal.org;
+    let jobs = dead_jobs(&state, org, query.queue, query.kind, query.target).await?;
     let mut groups: BTreeMap<String, DlqGroup> = BTreeMap::new();
     for job in &jobs {
         let seen = job.finished_at.unwrap_or(job.updated_at);
@@ -123,7 +126,7 @@ pub async fn list(
     let mut groups: Vec<DlqGroup> = groups.into_values().collect();
     groups.sort_by(|a, b| b.count.cmp(&a.count).then(b.last_seen.cmp(&a.last_seen)));
     let now = state.control.now();
-    let policies = state.control.policies();
+    let policies = state.control.policies(org);
     Ok(Json(Dlq {
         total: jobs.len() as u64,
         groups,
@@ -135,7 +138,13 @@ pub async fn list(
     }))
 }
 
-async fn select(state: &AppState, selection: &DlqSelection) -> Result<Vec<JobId>, Error> {
+/// The selected jobs of the caller's organization: ids of another's are dropped here, so
+/// that they are answered as unknown ones are.
+async fn select(
+    state: &AppState,
+    principal: &Principal,
+    selection: &DlqSelection,
+) -> Result<Vec<JobId>, Error> {
     let filtered = selection.fingerprint.is_some()
         || selection.queue.is_some()
         || selection.kind.is_some()
@@ -147,10 +156,21 @@ async fn select(state: &AppState, selection: &DlqSelection) -> Result<Vec<JobId>
         ));
     }
     if !selection.ids.is_empty() {
-        return Ok(selection.ids.clone());
+        let mut own = Vec::new();
+        for &id in &selection.ids {
+            match state.control.store().get_job(id).await {
+                Ok(job) if job.org == principal.org => own.push(id),
+                Ok(_) | Err(retryd_store::Error::NotFound(_)) => {
+                    return Err(Error::NotFound(format!("job {id} not found")));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        return Ok(own);
     }
     let jobs = dead_jobs(
         state,
+        &principal.org,
         selection.queue.clone(),
         selection.kind.clone(),
         selection.target.clone(),
@@ -174,7 +194,7 @@ pub async fn requeue(
     Operator(principal): Operator,
     ApiJson(selection): ApiJson<DlqSelection>,
 ) -> Result<Json<BulkResult>, Error> {
-    let ids = select(&state, &selection).await?;
+    let ids = select(&state, &principal, &selection).await?;
     let mut done = Vec::new();
     for id in ids {
         let job = state.control.store().get_job(id).await?;
@@ -196,13 +216,13 @@ pub async fn requeue(
 #[utoipa::path(post, path = "/dlq/purge", tag = "dead-letter queue", request_body = DlqSelection, responses((status = 200, body = BulkResult)))]
 pub async fn purge(
     State(state): State<AppState>,
-    Admin(_): Admin,
+    Admin(principal): Admin,
     ApiJson(selection): ApiJson<DlqSelection>,
 ) -> Result<Json<BulkResult>, Error> {
     if selection.reset {
         return Err(Error::invalid("reset", "applies to requeue only"));
     }
-    let ids = select(&state, &selection).await?;
+    let ids = select(&state, &principal, &selection).await?;
     let mut dead = Vec::new();
     for id in ids {
         match state.control.store().get_job(id).await {

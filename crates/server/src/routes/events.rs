@@ -3,7 +3,7 @@
 //! without a gap); the in-process broadcast only wakes the stream up.
 
 use crate::AppState;
-use crate::auth::Viewer;
+use crate::auth::{Principal, Viewer};
 use crate::error::Error;
 use crate::extract::ApiQuery;
 use axum::extract::State;
@@ -53,12 +53,15 @@ pub struct StreamedEvent {
 
 #[derive(Debug, Clone, Default)]
 struct Filter {
+    /// The caller's organization: no other's events are streamed.
+    org: String,
     job: Option<JobId>,
     queue: Option<String>,
     kind: Option<String>,
 }
 
-type JobInfo = (String, String, Option<String>);
+/// A job's organization, queue, kind and target.
+type JobInfo = (String, String, String, Option<String>);
 
 /// Events after `start` that match `filter`, forever, in the store's stream order.
 fn events(
@@ -84,7 +87,7 @@ fn events(
                                     .get_job(event.job_id)
                                     .await
                                     .ok()
-                                    .map(|j| (j.queue, j.kind, j.target));
+                                    .map(|j| (j.org, j.queue, j.kind, j.target));
                                 if jobs.len() >= JOB_CACHE {
                                     jobs.clear();
                                 }
@@ -95,13 +98,15 @@ fn events(
                         let wanted = |want: &Option<String>, have: Option<&String>| {
                             want.as_ref().is_none_or(|w| Some(w) == have)
                         };
-                        if !wanted(&filter.queue, info.as_ref().map(|i| &i.0))
-                            || !wanted(&filter.kind, info.as_ref().map(|i| &i.1))
+                        // A job gone (purged) may have been any organization's: not shown.
+                        if info.as_ref().is_none_or(|i| i.0 != filter.org)
+                            || !wanted(&filter.queue, info.as_ref().map(|i| &i.1))
+                            || !wanted(&filter.kind, info.as_ref().map(|i| &i.2))
                         {
                             continue;
                         }
                         let (queue, kind, target) = match info {
-                            Some((q, k, t)) => (Some(q), Some(k), t),
+                            Some((_, q, k, t)) => (Some(q), Some(k), t),
                             None => (None, None, None),
                         };
                         let streamed = StreamedEvent {
@@ -152,10 +157,12 @@ fn events(
 /// beginning of history).
 async fn start(
     state: &AppState,
+    principal: &Principal,
     headers: &HeaderMap,
     query: &EventQuery,
 ) -> Result<(i64, Filter), Error> {
     let filter = Filter {
+        org: principal.org.clone(),
         job: query.job.as_deref().map(super::job_id).transpose()?,
         queue: query.queue.clone(),
         kind: query.kind.clone(),
@@ -181,11 +188,11 @@ async fn start(
 #[utoipa::path(get, path = "/events", tag = "events", params(EventQuery, ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this event")), responses((status = 200, description = "Server-sent events named `state`, data a StreamedEvent", body = StreamedEvent, content_type = "text/event-stream")))]
 pub async fn stream(
     State(state): State<AppState>,
-    Viewer(_): Viewer,
+    Viewer(principal): Viewer,
     headers: HeaderMap,
     ApiQuery(query): ApiQuery<EventQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, Error> {
-    let (start, filter) = start(&state, &headers, &query).await?;
+    let (start, filter) = start(&state, &principal, &headers, &query).await?;
     let events = events(&state, start, filter).map(|streamed| {
         Ok(SseEvent::default()
             .id(streamed.event.id.to_string())
@@ -199,12 +206,12 @@ pub async fn stream(
 #[utoipa::path(get, path = "/ws", tag = "events", params(EventQuery), responses((status = 101, description = "WebSocket: one StreamedEvent per text message")))]
 pub async fn websocket(
     State(state): State<AppState>,
-    Viewer(_): Viewer,
+    Viewer(principal): Viewer,
     headers: HeaderMap,
     ApiQuery(query): ApiQuery<EventQuery>,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, Error> {
-    let (start, filter) = start(&state, &headers, &query).await?;
+    let (start, filter) = start(&state, &principal, &headers, &query).await?;
     let events = events(&state, start, filter);
     Ok(upgrade.on_upgrade(move |socket| forward(socket, events)))
 }

@@ -12,16 +12,18 @@ pub async fn healthz() -> Json<Value> {
 }
 
 /// Prometheus text exposition: this node's counters and histograms, and the store's
-/// counts of jobs by state and waiting jobs by queue as of now.
+/// counts of jobs by state and waiting jobs by queue as of now, over every organization
+/// (instance tokens only).
 #[utoipa::path(get, path = "/metrics", tag = "health", responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "application/openmetrics-text")))]
 pub async fn metrics(
     State(state): State<AppState>,
-    Viewer(_): Viewer,
+    Viewer(principal): Viewer,
 ) -> Result<impl axum::response::IntoResponse, crate::error::Error> {
+    principal.instance_only()?;
     let store = state.control.store();
-    let by_state = store.count_by_state().await?;
-    let depths = store.queue_depths().await?;
-    let circuits = store.list_circuits().await?;
+    let by_state = store.count_by_state(None).await?;
+    let depths = store.queue_depths(None).await?;
+    let circuits = store.list_circuits(None).await?;
     let body = state
         .node
         .metrics(&by_state, &depths, &circuits, state.control.now());

@@ -1,6 +1,6 @@
 use super::job_id;
 use crate::AppState;
-use crate::auth::{Operator, Viewer};
+use crate::auth::{Operator, Principal, Viewer};
 use crate::dto::{
     BatchItem, BatchRequest, BatchSubmitted, JobPage, JobView, ListQuery, LogPage, LogQuery,
     RetryRequest, SubmitRequest, Submitted,
@@ -23,6 +23,7 @@ const FOLLOW_RECHECK: Duration = Duration::from_secs(10);
 static FOLLOWS: std::sync::LazyLock<std::sync::Arc<tokio::sync::Semaphore>> =
     std::sync::LazyLock::new(|| std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_FOLLOWS)));
 
+/// The job as its organization's callers see it.
 async fn view(state: &AppState, job: Job) -> Result<JobView, Error> {
     let now = state.control.now();
     let due = job.state.is_waiting() && job.next_attempt_at.is_some_and(|t| t <= now);
@@ -31,13 +32,22 @@ async fn view(state: &AppState, job: Job) -> Result<JobView, Error> {
     } else {
         None
     };
-    Ok(JobView::new(
-        job,
-        now,
-        ahead,
-        &state.control.store().paused_queues().await?,
-        &state.control.policies(),
-    ))
+    let paused = state.control.store().paused_queues(&job.org).await?;
+    let policies = state.control.policies(&job.org);
+    Ok(JobView::new(job, now, ahead, &paused, &policies))
+}
+
+/// The job with this id, if it belongs to the caller's organization (404 otherwise, as for
+/// an id that does not exist).
+pub(crate) async fn visible_job(
+    state: &AppState,
+    principal: &Principal,
+    id: &str,
+) -> Result<Job, Error> {
+    let id = job_id(id)?;
+    let job = state.control.store().get_job(id).await?;
+    principal.owns(&job.org, format_args!("job {id}"))?;
+    Ok(job)
 }
 
 #[utoipa::path(post, path = "/jobs", tag = "jobs", request_body = SubmitRequest, responses((status = 201, description = "Created", body = Submitted), (status = 200, description = "An existing job with the same idempotency key", body = Submitted)))]
@@ -47,7 +57,8 @@ pub async fn submit(
     ApiJson(request): ApiJson<SubmitRequest>,
 ) -> Result<Response, Error> {
     let control = &state.control;
-    let new = request.into_new_job(&control.policies(), control.now(), &principal.name)?;
+    let org = &principal.org;
+    let new = request.into_new_job(org, &control.policies(org), control.now(), &principal.name)?;
     let inserted = control.submit(new).await?;
     let status = if inserted.created {
         StatusCode::CREATED
@@ -79,7 +90,9 @@ pub async fn submit_batch(
         other => other,
     })?;
     let control = &state.control;
-    let jobs = request.into_new_jobs(&control.policies(), control.now(), &principal.name)?;
+    let org = &principal.org;
+    let jobs =
+        request.into_new_jobs(org, &control.policies(org), control.now(), &principal.name)?;
     let inserted = control.submit_many(jobs).await?;
     let created = inserted.iter().filter(|i| i.created).count();
     let status = if created > 0 {
@@ -110,14 +123,15 @@ const LIST_ANSWER_BYTES: usize = 2 * 1024 * 1024;
 #[utoipa::path(get, path = "/jobs", tag = "jobs", params(ListQuery), responses((status = 200, body = JobPage)))]
 pub async fn list(
     State(state): State<AppState>,
-    Viewer(_): Viewer,
+    Viewer(principal): Viewer,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<JobPage>, Error> {
-    let (filter, limit) = (query.filter()?, query.limit()?);
+    let org = &principal.org;
+    let (filter, limit) = (query.filter(org)?, query.limit()?);
     let mut cursor = query.cursor()?;
     let now = state.control.now();
-    let paused = state.control.store().paused_queues().await?;
-    let policies = state.control.policies();
+    let paused = state.control.store().paused_queues(org).await?;
+    let policies = state.control.policies(org);
     let (mut jobs, mut bytes) = (Vec::new(), 0);
     loop {
         let want = LIST_CHUNK.min(limit - jobs.len());
@@ -150,35 +164,31 @@ pub async fn list(
 #[utoipa::path(get, path = "/jobs/{id}", tag = "jobs", params(("id" = String, Path, description = "Job id (UUID)")), responses((status = 200, body = JobView)))]
 pub async fn get(
     State(state): State<AppState>,
-    Viewer(_): Viewer,
+    Viewer(principal): Viewer,
     Path(id): Path<String>,
 ) -> Result<Json<JobView>, Error> {
-    let job = state.control.store().get_job(job_id(&id)?).await?;
+    let job = visible_job(&state, &principal, &id).await?;
     Ok(Json(view(&state, job).await?))
 }
 
 #[utoipa::path(get, path = "/jobs/{id}/attempts", tag = "jobs", params(("id" = String, Path, description = "Job id (UUID)")), responses((status = 200, body = Vec<Attempt>)))]
 pub async fn attempts(
     State(state): State<AppState>,
-    Viewer(_): Viewer,
+    Viewer(principal): Viewer,
     Path(id): Path<String>,
 ) -> Result<Json<Vec<Attempt>>, Error> {
-    let id = job_id(&id)?;
-    let store = state.control.store();
-    store.get_job(id).await?;
-    Ok(Json(store.list_attempts(id).await?))
+    let job = visible_job(&state, &principal, &id).await?;
+    Ok(Json(state.control.store().list_attempts(job.id).await?))
 }
 
 #[utoipa::path(get, path = "/jobs/{id}/events", tag = "jobs", params(("id" = String, Path, description = "Job id (UUID)")), responses((status = 200, body = Vec<Event>)))]
 pub async fn events(
     State(state): State<AppState>,
-    Viewer(_): Viewer,
+    Viewer(principal): Viewer,
     Path(id): Path<String>,
 ) -> Result<Json<Vec<Event>>, Error> {
-    let id = job_id(&id)?;
-    let store = state.control.store();
-    store.get_job(id).await?;
-    Ok(Json(store.list_events(id).await?))
+    let job = visible_job(&state, &principal, &id).await?;
+    Ok(Json(state.control.store().list_events(job.id).await?))
 }
 
 #[utoipa::path(post, path = "/jobs/{id}/cancel", tag = "jobs", params(("id" = String, Path, description = "Job id (UUID)")), responses((status = 200, body = JobView)))]
@@ -187,7 +197,8 @@ pub async fn cancel(
     Operator(principal): Operator,
     Path(id): Path<String>,
 ) -> Result<Json<JobView>, Error> {
-    let job = state.control.cancel(job_id(&id)?, &principal.name).await?;
+    let id = visible_job(&state, &principal, &id).await?.id;
+    let job = state.control.cancel(id, &principal.name).await?;
     Ok(Json(view(&state, job).await?))
 }
 
@@ -219,9 +230,10 @@ pub async fn retry(
             }
         })?
     };
-    let id = job_id(&id)?;
-    let current = state.control.store().get_job(id).await?;
-    let changes = request.changes(&current, &state.control.policies(), state.control.now())?;
+    let current = visible_job(&state, &principal, &id).await?;
+    let id = current.id;
+    let policies = state.control.policies(&current.org);
+    let changes = request.changes(&current, &policies, state.control.now())?;
     let job = state
         .control
         .requeue(id, request.reset, changes, &principal.name)
@@ -234,11 +246,10 @@ pub async fn retry(
 #[utoipa::path(get, path = "/jobs/{id}/log", tag = "jobs", params(("id" = String, Path, description = "Job id (UUID)"), LogQuery), responses((status = 200, description = "A page of output (NDJSON stream of LogLine with follow=true)", content((LogPage = "application/json"), (retryd_core::job::LogLine = "application/x-ndjson")))))]
 pub async fn log(
     State(state): State<AppState>,
-    Viewer(_): Viewer,
+    Viewer(principal): Viewer,
     Path(id): Path<String>,
     ApiQuery(query): ApiQuery<LogQuery>,
 ) -> Result<Response, Error> {
-    let id = job_id(&id)?;
     let store = state.control.store().clone();
     let limit = query.limit.unwrap_or(1000);
     if !(1..=MAX_LOG_PAGE).contains(&limit) {
@@ -247,7 +258,8 @@ pub async fn log(
             format!("must be between 1 and {MAX_LOG_PAGE}, got {limit}"),
         ));
     }
-    let job = store.get_job(id).await?;
+    let job = visible_job(&state, &principal, &id).await?;
+    let id = job.id;
     if !query.follow {
         let lines = store.read_log(id, query.after, limit).await?;
         let next_after = lines.last().map_or(query.after, |l| l.seq);

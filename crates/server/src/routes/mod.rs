@@ -4,6 +4,7 @@ pub mod events;
 pub mod health;
 pub mod jobs;
 pub mod notifications;
+pub mod orgs;
 pub mod policies;
 pub mod queues;
 pub mod schedules;

@@ -1,6 +1,5 @@
 //! The notification log: every delivery with each of its tries.
 
-use super::job_id;
 use crate::AppState;
 use crate::auth::Viewer;
 use crate::error::Error;
@@ -36,7 +35,7 @@ fn limit(query: &NotificationQuery) -> Result<usize, Error> {
 #[utoipa::path(get, path = "/notifications", tag = "notifications", params(NotificationQuery), responses((status = 200, body = Vec<Notification>)))]
 pub async fn list(
     State(state): State<AppState>,
-    Viewer(_): Viewer,
+    Viewer(principal): Viewer,
     ApiQuery(query): ApiQuery<NotificationQuery>,
 ) -> Result<Json<Vec<Notification>>, Error> {
     let limit = limit(&query)?;
@@ -44,7 +43,7 @@ pub async fn list(
         state
             .control
             .store()
-            .list_notifications(None, limit)
+            .list_notifications(None, Some(&principal.org), limit)
             .await?,
     ))
 }
@@ -53,13 +52,16 @@ pub async fn list(
 #[utoipa::path(get, path = "/jobs/{id}/notifications", tag = "notifications", params(("id" = String, Path, description = "Job id (UUID)"), NotificationQuery), responses((status = 200, body = Vec<Notification>)))]
 pub async fn of_job(
     State(state): State<AppState>,
-    Viewer(_): Viewer,
+    Viewer(principal): Viewer,
     Path(id): Path<String>,
     ApiQuery(query): ApiQuery<NotificationQuery>,
 ) -> Result<Json<Vec<Notification>>, Error> {
-    let id = job_id(&id)?;
     let limit = limit(&query)?;
+    let job = super::jobs::visible_job(&state, &principal, &id).await?;
     let store = state.control.store();
-    store.get_job(id).await?;
-    Ok(Json(store.list_notifications(Some(id), limit).await?))
+    Ok(Json(
+        store
+            .list_notifications(Some(job.id), None, limit)
+            .await?,
+    ))
 }

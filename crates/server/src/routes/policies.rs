@@ -1,10 +1,11 @@
-//! Named retry policies: everyone reads them with their schedule preview; admins create,
-//! update and deactivate the ones managed through the API. A change applies to attempts
-//! scheduled after it, on every node (they re-read managed policies every few seconds).
+//! Named retry policies of the caller's organization: the built-in and configured ones
+//! (shared, read-only) and its own. Everyone reads them with their schedule preview; the
+//! organization's admins create, update and deactivate its own and choose its active
+//! default. A change applies to attempts scheduled after it, on every node.
 
 use crate::AppState;
-use crate::auth::{Admin, Viewer};
-use crate::dto::{NewPolicyRequest, PolicyView};
+use crate::auth::{Admin, Principal, Viewer};
+use crate::dto::{ActivePolicyRequest, NewPolicyRequest, PolicyView};
 use crate::error::Error;
 use crate::extract::ApiJson;
 use axum::Json;
@@ -21,6 +22,7 @@ fn policy_view(policies: &Policies, name: &str) -> Option<PolicyView> {
         name: name.to_owned(),
         source: policies.source(name).unwrap_or(Source::Api),
         active,
+        default: policies.org_default() == Some(name),
         policy: policy.clone(),
         schedule: policy.simulate(),
     })
@@ -34,8 +36,11 @@ fn unknown(policies: &Policies, name: &str) -> Error {
 }
 
 #[utoipa::path(get, path = "/policies", tag = "policies", responses((status = 200, body = Vec<PolicyView>)))]
-pub async fn list(State(state): State<AppState>, Viewer(_): Viewer) -> Json<Vec<PolicyView>> {
-    let policies = state.control.policies();
+pub async fn list(
+    State(state): State<AppState>,
+    Viewer(principal): Viewer,
+) -> Json<Vec<PolicyView>> {
+    let policies = state.control.policies(&principal.org);
     Json(
         policies
             .iter()
@@ -47,10 +52,10 @@ pub async fn list(State(state): State<AppState>, Viewer(_): Viewer) -> Json<Vec<
 #[utoipa::path(get, path = "/policies/{name}", tag = "policies", params(("name" = String, Path)), responses((status = 200, body = PolicyView)))]
 pub async fn show(
     State(state): State<AppState>,
-    Viewer(_): Viewer,
+    Viewer(principal): Viewer,
     Path(name): Path<String>,
 ) -> Result<Json<PolicyView>, Error> {
-    let policies = state.control.policies();
+    let policies = state.control.policies(&principal.org);
     policy_view(&policies, &name)
         .map(Json)
         .ok_or_else(|| unknown(&policies, &name))
@@ -84,24 +89,25 @@ fn managed_only(policies: &Policies, name: &str) -> Result<(), Error> {
 
 async fn save(
     state: &AppState,
+    admin: &Principal,
     name: &str,
     policy: Policy,
     active: bool,
-    actor: &str,
 ) -> Result<PolicyView, Error> {
     state
         .control
         .store()
         .put_policy(&StoredPolicy {
+            org: admin.org.clone(),
             name: name.to_owned(),
             policy,
             active,
             updated_at: state.control.now(),
-            updated_by: actor.to_owned(),
+            updated_by: admin.name.clone(),
         })
         .await?;
     state.control.policies_changed().await?;
-    policy_view(&state.control.policies(), name)
+    policy_view(&state.control.policies(&admin.org), name)
         .ok_or_else(|| Error::Internal(format!("policy {name} vanished after saving")))
 }
 
@@ -113,7 +119,7 @@ pub async fn create(
     ApiJson(request): ApiJson<NewPolicyRequest>,
 ) -> Result<(StatusCode, Json<PolicyView>), Error> {
     validate(&request.name, &request.policy)?;
-    let policies = state.control.policies();
+    let policies = state.control.policies(&admin.org);
     managed_only(&policies, &request.name)?;
     if policies.get(&request.name).is_some() {
         return Err(Error::Conflict(format!(
@@ -121,7 +127,7 @@ pub async fn create(
             request.name, request.name
         )));
     }
-    let view = save(&state, &request.name, request.policy, true, &admin.name).await?;
+    let view = save(&state, &admin, &request.name, request.policy, true).await?;
     Ok((StatusCode::CREATED, Json(view)))
 }
 
@@ -132,14 +138,14 @@ pub async fn update(
     Path(name): Path<String>,
     ApiJson(policy): ApiJson<Policy>,
 ) -> Result<Json<PolicyView>, Error> {
-    let policies = state.control.policies();
+    let policies = state.control.policies(&admin.org);
     let Some((_, active)) = policies.definition(&name) else {
         return Err(unknown(&policies, &name));
     };
     managed_only(&policies, &name)?;
     validate(&name, &policy)?;
     Ok(Json(
-        save(&state, &name, policy, active, &admin.name).await?,
+        save(&state, &admin, &name, policy, active).await?,
     ))
 }
 
@@ -152,7 +158,7 @@ pub async fn patch(
     Path(name): Path<String>,
     ApiJson(changes): ApiJson<serde_json::Map<String, serde_json::Value>>,
 ) -> Result<Json<PolicyView>, Error> {
-    let policies = state.control.policies();
+    let policies = state.control.policies(&admin.org);
     let Some((current, active)) = policies.definition(&name) else {
         return Err(unknown(&policies, &name));
     };
@@ -166,7 +172,7 @@ pub async fn patch(
         .map_err(|e| Error::invalid("policy", e.to_string()))?;
     validate(&name, &policy)?;
     Ok(Json(
-        save(&state, &name, policy, active, &admin.name).await?,
+        save(&state, &admin, &name, policy, active).await?,
     ))
 }
 
@@ -177,7 +183,7 @@ pub async fn deactivate(
     Admin(admin): Admin,
     Path(name): Path<String>,
 ) -> Result<Json<PolicyView>, Error> {
-    let policies = state.control.policies();
+    let policies = state.control.policies(&admin.org);
     let Some((policy, _)) = policies.definition(&name) else {
         return Err(unknown(&policies, &name));
     };
@@ -185,5 +191,52 @@ pub async fn deactivate(
     // configuration depends on a managed one.
     managed_only(&policies, &name)?;
     let policy = policy.clone();
-    Ok(Json(save(&state, &name, policy, false, &admin.name).await?))
+    Ok(Json(save(&state, &admin, &name, policy, false).await?))
+}
+
+/// The policy the organization's jobs get when they name none (at a priority the instance's
+/// priority rule leaves alone, and of a kind it maps to no policy): its active default,
+/// else `default`.
+#[utoipa::path(get, path = "/policies/active", tag = "policies", responses((status = 200, body = PolicyView)))]
+pub async fn active(
+    State(state): State<AppState>,
+    Viewer(principal): Viewer,
+) -> Result<Json<PolicyView>, Error> {
+    let policies = state.control.policies(&principal.org);
+    let name = policies.org_default().unwrap_or("default").to_owned();
+    policy_view(&policies, &name)
+        .map(Json)
+        .ok_or_else(|| unknown(&policies, &name))
+}
+
+/// Chooses the organization's active default policy (admins of the organization).
+#[utoipa::path(put, path = "/policies/active", tag = "policies", request_body = ActivePolicyRequest, responses((status = 200, body = PolicyView)))]
+pub async fn set_active(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    ApiJson(request): ApiJson<ActivePolicyRequest>,
+) -> Result<Json<PolicyView>, Error> {
+    let policies = state.control.policies(&admin.org);
+    if let Some(name) = &request.name
+        && policies.get(name).is_none()
+    {
+        return Err(Error::invalid(
+            "name",
+            format!(
+                "unknown or deactivated policy '{name}' (active: {})",
+                policies.names().join(", ")
+            ),
+        ));
+    }
+    let store = state.control.store();
+    let mut org = store
+        .list_orgs()
+        .await?
+        .into_iter()
+        .find(|o| o.name == admin.org)
+        .ok_or_else(|| Error::NotFound(format!("organization '{}' not found", admin.org)))?;
+    org.default_policy = request.name;
+    store.update_org(&org).await?;
+    state.control.policies_changed().await?;
+    active(State(state), Viewer(admin)).await
 }

@@ -1,7 +1,7 @@
 //! Queues: how many jobs wait in each, and pausing and resuming them.
 
 use crate::AppState;
-use crate::auth::{Operator, Viewer};
+use crate::auth::{Operator, Principal, Viewer};
 use crate::error::Error;
 use axum::Json;
 use axum::extract::{Path, State};
@@ -17,14 +17,15 @@ pub struct QueueView {
     pub waiting: u64,
 }
 
-/// Every queue that has waiting jobs or is paused.
+/// Every queue of the organization that has waiting jobs or is paused.
 #[utoipa::path(get, path = "/queues", tag = "queues", responses((status = 200, body = Vec<QueueView>)))]
 pub async fn list(
     State(state): State<AppState>,
-    Viewer(_): Viewer,
+    Viewer(principal): Viewer,
 ) -> Result<Json<Vec<QueueView>>, Error> {
-    let depths = state.control.store().queue_depths().await?;
-    let paused = state.control.store().paused_queues().await?;
+    let org = &principal.org;
+    let depths = state.control.store().queue_depths(Some(org)).await?;
+    let paused = state.control.store().paused_queues(org).await?;
     let names: BTreeSet<&String> = depths.keys().chain(paused.iter()).collect();
     Ok(Json(
         names
@@ -40,16 +41,20 @@ pub async fn list(
 
 async fn set(
     state: &AppState,
+    principal: &Principal,
     name: &str,
     paused: bool,
-    actor: &str,
 ) -> Result<Json<QueueView>, Error> {
     validate_name("queue", name).map_err(|message| Error::invalid("queue", message))?;
-    state.control.set_queue_paused(name, paused, actor).await?;
+    let org = &principal.org;
+    state
+        .control
+        .set_queue_paused(org, name, paused, &principal.name)
+        .await?;
     let waiting = state
         .control
         .store()
-        .queue_depths()
+        .queue_depths(Some(org))
         .await?
         .get(name)
         .copied()
@@ -68,7 +73,7 @@ pub async fn pause(
     Operator(principal): Operator,
     Path(name): Path<String>,
 ) -> Result<Json<QueueView>, Error> {
-    set(&state, &name, true, &principal.name).await
+    set(&state, &principal, &name, true).await
 }
 
 #[utoipa::path(post, path = "/queues/{name}/resume", tag = "queues", params(("name" = String, Path)), responses((status = 200, body = QueueView)))]
@@ -77,5 +82,5 @@ pub async fn resume(
     Operator(principal): Operator,
     Path(name): Path<String>,
 ) -> Result<Json<QueueView>, Error> {
-    set(&state, &name, false, &principal.name).await
+    set(&state, &principal, &name, false).await
 }

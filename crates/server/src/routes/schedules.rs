@@ -4,7 +4,7 @@
 //! here reaches every node's scheduler as a notice.
 
 use crate::AppState;
-use crate::auth::{Admin, Operator, Viewer};
+use crate::auth::{Admin, Operator, Principal, Viewer};
 use crate::dto::SubmitRequest;
 use crate::error::Error;
 use crate::extract::ApiJson;
@@ -128,8 +128,15 @@ fn view(s: &Schedule, now: DateTime<Utc>) -> ScheduleView {
     }
 }
 
-async fn find(state: &AppState, name: &str) -> Result<Schedule, Error> {
-    let schedules = state.control.store().list_schedules().await?;
+/// The organization's schedules, by name.
+async fn of_org(state: &AppState, org: &str) -> Result<Vec<Schedule>, Error> {
+    let mut schedules = state.control.store().list_schedules().await?;
+    schedules.retain(|s| s.org == org);
+    Ok(schedules)
+}
+
+async fn find(state: &AppState, principal: &Principal, name: &str) -> Result<Schedule, Error> {
+    let schedules = of_org(state, &principal.org).await?;
     let names: Vec<&str> = schedules.iter().map(|s| s.name.as_str()).collect();
     let known = if names.is_empty() {
         "there are none".to_owned()
@@ -147,7 +154,7 @@ async fn find(state: &AppState, name: &str) -> Result<Schedule, Error> {
 fn definition(
     state: &AppState,
     request: ScheduleRequest,
-    actor: &str,
+    admin: &Principal,
 ) -> Result<Definition, Error> {
     let tz = request.tz.unwrap_or_else(|| "UTC".into());
     let now = state.control.now();
@@ -184,7 +191,12 @@ fn definition(
     }
     let mut job = request
         .job
-        .into_new_job(&state.control.policies(), now, actor)
+        .into_new_job(
+            &admin.org,
+            &state.control.policies(&admin.org),
+            now,
+            &admin.name,
+        )
         .map_err(|e| match e {
             Error::Invalid { field, message } => Error::invalid(format!("job.{field}"), message),
             other => other,
@@ -206,22 +218,23 @@ fn first_fire(d: &Definition, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
 #[utoipa::path(get, path = "/schedules", tag = "schedules", responses((status = 200, body = Vec<ScheduleView>)))]
 pub async fn list(
     State(state): State<AppState>,
-    Viewer(_): Viewer,
+    Viewer(principal): Viewer,
 ) -> Result<Json<Vec<ScheduleView>>, Error> {
     let now = state.control.now();
-    let schedules = state.control.store().list_schedules().await?;
+    let schedules = of_org(&state, &principal.org).await?;
     Ok(Json(schedules.iter().map(|s| view(s, now)).collect()))
 }
 
 #[utoipa::path(get, path = "/schedules/{name}", tag = "schedules", params(("name" = String, Path)), responses((status = 200, body = ScheduleView)))]
 pub async fn show(
     State(state): State<AppState>,
-    Viewer(_): Viewer,
+    Viewer(principal): Viewer,
     Path(name): Path<String>,
 ) -> Result<Json<ScheduleView>, Error> {
-    let schedule = find(&state, &name).await?;
+    let schedule = find(&state, &principal, &name).await?;
     let mut shown = view(&schedule, state.control.now());
     let filter = JobFilter {
+        org: Some(schedule.org.clone()),
         label: Some((SCHEDULE_LABEL.into(), schedule.name.clone())),
         ..JobFilter::default()
     };
@@ -259,10 +272,11 @@ pub async fn create(
         ));
     }
     let paused = request.paused.unwrap_or(false);
-    let definition = definition(&state, request, &admin.name)?;
+    let definition = definition(&state, request, &admin)?;
     let now = state.control.now();
     let schedule = Schedule {
         id: JobId::new().to_string(),
+        org: admin.org.clone(),
         name,
         next_fire: first_fire(&definition, now),
         definition,
@@ -292,9 +306,9 @@ pub async fn replace(
             "a schedule is renamed by deleting and creating it",
         ));
     }
-    let mut schedule = find(&state, &name).await?;
+    let mut schedule = find(&state, &admin, &name).await?;
     let paused = request.paused.unwrap_or(schedule.paused);
-    schedule.definition = definition(&state, request, &admin.name)?;
+    schedule.definition = definition(&state, request, &admin)?;
     save(&state, schedule, paused).await
 }
 
@@ -323,11 +337,11 @@ async fn save(
 #[utoipa::path(delete, path = "/schedules/{name}", tag = "schedules", params(("name" = String, Path)), responses((status = 200, body = ScheduleView)))]
 pub async fn delete(
     State(state): State<AppState>,
-    Admin(_): Admin,
+    Admin(admin): Admin,
     Path(name): Path<String>,
 ) -> Result<Json<ScheduleView>, Error> {
-    let schedule = find(&state, &name).await?;
-    state.control.store().delete_schedule(&name).await?;
+    let schedule = find(&state, &admin, &name).await?;
+    state.control.store().delete_schedule(&schedule.id).await?;
     state.control.schedules_changed();
     Ok(Json(view(&schedule, state.control.now())))
 }
@@ -335,20 +349,20 @@ pub async fn delete(
 #[utoipa::path(post, path = "/schedules/{name}/pause", tag = "schedules", params(("name" = String, Path)), responses((status = 200, body = ScheduleView)))]
 pub async fn pause(
     State(state): State<AppState>,
-    Operator(_): Operator,
+    Operator(operator): Operator,
     Path(name): Path<String>,
 ) -> Result<Json<ScheduleView>, Error> {
-    let schedule = find(&state, &name).await?;
+    let schedule = find(&state, &operator, &name).await?;
     save(&state, schedule, true).await
 }
 
 #[utoipa::path(post, path = "/schedules/{name}/resume", tag = "schedules", params(("name" = String, Path)), responses((status = 200, body = ScheduleView)))]
 pub async fn resume(
     State(state): State<AppState>,
-    Operator(_): Operator,
+    Operator(operator): Operator,
     Path(name): Path<String>,
 ) -> Result<Json<ScheduleView>, Error> {
-    let schedule = find(&state, &name).await?;
+    let schedule = find(&state, &operator, &name).await?;
     save(&state, schedule, false).await
 }
 
@@ -359,15 +373,17 @@ pub async fn trigger(
     Operator(operator): Operator,
     Path(name): Path<String>,
 ) -> Result<(StatusCode, Json<crate::dto::JobView>), Error> {
-    let schedule = find(&state, &name).await?;
+    let schedule = find(&state, &operator, &name).await?;
     let now = state.control.now();
-    let mut run = schedule
-        .definition
-        .job
-        .run(&schedule.name, now, None, &operator.name, now);
+    let mut run =
+        schedule
+            .definition
+            .job
+            .run(&schedule.org, &schedule.name, now, None, &operator.name, now);
     run.labels.insert("trigger".into(), "manual".into());
     let inserted = state.control.submit(run).await?;
-    let paused = state.control.store().paused_queues().await?;
+    let paused = state.control.store().paused_queues(&schedule.org).await?;
+    let policies = state.control.policies(&schedule.org);
     Ok((
         StatusCode::CREATED,
         Json(crate::dto::JobView::new(
@@ -375,7 +391,7 @@ pub async fn trigger(
             now,
             None,
             &paused,
-            &state.control.policies(),
+            &policies,
         )),
     ))
 }

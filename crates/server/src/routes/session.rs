@@ -15,6 +15,8 @@ fn view(state: &AppState, principal: &Principal) -> SessionView {
     SessionView {
         role: principal.role,
         name: principal.name.clone(),
+        org: principal.org.clone(),
+        instance: principal.instance,
         csrf_token: principal
             .session
             .as_deref()
@@ -44,6 +46,8 @@ pub async fn login(
     };
     let principal = Principal {
         role: record.role,
+        org: record.org,
+        instance: record.instance,
         name: record.name,
         session: Some(login.token.clone()),
     };

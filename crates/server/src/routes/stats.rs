@@ -30,7 +30,7 @@ pub struct StatsParams {
 #[utoipa::path(get, path = "/stats", tag = "stats", params(StatsParams), responses((status = 200, body = Stats)))]
 pub async fn stats(
     State(state): State<AppState>,
-    Viewer(_): Viewer,
+    Viewer(principal): Viewer,
     ApiQuery(params): ApiQuery<StatsParams>,
 ) -> Result<Json<Stats>, Error> {
     let window = match &params.window {
@@ -50,6 +50,7 @@ pub async fn stats(
     let until = state.control.now();
     let bucket = (window / BUCKETS as i32).max(chrono::Duration::seconds(1));
     let query = StatsQuery {
+        org: Some(principal.org),
         since: until - window,
         // Jobs and attempts stamped in this very millisecond count.
         until: until + chrono::Duration::milliseconds(1),

@@ -1,4 +1,6 @@
-//! API tokens: admins create, list and revoke them. The plain text is shown once, at creation.
+//! API tokens: an organization's admins create, list and revoke its tokens; instance admins
+//! also create instance tokens and tokens of any organization. The plain text is shown once,
+//! at creation.
 
 use crate::AppState;
 use crate::auth::{self, Admin};
@@ -12,10 +14,16 @@ use axum::http::StatusCode;
 #[utoipa::path(get, path = "/tokens", tag = "auth", responses((status = 200, body = Vec<TokenView>)))]
 pub async fn list(
     State(state): State<AppState>,
-    Admin(_): Admin,
+    Admin(admin): Admin,
 ) -> Result<Json<Vec<TokenView>>, Error> {
     let tokens = state.control.store().list_tokens().await?;
-    Ok(Json(tokens.into_iter().map(TokenView::from).collect()))
+    Ok(Json(
+        tokens
+            .into_iter()
+            .filter(|t| t.org == admin.org)
+            .map(TokenView::from)
+            .collect(),
+    ))
 }
 
 #[utoipa::path(post, path = "/tokens", tag = "auth", request_body = NewTokenRequest, responses((status = 201, body = CreatedToken)))]
@@ -25,12 +33,20 @@ pub async fn create(
     ApiJson(request): ApiJson<NewTokenRequest>,
 ) -> Result<(StatusCode, Json<CreatedToken>), Error> {
     request.validate()?;
-    let minted = auth::mint(
-        &request.name,
-        request.role,
-        &admin.name,
-        state.control.now(),
-    );
+    let org = request.org.unwrap_or_else(|| admin.org.clone());
+    if org != admin.org || request.instance {
+        admin.instance_only()?;
+    }
+    let orgs = state.control.store().list_orgs().await?;
+    if !orgs.iter().any(|o| o.name == org) {
+        return Err(Error::NotFound(format!("organization '{org}' not found")));
+    }
+    let grant = auth::Grant {
+        role: request.role,
+        org,
+        instance: request.instance,
+    };
+    let minted = auth::mint(&request.name, grant, &admin.name, state.control.now());
     state.control.store().insert_token(&minted.record).await?;
     Ok((
         StatusCode::CREATED,
@@ -44,13 +60,13 @@ pub async fn create(
 #[utoipa::path(delete, path = "/tokens/{id}", tag = "auth", params(("id" = String, Path, description = "Token id or name")), responses((status = 200, body = TokenView)))]
 pub async fn revoke(
     State(state): State<AppState>,
-    Admin(_): Admin,
+    Admin(admin): Admin,
     Path(id_or_name): Path<String>,
 ) -> Result<Json<TokenView>, Error> {
     state
         .control
         .store()
-        .revoke_token(&id_or_name, state.control.now())
+        .revoke_token(&admin.org, &id_or_name, state.control.now())
         .await?
         .map(|t| Json(t.into()))
         .ok_or_else(|| Error::NotFound(format!("no token with id or name '{id_or_name}'")))

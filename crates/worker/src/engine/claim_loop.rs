@@ -121,10 +121,6 @@ pub(crate) async fn tick(
     let store = &engine.inner.store;
     let now = engine.now();
     let (deadlines_due, leases_due) = sweep.due(now);
-    if deadlines_due && leases_due {
-        // The safety re-check also re-reads the paused queues.
-        engine.refresh_paused().await;
-    }
     if deadlines_due {
         deadlines::expire(engine, now).await?;
     }
@@ -225,7 +221,6 @@ fn claim_request(engine: &Engine, now: DateTime<Utc>) -> ClaimRequest {
         limit: free,
         queue_free,
         default_queue_free,
-        paused: engine.paused_queues(),
         runnable: engine.inner.runnable.clone(),
         limits: engine.inner.limits.clone(),
     }

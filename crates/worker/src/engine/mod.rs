@@ -140,9 +140,6 @@ pub(crate) struct Inner {
     pub handlers: Handlers,
     /// What the claim may take: built-in actions and the registered handler kinds.
     runnable: Runnable,
-    /// Paused queues, as last read from the store (refreshed on change notices and on every
-    /// safety re-check). A std RwLock: read on every claim, never held across .await.
-    paused: std::sync::RwLock<Vec<String>>,
     /// Wakes the claim loop: new or requeued work, a freed slot.
     wake: Notify,
     /// Wakes the scheduler: a schedule was created, changed or deleted.
@@ -200,7 +197,6 @@ impl Engine {
                 metrics: Metrics::default(),
                 handlers,
                 runnable,
-                paused: std::sync::RwLock::new(Vec::new()),
                 wake: Notify::new(),
                 schedules: Notify::new(),
                 running: RunningMap::default(),
@@ -226,9 +222,9 @@ impl Engine {
         &self.inner.store
     }
 
-    /// The policies as of now (built-in, configured and API-managed).
-    pub fn policies(&self) -> Arc<Policies> {
-        self.inner.policies.current()
+    /// An organization's policies as of now (built-in, configured and its API-managed ones).
+    pub fn policies(&self, org: &str) -> Arc<Policies> {
+        self.inner.policies.of(org)
     }
 
     pub(crate) async fn reload_policies_or_warn(&self) {
@@ -317,18 +313,6 @@ impl Engine {
 
     pub(crate) fn deliveries(&self) -> &Notify {
         &self.inner.deliveries
-    }
-
-    /// The queues paused, as this node last read them.
-    pub(crate) fn paused_queues(&self) -> Vec<String> {
-        self.inner.paused.read().expect("paused list").clone()
-    }
-
-    pub(crate) async fn refresh_paused(&self) {
-        match self.inner.store.paused_queues().await {
-            Ok(paused) => *self.inner.paused.write().expect("paused list") = paused,
-            Err(e) => warn!(error = %e, "could not read the paused queues; keeping the last list"),
-        }
     }
 
     /// Runs until `shutdown` fires, then stops claiming, lets running attempts finish within

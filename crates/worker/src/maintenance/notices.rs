@@ -1,6 +1,6 @@
 //! Reacts to what clients of this process and other nodes did, as the store's signals say:
 //! new or rescheduled work wakes the claim loop and the notifier, a cancel stops the attempt
-//! if it runs here, a paused queue is re-read, a policy change refreshes the book, and a
+//! if it runs here, a resumed queue wakes the claim loop, a policy change refreshes the book, and a
 //! schedule change wakes the scheduler.
 
 use crate::Engine;
@@ -28,17 +28,14 @@ impl Notices {
                 Ok(Notice::Cancel(id)) => {
                     engine.inner.running.stop_cancelled(id);
                 }
-                Ok(Notice::Queues) => {
-                    engine.refresh_paused().await;
-                    engine.wake();
-                }
+                // The claim reads the paused queues itself: a resume may have made work due.
+                Ok(Notice::Queues) => engine.wake(),
                 Ok(Notice::Policies) => engine.reload_policies_or_warn().await,
                 Ok(Notice::Schedules) => engine.schedules_changed().notify_one(),
                 // Missed some: looking again covers whatever they were, except a cancel,
                 // which the next lease renewal delivers.
                 Err(broadcast::error::RecvError::Lagged(_)) => {
                     engine.reload_policies_or_warn().await;
-                    engine.refresh_paused().await;
                     engine.schedules_changed().notify_one();
                     engine.wake();
                 }
