@@ -80,6 +80,9 @@ pub enum Command {
     /// Organizations: create (instance admin), list, show, set a running limit
     #[command(subcommand)]
     Org(OrgCommand),
+    /// The organization's notification channels (admin): webhook, Slack or e-mail
+    #[command(subcommand)]
+    Channel(ChannelCommand),
     /// Circuits per target that are open or half-open
     Circuits,
     /// The notification log: deliveries and each of their tries (of one job, or all)
@@ -122,6 +125,52 @@ pub enum TokenCommand {
         /// The token's id or name
         id_or_name: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ChannelCommand {
+    /// The organization's channels (never their secrets)
+    List,
+    /// Create or replace a channel (admin)
+    Set(ChannelArgs),
+    /// Delete a channel (admin)
+    Delete {
+        /// The channel's name
+        name: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ChannelArgs {
+    /// The channel's name: ops, oncall
+    pub name: String,
+    /// webhook (JSON POST), slack (incoming webhook) or email (SMTP)
+    #[arg(long, value_parser = ["webhook", "slack", "email"])]
+    pub kind: String,
+    /// webhook and slack: where to POST (kept secret)
+    #[arg(long)]
+    pub url: Option<String>,
+    /// webhook: an extra header NAME=VALUE (repeatable; values kept secret)
+    #[arg(long = "header", value_name = "NAME=VALUE")]
+    pub headers: Vec<String>,
+    /// Events, comma-separated: failed, succeeded, retrying [default: failed]
+    #[arg(long, value_delimiter = ',')]
+    pub on: Vec<String>,
+    /// The policy deliveries are retried under [default: default]
+    #[arg(long)]
+    pub policy: Option<String>,
+    /// A delivery's time limit, e.g. 10s
+    #[arg(long)]
+    pub timeout: Option<String>,
+    /// email: the SMTP server as host:port
+    #[arg(long)]
+    pub smtp: Option<String>,
+    /// email: the sender's address
+    #[arg(long)]
+    pub from: Option<String>,
+    /// email: a recipient (repeatable)
+    #[arg(long)]
+    pub to: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -5,9 +5,9 @@
 use anyhow::{Context, Result, bail};
 use retryd_core::policy::PriorityRule;
 use retryd_core::{JobState, Policy};
+use retryd_store::channels::{Sink, SinkSpec};
 use retryd_store::{BudgetConfig, CircuitConfig, TargetLimits};
 use retryd_worker::engine::EngineConfig;
-use retryd_worker::notify::{Destination, On, Sink};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -49,7 +49,7 @@ pub struct FileConfig {
     /// Retry budgets per target; off unless the table is present.
     pub budgets: Option<BudgetsFile>,
     #[serde(default)]
-    pub notifications: Vec<NotificationFile>,
+    pub notifications: Vec<SinkSpec>,
 }
 
 /// API authentication.
@@ -114,38 +114,6 @@ pub struct BudgetsFile {
     /// Caps of particular targets.
     #[serde(default)]
     pub targets: BTreeMap<String, u32>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SinkKind {
-    Webhook,
-    Slack,
-    Email,
-}
-
-/// `[[notifications]]`: one sink.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NotificationFile {
-    pub name: String,
-    pub kind: SinkKind,
-    /// webhook and slack: where to POST.
-    pub url: Option<String>,
-    /// webhook: extra headers (values never logged).
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-    /// Events: failed, succeeded (after retries), retrying [default: failed].
-    pub on: Option<Vec<String>>,
-    /// Retry policy of the deliveries [default: default].
-    pub policy: Option<String>,
-    #[serde(default, with = "retryd_core::duration::option")]
-    pub timeout: Option<Duration>,
-    /// email: the SMTP server as host:port (plain SMTP, a local relay).
-    pub smtp: Option<String>,
-    pub from: Option<String>,
-    #[serde(default)]
-    pub to: Vec<String>,
 }
 
 /// Settings of `http` actions.
@@ -626,119 +594,18 @@ fn budgets(file: &BudgetsFile) -> Result<BudgetConfig> {
     })
 }
 
-fn http_url(field: &str, url: Option<&str>) -> Result<String> {
-    match url {
-        Some(u) if (u.starts_with("http://") || u.starts_with("https://")) && u.len() > 8 => {
-            Ok(u.to_owned())
-        }
-        Some(u) => bail!("{field}: {u:?} is not an http:// or https:// URL"),
-        None => bail!("{field}: required for this kind (an http:// or https:// URL)"),
-    }
-}
-
-fn sinks(files: &[NotificationFile], policies: &retryd_store::Policies) -> Result<Vec<Sink>> {
+fn sinks(files: &[SinkSpec], policies: &retryd_store::Policies) -> Result<Vec<Sink>> {
     let mut sinks: Vec<Sink> = Vec::new();
     for (i, file) in files.iter().enumerate() {
         let at = format!("notifications[{i}]");
-        retryd_core::job::validate_name("name", &file.name)
-            .map_err(|e| anyhow::anyhow!("{at}.name: {e}"))?;
-        if sinks.iter().any(|s| s.name == file.name) {
+        let sink = file.to_sink(&at, policies).map_err(anyhow::Error::msg)?;
+        if sinks.iter().any(|s| s.name == sink.name) {
             bail!(
                 "{at}.name: {:?} is used by another sink; names must be unique",
-                file.name
+                sink.name
             );
         }
-        let on = match &file.on {
-            None => vec![On::Failed],
-            Some(events) if events.is_empty() => {
-                bail!("{at}.on: list at least one of failed, succeeded, retrying")
-            }
-            Some(events) => events
-                .iter()
-                .map(|e| {
-                    On::parse(e).ok_or_else(|| {
-                        anyhow::anyhow!("{at}.on: {e:?} is not one of failed, succeeded, retrying")
-                    })
-                })
-                .collect::<Result<_>>()?,
-        };
-        let policy = file.policy.clone().unwrap_or_else(|| "default".to_owned());
-        if policies.get(&policy).is_none() {
-            bail!(
-                "{at}.policy: no policy named {policy:?}; known: {}",
-                policies.names().join(", ")
-            );
-        }
-        let timeout = within(
-            &format!("{at}.timeout"),
-            file.timeout
-                .unwrap_or(retryd_worker::notify::DEFAULT_TIMEOUT),
-            Duration::from_millis(100),
-            Duration::from_secs(60),
-        )?;
-        let only = |field: &str, set: bool| {
-            if set {
-                bail!("{at}.{field}: not used by kind {:?}", file.kind)
-            }
-            Ok(())
-        };
-        let destination = match file.kind {
-            SinkKind::Webhook | SinkKind::Slack => {
-                only("smtp", file.smtp.is_some())?;
-                only("from", file.from.is_some())?;
-                only("to", !file.to.is_empty())?;
-                let url = http_url(&format!("{at}.url"), file.url.as_deref())?;
-                if file.kind == SinkKind::Slack {
-                    only("headers", !file.headers.is_empty())?;
-                    Destination::Slack { url }
-                } else {
-                    Destination::Webhook {
-                        url,
-                        headers: file.headers.clone(),
-                    }
-                }
-            }
-            SinkKind::Email => {
-                only("url", file.url.is_some())?;
-                only("headers", !file.headers.is_empty())?;
-                let smtp = file.smtp.as_deref().ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "{at}.smtp: required for kind email (host:port of the SMTP server)"
-                    )
-                })?;
-                let (host, port) = smtp
-                    .rsplit_once(':')
-                    .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))
-                    .filter(|(h, p)| !h.is_empty() && *p > 0)
-                    .ok_or_else(|| {
-                        anyhow::anyhow!("{at}.smtp: {smtp:?} is not host:port, e.g. 127.0.0.1:25")
-                    })?;
-                let from = file
-                    .from
-                    .clone()
-                    .filter(|f| f.contains('@'))
-                    .ok_or_else(|| anyhow::anyhow!("{at}.from: required for kind email, an address such as retryd@example.com"))?;
-                if file.to.is_empty() {
-                    bail!("{at}.to: list at least one address");
-                }
-                if let Some(bad) = file.to.iter().find(|t| !t.contains('@')) {
-                    bail!("{at}.to: {bad:?} is not an e-mail address");
-                }
-                Destination::Email {
-                    host: host.to_owned(),
-                    port,
-                    from,
-                    to: file.to.clone(),
-                }
-            }
-        };
-        sinks.push(Sink {
-            name: file.name.clone(),
-            on,
-            policy,
-            timeout,
-            destination,
-        });
+        sinks.push(sink);
     }
     Ok(sinks)
 }

@@ -1,3 +1,4 @@
+mod channel;
 mod circuits;
 mod dlq;
 mod jobs;
@@ -51,6 +52,7 @@ pub async fn dispatch(cli: Cli) -> Result<u8> {
         Command::Stats(args) => stats::stats(&client(), args, json).await,
         Command::Token(command) => token::token(&client(), command, json).await,
         Command::Org(command) => org::org(&client(), command, json).await,
+        Command::Channel(command) => channel::channel(&client(), command, json).await,
         Command::Circuits => circuits::list(&client(), json).await,
         Command::Notifications(args) => notifications::list(&client(), args, json).await,
     }

@@ -21,7 +21,9 @@ fn print(org: &Org, json: bool, what: &str) {
     println!(
         "  {}  {}",
         dim("default policy"),
-        org.default_policy.as_deref().unwrap_or("— (the instance's rules)")
+        org.default_policy
+            .as_deref()
+            .unwrap_or("— (the instance's rules)")
     );
     println!("  {}           {}", dim("limit"), limit(org));
     println!(

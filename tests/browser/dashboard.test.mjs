@@ -311,6 +311,58 @@ test('issue 18: the schedules page lists next fire times and last runs; operator
   await ctx.close();
 });
 
+test("issue 17: a scoped user's dashboard shows only its organization; an instance admin switches", async () => {
+  // Two organizations with a job each, and a dead one in the default organization.
+  assert.equal((await server.post('/orgs', { name: 'acme' })).status, 201);
+  const made = await server.post('/tokens', { name: 'acme-viewer', role: 'viewer', org: 'acme' });
+  assert.equal(made.status, 201);
+  const ops = await server.post('/tokens', { name: 'acme-ops', role: 'operator', org: 'acme' });
+  const acmeHeaders = { authorization: `Bearer ${ops.body.token}` };
+  const acmeJob = await server.request('POST', '/jobs', { action: { type: 'command', program: 'true' }, kind: 'acme-only' }, acmeHeaders);
+  assert.equal(acmeJob.status, 201);
+  const ours = await server.submit('sh', ['-c', 'echo "Error: default org secret" >&2; exit 2'], { kind: 'default-only' });
+  await server.waitFor(ours.id, (j) => j.state === 'failed');
+
+  // The acme viewer logs in: its organization's name, its job, none of the default's.
+  const ctx = await browser.newContext({ viewport: { width: 1400, height: 900 } });
+  const v = await watchedPage(ctx, [...EXPECTED_FAILURES, `/jobs/${ours.id}`]);
+  await v.goto(`${server.url}/login`);
+  await v.fill('#token', made.body.token);
+  await v.click('button[type="submit"]');
+  await v.waitForSelector('.role.role-viewer');
+  assert.equal(await v.textContent('#org-name'), 'acme');
+  assert.equal(await v.locator('#org-switch').count(), 0, 'no switcher for an organization token');
+  await v.goto(`${server.url}/jobs`);
+  await v.waitForSelector(`tr[data-job="${acmeJob.body.id}"]`);
+  const listed = await v.textContent('main');
+  assert.ok(!listed.includes(ours.id.slice(0, 8)) && !listed.includes('default-only'), 'no job of the default organization');
+  await v.goto(`${server.url}/dlq`);
+  await v.waitForSelector('main h1');
+  await v.waitForTimeout(300);
+  assert.ok(!(await v.textContent('main')).includes('default org secret'), 'no dead letter of another organization');
+  // Its cookie naming another organization is passed over: still acme's view.
+  await ctx.addCookies([{ name: 'retryd_org', value: 'default', url: server.url }]);
+  await v.goto(`${server.url}/jobs/${ours.id}`);
+  await v.waitForSelector('.error-box, .empty-page, main p');
+  assert.ok(!(await v.textContent('main')).includes('default org secret'), 'another organization\'s job is not found');
+  await ctx.close();
+
+  // The instance admin switches to acme and sees acme's job only.
+  const p = await page();
+  await p.goto(`${server.url}/jobs`);
+  await p.waitForSelector('#org-switch option[value="acme"]', { state: 'attached' });
+  await Promise.all([p.waitForEvent('load'), p.selectOption('#org-switch', 'acme')]);
+  await p.waitForSelector(`tr[data-job="${acmeJob.body.id}"]`);
+  assert.ok(!(await p.textContent('main')).includes('default-only'));
+  assert.equal(await p.inputValue('#org-switch'), 'acme');
+  mkdirSync(SHOTS, { recursive: true });
+  await p.screenshot({ path: join(SHOTS, 'orgs-switcher.png') });
+  // Back to the default organization for the other tests.
+  await Promise.all([p.waitForEvent('load'), p.selectOption('#org-switch', 'default')]);
+  await p.waitForSelector('#org-switch');
+  await p.close();
+});
+
 test('screenshots of every page, light and dark', async () => {
   mkdirSync(SHOTS, { recursive: true });
   const failed = (await server.get('/jobs?state=failed&kind=metis-deploy&limit=1')).body.jobs[0];

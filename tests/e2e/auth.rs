@@ -6,20 +6,22 @@ use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-/// The weakest role an operation needs; `None` for public ones.
+/// The weakest role an operation needs; `Public` for public ones, `Instance` for those of
+/// the whole instance (an instance token: the first admin token).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Need {
+pub(crate) enum Need {
     Public,
     Viewer,
     Operator,
     Admin,
+    Instance,
 }
 
-struct Route {
-    method: &'static str,
+pub(crate) struct Route {
+    pub(crate) method: &'static str,
     /// As in the OpenAPI document.
-    path: &'static str,
-    need: Need,
+    pub(crate) path: &'static str,
+    pub(crate) need: Need,
     body: Option<Value>,
 }
 
@@ -32,7 +34,7 @@ fn route(method: &'static str, path: &'static str, need: Need, body: Option<Valu
     }
 }
 
-fn matrix() -> Vec<Route> {
+pub(crate) fn matrix() -> Vec<Route> {
     use Need::*;
     let job = json!({ "action": { "type": "command", "program": "true" } });
     let nothing = json!({ "ids": [] });
@@ -42,7 +44,7 @@ fn matrix() -> Vec<Route> {
         route("GET", "/healthz", Public, None),
         route("GET", "/readyz", Public, None),
         route("GET", "/api/v1/openapi.json", Public, None),
-        route("GET", "/metrics", Viewer, None),
+        route("GET", "/metrics", Instance, None),
         route("GET", "/api/v1/jobs", Viewer, None),
         route(
             "POST",
@@ -77,6 +79,13 @@ fn matrix() -> Vec<Route> {
             "/api/v1/policies",
             Admin,
             Some(json!({ "name": "matrix", "policy": { "max_attempts": 3 } })),
+        ),
+        route("GET", "/api/v1/policies/active", Viewer, None),
+        route(
+            "PUT",
+            "/api/v1/policies/active",
+            Admin,
+            Some(json!({ "name": null })),
         ),
         route("GET", "/api/v1/policies/{name}", Viewer, None),
         route(
@@ -113,24 +122,59 @@ fn matrix() -> Vec<Route> {
             Some(json!({ "name": "made-in-matrix", "role": "viewer" })),
         ),
         route("DELETE", "/api/v1/tokens/{id}", Admin, None),
+        route("GET", "/api/v1/channels", Viewer, None),
+        route(
+            "PUT",
+            "/api/v1/channels/{name}",
+            Admin,
+            Some(json!({ "kind": "webhook", "url": "http://127.0.0.1:9/hook" })),
+        ),
+        route("DELETE", "/api/v1/channels/{name}", Admin, None),
+        route("GET", "/api/v1/orgs", Viewer, None),
+        route(
+            "POST",
+            "/api/v1/orgs",
+            Instance,
+            Some(json!({ "name": "matrix-org" })),
+        ),
+        route("GET", "/api/v1/orgs/{name}", Viewer, None),
+        route(
+            "PUT",
+            "/api/v1/orgs/{name}",
+            Instance,
+            Some(json!({ "max_running": null })),
+        ),
     ]
 }
 
-async fn call(server: &Server, client: &reqwest::Client, route: &Route, job: &str) -> u16 {
+/// The names a route's `{id}` and `{name}` stand for.
+pub(crate) struct Names<'a> {
+    pub(crate) job: &'a str,
+    pub(crate) token: &'a str,
+}
+
+pub(crate) async fn call(
+    server: &Server,
+    client: &reqwest::Client,
+    route: &Route,
+    names: &Names<'_>,
+) -> u16 {
     let path = route
         .path
         .replace(
             "{id}",
             if route.path.contains("tokens") {
-                "nobody"
+                names.token
             } else {
-                job
+                names.job
             },
         )
         .replace(
             "{name}",
             if route.path.contains("policies") || route.path.contains("schedules") {
                 "matrix"
+            } else if route.path.contains("orgs") {
+                "default"
             } else {
                 "deploy"
             },
@@ -194,12 +238,17 @@ async fn every_route_requires_its_role_and_revoked_tokens_are_refused() {
         ("revoked", Some(&revoked), None),
         ("viewer", Some(&viewer), Some(Need::Viewer)),
         ("operator", Some(&operator), Some(Need::Operator)),
-        ("admin", Some(&admin), Some(Need::Admin)),
+        // The first token is the instance's admin.
+        ("admin", Some(&admin), Some(Need::Instance)),
     ];
+    let names = Names {
+        job: &job,
+        token: "nobody",
+    };
     let mut failures = Vec::new();
     for route in matrix() {
         for (who, token, role) in &callers {
-            let status = call(&server, &client_with(*token), &route, &job).await;
+            let status = call(&server, &client_with(*token), &route, &names).await;
             let allowed = route.need == Need::Public || role.is_some_and(|r| r >= route.need);
             let expected_ok = if allowed {
                 !matches!(status, 401 | 403) && status < 500

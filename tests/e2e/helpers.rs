@@ -20,6 +20,15 @@ fn database_key(database: &str) -> &str {
     database.split('?').next().unwrap_or(database)
 }
 
+/// Records the admin token of a database made outside a server (an upgrade test's), so that
+/// a server started on it uses that token.
+pub fn remember_admin_token(database: &Path, token: &str) {
+    ADMIN_TOKENS
+        .lock()
+        .unwrap()
+        .push((database.display().to_string(), token.to_owned()));
+}
+
 fn admin_token_of(database: &str) -> Option<String> {
     let tokens = ADMIN_TOKENS.lock().unwrap();
     tokens

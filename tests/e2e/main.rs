@@ -21,6 +21,7 @@ mod http;
 mod limits;
 mod never_twice;
 mod notifications;
+mod orgs;
 mod pipeline;
 mod retries;
 mod schedules;

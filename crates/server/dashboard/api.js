@@ -1,7 +1,7 @@
 // The dashboard is a thin client of the public JSON API: every read and action goes
 // through here, with the session cookie and, on state changes, the CSRF token.
 
-export const session = { role: 'viewer', csrf: '', auth: true, loaded: false };
+export const session = { role: 'viewer', csrf: '', auth: true, loaded: false, org: 'default', instance: false };
 
 const RANK = { viewer: 0, operator: 1, admin: 2 };
 
@@ -57,11 +57,11 @@ export const del = (path) => call('DELETE', path);
 export async function loadSession() {
   try {
     const s = await get('/session', { quiet404: true });
-    Object.assign(session, { role: s.role, csrf: s.csrf_token || '', auth: s.auth !== false, loaded: true });
+    Object.assign(session, { role: s.role, csrf: s.csrf_token || '', auth: s.auth !== false, loaded: true, org: s.org, instance: s.instance });
     return true;
   } catch (e) {
     if (e.status === 404) {
-      Object.assign(session, { role: 'admin', csrf: '', auth: false, loaded: true });
+      Object.assign(session, { role: 'admin', csrf: '', auth: false, loaded: true, org: 'default', instance: true });
       return true;
     }
     if (e.status === 401) return false;
@@ -71,7 +71,12 @@ export async function loadSession() {
 
 export async function login(token) {
   const s = await post('/session', { token });
-  Object.assign(session, { role: s.role, csrf: s.csrf_token || '', auth: true, loaded: true });
+  Object.assign(session, { role: s.role, csrf: s.csrf_token || '', auth: true, loaded: true, org: s.org, instance: s.instance });
+}
+
+/** Acts in another organization from now on (instance tokens): the server reads the cookie. */
+export function switchOrg(name) {
+  document.cookie = `retryd_org=${encodeURIComponent(name)}; Path=/; SameSite=Strict`;
 }
 
 export async function logout() {

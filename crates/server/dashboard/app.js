@@ -1,7 +1,7 @@
 // Entry point: session, client-side routing, theme, and the one live event stream that
 // every page listens to.
 
-import { session, loadSession, logout, setUnauthorizedHandler, can } from './api.js';
+import { session, loadSession, logout, setUnauthorizedHandler, can, get, switchOrg } from './api.js';
 import { clear, h } from './dom.js';
 import * as overview from './overview.js';
 import * as jobs from './jobs.js';
@@ -67,9 +67,29 @@ function showWho() {
   clear(who);
   document.getElementById('logout').hidden = !(session.loaded && session.auth);
   if (!session.loaded) return;
+  who.appendChild(orgControl());
   who.appendChild(h('span', { class: `role role-${session.role}`, title: session.auth ? 'Logged in' : 'Authentication is disabled on this server' },
     session.auth ? session.role : `${session.role} · no auth`));
   document.body.classList.toggle('can-operate', can('operator'));
+}
+
+// The organization the dashboard shows: a switcher for instance tokens (every organization),
+// a label for an organization's own tokens (theirs only).
+function orgControl() {
+  if (!session.instance) {
+    return h('span', { class: 'org', id: 'org-name', title: 'Your organization' }, session.org);
+  }
+  const select = h('select', { id: 'org-switch', 'aria-label': 'Organization', title: 'Organization' },
+    h('option', { value: session.org, selected: true }, session.org));
+  select.addEventListener('change', () => {
+    switchOrg(select.value);
+    location.reload();
+  });
+  get('/orgs').then((orgs) => {
+    clear(select);
+    for (const org of orgs) select.appendChild(h('option', { value: org.name, selected: org.name === session.org }, org.name));
+  }).catch(() => {});
+  return select;
 }
 
 // Links inside the app navigate without a reload.

@@ -10,8 +10,9 @@
 //!
 //! Every request acts in one organization ([`Principal::org`]): the token's own, or for an
 //! instance token the one named by the `X-Retryd-Org` header (the CLI's `--org`) or the
-//! `retryd_org` cookie (the dashboard's switcher). A token of one organization that names
-//! another is answered 404, as an unknown one is, so that names do not leak.
+//! `retryd_org` cookie (the dashboard's switcher). A header naming an organization the token
+//! cannot act in is answered 404, as an unknown one is, so that names do not leak; the cookie
+//! is only a preference, and one that does not apply is passed over.
 
 use crate::AppState;
 use crate::error::Error;
@@ -238,21 +239,32 @@ enum Authn {
     Known(Principal),
 }
 
+/// An organization a request names.
+struct Requested {
+    org: String,
+    /// Named by the header: refused when it does not apply. The cookie is a preference.
+    strict: bool,
+}
+
 /// The organization a request names, if any: the header, else the dashboard's cookie.
-fn requested_org(headers: &HeaderMap) -> Option<String> {
-    let header = headers.get(ORG_HEADER).and_then(|v| v.to_str().ok());
-    let cookie = || {
-        headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .find_map(|pair| pair.trim().strip_prefix(ORG_COOKIE)?.strip_prefix('='))
+fn requested_org(headers: &HeaderMap) -> Option<Requested> {
+    let named = |org: &str, strict| {
+        let org = org.trim();
+        (!org.is_empty()).then(|| Requested {
+            org: org.to_owned(),
+            strict,
+        })
     };
-    header
-        .or_else(cookie)
-        .map(|org| org.trim().to_owned())
-        .filter(|org| !org.is_empty())
+    if let Some(header) = headers.get(ORG_HEADER) {
+        return named(header.to_str().unwrap_or("?"), true);
+    }
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| pair.trim().strip_prefix(ORG_COOKIE)?.strip_prefix('='))
+        .and_then(|org| named(org, false))
 }
 
 /// Where a caller acts: its token's organization unless it names another, which only an
@@ -260,19 +272,27 @@ fn requested_org(headers: &HeaderMap) -> Option<String> {
 async fn resolve_org(
     state: &AppState,
     principal: Principal,
-    requested: Option<String>,
+    requested: Option<Requested>,
 ) -> Result<Authn, Error> {
-    let Some(org) = requested.filter(|org| *org != principal.org) else {
+    let Some(requested) = requested.filter(|r| r.org != principal.org) else {
         return Ok(Authn::Known(principal));
     };
-    if !principal.instance || retryd_core::org::validate_org("org", &org).is_err() {
-        return Ok(Authn::UnknownOrg(org));
-    }
-    let known = state.control.store().list_orgs().await?;
-    Ok(if known.iter().any(|o| o.name == org) {
-        Authn::Known(Principal { org, ..principal })
-    } else {
-        Authn::UnknownOrg(org)
+    let exists = principal.instance
+        && retryd_core::org::validate_org("org", &requested.org).is_ok()
+        && state
+            .control
+            .store()
+            .list_orgs()
+            .await?
+            .iter()
+            .any(|o| o.name == requested.org);
+    Ok(match (exists, requested.strict) {
+        (true, _) => Authn::Known(Principal {
+            org: requested.org,
+            ..principal
+        }),
+        (false, true) => Authn::UnknownOrg(requested.org),
+        (false, false) => Authn::Known(principal),
     })
 }
 

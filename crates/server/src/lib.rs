@@ -112,7 +112,9 @@ fn routes() -> (Router<AppState>, serde_json::Value) {
         .routes(routes!(tokens::list, tokens::create))
         .routes(routes!(tokens::revoke))
         .routes(routes!(orgs::list, orgs::create))
-        .routes(routes!(orgs::show, orgs::update));
+        .routes(routes!(orgs::show, orgs::update))
+        .routes(routes!(channels::list))
+        .routes(routes!(channels::put, channels::delete));
     let (router, mut doc) = OpenApiRouter::with_openapi(openapi::base())
         .nest("/api/v1", api)
         .routes(routes!(health::healthz))

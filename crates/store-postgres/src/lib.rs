@@ -26,8 +26,8 @@ use deadpool_postgres::GenericClient;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use futures::StreamExt;
 use retryd_core::Role;
-use retryd_core::org::Org;
 use retryd_core::job::{Attempt, Event, Job, LogLine, NewJob, Stream};
+use retryd_core::org::Org;
 use retryd_core::schedule::{Progress, Schedule};
 use retryd_core::{AttemptOutcome, Class, JobId, JobState};
 use retryd_store::group::GroupQueue;
@@ -1269,7 +1269,13 @@ impl JobWriter for PostgresStore {
         let taken: Vec<(&str, &str, &str)> = jobs
             .iter()
             .filter(|j| !stored.contains_key(&j.id.0))
-            .filter_map(|j| Some((j.org.as_str(), j.queue.as_str(), j.idempotency_key.as_deref()?)))
+            .filter_map(|j| {
+                Some((
+                    j.org.as_str(),
+                    j.queue.as_str(),
+                    j.idempotency_key.as_deref()?,
+                ))
+            })
             .collect();
         let orgs: Vec<&str> = taken.iter().map(|t| t.0).collect();
         let queues: Vec<&str> = taken.iter().map(|t| t.1).collect();
@@ -2013,7 +2019,14 @@ impl JobReader for PostgresStore {
         let row = client
             .cached_query_one(
                 include_str!("../queries/count_ahead.sql"),
-                &[&job.queue, &now, &i32::from(job.priority), &due, &job.id.0, &job.org],
+                &[
+                    &job.queue,
+                    &now,
+                    &i32::from(job.priority),
+                    &due,
+                    &job.id.0,
+                    &job.org,
+                ],
             )
             .await
             .map_err(pg)?;
@@ -2426,14 +2439,9 @@ impl ScheduleStore for PostgresStore {
     }
 
     async fn delete_schedule(&self, id: &str) -> Result<bool> {
-        schedule_write(
-            self,
-            id,
-            "DELETE FROM schedules WHERE id = $1",
-            &[&id],
-        )
-        .await
-        .map(|n| n == 1)
+        schedule_write(self, id, "DELETE FROM schedules WHERE id = $1", &[&id])
+            .await
+            .map(|n| n == 1)
     }
 
     async fn list_schedules(&self) -> Result<Vec<Schedule>> {

@@ -16,8 +16,8 @@
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
 use retryd_core::Role;
-use retryd_core::org::Org;
 use retryd_core::job::{Attempt, Event, Job, LogLine, NewJob, Stream};
+use retryd_core::org::Org;
 use retryd_core::schedule::{Progress, Schedule};
 use retryd_core::{AttemptOutcome, Class, JobId, JobState};
 use retryd_store::group::GroupQueue;
@@ -1460,7 +1460,10 @@ impl JobReader for SqliteStore {
 
     async fn count_ahead(&self, job: &Job, now: DateTime<Utc>) -> Result<u64> {
         let (queue, priority, id) = (job.queue.clone(), job.priority, job.id.to_string());
-        let (org, due) = (job.org.clone(), ms(job.next_attempt_at.unwrap_or(job.run_at)));
+        let (org, due) = (
+            job.org.clone(),
+            ms(job.next_attempt_at.unwrap_or(job.run_at)),
+        );
         self.read(move |conn| {
             conn.query_row(
                 include_str!("../queries/count_ahead.sql"),
@@ -1477,7 +1480,9 @@ impl JobReader for SqliteStore {
         let org = org.to_owned();
         self.read(move |conn| {
             let mut stmt = conn
-                .prepare_cached("SELECT name FROM queues WHERE org = ?1 AND paused = 1 ORDER BY name")
+                .prepare_cached(
+                    "SELECT name FROM queues WHERE org = ?1 AND paused = 1 ORDER BY name",
+                )
                 .map_err(to_store)?;
             let rows = stmt.query_map([org], |r| r.get(0)).map_err(to_store)?;
             rows.collect::<rusqlite::Result<_>>().map_err(to_store)
@@ -1501,10 +1506,14 @@ impl JobReader for SqliteStore {
         let org = org.map(str::to_owned);
         self.read(move |conn| {
             let mut stmt = conn
-                .prepare_cached("SELECT state, COUNT(*) FROM jobs WHERE ?1 IS NULL OR org = ?1 GROUP BY state")
+                .prepare_cached(
+                    "SELECT state, COUNT(*) FROM jobs WHERE ?1 IS NULL OR org = ?1 GROUP BY state",
+                )
                 .map_err(to_store)?;
             let rows = stmt
-                .query_map([org], |r| Ok((state_col(r, 0)?, r.get::<_, i64>(1)? as u64)))
+                .query_map([org], |r| {
+                    Ok((state_col(r, 0)?, r.get::<_, i64>(1)? as u64))
+                })
                 .map_err(to_store)?;
             rows.collect::<rusqlite::Result<_>>().map_err(to_store)
         })
@@ -2076,9 +2085,13 @@ impl AccessStore for SqliteStore {
     async fn delete_channel(&self, org: &str, name: &str) -> Result<bool> {
         let (org, name) = (org.to_owned(), name.to_owned());
         self.write(move |tx| {
-            exec(tx, "DELETE FROM channels WHERE org = ?1 AND name = ?2", [org, name])
-                .map(|n| n == 1)
-                .map_err(to_store)
+            exec(
+                tx,
+                "DELETE FROM channels WHERE org = ?1 AND name = ?2",
+                [org, name],
+            )
+            .map(|n| n == 1)
+            .map_err(to_store)
         })
         .await
     }

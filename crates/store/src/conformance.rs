@@ -4,8 +4,8 @@
 use crate::*;
 use chrono::{Duration as Span, TimeZone};
 use retryd_core::Policy;
-use retryd_core::org::DEFAULT_ORG;
 use retryd_core::job::{Action, CommandAction, HandlerAction};
+use retryd_core::org::DEFAULT_ORG;
 use retryd_core::pipeline::{PipelineAction, Step, StepRecord, StepStatus};
 use std::sync::Arc;
 use std::time::Duration;
@@ -2024,7 +2024,10 @@ pub async fn an_open_circuit_holds_its_target_until_a_probe_closes_it(store: Dyn
         })
         .await
         .unwrap();
-    assert!(store.list_circuits(None).await.unwrap().is_empty(), "closed");
+    assert!(
+        store.list_circuits(None).await.unwrap().is_empty(),
+        "closed"
+    );
     let rest = store
         .claim_jobs(&limited(later, 10, &limits))
         .await
@@ -2130,7 +2133,10 @@ pub async fn notifications_are_enqueued_with_the_result_and_delivered_once(store
         })
         .await
         .unwrap();
-    let listed = store.list_notifications(Some(job.id), None, 10).await.unwrap();
+    let listed = store
+        .list_notifications(Some(job.id), None, 10)
+        .await
+        .unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(
         (
@@ -2215,7 +2221,11 @@ pub async fn notifications_are_enqueued_with_the_result_and_delivered_once(store
         })
         .await
         .unwrap();
-    let done = store.list_notifications(None, None, 10).await.unwrap().remove(0);
+    let done = store
+        .list_notifications(None, None, 10)
+        .await
+        .unwrap()
+        .remove(0);
     assert_eq!(done.state, DeliveryState::Delivered);
     assert_eq!(done.attempts, 3);
     assert_eq!(
@@ -2229,7 +2239,11 @@ pub async fn notifications_are_enqueued_with_the_result_and_delivered_once(store
     assert_eq!(store.next_delivery().await.unwrap(), None);
     assert_eq!(store.purge_jobs(&[job.id]).await.unwrap(), 1);
     assert!(
-        store.list_notifications(None, None, 10).await.unwrap().is_empty(),
+        store
+            .list_notifications(None, None, 10)
+            .await
+            .unwrap()
+            .is_empty(),
         "a job's notifications go with it"
     );
 }
@@ -2444,7 +2458,10 @@ pub async fn organizations_own_their_jobs_keys_queues_and_counts(store: DynStore
     };
     let ours = store.insert_job(keyed(DEFAULT_ORG)).await.unwrap();
     let theirs = store.insert_job(keyed("acme")).await.unwrap();
-    assert!(ours.created && theirs.created, "a key is unique per organization");
+    assert!(
+        ours.created && theirs.created,
+        "a key is unique per organization"
+    );
     assert!(!store.insert_job(keyed("acme")).await.unwrap().created);
     let listed = |org: &str| JobFilter {
         org: Some(org.into()),
@@ -2577,15 +2594,24 @@ pub async fn organizations_and_channels_are_kept(store: DynStore) {
         updated_at: t0(),
         updated_by: "admin".into(),
     };
-    store.put_channel(&channel("acme", "http://a/1")).await.unwrap();
-    store.put_channel(&channel("acme", "http://a/2")).await.unwrap();
+    store
+        .put_channel(&channel("acme", "http://a/1"))
+        .await
+        .unwrap();
+    store
+        .put_channel(&channel("acme", "http://a/2"))
+        .await
+        .unwrap();
     store
         .put_channel(&channel(DEFAULT_ORG, "http://d"))
         .await
         .unwrap();
     assert_eq!(
         store.list_channels().await.unwrap(),
-        vec![channel("acme", "http://a/2"), channel(DEFAULT_ORG, "http://d")]
+        vec![
+            channel("acme", "http://a/2"),
+            channel(DEFAULT_ORG, "http://d")
+        ]
     );
     assert!(store.delete_channel("acme", "ops").await.unwrap());
     assert!(!store.delete_channel("acme", "ops").await.unwrap());

@@ -16,6 +16,7 @@
 //!   [`conformance_tests!`] macro that turns them into `#[tokio::test]`s for a backend.
 
 pub mod access;
+pub mod channels;
 pub mod conformance;
 pub mod control;
 pub mod group;

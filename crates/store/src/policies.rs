@@ -227,7 +227,10 @@ impl PolicyBook {
     /// An organization's policies as of now (an unknown one has the shared ones only).
     pub fn of(&self, org: &str) -> Arc<Policies> {
         let by_org = self.by_org.read().expect("policy book").clone();
-        by_org.get(org).cloned().unwrap_or_else(|| self.base.clone())
+        by_org
+            .get(org)
+            .cloned()
+            .unwrap_or_else(|| self.base.clone())
     }
 
     /// Re-reads the API-managed policies and the organizations' defaults.

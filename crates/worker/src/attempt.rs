@@ -125,7 +125,10 @@ async fn run_inner(engine: &Engine, claimed: &Claimed) -> Lease {
     }
     loop {
         let (policy_name, snapshot) = job.effective_policy();
-        let policy = engine.policies(&job.org).current(policy_name, snapshot).clone();
+        let policy = engine
+            .policies(&job.org)
+            .current(policy_name, snapshot)
+            .clone();
         let policy_name = policy_name.to_owned();
         let step = job
             .current_step()

@@ -17,72 +17,13 @@ use retryd_core::decide::{Decision, FailedAttempt, decide};
 use retryd_core::job::{EnvValue, HttpAction, Job};
 use retryd_core::redact::Redactor;
 use retryd_core::{Class, Policy};
+use retryd_store::channels::{Destination, On, Sink, channel_org};
 use retryd_store::{AttemptResult, ClaimedDelivery, DeliveryNext, NewNotification, Next};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-
-/// A delivery's time limit unless its sink sets one.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// What a sink is told about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum On {
-    /// A job failed for good (it is in the dead-letter queue).
-    Failed,
-    /// A job succeeded after at least one retry.
-    Succeeded,
-    /// An attempt failed and a retry is scheduled.
-    Retrying,
-}
-
-impl On {
-    pub const ALL: [On; 3] = [On::Failed, On::Succeeded, On::Retrying];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            On::Failed => "failed",
-            On::Succeeded => "succeeded",
-            On::Retrying => "retrying",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<On> {
-        On::ALL.into_iter().find(|on| on.as_str() == text)
-    }
-}
-
-/// Where a sink delivers.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Destination {
-    /// POST of the event as JSON; header values are treated as secrets in logs.
-    Webhook {
-        url: String,
-        headers: BTreeMap<String, String>,
-    },
-    /// POST of `{"text", "blocks"}` as Slack's incoming webhooks take it.
-    Slack { url: String },
-    /// One plain-text e-mail per event over SMTP (no TLS: a local relay).
-    Email {
-        host: String,
-        port: u16,
-        from: String,
-        to: Vec<String>,
-    },
-}
-
-/// A configured notification sink.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Sink {
-    pub name: String,
-    pub on: Vec<On>,
-    /// The named policy deliveries are retried under.
-    pub policy: String,
-    pub timeout: Duration,
-    pub destination: Destination,
-}
 
 /// The deliveries a recorded result enqueues, one per sink that wants its event.
 pub fn for_result(sinks: &[Sink], job: &Job, result: &AttemptResult) -> Vec<NewNotification> {
@@ -136,6 +77,7 @@ fn payload(job: &Job, result: &AttemptResult, event: On) -> Value {
         "event": event.as_str(),
         "summary": hide(&format!("retryd: job {} ({}{target}) {what}: {}", job.id, job.kind, result.reason)),
         "job_id": job.id,
+        "org": job.org,
         "queue": job.queue,
         "kind": job.kind,
         "target": job.target,
@@ -201,9 +143,11 @@ pub(crate) async fn deliver(
         );
         return (false, None, Some(error), DeliveryNext::Failed);
     };
-    // A sink's policy is a shared one (built-in or configured).
+    // An instance sink's policy is a shared one (built-in or configured); a channel's may
+    // also be its organization's.
+    let org = channel_org(&sink.name).unwrap_or(retryd_core::org::DEFAULT_ORG);
     let policy = engine
-        .policies(retryd_core::org::DEFAULT_ORG)
+        .policies(org)
         .get(&sink.policy)
         .cloned()
         .unwrap_or_default();

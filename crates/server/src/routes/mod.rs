@@ -1,3 +1,4 @@
+pub mod channels;
 pub mod circuits;
 pub mod dlq;
 pub mod events;

@@ -60,8 +60,6 @@ pub async fn of_job(
     let job = super::jobs::visible_job(&state, &principal, &id).await?;
     let store = state.control.store();
     Ok(Json(
-        store
-            .list_notifications(Some(job.id), None, limit)
-            .await?,
+        store.list_notifications(Some(job.id), None, limit).await?,
     ))
 }

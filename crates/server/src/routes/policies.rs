@@ -144,9 +144,7 @@ pub async fn update(
     };
     managed_only(&policies, &name)?;
     validate(&name, &policy)?;
-    Ok(Json(
-        save(&state, &admin, &name, policy, active).await?,
-    ))
+    Ok(Json(save(&state, &admin, &name, policy, active).await?))
 }
 
 /// Changes only the fields given (a JSON merge of one level): `{"max_delay": "10m"}` keeps
@@ -171,9 +169,7 @@ pub async fn patch(
     let policy: Policy = serde_json::from_value(serde_json::Value::Object(merged))
         .map_err(|e| Error::invalid("policy", e.to_string()))?;
     validate(&name, &policy)?;
-    Ok(Json(
-        save(&state, &admin, &name, policy, active).await?,
-    ))
+    Ok(Json(save(&state, &admin, &name, policy, active).await?))
 }
 
 /// Deactivates: jobs that use the policy keep it; new jobs cannot choose it.

@@ -375,11 +375,14 @@ pub async fn trigger(
 ) -> Result<(StatusCode, Json<crate::dto::JobView>), Error> {
     let schedule = find(&state, &operator, &name).await?;
     let now = state.control.now();
-    let mut run =
-        schedule
-            .definition
-            .job
-            .run(&schedule.org, &schedule.name, now, None, &operator.name, now);
+    let mut run = schedule.definition.job.run(
+        &schedule.org,
+        &schedule.name,
+        now,
+        None,
+        &operator.name,
+        now,
+    );
     run.labels.insert("trigger".into(), "manual".into());
     let inserted = state.control.submit(run).await?;
     let paused = state.control.store().paused_queues(&schedule.org).await?;

@@ -20,10 +20,11 @@ use crate::executor::handler::Handlers;
 use crate::executor::http::HttpClient;
 use crate::maintenance::{self, rescuer::Scope};
 use crate::metrics::Metrics;
-use crate::notify::{self, Sink};
+use crate::notify;
 use chrono::{DateTime, Utc};
 use retryd_core::job::{Event, Job};
 use retryd_core::{Clock, JobId, JobState};
+use retryd_store::channels::{Sink, channel_org, channel_sinks};
 use retryd_store::sealing::SecretKeys;
 use retryd_store::{AttemptResult, Control, Policies, PolicyBook, Runnable, Store, TargetLimits};
 use running::RunningMap;
@@ -136,6 +137,9 @@ pub(crate) struct Inner {
     limits: Arc<TargetLimits>,
     /// Wakes the notifier: a result enqueued deliveries, or another node may have.
     deliveries: Notify,
+    /// Organizations' notification channels, by organization, as last read with the
+    /// policies. A std RwLock: the Arc is cloned out, never held across .await.
+    channels: std::sync::RwLock<Arc<BTreeMap<String, Vec<Sink>>>>,
     /// Functions registered by an embedding program, by job kind.
     pub handlers: Handlers,
     /// What the claim may take: built-in actions and the registered handler kinds.
@@ -193,6 +197,7 @@ impl Engine {
                 )),
                 limits: Arc::new(config.limits.clone()),
                 deliveries: Notify::new(),
+                channels: Default::default(),
                 config,
                 metrics: Metrics::default(),
                 handlers,
@@ -227,10 +232,41 @@ impl Engine {
         self.inner.policies.of(org)
     }
 
+    /// Re-reads the managed policies and, validated against them, the organizations'
+    /// notification channels.
     pub(crate) async fn reload_policies_or_warn(&self) {
         if let Err(e) = self.inner.policies.reload(self.inner.store.as_ref()).await {
             warn!(error = %e, "could not re-read the managed policies");
         }
+        match self.inner.store.list_channels().await {
+            Ok(channels) => {
+                let (sinks, broken) = channel_sinks(&channels, &|org| self.policies(org));
+                for reason in broken {
+                    warn!(%reason, "a notification channel is left out");
+                }
+                *self.inner.channels.write().expect("channels") = Arc::new(sinks);
+            }
+            Err(e) => warn!(error = %e, "could not re-read the notification channels"),
+        }
+    }
+
+    /// The sink of that name: one of the instance's, or an organization's channel.
+    pub(crate) fn sink(&self, name: &str) -> Option<Sink> {
+        if channel_org(name).is_none() {
+            return self
+                .inner
+                .config
+                .notifications
+                .iter()
+                .find(|s| s.name == name)
+                .cloned();
+        }
+        let channels = self.inner.channels.read().expect("channels").clone();
+        channels
+            .values()
+            .flatten()
+            .find(|s| s.name == name)
+            .cloned()
     }
 
     /// This node's metrics.
@@ -299,7 +335,16 @@ impl Engine {
     /// the notifications it enqueues.
     pub(crate) fn complete_result(&self, job: &Job, result: &mut AttemptResult) {
         result.circuit = self.inner.config.limits.circuit;
-        result.notify = notify::for_result(&self.inner.config.notifications, job, result);
+        let channels = self.inner.channels.read().expect("channels").clone();
+        let sinks: Vec<Sink> = self
+            .inner
+            .config
+            .notifications
+            .iter()
+            .chain(channels.get(&job.org).into_iter().flatten())
+            .cloned()
+            .collect();
+        result.notify = notify::for_result(&sinks, job, result);
     }
 
     /// Wakes the notifier after a result enqueued deliveries (or another node may have).
@@ -365,16 +410,15 @@ impl Engine {
             }
             .run(stop.clone()),
         );
-        if !config.notifications.is_empty() {
-            services.spawn(
-                maintenance::notifier::Notifier {
-                    engine: self.clone(),
-                    lease: maintenance::notifier::DELIVERY_LEASE,
-                    batch: maintenance::notifier::DELIVERY_BATCH,
-                }
-                .run(stop.clone()),
-            );
-        }
+        // Always: an organization's admins may add a channel at any time.
+        services.spawn(
+            maintenance::notifier::Notifier {
+                engine: self.clone(),
+                lease: maintenance::notifier::DELIVERY_LEASE,
+                batch: maintenance::notifier::DELIVERY_BATCH,
+            }
+            .run(stop.clone()),
+        );
         let mut attempts = JoinSet::new();
         info!(node = %config.node, concurrency = config.concurrency, "engine started");
         let mut sweep = claim_loop::Sweep::default();

@@ -67,13 +67,8 @@ impl Notifier {
 
 async fn deliver_one(engine: Engine, claimed: ClaimedDelivery, stop: CancellationToken) {
     let notification = &claimed.notification;
-    let sink = engine
-        .inner
-        .config
-        .notifications
-        .iter()
-        .find(|s| s.name == notification.sink);
-    let (ok, status, error, next) = notify::deliver(&engine, sink, &claimed, stop).await;
+    let sink = engine.sink(&notification.sink);
+    let (ok, status, error, next) = notify::deliver(&engine, sink.as_ref(), &claimed, stop).await;
     let outcome = match (&next, ok) {
         (_, true) => "delivered",
         (DeliveryNext::Retry { .. }, _) => "retrying",

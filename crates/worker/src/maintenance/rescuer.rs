@@ -95,7 +95,10 @@ pub(crate) async fn rescue(engine: &Engine, scope: Scope) {
         let rule = format!("{LOST_RULE}: node {owner} stopped renewing it");
         // A pipeline's lost attempt counts against its current step's policy.
         let (policy_name, snapshot) = job.effective_policy();
-        let policy = engine.policies(&job.org).current(policy_name, snapshot).clone();
+        let policy = engine
+            .policies(&job.org)
+            .current(policy_name, snapshot)
+            .clone();
         let (next, reason) = if job.cancel_requested {
             (
                 Next::Cancelled,
