@@ -132,7 +132,7 @@ pub enum ChannelCommand {
     /// The organization's channels (never their secrets)
     List,
     /// Create or replace a channel (admin)
-    Set(ChannelArgs),
+    Set(Box<ChannelArgs>),
     /// Delete a channel (admin)
     Delete {
         /// The channel's name
