@@ -783,3 +783,48 @@ async fn an_organizations_channel_gets_its_own_jobs_notifications() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&cli(&["channel", "list"], &env)).contains("no channels"));
 }
+
+/// An organization at its running limit: its due jobs say they wait for its share, and the
+/// limit holds while another organization's jobs run beside.
+#[tokio::test]
+async fn a_job_says_when_it_waits_for_its_organizations_share() {
+    let server = Server::start(&[]).await;
+    let (status, _) = server
+        .post("/orgs", json!({ "name": "capped", "max_running": 1 }))
+        .await;
+    assert_eq!(status, 201);
+    let ops = org_token(&server, "capped", "capped-ops", "operator").await;
+    let sleeper = json!({ "action": { "type": "command", "program": "sleep", "args": ["3"] } });
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let (status, job) = send(&server, &ops, "POST", "/jobs", Some(sleeper.clone())).await;
+        assert_eq!(status, 201, "{job}");
+        ids.push(job["id"].as_str().unwrap().to_owned());
+    }
+    let ours = server.submit(&["sleep", "1"], json!({})).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let waiting = loop {
+        let (_, a) = send(&server, &ops, "GET", &format!("/jobs/{}", ids[0]), None).await;
+        let (_, b) = send(&server, &ops, "GET", &format!("/jobs/{}", ids[1]), None).await;
+        let (running, other) = match (a["state"].as_str(), b["state"].as_str()) {
+            (Some("running"), _) => (a, b),
+            (_, Some("running")) => (b, a),
+            _ => {
+                assert!(Instant::now() < deadline, "neither started: {a} {b}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        assert_eq!(
+            other["state"], "pending",
+            "one at a time: {running} {other}"
+        );
+        break other;
+    };
+    let reason = waiting["waiting_reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("organization's share"), "{reason}");
+    // The default organization's job is not held by capped's limit.
+    server
+        .wait_for(&ours, Duration::from_secs(5), |j| j["state"] != "pending")
+        .await;
+}

@@ -10,16 +10,35 @@ fn clock(at: DateTime<Utc>) -> String {
     at.format("%H:%M:%S").to_string()
 }
 
-/// The one-line reason a job is not running (SPEC §5). `ahead` is the number of due jobs
-/// before it in its queue, when known; `queue_paused` whether an operator paused its queue.
-pub fn waiting_reason(
-    job: &Job,
-    now: DateTime<Utc>,
-    ahead: Option<u64>,
-    queue_paused: bool,
-) -> Option<String> {
+/// What is known around a waiting job, beyond the job itself.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Around {
+    /// Due jobs before it in its queue, when known.
+    pub ahead: Option<u64>,
+    /// An operator paused its queue.
+    pub queue_paused: bool,
+    /// Its organization runs as many attempts as its limit allows: the limit.
+    pub org_full: Option<u32>,
+}
+
+/// The one-line reason a job is not running (SPEC §5).
+pub fn waiting_reason(job: &Job, now: DateTime<Utc>, around: Around) -> Option<String> {
+    let Around {
+        ahead,
+        queue_paused,
+        org_full,
+    } = around;
     if queue_paused && job.state.is_waiting() {
         return Some(format!("queue {} paused", job.queue));
+    }
+    if let Some(limit) = org_full
+        && job.state.is_waiting()
+        && job.next_attempt_at.unwrap_or(job.run_at) <= now
+    {
+        return Some(format!(
+            "waiting for its organization's share: {} runs {limit} attempts at once, its limit",
+            job.org
+        ));
     }
     // Held by its target's circuit or budget: that reason stands until a claim looks at the
     // job again (even in the moments after the instant it names).
@@ -547,6 +566,40 @@ mod tests {
             finished_at: Some(now),
             updated_at: now,
         }
+    }
+
+    #[test]
+    fn a_due_job_of_a_full_organization_waits_for_its_share() {
+        let now = Utc::now();
+        let job = Job {
+            state: JobState::Pending,
+            org: "acme".into(),
+            next_attempt_at: Some(now),
+            run_at: now,
+            ..failed_job(Class::Transient, "r", "e")
+        };
+        let full = Around {
+            org_full: Some(4),
+            ..Around::default()
+        };
+        assert_eq!(
+            waiting_reason(&job, now, full).as_deref(),
+            Some("waiting for its organization's share: acme runs 4 attempts at once, its limit")
+        );
+        assert!(
+            waiting_reason(&job, now, Around::default())
+                .unwrap()
+                .starts_with("waiting for a free worker"),
+        );
+        let paused = Around {
+            queue_paused: true,
+            ..full
+        };
+        assert!(
+            waiting_reason(&job, now, paused)
+                .unwrap()
+                .contains("paused")
+        );
     }
 
     fn advice(job: &Job) -> String {

@@ -3,7 +3,7 @@
 
 use crate::error::Error;
 use chrono::{DateTime, Utc};
-use retryd_core::explain::{Diagnosis, diagnose, waiting_reason};
+use retryd_core::explain::{Around, Diagnosis, diagnose, waiting_reason};
 use retryd_core::job::{Action, Job, MAX_PRIORITY, NewJob, validate_name};
 use retryd_core::pipeline::{PipelineAction, StepPolicy};
 use retryd_core::{JobId, JobState, Policy};
@@ -319,17 +319,22 @@ pub struct JobView {
 }
 
 impl JobView {
-    /// `paused` lists the paused queues.
+    /// `paused` lists the paused queues of the job's organization; `around` says the rest
+    /// of what is known around it.
     pub fn new(
         mut job: Job,
         now: DateTime<Utc>,
-        ahead: Option<u64>,
         paused: &[String],
+        around: Around,
         policies: &Policies,
     ) -> Self {
         job.action = job.action.redacted();
         let pipeline = StepView::of(&job, policies);
-        let waiting_reason = waiting_reason(&job, now, ahead, paused.contains(&job.queue));
+        let around = Around {
+            queue_paused: paused.contains(&job.queue),
+            ..around
+        };
+        let waiting_reason = waiting_reason(&job, now, around);
         let diagnosis = diagnose(&job);
         let fingerprint = (job.state == JobState::Failed).then(|| {
             retryd_core::explain::fingerprint(

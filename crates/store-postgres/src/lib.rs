@@ -2033,6 +2033,18 @@ impl JobReader for PostgresStore {
         Ok(row.get::<_, i64>(0) as u64)
     }
 
+    async fn count_running(&self, org: &str) -> Result<u64> {
+        let client = self.client().await?;
+        let row = client
+            .cached_query_one(
+                "SELECT COUNT(*) FROM jobs WHERE state = 'running' AND org = $1",
+                &[&org],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(row.get::<_, i64>(0) as u64)
+    }
+
     async fn paused_queues(&self, org: &str) -> Result<Vec<String>> {
         let client = self.client().await?;
         let rows = client

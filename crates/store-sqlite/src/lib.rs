@@ -1476,6 +1476,17 @@ impl JobReader for SqliteStore {
         .await
     }
 
+    async fn count_running(&self, org: &str) -> Result<u64> {
+        let org = org.to_owned();
+        self.read(move |conn| {
+            conn.prepare_cached("SELECT COUNT(*) FROM jobs INDEXED BY jobs_lease WHERE state = 'running' AND org = ?1")
+                .and_then(|mut stmt| stmt.query_row([org], |r| r.get::<_, i64>(0)))
+                .map(|n| n as u64)
+                .map_err(to_store)
+        })
+        .await
+    }
+
     async fn paused_queues(&self, org: &str) -> Result<Vec<String>> {
         let org = org.to_owned();
         self.read(move |conn| {

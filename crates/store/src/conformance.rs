@@ -2547,8 +2547,10 @@ pub async fn an_organizations_running_limit_caps_its_claims(store: DynStore) {
     let first = store.claim_jobs(&claim_request(t0(), 4)).await.unwrap();
     let capped = |claimed: &[Claimed]| claimed.iter().filter(|c| c.job.org == "capped").count();
     assert_eq!(capped(&first), 2, "a fair half of four");
+    assert_eq!(store.count_running("capped").await.unwrap(), 2);
     let second = store.claim_jobs(&claim_request(t0(), 10)).await.unwrap();
     assert_eq!(capped(&second), 1, "three running at most");
+    assert_eq!(store.count_running("capped").await.unwrap(), 3);
     assert_eq!(second.len(), 9);
     let third = store.claim_jobs(&claim_request(t0(), 10)).await.unwrap();
     assert_eq!(capped(&third), 0);

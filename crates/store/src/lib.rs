@@ -422,6 +422,8 @@ pub trait JobReader: Send + Sync {
     async fn count_ahead(&self, job: &Job, now: DateTime<Utc>) -> Result<u64>;
     /// Jobs per state, of one organization or (`None`) all.
     async fn count_by_state(&self, org: Option<&str>) -> Result<BTreeMap<JobState, u64>>;
+    /// Attempts of the organization's jobs running now, on every node.
+    async fn count_running(&self, org: &str) -> Result<u64>;
     /// The organization's queues that are paused.
     async fn paused_queues(&self, org: &str) -> Result<Vec<String>>;
     /// Waiting jobs (pending or retrying) per queue, of one organization or (`None`) all.

@@ -133,7 +133,7 @@ pub async fn list(
         jobs: jobs
             .into_iter()
             .take(limit)
-            .map(|job| JobView::new(job, now, None, &[], &policies))
+            .map(|job| JobView::new(job, now, &[], Default::default(), &policies))
             .collect(),
     }))
 }

@@ -12,6 +12,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use retryd_core::explain::Around;
 use retryd_core::job::{Attempt, Event, Job};
 use std::time::Duration;
 
@@ -34,7 +35,28 @@ async fn view(state: &AppState, job: Job) -> Result<JobView, Error> {
     };
     let paused = state.control.store().paused_queues(&job.org).await?;
     let policies = state.control.policies(&job.org);
-    Ok(JobView::new(job, now, ahead, &paused, &policies))
+    let around = Around {
+        ahead,
+        org_full: org_full(state, &job.org).await?,
+        ..Around::default()
+    };
+    Ok(JobView::new(job, now, &paused, around, &policies))
+}
+
+/// The organization's running limit when it runs that many now: its due jobs wait for its
+/// share, whatever the free workers.
+pub(crate) async fn org_full(state: &AppState, org: &str) -> Result<Option<u32>, Error> {
+    let store = state.control.store();
+    let limit = store
+        .list_orgs()
+        .await?
+        .into_iter()
+        .find(|o| o.name == org)
+        .and_then(|o| o.max_running);
+    Ok(match limit {
+        Some(limit) if store.count_running(org).await? >= u64::from(limit) => Some(limit),
+        _ => None,
+    })
 }
 
 /// The job with this id, if it belongs to the caller's organization (404 otherwise, as for
@@ -132,6 +154,10 @@ pub async fn list(
     let now = state.control.now();
     let paused = state.control.store().paused_queues(org).await?;
     let policies = state.control.policies(org);
+    let around = Around {
+        org_full: org_full(&state, org).await?,
+        ..Around::default()
+    };
     let (mut jobs, mut bytes) = (Vec::new(), 0);
     loop {
         let want = LIST_CHUNK.min(limit - jobs.len());
@@ -143,7 +169,7 @@ pub async fn list(
         let more = page.next_cursor.is_some();
         for mut job in page.jobs {
             job.action = job.action.summarized();
-            let view = JobView::new(job, now, None, &paused, &policies);
+            let view = JobView::new(job, now, &paused, around, &policies);
             bytes += serde_json::to_vec(&view).map_or(0, |v| v.len());
             cursor = Some(view.job.id);
             jobs.push(view);

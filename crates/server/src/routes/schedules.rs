@@ -392,8 +392,8 @@ pub async fn trigger(
         Json(crate::dto::JobView::new(
             inserted.job,
             now,
-            None,
             &paused,
+            Default::default(),
             &policies,
         )),
     ))
