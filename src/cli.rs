@@ -182,6 +182,9 @@ pub enum OrgCommand {
         /// Attempts of its jobs running at once on all nodes (default: its fair share only)
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
         max_running: Option<u32>,
+        /// Retries of its jobs that may start per minute on all nodes (default: no limit)
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        retry_budget: Option<u32>,
     },
     /// Organizations: all of them with an instance token, else your own
     List,
@@ -190,16 +193,23 @@ pub enum OrgCommand {
         /// The organization's name
         name: String,
     },
-    /// Set or lift an organization's running limit (instance admin)
+    /// Set or lift an organization's limits (instance admin); limits not named stay
+    #[command(group = clap::ArgGroup::new("change").required(true).multiple(true))]
     Update {
         /// The organization's name
         name: String,
         /// Attempts of its jobs running at once on all nodes
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000), conflicts_with = "no_limit", required_unless_present = "no_limit")]
+        #[arg(long, group = "change", value_parser = clap::value_parser!(u32).range(1..=100_000), conflicts_with = "no_limit")]
         max_running: Option<u32>,
-        /// Lift the limit: its fair share only
-        #[arg(long)]
+        /// Lift the running limit: its fair share only
+        #[arg(long, group = "change")]
         no_limit: bool,
+        /// Retries of its jobs that may start per minute on all nodes
+        #[arg(long, group = "change", value_parser = clap::value_parser!(u32).range(1..=1_000_000), conflicts_with = "no_retry_budget")]
+        retry_budget: Option<u32>,
+        /// Lift the retry budget
+        #[arg(long, group = "change")]
+        no_retry_budget: bool,
     },
 }
 

@@ -8,8 +8,13 @@ use retryd_core::org::Org;
 use serde_json::json;
 
 fn limit(org: &Org) -> String {
-    org.max_running
-        .map_or_else(|| dim("fair share"), |n| format!("{n} running"))
+    let running = org
+        .max_running
+        .map_or_else(|| dim("fair share"), |n| format!("{n} running"));
+    match org.retry_budget {
+        Some(n) => format!("{running}, {n} retries/min"),
+        None => running,
+    }
 }
 
 fn print(org: &Org, json: bool, what: &str) {
@@ -25,7 +30,7 @@ fn print(org: &Org, json: bool, what: &str) {
             .as_deref()
             .unwrap_or("— (the instance's rules)")
     );
-    println!("  {}           {}", dim("limit"), limit(org));
+    println!("  {}          {}", dim("limits"), limit(org));
     println!(
         "  {}         {} by {}",
         dim("created"),
@@ -36,13 +41,14 @@ fn print(org: &Org, json: bool, what: &str) {
 
 pub async fn org(client: &Client, command: OrgCommand, json: bool) -> Result<u8> {
     match command {
-        OrgCommand::Create { name, max_running } => {
-            let org: Org = client
-                .post(
-                    "/orgs",
-                    &json!({ "name": name, "max_running": max_running }),
-                )
-                .await?;
+        OrgCommand::Create {
+            name,
+            max_running,
+            retry_budget,
+        } => {
+            let body =
+                json!({ "name": name, "max_running": max_running, "retry_budget": retry_budget });
+            let org: Org = client.post("/orgs", &body).await?;
             print(&org, json, "created ");
         }
         OrgCommand::List => {
@@ -71,14 +77,20 @@ pub async fn org(client: &Client, command: OrgCommand, json: bool) -> Result<u8>
         OrgCommand::Update {
             name,
             max_running,
-            no_limit: _,
+            no_limit,
+            retry_budget,
+            no_retry_budget,
         } => {
-            let org: Org = client
-                .put(
-                    &format!("/orgs/{name}"),
-                    &json!({ "max_running": max_running }),
-                )
-                .await?;
+            // PUT sets both limits: the one not named keeps its value.
+            let current: Org = client.get(&format!("/orgs/{name}")).await?;
+            let pick = |new: Option<u32>, lift: bool, old: Option<u32>| {
+                if lift { None } else { new.or(old) }
+            };
+            let body = json!({
+                "max_running": pick(max_running, no_limit, current.max_running),
+                "retry_budget": pick(retry_budget, no_retry_budget, current.retry_budget),
+            });
+            let org: Org = client.put(&format!("/orgs/{name}"), &body).await?;
             print(&org, json, "updated ");
         }
     }

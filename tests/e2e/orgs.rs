@@ -668,9 +668,23 @@ async fn the_cli_manages_organizations_and_acts_in_one() {
     assert_eq!(listed["jobs"].as_array().unwrap().len(), 1, "{listed}");
     let default: Value = serde_json::from_str(&stdout(&cli(&["jobs", "--json"], &env))).unwrap();
     assert!(default["jobs"].as_array().unwrap().is_empty(), "{default}");
-    let out = cli(&["org", "update", "acme", "--no-limit"], &env);
+    let out = cli(
+        &[
+            "org",
+            "update",
+            "acme",
+            "--no-limit",
+            "--retry-budget",
+            "30",
+        ],
+        &env,
+    );
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stdout(&out).contains("fair share"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("fair share, 30 retries/min"),
+        "{}",
+        stdout(&out)
+    );
     let out = cli(&["jobs", "--org", "nope"], &env);
     assert_eq!(out.status.code(), Some(1));
     assert!(

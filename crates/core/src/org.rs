@@ -38,6 +38,10 @@ pub struct Org {
     /// Attempts of the organization's jobs running at once on all nodes (`None`: no limit
     /// beyond the fair share).
     pub max_running: Option<u32>,
+    /// Retries (attempts after a job's first) of the organization's jobs that may start per
+    /// minute on all nodes (`None`: no limit beyond the targets' budgets).
+    #[serde(default)]
+    pub retry_budget: Option<u32>,
     pub created_at: chrono::DateTime<chrono::Utc>,
     pub created_by: String,
 }

@@ -7,6 +7,9 @@ CREATE TABLE organizations (
     default_policy text,
     -- Attempts of the organization's jobs running at once, on all nodes (NULL: no limit).
     max_running    integer,
+    -- Retries (attempts after a job's first) of its jobs started per minute, on all nodes
+    -- (NULL: no limit).
+    retry_budget   integer,
     created_at     timestamptz NOT NULL,
     created_by     text NOT NULL
 );

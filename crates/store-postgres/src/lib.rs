@@ -78,6 +78,9 @@ const EXPIRE_LOCK: i64 = 0x7265_7472_7964_0003;
 /// The class of per-target advisory locks (the second key is the target's hash): claims and
 /// results that read a target's circuit or budget take them, so that nodes count alike.
 const TARGET_LOCK_CLASS: i32 = 0x7274;
+/// The class of per-organization advisory locks: claims that count an organization's retries
+/// against its budget take them (before any target's), so that nodes count alike.
+const ORG_LOCK_CLASS: i32 = 0x726f;
 
 const WAKE_CHANNEL: &str = "retryd_wake";
 const CANCEL_CHANNEL: &str = "retryd_cancel";
@@ -1006,14 +1009,55 @@ async fn select_jobs(
 /// Takes the advisory locks of the given targets until the transaction ends, in one order so
 /// that two transactions cannot wait for each other.
 async fn lock_targets(client: &impl GenericClient, targets: &[&str]) -> Result<()> {
+    lock_names(client, TARGET_LOCK_CLASS, targets).await
+}
+
+/// Takes the transaction's advisory locks of `class` on `names`, in hash order (so that two
+/// transactions never wait on each other crosswise).
+async fn lock_names(client: &impl GenericClient, class: i32, names: &[&str]) -> Result<()> {
     client
         .cached_execute(
             "SELECT pg_advisory_xact_lock($1, h) FROM (SELECT hashtext(t) AS h FROM unnest($2::text[]) AS t ORDER BY 1) AS s",
-            &[&TARGET_LOCK_CLASS, &targets],
+            &[&class, &names],
         )
         .await
         .map_err(pg)?;
     Ok(())
+}
+
+/// The retry budgets of the organizations with a retry among the candidates, read under
+/// their locks.
+async fn read_org_budgets(
+    client: &impl GenericClient,
+    candidates: &[Job],
+    now: DateTime<Utc>,
+) -> Result<HashMap<String, rules::OrgBudget>> {
+    let orgs = rules::retrying_orgs(candidates);
+    if orgs.is_empty() {
+        return Ok(HashMap::new());
+    }
+    lock_names(client, ORG_LOCK_CLASS, &orgs).await?;
+    let since = now
+        - chrono::Duration::from_std(retryd_store::limits::ORG_BUDGET_WINDOW).unwrap_or_default();
+    let rows = client
+        .cached_query(include_str!("../queries/org_budgets.sql"), &[&orgs, &since])
+        .await
+        .map_err(pg)?;
+    rows.iter()
+        .map(|row| {
+            let cap: i32 = row.get(1);
+            Ok((
+                row.get(0),
+                rules::OrgBudget {
+                    cap: u32::try_from(cap).map_err(corrupt)?,
+                    used: TargetUsage {
+                        retries: row.get::<_, i64>(2) as u32,
+                        oldest: row.get(3),
+                    },
+                },
+            ))
+        })
+        .collect()
 }
 
 /// The circuits and budget usage of the candidates' targets, as far as the limits need them,
@@ -1321,9 +1365,13 @@ impl JobWriter for PostgresStore {
         .await?;
         let candidates =
             rules::fair_share(rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?);
+        let budgets = read_org_budgets(tx.client(), &candidates, request.now).await?;
+        let by_org = rules::gate_orgs(candidates, &budgets, request.now);
+        let candidates = by_org.admitted;
         let (circuits, usage) =
             read_limits(tx.client(), &candidates, &request.limits, request.now).await?;
-        let gated = rules::gate(candidates, &circuits, &usage, &request.limits, request.now);
+        let mut gated = rules::gate(candidates, &circuits, &usage, &request.limits, request.now);
+        gated.held.extend(by_org.held);
         if !gated.held.is_empty() {
             let ids: Vec<uuid::Uuid> = gated.held.iter().map(|h| h.id.0).collect();
             let until: Vec<DateTime<Utc>> = gated.held.iter().map(|h| h.until).collect();
@@ -2339,7 +2387,7 @@ impl Store for PostgresStore {
 const TOKEN_COLUMNS: &str =
     "id, name, role, secret_hash, created_at, created_by, revoked_at, org, instance";
 
-const ORG_COLUMNS: &str = "name, default_policy, max_running, created_at, created_by";
+const ORG_COLUMNS: &str = "name, default_policy, max_running, created_at, created_by, retry_budget";
 
 fn org_from_row(row: &Row) -> Result<Org> {
     Ok(Org {
@@ -2352,6 +2400,11 @@ fn org_from_row(row: &Row) -> Result<Org> {
             .map_err(corrupt)?,
         created_at: row.get(3),
         created_by: row.get(4),
+        retry_budget: row
+            .get::<_, Option<i32>>(5)
+            .map(u32::try_from)
+            .transpose()
+            .map_err(corrupt)?,
     })
 }
 
@@ -2632,13 +2685,16 @@ impl AccessStore for PostgresStore {
         let client = self.client().await?;
         client
             .cached_execute(
-                &format!("INSERT INTO organizations ({ORG_COLUMNS}) VALUES ($1, $2, $3, $4, $5)"),
+                &format!(
+                    "INSERT INTO organizations ({ORG_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"
+                ),
                 &[
                     &org.name,
                     &org.default_policy,
                     &org.max_running.map(|n| n as i32),
                     &org.created_at,
                     &org.created_by,
+                    &org.retry_budget.map(|n| n as i32),
                 ],
             )
             .await
@@ -2657,11 +2713,12 @@ impl AccessStore for PostgresStore {
         let tx = client.transaction().await.map_err(pg)?;
         let changed = tx
             .cached_execute(
-                "UPDATE organizations SET default_policy = $2, max_running = $3 WHERE name = $1",
+                "UPDATE organizations SET default_policy = $2, max_running = $3, retry_budget = $4 WHERE name = $1",
                 &[
                     &org.name,
                     &org.default_policy,
                     &org.max_running.map(|n| n as i32),
+                    &org.retry_budget.map(|n| n as i32),
                 ],
             )
             .await

@@ -7,6 +7,9 @@ CREATE TABLE organizations (
     default_policy TEXT,
     -- Attempts of the organization's jobs running at once, on all nodes (NULL: no limit).
     max_running    INTEGER,
+    -- Retries (attempts after a job's first) of its jobs started per minute, on all nodes
+    -- (NULL: no limit).
+    retry_budget   INTEGER,
     created_at     INTEGER NOT NULL,
     created_by     TEXT NOT NULL
 );

@@ -350,6 +350,38 @@ fn migrate(conn: &mut Connection) -> Result<()> {
 }
 
 /// The circuits and budget usage of the candidates' targets, as far as the limits need them.
+/// The retry budgets of the organizations with a retry among the candidates.
+fn read_org_budgets(
+    tx: &Connection,
+    candidates: &[Job],
+    now: DateTime<Utc>,
+) -> Result<HashMap<String, rules::OrgBudget>> {
+    let orgs = rules::retrying_orgs(candidates);
+    if orgs.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let since = now
+        - chrono::Duration::from_std(retryd_store::limits::ORG_BUDGET_WINDOW).unwrap_or_default();
+    let mut stmt = tx
+        .prepare_cached(include_str!("../queries/org_budgets.sql"))
+        .map_err(to_store)?;
+    let rows = stmt
+        .query_map(params![json(&orgs), ms(since)], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                rules::OrgBudget {
+                    cap: r.get(1)?,
+                    used: TargetUsage {
+                        retries: r.get(2)?,
+                        oldest: r.get::<_, Option<i64>>(3)?.map(from_ms),
+                    },
+                },
+            ))
+        })
+        .map_err(to_store)?;
+    rows.collect::<rusqlite::Result<_>>().map_err(to_store)
+}
+
 fn read_limits(
     tx: &Connection,
     candidates: &[Job],
@@ -918,8 +950,12 @@ impl JobWriter for SqliteStore {
                 candidates.extend(rows.collect::<rusqlite::Result<Vec<_>>>().map_err(to_store)?);
             }
             let candidates = rules::fair_share(candidates);
+            let budgets = read_org_budgets(tx, &candidates, request.now)?;
+            let by_org = rules::gate_orgs(candidates, &budgets, request.now);
+            let candidates = by_org.admitted;
             let (circuits, usage) = read_limits(tx, &candidates, &request.limits, request.now)?;
-            let gated = rules::gate(candidates, &circuits, &usage, &request.limits, request.now);
+            let mut gated = rules::gate(candidates, &circuits, &usage, &request.limits, request.now);
+            gated.held.extend(by_org.held);
             for held in &gated.held {
                 tx.execute(
                     "UPDATE jobs SET next_attempt_at = ?2, hold_reason = ?3, updated_at = ?4 WHERE id = ?1",
@@ -1770,6 +1806,7 @@ fn org_from_row(row: &Row<'_>) -> rusqlite::Result<Org> {
         max_running: row.get(2)?,
         created_at: from_ms(row.get(3)?),
         created_by: row.get(4)?,
+        retry_budget: row.get(5)?,
     })
 }
 
@@ -2045,8 +2082,8 @@ impl AccessStore for SqliteStore {
         self.write(move |tx| {
             exec(
                 tx,
-                "INSERT INTO organizations (name, default_policy, max_running, created_at, created_by) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![org.name, org.default_policy, org.max_running, ms(org.created_at), org.created_by],
+                "INSERT INTO organizations (name, default_policy, max_running, created_at, created_by, retry_budget) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![org.name, org.default_policy, org.max_running, ms(org.created_at), org.created_by, org.retry_budget],
             )
             .map_err(|e| unique_violation(e, &format!("an organization named '{}'", org.name)))?;
             Ok(())
@@ -2059,8 +2096,8 @@ impl AccessStore for SqliteStore {
         self.write(move |tx| {
             exec(
                 tx,
-                "UPDATE organizations SET default_policy = ?2, max_running = ?3 WHERE name = ?1",
-                params![org.name, org.default_policy, org.max_running],
+                "UPDATE organizations SET default_policy = ?2, max_running = ?3, retry_budget = ?4 WHERE name = ?1",
+                params![org.name, org.default_policy, org.max_running, org.retry_budget],
             )
             .map(|n| n == 1)
             .map_err(to_store)
@@ -2071,7 +2108,7 @@ impl AccessStore for SqliteStore {
     async fn list_orgs(&self) -> Result<Vec<Org>> {
         self.read(|conn| {
             let mut stmt = conn
-                .prepare_cached("SELECT name, default_policy, max_running, created_at, created_by FROM organizations ORDER BY name")
+                .prepare_cached("SELECT name, default_policy, max_running, created_at, created_by, retry_budget FROM organizations ORDER BY name")
                 .map_err(to_store)?;
             let rows = stmt.query_map([], org_from_row).map_err(to_store)?;
             rows.collect::<rusqlite::Result<_>>().map_err(to_store)

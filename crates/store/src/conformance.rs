@@ -54,6 +54,7 @@ macro_rules! conformance_tests {
             organizations_own_their_jobs_keys_queues_and_counts,
             claims_share_free_slots_between_organizations,
             an_organizations_running_limit_caps_its_claims,
+            an_organizations_retry_budget_caps_its_retries_only,
             organizations_and_channels_are_kept,
         );
     };
@@ -2437,6 +2438,7 @@ async fn add_org(store: &DynStore, name: &str, max_running: Option<u32>) {
             name: name.into(),
             default_policy: None,
             max_running,
+            retry_budget: None,
             created_at: t0(),
             created_by: "conformance".into(),
         })
@@ -2572,6 +2574,7 @@ pub async fn organizations_and_channels_are_kept(store: DynStore) {
             name: "acme".into(),
             default_policy: None,
             max_running: None,
+            retry_budget: None,
             created_at: t0(),
             created_by: "x".into(),
         })
@@ -2586,6 +2589,7 @@ pub async fn organizations_and_channels_are_kept(store: DynStore) {
         .unwrap();
     acme.default_policy = Some("rpc".into());
     acme.max_running = Some(5);
+    acme.retry_budget = Some(30);
     assert!(store.update_org(&acme).await.unwrap());
     let stored = store.list_orgs().await.unwrap();
     assert_eq!(stored.iter().find(|o| o.name == "acme"), Some(&acme));
@@ -2618,4 +2622,84 @@ pub async fn organizations_and_channels_are_kept(store: DynStore) {
     assert!(store.delete_channel("acme", "ops").await.unwrap());
     assert!(!store.delete_channel("acme", "ops").await.unwrap());
     assert_eq!(store.list_channels().await.unwrap().len(), 1);
+}
+
+/// Issue 17: an organization's retry budget caps its retries per minute on all nodes; its
+/// first attempts and other organizations' retries go on.
+pub async fn an_organizations_retry_budget_caps_its_retries_only(store: DynStore) {
+    store
+        .insert_org(&retryd_core::org::Org {
+            name: "stormy".into(),
+            default_policy: None,
+            max_running: None,
+            retry_budget: Some(2),
+            created_at: t0(),
+            created_by: "conformance".into(),
+        })
+        .await
+        .unwrap();
+    for _ in 0..4 {
+        insert(&store, org_job("stormy", "default")).await;
+    }
+    insert(&store, org_job(DEFAULT_ORG, "default")).await;
+    let first = store.claim_jobs(&claim_request(t0(), 10)).await.unwrap();
+    assert_eq!(first.len(), 5, "first attempts are not retries");
+    for claimed in &first {
+        store
+            .finish_attempt(&result(
+                claimed,
+                t0(),
+                AttemptOutcome::Failed,
+                retry_at(t0() + secs(1)),
+            ))
+            .await
+            .unwrap();
+    }
+    let fresh = insert(
+        &store,
+        NewJob {
+            run_at: t0() + secs(1),
+            ..org_job("stormy", "default")
+        },
+    )
+    .await;
+    let now = t0() + secs(1);
+    let claimed = store.claim_jobs(&claim_request(now, 10)).await.unwrap();
+    let retries = |org: &str| {
+        claimed
+            .iter()
+            .filter(|c| c.job.org == org && c.lease.attempt == 2)
+            .count()
+    };
+    assert_eq!(retries("stormy"), 2, "two retries per minute");
+    assert_eq!(
+        retries(DEFAULT_ORG),
+        1,
+        "another organization's retry goes on"
+    );
+    assert!(
+        claimed.iter().any(|c| c.job.id == fresh.id),
+        "a first attempt is not held"
+    );
+    let held = store
+        .list_jobs(
+            &JobFilter {
+                org: Some("stormy".into()),
+                states: vec![JobState::Retrying],
+                ..Default::default()
+            },
+            None,
+            10,
+        )
+        .await
+        .unwrap()
+        .jobs;
+    assert_eq!(held.len(), 2);
+    for job in &held {
+        assert_eq!(job.next_attempt_at, Some(now + secs(60)));
+        assert_eq!(
+            job.hold_reason.as_deref(),
+            Some("retry budget of organization stormy exhausted (2/min), next slot at 12:01:01")
+        );
+    }
 }

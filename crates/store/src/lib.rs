@@ -769,7 +769,7 @@ pub mod rules {
     pub const SCHEDULER: &str = "scheduler";
 
     pub use crate::limits::{
-        CIRCUIT_HOLD, CircuitChange, Gated, Held, TargetUsage, circuit_after, gate, probe_targets,
-        target_outcome,
+        CIRCUIT_HOLD, CircuitChange, Gated, Held, OrgBudget, TargetUsage, circuit_after, gate,
+        gate_orgs, probe_targets, retrying_orgs, target_outcome,
     };
 }

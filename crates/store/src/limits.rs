@@ -145,6 +145,87 @@ fn rate(cap: u32, window: Duration) -> String {
     }
 }
 
+/// A retry held by a budget of `cap` per `window` (of a target or an organization), until
+/// the oldest retry counted leaves the window.
+fn budget_hold(
+    job: &Job,
+    what: &str,
+    cap: u32,
+    window: Duration,
+    used: &TargetUsage,
+    now: DateTime<Utc>,
+) -> Held {
+    let slot =
+        (used.oldest.unwrap_or(now) + span(window)).max(now + chrono::Duration::milliseconds(1));
+    Held {
+        id: job.id,
+        state: job.state,
+        starts: job.hold_reason.is_none(),
+        until: slot,
+        reason: format!(
+            "retry budget of {what} exhausted ({}), next slot at {}",
+            rate(cap, window),
+            clock(slot)
+        ),
+    }
+}
+
+/// The window of an organization's retry budget.
+pub const ORG_BUDGET_WINDOW: Duration = Duration::from_secs(60);
+
+/// An organization's retry budget as a claim reads it: retries per [`ORG_BUDGET_WINDOW`],
+/// and those started in the window so far.
+#[derive(Debug, Clone, Default)]
+pub struct OrgBudget {
+    pub cap: u32,
+    pub used: TargetUsage,
+}
+
+/// The organizations among `candidates` whose retries a claim must count (those with a
+/// retry among them), sorted.
+pub fn retrying_orgs(candidates: &[Job]) -> Vec<&str> {
+    let mut orgs: Vec<&str> = candidates
+        .iter()
+        .filter(|j| j.attempt > 0)
+        .map(|j| j.org.as_str())
+        .collect();
+    orgs.sort_unstable();
+    orgs.dedup();
+    orgs
+}
+
+/// Holds, in claim order, the retries of organizations over their retry budget: one
+/// organization's retry storm is capped as a failing target's is.
+pub fn gate_orgs(
+    candidates: Vec<Job>,
+    budgets: &HashMap<String, OrgBudget>,
+    now: DateTime<Utc>,
+) -> Gated {
+    let mut gated = Gated::default();
+    let mut admitted: HashMap<String, u32> = HashMap::new();
+    for job in candidates {
+        if let Some(budget) = budgets.get(&job.org).filter(|_| job.attempt > 0) {
+            let taken = admitted.entry(job.org.clone()).or_default();
+            if budget.used.retries + *taken >= budget.cap {
+                let what = format!("organization {}", job.org);
+                let held = budget_hold(
+                    &job,
+                    &what,
+                    budget.cap,
+                    ORG_BUDGET_WINDOW,
+                    &budget.used,
+                    now,
+                );
+                gated.held.push(held);
+                continue;
+            }
+            *taken += 1;
+        }
+        gated.admitted.push(job);
+    }
+    gated
+}
+
 /// Decides, for claim candidates in claim order, which may start: nothing against an open
 /// circuit, one probe against a half-open one, and retries within the target's budget.
 pub fn gate(
@@ -203,19 +284,10 @@ pub fn gate(
             let used = usage.get(&target).cloned().unwrap_or_default();
             let admitted = retries.entry(target.clone()).or_default();
             if used.retries + *admitted >= cap {
-                let slot = (used.oldest.unwrap_or(now) + span(budget.window))
-                    .max(now + chrono::Duration::milliseconds(1));
-                gated.held.push(Held {
-                    id: job.id,
-                    state: job.state,
-                    starts: job.hold_reason.is_none(),
-                    until: slot,
-                    reason: format!(
-                        "retry budget of target {target} exhausted ({}), next slot at {}",
-                        rate(cap, budget.window),
-                        clock(slot)
-                    ),
-                });
+                let what = format!("target {target}");
+                gated
+                    .held
+                    .push(budget_hold(&job, &what, cap, budget.window, &used, now));
                 continue;
             }
             *admitted += 1;

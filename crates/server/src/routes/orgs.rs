@@ -1,4 +1,4 @@
-//! Organizations: instance admins create them and set their running limit; every caller
+//! Organizations: instance admins create them and set their limits; every caller
 //! sees the organization it acts in (an instance token sees them all).
 
 use crate::AppState;
@@ -22,6 +22,8 @@ pub struct NewOrgRequest {
     pub name: String,
     /// Attempts of its jobs running at once on all nodes; none: its fair share only.
     pub max_running: Option<u32>,
+    /// Retries of its jobs that may start per minute on all nodes; none: no limit.
+    pub retry_budget: Option<u32>,
 }
 
 /// `PUT /api/v1/orgs/{name}`: what an instance admin sets on an organization.
@@ -30,16 +32,26 @@ pub struct NewOrgRequest {
 pub struct OrgSettings {
     /// Attempts of its jobs running at once on all nodes; `null`: its fair share only.
     pub max_running: Option<u32>,
+    /// Retries of its jobs that may start per minute on all nodes; `null`: no limit.
+    pub retry_budget: Option<u32>,
 }
 
-fn check_limit(max_running: Option<u32>) -> Result<(), Error> {
-    match max_running {
-        Some(n) if !(1..=MAX_RUNNING).contains(&n) => Err(Error::invalid(
-            "max_running",
-            format!("must be between 1 and {MAX_RUNNING}, or null for no limit; got {n}"),
-        )),
-        _ => Ok(()),
+/// The most retries per minute an organization's budget may allow.
+const MAX_RETRY_BUDGET: u32 = 1_000_000;
+
+fn check_limits(max_running: Option<u32>, retry_budget: Option<u32>) -> Result<(), Error> {
+    for (field, value, max) in [
+        ("max_running", max_running, MAX_RUNNING),
+        ("retry_budget", retry_budget, MAX_RETRY_BUDGET),
+    ] {
+        if let Some(n) = value.filter(|n| !(1..=max).contains(n)) {
+            return Err(Error::invalid(
+                field,
+                format!("must be between 1 and {max}, or null for no limit; got {n}"),
+            ));
+        }
     }
+    Ok(())
 }
 
 /// The organization of that name, if the caller may see it (404 otherwise, as for one that
@@ -79,11 +91,12 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<Org>), Error> {
     admin.instance_only()?;
     validate_org("name", &request.name).map_err(|m| Error::invalid("name", m))?;
-    check_limit(request.max_running)?;
+    check_limits(request.max_running, request.retry_budget)?;
     let org = Org {
         name: request.name,
         default_policy: None,
         max_running: request.max_running,
+        retry_budget: request.retry_budget,
         created_at: state.control.now(),
         created_by: admin.name.clone(),
     };
@@ -111,8 +124,9 @@ pub async fn update(
 ) -> Result<Json<Org>, Error> {
     let mut org = visible(&state, &admin, &name).await?;
     admin.instance_only()?;
-    check_limit(settings.max_running)?;
+    check_limits(settings.max_running, settings.retry_budget)?;
     org.max_running = settings.max_running;
+    org.retry_budget = settings.retry_budget;
     state.control.store().update_org(&org).await?;
     state.control.policies_changed().await?;
     Ok(Json(org))
