@@ -407,3 +407,53 @@ test('screenshots of every page, light and dark', async () => {
     await ctx.close();
   }
 });
+
+// Issue 19: every page at desktop and phone sizes, light and dark, has no serious or
+// critical accessibility violation (axe-core) and never scrolls sideways.
+test('issue 19: every page passes axe-core and fits a phone, light and dark', async () => {
+  mkdirSync(SHOTS, { recursive: true });
+  const long = 'Error: ' + 'x'.repeat(400);
+  const wide = await server.submit('sh', ['-c', `echo "${long}" >&2; exit 2`], { kind: 'long-error-check' });
+  await server.waitFor(wide.id, (j) => j.state === 'failed');
+  const pages = [
+    ['overview', '/', '.recent li'],
+    ['jobs', '/jobs', 'tr[data-job]'],
+    ['job-failed', `/jobs/${wide.id}`, '.diagnosis .summary'],
+    ['dead-letters', '/dlq', 'article.group'],
+    ['policies', '/policies', 'article.policy svg'],
+    ['schedules', '/schedules', 'main h1'],
+  ];
+  const axe = join(ROOT, 'tests/browser/node_modules/axe-core/axe.min.js');
+  const found = [];
+  for (const [size, viewport] of [['desktop', { width: 1440, height: 900 }], ['phone', { width: 390, height: 844 }]]) {
+    for (const scheme of ['light', 'dark']) {
+      // The page's CSP admits no injected script: axe is let in for this context only.
+      const ctx = await loggedIn({ colorScheme: scheme, viewport, bypassCSP: true });
+      const p = await watchedPage(ctx, EXPECTED_FAILURES);
+      for (const [name, path, ready] of [...pages, ['login', '/login', '#token']]) {
+        if (name === 'login') await ctx.clearCookies();
+        await p.goto(`${server.url}${path}`);
+        await p.waitForSelector(ready);
+        await p.waitForTimeout(200);
+        const overflow = await p.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+        if (overflow > 1) found.push(`${name} ${size} ${scheme}: scrolls sideways by ${overflow}px`);
+        await p.addScriptTag({ path: axe });
+        const violations = await p.evaluate(async () => {
+          const result = await window.axe.run(document, { resultTypes: ['violations'] });
+          return result.violations
+            .filter((v) => v.impact === 'serious' || v.impact === 'critical')
+            .map((v) => `${v.id} (${v.impact}): ${v.nodes.slice(0, 3).map((n) => n.target.join(' ')).join(' | ')}`);
+        });
+        for (const v of violations) found.push(`${name} ${size} ${scheme}: ${v}`);
+        await p.screenshot({ path: join(SHOTS, `${name}-${scheme}-${size}.png`), fullPage: true });
+        if (process.env.RETRYD_UPDATE_SCREENSHOTS) {
+          mkdirSync(DOC_SHOTS, { recursive: true });
+          copyFileSync(join(SHOTS, `${name}-${scheme}-${size}.png`), join(DOC_SHOTS, `${name}-${scheme}-${size}.png`));
+        }
+      }
+      noProblems(p);
+      await ctx.close();
+    }
+  }
+  assert.deepEqual(found, [], found.join('\n'));
+});
