@@ -457,3 +457,46 @@ test('issue 19: every page passes axe-core and fits a phone, light and dark', as
   }
   assert.deepEqual(found, [], found.join('\n'));
 });
+
+test('issue 19: titles name the page, unknown pages and jobs say so, the keyboard gets a skip link and an Escape', async () => {
+  const p = await page(['/no-such-page', '/jobs/01a00000-0000-7000-8000-000000000000']);
+  // An unknown path is the dashboard's own Not found page, answered 404 (not raw JSON).
+  const response = await p.goto(`${server.url}/no-such-page`);
+  assert.equal(response.status(), 404);
+  await p.waitForSelector('.empty-page h1');
+  assert.equal(await p.title(), 'Not found · retryd');
+  // An unknown job: one clear message, no empty panels.
+  await p.goto(`${server.url}/jobs/01a00000-0000-7000-8000-000000000000`);
+  await p.waitForSelector('.empty-page h1');
+  assert.equal(await p.textContent('.empty-page h1'), 'Job not found');
+  assert.equal(await p.locator('.panel').count(), 0);
+  // Every page's title names it.
+  for (const [path, title] of [['/', 'Overview'], ['/jobs', 'Jobs'], ['/dlq', 'Dead letters'], ['/schedules', 'Schedules'], ['/policies', 'Policies']]) {
+    await p.goto(`${server.url}${path}`);
+    await p.waitForSelector('main h1');
+    assert.equal(await p.title(), `${title} · retryd`);
+  }
+  // The first Tab reaches the skip link, which moves focus to the content.
+  await p.goto(`${server.url}/jobs`);
+  await p.waitForSelector('main h1');
+  await p.keyboard.press('Tab');
+  assert.equal(await p.evaluate(() => document.activeElement.className), 'skip');
+  await p.keyboard.press('Enter');
+  assert.equal(await p.evaluate(() => document.activeElement.id), 'main');
+  // An inline confirmation takes focus, Escape closes it and focus returns to its button.
+  const dead = await server.submit('sh', ['-c', 'exit 2'], { kind: 'escape-check', policy: { max_attempts: 1 } });
+  await server.waitFor(dead.id, (j) => j.state === 'failed');
+  await p.goto(`${server.url}/dlq`);
+  const group = p.locator('article.group').filter({ has: p.locator(`a[href="/jobs/${dead.id}"]`) });
+  const purge = group.locator('button[data-action="Purge"]');
+  await purge.waitFor();
+  await purge.click();
+  await p.waitForSelector('.confirm');
+  assert.equal(await p.evaluate(() => document.activeElement.textContent), 'No');
+  await p.keyboard.press('Escape');
+  assert.equal(await p.locator('.confirm').count(), 0);
+  assert.equal(await p.evaluate(() => document.activeElement.dataset.action), 'Purge');
+  assert.equal((await server.job(dead.id)).state, 'failed', 'nothing purged');
+  noProblems(p);
+  await p.close();
+});

@@ -15,18 +15,19 @@ const main = document.getElementById('main');
 let current = null;
 
 const ROUTES = [
-  [/^\/$/, overview, 'overview'],
-  [/^\/jobs\/?$/, jobs, 'jobs'],
-  [/^\/jobs\/([^/]+)$/, job, 'jobs'],
-  [/^\/dlq\/?$/, dlq, 'dlq'],
-  [/^\/policies\/?$/, policies, 'policies'],
-  [/^\/schedules\/?$/, schedules, 'schedules'],
-  [/^\/login\/?$/, loginPage, null],
+  [/^\/$/, overview, 'overview', 'Overview'],
+  [/^\/jobs\/?$/, jobs, 'jobs', 'Jobs'],
+  [/^\/jobs\/([^/]+)$/, job, 'jobs', 'Job'],
+  [/^\/dlq\/?$/, dlq, 'dlq', 'Dead letters'],
+  [/^\/policies\/?$/, policies, 'policies', 'Policies'],
+  [/^\/schedules\/?$/, schedules, 'schedules', 'Schedules'],
+  [/^\/login\/?$/, loginPage, null, 'Log in'],
 ];
 
 export function navigate(url, { replace = false } = {}) {
   if (replace) history.replaceState(null, '', url);
   else history.pushState(null, '', url);
+  shown = location.pathname + location.search;
   route();
 }
 
@@ -37,10 +38,12 @@ async function route() {
   const found = ROUTES.find(([re]) => re.test(path));
   clear(main);
   if (!found) {
-    main.appendChild(h('section', { class: 'empty-page' }, h('h1', {}, 'Not found'), h('p', {}, 'No page at ', h('code', {}, path), '.')));
+    document.title = 'Not found · retryd';
+    main.appendChild(h('section', { class: 'empty-page' }, h('h1', {}, 'Not found'), h('p', {}, 'No page at ', h('code', {}, path), '. ', h('a', { href: '/' }, 'Go to the overview'), '.')));
     return;
   }
-  const [re, page, nav] = found;
+  const [re, page, nav, title] = found;
+  document.title = `${title} · retryd`;
   if (page !== loginPage && !session.loaded) {
     let ok = false;
     try {
@@ -96,12 +99,21 @@ function orgControl() {
 document.addEventListener('click', (e) => {
   const a = e.target.closest('a');
   if (!a || e.defaultPrevented || e.button !== 0 || e.metaKey || e.ctrlKey || e.shiftKey) return;
+  // Anchors within the page (the skip link) keep the browser's behaviour: scroll and focus.
+  if ((a.getAttribute('href') || '').startsWith('#')) return;
   const url = new URL(a.href, location.href);
   if (url.origin !== location.origin || a.target || url.pathname.startsWith('/api/')) return;
   e.preventDefault();
   if (url.pathname + url.search !== location.pathname + location.search) navigate(url.pathname + url.search);
 });
-window.addEventListener('popstate', route);
+// Back and forward re-render; a change of the fragment alone (the skip link) does not.
+let shown = location.pathname + location.search;
+window.addEventListener('popstate', () => {
+  const now = location.pathname + location.search;
+  if (now === shown) return;
+  shown = now;
+  route();
+});
 
 // Theme: follows the system unless the toggle chose one (remembered).
 const root = document.documentElement;

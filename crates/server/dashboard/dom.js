@@ -143,14 +143,20 @@ export function confirmInline(button, question) {
     const box = h('span', { class: 'confirm' }, question, ' ', yes, no);
     button.hidden = true;
     button.after(box);
+    no.focus();
     const done = (answer) => {
       box.remove();
       button.hidden = false;
       button.textContent = original;
+      // Focus goes back where it was, not to the page's top.
+      button.focus();
       resolve(answer);
     };
     yes.addEventListener('click', () => done(true));
     no.addEventListener('click', () => done(false));
+    box.addEventListener('keydown', (e) => {
+      if (e.key === 'Escape') done(false);
+    });
   });
 }
 

@@ -21,7 +21,7 @@ export function render(main, [id]) {
   const output = h('pre', { class: 'log', tabindex: '0', 'aria-label': 'output' });
   const outputHead = h('div', { class: 'panel-head' }, h('h2', {}, 'Output'), h('span', { class: 'muted follow' }));
   const events = h('section', { class: 'panel' });
-  main.appendChild(h('nav', { class: 'crumbs' }, h('a', { href: '/jobs' }, 'Jobs'), ' / ', h('code', {}, id)));
+  main.appendChild(h('nav', { class: 'crumbs', 'aria-label': 'Breadcrumb' }, h('a', { href: '/jobs' }, 'Jobs'), ' / ', h('code', {}, id)));
   main.appendChild(head);
   main.appendChild(diagnosis);
   main.appendChild(status);
@@ -40,7 +40,14 @@ export function render(main, [id]) {
     try {
       fetched = await Promise.all([get(`/jobs/${id}`), get(`/jobs/${id}/attempts`), get(`/jobs/${id}/events`)]);
     } catch (e) {
-      clear(head).appendChild(h('p', { class: 'error-box' }, e.status === 404 ? `No job ${id}.` : e.message));
+      if (e.status === 404) {
+        // Nothing to show beside it: no empty panels under the message.
+        clear(main).appendChild(h('section', { class: 'empty-page' }, h('h1', {}, 'Job not found'),
+          h('p', {}, 'No job ', h('code', {}, id), ' in this organization. ', h('a', { href: '/jobs' }, 'Back to the jobs'), '.')));
+        disposed = true;
+        return;
+      }
+      clear(head).appendChild(h('p', { class: 'error-box' }, e.message));
       return;
     }
     [job, attempts] = fetched;

@@ -81,7 +81,12 @@ pub fn router() -> Router<AppState> {
 }
 
 async fn index(headers: HeaderMap) -> Response {
-    serve(&INDEX, &ETAGS[0], &headers)
+    index_page(&headers)
+}
+
+/// The dashboard's page (it routes in the browser, "Not found" included).
+pub(crate) fn index_page(headers: &HeaderMap) -> Response {
+    serve(&INDEX, &ETAGS[0], headers)
 }
 
 async fn asset(Path(file): Path<String>, headers: HeaderMap) -> Response {

@@ -19,8 +19,25 @@ use axum::http::Method;
 use axum::response::{IntoResponse, Response};
 use retryd_core::JobId;
 
-pub async fn not_found(OriginalUri(uri): OriginalUri) -> Error {
-    Error::NotFound(format!("no route for {}", uri.path()))
+/// An unknown path: the API's JSON 404, or for a browser asking for a page (not under
+/// `/api/`), the dashboard with its own "Not found" page, still answered 404.
+pub async fn not_found(
+    OriginalUri(uri): OriginalUri,
+    method: Method,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let wants_page = method == Method::GET
+        && !uri.path().starts_with("/api/")
+        && headers
+            .get(axum::http::header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|accept| accept.contains("text/html"));
+    if wants_page {
+        let mut page = crate::dashboard::index_page(&headers);
+        *page.status_mut() = axum::http::StatusCode::NOT_FOUND;
+        return page;
+    }
+    Error::NotFound(format!("no route for {}", uri.path())).into_response()
 }
 
 pub async fn method_not_allowed(method: Method, OriginalUri(uri): OriginalUri) -> Response {
