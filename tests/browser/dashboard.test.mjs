@@ -422,6 +422,8 @@ test('issue 19: every page passes axe-core and fits a phone, light and dark', as
     ['dead-letters', '/dlq', 'article.group'],
     ['policies', '/policies', 'article.policy svg'],
     ['schedules', '/schedules', 'main h1'],
+    ['queues', '/queues', 'main h1'],
+    ['tokens', '/tokens', 'tr[data-token]'],
   ];
   const axe = join(ROOT, 'tests/browser/node_modules/axe-core/axe.min.js');
   const found = [];
@@ -499,4 +501,62 @@ test('issue 19: titles name the page, unknown pages and jobs say so, the keyboar
   assert.equal((await server.job(dead.id)).state, 'failed', 'nothing purged');
   noProblems(p);
   await p.close();
+});
+
+test('issue 19: operators pause and resume queues, admins create and revoke tokens; a viewer gets neither', async () => {
+  const p = await page();
+  await p.goto(`${server.url}/queues`);
+  await p.waitForSelector('main h1');
+  await p.fill('#pause-queue', 'browser-q');
+  await p.click('.pause-form button[type="submit"]');
+  const row = p.locator('tr[data-queue="browser-q"]');
+  await row.locator('.pill.paused').waitFor();
+  assert.equal((await server.get('/queues')).body.find((q) => q.name === 'browser-q').paused, true);
+  await row.locator('button[data-action="Resume"]').click();
+  await row.waitFor({ state: 'detached' });
+  assert.equal((await server.get('/queues')).body.some((q) => q.name === 'browser-q' && q.paused), false);
+
+  // Tokens: created with its secret shown once, working, then revoked.
+  await p.click('#nav a[data-nav="tokens"]');
+  await p.waitForSelector('#token-name');
+  await p.fill('#token-name', 'made-in-browser');
+  await p.selectOption('#token-role', 'viewer');
+  await p.click('.token-form button[type="submit"]');
+  const secret = (await p.textContent('#new-token')).trim();
+  assert.match(secret, /^rtd_/);
+  const asIt = (token) => fetch(`${server.url}/api/v1/jobs`, { headers: { authorization: `Bearer ${token}` } });
+  assert.equal((await asIt(secret)).status, 200);
+  const tokenRow = p.locator('tr[data-token="made-in-browser"]');
+  await tokenRow.locator('button[data-action="Revoke"]').click();
+  await p.click('.confirm button.danger');
+  await tokenRow.locator('.bad-text').waitFor();
+  assert.equal((await asIt(secret)).status, 401, 'a revoked token stops working at once');
+  noProblems(p);
+  await p.close();
+
+  // A viewer: no pause, no tokens link, and the API refuses both.
+  const viewerToken = await server.createToken('queues-viewer', 'viewer');
+  const ctx = await browser.newContext({ viewport: { width: 1400, height: 900 } });
+  const v = await watchedPage(ctx, [...EXPECTED_FAILURES, '/api/v1/tokens']);
+  await v.goto(`${server.url}/login`);
+  await v.fill('#token', viewerToken);
+  await v.click('button[type="submit"]');
+  await v.waitForSelector('.role.role-viewer');
+  await v.goto(`${server.url}/queues`);
+  await v.waitForSelector('main h1');
+  assert.equal(await v.locator('.pause-form').count(), 0);
+  assert.equal(await v.locator('main button[data-action]').count(), 0);
+  assert.equal(await v.locator('#nav a[data-nav="tokens"]').isVisible(), false);
+  const refused = await v.evaluate(async () => {
+    const session = await (await fetch('/api/v1/session')).json();
+    const headers = { 'content-type': 'application/json', 'x-csrf-token': session.csrf_token };
+    const pause = await fetch('/api/v1/queues/x/pause', { method: 'POST', headers, body: '{}' });
+    const token = await fetch('/api/v1/tokens', { method: 'POST', headers, body: JSON.stringify({ name: 'v', role: 'admin' }) });
+    return [pause.status, token.status];
+  });
+  assert.deepEqual(refused, [403, 403]);
+  await v.goto(`${server.url}/tokens`);
+  await v.waitForSelector('.error-box');
+  assert.equal(await v.textContent('.error-box'), 'Tokens are for admins.');
+  await ctx.close();
 });

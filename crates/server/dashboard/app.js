@@ -9,6 +9,8 @@ import * as job from './job.js';
 import * as dlq from './dlq.js';
 import * as policies from './policies.js';
 import * as schedules from './schedules.js';
+import * as queues from './queues.js';
+import * as tokens from './tokens.js';
 import * as loginPage from './login.js';
 
 const main = document.getElementById('main');
@@ -21,6 +23,8 @@ const ROUTES = [
   [/^\/dlq\/?$/, dlq, 'dlq', 'Dead letters'],
   [/^\/policies\/?$/, policies, 'policies', 'Policies'],
   [/^\/schedules\/?$/, schedules, 'schedules', 'Schedules'],
+  [/^\/queues\/?$/, queues, 'queues', 'Queues'],
+  [/^\/tokens\/?$/, tokens, 'tokens', 'Tokens'],
   [/^\/login\/?$/, loginPage, null, 'Log in'],
 ];
 
@@ -74,6 +78,7 @@ function showWho() {
   who.appendChild(h('span', { class: `role role-${session.role}`, title: session.auth ? 'Logged in' : 'Authentication is disabled on this server' },
     session.auth ? session.role : `${session.role} · no auth`));
   document.body.classList.toggle('can-operate', can('operator'));
+  document.querySelector('#nav a[data-nav="tokens"]').hidden = !can('admin');
 }
 
 // The organization the dashboard shows: a switcher for instance tokens (every organization),

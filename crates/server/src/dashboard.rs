@@ -47,6 +47,8 @@ const ASSETS: &[Asset] = &[
     asset!("dlq.js", JS),
     asset!("policies.js", JS),
     asset!("schedules.js", JS),
+    asset!("queues.js", JS),
+    asset!("tokens.js", JS),
     asset!("login.js", JS),
     asset!("style.css", "text/css; charset=utf-8"),
     asset!("favicon.svg", "image/svg+xml"),
@@ -77,6 +79,8 @@ pub fn router() -> Router<AppState> {
         .route("/dlq", get(index))
         .route("/policies", get(index))
         .route("/schedules", get(index))
+        .route("/queues", get(index))
+        .route("/tokens", get(index))
         .route("/assets/{file}", get(asset))
 }
 
