@@ -560,3 +560,36 @@ test('issue 19: operators pause and resume queues, admins create and revoke toke
   assert.equal(await v.textContent('.error-box'), 'Tokens are for admins.');
   await ctx.close();
 });
+
+test('issue 19: a 20,000-line job shows its failing line at once, search finds a line, the download has every line', async () => {
+  const script = 'i=0; while [ $i -lt 20000 ]; do echo "line $i"; i=$((i+1)); done; echo "ERROR: the real failure" >&2; exit 2';
+  const big = await server.submit('sh', ['-c', script], { kind: 'big-log', policy: { max_attempts: 1 } });
+  await server.waitFor(big.id, (j) => j.state === 'failed', 60000);
+  const p = await page();
+  const started = Date.now();
+  await p.goto(`${server.url}/jobs/${big.id}`);
+  await p.locator('.diagnosis .log.tail', { hasText: 'ERROR: the real failure' }).waitFor();
+  const shownIn = Date.now() - started;
+  assert.ok(shownIn < 1000, `the failing line took ${shownIn} ms`);
+  // The output panel holds the end of the log, not all 20,000 lines.
+  await p.waitForSelector('.log .log-earlier');
+  assert.ok((await p.locator('pre[aria-label="output"] .line').count()) <= 2000);
+  // Search: a line far back is found; one on screen is highlighted.
+  await p.fill('#log-search', 'line 4242');
+  await p.press('#log-search', 'Enter');
+  await p.locator('.log-found code', { hasText: 'line 4242' }).first().waitFor();
+  await p.fill('#log-search', 'LINE 19990');
+  await p.press('#log-search', 'Enter');
+  await p.waitForSelector('.log .line.hit');
+  assert.match(await p.textContent('.log .line.hit'), /line 19990/);
+  // stderr only.
+  await p.check('#log-stderr');
+  assert.equal(await p.locator('pre[aria-label="output"] .line.ln-stdout').first().isVisible(), false);
+  // The download has every line.
+  const text = await p.evaluate(async (href) => (await fetch(href)).text(), await p.getAttribute('a.download', 'href'));
+  const stdout = text.split('\n').filter((l) => / stdout line \d+$/.test(l));
+  assert.equal(stdout.length, 20000);
+  assert.ok(text.includes(' stderr ERROR: the real failure'));
+  noProblems(p);
+  await p.close();
+});

@@ -10,6 +10,8 @@ import { statusLine } from './jobs.js';
 
 const TAIL = 12;
 const LOG_PAGE = 1000;
+// The output panel starts with a long log's last lines; the whole log is a download away.
+const SHOWN = 2000;
 const TERMINAL = ['succeeded', 'failed', 'cancelled', 'expired'];
 
 export function render(main, [id]) {
@@ -19,14 +21,26 @@ export function render(main, [id]) {
   const facts = h('section', { class: 'panel facts-panel' });
   const timeline = h('section', { class: 'panel' });
   const output = h('pre', { class: 'log', tabindex: '0', 'aria-label': 'output' });
-  const outputHead = h('div', { class: 'panel-head' }, h('h2', {}, 'Output'), h('span', { class: 'muted follow' }));
+  const search = h('input', { type: 'search', id: 'log-search', placeholder: 'search the output', autocomplete: 'off' });
+  const stderrOnly = h('input', { type: 'checkbox', id: 'log-stderr' });
+  const found = h('div', { class: 'log-found', 'aria-live': 'polite' });
+  const outputHead = h('div', { class: 'panel-head' }, h('h2', {}, 'Output'), h('span', { class: 'muted follow' }),
+    h('form', { class: 'log-tools' },
+      h('label', { for: 'log-search', class: 'sr-only' }, 'Search the output'), search,
+      h('label', { class: 'check' }, stderrOnly, ' stderr only'),
+      h('a', { href: `/api/v1/jobs/${id}/log?download=true`, download: `retryd-job-${id}.log`, class: 'download' }, 'Download')));
+  stderrOnly.addEventListener('change', () => output.classList.toggle('only-stderr', stderrOnly.checked));
+  outputHead.querySelector('form').addEventListener('submit', (e) => {
+    e.preventDefault();
+    findLines(search.value.trim());
+  });
   const events = h('section', { class: 'panel' });
   main.appendChild(h('nav', { class: 'crumbs', 'aria-label': 'Breadcrumb' }, h('a', { href: '/jobs' }, 'Jobs'), ' / ', h('code', {}, id)));
   main.appendChild(head);
   main.appendChild(diagnosis);
   main.appendChild(status);
   main.appendChild(h('div', { class: 'job-grid' },
-    h('div', { class: 'job-main' }, timeline, h('section', { class: 'panel' }, outputHead, output)),
+    h('div', { class: 'job-main' }, timeline, h('section', { class: 'panel' }, outputHead, found, output)),
     h('div', { class: 'job-side' }, facts, events)));
 
   let job = null;
@@ -125,7 +139,8 @@ export function render(main, [id]) {
     let tail = [];
     if (last) {
       try {
-        const page = await get(`/jobs/${id}/log?limit=${LOG_PAGE}`);
+        // The end of the log, however long it is: the failing line is there.
+        const page = await get(`/jobs/${id}/log?tail=true&limit=${TAIL * 20}`);
         tail = page.lines.filter((l) => l.attempt === last.number && l.stream !== 'system').slice(-TAIL);
       } catch {
         tail = [];
@@ -221,10 +236,49 @@ export function render(main, [id]) {
     if (atBottom) output.scrollTop = output.scrollHeight;
   }
 
+  // Search: the last lines that contain the text, each a link to its place when shown.
+  async function findLines(text) {
+    clear(found);
+    if (!text) return;
+    let page;
+    try {
+      page = await get(`/jobs/${id}/log?q=${encodeURIComponent(text)}&limit=200`);
+    } catch (e) {
+      found.appendChild(h('p', { class: 'error-box' }, e.message));
+      return;
+    }
+    if (!page.lines.length) {
+      found.appendChild(h('p', { class: 'muted' }, `No line contains “${text}”.`));
+      return;
+    }
+    found.appendChild(h('p', { class: 'muted' }, `${page.lines.length === 200 ? 'The last 200' : page.lines.length} line(s) contain “${text}”:`));
+    found.appendChild(h('ol', { class: 'found-lines' }, page.lines.map((line) => h('li', {},
+      h('button', { type: 'button', class: 'link', 'data-seq': String(line.seq), onclick: () => jump(line.seq) }, `#${line.seq}`), ' ',
+      h('code', {}, line.line)))));
+    jump(page.lines[page.lines.length - 1].seq);
+  }
+
+  function jump(seq) {
+    for (const el of output.querySelectorAll('.line.hit')) el.classList.remove('hit');
+    const el = output.querySelector(`.line[data-seq="${seq}"]`);
+    if (!el) return;
+    el.classList.add('hit');
+    el.scrollIntoView({ block: 'center' });
+  }
+
+  let tailLoaded = false;
   async function pumpLog() {
     if (follow || disposed) return;
     const followText = outputHead.querySelector('.follow');
     try {
+      if (!tailLoaded) {
+        const page = await get(`/jobs/${id}/log?tail=true&limit=${SHOWN}`);
+        tailLoaded = true;
+        if (page.lines.length === SHOWN && page.lines[0].seq > 1) {
+          output.appendChild(h('span', { class: 'muted log-earlier' }, `Earlier lines are not shown here: download the whole log.\n`));
+        }
+        appendLines(page.lines);
+      }
       for (;;) {
         const page = await get(`/jobs/${id}/log?after=${logAfter}&limit=${LOG_PAGE}`);
         appendLines(page.lines);
@@ -284,7 +338,7 @@ export function render(main, [id]) {
 }
 
 function logLine(line) {
-  return h('span', { class: `line ln-${line.stream}` },
+  return h('span', { class: `line ln-${line.stream}`, 'data-seq': String(line.seq) },
     h('span', { class: 'ts' }, time(line.at)), ' ',
     h('span', { class: 'stream' }, line.stream === 'stderr' ? 'err' : line.stream === 'system' ? 'sys' : 'out'), ' ',
     h('span', { class: 'text' }, line.line), '\n');

@@ -719,11 +719,22 @@ pub struct PolicyView {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct LogQuery {
+    /// Lines after this one (`seq`), oldest first.
     #[serde(default)]
     pub after: i64,
+    /// Lines per page (1–5000, default 1000); with `tail` or `q`, the last so many.
     pub limit: Option<usize>,
+    /// A stream of NDJSON lines that ends when the job is finished and its output drained.
     #[serde(default)]
     pub follow: bool,
+    /// The last `limit` lines instead of the first after `after` (a long log's end).
+    #[serde(default)]
+    pub tail: bool,
+    /// Only lines that contain this text (ignoring case): the last `limit` of them.
+    pub q: Option<String>,
+    /// Every line as a text file (`at stream line`), to save.
+    #[serde(default)]
+    pub download: bool,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]

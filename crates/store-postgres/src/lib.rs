@@ -178,6 +178,17 @@ fn job_from_row(row: &Row) -> Result<Job> {
     })
 }
 
+fn log_line_from_row(row: &Row) -> Result<LogLine> {
+    let stream: String = row.get(3);
+    Ok(LogLine {
+        seq: row.get(0),
+        attempt: row.get::<_, i32>(1) as u32,
+        at: row.get(2),
+        stream: Stream::parse(&stream).ok_or_else(|| corrupt(format!("stream {stream}")))?,
+        line: row.get(4),
+    })
+}
+
 fn event_from_row(row: &Row) -> Result<Event> {
     let get = |e: tokio_postgres::Error| corrupt(e);
     let from: Option<String> = row.try_get(3).map_err(get)?;
@@ -2046,19 +2057,31 @@ impl JobReader for PostgresStore {
             )
             .await
             .map_err(pg)?;
-        rows.iter()
-            .map(|row| {
-                let stream: String = row.get(3);
-                Ok(LogLine {
-                    seq: row.get(0),
-                    attempt: row.get::<_, i32>(1) as u32,
-                    at: row.get(2),
-                    stream: Stream::parse(&stream)
-                        .ok_or_else(|| corrupt(format!("stream {stream}")))?,
-                    line: row.get(4),
-                })
-            })
-            .collect()
+        rows.iter().map(log_line_from_row).collect()
+    }
+
+    async fn read_log_tail(
+        &self,
+        id: JobId,
+        limit: usize,
+        containing: Option<&str>,
+    ) -> Result<Vec<LogLine>> {
+        let client = self.client().await?;
+        let containing = containing.map(str::to_lowercase);
+        let rows = client
+            .cached_query(
+                "SELECT seq, attempt, at, stream, line FROM log_lines \
+                 WHERE job_id = $1 AND ($3::text IS NULL OR strpos(lower(line), $3) > 0) ORDER BY seq DESC LIMIT $2",
+                &[&id.0, &(limit as i64), &containing],
+            )
+            .await
+            .map_err(pg)?;
+        let mut lines = rows
+            .iter()
+            .map(log_line_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        lines.reverse();
+        Ok(lines)
     }
 
     async fn count_ahead(&self, job: &Job, now: DateTime<Utc>) -> Result<u64> {

@@ -204,6 +204,17 @@ fn job_from_row(row: &Row<'_>) -> rusqlite::Result<Job> {
     })
 }
 
+fn log_line_from_row(row: &Row<'_>) -> rusqlite::Result<LogLine> {
+    let stream: String = row.get(3)?;
+    Ok(LogLine {
+        seq: row.get(0)?,
+        attempt: row.get(1)?,
+        at: from_ms(row.get(2)?),
+        stream: Stream::parse(&stream).ok_or_else(|| corrupt(3, format!("stream {stream}")))?,
+        line: row.get(4)?,
+    })
+}
+
 fn event_from_row(row: &Row<'_>) -> rusqlite::Result<Event> {
     let from: Option<String> = row.get(3)?;
     Ok(Event {
@@ -1478,18 +1489,33 @@ impl JobReader for SqliteStore {
                 .prepare_cached("SELECT seq, attempt, at, stream, line FROM log_lines WHERE job_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3")
                 .map_err(to_store)?;
             let rows = stmt
-                .query_map(params![id.to_string(), after, limit as i64], |row| {
-                    let stream: String = row.get(3)?;
-                    Ok(LogLine {
-                        seq: row.get(0)?,
-                        attempt: row.get(1)?,
-                        at: from_ms(row.get(2)?),
-                        stream: Stream::parse(&stream).ok_or_else(|| corrupt(3, format!("stream {stream}")))?,
-                        line: row.get(4)?,
-                    })
-                })
+                .query_map(params![id.to_string(), after, limit as i64], log_line_from_row)
                 .map_err(to_store)?;
             rows.collect::<rusqlite::Result<_>>().map_err(to_store)
+        })
+        .await
+    }
+
+    async fn read_log_tail(
+        &self,
+        id: JobId,
+        limit: usize,
+        containing: Option<&str>,
+    ) -> Result<Vec<LogLine>> {
+        let containing = containing.map(str::to_lowercase);
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT seq, attempt, at, stream, line FROM log_lines \
+                     WHERE job_id = ?1 AND (?3 IS NULL OR instr(lower(line), ?3) > 0) ORDER BY seq DESC LIMIT ?2",
+                )
+                .map_err(to_store)?;
+            let rows = stmt
+                .query_map(params![id.to_string(), limit as i64, containing], log_line_from_row)
+                .map_err(to_store)?;
+            let mut lines = rows.collect::<rusqlite::Result<Vec<_>>>().map_err(to_store)?;
+            lines.reverse();
+            Ok(lines)
         })
         .await
     }

@@ -1126,6 +1126,30 @@ pub async fn logs_append_trim_and_read(store: DynStore) {
     assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
     let after = store.read_log(job.id, all[2].seq, 100).await.unwrap();
     assert_eq!(after.len(), 2);
+    // Issue 19: a long log's end, and a search, oldest first.
+    let text = |lines: Vec<retryd_core::job::LogLine>| -> Vec<String> {
+        lines.into_iter().map(|l| l.line).collect()
+    };
+    assert_eq!(
+        text(store.read_log_tail(job.id, 2, None).await.unwrap()),
+        ["line 3", "line 4"]
+    );
+    assert_eq!(
+        text(
+            store
+                .read_log_tail(job.id, 10, Some("LINE 1"))
+                .await
+                .unwrap()
+        ),
+        ["line 1"]
+    );
+    assert!(
+        store
+            .read_log_tail(job.id, 10, Some("nowhere"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     store.trim_log(&claimed.lease, 3).await.unwrap();
     let kept = store.read_log(job.id, 0, 100).await.unwrap();
     assert_eq!(

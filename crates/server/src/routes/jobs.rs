@@ -267,9 +267,10 @@ pub async fn retry(
     Ok(Json(view(&state, job).await?))
 }
 
-/// A page of the job's output; with `follow=true`, a stream of NDJSON lines that ends when
-/// the job is finished and its output drained.
-#[utoipa::path(get, path = "/jobs/{id}/log", tag = "jobs", params(("id" = String, Path, description = "Job id (UUID)"), LogQuery), responses((status = 200, description = "A page of output (NDJSON stream of LogLine with follow=true)", content((LogPage = "application/json"), (retryd_core::job::LogLine = "application/x-ndjson")))))]
+/// A page of the job's output; with `tail=true` its last lines, with `q` the last lines that
+/// contain a text; with `follow=true`, a stream of NDJSON lines that ends when the job is
+/// finished and its output drained; with `download=true`, every line as a text file.
+#[utoipa::path(get, path = "/jobs/{id}/log", tag = "jobs", params(("id" = String, Path, description = "Job id (UUID)"), LogQuery), responses((status = 200, description = "A page of output (NDJSON stream of LogLine with follow=true, a text file with download=true)", content((LogPage = "application/json"), (retryd_core::job::LogLine = "application/x-ndjson"), (String = "text/plain")))))]
 pub async fn log(
     State(state): State<AppState>,
     Viewer(principal): Viewer,
@@ -284,8 +285,39 @@ pub async fn log(
             format!("must be between 1 and {MAX_LOG_PAGE}, got {limit}"),
         ));
     }
+    let modes = [
+        query.follow,
+        query.tail || query.q.is_some(),
+        query.download,
+    ];
+    if modes.into_iter().filter(|on| *on).count() > 1 {
+        return Err(Error::invalid(
+            "follow",
+            "follow, tail (or q) and download are each a way to read the log: choose one",
+        ));
+    }
+    if query
+        .q
+        .as_deref()
+        .is_some_and(|q| q.is_empty() || q.len() > 200)
+    {
+        return Err(Error::invalid("q", "must be 1–200 characters"));
+    }
     let job = visible_job(&state, &principal, &id).await?;
     let id = job.id;
+    if query.download {
+        return Ok(download(store, id));
+    }
+    if query.tail || query.q.is_some() {
+        let lines = store.read_log_tail(id, limit, query.q.as_deref()).await?;
+        let next_after = lines.last().map_or(0, |l| l.seq);
+        return Ok(Json(LogPage {
+            lines,
+            next_after,
+            complete: job.state.is_terminal(),
+        })
+        .into_response());
+    }
     if !query.follow {
         let lines = store.read_log(id, query.after, limit).await?;
         let next_after = lines.last().map_or(query.after, |l| l.seq);
@@ -368,4 +400,42 @@ pub async fn log(
         Body::from_stream(stream),
     )
         .into_response())
+}
+
+/// Every line of a job's output as a text file, read a page at a time.
+fn download(store: std::sync::Arc<dyn retryd_store::Store>, id: retryd_core::JobId) -> Response {
+    let pages = futures::stream::unfold(Some(0i64), move |after| {
+        let store = store.clone();
+        async move {
+            let after = after?;
+            match store.read_log(id, after, MAX_LOG_PAGE).await {
+                Ok(lines) if lines.is_empty() => None,
+                Ok(lines) => {
+                    let mut text = String::new();
+                    for line in &lines {
+                        text.push_str(&format!(
+                            "{} {} {}\n",
+                            line.at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                            line.stream.as_str(),
+                            line.line
+                        ));
+                    }
+                    let next = (lines.len() == MAX_LOG_PAGE).then(|| lines[lines.len() - 1].seq);
+                    Some((Ok::<_, std::io::Error>(Bytes::from(text)), next))
+                }
+                Err(e) => Some((Err(std::io::Error::other(e.to_string())), None)),
+            }
+        }
+    });
+    (
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8".to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"retryd-job-{id}.log\""),
+            ),
+        ],
+        Body::from_stream(pages),
+    )
+        .into_response()
 }
