@@ -593,3 +593,69 @@ test('issue 19: a 20,000-line job shows its failing line at once, search finds a
   noProblems(p);
   await p.close();
 });
+
+test('issue 19: edit and requeue changes the arguments and policy of a failed job; the person is recorded', async () => {
+  const failed = await server.submit('sh', ['-c', 'echo "Error: wrong flag" >&2; exit 3'], { kind: 'edit-replay', policy: { max_attempts: 1 } });
+  await server.waitFor(failed.id, (j) => j.state === 'failed');
+  const p = await page();
+  await p.goto(`${server.url}/jobs/${failed.id}`);
+  await p.click('button[data-action="Edit and requeue"]');
+  await p.waitForSelector('#edit-args');
+  assert.equal(await p.inputValue('#edit-args'), '-c\necho "Error: wrong flag" >&2; exit 3');
+  await p.fill('#edit-args', '-c\necho fixed');
+  await p.fill('#edit-env', 'FIXED_BY=dashboard');
+  await p.selectOption('#edit-policy', 'upload');
+  await p.click('.editor button[type="submit"]');
+  const done = await server.waitFor(failed.id, (j) => j.state === 'succeeded');
+  assert.deepEqual(done.action.args, ['-c', 'echo fixed']);
+  assert.equal(done.policy_name, 'upload');
+  const events = (await server.get(`/jobs/${failed.id}/events`)).body;
+  const requeued = events.find((e) => e.from === 'failed' && e.to === 'pending');
+  assert.equal(requeued.actor, 'admin', 'the person who requeued, not the node');
+  assert.match(requeued.reason, /changed: .*args.*env.*upload/);
+  noProblems(p);
+  await p.close();
+});
+
+test('issue 19: bulk requeue and purge of a selection in the job list; a viewer has no selection', async () => {
+  const ids = [];
+  for (let i = 0; i < 3; i++) {
+    const job = await server.submit('sh', ['-c', 'exit 2'], { kind: 'bulk-check', policy: { max_attempts: 1 } });
+    ids.push(job.id);
+  }
+  for (const id of ids) await server.waitFor(id, (j) => j.state === 'failed');
+  const p = await page();
+  await p.goto(`${server.url}/jobs?kind=bulk-check`);
+  await p.waitForSelector(`tr[data-job="${ids[2]}"]`);
+  await p.check('#select-all');
+  assert.equal(await p.textContent('#selected-count'), '3 selected');
+  await p.click('button[data-action="Requeue selected"]');
+  for (const id of ids) {
+    await server.waitFor(id, (j) => j.attempt === 2 && j.state === 'failed');
+    const events = (await server.get(`/jobs/${id}/events`)).body;
+    assert.ok(events.some((e) => e.from === 'failed' && e.to === 'pending' && e.actor === 'admin'), 'requeued by the person');
+  }
+  await p.waitForSelector(`tr[data-job="${ids[0]}"] input.pick`);
+  await p.check(`tr[data-job="${ids[0]}"] input.pick`);
+  await p.check(`tr[data-job="${ids[1]}"] input.pick`);
+  await p.click('button[data-action="Purge selected"]');
+  await p.click('.confirm button.danger');
+  await p.waitForSelector(`tr[data-job="${ids[0]}"]`, { state: 'detached' });
+  assert.equal((await server.get(`/jobs/${ids[0]}`)).status, 404);
+  assert.equal((await server.get(`/jobs/${ids[1]}`)).status, 404);
+  assert.equal((await server.job(ids[2])).state, 'failed', 'the unselected job stays');
+  noProblems(p);
+  await p.close();
+
+  const viewerToken = await server.createToken('bulk-viewer', 'viewer');
+  const ctx = await browser.newContext({ viewport: { width: 1400, height: 900 } });
+  const v = await watchedPage(ctx, EXPECTED_FAILURES);
+  await v.goto(`${server.url}/login`);
+  await v.fill('#token', viewerToken);
+  await v.click('button[type="submit"]');
+  await v.waitForSelector('.role.role-viewer');
+  await v.goto(`${server.url}/jobs?kind=bulk-check`);
+  await v.waitForSelector(`tr[data-job="${ids[2]}"]`);
+  assert.equal(await v.locator('input.pick, #select-all').count(), 0);
+  await ctx.close();
+});

@@ -84,6 +84,9 @@ export function render(main, [id]) {
       } else if (job.state !== 'succeeded') {
         actions.appendChild(action('Requeue', 'primary', () => post(`/jobs/${id}/retry`, {})));
         actions.appendChild(action('Requeue with reset', '', () => post(`/jobs/${id}/retry`, { reset: true })));
+        const editButton = h('button', { type: 'button', 'data-action': 'Edit and requeue', 'aria-expanded': 'false' }, 'Edit and requeue');
+        editButton.addEventListener('click', () => openEditor(editButton));
+        actions.appendChild(editButton);
       }
     }
     head.appendChild(h('div', { class: 'job-title' },
@@ -92,6 +95,80 @@ export function render(main, [id]) {
       job.target ? h('span', { class: 'pill' }, '→ ', job.target) : null,
       h('code', { class: 'muted id-full' }, job.id)));
     head.appendChild(actions);
+  }
+
+  // Edit and replay: change what the job runs (a command's arguments and environment), its
+  // policy, then requeue it; the changes are recorded on its timeline with who made them.
+  async function openEditor(button) {
+    const existing = main.querySelector('.editor');
+    if (existing) {
+      existing.remove();
+      button.setAttribute('aria-expanded', 'false');
+      return;
+    }
+    button.setAttribute('aria-expanded', 'true');
+    const command = job.action.type === 'command';
+    let policies = [];
+    try {
+      policies = (await get('/policies')).filter((p) => p.active).map((p) => p.name);
+    } catch {
+      policies = [];
+    }
+    const args = h('textarea', { id: 'edit-args', rows: '4', spellcheck: 'false' }, (job.action.args || []).join('\n'));
+    const env = h('textarea', { id: 'edit-env', rows: '3', spellcheck: 'false', placeholder: 'KEY=value to set, KEY= to remove' });
+    const secret = h('input', { type: 'checkbox', id: 'edit-secret' });
+    const policy = h('select', { id: 'edit-policy' },
+      h('option', { value: '' }, `keep (${job.policy_name})`), policies.map((name) => h('option', { value: name }, name)));
+    const reset = h('input', { type: 'checkbox', id: 'edit-reset', checked: true });
+    const form = h('form', { class: 'panel editor' },
+      h('h2', {}, 'Edit and requeue'),
+      command ? [
+        h('label', { for: 'edit-args' }, 'Arguments of ', h('code', {}, job.action.program), ', one per line'), args,
+        h('label', { for: 'edit-env' }, 'Environment changes'), env,
+        h('label', { class: 'check' }, secret, ' the values are secrets (never shown again)'),
+      ] : h('p', { class: 'muted' }, 'Only the policy of a non-command job can change here.'),
+      h('label', { for: 'edit-policy' }, 'Policy'), policy,
+      h('label', { class: 'check' }, reset, ' start the attempt count again'),
+      h('div', { class: 'actions' }, h('button', { type: 'submit', class: 'primary' }, 'Requeue with these changes'),
+        h('button', { type: 'button', class: 'ghost', onclick: () => { form.remove(); button.setAttribute('aria-expanded', 'false'); button.focus(); } }, 'Close')));
+    form.addEventListener('keydown', (e) => {
+      if (e.key === 'Escape') {
+        form.remove();
+        button.setAttribute('aria-expanded', 'false');
+        button.focus();
+      }
+    });
+    form.addEventListener('submit', async (e) => {
+      e.preventDefault();
+      const body = { reset: reset.checked };
+      if (command) {
+        const newArgs = args.value.split('\n').filter((line, i, all) => line !== '' || i < all.length - 1);
+        if (JSON.stringify(newArgs) !== JSON.stringify(job.action.args || [])) body.args = newArgs;
+        const changes = {};
+        for (const line of env.value.split('\n').map((l) => l.trim()).filter(Boolean)) {
+          const at = line.indexOf('=');
+          if (at < 1) {
+            toast(`Environment: write KEY=value, got “${line}”`, 'error');
+            return;
+          }
+          const key = line.slice(0, at);
+          const value = line.slice(at + 1);
+          changes[key] = value === '' ? null : (secret.checked ? { value, secret: true } : value);
+        }
+        if (Object.keys(changes).length) body.env = changes;
+      }
+      if (policy.value) body.policy = policy.value;
+      try {
+        await post(`/jobs/${id}/retry`, body);
+        toast('Requeued with the changes');
+        form.remove();
+        refresh();
+      } catch (err) {
+        toast(`Requeue: ${err.message}`, 'error');
+      }
+    });
+    head.after(form);
+    (command ? args : policy).focus();
   }
 
   function action(label, kind, run, confirmText) {

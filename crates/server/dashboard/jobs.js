@@ -2,9 +2,9 @@
 // pagination. Rows have a fixed height and are updated in place when events arrive; new
 // jobs are announced in reserved space instead of pushing rows down.
 
-import { get } from './api.js';
-import { h, clear, badge, STATES, ago, shortId, span, describeAction } from './dom.js';
-import { navigate, throttle, every } from './app.js';
+import { get, post, can } from './api.js';
+import { h, clear, badge, STATES, ago, shortId, span, describeAction, confirmInline } from './dom.js';
+import { navigate, throttle, every, toast } from './app.js';
 
 const PAGE = 50;
 const FIELDS = ['queue', 'kind', 'target', 'label'];
@@ -52,6 +52,79 @@ export function render(main, _params, query) {
   const fresh = h('div', { class: 'fresh' });
   const tbody = h('tbody', {});
   const pager = h('div', { class: 'pager' });
+  // Bulk actions on the rows ticked (operators): requeue, requeue with reset, cancel; purge
+  // the failed ones (admins). Each job goes through the same API call as on its own page.
+  const selected = new Set();
+  const operate = can('operator');
+  const count = h('span', { class: 'muted', id: 'selected-count' }, '');
+  const bulkBar = h('div', { class: 'bulk-bar', hidden: true, role: 'region', 'aria-label': 'Selected jobs' }, count);
+  const allBox = h('input', { type: 'checkbox', id: 'select-all', 'aria-label': 'Select every job on this page' });
+  function drawBulk() {
+    count.textContent = `${selected.size} selected`;
+    bulkBar.hidden = !selected.size;
+    allBox.checked = selected.size > 0 && selected.size === rows.size;
+  }
+  async function bulk(label, path, body, only) {
+    const ids = [...selected].filter((id) => only(rows.get(id)?.job));
+    let done = 0;
+    const errors = [];
+    for (const id of ids) {
+      try {
+        await post(path(id), body);
+        done += 1;
+      } catch (e) {
+        errors.push(e.message);
+      }
+    }
+    toast(`${label}: ${done} job${done === 1 ? '' : 's'}${errors.length ? `, ${errors.length} refused (${errors[0]})` : ''}`, errors.length ? 'error' : 'ok');
+    selected.clear();
+    load();
+  }
+  const finished = (job) => job && ['failed', 'cancelled', 'expired'].includes(job.state);
+  const live = (job) => job && ['pending', 'running', 'retrying'].includes(job.state);
+  if (operate) {
+    bulkBar.append(
+      h('button', { type: 'button', class: 'small', 'data-action': 'Requeue selected', onclick: () => bulk('Requeue', (id) => `/jobs/${id}/retry`, {}, finished) }, 'Requeue'),
+      h('button', { type: 'button', class: 'small', 'data-action': 'Requeue selected with reset', onclick: () => bulk('Requeue with reset', (id) => `/jobs/${id}/retry`, { reset: true }, finished) }, 'Requeue with reset'),
+      h('button', { type: 'button', class: 'small danger', 'data-action': 'Cancel selected', onclick: async (e) => {
+        if (await confirmInline(e.currentTarget, 'Cancel the selected live jobs?')) bulk('Cancel', (id) => `/jobs/${id}/cancel`, {}, live);
+      } }, 'Cancel'));
+    if (can('admin')) {
+      bulkBar.append(h('button', { type: 'button', class: 'small danger', 'data-action': 'Purge selected', onclick: async (e) => {
+        const ids = [...selected].filter((id) => rows.get(id)?.job.state === 'failed');
+        if (!(await confirmInline(e.currentTarget, `Delete ${ids.length} failed job(s) for good?`))) return;
+        try {
+          const result = await post('/dlq/purge', { ids });
+          toast(`Purge: ${result.count} job${result.count === 1 ? '' : 's'}`);
+        } catch (err) {
+          toast(`Purge: ${err.message}`, 'error');
+        }
+        selected.clear();
+        load();
+      } }, 'Purge failed'));
+    }
+    allBox.addEventListener('change', () => {
+      for (const id of rows.keys()) {
+        if (allBox.checked) selected.add(id);
+        else selected.delete(id);
+      }
+      for (const box of tbody.querySelectorAll('input.pick')) box.checked = allBox.checked;
+      drawBulk();
+    });
+  }
+  function row(job) {
+    const tr = jobRow(job);
+    if (operate) {
+      const box = h('input', { type: 'checkbox', class: 'pick', checked: selected.has(job.id), 'aria-label': `Select job ${shortId(job.id)}` });
+      box.addEventListener('change', () => {
+        if (box.checked) selected.add(job.id);
+        else selected.delete(job.id);
+        drawBulk();
+      });
+      tr.prepend(h('td', { class: 'c-pick' }, box));
+    }
+    return tr;
+  }
 
   main.appendChild(h('div', { class: 'page-head' }, h('h1', {}, 'Jobs'),
     h('form', { class: 'search-form', onsubmit: (e) => {
@@ -70,8 +143,10 @@ export function render(main, _params, query) {
       } }, 'Clear'))));
   main.appendChild(message);
   main.appendChild(fresh);
+  main.appendChild(bulkBar);
   main.appendChild(h('div', { class: 'table-wrap' }, h('table', { class: 'table jobs' },
     h('thead', {}, h('tr', {},
+      operate ? h('th', { class: 'c-pick' }, allBox) : null,
       h('th', { class: 'c-state' }, 'state'), h('th', { class: 'c-id' }, 'job'), h('th', { class: 'c-kind' }, 'kind'),
       h('th', { class: 'c-queue' }, 'queue'), h('th', { class: 'c-target' }, 'target'), h('th', { class: 'c-att num' }, 'attempts'),
       h('th', { class: 'c-status' }, 'status'), h('th', { class: 'c-when' }, 'updated'))),
@@ -125,9 +200,12 @@ export function render(main, _params, query) {
     clear(fresh);
     next = page.next_cursor;
     rows = new Map();
+    // A selection holds on the page it was made on.
+    for (const id of [...selected]) if (!page.jobs.some((j) => j.id === id)) selected.delete(id);
+    drawBulk();
     clear(tbody);
     if (!page.jobs.length) {
-      tbody.appendChild(h('tr', { class: 'empty' }, h('td', { colspan: 8 }, 'No job matches these filters.')));
+      tbody.appendChild(h('tr', { class: 'empty' }, h('td', { colspan: operate ? 9 : 8 }, 'No job matches these filters.')));
     }
     for (const job of page.jobs) {
       const tr = row(job);
@@ -185,7 +263,7 @@ export function render(main, _params, query) {
   return { onEvent, dispose: stop };
 }
 
-function row(job) {
+function jobRow(job) {
   return h('tr', { 'data-job': job.id, 'data-state': job.state },
     h('td', { class: 'c-state' }, badge(job.state)),
     h('td', { class: 'c-id' }, h('a', { href: `/jobs/${job.id}`, title: job.id }, h('code', {}, shortId(job.id)))),

@@ -360,7 +360,6 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     tx.commit().map_err(backend)
 }
 
-/// The circuits and budget usage of the candidates' targets, as far as the limits need them.
 /// The retry budgets of the organizations with a retry among the candidates.
 fn read_org_budgets(
     tx: &Connection,
@@ -393,6 +392,7 @@ fn read_org_budgets(
     rows.collect::<rusqlite::Result<_>>().map_err(to_store)
 }
 
+/// The circuits and budget usage of the candidates' targets, as far as the limits need them.
 fn read_limits(
     tx: &Connection,
     candidates: &[Job],

@@ -1644,6 +1644,19 @@ pub async fn top_errors_rank_by_jobs_not_attempts(store: DynStore) {
     );
 }
 
+/// The two retrying jobs (of `org`, or all) a budget held, each due again at `until`.
+async fn held_retries(store: &DynStore, org: Option<&str>, until: DateTime<Utc>) -> Vec<Job> {
+    let filter = JobFilter {
+        org: org.map(str::to_owned),
+        states: vec![JobState::Retrying],
+        ..Default::default()
+    };
+    let held = store.list_jobs(&filter, None, 10).await.unwrap().jobs;
+    assert_eq!(held.len(), 2);
+    assert!(held.iter().all(|j| j.next_attempt_at == Some(until)));
+    held
+}
+
 /// A three-step pipeline job: compile → submit → confirm.
 fn pipeline_job() -> NewJob {
     let step = |name: &str| Step {
@@ -2095,21 +2108,8 @@ pub async fn a_retry_budget_caps_retries_per_target_but_not_first_attempts(store
         claimed.iter().any(|c| c.job.id == fresh.id),
         "a first attempt is not held"
     );
-    let held: Vec<Job> = store
-        .list_jobs(
-            &JobFilter {
-                states: vec![JobState::Retrying],
-                ..Default::default()
-            },
-            None,
-            10,
-        )
-        .await
-        .unwrap()
-        .jobs;
-    assert_eq!(held.len(), 2);
+    let held = held_retries(&store, None, now + secs(60)).await;
     for job in &held {
-        assert_eq!(job.next_attempt_at, Some(now + secs(60)));
         assert_eq!(
             job.hold_reason.as_deref(),
             Some("retry budget of target metis-rpc exhausted (2/min), next slot at 12:01:01")
@@ -2705,22 +2705,7 @@ pub async fn an_organizations_retry_budget_caps_its_retries_only(store: DynStore
         claimed.iter().any(|c| c.job.id == fresh.id),
         "a first attempt is not held"
     );
-    let held = store
-        .list_jobs(
-            &JobFilter {
-                org: Some("stormy".into()),
-                states: vec![JobState::Retrying],
-                ..Default::default()
-            },
-            None,
-            10,
-        )
-        .await
-        .unwrap()
-        .jobs;
-    assert_eq!(held.len(), 2);
-    for job in &held {
-        assert_eq!(job.next_attempt_at, Some(now + secs(60)));
+    for job in held_retries(&store, Some("stormy"), now + secs(60)).await {
         assert_eq!(
             job.hold_reason.as_deref(),
             Some("retry budget of organization stormy exhausted (2/min), next slot at 12:01:01")
