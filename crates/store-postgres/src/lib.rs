@@ -1640,9 +1640,28 @@ impl JobWriter for PostgresStore {
             .await
             .map_err(pg)?;
             notify(&tx, CANCEL_CHANNEL, &id.to_string()).await?;
+            let event = if job.cancel_requested {
+                None
+            } else {
+                let reason = rules::cancel_request_reason(actor);
+                let step = rules::claimed_step(&job);
+                Some(
+                    insert_event(
+                        &tx,
+                        id,
+                        now,
+                        Some(job.state),
+                        job.state,
+                        &reason,
+                        actor,
+                        step,
+                    )
+                    .await?,
+                )
+            };
             let job = load_job(&tx, id).await?;
             tx.commit().await.map_err(pg)?;
-            return Ok((job, None));
+            return Ok((job, event));
         }
         let to = match job.state.transition(JobState::Cancelled) {
             Ok(to) => to,

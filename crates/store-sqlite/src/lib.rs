@@ -1155,7 +1155,13 @@ impl JobWriter for SqliteStore {
             if job.state == JobState::Running {
                 exec(tx, "UPDATE jobs SET cancel_requested = 1, updated_at = ?2 WHERE id = ?1", params![id.to_string(), ms(now)])
                     .map_err(to_store)?;
-                return Ok((load_job(tx, id)?, None));
+                let event = if job.cancel_requested {
+                    None
+                } else {
+                    let reason = rules::cancel_request_reason(&actor);
+                    Some(insert_event(tx, id, now, Some(job.state), job.state, &reason, &actor, rules::claimed_step(&job))?)
+                };
+                return Ok((load_job(tx, id)?, event));
             }
             let to = job.state.transition(JobState::Cancelled)?;
             let reason = rules::cancel_reason(&actor);

@@ -596,10 +596,16 @@ pub async fn cancel_waiting_job_at_once_and_running_job_by_request(store: DynSto
     assert_eq!(job.state, JobState::Cancelled);
     assert_eq!(event.unwrap().actor, "alice");
     let (job, event) = store.cancel_job(running.id, "alice", t0()).await.unwrap();
+    assert_eq!((job.state, job.cancel_requested), (JobState::Running, true));
+    // Issue 19: who asked is on the timeline, once.
+    let event = event.expect("the request is an event");
     assert_eq!(
-        (job.state, job.cancel_requested, event.is_none()),
-        (JobState::Running, true, true)
+        (event.from, event.to, event.actor.as_str()),
+        (Some(JobState::Running), JobState::Running, "alice")
     );
+    assert!(event.reason.starts_with("cancel requested by alice"));
+    let (_, again) = store.cancel_job(running.id, "bob", t0()).await.unwrap();
+    assert!(again.is_none(), "asked again: no second event");
     assert_eq!(
         store
             .renew_leases("node-a", &[claimed.lease.attempt_id], t0() + secs(30))

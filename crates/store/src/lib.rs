@@ -350,7 +350,8 @@ pub trait JobWriter: Send + Sync {
     ) -> Result<(Job, Lease, Event)>;
 
     /// Cancels a waiting job at once; for a running one, records the request (the node
-    /// running it ends the attempt). Returns the event when the state changed.
+    /// running it ends the attempt) with an event (running → running) naming who asked, the
+    /// first time it is asked. Returns the event, if any.
     async fn cancel_job(
         &self,
         id: JobId,
@@ -736,6 +737,12 @@ pub mod rules {
 
     pub fn cancel_reason(actor: &str) -> String {
         format!("cancelled by {actor}")
+    }
+
+    /// The event of a cancel asked of a running job (running → running): who asked is on
+    /// the timeline, before the node that stops the attempt records the end.
+    pub fn cancel_request_reason(actor: &str) -> String {
+        format!("cancel requested by {actor}: the running attempt is being stopped")
     }
 
     pub fn requeue_reason(job: &Job, requeue: &Requeue) -> String {
