@@ -659,3 +659,61 @@ test('issue 19: bulk requeue and purge of a selection in the job list; a viewer 
   assert.equal(await v.locator('input.pick, #select-all').count(), 0);
   await ctx.close();
 });
+
+test('issue 19: admins create and edit a policy with its chart following the form, make it the default, deactivate it; viewers cannot', async () => {
+  // The form is checked as it is typed: the bad value below is refused on purpose.
+  const p = await page(['/policies/simulate']);
+  await p.goto(`${server.url}/policies`);
+  await p.click('button[data-action="New policy"]');
+  await p.fill('#policy-name', 'browser-rpc');
+  await p.fill('#policy-max_attempts', '4');
+  await p.fill('#policy-initial_delay', '2s');
+  await p.selectOption('#policy-jitter', 'none');
+  // The preview is the server's simulation of what is typed: 4 attempts, fixed waits.
+  await p.locator('.policy-preview .total', { hasText: 'All 4 attempts' }).waitFor();
+  await p.fill('#policy-initial_delay', 'soon');
+  await p.locator('.policy-editor .error-inline', { hasText: 'initial_delay' }).waitFor();
+  await p.fill('#policy-initial_delay', '2s');
+  await p.click('.policy-editor button[type="submit"]');
+  const card = p.locator('article.policy[data-policy="browser-rpc"]');
+  await card.waitFor();
+  let stored = (await server.get('/policies/browser-rpc')).body;
+  assert.equal(stored.policy.max_attempts, 4);
+  assert.equal(stored.policy.jitter, 'none');
+  // Edit: only what changes is sent.
+  await card.locator('button[data-action="Edit"]').click();
+  await p.fill('#policy-max_attempts', '6');
+  await p.click('.policy-editor button[type="submit"]');
+  await p.locator('article.policy[data-policy="browser-rpc"] dd', { hasText: '6' }).first().waitFor();
+  stored = (await server.get('/policies/browser-rpc')).body;
+  assert.equal(stored.policy.max_attempts, 6);
+  assert.equal(stored.policy.initial_delay, '2s');
+  // The organization's default, then deactivated.
+  await card.locator('button[data-action="Make default"]').click();
+  await p.locator('article.policy[data-policy="browser-rpc"] .pill.default').waitFor();
+  assert.equal((await server.get('/policies/active')).body.name, 'browser-rpc');
+  await p.locator('article.policy[data-policy="browser-rpc"] button[data-action="Deactivate"]').click();
+  await p.click('.confirm button.danger');
+  await p.locator('article.policy.inactive[data-policy="browser-rpc"]').waitFor();
+  assert.equal((await server.get('/policies/active')).body.name, 'default', 'a deactivated default no longer applies');
+  noProblems(p);
+  await p.close();
+
+  const viewerToken = await server.createToken('policy-viewer', 'viewer');
+  const ctx = await browser.newContext({ viewport: { width: 1400, height: 900 } });
+  const v = await watchedPage(ctx, EXPECTED_FAILURES);
+  await v.goto(`${server.url}/login`);
+  await v.fill('#token', viewerToken);
+  await v.click('button[type="submit"]');
+  await v.waitForSelector('.role.role-viewer');
+  await v.goto(`${server.url}/policies`);
+  await v.waitForSelector('article.policy');
+  assert.equal(await v.locator('main button[data-action]').count(), 0);
+  const refused = await v.evaluate(async () => {
+    const session = await (await fetch('/api/v1/session')).json();
+    const r = await fetch('/api/v1/policies', { method: 'POST', headers: { 'content-type': 'application/json', 'x-csrf-token': session.csrf_token }, body: JSON.stringify({ name: 'x', policy: {} }) });
+    return r.status;
+  });
+  assert.equal(refused, 403);
+  await ctx.close();
+});

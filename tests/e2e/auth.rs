@@ -82,6 +82,12 @@ pub(crate) fn matrix() -> Vec<Route> {
         ),
         route("GET", "/api/v1/policies/active", Viewer, None),
         route(
+            "POST",
+            "/api/v1/policies/simulate",
+            Viewer,
+            Some(json!({ "max_attempts": 3 })),
+        ),
+        route(
             "PUT",
             "/api/v1/policies/active",
             Admin,

@@ -52,6 +52,8 @@ async function call(method, path, body, { quiet404 = false } = {}) {
 export const get = (path, opts) => call('GET', path, undefined, opts);
 export const post = (path, body = {}) => call('POST', path, body);
 export const del = (path) => call('DELETE', path);
+export const put = (path, body) => call('PUT', path, body);
+export const patch = (path, body) => call('PATCH', path, body);
 
 /** Loads who we are. A server without the session endpoint has no auth: admin. */
 export async function loadSession() {

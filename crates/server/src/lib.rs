@@ -90,6 +90,7 @@ fn routes() -> (Router<AppState>, serde_json::Value) {
         .routes(routes!(queues::resume))
         .routes(routes!(policies::list, policies::create))
         .routes(routes!(policies::active, policies::set_active))
+        .routes(routes!(policies::simulate))
         .routes(routes!(
             policies::show,
             policies::update,

@@ -236,3 +236,16 @@ pub async fn set_active(
     state.control.policies_changed().await?;
     active(State(state), Viewer(admin)).await
 }
+
+/// The schedule a policy would give, without saving it: the wait ranges and cumulative time
+/// before each attempt (what the dashboard's editor draws as it is typed).
+#[utoipa::path(post, path = "/policies/simulate", tag = "policies", request_body = Policy, responses((status = 200, body = Vec<retryd_core::policy::ScheduleRow>)))]
+pub async fn simulate(
+    Viewer(_): Viewer,
+    ApiJson(policy): ApiJson<Policy>,
+) -> Result<Json<Vec<retryd_core::policy::ScheduleRow>>, Error> {
+    policy
+        .validate()
+        .map_err(|e| Error::invalid(format!("policy.{}", e.field), e.message))?;
+    Ok(Json(policy.simulate()))
+}
