@@ -717,3 +717,29 @@ test('issue 19: admins create and edit a policy with its chart following the for
   assert.equal(refused, 403);
   await ctx.close();
 });
+
+test('issue 19: the job list searches by short id and by text in errors; the page is in the address', async () => {
+  const marked = await server.submit('sh', ['-c', 'echo "Error: zebra-quota exceeded" >&2; exit 2'], { kind: 'search-check', policy: { max_attempts: 1 } });
+  await server.waitFor(marked.id, (j) => j.state === 'failed');
+  const p = await page();
+  await p.goto(`${server.url}/jobs`);
+  await p.waitForSelector('tr[data-job]');
+  // The 12 characters the list shows find the job.
+  await p.fill('input.search', marked.id.slice(-12));
+  await p.press('input.search', 'Enter');
+  await p.waitForFunction((id) => {
+    const rows = [...document.querySelectorAll('tr[data-job]')];
+    return rows.length === 1 && rows[0].dataset.job === id;
+  }, marked.id);
+  assert.match(p.url(), /[?&]q=/);
+  // A word of the error finds it too, and a reload keeps the search.
+  await p.fill('input.search', 'ZEBRA-quota');
+  await p.press('input.search', 'Enter');
+  await p.waitForFunction((id) => [...document.querySelectorAll('tr[data-job]')].map((r) => r.dataset.job).join() === id, marked.id);
+  await p.reload();
+  await p.waitForSelector(`tr[data-job="${marked.id}"]`);
+  assert.equal(await p.locator('tr[data-job]').count(), 1);
+  assert.equal(await p.inputValue('input.search'), 'ZEBRA-quota');
+  noProblems(p);
+  await p.close();
+});

@@ -31,6 +31,7 @@ export function render(main, _params, query) {
   const filter = {
     state: (query.get('state') || '').split(',').filter((st) => st in STATES),
     queue: query.get('queue') || '', kind: query.get('kind') || '', target: query.get('target') || '', label: query.get('label') || '',
+    q: query.get('q') || '',
   };
   const cursors = [];
   let cursor = query.get('cursor') || null;
@@ -47,7 +48,7 @@ export function render(main, _params, query) {
   const inputs = Object.fromEntries(FIELDS.map((f) => [f, h('input', {
     name: f, value: filter[f], placeholder: f === 'label' ? 'label key=value' : f, 'aria-label': f, autocomplete: 'off', spellcheck: 'false',
   })]));
-  const search = h('input', { name: 'id', placeholder: 'Find a job by id', 'aria-label': 'job id', autocomplete: 'off', spellcheck: 'false', class: 'search' });
+  const search = h('input', { name: 'q', value: filter.q, placeholder: 'Search: id, short id, kind, target, error, label', 'aria-label': 'search jobs', autocomplete: 'off', spellcheck: 'false', class: 'search', type: 'search' });
   const message = h('p', { class: 'error-box', hidden: true });
   const fresh = h('div', { class: 'fresh' });
   const tbody = h('tbody', {});
@@ -130,15 +131,22 @@ export function render(main, _params, query) {
     h('form', { class: 'search-form', onsubmit: (e) => {
       e.preventDefault();
       const id = search.value.trim();
-      if (UUID.test(id)) navigate(`/jobs/${id}`);
-      else show(`“${id}” is not a job id (a UUID such as 01a21a04-54dd-70b5-88c3-e6a8090a9f36).`);
-    } }, search, h('button', { type: 'submit' }, 'Open'))));
+      // A whole id opens the job; anything else (a short id, a word of an error) searches.
+      if (UUID.test(id)) {
+        navigate(`/jobs/${id}`);
+        return;
+      }
+      filter.q = id;
+      apply();
+    } }, search, h('button', { type: 'submit' }, 'Search'))));
   main.appendChild(h('form', { class: 'filters', onsubmit: (e) => { e.preventDefault(); apply(); } },
     chips, h('div', { class: 'filter-inputs' }, FIELDS.map((f) => inputs[f]),
       h('button', { type: 'submit' }, 'Filter'),
       h('button', { type: 'button', class: 'ghost', onclick: () => {
         filter.state = [];
         for (const f of FIELDS) inputs[f].value = '';
+        filter.q = '';
+        search.value = '';
         apply();
       } }, 'Clear'))));
   main.appendChild(message);
@@ -162,6 +170,7 @@ export function render(main, _params, query) {
     const p = new URLSearchParams();
     if (filter.state.length) p.set('state', filter.state.join(','));
     for (const f of FIELDS) if (filter[f]) p.set(f, filter[f]);
+    if (filter.q) p.set('q', filter.q);
     return p;
   }
 
@@ -185,6 +194,10 @@ export function render(main, _params, query) {
   let loads = 0;
   async function load() {
     const p = params();
+    // The page is in the address: a reload or a shared link shows the same jobs.
+    const shown = params();
+    if (cursor) shown.set('cursor', cursor);
+    history.replaceState(null, '', `/jobs${shown.toString() ? `?${shown}` : ''}`);
     p.set('limit', PAGE);
     if (cursor) p.set('cursor', cursor);
     const mine = ++loads;
@@ -241,7 +254,7 @@ export function render(main, _params, query) {
       updateRow(event.job_id);
     } else if (event.from === null && !cursor) {
       // A new job: on an unfiltered first page it slides in; otherwise say so in place.
-      if (!filter.state.length && !FIELDS.some((f) => filter[f])) {
+      if (!filter.state.length && !filter.q && !FIELDS.some((f) => filter[f])) {
         reloadFirst();
       } else {
         newJobs += 1;

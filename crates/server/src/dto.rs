@@ -460,6 +460,9 @@ pub struct ListQuery {
     pub target: Option<String>,
     /// `key=value`.
     pub label: Option<String>,
+    /// Text to find (ignoring case) in the id (a short id too), kind, queue, target, last
+    /// error or labels.
+    pub q: Option<String>,
     pub created_after: Option<DateTime<Utc>>,
     pub created_before: Option<DateTime<Utc>>,
     pub cursor: Option<String>,
@@ -496,8 +499,16 @@ impl ListQuery {
                 }
             },
         };
+        let text = match self.q.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(q) if q.len() > 200 => {
+                return Err(Error::invalid("q", "must be at most 200 characters"));
+            }
+            Some(q) => Some(q.to_owned()),
+        };
         Ok(retryd_store::JobFilter {
             org: Some(org.to_owned()),
+            text,
             states,
             queue: self.queue.clone(),
             kind: self.kind.clone(),

@@ -9,5 +9,9 @@ WHERE ($1::text[] IS NULL OR state = ANY($1))
   AND ($8::timestamptz IS NULL OR created_at < $8)
   AND ($9::uuid IS NULL OR id < $9)
   AND ($11::text IS NULL OR org = $11)
+  -- A search: lowercase text looked for in the id, kind, queue, target, error and labels.
+  AND ($12::text IS NULL OR strpos(id::text, $12) > 0 OR strpos(lower(kind), $12) > 0
+       OR strpos(lower(queue), $12) > 0 OR strpos(lower(COALESCE(target, '')), $12) > 0
+       OR strpos(lower(COALESCE(last_error, '')), $12) > 0 OR strpos(lower(labels::text), $12) > 0)
 ORDER BY id DESC
 LIMIT $10

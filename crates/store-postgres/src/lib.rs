@@ -1966,6 +1966,7 @@ impl JobReader for PostgresStore {
                 &cursor.map(|c| c.0),
                 &((limit + 1) as i64),
                 &filter.org,
+                &filter.text.as_deref().map(str::to_lowercase),
             ],
         )
         .await?;

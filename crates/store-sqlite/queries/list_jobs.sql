@@ -1,7 +1,8 @@
 -- Newest first. A line ending in `-- ?n` is kept only when parameter n is given, one ending
 -- in `-- !?n` only when it is not: SQLite plans a `?1 IS NULL OR …` condition without its
 -- indexes (a full scan at a million jobs), so the store keeps just the lines that apply.
--- ?12 (the limit) is always bound: the highest number, so every parameter binds.
+-- ?13 (the limit) is always bound: the highest number, so every parameter binds.
+-- ?12 is a search: lowercase text looked for in the id, kind, queue, target, error, labels.
 SELECT {JOB_COLUMNS} FROM jobs -- !?5
 -- With a label, its index leads (CROSS JOIN fixes the loop order in SQLite) and gives the order.
 SELECT {JOB_COLUMNS} FROM job_labels CROSS JOIN jobs ON jobs.id = job_labels.job_id -- ?5
@@ -13,10 +14,11 @@ WHERE 1
   AND kind = ?3 -- ?3
   AND target = ?4 -- ?4
   AND org = ?11 -- ?11
+  AND (instr(jobs.id, ?12) > 0 OR instr(lower(kind), ?12) > 0 OR instr(lower(queue), ?12) > 0 OR instr(lower(COALESCE(target, '')), ?12) > 0 OR instr(lower(COALESCE(last_error, '')), ?12) > 0 OR instr(lower(labels), ?12) > 0) -- ?12
   AND created_at >= ?7 -- ?7
   AND created_at < ?8 -- ?8
   AND jobs.id < ?9 -- ?9 !?5
   AND job_labels.job_id < ?9 -- ?9 ?5
 ORDER BY jobs.id DESC -- !?5
 ORDER BY job_labels.job_id DESC -- ?5
-LIMIT ?12
+LIMIT ?13

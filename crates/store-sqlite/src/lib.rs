@@ -1387,6 +1387,7 @@ impl JobReader for SqliteStore {
                 (9, cursor.is_some()),
                 (10, state.is_some()),
                 (11, filter.org.is_some()),
+                (12, filter.text.is_some()),
             ]
             .into_iter()
             .filter_map(|(n, on)| on.then_some(n))
@@ -1406,6 +1407,7 @@ impl JobReader for SqliteStore {
                         cursor.map(|c| c.to_string()),
                         state,
                         filter.org,
+                        filter.text.as_deref().map(str::to_lowercase),
                         (limit + 1) as i64,
                     ],
                     job_from_row,

@@ -56,6 +56,7 @@ macro_rules! conformance_tests {
             an_organizations_running_limit_caps_its_claims,
             an_organizations_retry_budget_caps_its_retries_only,
             organizations_and_channels_are_kept,
+            listing_searches_ids_kinds_targets_errors_and_labels,
         );
     };
     (@each $make:expr; $($name:ident),* $(,)?) => {
@@ -2717,4 +2718,49 @@ pub async fn an_organizations_retry_budget_caps_its_retries_only(store: DynStore
             Some("retry budget of organization stormy exhausted (2/min), next slot at 12:01:01")
         );
     }
+}
+
+/// Issue 19: a search finds jobs by a short id (the end of it), or by text in their kind,
+/// target, error or labels, ignoring case, within the organization.
+pub async fn listing_searches_ids_kinds_targets_errors_and_labels(store: DynStore) {
+    let deploy = insert(
+        &store,
+        NewJob {
+            kind: "Deploy-Frontend".into(),
+            target: Some("edge-eu".into()),
+            labels: [("team".to_owned(), "payments".to_owned())].into(),
+            ..new_job("default", 50, 0)
+        },
+    )
+    .await;
+    let other = insert(
+        &store,
+        NewJob {
+            kind: "backup".into(),
+            target: None,
+            labels: Default::default(),
+            ..new_job("default", 50, 0)
+        },
+    )
+    .await;
+    let found = |text: &str| {
+        let store = store.clone();
+        let filter = JobFilter {
+            org: Some(DEFAULT_ORG.into()),
+            text: Some(text.into()),
+            ..JobFilter::default()
+        };
+        async move {
+            let page = store.list_jobs(&filter, None, 10).await.unwrap();
+            page.jobs.into_iter().map(|j| j.id).collect::<Vec<_>>()
+        }
+    };
+    let short = deploy.id.to_string();
+    let short = &short[short.len() - 12..];
+    assert_eq!(found(short).await, vec![deploy.id]);
+    assert_eq!(found("FRONTEND").await, vec![deploy.id]);
+    assert_eq!(found("edge-eu").await, vec![deploy.id]);
+    assert_eq!(found("payments").await, vec![deploy.id]);
+    assert_eq!(found("backup").await, vec![other.id]);
+    assert!(found("nowhere").await.is_empty());
 }

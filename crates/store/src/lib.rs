@@ -269,6 +269,9 @@ pub struct JobFilter {
     pub kind: Option<String>,
     pub target: Option<String>,
     pub label: Option<(String, String)>,
+    /// Text found (ignoring case) in the id, kind, queue, target, last error or labels: a
+    /// search (it reads every job it passes over, so it is for people, not the hot path).
+    pub text: Option<String>,
     pub created_after: Option<DateTime<Utc>>,
     pub created_before: Option<DateTime<Utc>>,
 }
