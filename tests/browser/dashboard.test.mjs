@@ -743,3 +743,20 @@ test('issue 19: the job list searches by short id and by text in errors; the pag
   noProblems(p);
   await p.close();
 });
+
+test('issue 19: times carry milliseconds and the zone; a job links to its kind, labels and dead-letter group', async () => {
+  const dead = await server.submit('sh', ['-c', 'echo "Error: drill-down" >&2; exit 2'], { kind: 'drill-down', labels: { team: 'ops' }, policy: { max_attempts: 1 } });
+  await server.waitFor(dead.id, (j) => j.state === 'failed');
+  const p = await page();
+  await p.goto(`${server.url}/jobs/${dead.id}`);
+  await p.waitForSelector('.facts-panel .zone');
+  assert.match(await p.textContent('.facts-panel .zone'), /^Times in .+ \(UTC[+-]\d\d:\d\d\)\.$/);
+  assert.match(await p.textContent('.events li .when'), /\d\d:\d\d:\d\d\.\d{3}/);
+  assert.equal(await p.getAttribute('.facts-panel a[href^="/jobs?kind="]', 'href'), '/jobs?kind=drill-down');
+  assert.equal(await p.getAttribute('.facts-panel a.pill', 'href'), `/jobs?label=${encodeURIComponent('team=ops')}`);
+  await p.click('a.dlq-group-link');
+  await p.waitForSelector('article.group.focused');
+  assert.ok((await p.textContent('article.group.focused')).includes('drill-down'));
+  noProblems(p);
+  await p.close();
+});

@@ -109,7 +109,7 @@ document.addEventListener('click', (e) => {
   const url = new URL(a.href, location.href);
   if (url.origin !== location.origin || a.target || url.pathname.startsWith('/api/')) return;
   e.preventDefault();
-  if (url.pathname + url.search !== location.pathname + location.search) navigate(url.pathname + url.search);
+  if (url.pathname + url.search !== location.pathname + location.search) navigate(url.pathname + url.search + url.hash);
 });
 // Back and forward re-render; a change of the fragment alone (the skip link) does not.
 let shown = location.pathname + location.search;

@@ -3,7 +3,7 @@
 // the dead jobs themselves with the rule that stopped them and their last output lines.
 
 import { get, post, can } from './api.js';
-import { h, clear, badge, classTag, time, ago, shortId, num, confirmInline } from './dom.js';
+import { h, clear, badge, classTag, time, ago, shortId, num, confirmInline, slug } from './dom.js';
 import { toast, throttle } from './app.js';
 
 const TAIL = 4;
@@ -38,7 +38,7 @@ export function render(main) {
       actions.appendChild(bulk('Requeue with reset', '', '/dlq/requeue', { fingerprint: g.fingerprint, reset: true }));
     }
     if (can('admin')) actions.appendChild(bulk('Purge', 'danger', '/dlq/purge', { fingerprint: g.fingerprint }, `Delete these ${g.count} jobs for good?`));
-    return h('article', { class: 'panel group', 'data-fingerprint': g.fingerprint },
+    return h('article', { class: 'panel group', id: `g-${slug(g.fingerprint)}`, 'data-fingerprint': g.fingerprint },
       h('div', { class: 'group-head' },
         h('span', { class: 'group-count' }, num(g.count), h('small', {}, g.count > 1 ? 'jobs' : 'job')),
         h('div', { class: 'group-what' },
@@ -69,7 +69,14 @@ export function render(main) {
   }
 
   const live = throttle(() => refresh().catch(() => {}), 800);
-  refresh().catch((e) => main.appendChild(h('p', { class: 'error-box' }, e.message)));
+  refresh().then(() => {
+    // Opened from a job's "Its dead-letter group": show that group.
+    const target = location.hash && document.getElementById(location.hash.slice(1));
+    if (target) {
+      target.classList.add('focused');
+      target.scrollIntoView({ block: 'start' });
+    }
+  }).catch((e) => main.appendChild(h('p', { class: 'error-box' }, e.message)));
   return { onEvent: (event) => (event.to === 'failed' || event.from === 'failed') && live() };
 }
 

@@ -72,8 +72,34 @@ export function time(iso) {
   const d = new Date(iso);
   const today = new Date();
   const sameDay = d.toDateString() === today.toDateString();
-  const t = d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit', hour12: false });
+  // Milliseconds: several events of one job often fall in the same second.
+  const t = d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit', fractionalSecondDigits: 3, hour12: false });
   return sameDay ? t : `${d.toLocaleDateString([], { month: 'short', day: 'numeric' })} ${t}`;
+}
+
+/** A short stable name for a text (FNV-1a), for element ids: `g-1a2b3c4d`. */
+export function slug(text) {
+  let hash = 0x811c9dc5;
+  for (const ch of String(text)) {
+    hash ^= ch.codePointAt(0);
+    hash = Math.imul(hash, 0x01000193) >>> 0;
+  }
+  return hash.toString(16).padStart(8, '0');
+}
+
+/** The viewer's time zone, as times are shown in it: "Europe/Berlin (UTC+01:00)". */
+export function zoneLabel(at = new Date()) {
+  const zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+  const minutes = -at.getTimezoneOffset();
+  const sign = minutes < 0 ? '-' : '+';
+  const abs = Math.abs(minutes);
+  return `${zone} (UTC${sign}${String(Math.floor(abs / 60)).padStart(2, '0')}:${String(abs % 60).padStart(2, '0')})`;
+}
+
+/** A time as text, with the full instant and how long ago in its tooltip. */
+export function when(iso) {
+  if (!iso) return '—';
+  return h('time', { datetime: iso, title: `${iso} (${ago(iso)})` }, time(iso));
 }
 
 export function ago(iso, now = Date.now()) {

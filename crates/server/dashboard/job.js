@@ -4,7 +4,7 @@
 // the events.
 
 import { get, post, can } from './api.js';
-import { h, clear, badge, classTag, time, span, describeAction, confirmInline } from './dom.js';
+import { h, clear, badge, classTag, time, span, describeAction, confirmInline, when, zoneLabel, slug } from './dom.js';
 import { toast, throttle, every } from './app.js';
 import { statusLine } from './jobs.js';
 
@@ -242,17 +242,24 @@ export function render(main, [id]) {
   function drawFacts() {
     clear(facts);
     const labels = Object.entries(job.labels || {});
+    const link = (field, value) => h('a', { href: `/jobs?${field}=${encodeURIComponent(value)}`, title: `Jobs with ${field} ${value}` }, value);
+    const between = (a, b) => (a && b ? span(new Date(b).getTime() - new Date(a).getTime()) : '—');
     const rows = [
-      ['Queue', job.queue], ['Kind', job.kind], ['Target', job.target || '—'],
+      ['Queue', link('queue', job.queue)], ['Kind', link('kind', job.kind)], ['Target', job.target ? link('target', job.target) : '—'],
       ['Policy', `${job.policy_name} · ${job.policy.max_attempts} attempts, ${job.policy.initial_delay} ×${job.policy.multiplier} ≤ ${job.policy.max_delay}, ${job.policy.jitter} jitter`],
       ['Attempts', `${job.attempt} of ${job.policy.max_attempts}`], ['Priority', job.priority],
-      ['Created', `${time(job.created_at)} by ${job.created_by || '—'}`], ['Started', time(job.started_at)], ['Finished', time(job.finished_at)],
-      ['Deadline', time(job.deadline)],
+      ['Created', [when(job.created_at), ` by ${job.created_by || '—'}`]], ['Started', when(job.started_at)], ['Finished', when(job.finished_at)],
+      ['Queue wait', between(job.created_at, job.started_at)], ['Total', between(job.created_at, job.finished_at)],
+      ['Deadline', when(job.deadline)],
     ];
     facts.appendChild(h('h2', {}, 'Details'));
     facts.appendChild(h('dl', { class: 'facts' }, rows.map(([k, v]) => [h('dt', {}, k), h('dd', {}, v)]),
-      h('dt', {}, 'Labels'), h('dd', {}, labels.length ? labels.map(([k, v]) => h('span', { class: 'pill' }, `${k}=${v}`)) : '—'),
+      h('dt', {}, 'Labels'), h('dd', {}, labels.length ? labels.map(([k, v]) => h('a', { class: 'pill', href: `/jobs?label=${encodeURIComponent(`${k}=${v}`)}` }, `${k}=${v}`)) : '—'),
       h('dt', {}, 'Action'), h('dd', {}, h('code', { class: 'action' }, describeAction(job.action)))));
+    facts.appendChild(h('p', { class: 'muted zone' }, `Times in ${zoneLabel()}.`));
+    if (job.fingerprint) {
+      facts.appendChild(h('p', {}, h('a', { href: `/dlq#g-${slug(job.fingerprint)}`, class: 'dlq-group-link' }, 'Its dead-letter group →')));
+    }
   }
 
   function drawTimeline() {
@@ -292,7 +299,7 @@ export function render(main, [id]) {
     clear(events);
     events.appendChild(h('h2', {}, 'Events'));
     events.appendChild(h('ol', { class: 'events' }, list.slice().reverse().map((e) => h('li', {},
-      h('span', { class: 'muted when', title: e.at }, time(e.at)),
+      h('span', { class: 'muted when' }, when(e.at)),
       h('span', { class: 'transition' }, e.from ? `${e.from} → ${e.to}` : `→ ${e.to}`),
       h('span', { class: 'reason' }, e.reason),
       h('span', { class: 'muted actor' }, e.actor)))));
