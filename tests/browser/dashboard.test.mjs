@@ -424,6 +424,7 @@ test('issue 19: every page passes axe-core and fits a phone, light and dark', as
     ['schedules', '/schedules', 'main h1'],
     ['queues', '/queues', 'main h1'],
     ['tokens', '/tokens', 'tr[data-token]'],
+    ['circuits', '/circuits', 'main h1'],
   ];
   const axe = join(ROOT, 'tests/browser/node_modules/axe-core/axe.min.js');
   const found = [];
@@ -759,4 +760,48 @@ test('issue 19: times carry milliseconds and the zone; a job links to its kind, 
   assert.ok((await p.textContent('article.group.focused')).includes('drill-down'));
   noProblems(p);
   await p.close();
+});
+
+test('issue 19: the Circuits page says why a circuit opened and what it holds; an admin closes it and the jobs start', async () => {
+  const { mkdtempSync, writeFileSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const dir = mkdtempSync(join(tmpdir(), 'retryd-circuit-'));
+  const config = join(dir, 'retryd.toml');
+  writeFileSync(config, '[circuits]\nmin_attempts = 2\nfailure_threshold = 0.5\nwindow = "60s"\ncool_down = "10m"\n');
+  const own = await Server.start(['--config', config]);
+  try {
+    const flaky = { kind: 'rpc-call', target: 'flaky-rpc', policy: { max_attempts: 5, initial_delay: '200ms', max_delay: '200ms', jitter: 'none' } };
+    const ids = [];
+    for (let i = 0; i < 3; i++) ids.push((await own.submit('sh', ['-c', 'echo "connection reset by peer" >&2; exit 1'], flaky)).id);
+    // Two transient failures open the circuit; the retries that come due are held.
+    const deadline = Date.now() + 20000;
+    let circuit;
+    for (;;) {
+      circuit = (await own.get('/circuits')).body.find((c) => c.target === 'flaky-rpc');
+      if (circuit && circuit.held > 0) break;
+      assert.ok(Date.now() < deadline, `no circuit holding jobs: ${JSON.stringify(circuit)}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const ctx = await browser.newContext({ viewport: { width: 1400, height: 900 } });
+    const p = await watchedPage(ctx, EXPECTED_FAILURES);
+    await p.goto(own.loginLink);
+    await p.waitForSelector('.role.role-admin');
+    await p.click('#nav a[data-nav="circuits"]');
+    const card = p.locator('article.circuit-card[data-target="flaky-rpc"]');
+    await card.waitFor();
+    assert.match(await card.locator('.reason').textContent(), /attempts against flaky-rpc failed transiently/);
+    assert.match(await card.textContent(), /holding\s*\d+ jobs?/);
+    const before = await Promise.all(ids.map(async (id) => (await own.job(id)).attempt));
+    await card.locator('button[data-action="Close circuit"]').click();
+    await p.click('.confirm button.danger');
+    // The jobs it held start again at once (and fail again: the target is not fixed, so
+    // the circuit opens again, with a new count).
+    for (const [i, id] of ids.entries()) {
+      await own.waitFor(id, (j) => j.attempt > before[i], 20000);
+    }
+    assert.equal(p.problems.length, 0, p.problems.join('\n'));
+    await ctx.close();
+  } finally {
+    await own.stop();
+  }
 });

@@ -62,6 +62,7 @@ pub(crate) fn matrix() -> Vec<Route> {
         route("GET", "/api/v1/jobs/{id}/notifications", Viewer, None),
         route("GET", "/api/v1/notifications", Viewer, None),
         route("GET", "/api/v1/circuits", Viewer, None),
+        route("POST", "/api/v1/circuits/{target}/close", Admin, None),
         route("GET", "/api/v1/dlq", Viewer, None),
         route(
             "POST",
@@ -184,7 +185,8 @@ pub(crate) async fn call(
             } else {
                 "deploy"
             },
-        );
+        )
+        .replace("{target}", "metis-rpc");
     let url = format!("{}{path}", server.url);
     let method = reqwest::Method::from_bytes(route.method.as_bytes()).unwrap();
     let mut request = client.request(method, url);

@@ -11,6 +11,7 @@ import * as policies from './policies.js';
 import * as schedules from './schedules.js';
 import * as queues from './queues.js';
 import * as tokens from './tokens.js';
+import * as circuits from './circuits.js';
 import * as loginPage from './login.js';
 
 const main = document.getElementById('main');
@@ -24,6 +25,7 @@ const ROUTES = [
   [/^\/policies\/?$/, policies, 'policies', 'Policies'],
   [/^\/schedules\/?$/, schedules, 'schedules', 'Schedules'],
   [/^\/queues\/?$/, queues, 'queues', 'Queues'],
+  [/^\/circuits\/?$/, circuits, 'circuits', 'Circuits'],
   [/^\/tokens\/?$/, tokens, 'tokens', 'Tokens'],
   [/^\/login\/?$/, loginPage, null, 'Log in'],
 ];

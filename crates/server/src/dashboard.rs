@@ -80,6 +80,7 @@ pub fn router() -> Router<AppState> {
         .route("/policies", get(index))
         .route("/schedules", get(index))
         .route("/queues", get(index))
+        .route("/circuits", get(index))
         .route("/tokens", get(index))
         .route("/assets/{file}", get(asset))
 }

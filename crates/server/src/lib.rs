@@ -82,6 +82,7 @@ fn routes() -> (Router<AppState>, serde_json::Value) {
         .routes(routes!(notifications::of_job))
         .routes(routes!(notifications::list))
         .routes(routes!(circuits::list))
+        .routes(routes!(circuits::close))
         .routes(routes!(dlq::list))
         .routes(routes!(dlq::requeue))
         .routes(routes!(dlq::purge))

@@ -1137,6 +1137,30 @@ fn circuit_from_row(row: &Row) -> Result<Circuit> {
 
 /// Counts a finished attempt towards its target's circuit (under the target's lock).
 /// Returns true when the circuit closed, which makes the jobs it held due now.
+/// Deletes a target's circuit; the jobs it held may start at once. Whether there was one.
+async fn close_circuit_rows(
+    client: &impl GenericClient,
+    target: &str,
+    now: DateTime<Utc>,
+) -> Result<bool> {
+    let closed = client
+        .cached_execute("DELETE FROM circuits WHERE target = $1", &[&target])
+        .await
+        .map_err(pg)?;
+    // SKIP LOCKED: a job a claim holds right now is being looked at anyway, and waiting for it
+    // could deadlock with that claim.
+    client
+        .cached_execute(
+            "UPDATE jobs SET next_attempt_at = $2, hold_reason = NULL, updated_at = $2 WHERE id IN \
+             (SELECT id FROM jobs WHERE target = $1 AND state IN ('pending', 'retrying') \
+              AND starts_with(hold_reason, $3) FOR UPDATE SKIP LOCKED)",
+            &[&target, &now, &rules::CIRCUIT_HOLD],
+        )
+        .await
+        .map_err(pg)?;
+    Ok(closed == 1)
+}
+
 async fn update_circuit(
     client: &impl GenericClient,
     target: &str,
@@ -1186,21 +1210,7 @@ async fn update_circuit(
                 .map_err(pg)?;
         }
         CircuitChange::Close => {
-            client
-                .cached_execute("DELETE FROM circuits WHERE target = $1", &[&target])
-                .await
-                .map_err(pg)?;
-            // The jobs it held may start at once. SKIP LOCKED: a job a claim holds right now
-            // is being looked at anyway, and waiting for it could deadlock with that claim.
-            client
-                .cached_execute(
-                    "UPDATE jobs SET next_attempt_at = $2, hold_reason = NULL, updated_at = $2 WHERE id IN \
-                     (SELECT id FROM jobs WHERE target = $1 AND state IN ('pending', 'retrying') \
-                      AND starts_with(hold_reason, $3) FOR UPDATE SKIP LOCKED)",
-                    &[&target, &now, &rules::CIRCUIT_HOLD],
-                )
-                .await
-                .map_err(pg)?;
+            close_circuit_rows(client, target, now).await?;
             return Ok(true);
         }
         CircuitChange::FreeProbe => {
@@ -1860,6 +1870,17 @@ impl JobWriter for PostgresStore {
         Ok(n)
     }
 
+    async fn close_circuit(&self, target: &str, now: DateTime<Utc>) -> Result<bool> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        // Under the target's lock, as a result that counts towards the circuit takes it.
+        lock_targets(&tx, &[target]).await?;
+        let closed = close_circuit_rows(&tx, target, now).await?;
+        notify(&tx, WAKE_CHANNEL, "").await?;
+        tx.commit().await.map_err(pg)?;
+        Ok(closed)
+    }
+
     async fn set_queue_paused(
         &self,
         org: &str,
@@ -2202,6 +2223,22 @@ impl JobReader for PostgresStore {
             .iter()
             .map(circuit_from_row)
             .collect()
+    }
+
+    async fn held_by_circuits(&self, org: &str) -> Result<BTreeMap<String, u64>> {
+        let client = self.client().await?;
+        let rows = client
+            .cached_query(
+                "SELECT target, COUNT(*) FROM jobs WHERE org = $1 AND state IN ('pending', 'retrying') \
+                 AND target IS NOT NULL AND starts_with(hold_reason, $2) GROUP BY target",
+                &[&org, &rules::CIRCUIT_HOLD],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get::<_, i64>(1) as u64))
+            .collect())
     }
 
     async fn attempt_process(&self, attempt_id: i64) -> Result<Option<Process>> {

@@ -457,6 +457,20 @@ fn circuit_from_row(row: &Row<'_>) -> rusqlite::Result<Circuit> {
     })
 }
 
+/// Deletes a target's circuit; the jobs it held may start at once. Whether there was one.
+fn close_circuit_rows(tx: &Connection, target: &str, now: DateTime<Utc>) -> Result<bool> {
+    let closed = tx
+        .execute("DELETE FROM circuits WHERE target = ?1", [target])
+        .map_err(to_store)?;
+    tx.execute(
+        "UPDATE jobs SET next_attempt_at = ?2, hold_reason = NULL, updated_at = ?2 \
+         WHERE target = ?1 AND state IN ('pending', 'retrying') AND substr(hold_reason, 1, length(?3)) = ?3",
+        params![target, ms(now), rules::CIRCUIT_HOLD],
+    )
+    .map_err(to_store)?;
+    Ok(closed == 1)
+}
+
 /// Counts a finished attempt towards its target's circuit.
 fn update_circuit(
     tx: &Connection,
@@ -502,15 +516,7 @@ fn update_circuit(
             .map_err(to_store)?;
         }
         CircuitChange::Close => {
-            tx.execute("DELETE FROM circuits WHERE target = ?1", [target])
-                .map_err(to_store)?;
-            // The jobs it held may start at once.
-            tx.execute(
-                "UPDATE jobs SET next_attempt_at = ?2, hold_reason = NULL, updated_at = ?2 \
-                 WHERE target = ?1 AND state IN ('pending', 'retrying') AND substr(hold_reason, 1, length(?3)) = ?3",
-                params![target, ms(now), rules::CIRCUIT_HOLD],
-            )
-            .map_err(to_store)?;
+            close_circuit_rows(tx, target, now)?;
         }
         CircuitChange::FreeProbe => {
             tx.execute(
@@ -1270,6 +1276,12 @@ impl JobWriter for SqliteStore {
         .await
     }
 
+    async fn close_circuit(&self, target: &str, now: DateTime<Utc>) -> Result<bool> {
+        let target = target.to_owned();
+        self.write(move |tx| close_circuit_rows(tx, &target, now))
+            .await
+    }
+
     async fn set_queue_paused(
         &self,
         org: &str,
@@ -1645,6 +1657,23 @@ impl JobReader for SqliteStore {
                 ))
                 .map_err(to_store)?;
             let rows = stmt.query_map([org], circuit_from_row).map_err(to_store)?;
+            rows.collect::<rusqlite::Result<_>>().map_err(to_store)
+        })
+        .await
+    }
+
+    async fn held_by_circuits(&self, org: &str) -> Result<BTreeMap<String, u64>> {
+        let org = org.to_owned();
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT target, COUNT(*) FROM jobs WHERE org = ?1 AND state IN ('pending', 'retrying') \
+                     AND target IS NOT NULL AND substr(hold_reason, 1, length(?2)) = ?2 GROUP BY target",
+                )
+                .map_err(to_store)?;
+            let rows = stmt
+                .query_map(params![org, rules::CIRCUIT_HOLD], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))
+                .map_err(to_store)?;
             rows.collect::<rusqlite::Result<_>>().map_err(to_store)
         })
         .await

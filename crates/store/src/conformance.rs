@@ -57,6 +57,7 @@ macro_rules! conformance_tests {
             an_organizations_retry_budget_caps_its_retries_only,
             organizations_and_channels_are_kept,
             listing_searches_ids_kinds_targets_errors_and_labels,
+            a_circuit_closed_by_hand_frees_what_it_held,
         );
     };
     (@each $make:expr; $($name:ident),* $(,)?) => {
@@ -2002,6 +2003,11 @@ pub async fn an_open_circuit_holds_its_target_until_a_probe_closes_it(store: Dyn
         Some(t0() + secs(30)),
         "held jobs wake the engine when the cool-down ends"
     );
+    assert_eq!(
+        store.held_by_circuits(DEFAULT_ORG).await.unwrap(),
+        BTreeMap::from([("metis-rpc".to_owned(), 3)])
+    );
+    assert!(store.held_by_circuits("acme").await.unwrap().is_empty());
     // Half-open: one probe; it fails and the circuit opens again.
     let half_open = t0() + secs(30);
     let probe = store
@@ -2763,4 +2769,54 @@ pub async fn listing_searches_ids_kinds_targets_errors_and_labels(store: DynStor
     assert_eq!(found("payments").await, vec![deploy.id]);
     assert_eq!(found("backup").await, vec![other.id]);
     assert!(found("nowhere").await.is_empty());
+}
+
+/// Issue 19: an operator closes a circuit by hand (the target was fixed): the jobs it held
+/// are due at once, without a hold reason.
+pub async fn a_circuit_closed_by_hand_frees_what_it_held(store: DynStore) {
+    let limits = TargetLimits {
+        circuit: Some(circuit_config()),
+        budget: None,
+    };
+    for _ in 0..3 {
+        insert(&store, new_job("default", 50, 0)).await;
+    }
+    for claimed in store.claim_jobs(&limited(t0(), 10, &limits)).await.unwrap() {
+        store
+            .finish_attempt(&AttemptResult {
+                circuit: Some(circuit_config()),
+                ..result(
+                    &claimed,
+                    t0(),
+                    AttemptOutcome::Failed,
+                    retry_at(t0() + secs(1)),
+                )
+            })
+            .await
+            .unwrap();
+    }
+    let held = store
+        .claim_jobs(&limited(t0() + secs(2), 10, &limits))
+        .await
+        .unwrap();
+    assert!(held.is_empty(), "the open circuit holds them");
+    assert!(
+        store
+            .close_circuit("metis-rpc", t0() + secs(3))
+            .await
+            .unwrap()
+    );
+    assert!(store.list_circuits(None).await.unwrap().is_empty());
+    assert!(
+        !store
+            .close_circuit("metis-rpc", t0() + secs(3))
+            .await
+            .unwrap()
+    );
+    let freed = store
+        .claim_jobs(&limited(t0() + secs(3), 10, &limits))
+        .await
+        .unwrap();
+    assert_eq!(freed.len(), 3, "every held job starts at once");
+    assert!(freed.iter().all(|c| c.job.hold_reason.is_none()));
 }

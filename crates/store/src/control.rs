@@ -138,6 +138,14 @@ impl Control {
         Ok(())
     }
 
+    /// Closes a target's circuit by hand: the jobs it held start at once, here and on the
+    /// other nodes. Whether it was open or half-open.
+    pub async fn close_circuit(&self, target: &str) -> Result<bool> {
+        let closed = self.store.close_circuit(target, self.now()).await?;
+        self.store.signals().notice(Notice::Wake);
+        Ok(closed)
+    }
+
     /// After a schedule was created, changed, paused, resumed or deleted: the schedulers of
     /// this process look again (other nodes learn it from the store).
     pub fn schedules_changed(&self) {

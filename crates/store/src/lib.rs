@@ -376,6 +376,10 @@ pub trait JobWriter: Send + Sync {
     /// Deletes the given terminal jobs; live ones are skipped. Returns how many went.
     async fn purge_jobs(&self, ids: &[JobId]) -> Result<u64>;
 
+    /// Closes a target's circuit by hand (the target was fixed): the jobs it held may start
+    /// at once. `false` when it was not open or half-open.
+    async fn close_circuit(&self, target: &str, now: DateTime<Utc>) -> Result<bool>;
+
     /// Pauses or resumes an organization's queue: a paused queue's jobs are not claimed.
     async fn set_queue_paused(
         &self,
@@ -448,6 +452,8 @@ pub trait JobReader: Send + Sync {
     /// Circuits that are open or half-open, by target; with `org`, only those of targets
     /// the organization's jobs name.
     async fn list_circuits(&self, org: Option<&str>) -> Result<Vec<Circuit>>;
+    /// The organization's waiting jobs a circuit holds, per target.
+    async fn held_by_circuits(&self, org: &str) -> Result<BTreeMap<String, u64>>;
     /// The process recorded for an attempt, if any.
     async fn attempt_process(&self, attempt_id: i64) -> Result<Option<Process>>;
     /// Whether the database answers.
