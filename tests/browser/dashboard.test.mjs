@@ -425,6 +425,7 @@ test('issue 19: every page passes axe-core and fits a phone, light and dark', as
     ['queues', '/queues', 'main h1'],
     ['tokens', '/tokens', 'tr[data-token]'],
     ['circuits', '/circuits', 'main h1'],
+    ['notifications', '/notifications', 'main h1'],
   ];
   const axe = join(ROOT, 'tests/browser/node_modules/axe-core/axe.min.js');
   const found = [];
@@ -803,5 +804,43 @@ test('issue 19: the Circuits page says why a circuit opened and what it holds; a
     await ctx.close();
   } finally {
     await own.stop();
+  }
+});
+
+test('issue 19: the notification log lists each delivery with its tries', async () => {
+  const { createServer } = await import('node:http');
+  let calls = 0;
+  const hook = createServer((req, res) => {
+    calls += 1;
+    res.writeHead(calls === 1 ? 500 : 200);
+    res.end();
+  });
+  await new Promise((r) => hook.listen(0, '127.0.0.1', r));
+  // The SSRF guard refuses loopback webhooks unless told otherwise: this server is told.
+  process.env.RETRYD_HTTP_ALLOW_INTERNAL = '127.0.0.1';
+  const own = await Server.start();
+  delete process.env.RETRYD_HTTP_ALLOW_INTERNAL;
+  try {
+    const url = `http://127.0.0.1:${hook.address().port}/hook`;
+    const put = await own.request('PUT', '/channels/browser-hook', { kind: 'webhook', url, policy: 'aggressive' });
+    assert.equal(put.status, 200, JSON.stringify(put.body));
+    const job = await own.submit('sh', ['-c', 'exit 2'], { kind: 'notify-check', policy: { max_attempts: 1 } });
+    await own.waitFor(job.id, (j) => j.state === 'failed');
+    const ctx = await browser.newContext({ viewport: { width: 1400, height: 900 } });
+    const p = await watchedPage(ctx, EXPECTED_FAILURES);
+    await p.goto(own.loginLink);
+    await p.waitForSelector('.role.role-admin');
+    await p.click('#nav a[data-nav="notifications"]');
+    // The first try fails (500), the next one delivers: both are listed, live.
+    await p.locator('tr[data-state="delivered"]', { has: p.locator(`a[href="/jobs/${job.id}"]`) }).waitFor({ timeout: 15000 });
+    const text = await p.textContent('table.notifications');
+    assert.match(text, /@default\/browser-hook/);
+    assert.match(text, /failed \(500\)/);
+    assert.match(text, /ok \(200\)/);
+    assert.equal(p.problems.length, 0, p.problems.join('\n'));
+    await ctx.close();
+  } finally {
+    await own.stop();
+    hook.close();
   }
 });

@@ -12,6 +12,7 @@ import * as schedules from './schedules.js';
 import * as queues from './queues.js';
 import * as tokens from './tokens.js';
 import * as circuits from './circuits.js';
+import * as notifications from './notifications.js';
 import * as loginPage from './login.js';
 
 const main = document.getElementById('main');
@@ -26,6 +27,7 @@ const ROUTES = [
   [/^\/schedules\/?$/, schedules, 'schedules', 'Schedules'],
   [/^\/queues\/?$/, queues, 'queues', 'Queues'],
   [/^\/circuits\/?$/, circuits, 'circuits', 'Circuits'],
+  [/^\/notifications\/?$/, notifications, 'notifications', 'Notifications'],
   [/^\/tokens\/?$/, tokens, 'tokens', 'Tokens'],
   [/^\/login\/?$/, loginPage, null, 'Log in'],
 ];

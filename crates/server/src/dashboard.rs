@@ -49,6 +49,7 @@ const ASSETS: &[Asset] = &[
     asset!("schedules.js", JS),
     asset!("queues.js", JS),
     asset!("tokens.js", JS),
+    asset!("notifications.js", JS),
     asset!("login.js", JS),
     asset!("style.css", "text/css; charset=utf-8"),
     asset!("favicon.svg", "image/svg+xml"),
@@ -81,6 +82,7 @@ pub fn router() -> Router<AppState> {
         .route("/schedules", get(index))
         .route("/queues", get(index))
         .route("/circuits", get(index))
+        .route("/notifications", get(index))
         .route("/tokens", get(index))
         .route("/assets/{file}", get(asset))
 }
