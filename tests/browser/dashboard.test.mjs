@@ -844,3 +844,30 @@ test('issue 19: the notification log lists each delivery with its tries', async 
     hook.close();
   }
 });
+
+test('issue 19: a pipeline shows every step, done, current and not yet run, and resumes at its step', async () => {
+  const step = (name, script, extra = {}) => ({ name, command: { program: 'sh', args: ['-c', script] }, policy: { max_attempts: 1 }, ...extra });
+  const { status, body } = await server.post('/jobs', {
+    kind: 'pipeline-check',
+    action: { type: 'pipeline', steps: [
+      step('build', 'true'),
+      step('lint', 'echo "Error: style" >&2; exit 2', { continue_on_failure: true }),
+      step('deploy', 'echo "Error: refused" >&2; exit 2'),
+      step('notify', 'true'),
+    ] },
+  });
+  assert.equal(status, 201, JSON.stringify(body));
+  await server.waitFor(body.id, (j) => j.state === 'failed');
+  const p = await page();
+  await p.goto(`${server.url}/jobs/${body.id}`);
+  await p.waitForSelector('.steps-list');
+  assert.equal(await p.textContent('.steps-panel h2'), 'Steps (2 of 4 done)');
+  assert.equal(await p.getAttribute('li.step[data-step="build"]', 'class'), 'step step-succeeded');
+  assert.equal(await p.getAttribute('li.step[data-step="lint"]', 'class'), 'step step-failed-continued');
+  assert.equal(await p.getAttribute('li.step[data-step="deploy"]', 'class'), 'step step-failed');
+  assert.equal(await p.getAttribute('li.step[data-step="notify"]', 'class'), 'step step-not-run');
+  assert.match(await p.textContent('.facts-panel'), /each step has its own count and policy/);
+  assert.equal(await p.locator('button[data-action="Resume at step deploy"]').count(), 1);
+  noProblems(p);
+  await p.close();
+});

@@ -82,7 +82,9 @@ export function render(main, [id]) {
         if (job.state === 'retrying') actions.appendChild(action('Retry now', 'primary', () => post(`/jobs/${id}/retry`, {})));
         actions.appendChild(action('Cancel', 'danger', () => post(`/jobs/${id}/cancel`, {}), 'Cancel this job?'));
       } else if (job.state !== 'succeeded') {
-        actions.appendChild(action('Requeue', 'primary', () => post(`/jobs/${id}/retry`, {})));
+        // A pipeline resumes at the step that stopped it, not from the start.
+        const resumeAt = job.action.type === 'pipeline' && job.step ? `Resume at step ${job.step}` : 'Requeue';
+        actions.appendChild(action(resumeAt, 'primary', () => post(`/jobs/${id}/retry`, {})));
         actions.appendChild(action('Requeue with reset', '', () => post(`/jobs/${id}/retry`, { reset: true })));
         const editButton = h('button', { type: 'button', 'data-action': 'Edit and requeue', 'aria-expanded': 'false' }, 'Edit and requeue');
         editButton.addEventListener('click', () => openEditor(editButton));
@@ -246,8 +248,13 @@ export function render(main, [id]) {
     const between = (a, b) => (a && b ? span(new Date(b).getTime() - new Date(a).getTime()) : '—');
     const rows = [
       ['Queue', link('queue', job.queue)], ['Kind', link('kind', job.kind)], ['Target', job.target ? link('target', job.target) : '—'],
-      ['Policy', `${job.policy_name} · ${job.policy.max_attempts} attempts, ${job.policy.initial_delay} ×${job.policy.multiplier} ≤ ${job.policy.max_delay}, ${job.policy.jitter} jitter`],
-      ['Attempts', `${job.attempt} of ${job.policy.max_attempts}`], ['Priority', job.priority],
+      ['Policy', job.action.type === 'pipeline'
+        ? `per step; a step without its own gets ${job.policy_name} (${job.policy.max_attempts} attempts)`
+        : `${job.policy_name} · ${job.policy.max_attempts} attempts, ${job.policy.initial_delay} ×${job.policy.multiplier} ≤ ${job.policy.max_delay}, ${job.policy.jitter} jitter`],
+      job.action.type === 'pipeline'
+        ? ['Attempts', `${job.attempt} in all; each step has its own count and policy`]
+        : ['Attempts', `${job.attempt} of ${job.policy.max_attempts}`],
+      ['Priority', job.priority],
       ['Created', [when(job.created_at), ` by ${job.created_by || '—'}`]], ['Started', when(job.started_at)], ['Finished', when(job.finished_at)],
       ['Queue wait', between(job.created_at, job.started_at)], ['Total', between(job.created_at, job.finished_at)],
       ['Deadline', when(job.deadline)],
@@ -262,8 +269,44 @@ export function render(main, [id]) {
     }
   }
 
+  // A pipeline's steps, every one in order: done (with its attempts), the current one, and
+  // those that have not run yet.
+  function drawSteps() {
+    if (job.action.type !== 'pipeline') return null;
+    const done = job.steps || [];
+    const stepAttempts = (name) => attempts.filter((a) => a.step === name).length;
+    const items = job.action.steps.map((step, i) => {
+      let status, note;
+      if (i < done.length) {
+        status = done[i].status === 'failed' ? 'failed-continued' : 'succeeded';
+        note = done[i].status === 'failed'
+          ? `failed, the pipeline went on (continue_on_failure) · ${done[i].attempts} attempt(s)${done[i].error ? ` · ${done[i].error}` : ''}`
+          : `succeeded · ${done[i].attempts} attempt(s)`;
+      } else if (i === done.length && !['succeeded'].includes(job.state)) {
+        status = job.state;
+        const max = job.step_max_attempts ?? '?';
+        note = `${status} · attempt ${job.step_attempt ?? stepAttempts(step.name)} of ${max}`;
+      } else {
+        status = 'not-run';
+        note = 'not run yet';
+      }
+      const glyph = { succeeded: '✓', 'failed-continued': '⚠', failed: '✕', running: '▶', retrying: '↻', 'not-run': '○', pending: '◷', cancelled: '⊘', expired: '⊖' }[status] || '·';
+      return h('li', { class: `step step-${status}`, 'data-step': step.name },
+        h('span', { class: 'marker', 'aria-hidden': 'true' }, glyph),
+        h('strong', {}, `${i + 1}. ${step.name}`), ' ',
+        h('span', { class: 'muted' }, note));
+    });
+    const warned = done.some((d) => d.status === 'failed');
+    return h('section', { class: 'panel steps-panel' },
+      h('h2', {}, `Steps (${done.length} of ${job.action.steps.length} done)`),
+      job.state === 'succeeded' && warned ? h('p', { class: 'warn-text' }, '⚠ Succeeded, but a non-blocking step failed.') : null,
+      h('ol', { class: 'steps-list' }, items));
+  }
+
   function drawTimeline() {
     clear(timeline);
+    const steps = drawSteps();
+    if (steps) timeline.appendChild(steps);
     timeline.appendChild(h('h2', {}, 'Attempts'));
     if (!attempts.length) {
       timeline.appendChild(h('p', { class: 'muted' }, job.waiting_reason || 'No attempt yet.'));
