@@ -871,3 +871,23 @@ test('issue 19: a pipeline shows every step, done, current and not yet run, and 
   noProblems(p);
   await p.close();
 });
+
+test('issue 19: a running attempt ticks its time; a retrying job says when it gives up at the latest', async () => {
+  const retrying = await server.submit('sh', ['-c', 'echo "connection reset by peer" >&2; exit 1'], {
+    kind: 'gives-up-check', policy: { max_attempts: 4, initial_delay: '60s', max_delay: '5m', multiplier: 2, jitter: 'none' },
+  });
+  await server.waitFor(retrying.id, (j) => j.state === 'retrying');
+  const p = await page();
+  await p.goto(`${server.url}/jobs/${retrying.id}`);
+  await p.locator('.gives-up', { hasText: '3 attempt(s) left; it gives up by' }).waitFor();
+  const running = await server.submit('sleep', ['5'], { kind: 'elapsed-check' });
+  await server.waitFor(running.id, (j) => j.state === 'running');
+  await p.goto(`${server.url}/jobs/${running.id}`);
+  await p.locator('.elapsed', { hasText: /running for \d/ }).waitFor();
+  const first = await p.textContent('.elapsed');
+  await p.waitForTimeout(1200);
+  assert.notEqual(await p.textContent('.elapsed'), first, 'the time ticks');
+  await server.post(`/jobs/${running.id}/cancel`, {});
+  noProblems(p);
+  await p.close();
+});

@@ -4,7 +4,7 @@
 // the events.
 
 import { get, post, can } from './api.js';
-import { h, clear, badge, classTag, time, span, describeAction, confirmInline, when, zoneLabel, slug } from './dom.js';
+import { h, clear, badge, classTag, time, span, describeAction, confirmInline, when, zoneLabel, slug, parseDuration } from './dom.js';
 import { toast, throttle, every } from './app.js';
 import { statusLine } from './jobs.js';
 
@@ -315,7 +315,7 @@ export function render(main, [id]) {
     const list = h('ol', { class: 'timeline' });
     attempts.forEach((a, i) => {
       const outcome = a.outcome || 'running';
-      const took = a.finished_at ? span(new Date(a.finished_at) - new Date(a.started_at)) : 'running…';
+      const took = a.finished_at ? span(new Date(a.finished_at) - new Date(a.started_at)) : h('span', { class: 'elapsed', 'data-since': a.started_at }, 'running');
       list.appendChild(h('li', { class: `attempt out-${outcome}`, 'data-attempt': a.number },
         h('div', { class: 'attempt-head' },
           h('span', { class: 'marker', 'aria-hidden': 'true' }, { succeeded: '✓', failed: '✕', timed_out: '◔', cancelled: '⊘', lost: '?', running: '▶' }[outcome] || '·'),
@@ -323,7 +323,7 @@ export function render(main, [id]) {
           a.step ? h('span', { class: 'pill step' }, a.step) : null,
           h('span', { class: `outcome out-${outcome}` }, outcome.replace('_', ' ')),
           classTag(a.class),
-          h('span', { class: 'muted' }, `${time(a.started_at)} · ${took} · ${a.node}`)),
+          h('span', { class: 'muted' }, `${time(a.started_at)} · `, took, ` · ${a.node}`)),
         a.error ? h('div', { class: 'attempt-error' }, a.error, a.exit_code !== null && !String(a.error).includes('code') ? ` (exit ${a.exit_code})` : '') : null,
         a.rule ? h('div', { class: 'attempt-rule' }, 'rule: ', h('code', { class: 'rule' }, a.rule)) : null,
         a.output_dropped_bytes ? h('div', { class: 'muted' }, `${a.output_dropped_bytes} bytes of output dropped (tail kept)`) : null));
@@ -333,9 +333,23 @@ export function render(main, [id]) {
           h('span', { class: 'marker', 'aria-hidden': 'true' }, '⋯'),
           `waited ${span(a.next_delay_ms)}`, a.delay_reason ? ` — ${a.delay_reason}` : '',
           isLast && job.state === 'retrying' ? h('span', { class: 'muted' }, ` (next attempt at ${time(job.next_attempt_at)})`) : null));
+        if (isLast && job.state === 'retrying') list.appendChild(givesUp());
       }
     });
     timeline.appendChild(list);
+  }
+
+  // When a retrying job stops trying at the latest: its remaining attempts at their longest
+  // waits (the policy's schedule), unless one succeeds or fails for good first.
+  function givesUp() {
+    const li = h('li', { class: 'wait gives-up' }, h('span', { class: 'marker', 'aria-hidden': 'true' }, '⌛'), 'working out when it gives up…');
+    post('/policies/simulate', job.policy).then((rows) => {
+      const left = rows.filter((r) => r.after_attempt > job.attempt);
+      const longest = left.reduce((sum, r) => sum + parseDuration(r.delay_max), 0);
+      const last = new Date(new Date(job.next_attempt_at).getTime() + longest).toISOString();
+      li.lastChild.replaceWith(`${job.policy.max_attempts - job.attempt} attempt(s) left; it gives up by `, when(last), ' at the latest (without the attempts\' own run time)');
+    }).catch(() => li.remove());
+    return li;
   }
 
   function drawEvents(list) {
@@ -450,6 +464,10 @@ export function render(main, [id]) {
     if (!job) return;
     const el = status.querySelector('.status-text');
     if (el) el.textContent = statusLine(job);
+    // A running attempt's time so far, ticking.
+    for (const running of timeline.querySelectorAll('.elapsed[data-since]')) {
+      running.textContent = `running for ${span(Date.now() - new Date(running.dataset.since).getTime())}`;
+    }
   });
   refresh();
   return {

@@ -7,6 +7,8 @@ import { throttle } from './app.js';
 import { circuitsPanel } from './circuits.js';
 
 const WINDOWS = ['1h', '24h', '7d'];
+// Rows of "By kind" and "By target"; the rest are counted below them.
+const BREAKDOWN_ROWS = 8;
 
 export function render(main, _params, query) {
   let windowName = WINDOWS.includes(query.get('window')) ? query.get('window') : '24h';
@@ -142,7 +144,9 @@ function drawErrors(el, top) {
     h('tbody', {}, shown.map((e) => h('tr', {},
       h('td', { class: 'num', title: `${e.count} job${e.count === 1 ? '' : 's'}, ${e.attempts} failed attempt${e.attempts === 1 ? '' : 's'}` }, num(e.count)),
       h('td', {}, classTag(e.class)),
-      h('td', { class: 'msg', title: e.message }, e.message))))));
+      // A row opens the jobs whose error reads so (the search takes its first words).
+      h('td', { class: 'msg', title: e.message }, h('a', { href: `/jobs?q=${encodeURIComponent(e.message.slice(0, 60))}` }, e.message)))))));
+  if (shown.length < top.length) el.appendChild(h('p', { class: 'muted more' }, `and ${top.length - shown.length} more`));
 }
 
 function drawBreakdown(el, title, key, rows) {
@@ -154,12 +158,17 @@ function drawBreakdown(el, title, key, rows) {
   }
   el.appendChild(h('table', { class: 'table compact' },
     h('thead', {}, h('tr', {}, h('th', {}, key), h('th', { class: 'num' }, 'finished'), h('th', { class: 'num' }, 'after retries'))),
-    h('tbody', {}, rows.slice(0, 8).map((r) => h('tr', {},
+    h('tbody', {}, rows.slice(0, BREAKDOWN_ROWS).map((r) => h('tr', {},
       // Jobs without a target are grouped as "(none)", which no filter can name.
       h('td', {}, r.name === '(none)' ? h('span', { class: 'muted' }, r.name) : h('a', { href: `/jobs?${key}=${encodeURIComponent(r.name)}` }, r.name)),
       h('td', { class: 'num' }, num(r.finished)),
       h('td', { class: `num ${r.success_rate_after_retries != null && r.success_rate_after_retries < 0.8 ? 'bad-text' : ''}` }, pct(r.success_rate_after_retries)))))));
+  // Not silently cut: the rest are named by count, and the job list has them all.
+  if (rows.length > BREAKDOWN_ROWS) {
+    el.appendChild(h('p', { class: 'muted more' }, `and ${rows.length - BREAKDOWN_ROWS} more ${key === 'kind' ? 'kinds' : 'targets'} (`, h('a', { href: '/jobs' }, 'all jobs'), ')'));
+  }
 }
+
 
 function drawRecent(el, jobs) {
   clear(el);
