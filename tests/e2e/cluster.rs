@@ -68,7 +68,7 @@ async fn all_jobs(node: &Server) -> Vec<Value> {
             Some(c) => format!("/jobs?limit=500&cursor={c}"),
             None => "/jobs?limit=500".to_owned(),
         };
-        let (status, page) = node.get(&path).await;
+        let (status, page) = node.get_paced(&path).await;
         assert_eq!(status, 200, "{page}");
         jobs.extend(page["jobs"].as_array().unwrap().iter().cloned());
         match page["next_cursor"].as_str() {

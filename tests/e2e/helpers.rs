@@ -231,6 +231,26 @@ impl Server {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// GET as a well-behaved client: a 429 is waited out as its Retry-After says (tests that
+    /// read thousands of jobs meet the per-token request limit).
+    pub async fn get_paced(&self, path: &str) -> (u16, Value) {
+        for _ in 0..30 {
+            let r = self.http.get(self.api(path)).send().await.expect("GET");
+            if r.status() == 429 {
+                let wait = r
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok()?.parse().ok())
+                    .unwrap_or(1);
+                tokio::time::sleep(Duration::from_secs(wait)).await;
+                continue;
+            }
+            let status = r.status().as_u16();
+            return (status, r.json().await.unwrap_or(Value::Null));
+        }
+        panic!("GET {path} stayed rate limited for 30 tries");
+    }
+
     pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
         let r = self
             .http
@@ -295,13 +315,15 @@ impl Server {
     }
 
     pub async fn attempts(&self, id: &str) -> Vec<Value> {
-        let (_, v) = self.get(&format!("/jobs/{id}/attempts")).await;
-        v.as_array().cloned().unwrap_or_default()
+        let (status, v) = self.get_paced(&format!("/jobs/{id}/attempts")).await;
+        assert_eq!(status, 200, "attempts of {id}: {v}");
+        v.as_array().cloned().expect("an array of attempts")
     }
 
     pub async fn events(&self, id: &str) -> Vec<Value> {
-        let (_, v) = self.get(&format!("/jobs/{id}/events")).await;
-        v.as_array().cloned().unwrap_or_default()
+        let (status, v) = self.get_paced(&format!("/jobs/{id}/events")).await;
+        assert_eq!(status, 200, "events of {id}: {v}");
+        v.as_array().cloned().expect("an array of events")
     }
 
     /// Runs the real CLI against this server.
