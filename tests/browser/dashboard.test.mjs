@@ -726,6 +726,12 @@ test('issue 19: the job list searches by short id and by text in errors; the pag
   const p = await page();
   await p.goto(`${server.url}/jobs`);
   await p.waitForSelector('tr[data-job]');
+  // Each state chip counts the organization's jobs in that state.
+  const counts = (await server.get('/jobs/counts')).body;
+  assert.equal(Object.keys(counts).length, 7, 'every state is counted');
+  const counted = counts.failed;
+  assert.ok(counted > 0, 'the test made failed jobs');
+  await p.waitForFunction((n) => document.querySelector('.chip-count[data-count="failed"]')?.textContent === String(n), counted);
   // The 12 characters the list shows find the job.
   await p.fill('input.search', marked.id.slice(-12));
   await p.press('input.search', 'Enter');

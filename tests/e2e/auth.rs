@@ -53,6 +53,7 @@ pub(crate) fn matrix() -> Vec<Route> {
             Some(json!({ "jobs": [job.clone()] })),
         ),
         route("POST", "/api/v1/jobs", Operator, Some(job)),
+        route("GET", "/api/v1/jobs/counts", Viewer, None),
         route("GET", "/api/v1/jobs/{id}", Viewer, None),
         route("GET", "/api/v1/jobs/{id}/attempts", Viewer, None),
         route("GET", "/api/v1/jobs/{id}/events", Viewer, None),

@@ -3,7 +3,7 @@
 // jobs are announced in reserved space instead of pushing rows down.
 
 import { get, post, can } from './api.js';
-import { h, clear, badge, STATES, ago, shortId, span, describeAction, confirmInline } from './dom.js';
+import { h, clear, badge, STATES, ago, shortId, span, describeAction, confirmInline, num } from './dom.js';
 import { navigate, throttle, every, toast } from './app.js';
 
 const PAGE = 50;
@@ -44,7 +44,17 @@ export function render(main, _params, query) {
         filter.state = filter.state.includes(st) ? filter.state.filter((x) => x !== st) : [...filter.state, st];
         apply();
       },
-    }, badge(st))));
+    }, badge(st), h('span', { class: 'chip-count', 'data-count': st }, ''))));
+  // How many jobs of the organization are in each state, beside its chip.
+  async function drawCounts() {
+    try {
+      const counts = await get('/jobs/counts');
+      for (const el of chips.querySelectorAll('.chip-count')) el.textContent = num(counts[el.dataset.count] ?? 0);
+    } catch {
+      // The chips work without their counts.
+    }
+  }
+  const recount = throttle(drawCounts, 1500);
   const inputs = Object.fromEntries(FIELDS.map((f) => [f, h('input', {
     name: f, value: filter[f], placeholder: f === 'label' ? 'label key=value' : f, 'aria-label': f, autocomplete: 'off', spellcheck: 'false',
   })]));
@@ -250,6 +260,7 @@ export function render(main, _params, query) {
   let newJobs = 0;
   const reloadFirst = throttle(() => load(), 800);
   function onEvent(event) {
+    recount();
     if (rows.has(event.job_id)) {
       updateRow(event.job_id);
     } else if (event.from === null && !cursor) {
@@ -273,6 +284,7 @@ export function render(main, _params, query) {
   });
 
   load();
+  drawCounts();
   return { onEvent, dispose: stop };
 }
 

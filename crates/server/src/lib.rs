@@ -73,6 +73,7 @@ fn routes() -> (Router<AppState>, serde_json::Value) {
                 .routes(routes!(jobs::submit_batch))
                 .layer(DefaultBodyLimit::max(jobs::BATCH_BODY_LIMIT)),
         )
+        .routes(routes!(jobs::counts))
         .routes(routes!(jobs::get))
         .routes(routes!(jobs::attempts))
         .routes(routes!(jobs::events))

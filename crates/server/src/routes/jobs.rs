@@ -12,8 +12,10 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use retryd_core::JobState;
 use retryd_core::explain::Around;
 use retryd_core::job::{Attempt, Event, Job};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 const MAX_LOG_PAGE: usize = 5000;
@@ -140,6 +142,24 @@ pub async fn submit_batch(
 const LIST_CHUNK: usize = 8;
 /// A list answer stops growing past this many bytes of JSON; `next_cursor` continues it.
 const LIST_ANSWER_BYTES: usize = 2 * 1024 * 1024;
+
+/// How many of the organization's jobs are in each state now (every state present): the
+/// job list's state chips.
+#[utoipa::path(get, path = "/jobs/counts", tag = "jobs", responses((status = 200, body = BTreeMap<String, u64>)))]
+pub async fn counts(
+    State(state): State<AppState>,
+    Viewer(principal): Viewer,
+) -> Result<Json<BTreeMap<JobState, u64>>, Error> {
+    let mut counts: BTreeMap<JobState, u64> = JobState::ALL.iter().map(|s| (*s, 0)).collect();
+    counts.extend(
+        state
+            .control
+            .store()
+            .count_by_state(Some(&principal.org))
+            .await?,
+    );
+    Ok(Json(counts))
+}
 
 /// Summaries only (see [`retryd_core::job::Action::summarized`]); `GET /jobs/{id}` has it all.
 #[utoipa::path(get, path = "/jobs", tag = "jobs", params(ListQuery), responses((status = 200, body = JobPage)))]
