@@ -83,8 +83,8 @@ pub enum Command {
     /// The organization's notification channels (admin): webhook, Slack or e-mail
     #[command(subcommand)]
     Channel(ChannelCommand),
-    /// Circuits per target that are open or half-open
-    Circuits,
+    /// Circuits per target that are open or half-open; with --history, past outages
+    Circuits(CircuitsArgs),
     /// The notification log: deliveries and each of their tries (of one job, or all)
     Notifications(NotificationsArgs),
 }
@@ -407,6 +407,14 @@ pub struct RunArgs {
     pub command: Vec<String>,
 }
 
+#[derive(Debug, Args)]
+pub struct CircuitsArgs {
+    /// The latest outages instead, newest first: when each opened, how long it lasted, how
+    /// it closed
+    #[arg(long)]
+    pub history: bool,
+}
+
 pub const DEFAULT_JOBS_LIMIT: usize = 50;
 
 #[derive(Debug, Args)]
@@ -432,6 +440,9 @@ pub struct JobsArgs {
     /// Continue from a previous page
     #[arg(long)]
     pub cursor: Option<String>,
+    /// Oldest jobs first (newest first otherwise)
+    #[arg(long)]
+    pub oldest: bool,
     /// Show STATUS and ERROR whole instead of cut to the terminal's width
     #[arg(long)]
     pub wide: bool,

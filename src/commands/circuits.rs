@@ -1,4 +1,4 @@
-//! `retryd circuits`.
+//! `retryd circuits [--history]`.
 
 use crate::client::Client;
 use crate::output::{self, table};
@@ -47,6 +47,68 @@ pub async fn list(client: &Client, json: bool) -> Result<u8> {
     table(
         "",
         &["TARGET", "STATE", "OPENED", "OPEN UNTIL", "FAILED/ATTEMPTS"],
+        &rows,
+    );
+    Ok(crate::exit::OK)
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Outage {
+    target: String,
+    opened_at: DateTime<Utc>,
+    closed_at: Option<DateTime<Utc>>,
+    failures: u32,
+    attempts: u32,
+    reopened: u32,
+    closed_by: Option<String>,
+}
+
+pub async fn history(client: &Client, json: bool) -> Result<u8> {
+    let outages: Vec<Outage> = client.get("/circuits/history?limit=200").await?;
+    if json {
+        output::json(&outages);
+        return Ok(crate::exit::OK);
+    }
+    if outages.is_empty() {
+        println!("no circuit opened in the last 90 days");
+        return Ok(crate::exit::OK);
+    }
+    let now = Utc::now();
+    let rows: Vec<Vec<String>> = outages
+        .iter()
+        .map(|o| {
+            let lasted = (o.closed_at.unwrap_or(now) - o.opened_at)
+                .to_std()
+                .unwrap_or_default();
+            // Whole seconds: "4m 10s", not "4m 10s 312ms".
+            let lasted = retryd_core::duration::format(std::time::Duration::from_secs(
+                lasted.as_secs().max(1),
+            ));
+            let closed = match (&o.closed_at, &o.closed_by) {
+                (Some(at), Some(by)) => format!("{}: {by}", output::time(*at)),
+                (Some(at), None) => output::time(*at),
+                (None, _) => output::red("still open"),
+            };
+            vec![
+                o.target.clone(),
+                output::time(o.opened_at),
+                lasted,
+                format!("{}/{}", o.failures, o.attempts),
+                o.reopened.to_string(),
+                closed,
+            ]
+        })
+        .collect();
+    table(
+        "",
+        &[
+            "TARGET",
+            "OPENED",
+            "LASTED",
+            "FAILED/ATTEMPTS",
+            "PROBES FAILED",
+            "CLOSED",
+        ],
         &rows,
     );
     Ok(crate::exit::OK)

@@ -68,6 +68,9 @@ fn next_page_hint(args: &JobsArgs, cursor: &str) -> String {
     if args.limit != crate::cli::DEFAULT_JOBS_LIMIT {
         hint.push_str(&format!(" --limit {}", args.limit));
     }
+    if args.oldest {
+        hint.push_str(" --oldest");
+    }
     if args.wide {
         hint.push_str(" --wide");
     }
@@ -117,6 +120,7 @@ pub async fn list(client: &Client, args: JobsArgs, json: bool) -> Result<u8> {
         ("target", args.target.clone()),
         ("label", args.label.clone()),
         ("cursor", args.cursor.clone()),
+        ("order", args.oldest.then(|| "oldest".to_owned())),
         ("limit", Some(args.limit.to_string())),
     ]
     .into_iter()
@@ -573,11 +577,12 @@ mod tests {
             label: Some("env=prod".into()),
             limit: 20,
             cursor: Some("01a2".into()),
+            oldest: true,
             wide: false,
         };
         assert_eq!(
             next_page_hint(&args, "01a3"),
-            "retryd jobs --state failed,retrying --kind 'wordpress deploy' --label env=prod --limit 20 --cursor 01a3"
+            "retryd jobs --state failed,retrying --kind 'wordpress deploy' --label env=prod --limit 20 --oldest --cursor 01a3"
         );
     }
 }

@@ -53,7 +53,8 @@ pub async fn dispatch(cli: Cli) -> Result<u8> {
         Command::Token(command) => token::token(&client(), command, json).await,
         Command::Org(command) => org::org(&client(), command, json).await,
         Command::Channel(command) => channel::channel(&client(), command, json).await,
-        Command::Circuits => circuits::list(&client(), json).await,
+        Command::Circuits(args) if args.history => circuits::history(&client(), json).await,
+        Command::Circuits(_) => circuits::list(&client(), json).await,
         Command::Notifications(args) => notifications::list(&client(), args, json).await,
     }
 }

@@ -410,6 +410,35 @@ test('screenshots of every page, light and dark', async () => {
 
 // Issue 19: every page at desktop and phone sizes, light and dark, has no serious or
 // critical accessibility violation (axe-core) and never scrolls sideways.
+const AXE = join(ROOT, 'tests/browser/node_modules/axe-core/axe.min.js');
+
+/**
+ * What is wrong with the page as it stands (it scrolls sideways; axe-core finds a serious or
+ * critical violation), one line each; and its screenshot `shot`.png (also in docs/ with
+ * RETRYD_UPDATE_SCREENSHOTS). The page's context must bypass the CSP to let axe in.
+ */
+async function inspect(p, shot) {
+  const found = [];
+  await p.waitForTimeout(200);
+  const overflow = await p.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+  if (overflow > 1) found.push(`${shot}: scrolls sideways by ${overflow}px`);
+  await p.addScriptTag({ path: AXE });
+  const violations = await p.evaluate(async () => {
+    const result = await window.axe.run(document, { resultTypes: ['violations'] });
+    return result.violations
+      .filter((v) => v.impact === 'serious' || v.impact === 'critical')
+      .map((v) => `${v.id} (${v.impact}): ${v.nodes.slice(0, 3).map((n) => n.target.join(' ')).join(' | ')}`);
+  });
+  for (const v of violations) found.push(`${shot}: ${v}`);
+  mkdirSync(SHOTS, { recursive: true });
+  await p.screenshot({ path: join(SHOTS, `${shot}.png`), fullPage: true });
+  if (process.env.RETRYD_UPDATE_SCREENSHOTS) {
+    mkdirSync(DOC_SHOTS, { recursive: true });
+    copyFileSync(join(SHOTS, `${shot}.png`), join(DOC_SHOTS, `${shot}.png`));
+  }
+  return found;
+}
+
 test('issue 19: every page passes axe-core and fits a phone, light and dark', async () => {
   mkdirSync(SHOTS, { recursive: true });
   const long = 'Error: ' + 'x'.repeat(400);
@@ -427,7 +456,6 @@ test('issue 19: every page passes axe-core and fits a phone, light and dark', as
     ['circuits', '/circuits', 'main h1'],
     ['notifications', '/notifications', 'main h1'],
   ];
-  const axe = join(ROOT, 'tests/browser/node_modules/axe-core/axe.min.js');
   const found = [];
   for (const [size, viewport] of [['desktop', { width: 1440, height: 900 }], ['phone', { width: 390, height: 844 }]]) {
     for (const scheme of ['light', 'dark']) {
@@ -438,22 +466,7 @@ test('issue 19: every page passes axe-core and fits a phone, light and dark', as
         if (name === 'login') await ctx.clearCookies();
         await p.goto(`${server.url}${path}`);
         await p.waitForSelector(ready);
-        await p.waitForTimeout(200);
-        const overflow = await p.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
-        if (overflow > 1) found.push(`${name} ${size} ${scheme}: scrolls sideways by ${overflow}px`);
-        await p.addScriptTag({ path: axe });
-        const violations = await p.evaluate(async () => {
-          const result = await window.axe.run(document, { resultTypes: ['violations'] });
-          return result.violations
-            .filter((v) => v.impact === 'serious' || v.impact === 'critical')
-            .map((v) => `${v.id} (${v.impact}): ${v.nodes.slice(0, 3).map((n) => n.target.join(' ')).join(' | ')}`);
-        });
-        for (const v of violations) found.push(`${name} ${size} ${scheme}: ${v}`);
-        await p.screenshot({ path: join(SHOTS, `${name}-${scheme}-${size}.png`), fullPage: true });
-        if (process.env.RETRYD_UPDATE_SCREENSHOTS) {
-          mkdirSync(DOC_SHOTS, { recursive: true });
-          copyFileSync(join(SHOTS, `${name}-${scheme}-${size}.png`), join(DOC_SHOTS, `${name}-${scheme}-${size}.png`));
-        }
+        found.push(...await inspect(p, `${name}-${scheme}-${size}`));
       }
       noProblems(p);
       await ctx.close();
@@ -806,8 +819,31 @@ test('issue 19: the Circuits page says why a circuit opened and what it holds; a
     for (const [i, id] of ids.entries()) {
       await own.waitFor(id, (j) => j.attempt > before[i], 20000);
     }
+    // The history keeps the outage and who closed it.
+    const closedRow = p.locator('.circuit-history tr[data-target="flaky-rpc"]').filter({ hasText: 'closed by' });
+    await closedRow.first().waitFor();
+    const outages = (await own.get('/circuits/history')).body;
+    const byHand = outages.find((o) => o.closed_by?.startsWith('closed by '));
+    assert.ok(byHand, JSON.stringify(outages));
+    assert.match(await closedRow.first().textContent(), new RegExp(byHand.closed_by));
     assert.equal(p.problems.length, 0, p.problems.join('\n'));
     await ctx.close();
+    // The page with an open circuit and its history: axe-core, phone width, screenshots.
+    const found = [];
+    for (const [size, viewport] of [['desktop', { width: 1440, height: 900 }], ['phone', { width: 390, height: 844 }]]) {
+      for (const scheme of ['light', 'dark']) {
+        const look = await browser.newContext({ viewport, colorScheme: scheme, bypassCSP: true });
+        const q = await watchedPage(look, EXPECTED_FAILURES);
+        await q.goto(own.loginLink);
+        await q.waitForSelector('.role.role-admin');
+        await q.goto(`${own.url}/circuits`);
+        await q.waitForSelector('.circuit-history tr[data-target]');
+        found.push(...await inspect(q, `circuits-history-${scheme}-${size}`));
+        noProblems(q);
+        await look.close();
+      }
+    }
+    assert.deepEqual(found, [], found.join('\n'));
   } finally {
     await own.stop();
   }
@@ -894,6 +930,111 @@ test('issue 19: a running attempt ticks its time; a retrying job says when it gi
   await p.waitForTimeout(1200);
   assert.notEqual(await p.textContent('.elapsed'), first, 'the time ticks');
   await server.post(`/jobs/${running.id}/cancel`, {});
+  noProblems(p);
+  await p.close();
+});
+
+test('issue 19: the job list sorts newest first, oldest first and problems first; the order is in the address', async () => {
+  const kind = 'order-check';
+  const ok = await server.submit('true', [], { kind });
+  await server.waitFor(ok.id, (j) => j.state === 'succeeded');
+  const bad = await server.submit('sh', ['-c', 'exit 2'], { kind, policy: { max_attempts: 1 } });
+  await server.waitFor(bad.id, (j) => j.state === 'failed');
+  const later = await server.submit('true', [], { kind });
+  await server.waitFor(later.id, (j) => j.state === 'succeeded');
+  const shown = (p) => p.evaluate(() => [...document.querySelectorAll('tr[data-job]')].map((r) => r.dataset.job));
+  const p = await page();
+  await p.goto(`${server.url}/jobs?kind=${kind}`);
+  await p.waitForFunction(() => document.querySelectorAll('tr[data-job]').length === 3);
+  assert.deepEqual(await shown(p), [later.id, bad.id, ok.id], 'newest first by default');
+  await p.selectOption('select[name="order"]', 'oldest');
+  await p.waitForFunction((id) => document.querySelector('tr[data-job]')?.dataset.job === id, ok.id);
+  assert.deepEqual(await shown(p), [ok.id, bad.id, later.id]);
+  assert.match(p.url(), /[?&]order=oldest/);
+  await p.selectOption('select[name="order"]', 'problems');
+  await p.waitForFunction((id) => document.querySelector('tr[data-job]')?.dataset.job === id, bad.id);
+  assert.deepEqual(await shown(p), [bad.id, later.id, ok.id], 'the failed job leads, then the others newest first');
+  assert.equal(await p.textContent('tr.divider'), 'Other jobs, newest first');
+  await p.reload();
+  await p.waitForSelector('tr.divider');
+  assert.equal(await p.inputValue('select[name="order"]'), 'problems');
+  // Pages of one row walk both lists in turn, with no gap or repeat.
+  const walked = [];
+  let cursor = null;
+  for (let i = 0; i < 5; i++) {
+    const page = (await server.get(`/jobs?kind=${kind}&order=oldest&limit=1${cursor ? `&cursor=${cursor}` : ''}`)).body;
+    walked.push(...page.jobs.map((j) => j.id));
+    cursor = page.next_cursor;
+    if (!cursor) break;
+  }
+  assert.deepEqual(walked, [ok.id, bad.id, later.id], 'the API pages oldest first');
+  const refused = await server.get('/jobs?order=sideways');
+  assert.equal(refused.status, 422);
+  assert.match(JSON.stringify(refused.body), /newest.*oldest/);
+  noProblems(p);
+  await p.close();
+});
+
+test('issue 19: the overview chart spans the attempts of the window with a time axis', async () => {
+  // Asked for first: the chart drawn after it counts these attempts and maybe more.
+  const stats = (await server.get('/stats?window=24h')).body;
+  const attempts = stats.series.reduce((n, b) => n + b.attempts, 0);
+  assert.ok(attempts > 0, 'the tests before made attempts');
+  const p = await page();
+  await p.goto(`${server.url}/?window=24h`);
+  await p.waitForSelector('.chart-panel svg.chart rect.bar-attempts');
+  const ticks = await p.locator('.chart-panel svg text.axis').allTextContents();
+  assert.ok(ticks.includes('now'), `a time axis ending now: ${ticks}`);
+  assert.ok(ticks.filter((t) => /^\d\d:\d\d(:\d\d)?$/.test(t)).length >= 4, `clock ticks: ${ticks}`);
+  assert.match(await p.textContent('.chart-note'), /^Each bar is .+, from the window's first attempt at \d\d:\d\d(:\d\d)?\.$/);
+  // The attempts of a few minutes in a 24 h window are spread over several bars.
+  assert.ok(await p.locator('.chart-panel rect.bar-attempts').count() >= 2, 'more than one bar');
+  const label = await p.getAttribute('.chart-panel svg.chart', 'aria-label');
+  const charted = Number(label.match(/: ([\d,]+) attempts/)[1].replaceAll(',', ''));
+  assert.ok(charted >= attempts, `${label} (the window had ${attempts} before)`);
+  noProblems(p);
+  await p.close();
+});
+
+test('issue 19: the whole flow works by keyboard alone: find a failed job, open it, requeue it', async () => {
+  const dead = await server.submit('sh', ['-c', 'echo "Error: keyboard-only" >&2; exit 2'], { kind: 'keyboard-check', policy: { max_attempts: 1 } });
+  await server.waitFor(dead.id, (j) => j.state === 'failed');
+  const p = await page();
+  const focused = () => p.evaluate(() => {
+    const el = document.activeElement;
+    return { tag: el.tagName, name: el.getAttribute('name'), href: el.getAttribute('href'), action: el.dataset.action, text: el.textContent.trim() };
+  });
+  // Tab until `wanted` holds for the focused element: no mouse anywhere.
+  async function tabTo(wanted, what) {
+    for (let i = 0; i < 80; i++) {
+      await p.keyboard.press('Tab');
+      if (wanted(await focused())) return;
+    }
+    assert.fail(`Tab never reached ${what}`);
+  }
+  await p.goto(`${server.url}/`);
+  await p.waitForSelector('main h1');
+  await tabTo((f) => f.href === '/jobs', 'the Jobs link');
+  await p.keyboard.press('Enter');
+  await p.waitForURL(`${server.url}/jobs`);
+  await tabTo((f) => f.name === 'q', 'the search box');
+  await p.keyboard.type(dead.id.slice(-12));
+  await p.keyboard.press('Enter');
+  await p.waitForFunction((id) => [...document.querySelectorAll('tr[data-job]')].map((r) => r.dataset.job).join() === id, dead.id);
+  await tabTo((f) => f.href === `/jobs/${dead.id}`, 'the job');
+  await p.keyboard.press('Enter');
+  await p.waitForSelector('.diagnosis, .headline');
+  assert.ok((await p.textContent('main')).includes('keyboard-only'), 'the job page shows its error');
+  await tabTo((f) => f.action === 'Requeue', 'the Requeue button');
+  await p.keyboard.press('Enter');
+  const confirm = await p.locator('.confirm').count();
+  if (confirm) {
+    await tabTo((f) => f.text === 'Yes', 'the confirmation');
+    await p.keyboard.press('Enter');
+  }
+  await server.waitFor(dead.id, (j) => j.attempt === 2 || j.state !== 'failed');
+  const events = (await server.get(`/jobs/${dead.id}/events`)).body;
+  assert.ok(events.some((e) => e.from === 'failed' && e.to === 'pending'), JSON.stringify(events));
   noProblems(p);
   await p.close();
 });

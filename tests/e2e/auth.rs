@@ -64,6 +64,7 @@ pub(crate) fn matrix() -> Vec<Route> {
         route("GET", "/api/v1/notifications", Viewer, None),
         route("GET", "/api/v1/circuits", Viewer, None),
         route("POST", "/api/v1/circuits/{target}/close", Admin, None),
+        route("GET", "/api/v1/circuits/history", Viewer, None),
         route("GET", "/api/v1/dlq", Viewer, None),
         route(
             "POST",

@@ -180,6 +180,24 @@ async fn circuit_opens_and_closes(server: &Server, target: &Target) {
         assert_eq!(job["state"], "succeeded", "{job}");
     }
     assert!(circuits(server).await.is_empty(), "closed after recovery");
+    // The outage stays in the history, and the CLI shows it.
+    let (status, history) = server.get("/circuits/history").await;
+    assert_eq!(status, 200, "{history}");
+    let outage = &history[0];
+    assert_eq!(outage["target"], "flaky-rpc", "{history}");
+    assert_eq!(outage["closed_by"], "its probe succeeded", "{outage}");
+    assert!(outage["closed_at"].as_str() > outage["opened_at"].as_str());
+    assert!(outage["reopened"].as_u64().is_some());
+    let cli = server.cli(&["circuits", "--history"]);
+    assert!(cli.status.success(), "{}", stderr(&cli));
+    let text = stdout(&cli);
+    assert!(
+        text.contains("flaky-rpc") && text.contains("its probe succeeded"),
+        "{text}"
+    );
+    let (status, body) = server.get("/circuits/history?limit=0").await;
+    assert_eq!(status, 422);
+    assert_eq!(body["error"]["details"]["field"], "limit");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

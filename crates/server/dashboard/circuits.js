@@ -1,10 +1,10 @@
 // Circuits (SPEC §4): the overview's panel shows the open ones; the Circuits page shows each
 // with why it opened, how many jobs it holds and when it lets a probe through, and admins
-// close one by hand once its target is fixed.
+// close one by hand once its target is fixed; below, the history of outages.
 
 import { get, post, can } from './api.js';
 import { toast, throttle } from './app.js';
-import { h, clear, time, ago, confirmInline } from './dom.js';
+import { h, clear, time, ago, span, confirmInline } from './dom.js';
 
 async function open() {
   let rows = [];
@@ -35,12 +35,15 @@ export async function circuitsPanel(el) {
 
 export function render(main) {
   const list = h('div', { class: 'circuit-list' });
+  const history = h('section', { class: 'panel circuit-history' });
   main.appendChild(h('div', { class: 'page-head' }, h('h1', {}, 'Circuits'),
     h('p', { class: 'muted' }, 'A target whose attempts keep failing is left alone for a cool-down; then one probe decides.')));
   main.appendChild(list);
+  main.appendChild(history);
   async function load() {
     try {
-      const circuits = await open();
+      const [circuits, outages] = await Promise.all([open(), get('/circuits/history?limit=50')]);
+      drawHistory(history, outages);
       clear(list);
       if (!circuits.length) {
         list.appendChild(h('div', { class: 'panel empty-state' }, h('span', { class: 'big-icon', 'aria-hidden': 'true' }, '✓'), 'Every circuit is closed: no target is being held.'));
@@ -76,4 +79,25 @@ function card(c, reload) {
       h('dt', {}, 'opened'), h('dd', { title: c.opened_at }, `${time(c.opened_at)} (${ago(c.opened_at)})`),
       h('dt', {}, 'probe from'), h('dd', { title: c.open_until }, time(c.open_until)),
       h('dt', {}, 'holding'), h('dd', {}, h('a', { href: `/jobs?target=${encodeURIComponent(c.target)}&state=pending,retrying` }, `${c.held} job${c.held === 1 ? '' : 's'}`))));
+}
+
+// Every outage, open ones first in time order: when, how long, how often a failed probe
+// opened it again, and how it closed.
+function drawHistory(el, outages) {
+  clear(el);
+  el.appendChild(h('h2', {}, 'History'));
+  if (!outages.length) {
+    el.appendChild(h('p', { class: 'muted' }, 'No circuit has opened in the last 90 days.'));
+    return;
+  }
+  el.appendChild(h('table', { class: 'table compact' },
+    h('thead', {}, h('tr', {}, h('th', {}, 'target'), h('th', {}, 'opened'), h('th', {}, 'lasted'),
+      h('th', { class: 'num h-counts' }, 'failed / attempts'), h('th', { class: 'num h-counts' }, 'probes failed'), h('th', { class: 'c-closed' }, 'closed'))),
+    h('tbody', {}, outages.map((o) => h('tr', { 'data-target': o.target },
+      h('td', {}, h('a', { href: `/jobs?target=${encodeURIComponent(o.target)}` }, o.target)),
+      h('td', { title: o.opened_at }, time(o.opened_at)),
+      h('td', {}, o.closed_at ? span(new Date(o.closed_at) - new Date(o.opened_at)) : `open for ${span(Date.now() - new Date(o.opened_at))}`),
+      h('td', { class: 'num h-counts' }, `${o.failures} / ${o.attempts}`),
+      h('td', { class: 'num h-counts' }, String(o.reopened)),
+      h('td', { title: o.closed_at || '' }, o.closed_at ? `${time(o.closed_at)}: ${o.closed_by}` : '● still open'))))));
 }

@@ -8,6 +8,9 @@ import { navigate, throttle, every, toast } from './app.js';
 
 const PAGE = 50;
 const FIELDS = ['queue', 'kind', 'target', 'label'];
+// "Problems first" lists these states before the others.
+const PROBLEMS = ['failed', 'expired', 'retrying'];
+const ORDERS = { newest: 'Newest first', oldest: 'Oldest first', problems: 'Problems first' };
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /** The one-line status of a job: countdown for a retry, else the server's reason. */
@@ -32,6 +35,7 @@ export function render(main, _params, query) {
     state: (query.get('state') || '').split(',').filter((st) => st in STATES),
     queue: query.get('queue') || '', kind: query.get('kind') || '', target: query.get('target') || '', label: query.get('label') || '',
     q: query.get('q') || '',
+    order: query.get('order') in ORDERS ? query.get('order') : 'newest',
   };
   const cursors = [];
   let cursor = query.get('cursor') || null;
@@ -59,6 +63,8 @@ export function render(main, _params, query) {
     name: f, value: filter[f], placeholder: f === 'label' ? 'label key=value' : f, 'aria-label': f, autocomplete: 'off', spellcheck: 'false',
   })]));
   const search = h('input', { name: 'q', value: filter.q, placeholder: 'Search: id, short id, kind, target, error, label', 'aria-label': 'search jobs', autocomplete: 'off', spellcheck: 'false', class: 'search', type: 'search' });
+  const order = h('select', { name: 'order', 'aria-label': 'Order', onchange: () => { filter.order = order.value; apply(); } },
+    Object.entries(ORDERS).map(([value, label]) => h('option', { value, selected: value === filter.order }, label)));
   const message = h('p', { class: 'error-box', hidden: true });
   const fresh = h('div', { class: 'fresh' });
   const tbody = h('tbody', {});
@@ -150,13 +156,14 @@ export function render(main, _params, query) {
       apply();
     } }, search, h('button', { type: 'submit' }, 'Search'))));
   main.appendChild(h('form', { class: 'filters', onsubmit: (e) => { e.preventDefault(); apply(); } },
-    chips, h('div', { class: 'filter-inputs' }, FIELDS.map((f) => inputs[f]),
+    chips, h('div', { class: 'filter-inputs' }, FIELDS.map((f) => inputs[f]), order,
       h('button', { type: 'submit' }, 'Filter'),
       h('button', { type: 'button', class: 'ghost', onclick: () => {
         filter.state = [];
         for (const f of FIELDS) inputs[f].value = '';
         filter.q = '';
         search.value = '';
+        filter.order = order.value = 'newest';
         apply();
       } }, 'Clear'))));
   main.appendChild(message);
@@ -181,7 +188,41 @@ export function render(main, _params, query) {
     if (filter.state.length) p.set('state', filter.state.join(','));
     for (const f of FIELDS) if (filter[f]) p.set(f, filter[f]);
     if (filter.q) p.set('q', filter.q);
+    if (filter.order !== 'newest') p.set('order', filter.order);
     return p;
+  }
+
+  // One page in the chosen order: `jobs`, the `next` cursor and, for "problems first", the
+  // row where the other jobs begin (`split`). That order is two lists one after the other,
+  // failed, expired and retrying jobs first, each newest first; its cursor says which list
+  // it continues ("0:ID", "1:ID", "1:" for the start of the second).
+  async function fetchPage() {
+    const p = params();
+    p.set('limit', PAGE);
+    if (filter.order !== 'problems') {
+      if (cursor) p.set('cursor', cursor);
+      const page = await get(`/jobs?${p}`);
+      return { jobs: page.jobs, next: page.next_cursor, split: -1 };
+    }
+    p.delete('order');
+    const chosen = filter.state.length ? filter.state : Object.keys(STATES);
+    const lists = [chosen.filter((st) => PROBLEMS.includes(st)), chosen.filter((st) => !PROBLEMS.includes(st))];
+    let [list, from] = cursor ? [Number(cursor[0]) === 1 ? 1 : 0, cursor.slice(2) || null] : [0, null];
+    const jobs = [];
+    let split = -1;
+    for (; list < 2; list += 1, from = null) {
+      if (!lists[list].length) continue;
+      if (list === 1) split = jobs.length;
+      p.set('state', lists[list].join(','));
+      p.set('limit', PAGE - jobs.length);
+      if (from) p.set('cursor', from);
+      else p.delete('cursor');
+      const page = await get(`/jobs?${p}`);
+      jobs.push(...page.jobs);
+      if (page.next_cursor) return { jobs, next: `${list}:${page.next_cursor}`, split };
+      if (jobs.length >= PAGE) return { jobs, next: list === 0 && lists[1].length ? '1:' : null, split };
+    }
+    return { jobs, next: null, split };
   }
 
   function apply() {
@@ -203,17 +244,14 @@ export function render(main, _params, query) {
   // latest one started may draw, so an older answer never replaces a newer page.
   let loads = 0;
   async function load() {
-    const p = params();
     // The page is in the address: a reload or a shared link shows the same jobs.
     const shown = params();
     if (cursor) shown.set('cursor', cursor);
     history.replaceState(null, '', `/jobs${shown.toString() ? `?${shown}` : ''}`);
-    p.set('limit', PAGE);
-    if (cursor) p.set('cursor', cursor);
     const mine = ++loads;
     let page;
     try {
-      page = await get(`/jobs?${p}`);
+      page = await fetchPage();
     } catch (e) {
       if (mine === loads) show(e.message);
       return;
@@ -221,7 +259,7 @@ export function render(main, _params, query) {
     if (mine !== loads) return;
     show('');
     clear(fresh);
-    next = page.next_cursor;
+    next = page.next;
     rows = new Map();
     // A selection holds on the page it was made on.
     for (const id of [...selected]) if (!page.jobs.some((j) => j.id === id)) selected.delete(id);
@@ -230,15 +268,18 @@ export function render(main, _params, query) {
     if (!page.jobs.length) {
       tbody.appendChild(h('tr', { class: 'empty' }, h('td', { colspan: operate ? 9 : 8 }, 'No job matches these filters.')));
     }
-    for (const job of page.jobs) {
+    page.jobs.forEach((job, i) => {
+      if (i === page.split && i > 0) {
+        tbody.appendChild(h('tr', { class: 'divider' }, h('td', { colspan: operate ? 9 : 8 }, 'Other jobs, newest first')));
+      }
       const tr = row(job);
       rows.set(job.id, { tr, job });
       tbody.appendChild(tr);
-    }
+    });
     clear(pager);
-    pager.appendChild(h('button', { type: 'button', disabled: !cursors.length, onclick: () => { cursor = cursors.pop() || null; load(); } }, '← Newer'));
+    pager.appendChild(h('button', { type: 'button', disabled: !cursors.length, onclick: () => { cursor = cursors.pop() || null; load(); } }, '← Previous'));
     pager.appendChild(h('span', { class: 'muted' }, `page ${cursors.length + 1}`));
-    pager.appendChild(h('button', { type: 'button', disabled: !next, onclick: () => { cursors.push(cursor); cursor = next; load(); } }, 'Older →'));
+    pager.appendChild(h('button', { type: 'button', disabled: !next, onclick: () => { cursors.push(cursor); cursor = next; load(); } }, 'Next →'));
   }
 
   async function updateRow(id) {
@@ -263,7 +304,7 @@ export function render(main, _params, query) {
     recount();
     if (rows.has(event.job_id)) {
       updateRow(event.job_id);
-    } else if (event.from === null && !cursor) {
+    } else if (event.from === null && !cursor && filter.order !== 'oldest') {
       // A new job: on an unfiltered first page it slides in; otherwise say so in place.
       if (!filter.state.length && !filter.q && !FIELDS.some((f) => filter[f])) {
         reloadFirst();

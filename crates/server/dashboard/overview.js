@@ -2,7 +2,7 @@
 // attempts and failures over time, top errors, per kind/target, queues, open circuits.
 
 import { get } from './api.js';
-import { h, s, clear, badge, classTag, STATES, pct, num, time, ago, shortId } from './dom.js';
+import { h, s, clear, badge, classTag, STATES, pct, num, time, ago, shortId, span, parseDuration } from './dom.js';
 import { throttle } from './app.js';
 import { circuitsPanel } from './circuits.js';
 
@@ -42,13 +42,13 @@ export function render(main, _params, query) {
 
   async function refresh() {
     const [stats, failed, queueList] = await Promise.all([
-      get(`/stats?window=${windowName}`),
+      get(`/stats?window=${windowName}&bucket=${fineBucket(windowName)}`),
       get('/jobs?state=failed&limit=6'),
       get('/queues'),
     ]);
     drawCards(cards, stats.totals);
     drawRate(rate, stats);
-    drawChart(chart, stats);
+    drawChart(chart, await chartStats(stats));
     drawErrors(errors, stats.top_errors || []);
     drawBreakdown(kinds, 'By kind', 'kind', stats.by_kind || []);
     drawBreakdown(targets, 'By target', 'target', stats.by_target || []);
@@ -96,37 +96,88 @@ function drawRate(el, stats) {
     h('dt', {}, 'Window'), h('dd', {}, `${time(stats.since)} → ${time(stats.until)}`)));
 }
 
+// The series is asked for in fine points (the window / 240) and drawn as about 40 bars from
+// the window's first attempt to now. When the attempts all fall in the last tenth of the
+// window, the chart asks for that stretch alone: a burst of work in a 24 h window is still a
+// chart, not one bar.
+const FINE_POINTS = 240;
+const BARS = 40;
+
+function fineBucket(windowName) {
+  return `${Math.max(1, Math.round(parseDuration(windowName) / 1000 / FINE_POINTS))}s`;
+}
+
+/** The stats to draw the chart from: `stats` itself, or a closer look at its recent part. */
+async function chartStats(stats) {
+  const series = stats.series || [];
+  if (!series.length) return stats;
+  const since = new Date(stats.since).getTime(), until = new Date(stats.until).getTime();
+  const active = until - new Date(series[0].start).getTime();
+  if (active * 10 > until - since) return stats;
+  const secs = Math.max(BARS, Math.ceil(active / 1000));
+  return get(`/stats?window=${secs}s&bucket=${Math.max(1, Math.ceil(secs / BARS))}s`);
+}
+
+// A clock time for an axis tick: minutes (seconds for a short stretch), and the day as well
+// when the range spans days.
+function tick(ms, days, seconds) {
+  const d = new Date(ms);
+  const t = d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: seconds ? '2-digit' : undefined, hour12: false });
+  return days ? `${d.toLocaleDateString([], { month: 'short', day: 'numeric' })} ${t}` : t;
+}
+
 function drawChart(el, stats) {
   clear(el);
   el.appendChild(h('div', { class: 'panel-head' }, h('h2', {}, 'Attempts and failures'),
     h('span', { class: 'legend' }, h('span', { class: 'key key-attempts' }), 'attempts ', h('span', { class: 'key key-failures' }), 'failures')));
   const series = stats.series || [];
-  const W = 560, H = 170, pad = 24;
-  const max = Math.max(1, ...series.map((p) => p.attempts));
-  // Buckets without attempts are left out by the server: place bars by time, not index.
+  const fine = Math.max(1, (stats.bucket_secs || 1) * 1000);
   const since = new Date(stats.since).getTime(), until = new Date(stats.until).getTime();
-  const starts = series.map((p) => new Date(p.start).getTime());
-  const gaps = starts.slice(1).map((t, i) => t - starts[i]).filter((g) => g > 0);
-  const bucket = gaps.length ? Math.min(...gaps) : (until - since) / 48 || 1;
-  const x = (t) => pad + ((t - since) / Math.max(1, until - since)) * (W - pad);
-  const bw = Math.max(2, x(since + bucket) - x(since) - 2);
-  const y = (v) => H - pad - (v / max) * (H - pad - 8);
-  const svg = s('svg', { class: 'chart', viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-label': 'attempts and failures over time' });
+  // Bars are whole fine points on the series' own grid (it starts at `since`), from the
+  // bar that holds the first attempt to now.
+  const first = series.length ? new Date(series[0].start).getTime() : since;
+  const width = Math.max(1, Math.ceil((until - first) / BARS / fine)) * fine;
+  const from = since + Math.floor((first - since) / width) * width;
+  const bars = [];
+  for (let at = from; at < until; at += width) bars.push({ start: at, attempts: 0, failures: 0 });
+  for (const p of series) {
+    const bar = bars[Math.min(bars.length - 1, Math.max(0, Math.floor((new Date(p.start).getTime() - from) / width)))];
+    bar.attempts += p.attempts;
+    bar.failures += p.failures;
+  }
+  const W = 560, H = 180, left = 36, bottom = 22;
+  const max = Math.max(1, ...bars.map((b) => b.attempts));
+  const x = (t) => left + ((t - from) / Math.max(1, until - from)) * (W - left);
+  const bw = Math.max(1, x(from + width) - x(from) - 1);
+  const y = (v) => H - bottom - (v / max) * (H - bottom - 8);
+  const days = until - from > 24 * 3600 * 1000;
+  const seconds = until - from < 10 * 60 * 1000;
+  const total = (key) => num(bars.reduce((n, b) => n + b[key], 0));
+  const svg = s('svg', { class: 'chart', viewBox: `0 0 ${W} ${H}`, role: 'img',
+    'aria-label': `attempts and failures from ${tick(from, true, seconds)} to now, ${span(width)} a bar: ${total('attempts')} attempts, ${total('failures')} failures` });
   for (const frac of [0, 0.5, 1]) {
     const v = Math.round(max * frac);
-    svg.appendChild(s('line', { x1: pad, x2: W, y1: y(v), y2: y(v), class: 'grid' }));
-    svg.appendChild(s('text', { x: pad - 4, y: y(v) + 3, 'text-anchor': 'end', class: 'axis' }, v));
+    svg.appendChild(s('line', { x1: left, x2: W, y1: y(v), y2: y(v), class: 'grid' }));
+    svg.appendChild(s('text', { x: left - 4, y: y(v) + 3, 'text-anchor': 'end', class: 'axis' }, num(v)));
   }
-  series.forEach((p, i) => {
-    const left = Math.min(W - bw, x(starts[i]));
-    const title = s('title', {}, `${time(p.start)}: ${p.attempts} attempts, ${p.failures} failures`);
-    svg.appendChild(s('rect', { x: left, y: y(p.attempts), width: bw, height: H - pad - y(p.attempts), class: 'bar-attempts' }, title));
-    if (p.failures) svg.appendChild(s('rect', { x: left, y: y(p.failures), width: bw, height: H - pad - y(p.failures), class: 'bar-failures' }));
-  });
-  svg.appendChild(s('text', { x: pad, y: H - 6, class: 'axis' }, time(stats.since)));
-  svg.appendChild(s('text', { x: W, y: H - 6, 'text-anchor': 'end', class: 'axis' }, time(stats.until)));
+  for (const b of bars) {
+    if (!b.attempts) continue;
+    const title = s('title', {}, `${time(new Date(b.start).toISOString())} – ${time(new Date(Math.min(until, b.start + width)).toISOString())}: ${b.attempts} attempts, ${b.failures} failures`);
+    svg.appendChild(s('rect', { x: x(b.start), y: y(b.attempts), width: bw, height: H - bottom - y(b.attempts), class: 'bar-attempts' }, title));
+    if (b.failures) svg.appendChild(s('rect', { x: x(b.start), y: y(b.failures), width: bw, height: H - bottom - y(b.failures), class: 'bar-failures' }, title.cloneNode(true)));
+  }
+  // Five ticks along the time axis.
+  for (let i = 0; i <= 4; i++) {
+    const at = from + ((until - from) * i) / 4;
+    const anchor = i === 0 ? 'start' : i === 4 ? 'end' : 'middle';
+    svg.appendChild(s('line', { x1: x(at), x2: x(at), y1: H - bottom, y2: H - bottom + 4, class: 'grid' }));
+    svg.appendChild(s('text', { x: x(at), y: H - 6, 'text-anchor': anchor, class: 'axis' }, i === 4 ? 'now' : tick(at, days, seconds)));
+  }
   if (!series.length) svg.appendChild(s('text', { x: W / 2, y: H / 2, 'text-anchor': 'middle', class: 'axis' }, 'no attempts in this window'));
   el.appendChild(svg);
+  el.appendChild(h('p', { class: 'muted chart-note' }, series.length
+    ? `Each bar is ${span(width)}, from the window's first attempt at ${tick(first, days, seconds)}.`
+    : `Each bar is ${span(width)}.`));
 }
 
 function drawErrors(el, top) {

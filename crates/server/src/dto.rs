@@ -465,8 +465,18 @@ pub struct ListQuery {
     pub q: Option<String>,
     pub created_after: Option<DateTime<Utc>>,
     pub created_before: Option<DateTime<Utc>>,
+    /// `newest` first (the default) or `oldest` first; `next_cursor` continues in the same order.
+    pub order: Option<ListOrder>,
     pub cursor: Option<String>,
     pub limit: Option<usize>,
+}
+
+/// The order of a job list, by creation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ListOrder {
+    Newest,
+    Oldest,
 }
 
 pub const MAX_PAGE: usize = 500;
@@ -516,6 +526,7 @@ impl ListQuery {
             label,
             created_after: self.created_after,
             created_before: self.created_before,
+            oldest_first: self.order == Some(ListOrder::Oldest),
         })
     }
 

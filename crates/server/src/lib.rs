@@ -84,6 +84,7 @@ fn routes() -> (Router<AppState>, serde_json::Value) {
         .routes(routes!(notifications::list))
         .routes(routes!(circuits::list))
         .routes(routes!(circuits::close))
+        .routes(routes!(circuits::history))
         .routes(routes!(dlq::list))
         .routes(routes!(dlq::requeue))
         .routes(routes!(dlq::purge))

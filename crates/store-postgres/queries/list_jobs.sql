@@ -1,4 +1,4 @@
--- Newest first; every filter is optional (NULL means "any").
+-- Newest or oldest first (JobFilter::in_order fills in the order and the cursor's side); every filter is optional (NULL means "any").
 SELECT {JOB_COLUMNS} FROM jobs
 WHERE ($1::text[] IS NULL OR state = ANY($1))
   AND ($2::text IS NULL OR queue = $2)
@@ -7,11 +7,11 @@ WHERE ($1::text[] IS NULL OR state = ANY($1))
   AND ($5::text IS NULL OR labels @> jsonb_build_object($5::text, $6::text))
   AND ($7::timestamptz IS NULL OR created_at >= $7)
   AND ($8::timestamptz IS NULL OR created_at < $8)
-  AND ($9::uuid IS NULL OR id < $9)
+  AND ($9::uuid IS NULL OR id {AFTER} $9)
   AND ($11::text IS NULL OR org = $11)
   -- A search: lowercase text looked for in the id, kind, queue, target, error and labels.
   AND ($12::text IS NULL OR strpos(id::text, $12) > 0 OR strpos(lower(kind), $12) > 0
        OR strpos(lower(queue), $12) > 0 OR strpos(lower(COALESCE(target, '')), $12) > 0
        OR strpos(lower(COALESCE(last_error, '')), $12) > 0 OR strpos(lower(labels::text), $12) > 0)
-ORDER BY id DESC
+ORDER BY id {ORDER}
 LIMIT $10

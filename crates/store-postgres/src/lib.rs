@@ -35,9 +35,9 @@ use retryd_store::notify::lost_delivery;
 use retryd_store::rules::{CircuitChange, TargetUsage};
 use retryd_store::stats::{Bucket, ErrorGroup, FinishedGroup, TOP_ERRORS};
 use retryd_store::{
-    AccessStore, AttemptResult, Circuit, CircuitConfig, ClaimRequest, Claimed, ClaimedDelivery,
-    DeliveryAttempt, DeliveryNext, DeliveryResult, DeliveryState, Error, Inserted, JobFilter,
-    JobReader, JobWriter, Lease, NewLogLine, NewNotification, Notice, Notification,
+    AccessStore, AttemptResult, Circuit, CircuitConfig, CircuitOutage, ClaimRequest, Claimed,
+    ClaimedDelivery, DeliveryAttempt, DeliveryNext, DeliveryResult, DeliveryState, Error, Inserted,
+    JobFilter, JobReader, JobWriter, Lease, NewLogLine, NewNotification, Notice, Notification,
     NotificationStore, Page, Process, Renewal, Requeue, Result, Runnable, ScheduleStore, Signals,
     StatsQuery, StatsRows, Store, StoredChannel, StoredPolicy, TargetLimits, TokenRecord, Wakeups,
     rules,
@@ -69,6 +69,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (11, include_str!("../migrations/0011_process_host.sql")),
     (12, include_str!("../migrations/0012_schedules.sql")),
     (13, include_str!("../migrations/0013_organizations.sql")),
+    (14, include_str!("../migrations/0014_circuit_history.sql")),
 ];
 
 /// Advisory lock keys ("retryd" in ASCII, plus a purpose).
@@ -1135,16 +1136,30 @@ fn circuit_from_row(row: &Row) -> Result<Circuit> {
     })
 }
 
-/// Counts a finished attempt towards its target's circuit (under the target's lock).
-/// Returns true when the circuit closed, which makes the jobs it held due now.
-/// Deletes a target's circuit; the jobs it held may start at once. Whether there was one.
+/// Deletes a target's circuit and ends its outage (`closed_by` says how); the jobs it held
+/// may start at once. Whether there was one.
 async fn close_circuit_rows(
     client: &impl GenericClient,
     target: &str,
+    closed_by: &str,
     now: DateTime<Utc>,
 ) -> Result<bool> {
     let closed = client
         .cached_execute("DELETE FROM circuits WHERE target = $1", &[&target])
+        .await
+        .map_err(pg)?;
+    client
+        .cached_execute(
+            "UPDATE circuit_history SET closed_at = $2, closed_by = $3 WHERE target = $1 AND closed_at IS NULL",
+            &[&target, &now, &closed_by],
+        )
+        .await
+        .map_err(pg)?;
+    client
+        .cached_execute(
+            "DELETE FROM circuit_history WHERE closed_at < $1",
+            &[&(now - retryd_store::OUTAGE_RETENTION)],
+        )
         .await
         .map_err(pg)?;
     // SKIP LOCKED: a job a claim holds right now is being looked at anyway, and waiting for it
@@ -1161,6 +1176,8 @@ async fn close_circuit_rows(
     Ok(closed == 1)
 }
 
+/// Counts a finished attempt towards its target's circuit (under the target's lock).
+/// Returns true when the circuit closed, which makes the jobs it held due now.
 async fn update_circuit(
     client: &impl GenericClient,
     target: &str,
@@ -1208,9 +1225,26 @@ async fn update_circuit(
                 )
                 .await
                 .map_err(pg)?;
+            // A failed probe continues the outage; otherwise one begins.
+            if circuit.is_some() {
+                client
+                    .cached_execute(
+                        "UPDATE circuit_history SET reopened = reopened + 1 WHERE target = $1 AND closed_at IS NULL",
+                        &[&target],
+                    )
+                    .await
+            } else {
+                client
+                    .cached_execute(
+                        "INSERT INTO circuit_history (target, opened_at, failures, attempts) VALUES ($1, $2, $3, $4)",
+                        &[&target, &now, &(failures as i32), &(attempts as i32)],
+                    )
+                    .await
+            }
+            .map_err(pg)?;
         }
         CircuitChange::Close => {
-            close_circuit_rows(client, target, now).await?;
+            close_circuit_rows(client, target, &retryd_store::closed_by(None), now).await?;
             return Ok(true);
         }
         CircuitChange::FreeProbe => {
@@ -1870,12 +1904,13 @@ impl JobWriter for PostgresStore {
         Ok(n)
     }
 
-    async fn close_circuit(&self, target: &str, now: DateTime<Utc>) -> Result<bool> {
+    async fn close_circuit(&self, target: &str, actor: &str, now: DateTime<Utc>) -> Result<bool> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg)?;
         // Under the target's lock, as a result that counts towards the circuit takes it.
         lock_targets(&tx, &[target]).await?;
-        let closed = close_circuit_rows(&tx, target, now).await?;
+        let closed =
+            close_circuit_rows(&tx, target, &retryd_store::closed_by(Some(actor)), now).await?;
         notify(&tx, WAKE_CHANNEL, "").await?;
         tx.commit().await.map_err(pg)?;
         Ok(closed)
@@ -1974,7 +2009,7 @@ impl JobReader for PostgresStore {
         let (label_key, label_value) = filter.label.clone().unzip();
         let mut jobs = select_jobs(
             &client,
-            &with_columns(include_str!("../queries/list_jobs.sql")),
+            &filter.in_order(&with_columns(include_str!("../queries/list_jobs.sql"))),
             &[
                 &states,
                 &filter.queue,
@@ -2223,6 +2258,32 @@ impl JobReader for PostgresStore {
             .iter()
             .map(circuit_from_row)
             .collect()
+    }
+
+    async fn circuit_history(&self, org: Option<&str>, limit: usize) -> Result<Vec<CircuitOutage>> {
+        let client = self.client().await?;
+        let rows = client
+            .cached_query(
+                "SELECT target, opened_at, closed_at, failures, attempts, reopened, closed_by \
+                 FROM circuit_history \
+                 WHERE $1::text IS NULL OR target IN (SELECT target FROM jobs WHERE org = $1 AND target IS NOT NULL) \
+                 ORDER BY opened_at DESC, id DESC LIMIT $2",
+                &[&org, &(limit as i64)],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(rows
+            .iter()
+            .map(|r| CircuitOutage {
+                target: r.get(0),
+                opened_at: r.get(1),
+                closed_at: r.get(2),
+                failures: r.get::<_, i32>(3) as u32,
+                attempts: r.get::<_, i32>(4) as u32,
+                reopened: r.get::<_, i32>(5) as u32,
+                closed_by: r.get(6),
+            })
+            .collect())
     }
 
     async fn held_by_circuits(&self, org: &str) -> Result<BTreeMap<String, u64>> {

@@ -1,4 +1,4 @@
--- Newest first. A line ending in `-- ?n` is kept only when parameter n is given, one ending
+-- Newest or oldest first (JobFilter::in_order fills in the direction). A line ending in `-- ?n` is kept only when parameter n is given, one ending
 -- in `-- !?n` only when it is not: SQLite plans a `?1 IS NULL OR …` condition without its
 -- indexes (a full scan at a million jobs), so the store keeps just the lines that apply.
 -- ?13 (the limit) is always bound: the highest number, so every parameter binds.
@@ -17,8 +17,8 @@ WHERE 1
   AND (instr(jobs.id, ?12) > 0 OR instr(lower(kind), ?12) > 0 OR instr(lower(queue), ?12) > 0 OR instr(lower(COALESCE(target, '')), ?12) > 0 OR instr(lower(COALESCE(last_error, '')), ?12) > 0 OR instr(lower(labels), ?12) > 0) -- ?12
   AND created_at >= ?7 -- ?7
   AND created_at < ?8 -- ?8
-  AND jobs.id < ?9 -- ?9 !?5
-  AND job_labels.job_id < ?9 -- ?9 ?5
-ORDER BY jobs.id DESC -- !?5
-ORDER BY job_labels.job_id DESC -- ?5
+  AND jobs.id {AFTER} ?9 -- ?9 !?5
+  AND job_labels.job_id {AFTER} ?9 -- ?9 ?5
+ORDER BY jobs.id {ORDER} -- !?5
+ORDER BY job_labels.job_id {ORDER} -- ?5
 LIMIT ?13

@@ -25,11 +25,11 @@ use retryd_store::notify::lost_delivery;
 use retryd_store::rules::{CircuitChange, TargetUsage};
 use retryd_store::stats::{Bucket, ErrorGroup, FinishedGroup, TOP_ERRORS};
 use retryd_store::{
-    AccessStore, AttemptResult, Circuit, CircuitConfig, ClaimRequest, Claimed, ClaimedDelivery,
-    DeliveryAttempt, DeliveryResult, DeliveryState, Error, Inserted, JobFilter, JobReader,
-    JobWriter, Lease, NewLogLine, NewNotification, Notification, NotificationStore, Page, Process,
-    Renewal, Requeue, Result, Runnable, ScheduleStore, Signals, StatsQuery, StatsRows, Store,
-    StoredChannel, StoredPolicy, TargetLimits, TokenRecord, Wakeups, rules,
+    AccessStore, AttemptResult, Circuit, CircuitConfig, CircuitOutage, ClaimRequest, Claimed,
+    ClaimedDelivery, DeliveryAttempt, DeliveryResult, DeliveryState, Error, Inserted, JobFilter,
+    JobReader, JobWriter, Lease, NewLogLine, NewNotification, Notification, NotificationStore,
+    Page, Process, Renewal, Requeue, Result, Runnable, ScheduleStore, Signals, StatsQuery,
+    StatsRows, Store, StoredChannel, StoredPolicy, TargetLimits, TokenRecord, Wakeups, rules,
 };
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use std::any::Any;
@@ -52,6 +52,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (9, include_str!("../migrations/0009_process_host.sql")),
     (10, include_str!("../migrations/0010_schedules.sql")),
     (11, include_str!("../migrations/0011_organizations.sql")),
+    (12, include_str!("../migrations/0012_circuit_history.sql")),
 ];
 
 const JOB_COLUMNS: &str = "id, queue, kind, target, action, policy_name, policy, priority, run_at, deadline, \
@@ -457,11 +458,27 @@ fn circuit_from_row(row: &Row<'_>) -> rusqlite::Result<Circuit> {
     })
 }
 
-/// Deletes a target's circuit; the jobs it held may start at once. Whether there was one.
-fn close_circuit_rows(tx: &Connection, target: &str, now: DateTime<Utc>) -> Result<bool> {
+/// Deletes a target's circuit and ends its outage (`closed_by` says how); the jobs it held
+/// may start at once. Whether there was one.
+fn close_circuit_rows(
+    tx: &Connection,
+    target: &str,
+    closed_by: &str,
+    now: DateTime<Utc>,
+) -> Result<bool> {
     let closed = tx
         .execute("DELETE FROM circuits WHERE target = ?1", [target])
         .map_err(to_store)?;
+    tx.execute(
+        "UPDATE circuit_history SET closed_at = ?2, closed_by = ?3 WHERE target = ?1 AND closed_at IS NULL",
+        params![target, ms(now), closed_by],
+    )
+    .map_err(to_store)?;
+    tx.execute(
+        "DELETE FROM circuit_history WHERE closed_at < ?1",
+        [ms(now - retryd_store::OUTAGE_RETENTION)],
+    )
+    .map_err(to_store)?;
     tx.execute(
         "UPDATE jobs SET next_attempt_at = ?2, hold_reason = NULL, updated_at = ?2 \
          WHERE target = ?1 AND state IN ('pending', 'retrying') AND substr(hold_reason, 1, length(?3)) = ?3",
@@ -514,9 +531,22 @@ fn update_circuit(
                 params![target, ms(now), ms(until), failures, attempts],
             )
             .map_err(to_store)?;
+            // A failed probe continues the outage; otherwise one begins.
+            if circuit.is_some() {
+                tx.execute(
+                    "UPDATE circuit_history SET reopened = reopened + 1 WHERE target = ?1 AND closed_at IS NULL",
+                    [target],
+                )
+            } else {
+                tx.execute(
+                    "INSERT INTO circuit_history (target, opened_at, failures, attempts) VALUES (?1, ?2, ?3, ?4)",
+                    params![target, ms(now), failures, attempts],
+                )
+            }
+            .map_err(to_store)?;
         }
         CircuitChange::Close => {
-            close_circuit_rows(tx, target, now)?;
+            close_circuit_rows(tx, target, &retryd_store::closed_by(None), now)?;
         }
         CircuitChange::FreeProbe => {
             tx.execute(
@@ -1276,9 +1306,9 @@ impl JobWriter for SqliteStore {
         .await
     }
 
-    async fn close_circuit(&self, target: &str, now: DateTime<Utc>) -> Result<bool> {
-        let target = target.to_owned();
-        self.write(move |tx| close_circuit_rows(tx, &target, now))
+    async fn close_circuit(&self, target: &str, actor: &str, now: DateTime<Utc>) -> Result<bool> {
+        let (target, closed_by) = (target.to_owned(), retryd_store::closed_by(Some(actor)));
+        self.write(move |tx| close_circuit_rows(tx, &target, &closed_by, now))
             .await
     }
 
@@ -1404,7 +1434,9 @@ impl JobReader for SqliteStore {
             .into_iter()
             .filter_map(|(n, on)| on.then_some(n))
             .collect();
-            let mut stmt = conn.prepare_cached(&list_query(&given)).map_err(to_store)?;
+            let mut stmt = conn
+                .prepare_cached(&filter.in_order(&list_query(&given)))
+                .map_err(to_store)?;
             let rows = stmt
                 .query_map(
                     params![
@@ -1657,6 +1689,35 @@ impl JobReader for SqliteStore {
                 ))
                 .map_err(to_store)?;
             let rows = stmt.query_map([org], circuit_from_row).map_err(to_store)?;
+            rows.collect::<rusqlite::Result<_>>().map_err(to_store)
+        })
+        .await
+    }
+
+    async fn circuit_history(&self, org: Option<&str>, limit: usize) -> Result<Vec<CircuitOutage>> {
+        let org = org.map(str::to_owned);
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT target, opened_at, closed_at, failures, attempts, reopened, closed_by \
+                     FROM circuit_history \
+                     WHERE ?1 IS NULL OR target IN (SELECT target FROM jobs WHERE org = ?1 AND target IS NOT NULL) \
+                     ORDER BY opened_at DESC, id DESC LIMIT ?2",
+                )
+                .map_err(to_store)?;
+            let rows = stmt
+                .query_map(params![org, limit as i64], |r| {
+                    Ok(CircuitOutage {
+                        target: r.get(0)?,
+                        opened_at: from_ms(r.get(1)?),
+                        closed_at: r.get::<_, Option<i64>>(2)?.map(from_ms),
+                        failures: r.get(3)?,
+                        attempts: r.get(4)?,
+                        reopened: r.get(5)?,
+                        closed_by: r.get(6)?,
+                    })
+                })
+                .map_err(to_store)?;
             rows.collect::<rusqlite::Result<_>>().map_err(to_store)
         })
         .await

@@ -925,6 +925,63 @@ pub async fn listing_filters_and_cursor_pagination(store: DynStore) {
         seen, newest_first,
         "pages are newest first with no gap or repeat"
     );
+    // Oldest first, the cursor walking toward newer jobs: plain, through the (state, id)
+    // index, and through the label index.
+    for filter in [
+        JobFilter::default(),
+        JobFilter {
+            states: vec![JobState::Pending],
+            ..Default::default()
+        },
+        JobFilter {
+            states: vec![JobState::Pending, JobState::Failed],
+            queue: Some("even".into()),
+            ..Default::default()
+        },
+    ] {
+        let filter = JobFilter {
+            oldest_first: true,
+            ..filter
+        };
+        let mut seen = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = store.list_jobs(&filter, cursor, 4).await.unwrap();
+            seen.extend(page.jobs.iter().map(|j| j.id));
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        let expected: Vec<JobId> = ids
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| filter.queue.is_none() || i % 2 == 0)
+            .map(|(_, id)| *id)
+            .collect();
+        assert_eq!(seen, expected, "oldest first, no gap or repeat: {filter:?}");
+    }
+    let oldest_labelled = store
+        .list_jobs(
+            &JobFilter {
+                label: Some(("release".into(), "v2".into())),
+                oldest_first: true,
+                ..Default::default()
+            },
+            Some(ids[3]),
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        oldest_labelled
+            .jobs
+            .iter()
+            .map(|j| j.id)
+            .collect::<Vec<_>>(),
+        vec![ids[7]],
+        "a label's index walks oldest first past the cursor too"
+    );
     let even = store
         .list_jobs(
             &JobFilter {
@@ -2085,6 +2142,32 @@ pub async fn an_open_circuit_holds_its_target_until_a_probe_closes_it(store: Dyn
         .unwrap();
     assert_eq!(rest.len(), 2, "the held jobs start once it closes");
     assert!(rest.iter().all(|c| c.job.hold_reason.is_none()));
+    // The history keeps the outage: one, re-opened once by the failed probe, closed by the
+    // probe that succeeded; the organizations whose jobs name the target see it.
+    let history = store.circuit_history(Some(DEFAULT_ORG), 10).await.unwrap();
+    assert_eq!(history.len(), 1, "{history:?}");
+    let outage = &history[0];
+    assert_eq!(
+        (
+            outage.target.as_str(),
+            outage.closed_at,
+            outage.reopened,
+            outage.closed_by.as_deref()
+        ),
+        ("metis-rpc", Some(later), 1, Some("its probe succeeded"))
+    );
+    assert_eq!(
+        (outage.failures, outage.attempts),
+        (circuit.failures, circuit.attempts)
+    );
+    assert!(outage.opened_at < half_open);
+    assert!(
+        store
+            .circuit_history(Some("acme"), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 pub async fn a_retry_budget_caps_retries_per_target_but_not_first_attempts(store: DynStore) {
@@ -2800,18 +2883,33 @@ pub async fn a_circuit_closed_by_hand_frees_what_it_held(store: DynStore) {
         .await
         .unwrap();
     assert!(held.is_empty(), "the open circuit holds them");
+    let open = store.circuit_history(None, 10).await.unwrap();
+    assert_eq!(
+        (open.len(), open[0].closed_at, open[0].closed_by.as_deref()),
+        (1, None, None),
+        "an open outage is in the history"
+    );
     assert!(
         store
-            .close_circuit("metis-rpc", t0() + secs(3))
+            .close_circuit("metis-rpc", "ops-alice", t0() + secs(3))
             .await
             .unwrap()
     );
     assert!(store.list_circuits(None).await.unwrap().is_empty());
     assert!(
         !store
-            .close_circuit("metis-rpc", t0() + secs(3))
+            .close_circuit("metis-rpc", "ops-alice", t0() + secs(3))
             .await
             .unwrap()
+    );
+    let closed = store.circuit_history(None, 10).await.unwrap();
+    assert_eq!(
+        (
+            closed.len(),
+            closed[0].closed_at,
+            closed[0].closed_by.as_deref()
+        ),
+        (1, Some(t0() + secs(3)), Some("closed by ops-alice"))
     );
     let freed = store
         .claim_jobs(&limited(t0() + secs(3), 10, &limits))

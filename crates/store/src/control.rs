@@ -139,9 +139,9 @@ impl Control {
     }
 
     /// Closes a target's circuit by hand: the jobs it held start at once, here and on the
-    /// other nodes. Whether it was open or half-open.
-    pub async fn close_circuit(&self, target: &str) -> Result<bool> {
-        let closed = self.store.close_circuit(target, self.now()).await?;
+    /// other nodes; its outage says that `actor` closed it. Whether it was open or half-open.
+    pub async fn close_circuit(&self, target: &str, actor: &str) -> Result<bool> {
+        let closed = self.store.close_circuit(target, actor, self.now()).await?;
         self.store.signals().notice(Notice::Wake);
         Ok(closed)
     }

@@ -36,7 +36,10 @@ pub use stats::{Stats, StatsQuery, StatsRows};
 pub mod limits;
 pub mod notify;
 
-pub use limits::{BudgetConfig, Circuit, CircuitConfig, CircuitState, TargetLimits};
+pub use limits::{
+    BudgetConfig, Circuit, CircuitConfig, CircuitOutage, CircuitState, OUTAGE_RETENTION,
+    TargetLimits, closed_by,
+};
 pub use notify::{
     ClaimedDelivery, DeliveryAttempt, DeliveryNext, DeliveryResult, DeliveryState, NewNotification,
     Notification, NotificationStore,
@@ -274,9 +277,25 @@ pub struct JobFilter {
     pub text: Option<String>,
     pub created_after: Option<DateTime<Utc>>,
     pub created_before: Option<DateTime<Utc>>,
+    /// Oldest first (the cursor then continues toward newer jobs); newest first otherwise.
+    pub oldest_first: bool,
 }
 
-/// A page of jobs, newest first; `next_cursor` fetches the following page.
+impl JobFilter {
+    /// The listing statement `sql` in this filter's order: its `{ORDER}` becomes the id's
+    /// sort direction and `{AFTER}` the comparison with the cursor. Both backends' statements
+    /// are written with them so that each order walks the same index, forward or backward.
+    pub fn in_order(&self, sql: &str) -> String {
+        let (order, after) = if self.oldest_first {
+            ("ASC", ">")
+        } else {
+            ("DESC", "<")
+        };
+        sql.replace("{ORDER}", order).replace("{AFTER}", after)
+    }
+}
+
+/// A page of jobs in the filter's order; `next_cursor` fetches the following page.
 #[derive(Debug, Clone)]
 pub struct Page {
     pub jobs: Vec<Job>,
@@ -377,8 +396,9 @@ pub trait JobWriter: Send + Sync {
     async fn purge_jobs(&self, ids: &[JobId]) -> Result<u64>;
 
     /// Closes a target's circuit by hand (the target was fixed): the jobs it held may start
-    /// at once. `false` when it was not open or half-open.
-    async fn close_circuit(&self, target: &str, now: DateTime<Utc>) -> Result<bool>;
+    /// at once; its outage records `actor` as who closed it. `false` when it was not open or
+    /// half-open.
+    async fn close_circuit(&self, target: &str, actor: &str, now: DateTime<Utc>) -> Result<bool>;
 
     /// Pauses or resumes an organization's queue: a paused queue's jobs are not claimed.
     async fn set_queue_paused(
@@ -452,6 +472,9 @@ pub trait JobReader: Send + Sync {
     /// Circuits that are open or half-open, by target; with `org`, only those of targets
     /// the organization's jobs name.
     async fn list_circuits(&self, org: Option<&str>) -> Result<Vec<Circuit>>;
+    /// The latest outages (open ones too), newest first; with `org`, only of targets the
+    /// organization's jobs name.
+    async fn circuit_history(&self, org: Option<&str>, limit: usize) -> Result<Vec<CircuitOutage>>;
     /// The organization's waiting jobs a circuit holds, per target.
     async fn held_by_circuits(&self, org: &str) -> Result<BTreeMap<String, u64>>;
     /// The process recorded for an attempt, if any.

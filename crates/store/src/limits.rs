@@ -57,6 +57,35 @@ impl TargetLimits {
     }
 }
 
+/// One outage of a target as its circuit saw it: from opening to closing, however often a
+/// failed probe opened it again in between. Kept for [`OUTAGE_RETENTION`] after it closed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CircuitOutage {
+    pub target: String,
+    pub opened_at: DateTime<Utc>,
+    /// `None` while the circuit is open or half-open.
+    pub closed_at: Option<DateTime<Utc>>,
+    /// The counts in the window that opened it.
+    pub failures: u32,
+    pub attempts: u32,
+    /// How many probes failed and opened it again.
+    pub reopened: u32,
+    /// How it closed: "its probe succeeded" or "closed by NAME".
+    pub closed_by: Option<String>,
+}
+
+/// How long a closed outage stays in the circuit history.
+pub const OUTAGE_RETENTION: chrono::Duration = chrono::Duration::days(90);
+
+/// What a circuit's closing records: a probe's success or the person who closed it.
+pub fn closed_by(actor: Option<&str>) -> String {
+    match actor {
+        Some(actor) => format!("closed by {actor}"),
+        None => "its probe succeeded".to_owned(),
+    }
+}
+
 /// A circuit that is not closed (a closed circuit has no row).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Circuit {

@@ -145,6 +145,8 @@ pub struct Stats {
     pub top_errors: Vec<ErrorGroup>,
     pub by_kind: Vec<Breakdown>,
     pub by_target: Vec<Breakdown>,
+    /// Width of one point of `series`, in seconds.
+    pub bucket_secs: f64,
     pub series: Vec<Bucket>,
 }
 
@@ -181,6 +183,7 @@ impl Stats {
             top_errors: rows.errors,
             by_kind,
             by_target,
+            bucket_secs: query.bucket.num_milliseconds() as f64 / 1000.0,
             series: rows.series,
         }
     }

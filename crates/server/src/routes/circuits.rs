@@ -5,10 +5,12 @@
 use crate::AppState;
 use crate::auth::{Admin, Principal, Viewer};
 use crate::error::Error;
+use crate::extract::ApiQuery;
 use axum::Json;
 use axum::extract::{Path, State};
 use chrono::{DateTime, Utc};
-use retryd_store::{Circuit, CircuitState};
+use retryd_store::{Circuit, CircuitOutage, CircuitState};
+use serde::Deserialize;
 use serde::Serialize;
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -101,7 +103,45 @@ pub async fn close(
         .get(&target)
         .copied()
         .unwrap_or(0);
-    state.control.close_circuit(&target).await?;
+    state.control.close_circuit(&target, &admin.name).await?;
     tracing::info!(target = %target, by = %admin.name, "circuit closed by hand");
     Ok(Json(view(circuit, now, held)))
+}
+
+/// Outages listed at most.
+const HISTORY_MAX: usize = 200;
+
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct HistoryQuery {
+    /// Outages to list, newest first: 1–200 [default: 50].
+    pub limit: Option<usize>,
+}
+
+/// The latest outages of the organization's targets, open ones included, newest first: when
+/// each circuit opened, how often a failed probe opened it again, and when and how it closed.
+#[utoipa::path(get, path = "/circuits/history", tag = "circuits", params(HistoryQuery), responses((status = 200, body = Vec<CircuitOutage>)))]
+pub async fn history(
+    State(state): State<AppState>,
+    Viewer(principal): Viewer,
+    ApiQuery(query): ApiQuery<HistoryQuery>,
+) -> Result<Json<Vec<CircuitOutage>>, Error> {
+    let limit = match query.limit {
+        None => 50,
+        Some(n) if (1..=HISTORY_MAX).contains(&n) => n,
+        Some(n) => {
+            return Err(Error::invalid(
+                "limit",
+                format!("must be between 1 and {HISTORY_MAX}, got {n}"),
+            ));
+        }
+    };
+    Ok(Json(
+        state
+            .control
+            .store()
+            .circuit_history(Some(&principal.org), limit)
+            .await?,
+    ))
 }

@@ -13,8 +13,10 @@ use std::time::Duration;
 
 const DEFAULT_WINDOW: Duration = Duration::from_secs(24 * 3600);
 const MAX_WINDOW: Duration = Duration::from_secs(366 * 24 * 3600);
-/// Buckets in the attempts-over-time series.
+/// Buckets in the attempts-over-time series, unless `bucket` says otherwise.
 const BUCKETS: u32 = 48;
+/// The finest `bucket` a window may be cut into: the series stays small.
+const MAX_BUCKETS: u32 = 1_000;
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -25,6 +27,9 @@ pub struct StatsParams {
     pub queue: Option<String>,
     pub kind: Option<String>,
     pub target: Option<String>,
+    /// Width of one point of `series`, e.g. 1m [default: the window / 48]; between the
+    /// window / 1000 (and 1s) and the window.
+    pub bucket: Option<String>,
 }
 
 #[utoipa::path(get, path = "/stats", tag = "stats", params(StatsParams), responses((status = 200, body = Stats)))]
@@ -48,7 +53,29 @@ pub async fn stats(
     let window =
         chrono::Duration::from_std(window).map_err(|e| Error::invalid("window", e.to_string()))?;
     let until = state.control.now();
-    let bucket = (window / BUCKETS as i32).max(chrono::Duration::seconds(1));
+    let bucket = match &params.bucket {
+        None => (window / BUCKETS as i32).max(chrono::Duration::seconds(1)),
+        Some(text) => {
+            let bucket = retryd_core::duration::parse(text)
+                .ok()
+                .and_then(|b| chrono::Duration::from_std(b).ok())
+                .ok_or_else(|| {
+                    Error::invalid("bucket", "must be a duration, e.g. 30s, 5m or 1h")
+                })?;
+            // The window / MAX_BUCKETS in whole seconds, rounded up.
+            let finest = (window.num_milliseconds() + 999_999) / 1_000_000;
+            if bucket < chrono::Duration::seconds(finest.max(1)) || bucket > window {
+                return Err(Error::invalid(
+                    "bucket",
+                    format!(
+                        "must be between {}s (the window / {MAX_BUCKETS}, at least 1s) and the window",
+                        finest.max(1)
+                    ),
+                ));
+            }
+            bucket
+        }
+    };
     let query = StatsQuery {
         org: Some(principal.org),
         since: until - window,
