@@ -806,6 +806,9 @@ test('issue 19: the Circuits page says why a circuit opened and what it holds; a
     const p = await watchedPage(ctx, EXPECTED_FAILURES);
     await p.goto(own.loginLink);
     await p.waitForSelector('.role.role-admin');
+    // The list says which rows the circuit holds.
+    await p.goto(`${own.url}/jobs?target=flaky-rpc`);
+    await p.waitForFunction(() => [...document.querySelectorAll('tr[data-job] .c-status')].some((td) => td.textContent.includes('circuit open for target flaky-rpc')));
     await p.click('#nav a[data-nav="circuits"]');
     const card = p.locator('article.circuit-card[data-target="flaky-rpc"]');
     await card.waitFor();
@@ -1035,6 +1038,38 @@ test('issue 19: the whole flow works by keyboard alone: find a failed job, open 
   await server.waitFor(dead.id, (j) => j.attempt === 2 || j.state !== 'failed');
   const events = (await server.get(`/jobs/${dead.id}/events`)).body;
   assert.ok(events.some((e) => e.from === 'failed' && e.to === 'pending'), JSON.stringify(events));
+  noProblems(p);
+  await p.close();
+});
+
+test("issue 19: the output shows one attempt's lines when picked, also an attempt before the lines the page holds", async () => {
+  const { mkdtempSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const counter = join(mkdtempSync(join(tmpdir(), 'retryd-attempts-')), 'n');
+  // Each attempt writes 3,000 lines of its own: the page holds the last 2,000 of the log,
+  // all of attempt 2.
+  const script = `n=$(cat '${counter}' 2>/dev/null || echo 0); n=$((n+1)); echo $n > '${counter}'; i=0; while [ $i -lt 3000 ]; do echo "attempt $n line $i"; i=$((i+1)); done; echo "connection reset by peer" >&2; exit 1`;
+  const job = await server.submit('sh', ['-c', script], { kind: 'two-attempts', policy: { max_attempts: 2, initial_delay: '100ms', jitter: 'none' } });
+  await server.waitFor(job.id, (j) => j.state === 'failed', 60000);
+  const p = await page();
+  await p.goto(`${server.url}/jobs/${job.id}`);
+  await p.locator('pre[aria-label="output"] .line', { hasText: 'attempt 2 line 2999' }).waitFor();
+  const texts = () => p.locator('pre[aria-label="output"] .line:not(.ln-system) .text').allTextContents();
+  assert.ok((await texts()).every((t) => !t.startsWith('attempt 1 ')), 'the tail is attempt 2');
+  await p.selectOption('#log-attempt', '1');
+  await p.locator('pre[aria-label="output"] .line', { hasText: 'attempt 1 line 2999' }).waitFor();
+  const first = await texts();
+  assert.ok(first.length > 0 && first.every((t) => t.startsWith('attempt 1 ') || t === 'connection reset by peer'), first.slice(0, 3).join(' | '));
+  // A search looks in the picked attempt only.
+  await p.fill('#log-search', 'line 2500');
+  await p.press('#log-search', 'Enter');
+  await p.locator('.log-found code').first().waitFor();
+  assert.deepEqual(await p.locator('.log-found code').allTextContents(), ['attempt 1 line 2500']);
+  await p.selectOption('#log-attempt', '');
+  await p.locator('pre[aria-label="output"] .line', { hasText: 'attempt 2 line 2999' }).waitFor();
+  const refused = await server.get(`/jobs/${job.id}/log?attempt=1`);
+  assert.equal(refused.status, 422);
+  assert.equal(refused.body.error.details.field, 'attempt');
   noProblems(p);
   await p.close();
 });

@@ -23,13 +23,17 @@ export function render(main, [id]) {
   const output = h('pre', { class: 'log', tabindex: '0', 'aria-label': 'output' });
   const search = h('input', { type: 'search', id: 'log-search', placeholder: 'search the output', autocomplete: 'off' });
   const stderrOnly = h('input', { type: 'checkbox', id: 'log-stderr' });
+  // One attempt's output, or every attempt's; filled in from the attempts.
+  const attemptPick = h('select', { id: 'log-attempt', 'aria-label': 'Attempt' }, h('option', { value: '' }, 'every attempt'));
   const found = h('div', { class: 'log-found', 'aria-live': 'polite' });
   const outputHead = h('div', { class: 'panel-head' }, h('h2', {}, 'Output'), h('span', { class: 'muted follow' }),
     h('form', { class: 'log-tools' },
       h('label', { for: 'log-search', class: 'sr-only' }, 'Search the output'), search,
+      attemptPick,
       h('label', { class: 'check' }, stderrOnly, ' stderr only'),
       h('a', { href: `/api/v1/jobs/${id}/log?download=true`, download: `retryd-job-${id}.log`, class: 'download' }, 'Download')));
   stderrOnly.addEventListener('change', () => output.classList.toggle('only-stderr', stderrOnly.checked));
+  attemptPick.addEventListener('change', () => showAttempt(attemptPick.value ? Number(attemptPick.value) : null));
   outputHead.querySelector('form').addEventListener('submit', (e) => {
     e.preventDefault();
     findLines(search.value.trim());
@@ -65,6 +69,7 @@ export function render(main, [id]) {
       return;
     }
     [job, attempts] = fetched;
+    drawAttemptPick();
     drawHead();
     drawStatus();
     drawFacts();
@@ -364,17 +369,57 @@ export function render(main, [id]) {
 
   // Output: a page of what is there, then the follow stream while the job runs.
   let lastAttemptShown = 0;
+  // The attempt picked (null: every attempt) and the last line drawn since the output was
+  // last cleared: a line the follow stream brings twice is drawn once.
+  let picked = null;
+  let drawnUpTo = 0;
   function appendLines(lines) {
     const atBottom = output.scrollTop + output.clientHeight >= output.scrollHeight - 8;
     for (const line of lines) {
+      logAfter = Math.max(logAfter, line.seq);
+      if (line.seq <= drawnUpTo || (picked !== null && line.attempt !== picked)) continue;
+      drawnUpTo = line.seq;
       if (line.attempt !== lastAttemptShown) {
         output.appendChild(h('span', { class: 'log-sep' }, `── attempt ${line.attempt} ──\n`));
         lastAttemptShown = line.attempt;
       }
       output.appendChild(logLine(line));
-      logAfter = Math.max(logAfter, line.seq);
     }
     if (atBottom) output.scrollTop = output.scrollHeight;
+  }
+
+  function drawAttemptPick() {
+    const numbers = attempts.map((a) => a.number);
+    if (attemptPick.options.length - 1 === numbers.length) return;
+    const value = attemptPick.value;
+    clear(attemptPick).appendChild(h('option', { value: '' }, 'every attempt'));
+    for (const n of numbers) attemptPick.appendChild(h('option', { value: String(n) }, `attempt ${n}`));
+    attemptPick.value = value;
+    attemptPick.hidden = numbers.length < 2;
+  }
+
+  // Shows the last lines of one attempt (or of all), from the server: on a long log the
+  // attempt may lie before the lines the page holds.
+  async function showAttempt(n) {
+    picked = n;
+    let page;
+    try {
+      page = await get(`/jobs/${id}/log?tail=true&limit=${SHOWN}${n === null ? '' : `&attempt=${n}`}`);
+    } catch (e) {
+      toast(`Output: ${e.message}`, 'error');
+      return;
+    }
+    if (picked !== n) return;
+    clear(output);
+    clear(found);
+    lastAttemptShown = 0;
+    drawnUpTo = 0;
+    if (page.lines.length === SHOWN && page.lines[0].seq > 1) {
+      output.appendChild(h('span', { class: 'muted log-earlier' }, `Earlier lines are not shown here: download the whole log.\n`));
+    }
+    appendLines(page.lines);
+    if (!page.lines.length) output.appendChild(h('span', { class: 'muted log-empty' }, n === null ? 'No output yet.\n' : `Attempt ${n} wrote nothing.\n`));
+    output.scrollTop = output.scrollHeight;
   }
 
   // Search: the last lines that contain the text, each a link to its place when shown.
@@ -383,7 +428,7 @@ export function render(main, [id]) {
     if (!text) return;
     let page;
     try {
-      page = await get(`/jobs/${id}/log?q=${encodeURIComponent(text)}&limit=200`);
+      page = await get(`/jobs/${id}/log?q=${encodeURIComponent(text)}&limit=200${picked === null ? '' : `&attempt=${picked}`}`);
     } catch (e) {
       found.appendChild(h('p', { class: 'error-box' }, e.message));
       return;

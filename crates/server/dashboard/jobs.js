@@ -18,6 +18,8 @@ export function statusLine(job, now = Date.now()) {
   if (job.state === 'retrying' && job.next_attempt_at) {
     const wait = new Date(job.next_attempt_at).getTime() - now;
     const next = `attempt ${job.attempt + 1} of ${job.policy.max_attempts}`;
+    // Held by its target's circuit or retry budget: that, not a countdown, is why it waits.
+    if (job.hold_reason) return `${next} waits: ${job.hold_reason}`;
     if (wait > 0) return `${next} in ${span(Math.ceil(wait / 1000) * 1000)}`;
     return `${next} due, waiting for a worker`;
   }

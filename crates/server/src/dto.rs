@@ -754,6 +754,8 @@ pub struct LogQuery {
     pub tail: bool,
     /// Only lines that contain this text (ignoring case): the last `limit` of them.
     pub q: Option<String>,
+    /// Only this attempt's lines (from 1; with `tail` or `q`).
+    pub attempt: Option<u32>,
     /// Every line as a text file (`at stream line`), to save.
     #[serde(default)]
     pub download: bool,

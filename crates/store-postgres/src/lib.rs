@@ -2141,14 +2141,17 @@ impl JobReader for PostgresStore {
         id: JobId,
         limit: usize,
         containing: Option<&str>,
+        attempt: Option<u32>,
     ) -> Result<Vec<LogLine>> {
         let client = self.client().await?;
         let containing = containing.map(str::to_lowercase);
+        let attempt = attempt.map(|n| n as i32);
         let rows = client
             .cached_query(
                 "SELECT seq, attempt, at, stream, line FROM log_lines \
-                 WHERE job_id = $1 AND ($3::text IS NULL OR strpos(lower(line), $3) > 0) ORDER BY seq DESC LIMIT $2",
-                &[&id.0, &(limit as i64), &containing],
+                 WHERE job_id = $1 AND ($3::text IS NULL OR strpos(lower(line), $3) > 0) \
+                 AND ($4::int IS NULL OR attempt = $4) ORDER BY seq DESC LIMIT $2",
+                &[&id.0, &(limit as i64), &containing, &attempt],
             )
             .await
             .map_err(pg)?;

@@ -1553,19 +1553,26 @@ impl JobReader for SqliteStore {
         id: JobId,
         limit: usize,
         containing: Option<&str>,
+        attempt: Option<u32>,
     ) -> Result<Vec<LogLine>> {
         let containing = containing.map(str::to_lowercase);
         self.read(move |conn| {
             let mut stmt = conn
                 .prepare_cached(
                     "SELECT seq, attempt, at, stream, line FROM log_lines \
-                     WHERE job_id = ?1 AND (?3 IS NULL OR instr(lower(line), ?3) > 0) ORDER BY seq DESC LIMIT ?2",
+                     WHERE job_id = ?1 AND (?3 IS NULL OR instr(lower(line), ?3) > 0) \
+                     AND (?4 IS NULL OR attempt = ?4) ORDER BY seq DESC LIMIT ?2",
                 )
                 .map_err(to_store)?;
             let rows = stmt
-                .query_map(params![id.to_string(), limit as i64, containing], log_line_from_row)
+                .query_map(
+                    params![id.to_string(), limit as i64, containing, attempt],
+                    log_line_from_row,
+                )
                 .map_err(to_store)?;
-            let mut lines = rows.collect::<rusqlite::Result<Vec<_>>>().map_err(to_store)?;
+            let mut lines = rows
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(to_store)?;
             lines.reverse();
             Ok(lines)
         })

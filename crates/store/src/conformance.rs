@@ -1196,13 +1196,25 @@ pub async fn logs_append_trim_and_read(store: DynStore) {
         lines.into_iter().map(|l| l.line).collect()
     };
     assert_eq!(
-        text(store.read_log_tail(job.id, 2, None).await.unwrap()),
+        text(store.read_log_tail(job.id, 2, None, None).await.unwrap()),
         ["line 3", "line 4"]
+    );
+    // One attempt's lines: these are all of attempt 1.
+    assert_eq!(
+        text(store.read_log_tail(job.id, 2, None, Some(1)).await.unwrap()),
+        ["line 3", "line 4"]
+    );
+    assert!(
+        store
+            .read_log_tail(job.id, 10, None, Some(2))
+            .await
+            .unwrap()
+            .is_empty()
     );
     assert_eq!(
         text(
             store
-                .read_log_tail(job.id, 10, Some("LINE 1"))
+                .read_log_tail(job.id, 10, Some("LINE 1"), Some(1))
                 .await
                 .unwrap()
         ),
@@ -1210,7 +1222,7 @@ pub async fn logs_append_trim_and_read(store: DynStore) {
     );
     assert!(
         store
-            .read_log_tail(job.id, 10, Some("nowhere"))
+            .read_log_tail(job.id, 10, Some("nowhere"), None)
             .await
             .unwrap()
             .is_empty()

@@ -447,12 +447,14 @@ pub trait JobReader: Send + Sync {
     /// Log lines of a job with `seq > after`, oldest first.
     async fn read_log(&self, id: JobId, after: i64, limit: usize) -> Result<Vec<LogLine>>;
     /// The last `limit` log lines of a job (with `containing`, the last that contain it,
-    /// ignoring case), oldest first: a long log's end, or a search, without reading it all.
+    /// ignoring case; with `attempt`, of that attempt only), oldest first: a long log's end,
+    /// or a search, without reading it all.
     async fn read_log_tail(
         &self,
         id: JobId,
         limit: usize,
         containing: Option<&str>,
+        attempt: Option<u32>,
     ) -> Result<Vec<LogLine>>;
     /// Due waiting jobs ahead of this one in its queue.
     async fn count_ahead(&self, job: &Job, now: DateTime<Utc>) -> Result<u64>;

@@ -323,13 +323,24 @@ pub async fn log(
     {
         return Err(Error::invalid("q", "must be 1–200 characters"));
     }
+    if query.attempt.is_some() && !(query.tail || query.q.is_some()) {
+        return Err(Error::invalid(
+            "attempt",
+            "one attempt's lines are read with tail=true or q: add one of them",
+        ));
+    }
+    if query.attempt == Some(0) {
+        return Err(Error::invalid("attempt", "attempts are numbered from 1"));
+    }
     let job = visible_job(&state, &principal, &id).await?;
     let id = job.id;
     if query.download {
         return Ok(download(store, id));
     }
     if query.tail || query.q.is_some() {
-        let lines = store.read_log_tail(id, limit, query.q.as_deref()).await?;
+        let lines = store
+            .read_log_tail(id, limit, query.q.as_deref(), query.attempt)
+            .await?;
         let next_after = lines.last().map_or(0, |l| l.seq);
         return Ok(Json(LogPage {
             lines,
