@@ -745,6 +745,9 @@ test('issue 19: the job list searches by short id and by text in errors; the pag
   const counted = counts.failed;
   assert.ok(counted > 0, 'the test made failed jobs');
   await p.waitForFunction((n) => document.querySelector('.chip-count[data-count="failed"]')?.textContent === String(n), counted);
+  // With no filter, the list says how many jobs there are in all.
+  const all = Object.values(counts).reduce((a, b) => a + b, 0);
+  await p.waitForFunction((n) => /^[\d,]+ jobs?$/.test(document.querySelector('.list-total')?.textContent ?? '') && Number(document.querySelector('.list-total').textContent.split(' ')[0].replaceAll(',', '')) >= n, all);
   // The 12 characters the list shows find the job.
   await p.fill('input.search', marked.id.slice(-12));
   await p.press('input.search', 'Enter');

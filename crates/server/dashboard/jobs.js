@@ -51,11 +51,24 @@ export function render(main, _params, query) {
         apply();
       },
     }, badge(st), h('span', { class: 'chip-count', 'data-count': st }, ''))));
-  // How many jobs of the organization are in each state, beside its chip.
+  // How many jobs of the organization are in each state, beside its chip; and how many the
+  // list holds, when only states filter it (other filters would need a count of their own).
+  const total = h('span', { class: 'muted list-total', 'aria-live': 'polite' });
+  let counts = null;
+  function drawTotal() {
+    if (!counts || filter.q || FIELDS.some((f) => filter[f])) {
+      total.textContent = '';
+      return;
+    }
+    const states = filter.state.length ? filter.state : Object.keys(STATES);
+    const n = states.reduce((sum, st) => sum + (counts[st] ?? 0), 0);
+    total.textContent = `${num(n)} job${n === 1 ? '' : 's'}`;
+  }
   async function drawCounts() {
     try {
-      const counts = await get('/jobs/counts');
+      counts = await get('/jobs/counts');
       for (const el of chips.querySelectorAll('.chip-count')) el.textContent = num(counts[el.dataset.count] ?? 0);
+      drawTotal();
     } catch {
       // The chips work without their counts.
     }
@@ -280,7 +293,8 @@ export function render(main, _params, query) {
     });
     clear(pager);
     pager.appendChild(h('button', { type: 'button', disabled: !cursors.length, onclick: () => { cursor = cursors.pop() || null; load(); } }, '← Previous'));
-    pager.appendChild(h('span', { class: 'muted' }, `page ${cursors.length + 1}`));
+    pager.appendChild(h('span', { class: 'muted' }, `page ${cursors.length + 1}`, total));
+    drawTotal();
     pager.appendChild(h('button', { type: 'button', disabled: !next, onclick: () => { cursors.push(cursor); cursor = next; load(); } }, 'Next →'));
   }
 
