@@ -9,9 +9,26 @@
 //!
 //! One process owns a database file: [`SqliteStore::open`] takes an exclusive lock on
 //! `<file>.lock`, which is what makes rescuing every `running` job at start correct.
-//! rusqlite is blocking, so every call runs on tokio's blocking pool; writes go through one
-//! connection (SQLite has one writer anyway) and reads through another, which WAL lets
-//! proceed while a write is in flight.
+//!
+//! # Tuning
+//!
+//! Why two connections: rusqlite is blocking, so every call runs in `spawn_blocking`.
+//! Writes go through one connection (SQLite has one writer anyway, and `BEGIN IMMEDIATE`
+//! makes the transaction take the write lock up front), reads through another, which WAL
+//! lets proceed while a write is in flight. Both sit behind `std::sync::Mutex`es that are
+//! never held across an `.await`.
+//!
+//! Group commit: a write call queues its closure; whichever blocking task gets the writer
+//! next runs every queued closure in one transaction, each inside its own savepoint (an
+//! error rolls back that call only), and commits once: one fsync for the group under
+//! `synchronous=FULL`. Replies are sent after the commit, so a call that returned is
+//! durable, with one exception: a group made only of claims commits at `synchronous=NORMAL`
+//! (no fsync of its own; the next durable commit's fsync covers it). Power loss can take
+//! the newest claims, whose jobs are then claimed and run again: at least once, as on
+//! PostgreSQL, where claims commit asynchronously. A retry's claim so never waits for a
+//! flush of its own. The claim, wake-up, deadline and lease queries name their partial
+//! index (`INDEXED BY`): without statistics the planner picks `jobs_state` and reads every
+//! job in the state.
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
