@@ -632,7 +632,7 @@ test('issue 19: edit and requeue changes the arguments and policy of a failed jo
   await p.close();
 });
 
-test('issue 19: bulk requeue and purge of a selection in the job list; a viewer has no selection', async () => {
+test('issue 19: bulk requeue, purge and cancel of a selection in the job list; a viewer has no selection', async () => {
   const ids = [];
   for (let i = 0; i < 3; i++) {
     const job = await server.submit('sh', ['-c', 'exit 2'], { kind: 'bulk-check', policy: { max_attempts: 1 } });
@@ -659,6 +659,20 @@ test('issue 19: bulk requeue and purge of a selection in the job list; a viewer 
   assert.equal((await server.get(`/jobs/${ids[0]}`)).status, 404);
   assert.equal((await server.get(`/jobs/${ids[1]}`)).status, 404);
   assert.equal((await server.job(ids[2])).state, 'failed', 'the unselected job stays');
+  // Bulk cancel: two running jobs, ticked, cancelled by the person.
+  const running = [];
+  for (let i = 0; i < 2; i++) running.push((await server.submit('sleep', ['30'], { kind: 'bulk-cancel' })).id);
+  for (const id of running) await server.waitFor(id, (j) => j.state === 'running');
+  await p.goto(`${server.url}/jobs?kind=bulk-cancel`);
+  await p.waitForSelector(`tr[data-job="${running[1]}"] input.pick`);
+  await p.check('#select-all');
+  await p.click('button[data-action="Cancel selected"]');
+  await p.click('.confirm button.danger');
+  for (const id of running) {
+    await server.waitFor(id, (j) => j.state === 'cancelled', 20000);
+    const events = (await server.get(`/jobs/${id}/events`)).body;
+    assert.ok(events.some((e) => e.actor === 'admin' && /cancel/.test(e.reason)), JSON.stringify(events));
+  }
   noProblems(p);
   await p.close();
 

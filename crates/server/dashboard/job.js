@@ -24,7 +24,7 @@ export function render(main, [id]) {
   const search = h('input', { type: 'search', id: 'log-search', placeholder: 'search the output', autocomplete: 'off' });
   const stderrOnly = h('input', { type: 'checkbox', id: 'log-stderr' });
   // One attempt's output, or every attempt's; filled in from the attempts.
-  const attemptPick = h('select', { id: 'log-attempt', 'aria-label': 'Attempt' }, h('option', { value: '' }, 'every attempt'));
+  const attemptPick = h('select', { id: 'log-attempt', 'aria-label': 'Attempt', hidden: true }, h('option', { value: '' }, 'every attempt'));
   const found = h('div', { class: 'log-found', 'aria-live': 'polite' });
   const outputHead = h('div', { class: 'panel-head' }, h('h2', {}, 'Output'), h('span', { class: 'muted follow' }),
     h('form', { class: 'log-tools' },

@@ -538,14 +538,7 @@ impl ListQuery {
     }
 
     pub fn limit(&self) -> Result<usize, Error> {
-        match self.limit {
-            None => Ok(DEFAULT_PAGE),
-            Some(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
-            Some(n) => Err(Error::invalid(
-                "limit",
-                format!("must be between 1 and {MAX_PAGE}, got {n}"),
-            )),
-        }
+        crate::extract::limit(self.limit, DEFAULT_PAGE, MAX_PAGE)
     }
 }
 

@@ -69,3 +69,16 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
         }
     }
 }
+
+/// A `limit` query parameter: `default` when absent, refused naming the field and the
+/// range when outside 1..=`max`.
+pub fn limit(given: Option<usize>, default: usize, max: usize) -> Result<usize, Error> {
+    match given {
+        None => Ok(default),
+        Some(n) if (1..=max).contains(&n) => Ok(n),
+        Some(n) => Err(Error::invalid(
+            "limit",
+            format!("must be between 1 and {max}, got {n}"),
+        )),
+    }
+}

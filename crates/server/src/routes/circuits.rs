@@ -127,16 +127,7 @@ pub async fn history(
     Viewer(principal): Viewer,
     ApiQuery(query): ApiQuery<HistoryQuery>,
 ) -> Result<Json<Vec<CircuitOutage>>, Error> {
-    let limit = match query.limit {
-        None => 50,
-        Some(n) if (1..=HISTORY_MAX).contains(&n) => n,
-        Some(n) => {
-            return Err(Error::invalid(
-                "limit",
-                format!("must be between 1 and {HISTORY_MAX}, got {n}"),
-            ));
-        }
-    };
+    let limit = crate::extract::limit(query.limit, 50, HISTORY_MAX)?;
     Ok(Json(
         state
             .control

@@ -74,16 +74,7 @@ pub async fn list(
     Viewer(principal): Viewer,
     ApiQuery(query): ApiQuery<DlqQuery>,
 ) -> Result<Json<Dlq>, Error> {
-    let limit = query.limit.unwrap_or(crate::dto::DEFAULT_PAGE);
-    if !(1..=crate::dto::MAX_PAGE).contains(&limit) {
-        return Err(Error::invalid(
-            "limit",
-            format!(
-                "must be between 1 and {}, got {limit}",
-                crate::dto::MAX_PAGE
-            ),
-        ));
-    }
+    let limit = crate::extract::limit(query.limit, crate::dto::DEFAULT_PAGE, crate::dto::MAX_PAGE)?;
     let org = &principal.org;
     let jobs = dead_jobs(&state, org, query.queue, query.kind, query.target).await?;
     let mut groups: BTreeMap<String, DlqGroup> = BTreeMap::new();

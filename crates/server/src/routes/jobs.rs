@@ -298,13 +298,7 @@ pub async fn log(
     ApiQuery(query): ApiQuery<LogQuery>,
 ) -> Result<Response, Error> {
     let store = state.control.store().clone();
-    let limit = query.limit.unwrap_or(1000);
-    if !(1..=MAX_LOG_PAGE).contains(&limit) {
-        return Err(Error::invalid(
-            "limit",
-            format!("must be between 1 and {MAX_LOG_PAGE}, got {limit}"),
-        ));
-    }
+    let limit = crate::extract::limit(query.limit, 1000, MAX_LOG_PAGE)?;
     let modes = [
         query.follow,
         query.tail || query.q.is_some(),

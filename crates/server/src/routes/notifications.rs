@@ -21,14 +21,7 @@ pub struct NotificationQuery {
 }
 
 fn limit(query: &NotificationQuery) -> Result<usize, Error> {
-    match query.limit {
-        None => Ok(DEFAULT_LIMIT),
-        Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
-        Some(n) => Err(Error::invalid(
-            "limit",
-            format!("must be between 1 and {MAX_LIMIT}, got {n}"),
-        )),
-    }
+    crate::extract::limit(query.limit, DEFAULT_LIMIT, MAX_LIMIT)
 }
 
 /// Newest deliveries first, of all jobs.
