@@ -49,6 +49,7 @@ use retryd_core::schedule::{Progress, Schedule};
 use retryd_core::{AttemptOutcome, Class, JobId, JobState};
 use retryd_store::group::GroupQueue;
 use retryd_store::notify::lost_delivery;
+use retryd_store::rows::{AttemptRow, FinishRow};
 use retryd_store::rules::{CircuitChange, TargetUsage};
 use retryd_store::stats::{Bucket, ErrorGroup, FinishedGroup, TOP_ERRORS};
 use retryd_store::{
@@ -518,12 +519,8 @@ async fn finish_group(pool: &Pool, results: &[AttemptResult]) -> Result<Vec<Resu
             }
         };
         let job = jobs.remove(&lease.job_id).expect("looked up above");
-        let failed = job
-            .target
-            .as_ref()
-            .and_then(|_| rules::target_outcome(&result.next, result.outcome, result.class));
         wake |= result.next.state() == JobState::Retrying || !result.notify.is_empty();
-        finished.push(&job, to, result, failed);
+        finished.push(FinishRow::of(&job, to, result));
         accepted.push((i, job));
     }
     // Every statement sent with the COMMIT below is prepared first, so that none falls
@@ -797,33 +794,42 @@ struct Finished {
 }
 
 impl Finished {
-    fn push(&mut self, job: &Job, to: JobState, result: &AttemptResult, failed: Option<bool>) {
-        let (delay, delay_reason, next_at, refund) = rules::next_columns(&result.next);
-        let terminal = to.is_terminal();
-        self.ids.push(job.id.0);
+    /// Adds a result's rows as one more element of each column (for `unnest`).
+    fn push(&mut self, row: FinishRow) {
+        let FinishRow {
+            attempt,
+            job_id,
+            from,
+            to,
+            finish_reason,
+            finished_at,
+            steps,
+            reason,
+            actor,
+            step,
+        } = row;
+        self.ids.push(job_id.0);
         self.states.push(to.as_str());
-        self.next_at.push(next_at);
-        self.errors.push(result.error.clone());
-        self.classes.push(result.class.map(Class::as_str));
-        self.rules.push(result.rule.clone());
-        self.finish_reasons
-            .push(terminal.then(|| result.reason.clone()));
-        self.finished_at.push(terminal.then_some(result.now));
-        self.now.push(result.now);
-        self.refunds.push(refund as i32);
-        self.steps
-            .push(to_json(&rules::steps_after(job, result.step.as_ref())));
-        self.attempt_ids.push(result.lease.attempt_id);
-        self.outcomes.push(result.outcome.as_str());
-        self.exit_codes.push(result.exit_code);
-        self.delays.push(delay);
-        self.delay_reasons.push(delay_reason);
-        self.dropped.push(result.output_dropped_bytes as i64);
-        self.target_failed.push(failed);
-        self.from_states.push(job.state.as_str());
-        self.reasons.push(result.reason.clone());
-        self.actors.push(result.actor.clone());
-        self.event_steps.push(rules::claimed_step(job));
+        self.next_at.push(attempt.next.at);
+        self.errors.push(attempt.error);
+        self.classes.push(attempt.class);
+        self.rules.push(attempt.rule);
+        self.finish_reasons.push(finish_reason);
+        self.finished_at.push(finished_at);
+        self.now.push(attempt.finished_at);
+        self.refunds.push(attempt.next.refund as i32);
+        self.steps.push(to_json(&steps));
+        self.attempt_ids.push(attempt.id);
+        self.outcomes.push(attempt.outcome);
+        self.exit_codes.push(attempt.exit_code);
+        self.delays.push(attempt.next.delay_ms);
+        self.delay_reasons.push(attempt.next.delay_reason);
+        self.dropped.push(attempt.output_dropped_bytes);
+        self.target_failed.push(attempt.target_failed);
+        self.from_states.push(from.as_str());
+        self.reasons.push(reason);
+        self.actors.push(actor);
+        self.event_steps.push(step);
     }
 
     /// The statements of [`Finished::write`]: the attempts' rows, the jobs' rows, the events.
@@ -915,22 +921,22 @@ impl Finished {
 }
 
 /// Writes a finished attempt's row (the last attempt of a pipeline step).
-async fn finish_attempt_row(tx: &impl GenericClient, result: &AttemptResult) -> Result<()> {
-    let (delay_ms, delay_reason, _, _) = rules::next_columns(&result.next);
+async fn finish_attempt_row(tx: &impl GenericClient, row: &AttemptRow) -> Result<()> {
     tx.cached_execute(
         "UPDATE attempts SET finished_at = $2, outcome = $3, exit_code = $4, error = $5, class = $6, rule = $7, \
-         next_delay_ms = $8, delay_reason = $9, output_dropped_bytes = $10 WHERE id = $1",
+         next_delay_ms = $8, delay_reason = $9, output_dropped_bytes = $10, target_failed = $11 WHERE id = $1",
         &[
-            &result.lease.attempt_id,
-            &result.now,
-            &result.outcome.as_str(),
-            &result.exit_code,
-            &result.error,
-            &result.class.map(Class::as_str),
-            &result.rule,
-            &delay_ms,
-            &delay_reason,
-            &(result.output_dropped_bytes as i64),
+            &row.id,
+            &row.finished_at,
+            &row.outcome,
+            &row.exit_code,
+            &row.error,
+            &row.class,
+            &row.rule,
+            &row.next.delay_ms,
+            &row.next.delay_reason,
+            &row.output_dropped_bytes,
+            &row.target_failed,
         ],
     )
     .await
@@ -1629,7 +1635,7 @@ impl JobWriter for PostgresStore {
         let lease = &result.lease;
         let job = lock_job(&tx, lease.job_id).await?;
         let record = rules::check_advance(&job, result)?;
-        finish_attempt_row(&tx, result).await?;
+        finish_attempt_row(&tx, &AttemptRow::of(result, None)).await?;
         let mut log = LogRows::default();
         log.push(lease, result.log.first_index, &result.log.lines);
         log.insert(&tx).await?;

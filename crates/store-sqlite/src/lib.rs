@@ -39,6 +39,7 @@ use retryd_core::schedule::{Progress, Schedule};
 use retryd_core::{AttemptOutcome, Class, JobId, JobState};
 use retryd_store::group::GroupQueue;
 use retryd_store::notify::lost_delivery;
+use retryd_store::rows::{AttemptRow, FinishRow};
 use retryd_store::rules::{CircuitChange, TargetUsage};
 use retryd_store::stats::{Bucket, ErrorGroup, FinishedGroup, TOP_ERRORS};
 use retryd_store::{
@@ -302,23 +303,23 @@ fn insert_event(
 }
 
 /// Writes a finished attempt's row.
-fn finish_attempt_row(conn: &Connection, result: &AttemptResult) -> Result<()> {
-    let (delay_ms, delay_reason, _, _) = rules::next_columns(&result.next);
+fn finish_attempt_row(conn: &Connection, row: &AttemptRow) -> Result<()> {
     exec(
         conn,
         "UPDATE attempts SET finished_at = ?2, outcome = ?3, exit_code = ?4, error = ?5, class = ?6, rule = ?7, \
-         next_delay_ms = ?8, delay_reason = ?9, output_dropped_bytes = ?10 WHERE id = ?1",
+         next_delay_ms = ?8, delay_reason = ?9, output_dropped_bytes = ?10, target_failed = ?11 WHERE id = ?1",
         params![
-            result.lease.attempt_id,
-            ms(result.now),
-            result.outcome.as_str(),
-            result.exit_code,
-            result.error,
-            result.class.map(Class::as_str),
-            result.rule,
-            delay_ms,
-            delay_reason,
-            result.output_dropped_bytes as i64,
+            row.id,
+            ms(row.finished_at),
+            row.outcome,
+            row.exit_code,
+            row.error,
+            row.class,
+            row.rule,
+            row.next.delay_ms,
+            row.next.delay_reason,
+            row.output_dropped_bytes,
+            row.target_failed,
         ],
     )
     .map_err(to_store)?;
@@ -1106,24 +1107,15 @@ impl JobWriter for SqliteStore {
                 return Ok(Err(Error::LeaseLost { job_id: job.id, attempt_id: lease.attempt_id }));
             }
             let to = job.state.transition(result.next.state())?;
-            let now = ms(result.now);
-            let (_, _, next_at, refund) = rules::next_columns(&result.next);
-            let next_at = opt_ms(next_at);
-            finish_attempt_row(tx, &result)?;
-            // How the attempt counts for its target's circuit.
-            let failed = job.target.as_ref().and_then(|_| rules::target_outcome(&result.next, result.outcome, result.class));
-            if failed.is_some() {
-                tx.execute("UPDATE attempts SET target_failed = ?2 WHERE id = ?1", params![lease.attempt_id, failed])
-                    .map_err(to_store)?;
-            }
+            let row = FinishRow::of(&job, to, &result);
+            finish_attempt_row(tx, &row.attempt)?;
             if let (Some(target), Some(config)) = (&job.target, &result.circuit) {
-                update_circuit(tx, target, lease.attempt_id, failed, config, result.now)?;
+                update_circuit(tx, target, lease.attempt_id, row.attempt.target_failed, config, result.now)?;
             }
             for notification in &result.notify {
                 enqueue(tx, job.id, notification, result.now)?;
             }
-            let terminal = to.is_terminal();
-            let steps = json(&rules::steps_after(&job, result.step.as_ref()));
+            let now = ms(row.attempt.finished_at);
             exec(tx,
                 "UPDATE jobs SET state = ?2, next_attempt_at = ?3, steps = ?11, hold_reason = NULL, \
                  last_error = CASE WHEN ?4 IS NULL THEN last_error ELSE ?4 END, \
@@ -1132,21 +1124,21 @@ impl JobWriter for SqliteStore {
                  finish_reason = ?7, finished_at = ?8, lease_owner = NULL, lease_expires_at = NULL, \
                  current_attempt_id = NULL, cancel_requested = 0, updated_at = ?9, attempt = attempt - ?10 WHERE id = ?1",
                 params![
-                    job.id.to_string(),
-                    to.as_str(),
-                    next_at,
-                    result.error,
-                    result.class.map(Class::as_str),
-                    result.rule,
-                    terminal.then_some(&result.reason),
-                    terminal.then_some(now),
+                    row.job_id.to_string(),
+                    row.to.as_str(),
+                    opt_ms(row.attempt.next.at),
+                    row.attempt.error,
+                    row.attempt.class,
+                    row.attempt.rule,
+                    row.finish_reason,
+                    opt_ms(row.finished_at),
                     now,
-                    refund,
-                    steps,
+                    row.attempt.next.refund,
+                    json(&row.steps),
                 ],
             )
             .map_err(to_store)?;
-            let event = insert_event(tx, job.id, result.now, Some(job.state), to, &result.reason, &result.actor, rules::claimed_step(&job))?;
+            let event = insert_event(tx, job.id, result.now, Some(row.from), row.to, &row.reason, &row.actor, row.step)?;
             Ok(Ok((load_job(tx, job.id)?, event)))
         })
         .await?
@@ -1163,7 +1155,7 @@ impl JobWriter for SqliteStore {
             let lease = &result.lease;
             let job = load_job(tx, lease.job_id)?;
             let record = rules::check_advance(&job, &result)?;
-            finish_attempt_row(tx, &result)?;
+            finish_attempt_row(tx, &AttemptRow::of(&result, None))?;
             insert_log_lines(tx, lease, result.log.first_index, &result.log.lines)?;
             let number = job.attempt + 1;
             let now = ms(result.now);

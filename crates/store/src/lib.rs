@@ -21,6 +21,7 @@ pub mod conformance;
 pub mod control;
 pub mod group;
 pub mod policies;
+pub mod rows;
 pub mod schedules;
 pub mod sealing;
 pub mod signals;
@@ -647,36 +648,6 @@ pub mod rules {
             .filter(|(_, free)| **free == 0)
             .map(|(q, _)| q.clone())
             .collect()
-    }
-
-    /// The columns a result writes about the next attempt: delay in ms, why, when it is due,
-    /// and how many attempts to give back (a release or a lost attempt is not counted).
-    pub fn next_columns(next: &Next) -> (Option<i64>, Option<String>, Option<DateTime<Utc>>, i64) {
-        match next {
-            Next::Retry {
-                at,
-                delay,
-                delay_reason,
-            } => (
-                Some(delay.as_millis() as i64),
-                Some(delay_reason.clone()),
-                Some(*at),
-                0,
-            ),
-            Next::Released { at } => (
-                Some(0),
-                Some("released at shutdown".to_owned()),
-                Some(*at),
-                1,
-            ),
-            Next::Lost { at, delay } => (
-                Some(delay.as_millis() as i64),
-                Some("lost with its node".to_owned()),
-                Some(*at),
-                1,
-            ),
-            _ => (None, None, None, 0),
-        }
     }
 
     /// The job's completed steps after a result: with `step` appended when there is one.

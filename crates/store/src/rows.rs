@@ -1,0 +1,127 @@
+//! The rows a result writes, computed once for both backends: each backend binds these named
+//! fields to its own statements instead of deriving the values again (and instead of
+//! parallel lists or tuples bound by position).
+
+use crate::{AttemptResult, Next, limits};
+use chrono::{DateTime, Utc};
+use retryd_core::JobState;
+use retryd_core::job::Job;
+use retryd_core::pipeline::StepRecord;
+
+/// What a result says of the next attempt.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NextAttempt {
+    /// The wait before it in milliseconds, and why.
+    pub delay_ms: Option<i64>,
+    pub delay_reason: Option<String>,
+    /// When it is due.
+    pub at: Option<DateTime<Utc>>,
+    /// Attempts to give back: a release or a lost attempt is not counted.
+    pub refund: i64,
+}
+
+impl NextAttempt {
+    pub fn of(next: &Next) -> NextAttempt {
+        match next {
+            Next::Retry {
+                at,
+                delay,
+                delay_reason,
+            } => NextAttempt {
+                delay_ms: Some(delay.as_millis() as i64),
+                delay_reason: Some(delay_reason.clone()),
+                at: Some(*at),
+                refund: 0,
+            },
+            Next::Released { at } => NextAttempt {
+                delay_ms: Some(0),
+                delay_reason: Some("released at shutdown".to_owned()),
+                at: Some(*at),
+                refund: 1,
+            },
+            Next::Lost { at, delay } => NextAttempt {
+                delay_ms: Some(delay.as_millis() as i64),
+                delay_reason: Some("lost with its node".to_owned()),
+                at: Some(*at),
+                refund: 1,
+            },
+            _ => NextAttempt::default(),
+        }
+    }
+}
+
+/// A finished attempt's row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptRow {
+    pub id: i64,
+    pub finished_at: DateTime<Utc>,
+    pub outcome: &'static str,
+    pub exit_code: Option<i32>,
+    pub error: Option<String>,
+    pub class: Option<&'static str>,
+    pub rule: Option<String>,
+    pub next: NextAttempt,
+    pub output_dropped_bytes: i64,
+    /// How it counts for its target's circuit: a transient failure, an answer, or (`None`)
+    /// not at all.
+    pub target_failed: Option<bool>,
+}
+
+impl AttemptRow {
+    pub fn of(result: &AttemptResult, target_failed: Option<bool>) -> AttemptRow {
+        AttemptRow {
+            id: result.lease.attempt_id,
+            finished_at: result.now,
+            outcome: result.outcome.as_str(),
+            exit_code: result.exit_code,
+            error: result.error.clone(),
+            class: result.class.map(|c| c.as_str()),
+            rule: result.rule.clone(),
+            next: NextAttempt::of(&result.next),
+            output_dropped_bytes: result.output_dropped_bytes as i64,
+            target_failed,
+        }
+    }
+}
+
+/// What an accepted result writes: its attempt's row, its job's row and the event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FinishRow {
+    pub attempt: AttemptRow,
+    pub job_id: retryd_core::JobId,
+    pub from: JobState,
+    pub to: JobState,
+    /// The job's finish reason and instant, when `to` is terminal.
+    pub finish_reason: Option<String>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// The job's completed steps after this result.
+    pub steps: Vec<StepRecord>,
+    /// The event's reason, actor and step.
+    pub reason: String,
+    pub actor: String,
+    pub step: Option<String>,
+}
+
+impl FinishRow {
+    /// The rows of `result` for `job`, which moves to `to` (already checked against the
+    /// transition table).
+    pub fn of(job: &Job, to: JobState, result: &AttemptResult) -> FinishRow {
+        let target_failed = job
+            .target
+            .as_ref()
+            .and_then(|_| limits::target_outcome(&result.next, result.outcome, result.class));
+        let terminal = to.is_terminal();
+        FinishRow {
+            attempt: AttemptRow::of(result, target_failed),
+            job_id: job.id,
+            from: job.state,
+            to,
+            finish_reason: terminal.then(|| result.reason.clone()),
+            finished_at: terminal.then_some(result.now),
+            steps: crate::rules::steps_after(job, result.step.as_ref()),
+            reason: result.reason.clone(),
+            actor: result.actor.clone(),
+            step: crate::rules::claimed_step(job),
+        }
+    }
+}
