@@ -49,7 +49,7 @@ use retryd_core::schedule::{Progress, Schedule};
 use retryd_core::{AttemptOutcome, Class, JobId, JobState};
 use retryd_store::group::GroupQueue;
 use retryd_store::notify::lost_delivery;
-use retryd_store::rows::{AttemptRow, FinishRow};
+use retryd_store::rows::{AttemptRow, ClaimRow, FinishRow};
 use retryd_store::rules::{CircuitChange, TargetUsage};
 use retryd_store::stats::{Bucket, ErrorGroup, FinishedGroup, TOP_ERRORS};
 use retryd_store::{
@@ -1483,22 +1483,18 @@ impl JobWriter for PostgresStore {
             tx.commit().await.map_err(pg)?;
             return Ok(Vec::new());
         }
-        let ids: Vec<uuid::Uuid> = chosen.iter().map(|j| j.id.0).collect();
-        let numbers: Vec<i32> = chosen.iter().map(|j| j.attempt as i32 + 1).collect();
-        for job in &chosen {
-            job.state.transition(JobState::Running)?;
-        }
-        let steps: Vec<Option<String>> = chosen.iter().map(rules::claimed_step).collect();
-        let targets: Vec<Option<&str>> = chosen.iter().map(|j| j.target.as_deref()).collect();
-        let starts: Vec<DateTime<Utc>> = chosen
+        let rows = chosen
             .iter()
-            .map(|j| rules::attempt_start(j, request.now))
-            .collect();
-        let from_states: Vec<&str> = chosen.iter().map(|j| j.state.as_str()).collect();
-        let reasons: Vec<String> = chosen
-            .iter()
-            .map(|j| retryd_core::explain::claim_started(j, j.attempt + 1, &request.node))
-            .collect();
+            .map(|job| ClaimRow::of(job, request))
+            .collect::<Result<Vec<_>>>()?;
+        // The rows as columns, for `unnest`.
+        let ids: Vec<uuid::Uuid> = rows.iter().map(|r| r.job_id.0).collect();
+        let numbers: Vec<i32> = rows.iter().map(|r| r.number as i32).collect();
+        let steps: Vec<Option<&str>> = rows.iter().map(|r| r.step.as_deref()).collect();
+        let targets: Vec<Option<&str>> = rows.iter().map(|r| r.target.as_deref()).collect();
+        let starts: Vec<DateTime<Utc>> = rows.iter().map(|r| r.started_at).collect();
+        let from_states: Vec<&str> = rows.iter().map(|r| r.from.as_str()).collect();
+        let reasons: Vec<&str> = rows.iter().map(|r| r.reason.as_str()).collect();
         let start_sql = tx
             .prepare(&with_columns(include_str!("../queries/claim_start.sql")))
             .await?;

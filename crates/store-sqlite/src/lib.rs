@@ -39,7 +39,7 @@ use retryd_core::schedule::{Progress, Schedule};
 use retryd_core::{AttemptOutcome, Class, JobId, JobState};
 use retryd_store::group::GroupQueue;
 use retryd_store::notify::lost_delivery;
-use retryd_store::rows::{AttemptRow, FinishRow};
+use retryd_store::rows::{AttemptRow, ClaimRow, FinishRow};
 use retryd_store::rules::{CircuitChange, TargetUsage};
 use retryd_store::stats::{Bucket, ErrorGroup, FinishedGroup, TOP_ERRORS};
 use retryd_store::{
@@ -1035,11 +1035,11 @@ impl JobWriter for SqliteStore {
             let probes: HashMap<JobId, String> = rules::probe_targets(&chosen, &circuits, request.now).into_iter().collect();
             let mut claimed = Vec::new();
             for job in chosen {
-                let number = job.attempt + 1;
-                let start = ms(rules::attempt_start(&job, request.now));
+                let row = ClaimRow::of(&job, &request)?;
+                let (number, start) = (row.number, ms(row.started_at));
                 exec(tx,
                     "INSERT INTO attempts (job_id, number, step, node, started_at, target) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    params![job.id.to_string(), number, rules::claimed_step(&job), request.node, start, job.target],
+                    params![job.id.to_string(), number, row.step, request.node, start, row.target],
                 )
                 .map_err(to_store)?;
                 let attempt_id = tx.last_insert_rowid();
@@ -1047,8 +1047,6 @@ impl JobWriter for SqliteStore {
                     tx.execute("UPDATE circuits SET probe_attempt_id = ?2 WHERE target = ?1", params![target, attempt_id])
                         .map_err(to_store)?;
                 }
-                let from = job.state;
-                from.transition(JobState::Running)?;
                 exec(tx,
                     "UPDATE jobs SET state = 'running', attempt = ?2, lease_owner = ?3, lease_expires_at = ?4, \
                      current_attempt_id = ?5, next_attempt_at = NULL, hold_reason = NULL, started_at = COALESCE(started_at, ?7), updated_at = ?6 \
@@ -1056,8 +1054,7 @@ impl JobWriter for SqliteStore {
                     params![job.id.to_string(), number, request.node, ms(request.lease_until), attempt_id, now, start],
                 )
                 .map_err(to_store)?;
-                let reason = retryd_core::explain::claim_started(&job, number, &request.node);
-                let event = insert_event(tx, job.id, request.now, Some(from), JobState::Running, &reason, &request.node, rules::claimed_step(&job))?;
+                let event = insert_event(tx, job.id, request.now, Some(row.from), JobState::Running, &row.reason, &request.node, row.step)?;
                 claimed.push(Claimed {
                     job: load_job(tx, job.id)?,
                     due_at: rules::due_at(&job),

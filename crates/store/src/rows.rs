@@ -125,3 +125,36 @@ impl FinishRow {
         }
     }
 }
+
+/// What a claim writes for one job it starts: the attempt's row, the job's row and the event
+/// (→ `running`, by the claiming node).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimRow {
+    pub job_id: retryd_core::JobId,
+    pub from: JobState,
+    /// The attempt's number, its step, target and start.
+    pub number: u32,
+    pub step: Option<String>,
+    pub target: Option<String>,
+    pub started_at: DateTime<Utc>,
+    /// The event's reason.
+    pub reason: String,
+}
+
+impl ClaimRow {
+    /// The rows of starting `job` on `request.node`; refused when its state cannot move to
+    /// `running`.
+    pub fn of(job: &Job, request: &crate::ClaimRequest) -> crate::Result<ClaimRow> {
+        job.state.transition(JobState::Running)?;
+        let number = job.attempt + 1;
+        Ok(ClaimRow {
+            job_id: job.id,
+            from: job.state,
+            number,
+            step: crate::rules::claimed_step(job),
+            target: job.target.clone(),
+            started_at: crate::rules::attempt_start(job, request.now),
+            reason: retryd_core::explain::claim_started(job, number, &request.node),
+        })
+    }
+}
