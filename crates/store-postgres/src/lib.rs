@@ -2026,7 +2026,7 @@ impl JobReader for PostgresStore {
         let states: Option<Vec<&str>> =
             (!filter.states.is_empty()).then(|| filter.states.iter().map(|s| s.as_str()).collect());
         let (label_key, label_value) = filter.label.clone().unzip();
-        let mut jobs = select_jobs(
+        let jobs = select_jobs(
             &client,
             &filter.in_order(&with_columns(include_str!("../queries/list_jobs.sql"))),
             &[
@@ -2045,13 +2045,7 @@ impl JobReader for PostgresStore {
             ],
         )
         .await?;
-        let next_cursor = if jobs.len() > limit {
-            jobs.truncate(limit);
-            jobs.last().map(|j| j.id)
-        } else {
-            None
-        };
-        Ok(Page { jobs, next_cursor })
+        Ok(Page::of_one_more(jobs, limit))
     }
 
     async fn list_attempts(&self, id: JobId) -> Result<Vec<Attempt>> {

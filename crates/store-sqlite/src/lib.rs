@@ -1463,14 +1463,8 @@ impl JobReader for SqliteStore {
                     job_from_row,
                 )
                 .map_err(to_store)?;
-            let mut jobs: Vec<Job> = rows.collect::<rusqlite::Result<_>>().map_err(to_store)?;
-            let next_cursor = if jobs.len() > limit {
-                jobs.truncate(limit);
-                jobs.last().map(|j| j.id)
-            } else {
-                None
-            };
-            Ok(Page { jobs, next_cursor })
+            let jobs: Vec<Job> = rows.collect::<rusqlite::Result<_>>().map_err(to_store)?;
+            Ok(Page::of_one_more(jobs, limit))
         })
         .await
     }

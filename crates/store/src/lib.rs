@@ -303,6 +303,20 @@ pub struct Page {
     pub next_cursor: Option<JobId>,
 }
 
+impl Page {
+    /// A page of `limit` jobs from a listing that asked for one more: that one only tells
+    /// whether a next page exists, and the cursor is the last job shown.
+    pub fn of_one_more(mut jobs: Vec<Job>, limit: usize) -> Page {
+        let next_cursor = if jobs.len() > limit {
+            jobs.truncate(limit);
+            jobs.last().map(|j| j.id)
+        } else {
+            None
+        };
+        Page { jobs, next_cursor }
+    }
+}
+
 /// What a manual requeue may change.
 #[derive(Debug, Clone, Default)]
 pub struct Requeue {
