@@ -967,6 +967,9 @@ test('issue 19: the job list sorts newest first, oldest first and problems first
   await p.goto(`${server.url}/jobs?kind=${kind}`);
   await p.waitForFunction(() => document.querySelectorAll('tr[data-job]').length === 3);
   assert.deepEqual(await shown(p), [later.id, bad.id, ok.id], 'newest first by default');
+  // The kind filter offers the kinds it knows.
+  await p.waitForSelector(`#known-kind option[value="${kind}"]`, { state: 'attached' });
+  assert.equal(await p.getAttribute('input[name="kind"]', 'list'), 'known-kind');
   await p.selectOption('select[name="order"]', 'oldest');
   await p.waitForFunction((id) => document.querySelector('tr[data-job]')?.dataset.job === id, ok.id);
   assert.deepEqual(await shown(p), [ok.id, bad.id, later.id]);

@@ -74,9 +74,29 @@ export function render(main, _params, query) {
     }
   }
   const recount = throttle(drawCounts, 1500);
+  // Filters match whole names: each field offers the names it knows (queues with work or
+  // paused, kinds and targets of the last 7 days).
+  const known = Object.fromEntries(['queue', 'kind', 'target'].map((f) => [f, h('datalist', { id: `known-${f}` })]));
   const inputs = Object.fromEntries(FIELDS.map((f) => [f, h('input', {
     name: f, value: filter[f], placeholder: f === 'label' ? 'label key=value' : f, 'aria-label': f, autocomplete: 'off', spellcheck: 'false',
+    list: known[f] ? `known-${f}` : null,
   })]));
+  async function loadKnown() {
+    try {
+      const [stats, queues] = await Promise.all([get('/stats?window=7d'), get('/queues')]);
+      const names = {
+        queue: queues.map((q) => q.name),
+        kind: (stats.by_kind || []).map((k) => k.name),
+        target: (stats.by_target || []).map((t) => t.name).filter((n) => n !== '(none)'),
+      };
+      for (const [f, list] of Object.entries(names)) {
+        clear(known[f]);
+        for (const name of [...new Set(list)].sort()) known[f].appendChild(h('option', { value: name }));
+      }
+    } catch {
+      // Suggestions only: the filters work without them.
+    }
+  }
   const search = h('input', { name: 'q', value: filter.q, placeholder: 'Search: id, short id, kind, target, error, label', 'aria-label': 'search jobs', autocomplete: 'off', spellcheck: 'false', class: 'search', type: 'search' });
   const order = h('select', { name: 'order', 'aria-label': 'Order', onchange: () => { filter.order = order.value; apply(); } },
     Object.entries(ORDERS).map(([value, label]) => h('option', { value, selected: value === filter.order }, label)));
@@ -171,7 +191,7 @@ export function render(main, _params, query) {
       apply();
     } }, search, h('button', { type: 'submit' }, 'Search'))));
   main.appendChild(h('form', { class: 'filters', onsubmit: (e) => { e.preventDefault(); apply(); } },
-    chips, h('div', { class: 'filter-inputs' }, FIELDS.map((f) => inputs[f]), order,
+    chips, h('div', { class: 'filter-inputs' }, FIELDS.map((f) => inputs[f]), Object.values(known), order,
       h('button', { type: 'submit' }, 'Filter'),
       h('button', { type: 'button', class: 'ghost', onclick: () => {
         filter.state = [];
@@ -342,6 +362,7 @@ export function render(main, _params, query) {
 
   load();
   drawCounts();
+  loadKnown();
   return { onEvent, dispose: stop };
 }
 
