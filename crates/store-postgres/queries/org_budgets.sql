@@ -1,13 +1,12 @@
--- The retry budgets of the organizations named in $1 that have one: the cap, and the
+-- The retry budgets of the organizations named in $1 (each has one): the cap, and the
 -- retries (attempts after a job's first) of their jobs started after $2 (the window's
--- start), with the oldest of them. The attempts of the window lead (attempts_started): an
--- organization's jobs of all time are never read.
-SELECT o.name, o.retry_budget, COUNT(r.started_at), MIN(r.started_at)
+-- start), with the oldest of them. The counts are read per organization, from the attempts
+-- of the window (attempts_started): an organization's jobs of all time are never read.
+SELECT o.name, o.retry_budget, r.retries, r.oldest
 FROM organizations o
-LEFT JOIN (
-    SELECT j.org AS org, a.started_at AS started_at
+CROSS JOIN LATERAL (
+    SELECT COUNT(*) AS retries, MIN(a.started_at) AS oldest
     FROM attempts a JOIN jobs j ON j.id = a.job_id
-    WHERE a.started_at > $2 AND a.number > 1
-) r ON r.org = o.name
+    WHERE a.started_at > $2 AND a.number > 1 AND j.org = o.name
+) r
 WHERE o.retry_budget IS NOT NULL AND o.name = ANY($1)
-GROUP BY o.name, o.retry_budget
