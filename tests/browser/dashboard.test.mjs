@@ -1093,3 +1093,46 @@ test("issue 19: the output shows one attempt's lines when picked, also an attemp
   noProblems(p);
   await p.close();
 });
+
+test("issue 19: every action the dashboard offers refuses a cookie session's request without the CSRF token", async () => {
+  const dead = await server.submit('sh', ['-c', 'exit 2'], { kind: 'csrf-every', policy: { max_attempts: 1 } });
+  await server.waitFor(dead.id, (j) => j.state === 'failed');
+  const live = await server.submit('sleep', ['30'], { kind: 'csrf-every' });
+  const p = await page(['/api/v1/']);
+  await p.goto(`${server.url}/jobs`);
+  await p.waitForSelector('main h1');
+  // What each button of the dashboard sends, sent without the page's token.
+  const actions = [
+    ['POST', `/jobs/${dead.id}/retry`, { args: ['-c', 'exit 0'] }],
+    ['POST', `/jobs/${live.id}/cancel`, {}],
+    ['POST', '/dlq/requeue', { ids: [dead.id] }],
+    ['POST', '/dlq/purge', { ids: [dead.id] }],
+    ['POST', '/queues/default/pause', {}],
+    ['POST', '/queues/default/resume', {}],
+    ['POST', '/policies', { name: 'csrf-policy', policy: { max_attempts: 2 } }],
+    ['PUT', '/policies/active', { name: 'default' }],
+    ['POST', '/tokens', { name: 'csrf-token', role: 'admin' }],
+    ['POST', '/circuits/flaky/close', {}],
+  ];
+  const statuses = await p.evaluate(async (list) => {
+    const out = [];
+    for (const [method, path, body] of list) {
+      const r = await fetch(`/api/v1${path}`, { method, headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+      out.push([`${method} ${path}`, r.status, (await r.json()).error?.code]);
+    }
+    return out;
+  }, actions);
+  for (const [what, status, code] of statuses) {
+    assert.deepEqual([what, status, code], [what, 403, 'csrf']);
+  }
+  // Nothing changed.
+  assert.equal((await server.job(dead.id)).state, 'failed');
+  assert.equal((await server.job(dead.id)).attempt, 1);
+  assert.notEqual((await server.job(live.id)).state, 'cancelled');
+  assert.equal((await server.get('/policies/csrf-policy')).status, 404);
+  assert.ok(!(await server.get('/tokens')).body.some((t) => t.name === 'csrf-token'));
+  assert.ok(!(await server.get('/queues')).body.some((q) => q.paused));
+  await server.post(`/jobs/${live.id}/cancel`);
+  noProblems(p);
+  await p.close();
+});
