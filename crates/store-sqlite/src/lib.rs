@@ -389,6 +389,22 @@ fn read_org_budgets(
     if orgs.is_empty() {
         return Ok(HashMap::new());
     }
+    // Only organizations with a budget are counted: most have none, and their retries must
+    // not pay for a read of the window's attempts.
+    let budgeted: Vec<String> = tx
+        .prepare_cached(
+            "SELECT name FROM organizations WHERE retry_budget IS NOT NULL \
+             AND name IN (SELECT value FROM json_each(?1))",
+        )
+        .and_then(|mut stmt| {
+            stmt.query_map([json(&orgs)], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()
+        })
+        .map_err(to_store)?;
+    if budgeted.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let orgs = budgeted;
     let since = now
         - chrono::Duration::from_std(retryd_store::limits::ORG_BUDGET_WINDOW).unwrap_or_default();
     let mut stmt = tx

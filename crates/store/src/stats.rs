@@ -128,6 +128,13 @@ pub struct Breakdown {
     pub rates: Rates,
 }
 
+/// Counts per state with every state present (0 where none).
+pub fn every_state(counts: BTreeMap<JobState, u64>) -> BTreeMap<JobState, u64> {
+    let mut all: BTreeMap<JobState, u64> = JobState::ALL.iter().map(|s| (*s, 0)).collect();
+    all.extend(counts);
+    all
+}
+
 /// The stats of a window, as the API and CLI show them.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -152,8 +159,7 @@ pub struct Stats {
 
 impl Stats {
     pub fn from_rows(query: &StatsQuery, rows: StatsRows) -> Stats {
-        let mut totals: BTreeMap<JobState, u64> = JobState::ALL.iter().map(|s| (*s, 0)).collect();
-        totals.extend(rows.created);
+        let totals = every_state(rows.created);
         let rates = Rates::of(&rows.finished);
         let breakdown = |key: &dyn Fn(&FinishedGroup) -> String| {
             let mut groups: BTreeMap<String, Vec<&FinishedGroup>> = BTreeMap::new();

@@ -150,15 +150,12 @@ pub async fn counts(
     State(state): State<AppState>,
     Viewer(principal): Viewer,
 ) -> Result<Json<BTreeMap<JobState, u64>>, Error> {
-    let mut counts: BTreeMap<JobState, u64> = JobState::ALL.iter().map(|s| (*s, 0)).collect();
-    counts.extend(
-        state
-            .control
-            .store()
-            .count_by_state(Some(&principal.org))
-            .await?,
-    );
-    Ok(Json(counts))
+    let counts = state
+        .control
+        .store()
+        .count_by_state(Some(&principal.org))
+        .await?;
+    Ok(Json(retryd_store::stats::every_state(counts)))
 }
 
 /// Summaries only (see [`retryd_core::job::Action::summarized`]); `GET /jobs/{id}` has it all.
