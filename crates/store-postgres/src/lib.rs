@@ -32,6 +32,7 @@
 //! an expired lease, and the fence lets exactly one rescuer record the lost attempt.
 
 pub mod clock;
+mod floors;
 pub mod testing;
 mod tx;
 
@@ -88,6 +89,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (12, include_str!("../migrations/0012_schedules.sql")),
     (13, include_str!("../migrations/0013_organizations.sql")),
     (14, include_str!("../migrations/0014_circuit_history.sql")),
+    (15, include_str!("../migrations/0015_claim_floor.sql")),
 ];
 
 /// Advisory lock keys ("retryd" in ASCII, plus a purpose).
@@ -341,6 +343,15 @@ fn new_pool(config: &tokio_postgres::Config, size: usize) -> Result<Pool> {
         .map_err(backend)
 }
 
+/// Adds server settings to the connection's startup options (after the URL's own).
+fn with_options(config: &mut tokio_postgres::Config, settings: &str) {
+    let options = match config.get_options() {
+        Some(options) => format!("{options} {settings}"),
+        None => settings.to_owned(),
+    };
+    config.options(&options);
+}
+
 /// A deadpool error, with the database's own message when there is one.
 fn pool_error(e: deadpool_postgres::PoolError) -> Error {
     match e {
@@ -359,6 +370,7 @@ pub struct PostgresStore {
     signals: Signals,
     clock: DbClock,
     results: Arc<ResultGroups>,
+    floors: floors::ClaimFloors,
 }
 
 impl PostgresStore {
@@ -379,6 +391,13 @@ impl PostgresStore {
         {
             config.application_name(format!("retryd:{node}"));
         }
+        // Every statement is planned for its own parameters. A cached generic plan is made
+        // after five calls, when a new database's tables are nearly empty, and kept until the
+        // next ANALYZE: a result group's `UPDATE attempts ... FROM unnest(...)` then
+        // scanned the whole attempts table (10 ms a group at 40,000 attempts, growing with
+        // every job), and the list's optional filters (`$2 IS NULL OR queue = $2`) cannot
+        // pick their index in a generic plan.
+        with_options(&mut config, "-c plan_cache_mode=force_custom_plan");
         let pool = new_pool(&config, POOL_SIZE)?;
         let heartbeat = new_pool(&config, HEARTBEAT_POOL_SIZE)?;
         // Claims and sweeps need not wait for their WAL flush: if the database loses one in a
@@ -391,12 +410,10 @@ impl PostgresStore {
         // planning each call for its own batch size keeps a cached generic plan (made for
         // an unknown LIMIT) from undoing that.
         let mut scheduler_config = config.clone();
-        const SCHEDULER_SETTINGS: &str =
-            "-c synchronous_commit=off -c enable_sort=off -c plan_cache_mode=force_custom_plan";
-        scheduler_config.options(&match config.get_options() {
-            Some(options) => format!("{options} {SCHEDULER_SETTINGS}"),
-            None => SCHEDULER_SETTINGS.to_owned(),
-        });
+        with_options(
+            &mut scheduler_config,
+            "-c synchronous_commit=off -c enable_sort=off",
+        );
         let scheduler = new_pool(&scheduler_config, SCHEDULER_POOL_SIZE)?;
         migrate(&pool).await?;
         let clock = DbClock::measure(&pool).await?;
@@ -410,6 +427,7 @@ impl PostgresStore {
             signals,
             clock,
             results: Arc::default(),
+            floors: floors::ClaimFloors::default(),
         })
     }
 
@@ -1043,6 +1061,27 @@ async fn select_jobs(
 
 /// Takes the advisory locks of the given targets until the transaction ends, in one order so
 /// that two transactions cannot wait for each other.
+/// The parameters of `claim_candidates.sql`, its walk starting at `walk`'s floors.
+fn claim_params<'a>(
+    request: &'a ClaimRequest,
+    skipped: &'a Vec<String>,
+    window: &'a i64,
+    walk: &'a floors::Walk,
+) -> [&'a (dyn ToSql + Sync); 10] {
+    [
+        &request.now,
+        skipped,
+        window,
+        &request.runnable.handler_kinds,
+        &request.runnable.builtin,
+        &request.due_by,
+        &walk.orgs,
+        &walk.ranks,
+        &walk.dues,
+        &walk.ids,
+    ]
+}
+
 async fn lock_targets(client: &impl GenericClient, targets: &[&str]) -> Result<()> {
     lock_names(client, TARGET_LOCK_CLASS, targets).await
 }
@@ -1435,6 +1474,9 @@ impl JobWriter for PostgresStore {
             }
         }
         tx.commit().await.map_err(pg)?;
+        for job in stored.values().filter(|j| j.state.is_waiting()) {
+            self.floors.lower(job);
+        }
         rules::answer_inserts(&jobs, stored.into_values().collect(), events)
     }
 
@@ -1444,21 +1486,31 @@ impl JobWriter for PostgresStore {
         }
         let skipped = rules::skipped_queues(request);
         let window = rules::candidate_window(request) as i64;
-        let (tx, rows) = Tx::begin_with(
+        let sql = with_columns(include_str!("../queries/claim_candidates.sql"));
+        let walk = self.floors.walk(!skipped.is_empty());
+        let (tx, mut rows) = Tx::begin_with(
             self.scheduler_client().await?,
-            &with_columns(include_str!("../queries/claim_candidates.sql")),
-            &[
-                &request.now,
-                &skipped,
-                &window,
-                &request.runnable.handler_kinds,
-                &request.runnable.builtin,
-                &request.due_by,
-            ],
+            &sql,
+            &claim_params(request, &skipped, &window, &walk),
         )
         .await?;
-        let candidates =
-            rules::fair_share(rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?);
+        let mut from_floors = walk.from_floors();
+        if from_floors && rows.len() < request.limit {
+            // Not enough above the floors: what lies below them is looked at now, not later.
+            from_floors = false;
+            let from_start = tx.prepare(&sql).await?;
+            rows = tx
+                .client()
+                .query(
+                    &from_start,
+                    &claim_params(request, &skipped, &window, &floors::Walk::default()),
+                )
+                .await
+                .map_err(pg)?;
+        }
+        let candidates = rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?;
+        self.floors.found(from_floors, &candidates);
+        let candidates = rules::fair_share(candidates);
         let budgets = read_org_budgets(tx.client(), &candidates, request.now).await?;
         let by_org = rules::gate_orgs(candidates, &budgets, request.now);
         let candidates = by_org.admitted;
@@ -1630,11 +1682,18 @@ impl JobWriter for PostgresStore {
         if self.results.push((result.clone(), reply)) {
             tokio::spawn(commit_results(self.pool.clone(), self.results.clone()));
         }
-        answer.await.unwrap_or_else(|_| {
+        let answer = answer.await.unwrap_or_else(|_| {
             Err(backend(
                 "the result's group was dropped before it was written",
             ))
-        })
+        });
+        match &answer {
+            Ok((job, _)) if job.state.is_waiting() => self.floors.lower(job),
+            // A probe's success closes its target's circuit: the jobs it held are due now.
+            Ok((job, _)) if job.target.is_some() => self.floors.forget(),
+            _ => {}
+        }
+        answer
     }
 
     async fn advance_step(
@@ -1804,6 +1863,7 @@ impl JobWriter for PostgresStore {
             notify(&tx, WAKE_CHANNEL, "").await?;
             let job = load_job(&tx, id).await?;
             tx.commit().await.map_err(pg)?;
+            self.floors.lower(&job);
             return Ok((job, None));
         }
         let to = match job.state.transition(JobState::Pending) {
@@ -1837,6 +1897,7 @@ impl JobWriter for PostgresStore {
         notify(&tx, WAKE_CHANNEL, "").await?;
         let job = load_job(&tx, id).await?;
         tx.commit().await.map_err(pg)?;
+        self.floors.lower(&job);
         Ok((job, Some(event)))
     }
 
@@ -1948,6 +2009,8 @@ impl JobWriter for PostgresStore {
             close_circuit_rows(&tx, target, &retryd_store::closed_by(Some(actor)), now).await?;
         notify(&tx, WAKE_CHANNEL, "").await?;
         tx.commit().await.map_err(pg)?;
+        // The jobs the circuit held are due now, perhaps below a claim floor.
+        self.floors.forget();
         Ok(closed)
     }
 
@@ -1969,7 +2032,10 @@ impl JobWriter for PostgresStore {
         .await
         .map_err(pg)?;
         notify(&tx, QUEUES_CHANNEL, queue).await?;
-        tx.commit().await.map_err(pg)
+        tx.commit().await.map_err(pg)?;
+        // A resumed queue's jobs were passed over by the claims while it was paused.
+        self.floors.forget();
+        Ok(())
     }
 
     async fn record_process(&self, lease: &Lease, process: &Process) -> Result<()> {
