@@ -53,7 +53,7 @@ pub(crate) struct Walk {
 }
 
 impl Walk {
-    pub fn from_floors(&self) -> bool {
+    pub fn starts_at_floors(&self) -> bool {
         !self.orgs.is_empty()
     }
 }
@@ -161,7 +161,7 @@ mod tests {
     fn a_floor_starts_at_the_first_job_found_and_only_comes_down() {
         let floors = ClaimFloors::default();
         assert!(
-            !floors.walk(false).from_floors(),
+            !floors.walk(false).starts_at_floors(),
             "the first walk starts at the beginning"
         );
         floors.found_keys(
@@ -174,7 +174,7 @@ mod tests {
             .into_iter(),
         );
         let walk = floors.walk(false);
-        assert!(walk.from_floors());
+        assert!(walk.starts_at_floors());
         assert_eq!(
             floor_of(&walk, "a"),
             (0, uuid::Uuid::from_u128(1)),
@@ -196,21 +196,21 @@ mod tests {
         );
 
         assert!(
-            !floors.walk(true).from_floors(),
+            !floors.walk(true).starts_at_floors(),
             "skipped queues: from the beginning"
         );
         floors.forget();
-        assert!(!floors.walk(false).from_floors());
+        assert!(!floors.walk(false).starts_at_floors());
     }
 
     #[test]
     fn a_walk_from_the_beginning_is_due_after_a_while_and_resets_the_floors() {
         let floors = ClaimFloors::default();
         floors.found_keys(false, [("a", key(0, 10, 1))].into_iter());
-        assert!(floors.walk(false).from_floors());
+        assert!(floors.walk(false).starts_at_floors());
         floors.state.lock().unwrap().last_full_walk =
             Some(Instant::now() - FULL_WALK_EVERY - Duration::from_millis(1));
-        assert!(!floors.walk(false).from_floors());
+        assert!(!floors.walk(false).starts_at_floors());
         floors.found_keys(false, std::iter::empty());
         assert!(
             floors.state.lock().unwrap().floors.is_empty(),

@@ -1494,7 +1494,7 @@ impl JobWriter for PostgresStore {
             &claim_params(request, &skipped, &window, &walk),
         )
         .await?;
-        let mut from_floors = walk.from_floors();
+        let mut from_floors = walk.starts_at_floors();
         if from_floors && rows.len() < request.limit {
             // Not enough above the floors: what lies below them is looked at now, not later.
             from_floors = false;
