@@ -90,6 +90,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (13, include_str!("../migrations/0013_organizations.sql")),
     (14, include_str!("../migrations/0014_circuit_history.sql")),
     (15, include_str!("../migrations/0015_claim_floor.sql")),
+    (
+        16,
+        include_str!("../migrations/0016_list_by_org_and_state.sql"),
+    ),
 ];
 
 /// Advisory lock keys ("retryd" in ASCII, plus a purpose).
@@ -2105,8 +2109,11 @@ impl JobReader for PostgresStore {
         limit: usize,
     ) -> Result<Page> {
         let client = self.client().await?;
-        let states: Option<Vec<&str>> =
-            (!filter.states.is_empty()).then(|| filter.states.iter().map(|s| s.as_str()).collect());
+        let states: Vec<&str> = if filter.states.is_empty() {
+            JobState::ALL.iter().map(|s| s.as_str()).collect()
+        } else {
+            filter.states.iter().map(|s| s.as_str()).collect()
+        };
         let (label_key, label_value) = filter.label.clone().unzip();
         let jobs = select_jobs(
             &client,
