@@ -1,5 +1,5 @@
 -- The list indexes lead with the organization and the state, and the list reads one
--- (organization, state) slice at a time (queries/list_jobs.sql): four indexes serve every
+-- (organization, state) slice at a time (queries/read/list_jobs.sql): four indexes serve every
 -- filter where eight did. Each index on the jobs table costs an entry for every row version,
 -- and a job writes three (stored, claimed, finished): the four dropped ones were twelve index
 -- entries a job, on the path of every enqueue, claim and result.

@@ -1,6 +1,6 @@
 -- Jobs of organization ?7 due by ?6 (a little ahead of now, ?1) this node can run (?4:
 -- registered handler kinds, ?5: built-in actions), by priority, then due time, outside
--- paused or full queues; ?3 at most (the organization's offer, see claim_orgs.sql). The
+-- paused or full queues; ?3 at most (the organization's offer, see claim/orgs.sql). The
 -- paused queues are read here too, not only from the node's list: a pause holds from its
 -- commit on.
 -- INDEXED BY: without statistics the planner takes jobs_state and sorts every waiting job;

@@ -1,0 +1,69 @@
+//! New jobs: a batch stored in one statement, idempotency keys answered with the job they
+//! already name.
+
+use super::*;
+
+impl SqliteStore {
+    pub(crate) async fn insert(&self, jobs: Vec<NewJob>) -> Result<Vec<Inserted>> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.write(move |tx| {
+            let mut stored = Vec::with_capacity(jobs.len());
+            let mut events = Vec::with_capacity(jobs.len());
+            for job in &jobs {
+                // A key taken by a stored job, or by an earlier job of this batch (the same
+                // transaction sees it), is answered with that job.
+                if let Some(key) = &job.idempotency_key {
+                    let existing: Option<String> = tx
+                        .prepare_cached(
+                            "SELECT id FROM jobs WHERE org = ?1 AND queue = ?2 AND idempotency_key = ?3",
+                        )
+                        .and_then(|mut stmt| {
+                            stmt.query_row(params![job.org, job.queue, key], |r| r.get(0))
+                                .optional()
+                        })
+                        .map_err(to_store)?;
+                    if let Some(existing) = existing {
+                        stored.push(load_job(tx, existing.parse().map_err(Error::Corrupt)?)?);
+                        continue;
+                    }
+                }
+                tx.prepare_cached(include_str!("../queries/insert/jobs.sql"))
+                    .and_then(|mut stmt| {
+                        stmt.execute(params![
+                            job.id.to_string(),
+                            job.queue,
+                            job.kind,
+                            job.target,
+                            json(&job.action),
+                            job.policy_name,
+                            json(&job.policy),
+                            job.priority,
+                            ms(job.run_at),
+                            opt_ms(job.deadline),
+                            json(&job.labels),
+                            job.idempotency_key,
+                            job.created_by,
+                            ms(job.created_at),
+                            job.org,
+                        ])
+                    })
+                    .map_err(to_store)?;
+                events.push(insert_event(
+                    tx,
+                    job.id,
+                    job.created_at,
+                    None,
+                    JobState::Pending,
+                    "submitted",
+                    rules::submitter(job),
+                    rules::first_step(job),
+                )?);
+                stored.push(load_job(tx, job.id)?);
+            }
+            rules::answer_inserts(&jobs, stored, events)
+        })
+        .await
+    }
+}
