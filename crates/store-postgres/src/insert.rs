@@ -2,6 +2,8 @@
 //! already name.
 
 use super::*;
+use chrono::SubsecRound;
+use retryd_store::rows::stored_job;
 
 /// New jobs as the columns of `queries/insert/jobs.sql`, in its parameter order.
 struct NewJobColumns {
@@ -74,17 +76,22 @@ impl PostgresStore {
         let columns = NewJobColumns::of(&jobs);
         // One statement for the whole batch; a key already taken (by a stored job or an
         // earlier one of this batch) inserts nothing and is looked up below.
-        let inserted = tx
+        let inserted: std::collections::HashSet<uuid::Uuid> = tx
             .cached_query(
-                &with_columns(include_str!("../queries/insert/jobs.sql")),
+                include_str!("../queries/insert/jobs.sql"),
                 &columns.params(),
             )
             .await
-            .map_err(pg)?;
-        let mut stored: HashMap<uuid::Uuid, Job> = inserted
+            .map_err(pg)?
             .iter()
-            .map(|row| job_from_row(row).map(|j| (j.id.0, j)))
-            .collect::<Result<_>>()?;
+            .map(|row| row.get(0))
+            .collect();
+        // timestamptz keeps microseconds.
+        let mut stored: HashMap<uuid::Uuid, Job> = jobs
+            .iter()
+            .filter(|j| inserted.contains(&j.id.0))
+            .map(|j| (j.id.0, stored_job(j, |t| t.trunc_subsecs(6))))
+            .collect();
         let created: Vec<&NewJob> = jobs
             .iter()
             .filter(|j| stored.contains_key(&j.id.0))

@@ -2,6 +2,8 @@
 //! already name.
 
 use super::*;
+use chrono::SubsecRound;
+use retryd_store::rows::stored_job;
 
 impl SqliteStore {
     pub(crate) async fn insert(&self, jobs: Vec<NewJob>) -> Result<Vec<Inserted>> {
@@ -60,7 +62,8 @@ impl SqliteStore {
                     rules::submitter(job),
                     rules::first_step(job),
                 )?);
-                stored.push(load_job(tx, job.id)?);
+                // Stored as milliseconds.
+                stored.push(stored_job(job, |t| t.trunc_subsecs(3)));
             }
             rules::answer_inserts(&jobs, stored, events)
         })

@@ -1,12 +1,52 @@
-//! The rows a result writes, computed once for both backends: each backend binds these named
-//! fields to its own statements instead of deriving the values again (and instead of
-//! parallel lists or tuples bound by position).
+//! The rows an insert, a claim and a result write, computed once for both backends: each
+//! backend binds these named fields to its own statements instead of deriving the values
+//! again (and instead of parallel lists or tuples bound by position).
 
 use crate::{AttemptResult, Next, limits};
 use chrono::{DateTime, Utc};
 use retryd_core::JobState;
-use retryd_core::job::Job;
+use retryd_core::job::{Job, NewJob};
 use retryd_core::pipeline::StepRecord;
+
+/// The job an insert stores for `new`, as the store will read it back: its instants cut to
+/// the store's precision by `stored` (microseconds on PostgreSQL, milliseconds on SQLite). An
+/// insert answers with it instead of reading every new row back.
+pub fn stored_job(new: &NewJob, stored: impl Fn(DateTime<Utc>) -> DateTime<Utc>) -> Job {
+    Job {
+        id: new.id,
+        org: new.org.clone(),
+        queue: new.queue.clone(),
+        kind: new.kind.clone(),
+        target: new.target.clone(),
+        action: new.action.clone(),
+        policy_name: new.policy_name.clone(),
+        policy: new.policy.clone(),
+        priority: new.priority,
+        run_at: stored(new.run_at),
+        deadline: new.deadline.map(&stored),
+        labels: new.labels.clone(),
+        idempotency_key: new.idempotency_key.clone(),
+        created_by: new.created_by.clone(),
+        state: JobState::Pending,
+        attempt: 0,
+        next_attempt_at: Some(stored(new.run_at)),
+        last_error: None,
+        last_error_class: None,
+        last_rule: None,
+        finish_reason: None,
+        lease_owner: None,
+        lease_expires_at: None,
+        attempt_id: None,
+        cancel_requested: false,
+        steps: Vec::new(),
+        step_attempt_base: 0,
+        hold_reason: None,
+        created_at: stored(new.created_at),
+        started_at: None,
+        finished_at: None,
+        updated_at: stored(new.created_at),
+    }
+}
 
 /// What a result says of the next attempt.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
