@@ -35,7 +35,7 @@ impl PostgresStore {
         let window = rules::candidate_window(request) as i64;
         let sql = with_columns(include_str!("../queries/claim/candidates.sql"));
         let walk = self.floors.walk(!skipped.is_empty());
-        let (tx, mut rows) = Tx::begin_with(
+        let (mut tx, mut rows) = Tx::begin_with(
             self.scheduler_client().await?,
             &sql,
             &claim_params(request, &skipped, &window, &walk),
@@ -43,17 +43,20 @@ impl PostgresStore {
         .await?;
         let mut from_floors = walk.starts_at_floors();
         if from_floors && rows.len() < request.limit {
-            // Not enough above the floors: what lies below them is looked at now, not later.
+            // Not enough above the floors: what lies below them is looked at now, not later,
+            // in a transaction of its own. Within this one, the walk's statement would see jobs
+            // committed after this transaction's id was drawn (at its first row lock), and
+            // their claim events would stream before their creation (the stream is in
+            // transaction order).
             from_floors = false;
-            let from_start = tx.prepare(&sql).await?;
-            rows = tx
-                .client()
-                .query(
-                    &from_start,
-                    &claim_params(request, &skipped, &window, &floors::Walk::default()),
-                )
-                .await
-                .map_err(pg)?;
+            tx.commit().await.map_err(pg)?;
+            drop(tx);
+            (tx, rows) = Tx::begin_with(
+                self.scheduler_client().await?,
+                &sql,
+                &claim_params(request, &skipped, &window, &floors::Walk::default()),
+            )
+            .await?;
         }
         let candidates = rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?;
         self.floors.found(from_floors, &candidates);
