@@ -3,8 +3,6 @@
 
 use super::*;
 
-/// Takes the advisory locks of the given targets until the transaction ends, in one order so
-/// that two transactions cannot wait for each other.
 /// The parameters of `queries/claim/candidates.sql`, its walk starting at `walk`'s floors.
 fn claim_params<'a>(
     request: &'a ClaimRequest,

@@ -19,12 +19,14 @@
 //! # Tuning
 //!
 //! Statements go through deadpool's per-connection statement cache (`Cached` in `lib.rs`):
-//! text queries would be parsed and planned on every call, with a second round trip. The
-//! scheduler pool's connections run with `synchronous_commit=off` (a claim or sweep lost in
-//! a database crash is simply redone), `enable_sort=off` and
-//! `plan_cache_mode=force_custom_plan`: with the stale statistics of a queue table the
-//! planner otherwise collected and sorted every due row on each claim instead of walking
-//! `jobs_claim` for one batch. Migration 0008 leaves room on pages (fillfactor) so that the
+//! text queries would be parsed and planned on every call, with a second round trip. Every
+//! connection runs with `plan_cache_mode=force_custom_plan`: a generic plan cached while a
+//! new database's tables were empty scanned the whole attempts table on each result group.
+//! The scheduler pool's connections also run with `synchronous_commit=off` (a claim or
+//! sweep lost in a database crash is simply redone) and `enable_sort=off`: with the stale
+//! statistics of a queue table the planner otherwise collected and sorted every due row on
+//! each claim instead of walking `jobs_claim` for one batch (from the node's floor, see
+//! `floors.rs`). Migration 0008 leaves room on pages (fillfactor) so that the
 //! end-of-attempt update of an attempt row is HOT.
 //!
 //! Three pools: general traffic (8 connections), the claim loop (1: its latency is the

@@ -3,6 +3,8 @@
 
 use super::*;
 
+/// Takes the advisory locks of the given targets until the transaction ends, in one order so
+/// that two transactions cannot wait for each other.
 pub(crate) async fn lock_targets(client: &impl GenericClient, targets: &[&str]) -> Result<()> {
     lock_names(client, TARGET_LOCK_CLASS, targets).await
 }
