@@ -6,6 +6,7 @@ mod auth;
 mod bad_input;
 mod batch;
 mod cancel;
+mod claim_ahead;
 mod cli;
 mod cluster;
 mod crash;

@@ -2,6 +2,7 @@
 //! bounded tail and the store, classify a failure, decide, and record it under the lease.
 
 use crate::engine::Engine;
+use crate::engine::gate::Ticket;
 use crate::engine::record::{WhenDown, record};
 use crate::engine::running::Handles;
 use crate::executor::OutputLine;
@@ -50,6 +51,9 @@ pub fn next_from(decision: Decision, attempt: u32, what_happened: &str) -> (Next
 /// attempts released at shutdown (also recorded `lost`).
 pub const LOST_RULE: &str = "lease expired";
 
+/// The rule recorded on an attempt released at shutdown.
+const RELEASED_RULE: &str = "released at shutdown";
+
 /// Where an attempt lost with its node (the `lost`-th of its job) leaves the job: due again
 /// after the policy's initial delay and not counted against `max_attempts`, unless the job
 /// has now lost `max_lost_attempts` (it fails: something in it may take its node down) or
@@ -82,12 +86,12 @@ pub fn after_lost(
     )
 }
 
-pub async fn run(engine: Engine, claimed: Claimed) {
+pub(crate) async fn run(engine: Engine, claimed: Claimed, ticket: Ticket) {
     let job = &claimed.job;
     let span = info_span!("attempt", job_id = %job.id, queue = %job.queue, kind = %job.kind,
         target = job.target.as_deref().unwrap_or("-"), attempt = claimed.lease.attempt,
         step = job.current_step().map_or("-", |(_, s)| s.name.as_str()), state = "running");
-    let last = run_inner(&engine, &claimed).instrument(span).await;
+    let last = run_inner(&engine, &claimed, ticket).instrument(span).await;
     engine.unregister(&last);
 }
 
@@ -103,7 +107,7 @@ struct Executed {
 
 /// Runs the claimed attempt; for a pipeline, step after step under the same lease until one
 /// fails or the last one ends. Returns the lease of the last attempt it ran.
-async fn run_inner(engine: &Engine, claimed: &Claimed) -> Lease {
+async fn run_inner(engine: &Engine, claimed: &Claimed, ticket: Ticket) -> Lease {
     let inner = &engine.inner;
     let mut job = claimed.job.clone();
     let mut lease = claimed.lease.clone();
@@ -117,6 +121,19 @@ async fn run_inner(engine: &Engine, claimed: &Claimed) -> Lease {
     if let Ok(early) = (claimed.due_at - inner.clock.now()).to_std() {
         tokio::time::sleep(early).await;
     }
+    // Claimed ahead of a free slot, perhaps (see `engine::gate`): the action waits for one.
+    let slot = tokio::select! {
+        biased;
+        _ = handles.lease_lost.cancelled() => {
+            warn!("attempt dropped before it started: this node no longer holds its lease");
+            return lease;
+        }
+        _ = handles.stop.cancelled() => return unstarted(engine, &job, lease, &handles).await,
+        _ = inner.draining.cancelled() => return unstarted(engine, &job, lease, &handles).await,
+        slot = ticket.wait() => slot,
+    };
+    inner.running.started(&lease);
+    let mut slot = Some(slot);
     if claimed.event.from == Some(JobState::Retrying) {
         let late = (inner.clock.now() - claimed.due_at)
             .num_microseconds()
@@ -198,22 +215,10 @@ async fn run_inner(engine: &Engine, claimed: &Claimed) -> Lease {
         let user_cancelled = handles.cancelled.load(Ordering::SeqCst);
         let released = !user_cancelled && outcome.stopped == Some(Stopped::Requested);
         let mut result = AttemptResult {
-            lease: lease.clone(),
-            fence: Fence::Owner,
-            now,
-            outcome: AttemptOutcome::Succeeded,
             exit_code: outcome.exit_code,
-            error: None,
-            class: None,
-            rule: None,
             output_dropped_bytes: tail.dropped_bytes(),
-            next: Next::Succeeded,
-            reason: format!("attempt {} succeeded", lease.attempt),
-            actor: lease.node.clone(),
-            step: None,
-            circuit: None,
-            notify: Vec::new(),
             log: unsaved,
+            ..succeeded(&lease, now)
         };
         let attempt = lease.attempt;
         // A pipeline step that is over, and the pipeline with it unless it continues.
@@ -239,7 +244,7 @@ async fn run_inner(engine: &Engine, claimed: &Claimed) -> Lease {
         } else if released {
             result.outcome = AttemptOutcome::Lost;
             result.class = Some(Class::Transient);
-            result.rule = Some("released at shutdown".into());
+            result.rule = Some(RELEASED_RULE.into());
             result.error = Some(format!(
                 "attempt {attempt} stopped: node {} shut down",
                 lease.node
@@ -312,12 +317,76 @@ async fn run_inner(engine: &Engine, claimed: &Claimed) -> Lease {
             },
             None => {
                 engine.complete_result(&job, &mut result);
+                if let Some(slot) = slot.take() {
+                    inner.gate.leave(slot);
+                }
                 engine.action_ended(&lease);
                 record(engine, &result, WhenDown::Retry).await;
                 return lease;
             }
         }
     }
+}
+
+/// The result of an attempt that succeeded, as a start for every other.
+fn succeeded(lease: &Lease, now: DateTime<Utc>) -> AttemptResult {
+    AttemptResult {
+        lease: lease.clone(),
+        fence: Fence::Owner,
+        now,
+        outcome: AttemptOutcome::Succeeded,
+        exit_code: None,
+        error: None,
+        class: None,
+        rule: None,
+        output_dropped_bytes: 0,
+        next: Next::Succeeded,
+        reason: format!("attempt {} succeeded", lease.attempt),
+        actor: lease.node.clone(),
+        step: None,
+        circuit: None,
+        notify: Vec::new(),
+        log: LogAppend::default(),
+    }
+}
+
+/// Records an attempt stopped while it waited for a slot: cancelled by a client, or
+/// released at shutdown (it runs again and does not count). Its action never started.
+async fn unstarted(engine: &Engine, job: &Job, lease: Lease, handles: &Handles) -> Lease {
+    let now = engine.now();
+    let attempt = lease.attempt;
+    let mut result = succeeded(&lease, now);
+    if handles.cancelled.load(Ordering::SeqCst) {
+        result.outcome = AttemptOutcome::Cancelled;
+        result.next = Next::Cancelled;
+        result.error = Some("cancelled before it started".into());
+        result.reason = format!("cancelled before attempt {attempt} started");
+    } else {
+        result.outcome = AttemptOutcome::Lost;
+        result.class = Some(Class::Transient);
+        result.rule = Some(RELEASED_RULE.into());
+        result.error = Some(format!(
+            "attempt {attempt} did not start: node {} shut down",
+            lease.node
+        ));
+        result.next = Next::Released { at: now };
+        result.reason = format!(
+            "attempt {attempt} released at shutdown before it started; it runs again and does not count"
+        );
+    }
+    result.log.lines.push(NewLogLine {
+        at: now,
+        stream: Stream::System,
+        line: format!(
+            "attempt {attempt} → {}: {}",
+            result.next.state(),
+            result.reason
+        ),
+    });
+    engine.complete_result(job, &mut result);
+    engine.action_ended(&lease);
+    record(engine, &result, WhenDown::Retry).await;
+    lease
 }
 
 fn steps_total(job: &Job) -> usize {

@@ -1,8 +1,8 @@
 //! The claim loop's pure parts and its pass: when to sweep, how many slots a claim asks
 //! for, and one tick (sweep what is due, claim, start the attempts, plan the next wake-up).
 
-use super::Engine;
 use super::running::Occupancy;
+use super::{Engine, gate};
 use crate::attempt;
 use crate::maintenance::{deadlines, rescuer};
 use chrono::{DateTime, Utc};
@@ -26,10 +26,11 @@ pub(crate) struct Sweep {
     planned: Option<DateTime<Utc>>,
 }
 
-/// How many attempts, executing or waiting for their result's commit, a node holds at most:
-/// its concurrency plus a backlog of results as large again, and at least 64.
+/// How many attempts, executing, waiting for their slots or for their result's commit, a
+/// node holds at most: its concurrency, as many again for each claimed ahead of a slot (see
+/// [`gate`](super::gate)), and a backlog of results as large as the concurrency, at least 64.
 fn result_backlog(concurrency: usize) -> usize {
-    concurrency + concurrency.max(64)
+    concurrency * (1 + gate::MAX_AHEAD_FACTOR) + concurrency.max(64)
 }
 
 /// How long a busy node waits for more slots to free before it claims (see `gather_slots`).
@@ -87,28 +88,33 @@ impl Sweep {
     }
 }
 
-/// How many more attempts a claim may take: the free execution slots, and no more than
-/// the result backlog leaves room for. Results waiting for their commit are bounded too:
-/// past the backlog, a slow database holds new claims back instead of piling results up.
-pub(crate) fn free_slots(concurrency: usize, occupancy: &Occupancy) -> usize {
-    concurrency
-        .saturating_sub(occupancy.executing)
+/// How many more attempts a claim may take: the free execution slots and `ahead` more, less
+/// those claimed and still waiting for a slot, and no more than the result backlog leaves
+/// room for. Results waiting for their commit are bounded too: past the backlog, a slow
+/// database holds new claims back instead of piling results up.
+pub(crate) fn free_slots(concurrency: usize, ahead: usize, occupancy: &Occupancy) -> usize {
+    (concurrency + ahead)
+        .saturating_sub(occupancy.active)
         .min(result_backlog(concurrency).saturating_sub(occupancy.held))
 }
 
-/// The free slots per queue with a cap of its own, and those of an uncapped queue.
+/// The free slots per queue with a cap of its own, and those of an uncapped queue: its cap,
+/// with as large a share claimed ahead as the node's, less what it holds.
 pub(crate) fn queue_slots(
     caps: &BTreeMap<String, usize>,
     default_cap: usize,
+    (concurrency, ahead): (usize, usize),
     free: usize,
     occupancy: &Occupancy,
 ) -> (HashMap<String, usize>, usize) {
-    let cap_of = |queue: &str| caps.get(queue).copied().unwrap_or(default_cap);
-    let mut queue_free: HashMap<String, usize> = caps.clone().into_iter().collect();
-    for (queue, count) in &occupancy.executing_by_queue {
+    let with_ahead = |cap: usize| cap + ahead * cap / concurrency.max(1);
+    let cap_of = |queue: &str| with_ahead(caps.get(queue).copied().unwrap_or(default_cap));
+    let mut queue_free: HashMap<String, usize> =
+        caps.keys().map(|q| (q.clone(), cap_of(q))).collect();
+    for (queue, count) in &occupancy.active_by_queue {
         queue_free.insert(queue.clone(), cap_of(queue).saturating_sub(*count));
     }
-    (queue_free, default_cap.min(free))
+    (queue_free, with_ahead(default_cap).min(free))
 }
 
 /// One pass: expire and rescue when their time has come, claim. Returns how long to
@@ -138,7 +144,9 @@ pub(crate) async fn tick(
     let full = claimed.len() == wanted;
     for job in claimed {
         register(engine, &job);
-        attempts.spawn(attempt::run(engine.clone(), job));
+        // In claim order: the order in which the actions take their slots.
+        let ticket = engine.inner.gate.ticket(&job.job.queue);
+        attempts.spawn(attempt::run(engine.clone(), job, ticket));
     }
     if full && let Some(pause) = sweep.pause_while_full(engine.now()) {
         // Every slot is taken: a finished attempt wakes the loop, and there is no need to
@@ -185,12 +193,19 @@ fn register(engine: &Engine, claimed: &Claimed) {
 }
 
 /// A busy node claims freed slots in batches rather than one by one: after an action
-/// ends, it waits up to [`GATHER`] for more to end, until half its slots are free. One
-/// claim then starts several attempts, and their results tend to share a commit too.
+/// ends, it waits up to [`GATHER`] for more to end, until half of what it may claim is
+/// free. One claim then starts several attempts, and their results tend to share a commit
+/// too.
 pub(crate) async fn gather_slots(engine: &Engine, attempts: &mut JoinSet<()>) {
     let concurrency = engine.inner.config.concurrency;
     let until = tokio::time::Instant::now() + GATHER;
-    while concurrency.saturating_sub(engine.running_count()) < concurrency / 2
+    let claimable = || {
+        let ahead = engine.inner.gate.ahead();
+        let free = free_slots(concurrency, ahead, &engine.inner.running.occupancy());
+        (free, (concurrency + ahead) / 2)
+    };
+    while let (free, half) = claimable()
+        && free < half
         && !attempts.is_empty()
     {
         tokio::select! {
@@ -205,10 +220,12 @@ pub(crate) async fn gather_slots(engine: &Engine, attempts: &mut JoinSet<()>) {
 fn claim_request(engine: &Engine, now: DateTime<Utc>) -> ClaimRequest {
     let config = &engine.inner.config;
     let occupancy = engine.inner.running.occupancy();
-    let free = free_slots(config.concurrency, &occupancy);
+    let ahead = engine.inner.gate.ahead();
+    let free = free_slots(config.concurrency, ahead, &occupancy);
     let (queue_free, default_queue_free) = queue_slots(
         &config.queue_concurrency,
         config.default_queue_concurrency,
+        (config.concurrency, ahead),
         free,
         &occupancy,
     );
@@ -285,30 +302,31 @@ mod tests {
     }
 
     #[test]
-    fn claims_take_free_slots_within_the_result_backlog() {
-        let occupancy = |executing, held| Occupancy {
-            executing,
+    fn claims_take_free_slots_and_those_ahead_within_the_result_backlog() {
+        let occupancy = |active, held| Occupancy {
+            active,
             held,
-            executing_by_queue: HashMap::new(),
+            active_by_queue: HashMap::new(),
         };
-        assert_eq!(free_slots(16, &occupancy(0, 0)), 16);
-        assert_eq!(free_slots(16, &occupancy(10, 10)), 6);
+        assert_eq!(free_slots(16, 0, &occupancy(0, 0)), 16);
+        assert_eq!(free_slots(16, 0, &occupancy(10, 10)), 6);
+        assert_eq!(free_slots(16, 32, &occupancy(10, 10)), 38, "claimed ahead");
         // Actions ended, results waiting for their commit: slots free up to the backlog.
-        assert_eq!(result_backlog(16), 80);
-        assert_eq!(free_slots(16, &occupancy(0, 70)), 10);
-        assert_eq!(free_slots(16, &occupancy(0, 80)), 0);
-        assert_eq!(result_backlog(200), 400);
+        assert_eq!(result_backlog(16), 16 * 9 + 64);
+        assert_eq!(free_slots(16, 0, &occupancy(0, 198)), 10);
+        assert_eq!(free_slots(16, 128, &occupancy(0, 208)), 0);
+        assert_eq!(result_backlog(200), 2_000);
     }
 
     #[test]
-    fn queue_caps_count_only_executing_attempts() {
+    fn queue_caps_count_only_attempts_not_ended() {
         let caps = BTreeMap::from([("deploy".to_owned(), 2), ("mail".to_owned(), 5)]);
         let occupancy = Occupancy {
-            executing: 3,
+            active: 3,
             held: 5,
-            executing_by_queue: HashMap::from([("deploy".into(), 2), ("other".into(), 1)]),
+            active_by_queue: HashMap::from([("deploy".into(), 2), ("other".into(), 1)]),
         };
-        let (per_queue, default_free) = queue_slots(&caps, 4, 13, &occupancy);
+        let (per_queue, default_free) = queue_slots(&caps, 4, (16, 0), 13, &occupancy);
         assert_eq!(per_queue["deploy"], 0);
         assert_eq!(per_queue["mail"], 5);
         assert_eq!(
@@ -317,9 +335,15 @@ mod tests {
         );
         assert_eq!(default_free, 4);
         assert_eq!(
-            queue_slots(&caps, 4, 1, &occupancy).1,
+            queue_slots(&caps, 4, (16, 0), 1, &occupancy).1,
             1,
             "never more than free"
+        );
+        let (per_queue, default_free) = queue_slots(&caps, 4, (16, 32), 13, &occupancy);
+        assert_eq!(
+            (per_queue["deploy"], per_queue["mail"], default_free),
+            (4, 15, 12),
+            "a share claimed ahead in proportion to each cap"
         );
     }
 

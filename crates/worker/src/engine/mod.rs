@@ -12,6 +12,7 @@
 //! queue, a policy) arrives as a notice through the store's signals.
 
 pub(crate) mod claim_loop;
+pub(crate) mod gate;
 pub(crate) mod record;
 pub(crate) mod running;
 
@@ -149,6 +150,11 @@ pub(crate) struct Inner {
     /// Wakes the scheduler: a schedule was created, changed or deleted.
     schedules: Notify,
     pub running: RunningMap,
+    /// The execution slots the claimed attempts take, and how far ahead of them to claim.
+    pub gate: gate::Gate,
+    /// Cancelled when shutdown begins: attempts still waiting for a slot are released
+    /// without starting.
+    pub draining: CancellationToken,
     /// Cancelled when shutdown's grace period ends: every attempt still running is released.
     pub release: CancellationToken,
     /// Since when this node has reached the database without a failure; `None` while it
@@ -186,6 +192,11 @@ impl Engine {
             handler_kinds: handlers.kinds(),
         };
         let started = clock.now();
+        let gate = gate::Gate::new(
+            config.concurrency,
+            config.queue_concurrency.clone(),
+            config.default_queue_concurrency,
+        );
         Engine {
             inner: Arc::new(Inner {
                 store,
@@ -205,6 +216,8 @@ impl Engine {
                 wake: Notify::new(),
                 schedules: Notify::new(),
                 running: RunningMap::default(),
+                gate,
+                draining: CancellationToken::new(),
                 release: CancellationToken::new(),
                 reachable_since: Mutex::new(Some(started)),
             }),
@@ -444,6 +457,7 @@ impl Engine {
                 claim_loop::gather_slots(self, &mut attempts).await;
             }
         }
+        self.inner.draining.cancel();
         let grace = self.inner.config.shutdown_grace;
         if !attempts.is_empty() {
             info!(running = attempts.len(), grace = ?grace, "shutting down: waiting for running attempts");

@@ -19,6 +19,9 @@ struct Running {
     stop: CancellationToken,
     /// Set when a client cancelled the job (as opposed to a shutdown release).
     cancelled: Arc<AtomicBool>,
+    /// The action took its execution slots (see [`super::gate`]); until then the attempt
+    /// waits for them.
+    started: bool,
     /// The action has ended and its result waits for its group commit: the attempt keeps
     /// its lease (renewed, fenced) but no longer takes an execution slot.
     recording: bool,
@@ -39,14 +42,14 @@ pub(crate) struct Handles {
     pub lease_lost: CancellationToken,
 }
 
-/// How many attempts take slots, in all and per queue.
+/// How many attempts take or wait for slots, in all and per queue.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct Occupancy {
-    /// Attempts whose actions still run.
-    pub executing: usize,
+    /// Attempts whose actions run or wait for their slots: claimed, not ended.
+    pub active: usize,
     /// Every attempt held, those waiting for their result's commit included.
     pub held: usize,
-    pub executing_by_queue: HashMap<String, usize>,
+    pub active_by_queue: HashMap<String, usize>,
 }
 
 // A std Mutex: held only for map operations, never across .await.
@@ -67,6 +70,7 @@ impl RunningMap {
                 queue: queue.to_owned(),
                 stop,
                 cancelled: Arc::new(AtomicBool::new(false)),
+                started: false,
                 recording: false,
                 lease_lost: CancellationToken::new(),
                 advancing: false,
@@ -81,6 +85,17 @@ impl RunningMap {
             .is_some_and(|r| r.attempt_id == lease.attempt_id)
         {
             map.remove(&lease.job_id);
+        }
+    }
+
+    /// The attempt's action took its slots and starts.
+    pub fn started(&self, lease: &Lease) {
+        if let Some(entry) = self
+            .map()
+            .get_mut(&lease.job_id)
+            .filter(|r| r.attempt_id == lease.attempt_id)
+        {
+            entry.started = true;
         }
     }
 
@@ -157,8 +172,12 @@ impl RunningMap {
         self.map().contains_key(&job)
     }
 
+    /// Attempts whose actions run now (not those waiting for a slot).
     pub fn executing(&self) -> usize {
-        self.map().values().filter(|r| !r.recording).count()
+        self.map()
+            .values()
+            .filter(|r| r.started && !r.recording)
+            .count()
     }
 
     pub fn occupancy(&self) -> Occupancy {
@@ -168,9 +187,9 @@ impl RunningMap {
             ..Occupancy::default()
         };
         for attempt in map.values().filter(|r| !r.recording) {
-            occupancy.executing += 1;
+            occupancy.active += 1;
             *occupancy
-                .executing_by_queue
+                .active_by_queue
                 .entry(attempt.queue.clone())
                 .or_default() += 1;
         }
@@ -197,11 +216,15 @@ mod tests {
         let (a, b) = (lease(JobId::new(), 1), lease(JobId::new(), 2));
         map.register(&a, "deploy", CancellationToken::new());
         map.register(&b, "mail", CancellationToken::new());
+        assert_eq!(map.executing(), 0, "both wait for their slots");
+        map.started(&a);
+        map.started(&b);
+        assert_eq!(map.executing(), 2);
         map.action_ended(&a);
         let occupancy = map.occupancy();
-        assert_eq!((occupancy.executing, occupancy.held), (1, 2));
+        assert_eq!((occupancy.active, occupancy.held), (1, 2));
         assert_eq!(
-            occupancy.executing_by_queue,
+            occupancy.active_by_queue,
             HashMap::from([("mail".into(), 1)])
         );
         assert_eq!(map.attempt_ids().len(), 2, "both leases are still renewed");
@@ -215,6 +238,7 @@ mod tests {
         let job = JobId::new();
         map.register(&lease(job, 1), "q", CancellationToken::new());
         map.register(&lease(job, 2), "q", CancellationToken::new());
+        map.started(&lease(job, 2));
         map.action_ended(&lease(job, 1));
         map.unregister(&lease(job, 1));
         assert!(map.contains(job));
