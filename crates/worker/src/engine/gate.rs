@@ -209,7 +209,11 @@ mod tests {
         }
         assert_eq!(pace.ahead(16), 16 * MAX_AHEAD_FACTOR);
         pace.observe(Duration::from_millis(4));
-        assert_eq!(pace.ahead(16), 64, "one action held up 4 ms: about 2 ms each now");
+        assert_eq!(
+            pace.ahead(16),
+            64,
+            "one action held up 4 ms: about 2 ms each now"
+        );
         pace.observe(Duration::from_secs(1));
         assert_eq!(pace.ahead(16), 0, "one slow action is enough to stop it");
     }
