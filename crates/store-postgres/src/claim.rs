@@ -112,7 +112,7 @@ impl PostgresStore {
         let from_states: Vec<&str> = rows.iter().map(|r| r.from.as_str()).collect();
         let reasons: Vec<&str> = rows.iter().map(|r| r.reason.as_str()).collect();
         let start_sql = tx
-            .prepare(&with_columns(include_str!("../queries/claim/start.sql")))
+            .prepare(include_str!("../queries/claim/start.sql"))
             .await?;
         let events_sql = tx
             .prepare(&format!(
@@ -158,18 +158,12 @@ impl PostgresStore {
             )
             .map_err(pg)?
         };
-        let started: BTreeMap<JobId, Job> = started
-            .iter()
-            .map(|row| job_from_row(row).map(|j| (j.id, j)))
-            .collect::<Result<_>>()?;
+        let attempt_ids: BTreeMap<uuid::Uuid, i64> =
+            started.iter().map(|row| (row.get(0), row.get(1))).collect();
         let events: BTreeMap<JobId, Event> = events
             .iter()
             .map(|row| event_from_row(row).map(|e| (e.job_id, e)))
             .collect::<Result<_>>()?;
-        let attempt_ids: BTreeMap<uuid::Uuid, i64> = started
-            .values()
-            .filter_map(|j| Some((j.id.0, j.attempt_id?)))
-            .collect();
         if !probes.is_empty() {
             for (job, target) in probes {
                 tx.client()
@@ -182,21 +176,23 @@ impl PostgresStore {
             }
             tx.commit().await.map_err(pg)?;
         }
-        let (mut started, mut events) = (started, events);
+        let mut events = events;
         chosen
-            .iter()
-            .map(|job| {
+            .into_iter()
+            .zip(&rows)
+            .map(|(job, row)| {
                 let missing = || corrupt(format!("claimed job {} vanished", job.id));
+                let attempt_id = *attempt_ids.get(&job.id.0).ok_or_else(missing)?;
                 Ok(Claimed {
-                    job: started.remove(&job.id).ok_or_else(missing)?,
-                    due_at: rules::due_at(job),
+                    due_at: rules::due_at(&job),
                     lease: Lease {
                         job_id: job.id,
-                        attempt_id: attempt_ids[&job.id.0],
-                        attempt: job.attempt + 1,
+                        attempt_id,
+                        attempt: row.number,
                         node: request.node.clone(),
                     },
                     event: events.remove(&job.id).ok_or_else(missing)?,
+                    job: row.started(job, attempt_id, request, stored_instant),
                 })
             })
             .collect()

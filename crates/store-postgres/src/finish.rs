@@ -61,8 +61,10 @@ pub(crate) async fn finish_group(
         };
         let job = jobs.remove(&lease.job_id).expect("looked up above");
         wake |= result.next.state() == JobState::Retrying || !result.notify.is_empty();
-        finished.push(FinishRow::of(&job, to, result));
-        accepted.push((i, job));
+        let row = FinishRow::of(&job, to, result);
+        // The job as the group's update leaves it (what it returns to the caller).
+        accepted.push((i, row.finished(job, stored_instant)));
+        finished.push(row);
     }
     // Every statement sent with the COMMIT below is prepared first, so that none falls
     // behind it (see `tx`).
@@ -104,7 +106,7 @@ pub(crate) async fn finish_group(
         }
         Ok(())
     };
-    let (jobs, events) = if !rare {
+    let events = if !rare {
         // The group's writes and its COMMIT, in one round trip.
         let ((), written, (), ()) = futures::try_join!(
             log.insert(tx.client()),
@@ -140,13 +142,11 @@ pub(crate) async fn finish_group(
         futures::try_join!(wake_others(wake), async { tx.commit().await.map_err(pg) })?;
         written
     };
-    let mut jobs: HashMap<JobId, Job> = jobs.into_iter().map(|j| (j.id, j)).collect();
     let mut events: HashMap<JobId, Event> = events.into_iter().map(|e| (e.job_id, e)).collect();
-    for (i, job) in &accepted {
+    for (i, job) in accepted {
         let missing = || corrupt(format!("finished job {} vanished", job.id));
-        let job = jobs.remove(&job.id).ok_or_else(missing)?;
         let event = events.remove(&job.id).ok_or_else(missing)?;
-        answers[*i] = Some(Ok((job, event)));
+        answers[i] = Some(Ok((job, event)));
     }
     Ok(answers
         .into_iter()
@@ -268,7 +268,6 @@ impl Finished {
                          $8::bigint[], $9::text[], $10::bigint[], $11::bool[]) \
                AS t(id, now, outcome, exit_code, error, class, rule, delay, delay_reason, dropped, target_failed) \
              WHERE attempts.id = t.id".to_owned(),
-            format!(
             "UPDATE jobs SET state = t.n_state, next_attempt_at = t.n_next_at, hold_reason = NULL, \
              last_error = COALESCE(t.n_error, last_error), \
              last_error_class = CASE WHEN t.n_error IS NULL THEN last_error_class ELSE t.n_class END, \
@@ -279,8 +278,7 @@ impl Finished {
              FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::text[], $5::text[], $6::text[], $7::text[], \
                          $8::timestamptz[], $9::timestamptz[], $10::int[], $11::jsonb[]) \
                AS t(n_id, n_state, n_next_at, n_error, n_class, n_rule, n_finish_reason, n_finished_at, n_now, n_refund, n_steps) \
-             WHERE jobs.id = t.n_id RETURNING {JOB_COLUMNS}"
-            ),
+             WHERE jobs.id = t.n_id".to_owned(),
             format!(
             "INSERT INTO events (job_id, at, from_state, to_state, reason, actor, step) \
              SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[]) \
@@ -289,9 +287,10 @@ impl Finished {
         ]
     }
 
-    /// The attempts' rows, the jobs' rows and the events, in one round trip. Its statements
-    /// must be prepared already (see [`Tx`]) when it is sent together with others.
-    pub(crate) async fn write(&self, tx: &Tx) -> Result<(Vec<Job>, Vec<Event>)> {
+    /// The attempts' rows, the jobs' rows and the events, in one round trip; answers the
+    /// events. Its statements must be prepared already (see [`Tx`]) when it is sent together
+    /// with others.
+    pub(crate) async fn write(&self, tx: &Tx) -> Result<Vec<Event>> {
         let attempt_columns: [&(dyn ToSql + Sync); 11] = [
             &self.attempt_ids,
             &self.now,
@@ -334,15 +333,13 @@ impl Finished {
             tx.prepare(&events_sql)
         )?;
         // Sent together (one round trip); the server runs them in this order.
-        let (_, jobs, events) = futures::try_join!(
+        let (_, _, events) = futures::try_join!(
             tx.client().execute(&attempts_sql, &attempt_columns),
-            tx.client().query(&jobs_sql, &job_columns),
+            tx.client().execute(&jobs_sql, &job_columns),
             tx.client().query(&events_sql, &event_columns),
         )
         .map_err(pg)?;
-        let jobs = jobs.iter().map(job_from_row).collect::<Result<_>>()?;
-        let events = events.iter().map(event_from_row).collect::<Result<_>>()?;
-        Ok((jobs, events))
+        events.iter().map(event_from_row).collect()
     }
 }
 

@@ -2,7 +2,6 @@
 //! already name.
 
 use super::*;
-use chrono::SubsecRound;
 use retryd_store::rows::stored_job;
 
 /// New jobs as the columns of `queries/insert/jobs.sql`, in its parameter order.
@@ -90,7 +89,7 @@ impl PostgresStore {
         let mut stored: HashMap<uuid::Uuid, Job> = jobs
             .iter()
             .filter(|j| inserted.contains(&j.id.0))
-            .map(|j| (j.id.0, stored_job(j, |t| t.trunc_subsecs(6))))
+            .map(|j| (j.id.0, stored_job(j, stored_instant)))
             .collect();
         let created: Vec<&NewJob> = jobs
             .iter()

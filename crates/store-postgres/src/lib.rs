@@ -149,6 +149,12 @@ fn pg(e: tokio_postgres::Error) -> Error {
     }
 }
 
+/// An instant as this backend stores it: to the microseconds (`timestamptz`). A row derived
+/// instead of read back (an insert's, a claim's, a result's) carries instants cut the same way.
+fn stored_instant(t: DateTime<Utc>) -> DateTime<Utc> {
+    chrono::SubsecRound::trunc_subsecs(t, 6)
+}
+
 fn corrupt(what: impl std::fmt::Display) -> Error {
     Error::Corrupt(what.to_string())
 }

@@ -80,12 +80,12 @@ impl SqliteStore {
                     params![job.id.to_string(), number, request.node, ms(request.lease_until), attempt_id, now, start],
                 )
                 .map_err(to_store)?;
-                let event = insert_event(tx, job.id, request.now, Some(row.from), JobState::Running, &row.reason, &request.node, row.step)?;
+                let event = insert_event(tx, job.id, request.now, Some(row.from), JobState::Running, &row.reason, &request.node, row.step.clone())?;
                 claimed.push(Claimed {
-                    job: load_job(tx, job.id)?,
                     due_at: rules::due_at(&job),
                     lease: Lease { job_id: job.id, attempt_id, attempt: number, node: request.node.clone() },
                     event,
+                    job: row.started(job, attempt_id, &request, stored_instant),
                 });
             }
             Ok(claimed)

@@ -2,7 +2,6 @@
 //! already name.
 
 use super::*;
-use chrono::SubsecRound;
 use retryd_store::rows::stored_job;
 
 impl SqliteStore {
@@ -63,7 +62,7 @@ impl SqliteStore {
                     rules::first_step(job),
                 )?);
                 // Stored as milliseconds.
-                stored.push(stored_job(job, |t| t.trunc_subsecs(3)));
+                stored.push(stored_job(job, stored_instant));
             }
             rules::answer_inserts(&jobs, stored, events)
         })

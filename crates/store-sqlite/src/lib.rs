@@ -118,6 +118,12 @@ pub struct SqliteStore {
     signals: Signals,
 }
 
+/// An instant as this backend stores it: to the milliseconds. A row derived instead of
+/// read back (an insert's, a claim's, a result's) carries instants cut the same way.
+fn stored_instant(t: DateTime<Utc>) -> DateTime<Utc> {
+    chrono::SubsecRound::trunc_subsecs(t, 3)
+}
+
 fn backend(e: impl std::fmt::Display) -> Error {
     Error::Backend(e.to_string())
 }
@@ -407,8 +413,8 @@ impl JobWriter for SqliteStore {
                 ],
             )
             .map_err(to_store)?;
-            let event = insert_event(tx, job.id, result.now, Some(row.from), row.to, &row.reason, &row.actor, row.step)?;
-            Ok(Ok((load_job(tx, job.id)?, event)))
+            let event = insert_event(tx, job.id, result.now, Some(row.from), row.to, &row.reason, &row.actor, row.step.clone())?;
+            Ok(Ok((row.finished(job, stored_instant), event)))
         })
         .await?
     }

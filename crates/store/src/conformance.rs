@@ -58,6 +58,7 @@ macro_rules! conformance_tests {
             organizations_and_channels_are_kept,
             listing_searches_ids_kinds_targets_errors_and_labels,
             a_circuit_closed_by_hand_frees_what_it_held,
+            claims_and_results_answer_each_job_as_stored,
         );
     };
     (@each $make:expr; $($name:ident),* $(,)?) => {
@@ -2929,4 +2930,71 @@ pub async fn a_circuit_closed_by_hand_frees_what_it_held(store: DynStore) {
         .unwrap();
     assert_eq!(freed.len(), 3, "every held job starts at once");
     assert!(freed.iter().all(|c| c.job.hold_reason.is_none()));
+}
+
+/// A claim and a result answer their jobs as they derive them, not as read back: exactly as
+/// stored, instants cut to the backend's precision included.
+pub async fn claims_and_results_answer_each_job_as_stored(store: DynStore) {
+    let job = insert(&store, new_job("default", 50, 0)).await;
+    let odd = |ms: i64| t0() + Span::milliseconds(ms) + Span::nanoseconds(456_789);
+    let stored = |id| {
+        let store = store.clone();
+        async move { store.get_job(id).await.unwrap() }
+    };
+    let mut request = claim_request(odd(1_123), 1);
+    request.lease_until = odd(31_123);
+    let claimed = store.claim_jobs(&request).await.unwrap().remove(0);
+    assert_eq!(claimed.job, stored(job.id).await, "a first claim");
+    let next = Next::Retry {
+        at: odd(6_001),
+        delay: Duration::from_secs(5),
+        delay_reason: "backoff".into(),
+    };
+    let (after, _) = store
+        .finish_attempt(&result(&claimed, odd(1_200), AttemptOutcome::Failed, next))
+        .await
+        .unwrap();
+    assert_eq!(after, stored(job.id).await, "a failure that retries");
+    let claimed = store
+        .claim_jobs(&claim_request(odd(6_001), 1))
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(claimed.job, stored(job.id).await, "a retry's claim");
+    let (after, _) = store
+        .finish_attempt(&result(
+            &claimed,
+            odd(6_050),
+            AttemptOutcome::Lost,
+            Next::Released { at: odd(6_050) },
+        ))
+        .await
+        .unwrap();
+    assert_eq!(after, stored(job.id).await, "a release, not counted");
+    assert_eq!(after.attempt, 1);
+    let claimed = store
+        .claim_jobs(&claim_request(odd(6_051), 1))
+        .await
+        .unwrap()
+        .remove(0);
+    let (after, _) = store
+        .finish_attempt(&AttemptResult {
+            error: None,
+            class: None,
+            rule: None,
+            ..result(
+                &claimed,
+                odd(7_000),
+                AttemptOutcome::Succeeded,
+                Next::Succeeded,
+            )
+        })
+        .await
+        .unwrap();
+    assert_eq!(after, stored(job.id).await, "a success");
+    assert_eq!(
+        after.last_error.as_deref(),
+        Some("connection refused"),
+        "a success keeps the last error"
+    );
 }

@@ -143,6 +143,31 @@ pub struct FinishRow {
 }
 
 impl FinishRow {
+    /// `job` (as locked before this result) as the result's update leaves it, without
+    /// reading it back: the backends' job update sets exactly these columns. `stored` cuts
+    /// an instant to the backend's precision.
+    pub fn finished(&self, mut job: Job, stored: impl Fn(DateTime<Utc>) -> DateTime<Utc>) -> Job {
+        let attempt = &self.attempt;
+        job.state = self.to;
+        job.next_attempt_at = attempt.next.at.map(&stored);
+        job.hold_reason = None;
+        if attempt.error.is_some() {
+            job.last_error = attempt.error.clone();
+            job.last_error_class = attempt.class.and_then(retryd_core::Class::parse);
+            job.last_rule = attempt.rule.clone();
+        }
+        job.finish_reason = self.finish_reason.clone();
+        job.finished_at = self.finished_at.map(&stored);
+        job.lease_owner = None;
+        job.lease_expires_at = None;
+        job.attempt_id = None;
+        job.cancel_requested = false;
+        job.updated_at = stored(attempt.finished_at);
+        job.attempt = job.attempt.saturating_sub(attempt.next.refund as u32);
+        job.steps = self.steps.clone();
+        job
+    }
+
     /// The rows of `result` for `job`, which moves to `to` (already checked against the
     /// transition table).
     pub fn of(job: &Job, to: JobState, result: &AttemptResult) -> FinishRow {
@@ -196,5 +221,27 @@ impl ClaimRow {
             started_at: crate::rules::attempt_start(job, request.now),
             reason: retryd_core::explain::claim_started(job, number, &request.node),
         })
+    }
+
+    /// `job` (the candidate as read) as the claim's update leaves it, without reading it
+    /// back: `running` under the node's lease, with attempt `attempt_id` open. `stored` cuts
+    /// an instant to the backend's precision.
+    pub fn started(
+        &self,
+        mut job: Job,
+        attempt_id: i64,
+        request: &crate::ClaimRequest,
+        stored: impl Fn(DateTime<Utc>) -> DateTime<Utc>,
+    ) -> Job {
+        job.state = JobState::Running;
+        job.attempt = self.number;
+        job.lease_owner = Some(request.node.clone());
+        job.lease_expires_at = Some(stored(request.lease_until));
+        job.attempt_id = Some(attempt_id);
+        job.next_attempt_at = None;
+        job.hold_reason = None;
+        job.started_at = job.started_at.or(Some(stored(self.started_at)));
+        job.updated_at = stored(request.now);
+        job
     }
 }

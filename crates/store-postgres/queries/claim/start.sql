@@ -1,7 +1,8 @@
 -- Opens the attempts of a batch of locked candidates and marks them running, one statement
 -- for the whole batch: $1 ids, $2 attempt numbers, $3 node, $4 now, $5 steps, $6 targets,
 -- $7 lease end, $8 when each attempt starts (its due time if claimed ahead of it, else now).
--- The attempt's columns are renamed so that {JOB_COLUMNS} names the job's.
+-- Answers each job's id and its attempt's: the job as updated is derived from the candidate
+-- (`ClaimRow::started`), not read back.
 WITH opened AS (
     INSERT INTO attempts (job_id, number, step, node, started_at, target)
     SELECT job, number, step, $3, start, target
@@ -13,4 +14,4 @@ UPDATE jobs SET state = 'running', attempt = opened_number, lease_owner = $3, le
        started_at = COALESCE(started_at, opened_start), updated_at = $4
 FROM opened
 WHERE jobs.id = opened_job
-RETURNING {JOB_COLUMNS}
+RETURNING jobs.id, opened_id
