@@ -312,10 +312,14 @@ mod tests {
         assert_eq!(free_slots(16, 0, &occupancy(10, 10)), 6);
         assert_eq!(free_slots(16, 32, &occupancy(10, 10)), 38, "claimed ahead");
         // Actions ended, results waiting for their commit: slots free up to the backlog.
-        assert_eq!(result_backlog(16), 16 * 9 + 64);
-        assert_eq!(free_slots(16, 0, &occupancy(0, 198)), 10);
-        assert_eq!(free_slots(16, 128, &occupancy(0, 208)), 0);
-        assert_eq!(result_backlog(200), 2_000);
+        let backlog = result_backlog(16);
+        assert_eq!(backlog, 16 * (1 + gate::MAX_AHEAD_FACTOR) + 64);
+        assert_eq!(free_slots(16, 0, &occupancy(0, backlog - 10)), 10);
+        assert_eq!(free_slots(16, 128, &occupancy(0, backlog)), 0);
+        assert_eq!(
+            result_backlog(200),
+            200 * (1 + gate::MAX_AHEAD_FACTOR) + 200
+        );
     }
 
     #[test]

@@ -18,7 +18,7 @@ use tokio::sync::oneshot;
 pub(crate) const AHEAD_WAIT: Duration = Duration::from_millis(10);
 
 /// A node claims at most this many times its concurrency ahead of its free slots.
-pub(crate) const MAX_AHEAD_FACTOR: usize = 8;
+pub(crate) const MAX_AHEAD_FACTOR: usize = 32;
 
 /// How long actions take, as far as claiming ahead is concerned: a longer action raises
 /// the estimate fast, by half the difference (claiming ahead stops before a queue of slow
