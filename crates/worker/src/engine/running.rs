@@ -54,16 +54,65 @@ pub(crate) struct Occupancy {
 
 // A std Mutex: held only for map operations, never across .await.
 #[derive(Debug, Default)]
-pub(crate) struct RunningMap(Mutex<HashMap<JobId, Running>>);
+pub(crate) struct RunningMap(Mutex<Attempts>);
+
+/// The attempts by job, and how many of them are active (claimed, action not ended) in all
+/// and per queue: kept as they change, since the claim loop asks after every ended action
+/// and a node may hold hundreds claimed ahead.
+#[derive(Debug, Default)]
+struct Attempts {
+    by_job: HashMap<JobId, Running>,
+    active: usize,
+    active_by_queue: HashMap<String, usize>,
+}
+
+impl Attempts {
+    /// Counts an attempt of `queue` that stops being active (its action ended).
+    fn inactive(&mut self, queue: &str) {
+        self.active -= 1;
+        if let Some(count) = self.active_by_queue.get_mut(queue) {
+            *count -= 1;
+            if *count == 0 {
+                self.active_by_queue.remove(queue);
+            }
+        }
+    }
+
+    /// Forgets an attempt that left the map, active or not.
+    fn removed(&mut self, attempt: &Running) {
+        if !attempt.recording {
+            self.inactive(&attempt.queue);
+        }
+    }
+
+    fn get(&self, job: &JobId) -> Option<&Running> {
+        self.by_job.get(job)
+    }
+
+    fn get_mut(&mut self, job: &JobId) -> Option<&mut Running> {
+        self.by_job.get_mut(job)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&JobId, &Running)> {
+        self.by_job.iter()
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Running> {
+        self.by_job.values()
+    }
+}
 
 impl RunningMap {
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, Running>> {
+    fn map(&self) -> std::sync::MutexGuard<'_, Attempts> {
         self.0.lock().expect("running map")
     }
 
     /// Registers a claimed attempt; `stop` is a child of the shutdown release.
     pub fn register(&self, lease: &Lease, queue: &str, stop: CancellationToken) {
-        self.map().insert(
+        let mut map = self.map();
+        map.active += 1;
+        *map.active_by_queue.entry(queue.to_owned()).or_default() += 1;
+        let replaced = map.by_job.insert(
             lease.job_id,
             Running {
                 attempt_id: lease.attempt_id,
@@ -76,6 +125,9 @@ impl RunningMap {
                 advancing: false,
             },
         );
+        if let Some(replaced) = replaced {
+            map.removed(&replaced);
+        }
     }
 
     pub fn unregister(&self, lease: &Lease) {
@@ -83,8 +135,9 @@ impl RunningMap {
         if map
             .get(&lease.job_id)
             .is_some_and(|r| r.attempt_id == lease.attempt_id)
+            && let Some(removed) = map.by_job.remove(&lease.job_id)
         {
-            map.remove(&lease.job_id);
+            map.removed(&removed);
         }
     }
 
@@ -100,13 +153,17 @@ impl RunningMap {
     }
 
     pub fn action_ended(&self, lease: &Lease) {
-        if let Some(entry) = self
-            .map()
+        let mut map = self.map();
+        let Some(entry) = map
+            .by_job
             .get_mut(&lease.job_id)
-            .filter(|r| r.attempt_id == lease.attempt_id)
-        {
-            entry.recording = true;
-        }
+            .filter(|r| r.attempt_id == lease.attempt_id && !r.recording)
+        else {
+            return;
+        };
+        entry.recording = true;
+        let queue = entry.queue.clone();
+        map.inactive(&queue);
     }
 
     /// A pipeline moves to its next step under the same lease (`advancing`), then did (`to`:
@@ -169,7 +226,7 @@ impl RunningMap {
     }
 
     pub fn contains(&self, job: JobId) -> bool {
-        self.map().contains_key(&job)
+        self.map().by_job.contains_key(&job)
     }
 
     /// Attempts whose actions run now (not those waiting for a slot).
@@ -182,18 +239,11 @@ impl RunningMap {
 
     pub fn occupancy(&self) -> Occupancy {
         let map = self.map();
-        let mut occupancy = Occupancy {
-            held: map.len(),
-            ..Occupancy::default()
-        };
-        for attempt in map.values().filter(|r| !r.recording) {
-            occupancy.active += 1;
-            *occupancy
-                .active_by_queue
-                .entry(attempt.queue.clone())
-                .or_default() += 1;
+        Occupancy {
+            active: map.active,
+            held: map.by_job.len(),
+            active_by_queue: map.active_by_queue.clone(),
         }
-        occupancy
     }
 }
 
@@ -243,8 +293,23 @@ mod tests {
         map.unregister(&lease(job, 1));
         assert!(map.contains(job));
         assert_eq!(map.executing(), 1);
+
         assert!(map.handles(&lease(job, 1)).is_none());
         assert!(map.handles(&lease(job, 2)).is_some());
+        assert_eq!(
+            map.occupancy(),
+            Occupancy {
+                active: 1,
+                held: 1,
+                active_by_queue: HashMap::from([("q".into(), 1)]),
+            },
+            "the replaced attempt is not counted"
+        );
+        map.action_ended(&lease(job, 2));
+        map.action_ended(&lease(job, 2));
+        assert_eq!(map.occupancy().active, 0, "an action ends once");
+        map.unregister(&lease(job, 2));
+        assert_eq!(map.occupancy(), Occupancy::default());
     }
 
     #[test]
