@@ -237,21 +237,17 @@ async fn run_inner(engine: &Engine, claimed: &Claimed, ticket: Ticket) -> Lease 
                 });
             }
         } else if user_cancelled {
-            result.outcome = AttemptOutcome::Cancelled;
-            result.next = Next::Cancelled;
-            result.error = Some(format!("cancelled while running{}", outcome.escalation()));
-            result.reason = format!("cancelled during attempt {attempt}{}", outcome.escalation());
+            mark_cancelled(
+                &mut result,
+                format!("cancelled while running{}", outcome.escalation()),
+                format!("cancelled during attempt {attempt}{}", outcome.escalation()),
+            );
         } else if released {
-            result.outcome = AttemptOutcome::Lost;
-            result.class = Some(Class::Transient);
-            result.rule = Some(RELEASED_RULE.into());
-            result.error = Some(format!(
-                "attempt {attempt} stopped: node {} shut down",
-                lease.node
-            ));
-            result.next = Next::Released { at: now };
-            result.reason =
-                format!("attempt {attempt} released at shutdown; it runs again and does not count");
+            mark_released(
+                &mut result,
+                format!("attempt {attempt} stopped: node {} shut down", lease.node),
+                format!("attempt {attempt} released at shutdown; it runs again and does not count"),
+            );
         } else if outcome.stopped == Some(Stopped::Timeout) && deadline_bound {
             result.outcome = AttemptOutcome::TimedOut;
             result.next = Next::Expired;
@@ -350,6 +346,24 @@ fn succeeded(lease: &Lease, now: DateTime<Utc>) -> AttemptResult {
     }
 }
 
+/// Makes `result` a client's cancel.
+fn mark_cancelled(result: &mut AttemptResult, error: String, reason: String) {
+    result.outcome = AttemptOutcome::Cancelled;
+    result.next = Next::Cancelled;
+    result.error = Some(error);
+    result.reason = reason;
+}
+
+/// Makes `result` a release at shutdown: due again at once, and it does not count.
+fn mark_released(result: &mut AttemptResult, error: String, reason: String) {
+    result.outcome = AttemptOutcome::Lost;
+    result.class = Some(Class::Transient);
+    result.rule = Some(RELEASED_RULE.into());
+    result.error = Some(error);
+    result.next = Next::Released { at: result.now };
+    result.reason = reason;
+}
+
 /// Records an attempt stopped while it waited for a slot: cancelled by a client, or
 /// released at shutdown (it runs again and does not count). Its action never started.
 async fn unstarted(engine: &Engine, job: &Job, lease: Lease, handles: &Handles) -> Lease {
@@ -357,21 +371,21 @@ async fn unstarted(engine: &Engine, job: &Job, lease: Lease, handles: &Handles) 
     let attempt = lease.attempt;
     let mut result = succeeded(&lease, now);
     if handles.cancelled.load(Ordering::SeqCst) {
-        result.outcome = AttemptOutcome::Cancelled;
-        result.next = Next::Cancelled;
-        result.error = Some("cancelled before it started".into());
-        result.reason = format!("cancelled before attempt {attempt} started");
+        mark_cancelled(
+            &mut result,
+            "cancelled before it started".into(),
+            format!("cancelled before attempt {attempt} started"),
+        );
     } else {
-        result.outcome = AttemptOutcome::Lost;
-        result.class = Some(Class::Transient);
-        result.rule = Some(RELEASED_RULE.into());
-        result.error = Some(format!(
-            "attempt {attempt} did not start: node {} shut down",
-            lease.node
-        ));
-        result.next = Next::Released { at: now };
-        result.reason = format!(
-            "attempt {attempt} released at shutdown before it started; it runs again and does not count"
+        mark_released(
+            &mut result,
+            format!(
+                "attempt {attempt} did not start: node {} shut down",
+                lease.node
+            ),
+            format!(
+                "attempt {attempt} released at shutdown before it started; it runs again and does not count"
+            ),
         );
     }
     result.log.lines.push(NewLogLine {
