@@ -23,6 +23,10 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
         16,
         include_str!("../migrations/0016_list_by_org_and_state.sql"),
     ),
+    (
+        17,
+        include_str!("../migrations/0017_list_fields_finished_only.sql"),
+    ),
 ];
 
 pub(crate) async fn migrate(pool: &Pool) -> Result<()> {

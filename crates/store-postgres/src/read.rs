@@ -23,7 +23,12 @@ impl JobReader for PostgresStore {
         let (label_key, label_value) = filter.label.clone().unzip();
         let jobs = select_jobs(
             &client,
-            &filter.in_order(&with_columns(include_str!("../queries/read/list_jobs.sql"))),
+            &filter.in_order(&with_columns(
+                &include_str!("../queries/read/list_jobs.sql").replace(
+                    "{SLICE_FILTERS}",
+                    include_str!("../queries/read/list_filters.sql"),
+                ),
+            )),
             &[
                 &states,
                 &filter.queue,

@@ -31,7 +31,7 @@
 //! the newest claims, whose jobs are then claimed and run again: at least once, as on
 //! PostgreSQL, where claims commit asynchronously. A retry's claim so never waits for a
 //! flush of its own. The claim, wake-up, deadline and lease queries name their partial
-//! index (`INDEXED BY`): without statistics the planner picks `jobs_state` and reads every
+//! index (`INDEXED BY`): without statistics the planner picks `jobs_list` and reads every
 //! job in the state.
 
 mod access;

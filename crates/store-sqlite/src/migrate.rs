@@ -17,6 +17,10 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
     (10, include_str!("../migrations/0010_schedules.sql")),
     (11, include_str!("../migrations/0011_organizations.sql")),
     (12, include_str!("../migrations/0012_circuit_history.sql")),
+    (
+        13,
+        include_str!("../migrations/0013_list_by_org_and_state.sql"),
+    ),
 ];
 
 pub(crate) fn migrate(conn: &mut Connection) -> Result<()> {

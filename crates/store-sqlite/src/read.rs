@@ -3,11 +3,15 @@
 use super::*;
 
 /// The job listing with only the lines that apply (see the query file): `given` lists the
-/// parameters that have a value. The lines are the file's own: no input reaches the SQL.
-pub(crate) fn list_query(given: &[usize]) -> String {
-    let applies = |condition: &str| match condition.strip_prefix('!') {
-        Some(negated) => !given.iter().any(|n| format!("?{n}") == negated),
-        None => given.iter().any(|n| format!("?{n}") == condition),
+/// parameters that have a value, `finished` whether the slice's state is a final one. The
+/// lines are the file's own: no input reaches the SQL.
+pub(crate) fn list_query(given: &[usize], finished: bool) -> String {
+    let applies = |condition: &str| match condition {
+        "finished" => finished,
+        _ => match condition.strip_prefix('!') {
+            Some(negated) => !given.iter().any(|n| format!("?{n}") == negated),
+            None => given.iter().any(|n| format!("?{n}") == condition),
+        },
     };
     let query = include_str!("../queries/read/list_jobs.sql")
         .lines()
@@ -19,6 +23,117 @@ pub(crate) fn list_query(given: &[usize]) -> String {
         .collect::<Vec<_>>()
         .join("\n");
     with_columns(&query)
+}
+
+/// One page of `filter`'s jobs, in its order: with a label, one walk of that label's jobs;
+/// else one walk per (organization, state) slice, each through the list index of its filter
+/// and stopping at the page's size, merged into the page (as on PostgreSQL).
+fn list_page(
+    conn: &Connection,
+    filter: &JobFilter,
+    cursor: Option<JobId>,
+    limit: usize,
+) -> Result<Vec<Job>> {
+    if filter.label.is_some() {
+        let states = (!filter.states.is_empty())
+            .then(|| json(&filter.states.iter().map(|s| s.as_str()).collect::<Vec<_>>()));
+        return list_slice(
+            conn,
+            filter,
+            cursor,
+            limit,
+            states,
+            None,
+            filter.org.clone(),
+        );
+    }
+    let orgs: Vec<String> = match &filter.org {
+        Some(org) => vec![org.clone()],
+        None => conn
+            .prepare_cached("SELECT name FROM organizations")
+            .and_then(|mut stmt| stmt.query_map([], |row| row.get(0))?.collect())
+            .map_err(to_store)?,
+    };
+    let states = if filter.states.is_empty() {
+        JobState::ALL.to_vec()
+    } else {
+        filter.states.clone()
+    };
+    let mut jobs = Vec::new();
+    for org in &orgs {
+        for state in &states {
+            jobs.extend(list_slice(
+                conn,
+                filter,
+                cursor,
+                limit,
+                None,
+                Some(*state),
+                Some(org.clone()),
+            )?);
+        }
+    }
+    jobs.sort_unstable_by_key(|job| job.id);
+    if !filter.oldest_first {
+        jobs.reverse();
+    }
+    jobs.truncate(limit + 1);
+    Ok(jobs)
+}
+
+/// Up to `limit + 1` jobs of `filter` in its order, of the given states (a JSON list), state
+/// and organization.
+fn list_slice(
+    conn: &Connection,
+    filter: &JobFilter,
+    cursor: Option<JobId>,
+    limit: usize,
+    states: Option<String>,
+    state: Option<JobState>,
+    org: Option<String>,
+) -> Result<Vec<Job>> {
+    let (label_key, label_value) = filter.label.clone().unzip();
+    let given: Vec<usize> = [
+        (1, states.is_some()),
+        (2, filter.queue.is_some()),
+        (3, filter.kind.is_some()),
+        (4, filter.target.is_some()),
+        (5, label_key.is_some()),
+        (7, filter.created_after.is_some()),
+        (8, filter.created_before.is_some()),
+        (9, cursor.is_some()),
+        (10, state.is_some()),
+        (11, org.is_some()),
+        (12, filter.text.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(n, on)| on.then_some(n))
+    .collect();
+    let finished = state.is_some_and(JobState::is_terminal);
+    let mut stmt = conn
+        .prepare_cached(&filter.in_order(&list_query(&given, finished)))
+        .map_err(to_store)?;
+    let rows = stmt
+        .query_map(
+            params![
+                states,
+                filter.queue,
+                filter.kind,
+                filter.target,
+                label_key,
+                label_value,
+                opt_ms(filter.created_after),
+                opt_ms(filter.created_before),
+                cursor.map(|c| c.to_string()),
+                state.map(JobState::as_str),
+                org,
+                filter.text.as_deref().map(str::to_lowercase),
+                (limit + 1) as i64,
+            ],
+            job_from_row,
+        )
+        .map_err(to_store)?;
+    rows.collect::<rusqlite::Result<_>>().map_err(to_store)
 }
 
 #[async_trait]
@@ -35,55 +150,10 @@ impl JobReader for SqliteStore {
     ) -> Result<Page> {
         let filter = filter.clone();
         self.read(move |conn| {
-            let states = (!filter.states.is_empty())
-                .then(|| json(&filter.states.iter().map(|s| s.as_str()).collect::<Vec<_>>()));
-            let (label_key, label_value) = filter.label.clone().unzip();
-            // One state is an equality, which walks the (state, id) index in order.
-            let (states, state) = match filter.states.as_slice() {
-                [one] => (None, Some(one.as_str())),
-                _ => (states, None),
-            };
-            let given: Vec<usize> = [
-                (1, states.is_some()),
-                (2, filter.queue.is_some()),
-                (3, filter.kind.is_some()),
-                (4, filter.target.is_some()),
-                (5, label_key.is_some()),
-                (7, filter.created_after.is_some()),
-                (8, filter.created_before.is_some()),
-                (9, cursor.is_some()),
-                (10, state.is_some()),
-                (11, filter.org.is_some()),
-                (12, filter.text.is_some()),
-            ]
-            .into_iter()
-            .filter_map(|(n, on)| on.then_some(n))
-            .collect();
-            let mut stmt = conn
-                .prepare_cached(&filter.in_order(&list_query(&given)))
-                .map_err(to_store)?;
-            let rows = stmt
-                .query_map(
-                    params![
-                        states,
-                        filter.queue,
-                        filter.kind,
-                        filter.target,
-                        label_key,
-                        label_value,
-                        opt_ms(filter.created_after),
-                        opt_ms(filter.created_before),
-                        cursor.map(|c| c.to_string()),
-                        state,
-                        filter.org,
-                        filter.text.as_deref().map(str::to_lowercase),
-                        (limit + 1) as i64,
-                    ],
-                    job_from_row,
-                )
-                .map_err(to_store)?;
-            let jobs: Vec<Job> = rows.collect::<rusqlite::Result<_>>().map_err(to_store)?;
-            Ok(Page::of_one_more(jobs, limit))
+            Ok(Page::of_one_more(
+                list_page(conn, &filter, cursor, limit)?,
+                limit,
+            ))
         })
         .await
     }

@@ -6,11 +6,19 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 /// Statements one backend has and the other does not need.
-const ONLY_POSTGRES: &[(&str, &str)] = &[(
-    "claim/start.sql",
-    "opens a batch's attempts and marks its jobs running in one statement (a data-modifying \
-     CTE); SQLite runs the same rows through prepared single-row statements",
-)];
+const ONLY_POSTGRES: &[(&str, &str)] = &[
+    (
+        "claim/start.sql",
+        "opens a batch's attempts and marks its jobs running in one statement (a data-modifying \
+         CTE); SQLite runs the same rows through prepared single-row statements",
+    ),
+    (
+        "read/list_filters.sql",
+        "the filters of one slice of the job list, put in both branches (finished and waiting \
+         states) of PostgreSQL's one-statement list; SQLite reads each slice with a statement \
+         of its own",
+    ),
+];
 const ONLY_SQLITE: &[(&str, &str)] = &[(
     "claim/orgs.sql",
     "each organization's offer is read first; PostgreSQL reads it inside the candidates' \

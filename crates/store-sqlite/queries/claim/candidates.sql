@@ -3,7 +3,7 @@
 -- paused or full queues; ?3 at most (the organization's offer, see claim/orgs.sql). The
 -- paused queues are read here too, not only from the node's list: a pause holds from its
 -- commit on.
--- INDEXED BY: without statistics the planner takes jobs_state and sorts every waiting job;
+-- INDEXED BY: without statistics the planner takes jobs_list and sorts every waiting job;
 -- the claim index (org first) yields them in order, so the scan stops at the limit.
 SELECT {JOB_COLUMNS} FROM jobs INDEXED BY jobs_claim
 WHERE org = ?7

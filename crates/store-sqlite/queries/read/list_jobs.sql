@@ -1,7 +1,10 @@
 -- Newest or oldest first (JobFilter::in_order fills in the direction). A line ending in `-- ?n` is kept only when parameter n is given, one ending
 -- in `-- !?n` only when it is not: SQLite plans a `?1 IS NULL OR …` condition without its
 -- indexes (a full scan at a million jobs), so the store keeps just the lines that apply.
--- ?13 (the limit) is always bound: the highest number, so every parameter binds.
+-- ?13 (the limit) is always bound: the highest number, so every parameter binds. A line
+-- ending in `-- finished` is kept for a slice of a final state: it names the predicate of the
+-- list indexes by queue, kind and target, which hold finished jobs only, so that the planner
+-- may use them.
 -- ?12 is a search: lowercase text looked for in the id, kind, queue, target, error, labels.
 SELECT {JOB_COLUMNS} FROM jobs -- !?5
 -- With a label, its index leads (CROSS JOIN fixes the loop order in SQLite) and gives the order.
@@ -10,6 +13,7 @@ WHERE 1
   AND job_labels.key = ?5 AND job_labels.value = ?6 -- ?5
   AND state IN (SELECT value FROM json_each(?1)) -- ?1
   AND state = ?10 -- ?10
+  AND state IN ('succeeded', 'failed', 'cancelled', 'expired') -- finished
   AND queue = ?2 -- ?2
   AND kind = ?3 -- ?3
   AND target = ?4 -- ?4

@@ -1,6 +1,6 @@
 -- When something is next due: a waiting job this node can run (?2: handler kinds, ?3:
 -- built-in actions), a deadline, a lease expiry. Each through its partial index (INDEXED BY:
--- without statistics the planner would read every job of the state through jobs_state).
+-- without statistics the planner would read every job of the state through jobs_list).
 SELECT
     -- In due order, stopping at the first match: MIN() over the filter reads them all.
     (SELECT next_attempt_at FROM jobs INDEXED BY jobs_due
