@@ -27,7 +27,10 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
         17,
         include_str!("../migrations/0017_list_fields_finished_only.sql"),
     ),
-    (18, include_str!("../migrations/0018_lighter_result_writes.sql")),
+    (
+        18,
+        include_str!("../migrations/0018_lighter_result_writes.sql"),
+    ),
 ];
 
 pub(crate) async fn migrate(pool: &Pool) -> Result<()> {
