@@ -47,6 +47,11 @@ impl SqliteStore {
             let (circuits, usage) = read_limits(tx, &candidates, &request.limits, request.now)?;
             let mut gated = rules::gate(candidates, &circuits, &usage, &request.limits, request.now);
             gated.held.extend(by_org.held);
+            let chosen = rules::within_slots(gated.admitted, &request);
+            let probes: HashMap<JobId, String> = rules::probe_targets(&chosen, &circuits, request.now).into_iter().collect();
+            // Whatever a claim may refuse is checked before its first write: it runs without
+            // a savepoint of its own (see `commit_in_one_transaction`).
+            let rows = chosen.iter().map(|job| ClaimRow::of(job, &request)).collect::<Result<Vec<_>>>()?;
             for held in &gated.held {
                 tx.execute(
                     "UPDATE jobs SET next_attempt_at = ?2, hold_reason = ?3, updated_at = ?4 WHERE id = ?1",
@@ -57,11 +62,8 @@ impl SqliteStore {
                     insert_event(tx, held.id, request.now, Some(held.state), held.state, &held.reason, &request.node, None)?;
                 }
             }
-            let chosen = rules::within_slots(gated.admitted, &request);
-            let probes: HashMap<JobId, String> = rules::probe_targets(&chosen, &circuits, request.now).into_iter().collect();
-            let mut claimed = Vec::new();
-            for job in chosen {
-                let row = ClaimRow::of(&job, &request)?;
+            let mut claimed = Vec::with_capacity(rows.len());
+            for (job, row) in chosen.into_iter().zip(rows) {
                 let (number, start) = (row.number, ms(row.started_at));
                 exec(tx,
                     "INSERT INTO attempts (job_id, number, step, node, started_at, target) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",

@@ -273,26 +273,42 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
-        self.queue_write(f, true).await
+        self.queue_write(f, true, true).await
     }
 
-    /// [`write`](Self::write) for a claim: as atomic, but see [`commit_group`] on durability.
+    /// [`write`](Self::write) for a claim: as atomic, but see [`commit_group`] on durability;
+    /// without a savepoint, as [`write_result`](Self::write_result).
     async fn write_claim<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
-        self.queue_write(f, false).await
+        self.queue_write(f, false, false).await
     }
 
-    async fn queue_write<T, F>(&self, f: F, durable: bool) -> Result<T>
+    /// [`write`](Self::write) for a result, without a savepoint of its own: `f` must check
+    /// all it may refuse before it writes (see [`commit_in_one_transaction`]).
+    async fn write_result<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        self.queue_write(f, true, false).await
+    }
+
+    async fn queue_write<T, F>(&self, f: F, durable: bool, savepoint: bool) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
         let (reply, rx) = tokio::sync::oneshot::channel();
         let op: WriteOp = Box::new(move |conn| f(conn).map(|v| Box::new(v) as Box<dyn Any + Send>));
-        if self.queue.push(Queued { op, reply, durable }) {
+        if self.queue.push(Queued {
+            op,
+            reply,
+            durable,
+            savepoint,
+        }) {
             let conn = self.writer.clone();
             let queue = self.queue.clone();
             let synchronous = self.synchronous;
@@ -379,14 +395,16 @@ impl JobWriter for SqliteStore {
         let result = result.clone();
         // The attempt's lines are kept even when its result is refused: they are what it
         // did. So a refusal commits (the inner result), unlike other errors.
-        self.write(move |tx| {
+        // Without a savepoint: everything it may refuse is checked before its first write.
+        self.write_result(move |tx| {
             let lease = &result.lease;
             let job = load_job(tx, lease.job_id)?;
+            let held = rules::fence_holds(&job, lease, result.fence);
+            let to = if held { Some(job.state.transition(result.next.state())?) } else { None };
             insert_log_lines(tx, lease, result.log.first_index, &result.log.lines)?;
-            if !rules::fence_holds(&job, lease, result.fence) {
+            let Some(to) = to else {
                 return Ok(Err(Error::LeaseLost { job_id: job.id, attempt_id: lease.attempt_id }));
-            }
-            let to = job.state.transition(result.next.state())?;
+            };
             let row = FinishRow::of(&job, to, &result);
             finish_attempt_row(tx, &row.attempt)?;
             if let (Some(target), Some(config)) = (&job.target, &result.circuit) {
