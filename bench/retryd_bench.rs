@@ -45,11 +45,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::broadcast::Receiver;
 use tokio_util::sync::CancellationToken;
 
-// The allocator of the `retryd` binary, so that the harness measures what a node runs (an
-// application embedding the engine picks its own).
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
 #[derive(Serialize, Deserialize)]
 struct Noop {}
 

@@ -21,12 +21,6 @@ mod pipeline_file;
 use clap::Parser;
 use std::process::ExitCode;
 
-// jemalloc: the engine allocates and frees each job's rows, events and futures on every
-// attempt, across threads. With it a PostgreSQL drain is about 12 % faster than with glibc's
-// malloc (mimalloc sped drains up as much but slowed bulk inserts); see ARCHITECTURE.md.
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
 /// Exit codes scripts can rely on.
 pub mod exit {
     pub const OK: u8 = 0;

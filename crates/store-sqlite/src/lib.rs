@@ -24,8 +24,11 @@
 //!
 //! Group commit: a write call queues its closure; whichever blocking task gets the writer
 //! next runs every queued closure in one transaction, each inside its own savepoint (an
-//! error rolls back that call only), and commits once: one fsync for the group under
-//! `synchronous=FULL`. Replies are sent after the commit, so a call that returned is
+//! error rolls back that call only) except claims and results, which check what they may
+//! refuse before they write (see `tx::commit_in_one_transaction`), and commits once: one
+//! fsync for the group under `synchronous=FULL`. Savepoints' statement journals stay in
+//! memory (`temp_store = MEMORY`): in a temporary file they were two of every three
+//! `pwrite` calls of a drain. Replies are sent after the commit, so a call that returned is
 //! durable, with one exception: a group made only of claims commits at `synchronous=NORMAL`
 //! (no fsync of its own; the next durable commit's fsync covers it). Power loss can take
 //! the newest claims, whose jobs are then claimed and run again: at least once, as on
