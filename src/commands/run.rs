@@ -104,7 +104,15 @@ pub async fn run(args: RunArgs, json: bool) -> Result<u8> {
             ..command::Stops::default()
         };
         // Run here and now, by no node: there is no process to record.
-        let outcome = command::run(&action, limits, stops, lines_tx, |_| async { Ok(()) }).await;
+        let outcome = command::run(
+            &action,
+            limits,
+            stops,
+            lines_tx,
+            command::Start::Now,
+            |_| async { Ok(()) },
+        )
+        .await;
         let tail = printer
             .await?
             .context("cannot pass on the command's output")?;

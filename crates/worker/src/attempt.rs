@@ -491,7 +491,15 @@ async fn execute(
                 stop: stop.clone(),
                 fenced: handles.lease_lost.clone(),
             };
-            command::run(action, limits, stops, lines_tx, remember).await
+            command::run(
+                action,
+                limits,
+                stops,
+                lines_tx,
+                command::Start::Recorded,
+                remember,
+            )
+            .await
         }
         Ok(Action::Http(action)) => {
             let keep_body = export.is_some_and(|e| !e.is_empty());

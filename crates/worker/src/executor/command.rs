@@ -51,15 +51,28 @@ pub struct Stops {
 /// died, or refused to start it) exits with 125 and runs nothing.
 const GATE: &str = "IFS= read -r _ || exit 125; exec \"$@\"";
 
+/// When a command may start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// Once its pid is recorded: a shell holds it at [`GATE`] until then. An engine's
+    /// attempts, so that a rescuer always knows the process it must stop.
+    Recorded,
+    /// At once, with no shell in between (`retryd run`: no node records it, and the shell
+    /// was a third of the command's overhead).
+    Now,
+}
+
 /// Runs the command to its end, a timeout or `stop`, sending each output line to `lines`.
-/// `record` learns the pid of the process group leader as soon as it exists, before the
-/// command can do anything; the command starts only once it returns `Ok`, and an `Err` (why
-/// the pid could not be recorded) ends the attempt unstarted.
+/// `record` learns the pid of the process group leader as soon as it exists. With
+/// [`Start::Recorded`] that is before the command can do anything: it starts only once
+/// `record` returns `Ok`, and an `Err` (why the pid could not be recorded) ends the attempt
+/// unstarted.
 pub async fn run<R, F>(
     action: &CommandAction,
     limits: Limits,
     stops: Stops,
     lines: mpsc::Sender<OutputLine>,
+    start: Start,
     record: R,
 ) -> Outcome
 where
@@ -72,9 +85,15 @@ where
         return spawn_failure(action, &error);
     }
     let redactor = Redactor::new(&action.secrets());
-    let mut command = Command::new("/bin/sh");
+    let mut command = match start {
+        Start::Recorded => {
+            let mut shell = Command::new("/bin/sh");
+            shell.args(["-c", GATE, "retryd-gate", &action.program]);
+            shell
+        }
+        Start::Now => Command::new(&action.program),
+    };
     command
-        .args(["-c", GATE, "retryd-gate", &action.program])
         .args(&action.args)
         .process_group(0)
         .stdin(Stdio::piped())
@@ -120,7 +139,11 @@ where
         let input = action.stdin.clone().unwrap_or_default();
         tokio::spawn(async move {
             // A child that exits without reading its input is not an error of ours.
-            if stdin.write_all(b"\n").await.is_ok() {
+            let gate: &[u8] = match start {
+                Start::Recorded => b"\n",
+                Start::Now => b"",
+            };
+            if stdin.write_all(gate).await.is_ok() {
                 let _ = stdin.write_all(input.as_bytes()).await;
             }
         });
@@ -381,7 +404,10 @@ mod tests {
             stop: CancellationToken::new(),
             fenced: CancellationToken::new(),
         };
-        run(&action, limits, stops, tx, |_| async { Ok(()) }).await;
+        run(&action, limits, stops, tx, Start::Recorded, |_| async {
+            Ok(())
+        })
+        .await;
         let mut lines = Vec::new();
         while let Some(line) = rx.recv().await {
             lines.push((line.stream, line.line));
