@@ -34,18 +34,21 @@ fn list_page(
     cursor: Option<JobId>,
     limit: usize,
 ) -> Result<Vec<Job>> {
+    let query = |given: &[usize], finished| filter.in_order(&list_query(given, finished));
     if filter.label.is_some() {
         let states = (!filter.states.is_empty())
             .then(|| json(&filter.states.iter().map(|s| s.as_str()).collect::<Vec<_>>()));
-        return list_slice(
-            conn,
+        let given = given_parameters(
             filter,
             cursor,
-            limit,
-            states,
-            None,
-            filter.org.clone(),
+            [states.is_some(), false, filter.org.is_some()],
         );
+        let slice = Slice {
+            states,
+            state: None,
+            org: filter.org.as_deref(),
+        };
+        return list_slice(conn, &query(&given, false), filter, cursor, limit, slice);
     }
     let orgs: Vec<String> = match &filter.org {
         Some(org) => vec![org.clone()],
@@ -59,18 +62,23 @@ fn list_page(
     } else {
         filter.states.clone()
     };
+    // Every slice binds one state and one organization: two statements serve them all.
+    let given = given_parameters(filter, cursor, [false, true, true]);
+    let (waiting, finished) = (query(&given, false), query(&given, true));
     let mut jobs = Vec::new();
     for org in &orgs {
-        for state in &states {
-            jobs.extend(list_slice(
-                conn,
-                filter,
-                cursor,
-                limit,
-                None,
-                Some(*state),
-                Some(org.clone()),
-            )?);
+        for &state in &states {
+            let sql = if state.is_terminal() {
+                &finished
+            } else {
+                &waiting
+            };
+            let slice = Slice {
+                states: None,
+                state: Some(state),
+                org: Some(org),
+            };
+            jobs.extend(list_slice(conn, sql, filter, cursor, limit, slice)?);
         }
     }
     jobs.sort_unstable_by_key(|job| job.id);
@@ -81,42 +89,52 @@ fn list_page(
     Ok(jobs)
 }
 
-/// Up to `limit + 1` jobs of `filter` in its order, of the given states (a JSON list), state
-/// and organization.
-fn list_slice(
-    conn: &Connection,
-    filter: &JobFilter,
-    cursor: Option<JobId>,
-    limit: usize,
+/// Which jobs one walk of the list reads besides `filter`'s fields: of the given states (a
+/// JSON list), or of one state, in one organization or all.
+struct Slice<'a> {
     states: Option<String>,
     state: Option<JobState>,
-    org: Option<String>,
-) -> Result<Vec<Job>> {
-    let (label_key, label_value) = filter.label.clone().unzip();
-    let given: Vec<usize> = [
-        (1, states.is_some()),
+    org: Option<&'a str>,
+}
+
+/// The numbers of the list query's parameters that have a value (see the query file);
+/// `slice` says whether the states (?1), the state (?10) and the organization (?11) do.
+fn given_parameters(filter: &JobFilter, cursor: Option<JobId>, slice: [bool; 3]) -> Vec<usize> {
+    let [states, state, org] = slice;
+    [
+        (1, states),
         (2, filter.queue.is_some()),
         (3, filter.kind.is_some()),
         (4, filter.target.is_some()),
-        (5, label_key.is_some()),
+        (5, filter.label.is_some()),
         (7, filter.created_after.is_some()),
         (8, filter.created_before.is_some()),
         (9, cursor.is_some()),
-        (10, state.is_some()),
-        (11, org.is_some()),
+        (10, state),
+        (11, org),
         (12, filter.text.is_some()),
     ]
     .into_iter()
     .filter_map(|(n, on)| on.then_some(n))
-    .collect();
-    let finished = state.is_some_and(JobState::is_terminal);
-    let mut stmt = conn
-        .prepare_cached(&filter.in_order(&list_query(&given, finished)))
-        .map_err(to_store)?;
+    .collect()
+}
+
+/// Up to `limit + 1` jobs of `filter` in its order within `slice`, read by `sql` (the list
+/// query with the lines for the parameters given).
+fn list_slice(
+    conn: &Connection,
+    sql: &str,
+    filter: &JobFilter,
+    cursor: Option<JobId>,
+    limit: usize,
+    slice: Slice<'_>,
+) -> Result<Vec<Job>> {
+    let (label_key, label_value) = filter.label.clone().unzip();
+    let mut stmt = conn.prepare_cached(sql).map_err(to_store)?;
     let rows = stmt
         .query_map(
             params![
-                states,
+                slice.states,
                 filter.queue,
                 filter.kind,
                 filter.target,
@@ -125,8 +143,8 @@ fn list_slice(
                 opt_ms(filter.created_after),
                 opt_ms(filter.created_before),
                 cursor.map(|c| c.to_string()),
-                state.map(JobState::as_str),
-                org,
+                slice.state.map(JobState::as_str),
+                slice.org,
                 filter.text.as_deref().map(str::to_lowercase),
                 (limit + 1) as i64,
             ],

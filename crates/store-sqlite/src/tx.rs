@@ -121,12 +121,12 @@ fn commit_writes(conn: &mut Connection, group: Vec<Queued>) -> Vec<Queued> {
         }
         if !savepoint {
             let before = tx.total_changes();
-            let result = op(&tx);
-            let failed_after_writing = result.is_err() && tx.total_changes() != before;
-            replies.push((reply, result));
-            if failed_after_writing {
-                half_done = replies.pop();
-                break;
+            match op(&tx) {
+                Err(failure) if tx.total_changes() != before => {
+                    half_done = Some((reply, failure.to_string(), failure));
+                    break;
+                }
+                result => replies.push((reply, result)),
             }
             continue;
         }
@@ -147,13 +147,9 @@ fn commit_writes(conn: &mut Connection, group: Vec<Queued>) -> Vec<Queued> {
         };
         replies.push((reply, result));
     }
-    if let Some((reply, failure)) = half_done {
+    if let Some((reply, message, failure)) = half_done {
         drop(tx);
-        let message = match &failure {
-            Err(e) => e.to_string(),
-            Ok(_) => unreachable!("only a failed write is half done"),
-        };
-        let _ = reply.send(failure);
+        let _ = reply.send(Err(failure));
         for (reply, _) in replies {
             let _ = reply.send(Err(backend(format!(
                 "rolled back with another write of its group that failed: {message}"
