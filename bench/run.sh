@@ -28,7 +28,8 @@ if [ ! -x "$peers/venv/bin/python" ] || ! "$peers/venv/bin/python" -c 'import pr
   python3 -m venv "$peers/venv"
   "$peers/venv/bin/pip" install --quiet 'procrastinate[psycopg]>=3,<4' 'celery[redis]>=5,<6'
 fi
-command -v strace >/dev/null || { apt-get update -qq && apt-get install -y -qq strace; }
+# SQLite rows count fsync calls with `perf stat` on the syscall tracepoints (see bench/run.py).
+command -v perf >/dev/null || { apt-get update -qq && apt-get install -y -qq linux-perf; }
 pg_isready -h 127.0.0.1 -p 5432 -q || { echo "PostgreSQL is not up on 127.0.0.1:5432 (bash scripts/test.sh starts it)" >&2; exit 1; }
 redis-cli -h 127.0.0.1 ping >/dev/null || { echo "Redis is not up on 127.0.0.1:6379" >&2; exit 1; }
 

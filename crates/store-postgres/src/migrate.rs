@@ -31,6 +31,10 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
         18,
         include_str!("../migrations/0018_lighter_result_writes.sql"),
     ),
+    (
+        19,
+        include_str!("../migrations/0019_labels_index_labelled_only.sql"),
+    ),
 ];
 
 pub(crate) async fn migrate(pool: &Pool) -> Result<()> {

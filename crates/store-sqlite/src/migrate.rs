@@ -21,6 +21,10 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
         13,
         include_str!("../migrations/0013_list_by_org_and_state.sql"),
     ),
+    (
+        14,
+        include_str!("../migrations/0014_finished_predicate_without_in.sql"),
+    ),
 ];
 
 pub(crate) fn migrate(conn: &mut Connection) -> Result<()> {

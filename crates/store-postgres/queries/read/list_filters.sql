@@ -2,7 +2,8 @@
 AND ($2::text IS NULL OR queue = $2)
 AND ($3::text IS NULL OR kind = $3)
 AND ($4::text IS NULL OR target = $4)
-AND ($5::text IS NULL OR labels @> jsonb_build_object($5::text, $6::text))
+-- A labelled job: the predicate of jobs_labels, which holds labelled jobs only.
+AND ($5::text IS NULL OR (labels <> '{}'::jsonb AND labels @> jsonb_build_object($5::text, $6::text)))
 AND ($7::timestamptz IS NULL OR created_at >= $7)
 AND ($8::timestamptz IS NULL OR created_at < $8)
 AND ($9::uuid IS NULL OR id {AFTER} $9)

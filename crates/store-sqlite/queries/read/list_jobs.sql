@@ -13,13 +13,13 @@ WHERE 1
   AND job_labels.key = ?5 AND job_labels.value = ?6 -- ?5
   AND state IN (SELECT value FROM json_each(?1)) -- ?1
   AND state = ?10 -- ?10
-  AND state IN ('succeeded', 'failed', 'cancelled', 'expired') -- finished
+  AND (state = 'succeeded' OR state = 'failed' OR state = 'cancelled' OR state = 'expired') -- finished
   -- A slice of finished jobs walks the index of one field and checks the others on the way:
   -- when another field has no job at all in the slice, the walk would read every job of
   -- the first one for nothing. One probe of each field's index skips such a slice.
-  AND EXISTS (SELECT 1 FROM jobs f WHERE f.org = ?11 AND f.state = ?10 AND f.state IN ('succeeded', 'failed', 'cancelled', 'expired') AND f.queue = ?2) -- ?2 finished
-  AND EXISTS (SELECT 1 FROM jobs f WHERE f.org = ?11 AND f.state = ?10 AND f.state IN ('succeeded', 'failed', 'cancelled', 'expired') AND f.kind = ?3) -- ?3 finished
-  AND EXISTS (SELECT 1 FROM jobs f WHERE f.org = ?11 AND f.state = ?10 AND f.state IN ('succeeded', 'failed', 'cancelled', 'expired') AND f.target = ?4) -- ?4 finished
+  AND EXISTS (SELECT 1 FROM jobs f WHERE f.org = ?11 AND f.state = ?10 AND (f.state = 'succeeded' OR f.state = 'failed' OR f.state = 'cancelled' OR f.state = 'expired') AND f.queue = ?2) -- ?2 finished
+  AND EXISTS (SELECT 1 FROM jobs f WHERE f.org = ?11 AND f.state = ?10 AND (f.state = 'succeeded' OR f.state = 'failed' OR f.state = 'cancelled' OR f.state = 'expired') AND f.kind = ?3) -- ?3 finished
+  AND EXISTS (SELECT 1 FROM jobs f WHERE f.org = ?11 AND f.state = ?10 AND (f.state = 'succeeded' OR f.state = 'failed' OR f.state = 'cancelled' OR f.state = 'expired') AND f.target = ?4) -- ?4 finished
   AND queue = ?2 -- ?2
   AND kind = ?3 -- ?3
   AND target = ?4 -- ?4
