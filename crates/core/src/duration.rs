@@ -41,11 +41,33 @@ pub fn format(d: Duration) -> String {
     humantime::format_duration(ms).to_string()
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Raw {
-    Secs(f64),
-    Text(String),
+/// Reads a number of seconds or a text such as `"2s"`. A visitor rather than an untagged
+/// enum: that one buffered every value and built an error for each text before it tried the
+/// second form, and stored policies hold their durations as text (a tenth of decoding a job).
+struct DurationVisitor;
+
+impl de::Visitor<'_> for DurationVisitor {
+    type Value = Duration;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a duration: a number of seconds or a text such as \"500ms\", \"2s\" or \"5m\"")
+    }
+
+    fn visit_f64<E: de::Error>(self, secs: f64) -> Result<Duration, E> {
+        from_secs(secs).map_err(E::custom)
+    }
+
+    fn visit_u64<E: de::Error>(self, secs: u64) -> Result<Duration, E> {
+        self.visit_f64(secs as f64)
+    }
+
+    fn visit_i64<E: de::Error>(self, secs: i64) -> Result<Duration, E> {
+        self.visit_f64(secs as f64)
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<Duration, E> {
+        parse(text).map_err(E::custom)
+    }
 }
 
 pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -53,10 +75,7 @@ pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
 }
 
 pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    match Raw::deserialize(d)? {
-        Raw::Secs(secs) => from_secs(secs).map_err(de::Error::custom),
-        Raw::Text(text) => parse(&text).map_err(de::Error::custom),
-    }
+    d.deserialize_any(DurationVisitor)
 }
 
 /// The same for `Option<Duration>`, with `#[serde(default, with = "...::option")]`.
@@ -71,11 +90,13 @@ pub mod option {
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        match Option::<Raw>::deserialize(d)? {
-            None => Ok(None),
-            Some(Raw::Secs(secs)) => from_secs(secs).map(Some).map_err(de::Error::custom),
-            Some(Raw::Text(text)) => parse(&text).map(Some).map_err(de::Error::custom),
+        struct Wrapped(Duration);
+        impl<'de> Deserialize<'de> for Wrapped {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                super::deserialize(d).map(Wrapped)
+            }
         }
+        Ok(Option::<Wrapped>::deserialize(d)?.map(|w| w.0))
     }
 }
 
@@ -93,5 +114,32 @@ mod tests {
         assert!(parse("-1").is_err());
         assert!(parse("soon").is_err());
         assert_eq!(format(Duration::from_millis(1500)), "1s 500ms");
+    }
+
+    #[derive(Debug, Deserialize)]
+    struct Holder {
+        #[serde(with = "super")]
+        every: Duration,
+        #[serde(default, with = "super::option")]
+        within: Option<Duration>,
+    }
+
+    #[test]
+    fn reads_numbers_texts_and_null_and_names_what_it_wants() {
+        let read = |json: &str| serde_json::from_str::<Holder>(json);
+        let h = read(r#"{"every": 1.5, "within": "2m"}"#).unwrap();
+        assert_eq!(
+            (h.every, h.within),
+            (Duration::from_millis(1500), Some(Duration::from_secs(120)))
+        );
+        let h = read(r#"{"every": "250ms", "within": null}"#).unwrap();
+        assert_eq!((h.every, h.within), (Duration::from_millis(250), None));
+        assert_eq!(read(r#"{"every": 3}"#).unwrap().every, Duration::from_secs(3));
+        let err = read(r#"{"every": "soon"}"#).unwrap_err().to_string();
+        assert!(err.contains("'soon' is not a duration"), "{err}");
+        let err = read(r#"{"every": -2}"#).unwrap_err().to_string();
+        assert!(err.contains("must be 0 or more"), "{err}");
+        let err = read(r#"{"every": [1]}"#).unwrap_err().to_string();
+        assert!(err.contains("a duration: a number of seconds or a text"), "{err}");
     }
 }
