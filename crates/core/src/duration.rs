@@ -134,12 +134,18 @@ mod tests {
         );
         let h = read(r#"{"every": "250ms", "within": null}"#).unwrap();
         assert_eq!((h.every, h.within), (Duration::from_millis(250), None));
-        assert_eq!(read(r#"{"every": 3}"#).unwrap().every, Duration::from_secs(3));
+        assert_eq!(
+            read(r#"{"every": 3}"#).unwrap().every,
+            Duration::from_secs(3)
+        );
         let err = read(r#"{"every": "soon"}"#).unwrap_err().to_string();
         assert!(err.contains("'soon' is not a duration"), "{err}");
         let err = read(r#"{"every": -2}"#).unwrap_err().to_string();
         assert!(err.contains("must be 0 or more"), "{err}");
         let err = read(r#"{"every": [1]}"#).unwrap_err().to_string();
-        assert!(err.contains("a duration: a number of seconds or a text"), "{err}");
+        assert!(
+            err.contains("a duration: a number of seconds or a text"),
+            "{err}"
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! Rows to values: jobs, events, log lines and their columns.
 
 use super::*;
+use tokio_postgres::types::Json;
 
 pub(crate) fn state(text: &str) -> Result<JobState> {
     text.parse().map_err(corrupt)
@@ -11,6 +12,11 @@ pub(crate) fn class(text: Option<String>) -> Result<Option<Class>> {
         .transpose()
 }
 
+/// A JSON column straight into its type (`Json<T>`), not through a `serde_json::Value`.
+fn json_col<T: serde::de::DeserializeOwned>(row: &Row, i: usize) -> Result<T> {
+    row.try_get(i).map(|Json(v)| v).map_err(corrupt)
+}
+
 pub(crate) fn job_from_row(row: &Row) -> Result<Job> {
     let get = |e: tokio_postgres::Error| corrupt(e);
     Ok(Job {
@@ -18,13 +24,13 @@ pub(crate) fn job_from_row(row: &Row) -> Result<Job> {
         queue: row.try_get(1).map_err(get)?,
         kind: row.try_get(2).map_err(get)?,
         target: row.try_get(3).map_err(get)?,
-        action: json(row.try_get(4).map_err(get)?)?,
+        action: json_col(row, 4)?,
         policy_name: row.try_get(5).map_err(get)?,
-        policy: json(row.try_get(6).map_err(get)?)?,
+        policy: json_col(row, 6)?,
         priority: u8::try_from(row.try_get::<_, i32>(7).map_err(get)?).map_err(corrupt)?,
         run_at: row.try_get(8).map_err(get)?,
         deadline: row.try_get(9).map_err(get)?,
-        labels: json(row.try_get(10).map_err(get)?)?,
+        labels: json_col(row, 10)?,
         idempotency_key: row.try_get(11).map_err(get)?,
         created_by: row.try_get(12).map_err(get)?,
         state: state(row.try_get(13).map_err(get)?)?,
@@ -43,7 +49,7 @@ pub(crate) fn job_from_row(row: &Row) -> Result<Job> {
         finished_at: row.try_get(25).map_err(get)?,
         updated_at: row.try_get(26).map_err(get)?,
         attempt_id: row.try_get(27).map_err(get)?,
-        steps: json(row.try_get(28).map_err(get)?)?,
+        steps: json_col(row, 28)?,
         step_attempt_base: u32::try_from(row.try_get::<_, i32>(29).map_err(get)?)
             .map_err(corrupt)?,
         org: row.try_get(31).map_err(get)?,
