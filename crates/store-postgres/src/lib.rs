@@ -29,7 +29,11 @@
 //! `floors.rs`). Migrations 0008 and 0018 leave room on pages (fillfactor 40 for attempts)
 //! so that the end-of-attempt update of an attempt row is HOT even when a result group
 //! updates a whole claim's attempts, which share pages, before their old versions can be
-//! pruned (at 70 only four in ten were).
+//! pruned (at 70 only four in ten were). A change of state is never a HOT update, so each
+//! version of a job's row takes an entry in every index whose predicate it meets: the GIN
+//! index of labels holds labelled jobs only (migration 0019; a label filter names its
+//! predicate), and the list indexes by field hold finished jobs only (0017). JSON columns
+//! decode straight into their types (`Json<T>`), not through a `serde_json::Value`.
 //!
 //! Three pools: general traffic (8 connections), the claim loop (1: its latency is the
 //! retry wake-up latency) and lease renewals (1: a busy API cannot starve them). Migrations

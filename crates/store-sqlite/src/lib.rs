@@ -36,6 +36,12 @@
 //! flush of its own. The claim, wake-up, deadline and lease queries name their partial
 //! index (`INDEXED BY`): without statistics the planner picks `jobs_list` and reads every
 //! job in the state.
+//!
+//! Index predicates: SQLite checks a partial index's predicate for the old and the new
+//! version of every row an UPDATE changes, and evaluates an `IN` list of more than two
+//! constants through a temporary b-tree built anew each time. A predicate on a write path
+//! is therefore a chain of comparisons (migration 0014): with `IN` lists, every change of a
+//! job's state built six such b-trees, and the drain ran 30 % slower.
 
 mod access;
 mod cancel;
