@@ -146,7 +146,8 @@ pub(crate) async fn tick(
         register(engine, &job);
         // In claim order: the order in which the actions take their slots.
         let ticket = engine.inner.gate.ticket(&job.job.queue);
-        attempts.spawn(attempt::run(engine.clone(), job, ticket));
+        // Boxed: the attempt's future is about 6 KB, and spawning it moved it twice.
+        attempts.spawn(Box::pin(attempt::run(engine.clone(), job, ticket)));
     }
     if full && let Some(pause) = sweep.pause_while_full(engine.now()) {
         // Every slot is taken: a finished attempt wakes the loop, and there is no need to
