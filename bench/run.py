@@ -5,8 +5,9 @@ Each harness prints `MARK <step>-start` / `MARK <step>-end` (step: drain or enqu
 waits for a line on stdin after each, so that this driver reads the counters at exactly those
 points: wall time, CPU of the harness's process tree and of the database server's processes
 (/proc), PostgreSQL commits (pg_stat_database.xact_commit) and, on SQLite, fsync calls
-(`perf stat` on the kernel's syscall tracepoints, attached between the marks). Several processes of one row (the several-node row) are released together, once
-every one of them has reached the mark.
+(`perf stat` on the kernel's syscall tracepoints, attached between the marks). Several
+processes of one row (the several-node row) are released together, once every one of them
+has reached the mark.
 """
 import argparse
 import json
@@ -133,8 +134,8 @@ FSYNC_EVENTS = "syscalls:sys_enter_fsync,syscalls:sys_enter_fdatasync"
 
 
 class FsyncCount:
-    """The fsync and fdatasync calls of some processes (and the threads they start) between
-    `start` and `stop`: `perf stat` counting the kernel's syscall tracepoints. It costs the
+    """The fsync and fdatasync calls of some processes (and the threads they start) from its
+    creation to `stop`: `perf stat` counting the kernel's syscall tracepoints. It costs the
     harness nothing, where `strace -f` stopped it at every call and every new thread and
     halved a SQLite drain (and so shrank its commit groups: 7.8 jobs per fsync under strace,
     about 80 without)."""

@@ -153,7 +153,7 @@ impl AccessStore for PostgresStore {
             .map(|r| {
                 Ok(StoredPolicy {
                     name: r.get(0),
-                    policy: json(r.get(1))?,
+                    policy: json_col(r, 1)?,
                     active: r.get(2),
                     updated_at: r.get(3),
                     updated_by: r.get(4),

@@ -1,7 +1,6 @@
 //! Rows to values: jobs, events, log lines and their columns.
 
 use super::*;
-use tokio_postgres::types::Json;
 
 pub(crate) fn state(text: &str) -> Result<JobState> {
     text.parse().map_err(corrupt)
@@ -10,11 +9,6 @@ pub(crate) fn state(text: &str) -> Result<JobState> {
 pub(crate) fn class(text: Option<String>) -> Result<Option<Class>> {
     text.map(|t| Class::parse(&t).ok_or_else(|| corrupt(format!("class {t}"))))
         .transpose()
-}
-
-/// A JSON column straight into its type (`Json<T>`), not through a `serde_json::Value`.
-fn json_col<T: serde::de::DeserializeOwned>(row: &Row, i: usize) -> Result<T> {
-    row.try_get(i).map(|Json(v)| v).map_err(corrupt)
 }
 
 pub(crate) fn job_from_row(row: &Row) -> Result<Job> {

@@ -165,8 +165,11 @@ fn corrupt(what: impl std::fmt::Display) -> Error {
     Error::Corrupt(what.to_string())
 }
 
-fn json<T: serde::de::DeserializeOwned>(value: Value) -> Result<T> {
-    serde_json::from_value(value).map_err(corrupt)
+/// A JSON column straight into its type (`Json<T>`), not through a `serde_json::Value`.
+fn json_col<T: serde::de::DeserializeOwned>(row: &Row, i: usize) -> Result<T> {
+    row.try_get(i)
+        .map(|tokio_postgres::types::Json(v)| v)
+        .map_err(corrupt)
 }
 
 fn to_json(value: &impl serde::Serialize) -> Value {

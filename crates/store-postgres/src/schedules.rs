@@ -9,7 +9,7 @@ pub(crate) fn schedule_from_row(row: &Row) -> Result<Schedule> {
     Ok(Schedule {
         id: row.get(0),
         name: row.get(1),
-        definition: json(row.get(2))?,
+        definition: json_col(row, 2)?,
         paused: row.get(3),
         next_fire: row.get(4),
         last_fire: row.get(5),
