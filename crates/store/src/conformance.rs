@@ -21,6 +21,7 @@ macro_rules! conformance_tests {
             insert_and_get_round_trip,
             idempotency_key_returns_the_existing_job,
             a_batch_insert_answers_each_job_in_order_with_its_key_honoured,
+            a_large_batch_keeps_its_order_and_keys_across_its_statements,
             claims_go_by_priority_then_due_time,
             jobs_are_not_claimed_before_they_are_due,
             concurrent_claims_never_claim_a_job_twice,
@@ -269,6 +270,37 @@ pub async fn a_batch_insert_answers_each_job_in_order_with_its_key_honoured(stor
     let claimed = store.claim_jobs(&claim_request(t0(), 1)).await.unwrap();
     assert_eq!(claimed[0].job.id, batch[3].id);
     assert!(store.insert_jobs(Vec::new()).await.unwrap().is_empty());
+}
+
+/// A backend may send a large batch as several statements (PostgreSQL: chunks of 500 rows,
+/// pipelined): a key first used in one of them is honoured in a later one, and the created
+/// jobs' events stream in the batch's order.
+pub async fn a_large_batch_keeps_its_order_and_keys_across_its_statements(store: DynStore) {
+    let mut batch: Vec<NewJob> = (0..1_300).map(|_| new_job("default", 50, 0)).collect();
+    batch[10].idempotency_key = Some("rollout-7".into());
+    batch[1_250].idempotency_key = Some("rollout-7".into());
+    let answers = store.insert_jobs(batch.clone()).await.unwrap();
+    assert_eq!(answers.len(), batch.len());
+    assert!(!answers[1_250].created);
+    assert_eq!(
+        answers[1_250].job.id, batch[10].id,
+        "a key used in an earlier statement of the batch returns that job"
+    );
+    let created: Vec<&Inserted> = answers.iter().filter(|a| a.created).collect();
+    assert_eq!(created.len(), 1_299);
+    let ids: Vec<i64> = created
+        .iter()
+        .map(|a| a.event.as_ref().expect("created jobs have an event").id)
+        .collect();
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "events in the batch's order"
+    );
+    for (answer, job) in answers.iter().zip(&batch).filter(|(a, _)| a.created) {
+        assert_eq!(answer.job.id, job.id);
+    }
+    let pending = store.count_by_state(None).await.unwrap()[&JobState::Pending];
+    assert_eq!(pending, 1_299);
 }
 
 pub async fn claims_go_by_priority_then_due_time(store: DynStore) {

@@ -1,4 +1,4 @@
--- A batch of new jobs in one statement, one array per column. A job whose idempotency key is
+-- A chunk of a batch of new jobs in one statement, one array per column. A job whose idempotency key is
 -- already taken in its organization's queue (by a stored job, or by an earlier job of this batch) is not
 -- inserted: the caller looks the owner of the key up instead. Only the ids come back: the
 -- caller knows the rows it stored (rows::stored_job).
