@@ -2,6 +2,7 @@
 //! transaction (group commit, one committer at a time).
 
 use super::*;
+use retryd_store::rows::{KeptLine, ResultLines};
 
 /// Writes a group of results in one transaction; answers each in order. `Err` when the
 /// transaction failed: then nothing of the group is written.
@@ -12,17 +13,21 @@ pub(crate) async fn finish_group(
     let mut ids: Vec<uuid::Uuid> = results.iter().map(|r| r.lease.job_id.0).collect();
     ids.sort_unstable();
     ids.dedup();
+    let lines = results.iter().map(|r| r.log.lines.len()).sum::<usize>() as i32;
     // In id order, so that two groups lock their common jobs in one order.
-    let (tx, rows) = Tx::begin_with(
+    let (tx, rows, seqs) = Tx::begin_with_also(
         pool.get().await.map_err(pool_error)?,
         &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE"),
         &[&ids],
+        (lines > 0).then_some((RESERVE_SEQS, &[&lines])),
     )
     .await?;
     let mut jobs: HashMap<JobId, Job> = rows
         .iter()
         .map(|row| job_from_row(row).map(|job| (job.id, job)))
         .collect::<Result<_>>()?;
+    let seqs: Vec<i64> = seqs.iter().map(|row| row.get(0)).collect();
+    let mut seqs = seqs.as_slice();
     let mut answers: Vec<Option<Result<(Job, Event)>>> = results.iter().map(|_| None).collect();
     let mut finished = Finished::default();
     let mut accepted: Vec<(usize, Job)> = Vec::new();
@@ -30,11 +35,13 @@ pub(crate) async fn finish_group(
     let mut wake = false;
     for (i, result) in results.iter().enumerate() {
         let lease = &result.lease;
+        let (own_seqs, rest) = seqs.split_at(result.log.lines.len());
+        seqs = rest;
         let Some(job) = jobs.get(&lease.job_id) else {
             // Gone, or finished by an earlier result of this group: after that one, no
             // lease is held any more (what the attempt printed is kept all the same).
             answers[i] = Some(Err(if accepted.iter().any(|(_, j)| j.id == lease.job_id) {
-                log.push(lease, result.log.first_index, &result.log.lines);
+                log.push_rows(lease, &ResultLines::of(&result.log, own_seqs, false).rows);
                 Error::LeaseLost {
                     job_id: lease.job_id,
                     attempt_id: lease.attempt_id,
@@ -44,24 +51,29 @@ pub(crate) async fn finish_group(
             }));
             continue;
         };
-        log.push(lease, result.log.first_index, &result.log.lines);
-        if !rules::fence_holds(job, lease, result.fence) {
-            answers[i] = Some(Err(Error::LeaseLost {
+        let verdict = if rules::fence_holds(job, lease, result.fence) {
+            job.state
+                .transition(result.next.state())
+                .map_err(Error::from)
+        } else {
+            Err(Error::LeaseLost {
                 job_id: job.id,
                 attempt_id: lease.attempt_id,
-            }));
-            continue;
-        }
-        let to = match job.state.transition(result.next.state()) {
+            })
+        };
+        let mut lines = ResultLines::of(&result.log, own_seqs, verdict.is_ok());
+        log.push_rows(lease, &lines.rows);
+        let to = match verdict {
             Ok(to) => to,
             Err(e) => {
-                answers[i] = Some(Err(e.into()));
+                answers[i] = Some(Err(e));
                 continue;
             }
         };
         let job = jobs.remove(&lease.job_id).expect("looked up above");
         wake |= result.next.state() == JobState::Retrying || !result.notify.is_empty();
-        let row = FinishRow::of(&job, to, result);
+        let mut row = FinishRow::of(&job, to, result);
+        row.attempt.keep(&mut lines);
         // The job as the group's update leaves it (what it returns to the caller).
         accepted.push((i, row.finished(job, stored_instant)));
         finished.push(row);
@@ -212,6 +224,8 @@ pub(crate) struct Finished {
     delay_reasons: Vec<Option<String>>,
     dropped: Vec<i64>,
     target_failed: Vec<Option<bool>>,
+    opening: KeptColumns,
+    closing: KeptColumns,
     // The events.
     from_states: Vec<&'static str>,
     reasons: Vec<String>,
@@ -252,6 +266,8 @@ impl Finished {
         self.delay_reasons.push(attempt.next.delay_reason);
         self.dropped.push(attempt.output_dropped_bytes);
         self.target_failed.push(attempt.target_failed);
+        self.opening.push(attempt.opening);
+        self.closing.push(attempt.closing);
         self.from_states.push(from.as_str());
         self.reasons.push(reason);
         self.actors.push(actor);
@@ -263,10 +279,14 @@ impl Finished {
         [
 "UPDATE attempts SET finished_at = t.now, outcome = t.outcome, exit_code = t.exit_code, error = t.error, \
              class = t.class, rule = t.rule, next_delay_ms = t.delay, delay_reason = t.delay_reason, \
-             output_dropped_bytes = t.dropped, target_failed = t.target_failed \
+             output_dropped_bytes = t.dropped, target_failed = t.target_failed, \
+             opening_seq = t.opening_seq, opening_at = t.opening_at, opening_line = t.opening_line, \
+             closing_seq = t.closing_seq, closing_at = t.closing_at, closing_line = t.closing_line \
              FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::int[], $5::text[], $6::text[], $7::text[], \
-                         $8::bigint[], $9::text[], $10::bigint[], $11::bool[]) \
-               AS t(id, now, outcome, exit_code, error, class, rule, delay, delay_reason, dropped, target_failed) \
+                         $8::bigint[], $9::text[], $10::bigint[], $11::bool[], \
+                         $12::bigint[], $13::timestamptz[], $14::text[], $15::bigint[], $16::timestamptz[], $17::text[]) \
+               AS t(id, now, outcome, exit_code, error, class, rule, delay, delay_reason, dropped, target_failed, \
+                    opening_seq, opening_at, opening_line, closing_seq, closing_at, closing_line) \
              WHERE attempts.id = t.id".to_owned(),
             "UPDATE jobs SET state = t.n_state, next_attempt_at = t.n_next_at, hold_reason = NULL, \
              last_error = COALESCE(t.n_error, last_error), \
@@ -291,7 +311,7 @@ impl Finished {
     /// events. Its statements must be prepared already (see [`Tx`]) when it is sent together
     /// with others.
     pub(crate) async fn write(&self, tx: &Tx) -> Result<Vec<Event>> {
-        let attempt_columns: [&(dyn ToSql + Sync); 11] = [
+        let attempt_columns: [&(dyn ToSql + Sync); 17] = [
             &self.attempt_ids,
             &self.now,
             &self.outcomes,
@@ -303,6 +323,12 @@ impl Finished {
             &self.delay_reasons,
             &self.dropped,
             &self.target_failed,
+            &self.opening.seqs,
+            &self.opening.ats,
+            &self.opening.lines,
+            &self.closing.seqs,
+            &self.closing.ats,
+            &self.closing.lines,
         ];
         let job_columns: [&(dyn ToSql + Sync); 11] = [
             &self.ids,
@@ -340,6 +366,22 @@ impl Finished {
         )
         .map_err(pg)?;
         events.iter().map(event_from_row).collect()
+    }
+}
+
+/// The system lines the attempts' rows keep (see [`ResultLines`]), by column.
+#[derive(Default)]
+struct KeptColumns {
+    seqs: Vec<Option<i64>>,
+    ats: Vec<Option<DateTime<Utc>>>,
+    lines: Vec<Option<String>>,
+}
+
+impl KeptColumns {
+    fn push(&mut self, line: Option<KeptLine>) {
+        self.seqs.push(line.as_ref().map(|l| l.seq));
+        self.ats.push(line.as_ref().map(|l| l.at));
+        self.lines.push(line.map(|l| text(&l.line)));
     }
 }
 

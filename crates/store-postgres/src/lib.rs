@@ -33,7 +33,10 @@
 //! version of a job's row takes an entry in every index whose predicate it meets: the GIN
 //! index of labels holds labelled jobs only (migration 0019; a label filter names its
 //! predicate), and the list indexes by field hold finished jobs only (0017). JSON columns
-//! decode straight into their types (`Json<T>`), not through a `serde_json::Value`.
+//! decode straight into their types (`Json<T>`), not through a `serde_json::Value`, and
+//! encode straight from them. A batch of new jobs is one transaction sent as a pipeline of
+//! 500-job statements, eight in flight (`insert.rs`): one statement for the whole batch left
+//! the client idle while the server stored it, and the server idle while the client encoded.
 //!
 //! Three pools: general traffic (8 connections), the claim loop (1: its latency is the
 //! retry wake-up latency) and lease renewals (1: a busy API cannot starve them). Migrations

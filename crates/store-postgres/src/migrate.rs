@@ -35,6 +35,10 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
         19,
         include_str!("../migrations/0019_labels_index_labelled_only.sql"),
     ),
+    (
+        20,
+        include_str!("../migrations/0020_system_lines_on_attempts.sql"),
+    ),
 ];
 
 pub(crate) async fn migrate(pool: &Pool) -> Result<()> {

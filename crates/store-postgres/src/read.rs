@@ -141,7 +141,7 @@ impl JobReader for PostgresStore {
         let client = self.client().await?;
         let rows = client
             .cached_query(
-                "SELECT seq, attempt, at, stream, line FROM log_lines WHERE job_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+                include_str!("../queries/logs/read.sql"),
                 &[&id.0, &after, &(limit as i64)],
             )
             .await
@@ -161,9 +161,7 @@ impl JobReader for PostgresStore {
         let attempt = attempt.map(|n| n as i32);
         let rows = client
             .cached_query(
-                "SELECT seq, attempt, at, stream, line FROM log_lines \
-                 WHERE job_id = $1 AND ($3::text IS NULL OR strpos(lower(line), $3) > 0) \
-                 AND ($4::int IS NULL OR attempt = $4) ORDER BY seq DESC LIMIT $2",
+                include_str!("../queries/logs/tail.sql"),
                 &[&id.0, &(limit as i64), &containing, &attempt],
             )
             .await

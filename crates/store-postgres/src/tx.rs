@@ -28,17 +28,40 @@ impl Tx {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<(Tx, Vec<Row>)> {
+        let (tx, rows, _) = Self::begin_with_also(client, sql, params, None).await?;
+        Ok((tx, rows))
+    }
+
+    /// BEGIN, `sql` and `also` (when given), in one round trip; returns the transaction and
+    /// the rows of each.
+    pub async fn begin_with_also(
+        client: deadpool_postgres::Object,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        also: Option<(&str, &[&(dyn ToSql + Sync)])>,
+    ) -> Result<(Tx, Vec<Row>, Vec<Row>)> {
         let statement = client.prepare_cached(sql).await.map_err(pg)?;
+        let also = match also {
+            Some((sql, params)) => Some((client.prepare_cached(sql).await.map_err(pg)?, params)),
+            None => None,
+        };
         let tx = Tx {
             client: Some(client),
             committed: AtomicBool::new(false),
         };
-        let (_, rows) = futures::try_join!(
+        let also_rows = async {
+            match &also {
+                Some((statement, params)) => tx.client().query(statement, params).await,
+                None => Ok(Vec::new()),
+            }
+        };
+        let (_, rows, also_rows) = futures::try_join!(
             tx.client().batch_execute("BEGIN"),
-            tx.client().query(&statement, params)
+            tx.client().query(&statement, params),
+            also_rows,
         )
         .map_err(pg)?;
-        Ok((tx, rows))
+        Ok((tx, rows, also_rows))
     }
 
     pub fn client(&self) -> &deadpool_postgres::Client {

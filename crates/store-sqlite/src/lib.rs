@@ -79,7 +79,7 @@ use retryd_core::schedule::{Progress, Schedule};
 use retryd_core::{AttemptOutcome, Class, JobId, JobState};
 use retryd_store::group::GroupQueue;
 use retryd_store::notify::lost_delivery;
-use retryd_store::rows::{AttemptRow, ClaimRow, FinishRow};
+use retryd_store::rows::{AttemptRow, ClaimRow, FinishRow, ResultLines};
 use retryd_store::rules::{CircuitChange, TargetUsage};
 use retryd_store::stats::{Bucket, ErrorGroup, FinishedGroup, TOP_ERRORS};
 use retryd_store::{
@@ -412,11 +412,14 @@ impl JobWriter for SqliteStore {
             let job = load_job(tx, lease.job_id)?;
             let held = rules::fence_holds(&job, lease, result.fence);
             let to = if held { Some(job.state.transition(result.next.state())?) } else { None };
-            insert_log_lines(tx, lease, result.log.first_index, &result.log.lines)?;
+            let seqs = reserve_seqs(tx, result.log.lines.len())?;
+            let mut lines = ResultLines::of(&result.log, &seqs, to.is_some());
+            insert_log_rows(tx, lease, &lines.rows)?;
             let Some(to) = to else {
                 return Ok(Err(Error::LeaseLost { job_id: job.id, attempt_id: lease.attempt_id }));
             };
-            let row = FinishRow::of(&job, to, &result);
+            let mut row = FinishRow::of(&job, to, &result);
+            row.attempt.keep(&mut lines);
             finish_attempt_row(tx, &row.attempt)?;
             if let (Some(target), Some(config)) = (&job.target, &result.circuit) {
                 update_circuit(tx, target, lease.attempt_id, row.attempt.target_failed, config, result.now)?;

@@ -1,31 +1,89 @@
-//! Output lines, written in one statement per batch.
+//! Output lines: rows of the log, and the sequence numbers of a result's lines.
 
 use super::*;
+use retryd_store::rows::LogRow;
 
-/// Appends lines to an attempt's log, numbered from `first_index`.
+/// Appends lines to an attempt's log, numbered from `first_index`, each taking the next
+/// number of the log's sequence.
 pub(crate) fn insert_log_lines(
     tx: &Connection,
     lease: &Lease,
     first_index: u64,
     lines: &[NewLogLine],
 ) -> Result<()> {
+    let rows = lines.iter().enumerate().map(|(i, line)| LogRow {
+        seq: 0,
+        index: first_index + i as u64,
+        line,
+    });
+    insert(tx, lease, rows, false)
+}
+
+/// Stores a result's rows, numbered already (see [`reserve_seqs`]).
+pub(crate) fn insert_log_rows(tx: &Connection, lease: &Lease, rows: &[LogRow<'_>]) -> Result<()> {
+    insert(tx, lease, rows.iter().copied(), true)
+}
+
+fn insert<'a>(
+    tx: &Connection,
+    lease: &Lease,
+    rows: impl Iterator<Item = LogRow<'a>>,
+    numbered: bool,
+) -> Result<()> {
+    // A NULL `seq` (the rowid) takes the next number of the table's AUTOINCREMENT sequence.
     let mut stmt = tx
         .prepare_cached(
-            "INSERT INTO log_lines (job_id, attempt_id, attempt, idx, at, stream, line) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO log_lines (seq, job_id, attempt_id, attempt, idx, at, stream, line) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )
         .map_err(to_store)?;
     let job_id = lease.job_id.to_string();
-    for (i, line) in lines.iter().enumerate() {
+    for row in rows {
         stmt.execute(params![
+            numbered.then_some(row.seq),
             job_id,
             lease.attempt_id,
             lease.attempt,
-            (first_index + i as u64) as i64,
-            ms(line.at),
-            line.stream.as_str(),
-            line.line
+            row.index as i64,
+            ms(row.line.at),
+            row.line.stream.as_str(),
+            row.line.line
         ])
         .map_err(to_store)?;
     }
     Ok(())
+}
+
+/// Takes `n` numbers of the log's sequence (`sqlite_sequence`, which AUTOINCREMENT never
+/// lowers) for a result's lines: the lines its attempt's row keeps are numbered like the rows,
+/// so that a job's log reads in one order whichever way its lines are stored. (Not one
+/// `UPDATE … RETURNING`: SQLite collects returned rows in a temporary b-tree, and the drain
+/// measured 6 % slower with it.)
+pub(crate) fn reserve_seqs(tx: &Connection, n: usize) -> Result<Vec<i64>> {
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let last: i64 = tx
+        .prepare_cached(
+            "SELECT max(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'log_lines'), 0), \
+                        COALESCE((SELECT max(seq) FROM log_lines), 0))",
+        )
+        .and_then(|mut stmt| stmt.query_row([], |row| row.get(0)))
+        .map_err(to_store)?;
+    let end = last + n as i64;
+    let updated = exec(
+        tx,
+        "UPDATE sqlite_sequence SET seq = ?1 WHERE name = 'log_lines'",
+        params![end],
+    )
+    .map_err(to_store)?;
+    if updated == 0 {
+        // No line was ever stored: the sequence starts here.
+        exec(
+            tx,
+            "INSERT INTO sqlite_sequence (name, seq) VALUES ('log_lines', ?1)",
+            params![end],
+        )
+        .map_err(to_store)?;
+    }
+    Ok((last + 1..=end).collect())
 }

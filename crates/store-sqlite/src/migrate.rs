@@ -25,6 +25,10 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
         14,
         include_str!("../migrations/0014_finished_predicate_without_in.sql"),
     ),
+    (
+        15,
+        include_str!("../migrations/0015_system_lines_on_attempts.sql"),
+    ),
 ];
 
 pub(crate) fn migrate(conn: &mut Connection) -> Result<()> {

@@ -245,10 +245,13 @@ impl JobReader for SqliteStore {
     async fn read_log(&self, id: JobId, after: i64, limit: usize) -> Result<Vec<LogLine>> {
         self.read(move |conn| {
             let mut stmt = conn
-                .prepare_cached("SELECT seq, attempt, at, stream, line FROM log_lines WHERE job_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3")
+                .prepare_cached(include_str!("../queries/logs/read.sql"))
                 .map_err(to_store)?;
             let rows = stmt
-                .query_map(params![id.to_string(), after, limit as i64], log_line_from_row)
+                .query_map(
+                    params![id.to_string(), after, limit as i64],
+                    log_line_from_row,
+                )
                 .map_err(to_store)?;
             rows.collect::<rusqlite::Result<_>>().map_err(to_store)
         })
@@ -265,11 +268,7 @@ impl JobReader for SqliteStore {
         let containing = containing.map(str::to_lowercase);
         self.read(move |conn| {
             let mut stmt = conn
-                .prepare_cached(
-                    "SELECT seq, attempt, at, stream, line FROM log_lines \
-                     WHERE job_id = ?1 AND (?3 IS NULL OR instr(lower(line), ?3) > 0) \
-                     AND (?4 IS NULL OR attempt = ?4) ORDER BY seq DESC LIMIT ?2",
-                )
+                .prepare_cached(include_str!("../queries/logs/tail.sql"))
                 .map_err(to_store)?;
             let rows = stmt
                 .query_map(

@@ -38,6 +38,7 @@ macro_rules! conformance_tests {
             listing_filters_and_cursor_pagination,
             listing_combines_labels_states_and_cursors,
             logs_append_trim_and_read,
+            an_attempts_system_lines_read_back_in_order_around_its_output,
             results_finished_at_once_each_apply_once_with_their_lines,
             an_attempts_process_is_recorded,
             paused_queues_are_remembered,
@@ -1266,6 +1267,173 @@ pub async fn logs_append_trim_and_read(store: DynStore) {
         kept.iter().map(|l| l.line.as_str()).collect::<Vec<_>>(),
         ["line 3", "line 4"]
     );
+}
+
+/// Issue 13: a result's opening and closing system lines may be stored on its attempt's row
+/// (`rows::ResultLines`); the log reads, resumes, searches and tails exactly as if every line
+/// had a row of its own, across attempts and with lines appended while an attempt ran.
+pub async fn an_attempts_system_lines_read_back_in_order_around_its_output(store: DynStore) {
+    let job = insert(&store, new_job("default", 50, 0)).await;
+    let line = |stream: Stream, text: &str| NewLogLine {
+        at: t0() + secs(1),
+        stream,
+        line: text.to_owned(),
+    };
+    // Attempt 1: its whole log comes with its result, and it fails.
+    let first = store
+        .claim_jobs(&claim_request(t0(), 1))
+        .await
+        .unwrap()
+        .remove(0);
+    let retry = Next::Retry {
+        at: t0() + secs(5),
+        delay: Duration::from_secs(5),
+        delay_reason: "policy backoff".into(),
+    };
+    store
+        .finish_attempt(&AttemptResult {
+            log: LogAppend {
+                first_index: 0,
+                lines: vec![
+                    line(Stream::System, "attempt 1 of 3 started on node-a"),
+                    line(Stream::Stdout, "deploying"),
+                    line(Stream::Stderr, "connection refused"),
+                    line(Stream::System, "exit code 1 → retrying"),
+                ],
+            },
+            ..result(&first, t0() + secs(1), AttemptOutcome::Failed, retry)
+        })
+        .await
+        .unwrap();
+    // Attempt 2: its opening line and first output were appended while it ran.
+    let second = store
+        .claim_jobs(&claim_request(t0() + secs(6), 1))
+        .await
+        .unwrap()
+        .remove(0);
+    store
+        .append_log(
+            &second.lease,
+            0,
+            &[
+                line(Stream::System, "attempt 2 of 3 started on node-a"),
+                line(Stream::Stdout, "deploying again"),
+            ],
+        )
+        .await
+        .unwrap();
+    store
+        .finish_attempt(&AttemptResult {
+            log: LogAppend {
+                first_index: 2,
+                lines: vec![
+                    line(Stream::Stdout, "done"),
+                    line(Stream::System, "exit code 0 → succeeded"),
+                ],
+            },
+            ..result(
+                &second,
+                t0() + secs(7),
+                AttemptOutcome::Succeeded,
+                Next::Succeeded,
+            )
+        })
+        .await
+        .unwrap();
+    let all = store.read_log(job.id, 0, 100).await.unwrap();
+    let shown: Vec<(u32, Stream, &str)> = all
+        .iter()
+        .map(|l| (l.attempt, l.stream, l.line.as_str()))
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            (1, Stream::System, "attempt 1 of 3 started on node-a"),
+            (1, Stream::Stdout, "deploying"),
+            (1, Stream::Stderr, "connection refused"),
+            (1, Stream::System, "exit code 1 → retrying"),
+            (2, Stream::System, "attempt 2 of 3 started on node-a"),
+            (2, Stream::Stdout, "deploying again"),
+            (2, Stream::Stdout, "done"),
+            (2, Stream::System, "exit code 0 → succeeded"),
+        ]
+    );
+    assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
+    assert!(all.iter().all(|l| l.at == t0() + secs(1)));
+    // A follow resumes after any line, wherever it is stored, and pages by sequence.
+    for (k, seen) in all.iter().enumerate() {
+        let rest = store.read_log(job.id, seen.seq, 100).await.unwrap();
+        assert_eq!(rest, all[k + 1..], "after line {k}");
+    }
+    assert_eq!(store.read_log(job.id, 0, 3).await.unwrap(), all[..3]);
+    let text = |lines: Vec<retryd_core::job::LogLine>| -> Vec<String> {
+        lines.into_iter().map(|l| l.line).collect()
+    };
+    assert_eq!(
+        text(store.read_log_tail(job.id, 2, None, None).await.unwrap()),
+        ["done", "exit code 0 → succeeded"]
+    );
+    assert_eq!(
+        text(
+            store
+                .read_log_tail(job.id, 10, Some("started"), None)
+                .await
+                .unwrap()
+        ),
+        [
+            "attempt 1 of 3 started on node-a",
+            "attempt 2 of 3 started on node-a"
+        ]
+    );
+    assert_eq!(
+        text(
+            store
+                .read_log_tail(job.id, 10, None, Some(1))
+                .await
+                .unwrap()
+        ),
+        [
+            "attempt 1 of 3 started on node-a",
+            "deploying",
+            "connection refused",
+            "exit code 1 → retrying"
+        ]
+    );
+    assert_eq!(
+        text(
+            store
+                .read_log_tail(job.id, 1, Some("EXIT CODE"), Some(1))
+                .await
+                .unwrap()
+        ),
+        ["exit code 1 → retrying"]
+    );
+    // Another job's lines come later in the sequence and stay its own.
+    let other = insert(&store, new_job("default", 50, 0)).await;
+    let claimed = store
+        .claim_jobs(&claim_request(t0() + secs(8), 1))
+        .await
+        .unwrap()
+        .remove(0);
+    store
+        .finish_attempt(&AttemptResult {
+            log: LogAppend {
+                first_index: 0,
+                lines: vec![line(Stream::System, "attempt 1 of 3 started on node-a")],
+            },
+            ..result(
+                &claimed,
+                t0() + secs(9),
+                AttemptOutcome::Succeeded,
+                Next::Succeeded,
+            )
+        })
+        .await
+        .unwrap();
+    let others = store.read_log(other.id, 0, 100).await.unwrap();
+    assert_eq!(others.len(), 1);
+    assert!(others[0].seq > all.last().unwrap().seq);
+    assert_eq!(store.read_log(job.id, 0, 100).await.unwrap(), all);
 }
 
 /// Many results at once (a backend may write them in one transaction): each applies exactly
