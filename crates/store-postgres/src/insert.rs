@@ -83,20 +83,27 @@ impl<'a> NewJobColumns<'a> {
 /// stored and the events.
 async fn insert_chunk(
     tx: &Transaction<'_>,
-    statements: &[Statement; 2],
+    statements: &[Statement; 3],
     jobs: &[NewJob],
 ) -> Result<(Vec<uuid::Uuid>, Vec<Event>)> {
     let columns = NewJobColumns::of(jobs);
-    // A key already taken (by a stored job or an earlier one of this batch) inserts nothing
-    // and is looked up by the caller.
-    let inserted: std::collections::HashSet<uuid::Uuid> = tx
-        .query(&statements[0], &columns.params())
-        .await
-        .map_err(pg)?
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
-    let created: Vec<&NewJob> = jobs.iter().filter(|j| inserted.contains(&j.id.0)).collect();
+    let created: Vec<&NewJob> = if jobs.iter().any(|j| j.idempotency_key.is_some()) {
+        // A key already taken (by a stored job or an earlier one of this batch) inserts
+        // nothing and is looked up by the caller.
+        let inserted: std::collections::HashSet<uuid::Uuid> = tx
+            .query(&statements[0], &columns.params())
+            .await
+            .map_err(pg)?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        jobs.iter().filter(|j| inserted.contains(&j.id.0)).collect()
+    } else {
+        tx.execute(&statements[1], &columns.params())
+            .await
+            .map_err(pg)?;
+        jobs.iter().collect()
+    };
     if created.is_empty() {
         return Ok((Vec::new(), Vec::new()));
     }
@@ -105,7 +112,7 @@ async fn insert_chunk(
     let actors: Vec<&str> = created.iter().map(|j| rules::submitter(j)).collect();
     let steps: Vec<Option<String>> = created.iter().map(|j| rules::first_step(j)).collect();
     let events = tx
-        .query(&statements[1], &[&ids, &ats, &actors, &steps])
+        .query(&statements[2], &[&ids, &ats, &actors, &steps])
         .await
         .map_err(pg)?
         .iter()
@@ -129,10 +136,11 @@ impl PostgresStore {
         );
         let statements = futures::try_join!(
             tx.prepare_cached(include_str!("../queries/insert/jobs.sql")),
+            tx.prepare_cached(include_str!("../queries/insert/jobs_without_keys.sql")),
             tx.prepare_cached(&events_sql),
         )
         .map_err(pg)?;
-        let statements = [statements.0, statements.1];
+        let statements = [statements.0, statements.1, statements.2];
         // The chunks' statements go out in order (a later chunk's key conflicts with an
         // earlier one's row), each encoded while the ones before it are stored.
         let chunks: Vec<_> = jobs

@@ -1,0 +1,13 @@
+-- A chunk of a batch of new jobs none of which has an idempotency key: `jobs.sql` without its
+-- ON CONFLICT clause, which made every row a speculative insertion (an arbiter check and an
+-- extra WAL record a row) although a job without a key can conflict with none. Every row is
+-- stored, so nothing comes back.
+INSERT INTO jobs (id, queue, kind, target, action, policy_name, policy, priority, run_at, deadline,
+                  labels, idempotency_key, created_by, state, attempt, next_attempt_at, created_at, updated_at, org)
+SELECT id, queue, kind, target, action, policy_name, policy, priority, run_at, deadline,
+       labels, idempotency_key, created_by, 'pending', 0, run_at, created_at, created_at, org
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::text[], $7::jsonb[],
+            $8::int[], $9::timestamptz[], $10::timestamptz[], $11::jsonb[], $12::text[], $13::text[],
+            $14::timestamptz[], $15::text[])
+     AS t(id, queue, kind, target, action, policy_name, policy, priority, run_at, deadline,
+          labels, idempotency_key, created_by, created_at, org)
