@@ -66,7 +66,7 @@ impl SqliteStore {
             for (job, row) in chosen.into_iter().zip(rows) {
                 let (number, start) = (row.number, ms(row.started_at));
                 exec(tx,
-                    "INSERT INTO attempts (job_id, number, step, node, started_at, target) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    "INSERT OR FAIL INTO attempts (job_id, number, step, node, started_at, target) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                     params![job.id.to_string(), number, row.step, request.node, start, row.target],
                 )
                 .map_err(to_store)?;
@@ -76,7 +76,7 @@ impl SqliteStore {
                         .map_err(to_store)?;
                 }
                 exec(tx,
-                    "UPDATE jobs SET state = 'running', attempt = ?2, lease_owner = ?3, lease_expires_at = ?4, \
+                    "UPDATE OR FAIL jobs SET state = 'running', attempt = ?2, lease_owner = ?3, lease_expires_at = ?4, \
                      current_attempt_id = ?5, next_attempt_at = NULL, hold_reason = NULL, started_at = COALESCE(started_at, ?7), updated_at = ?6 \
                      WHERE id = ?1",
                     params![job.id.to_string(), number, request.node, ms(request.lease_until), attempt_id, now, start],

@@ -6,7 +6,7 @@ use super::*;
 pub(crate) fn finish_attempt_row(conn: &Connection, row: &AttemptRow) -> Result<()> {
     exec(
         conn,
-        "UPDATE attempts SET finished_at = ?2, outcome = ?3, exit_code = ?4, error = ?5, class = ?6, rule = ?7, \
+        "UPDATE OR FAIL attempts SET finished_at = ?2, outcome = ?3, exit_code = ?4, error = ?5, class = ?6, rule = ?7, \
          next_delay_ms = ?8, delay_reason = ?9, output_dropped_bytes = ?10, target_failed = ?11, \
          opening_seq = ?12, opening_at = ?13, opening_line = ?14, closing_seq = ?15, closing_at = ?16, closing_line = ?17 \
          WHERE id = ?1",

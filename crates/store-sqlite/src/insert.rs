@@ -1,4 +1,4 @@
-//! New jobs: a batch stored in one statement, idempotency keys answered with the job they
+//! New jobs: a batch stored in one transaction, idempotency keys answered with the job they
 //! already name.
 
 use super::*;
@@ -9,7 +9,9 @@ impl SqliteStore {
         if jobs.is_empty() {
             return Ok(Vec::new());
         }
-        self.write(move |tx| {
+        // Without a savepoint: a key taken is answered, not refused, so nothing is checked
+        // after the first write (a savepoint copied every page the batch changed).
+        self.write_checked(move |tx| {
             let mut stored = Vec::with_capacity(jobs.len());
             let mut events = Vec::with_capacity(jobs.len());
             for job in &jobs {

@@ -24,8 +24,9 @@
 //!
 //! Group commit: a write call queues its closure; whichever blocking task gets the writer
 //! next runs every queued closure in one transaction, each inside its own savepoint (an
-//! error rolls back that call only) except claims and results, which check what they may
-//! refuse before they write (see `tx::commit_in_one_transaction`), and commits once: one
+//! error rolls back that call only) except claims, results and batches of new jobs, which
+//! check what they may refuse before they write (see `tx::commit_in_one_transaction`), and
+//! commits once: one
 //! fsync for the group under `synchronous=FULL`. Savepoints' statement journals stay in
 //! memory (`temp_store = MEMORY`): in a temporary file they were two of every three
 //! `pwrite` calls of a drain. Replies are sent after the commit, so a call that returned is
@@ -44,6 +45,14 @@
 //! job's state built six such b-trees, and the drain ran 30 % slower.
 //! `tests/index_predicates.rs` keeps every write to a table with a partial index free of
 //! them.
+//!
+//! Statement journals: inside a transaction, a statement that writes a table and its indexes
+//! and may stop on a constraint with the default `ABORT` copies every page it changes into a
+//! statement journal first, to undo its own half-done writes. A single-row statement checks
+//! all its constraints before it writes anything, so the writes on every job's path (a new
+//! job, its events, its attempts, the claim's and the result's updates, its log lines) are
+//! `INSERT OR FAIL` / `UPDATE OR FAIL`: the same outcome, no journal. Bulk enqueue ran 19 %
+//! faster.
 
 mod access;
 mod cancel;
@@ -175,7 +184,7 @@ fn insert_event(
 ) -> Result<Event> {
     exec(
         conn,
-        "INSERT INTO events (job_id, at, from_state, to_state, reason, actor, step) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT OR FAIL INTO events (job_id, at, from_state, to_state, reason, actor, step) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![id.to_string(), ms(at), from.map(JobState::as_str), to.as_str(), reason, actor, step],
     )
     .map_err(to_store)?;
@@ -288,7 +297,7 @@ impl SqliteStore {
     }
 
     /// [`write`](Self::write) for a claim: as atomic, but see [`commit_group`] on durability;
-    /// without a savepoint, as [`write_result`](Self::write_result).
+    /// without a savepoint, as [`write_checked`](Self::write_checked).
     async fn write_claim<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
@@ -297,9 +306,10 @@ impl SqliteStore {
         self.queue_write(f, false, false).await
     }
 
-    /// [`write`](Self::write) for a result, without a savepoint of its own: `f` must check
-    /// all it may refuse before it writes (see [`commit_in_one_transaction`]).
-    async fn write_result<T, F>(&self, f: F) -> Result<T>
+    /// [`write`](Self::write) without a savepoint of its own, for the writes on every job's
+    /// path (results, batches of new jobs): `f` must check all it may refuse before it
+    /// writes (see [`commit_in_one_transaction`]).
+    async fn write_checked<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
@@ -407,7 +417,7 @@ impl JobWriter for SqliteStore {
         // The attempt's lines are kept even when its result is refused: they are what it
         // did. So a refusal commits (the inner result), unlike other errors.
         // Without a savepoint: everything it may refuse is checked before its first write.
-        self.write_result(move |tx| {
+        self.write_checked(move |tx| {
             let lease = &result.lease;
             let job = load_job(tx, lease.job_id)?;
             let held = rules::fence_holds(&job, lease, result.fence);
@@ -429,7 +439,7 @@ impl JobWriter for SqliteStore {
             }
             let now = ms(row.attempt.finished_at);
             exec(tx,
-                "UPDATE jobs SET state = ?2, next_attempt_at = ?3, steps = ?11, hold_reason = NULL, \
+                "UPDATE OR FAIL jobs SET state = ?2, next_attempt_at = ?3, steps = ?11, hold_reason = NULL, \
                  last_error = CASE WHEN ?4 IS NULL THEN last_error ELSE ?4 END, \
                  last_error_class = CASE WHEN ?4 IS NULL THEN last_error_class ELSE ?5 END, \
                  last_rule = CASE WHEN ?4 IS NULL THEN last_rule ELSE ?6 END, \

@@ -33,7 +33,7 @@ fn insert<'a>(
     // A NULL `seq` (the rowid) takes the next number of the table's AUTOINCREMENT sequence.
     let mut stmt = tx
         .prepare_cached(
-            "INSERT INTO log_lines (seq, job_id, attempt_id, attempt, idx, at, stream, line) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            "INSERT OR FAIL INTO log_lines (seq, job_id, attempt_id, attempt, idx, at, stream, line) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )
         .map_err(to_store)?;
     let job_id = lease.job_id.to_string();
