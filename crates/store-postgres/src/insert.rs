@@ -13,6 +13,13 @@ use tokio_postgres::{Statement, Transaction};
 /// transaction, so that this process encodes the next chunk while the server stores the one
 /// before: one statement for 10,000 jobs kept one side idle while the other worked.
 const CHUNK: usize = 500;
+/// `queries/insert/jobs.sql` for a chunk with idempotency keys.
+const KEYED_JOBS_SQL: &str = concat!(
+    include_str!("../queries/insert/jobs.sql"),
+    "ON CONFLICT (org, queue, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING\n",
+    "RETURNING id"
+);
+
 /// Chunks in flight at once. Measured on 20,000 jobs: 500 rows and 8 in flight beat 1,000
 /// and 4, 2,000 and 4, and 250 and 16.
 const PIPELINE: usize = 8;
@@ -135,8 +142,8 @@ impl PostgresStore {
              RETURNING {EVENT_COLUMNS}"
         );
         let statements = futures::try_join!(
+            tx.prepare_cached(KEYED_JOBS_SQL),
             tx.prepare_cached(include_str!("../queries/insert/jobs.sql")),
-            tx.prepare_cached(include_str!("../queries/insert/jobs_without_keys.sql")),
             tx.prepare_cached(&events_sql),
         )
         .map_err(pg)?;

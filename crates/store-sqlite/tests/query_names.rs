@@ -13,12 +13,6 @@ const ONLY_POSTGRES: &[(&str, &str)] = &[
          CTE); SQLite runs the same rows through prepared single-row statements",
     ),
     (
-        "insert/jobs_without_keys.sql",
-        "a chunk of a batch without idempotency keys, inserted without ON CONFLICT (which makes \
-         every row a speculative insertion on PostgreSQL); SQLite checks keys itself and has \
-         one insert",
-    ),
-    (
         "read/list_filters.sql",
         "the filters of one slice of the job list, put in both branches (finished and waiting \
          states) of PostgreSQL's one-statement list; SQLite reads each slice with a statement \
