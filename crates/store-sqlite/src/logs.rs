@@ -62,28 +62,22 @@ pub(crate) fn reserve_seqs(tx: &Connection, n: usize) -> Result<Vec<i64>> {
     if n == 0 {
         return Ok(Vec::new());
     }
-    let last: i64 = tx
-        .prepare_cached(
-            "SELECT max(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'log_lines'), 0), \
-                        COALESCE((SELECT max(seq) FROM log_lines), 0))",
-        )
-        .and_then(|mut stmt| stmt.query_row([], |row| row.get(0)))
+    let last: Option<i64> = tx
+        .prepare_cached("SELECT seq FROM sqlite_sequence WHERE name = 'log_lines'")
+        .and_then(|mut stmt| stmt.query_row([], |row| row.get(0)).optional())
         .map_err(to_store)?;
-    let end = last + n as i64;
-    let updated = exec(
-        tx,
-        "UPDATE sqlite_sequence SET seq = ?1 WHERE name = 'log_lines'",
-        params![end],
-    )
-    .map_err(to_store)?;
-    if updated == 0 {
+    let (last, sql) = match last {
+        Some(last) => (
+            last,
+            "UPDATE sqlite_sequence SET seq = ?1 WHERE name = 'log_lines'",
+        ),
         // No line was ever stored: the sequence starts here.
-        exec(
-            tx,
+        None => (
+            0,
             "INSERT INTO sqlite_sequence (name, seq) VALUES ('log_lines', ?1)",
-            params![end],
-        )
-        .map_err(to_store)?;
-    }
+        ),
+    };
+    let end = last + n as i64;
+    exec(tx, sql, params![end]).map_err(to_store)?;
     Ok((last + 1..=end).collect())
 }
