@@ -71,9 +71,12 @@ pub(crate) fn reserve_seqs(tx: &Connection, n: usize) -> Result<Vec<i64>> {
             last,
             "UPDATE sqlite_sequence SET seq = ?1 WHERE name = 'log_lines'",
         ),
-        // No line was ever stored: the sequence starts here.
+        // No line was ever numbered by the sequence: it starts after the stored lines.
         None => (
-            0,
+            tx.query_row("SELECT COALESCE(max(seq), 0) FROM log_lines", [], |row| {
+                row.get(0)
+            })
+            .map_err(to_store)?,
             "INSERT INTO sqlite_sequence (name, seq) VALUES ('log_lines', ?1)",
         ),
     };
