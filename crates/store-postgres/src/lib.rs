@@ -26,10 +26,11 @@
 //! sweep lost in a database crash is simply redone) and `enable_sort=off`: with the stale
 //! statistics of a queue table the planner otherwise collected and sorted every due row on
 //! each claim instead of walking `jobs_claim` for one batch (from the node's floor, see
-//! `floors.rs`). Migrations 0008 and 0018 leave room on pages (fillfactor 40 for attempts)
-//! so that the end-of-attempt update of an attempt row is HOT even when a result group
+//! `floors.rs`). Migrations 0008, 0018 and 0020 leave room on pages (fillfactor 25 for
+//! attempts) so that the end-of-attempt update of an attempt row, which also takes its
+//! opening and closing log lines (`rows::ResultLines`), is HOT even when a result group
 //! updates a whole claim's attempts, which share pages, before their old versions can be
-//! pruned (at 70 only four in ten were). A change of state is never a HOT update, so each
+//! pruned (at 70 only four in ten were; at 40, with the lines, six in ten). A change of state is never a HOT update, so each
 //! version of a job's row takes an entry in every index whose predicate it meets: the GIN
 //! index of labels holds labelled jobs only (migration 0019; a label filter names its
 //! predicate), and the list indexes by field hold finished jobs only (0017). JSON columns
