@@ -1,5 +1,5 @@
 //! The changes clients make (the API, the embedded library): each is a store call, and what
-//! a running engine must act on travels as a [`Notice`] through the store's [`Signals`].
+//! a running engine must act on travels as a [`Notice`] through the store's [`Signals`](crate::Signals).
 //! So nothing that changes a job needs the engine: a cancel reaches the node running the
 //! attempt the same way whether that node is this process or another.
 
