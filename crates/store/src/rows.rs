@@ -328,3 +328,72 @@ impl ClaimRow {
         job
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log(first_index: u64, lines: &[(Stream, &str)]) -> LogAppend {
+        LogAppend {
+            first_index,
+            lines: lines
+                .iter()
+                .map(|(stream, line)| NewLogLine {
+                    at: DateTime::<Utc>::UNIX_EPOCH,
+                    stream: *stream,
+                    line: (*line).to_owned(),
+                })
+                .collect(),
+        }
+    }
+
+    fn shape(lines: &ResultLines<'_>) -> (Option<i64>, Vec<(i64, u64)>, Option<i64>) {
+        (
+            lines.opening.as_ref().map(|l| l.seq),
+            lines.rows.iter().map(|r| (r.seq, r.index)).collect(),
+            lines.closing.as_ref().map(|l| l.seq),
+        )
+    }
+
+    #[test]
+    fn an_accepted_results_opening_and_closing_lines_go_to_its_attempt_row() {
+        let all = log(
+            0,
+            &[
+                (Stream::System, "attempt 1 of 3 started"),
+                (Stream::Stdout, "out"),
+                (Stream::System, "exit code 0 → succeeded"),
+            ],
+        );
+        let lines = ResultLines::of(&all, &[7, 8, 9], true);
+        assert_eq!(shape(&lines), (Some(7), vec![(8, 1)], Some(9)));
+        assert_eq!(lines.opening.unwrap().line, "attempt 1 of 3 started");
+        // Refused: every line is a row, numbered and indexed in order.
+        let refused = ResultLines::of(&all, &[7, 8, 9], false);
+        assert_eq!(shape(&refused), (None, vec![(7, 0), (8, 1), (9, 2)], None));
+    }
+
+    #[test]
+    fn only_a_first_line_of_the_attempt_opens_it_and_only_a_system_line_closes_it() {
+        // The opening line was flushed while the attempt ran: this result starts later.
+        let later = log(
+            4,
+            &[(Stream::System, "GET /deploy"), (Stream::Stdout, "done")],
+        );
+        assert_eq!(
+            shape(&ResultLines::of(&later, &[20, 21], true)),
+            (None, vec![(20, 4), (21, 5)], None)
+        );
+        // One line that opens the attempt is not also its closing line.
+        let lone = log(0, &[(Stream::System, "attempt 1 of 3 started")]);
+        assert_eq!(
+            shape(&ResultLines::of(&lone, &[3], true)),
+            (Some(3), vec![], None)
+        );
+        let empty = log(0, &[]);
+        assert_eq!(
+            shape(&ResultLines::of(&empty, &[], true)),
+            (None, vec![], None)
+        );
+    }
+}
