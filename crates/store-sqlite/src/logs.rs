@@ -11,42 +11,42 @@ pub(crate) fn insert_log_lines(
     first_index: u64,
     lines: &[NewLogLine],
 ) -> Result<()> {
-    let rows = lines.iter().enumerate().map(|(i, line)| LogRow {
-        seq: 0,
-        index: first_index + i as u64,
-        line,
-    });
-    insert(tx, lease, rows, false)
+    let rows = (lines.iter().enumerate()).map(|(i, line)| (None, first_index + i as u64, line));
+    insert(tx, lease, rows)
 }
 
 /// Stores a result's rows, numbered already (see [`reserve_seqs`]).
 pub(crate) fn insert_log_rows(tx: &Connection, lease: &Lease, rows: &[LogRow<'_>]) -> Result<()> {
-    insert(tx, lease, rows.iter().copied(), true)
+    insert(
+        tx,
+        lease,
+        rows.iter().map(|r| (Some(r.seq), r.index, r.line)),
+    )
 }
 
+/// Lines as (sequence number, index within the attempt, line). A `None` sequence number (a
+/// NULL rowid) takes the next number of the table's AUTOINCREMENT sequence.
 fn insert<'a>(
     tx: &Connection,
     lease: &Lease,
-    rows: impl Iterator<Item = LogRow<'a>>,
-    numbered: bool,
+    rows: impl Iterator<Item = (Option<i64>, u64, &'a NewLogLine)>,
 ) -> Result<()> {
-    // A NULL `seq` (the rowid) takes the next number of the table's AUTOINCREMENT sequence.
     let mut stmt = tx
         .prepare_cached(
             "INSERT OR FAIL INTO log_lines (seq, job_id, attempt_id, attempt, idx, at, stream, line) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )
         .map_err(to_store)?;
     let job_id = lease.job_id.to_string();
-    for row in rows {
+    for (seq, index, line) in rows {
         stmt.execute(params![
-            numbered.then_some(row.seq),
+            seq,
             job_id,
             lease.attempt_id,
             lease.attempt,
-            row.index as i64,
-            ms(row.line.at),
-            row.line.stream.as_str(),
-            row.line.line
+            index as i64,
+            ms(line.at),
+            line.stream.as_str(),
+            line.line
         ])
         .map_err(to_store)?;
     }

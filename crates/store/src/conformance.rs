@@ -1197,6 +1197,11 @@ pub async fn listing_combines_labels_states_and_cursors(store: DynStore) {
     }
 }
 
+/// The texts of log lines, in their order.
+fn log_texts(lines: Vec<retryd_core::job::LogLine>) -> Vec<String> {
+    lines.into_iter().map(|l| l.line).collect()
+}
+
 pub async fn logs_append_trim_and_read(store: DynStore) {
     let job = insert(&store, new_job("default", 50, 0)).await;
     let claimed = store
@@ -1226,16 +1231,13 @@ pub async fn logs_append_trim_and_read(store: DynStore) {
     let after = store.read_log(job.id, all[2].seq, 100).await.unwrap();
     assert_eq!(after.len(), 2);
     // Issue 19: a long log's end, and a search, oldest first.
-    let text = |lines: Vec<retryd_core::job::LogLine>| -> Vec<String> {
-        lines.into_iter().map(|l| l.line).collect()
-    };
     assert_eq!(
-        text(store.read_log_tail(job.id, 2, None, None).await.unwrap()),
+        log_texts(store.read_log_tail(job.id, 2, None, None).await.unwrap()),
         ["line 3", "line 4"]
     );
     // One attempt's lines: these are all of attempt 1.
     assert_eq!(
-        text(store.read_log_tail(job.id, 2, None, Some(1)).await.unwrap()),
+        log_texts(store.read_log_tail(job.id, 2, None, Some(1)).await.unwrap()),
         ["line 3", "line 4"]
     );
     assert!(
@@ -1246,7 +1248,7 @@ pub async fn logs_append_trim_and_read(store: DynStore) {
             .is_empty()
     );
     assert_eq!(
-        text(
+        log_texts(
             store
                 .read_log_tail(job.id, 10, Some("LINE 1"), Some(1))
                 .await
@@ -1279,6 +1281,12 @@ pub async fn an_attempts_system_lines_read_back_in_order_around_its_output(store
         stream,
         line: text.to_owned(),
     };
+    // A result bringing `lines`, numbered from `first_index`.
+    let with_log =
+        |result: AttemptResult, first_index: u64, lines: Vec<NewLogLine>| AttemptResult {
+            log: LogAppend { first_index, lines },
+            ..result
+        };
     // Attempt 1: its whole log comes with its result, and it fails.
     let first = store
         .claim_jobs(&claim_request(t0(), 1))
@@ -1291,18 +1299,16 @@ pub async fn an_attempts_system_lines_read_back_in_order_around_its_output(store
         delay_reason: "policy backoff".into(),
     };
     store
-        .finish_attempt(&AttemptResult {
-            log: LogAppend {
-                first_index: 0,
-                lines: vec![
-                    line(Stream::System, "attempt 1 of 3 started on node-a"),
-                    line(Stream::Stdout, "deploying"),
-                    line(Stream::Stderr, "connection refused"),
-                    line(Stream::System, "exit code 1 → retrying"),
-                ],
-            },
-            ..result(&first, t0() + secs(1), AttemptOutcome::Failed, retry)
-        })
+        .finish_attempt(&with_log(
+            result(&first, t0() + secs(1), AttemptOutcome::Failed, retry),
+            0,
+            vec![
+                line(Stream::System, "attempt 1 of 3 started on node-a"),
+                line(Stream::Stdout, "deploying"),
+                line(Stream::Stderr, "connection refused"),
+                line(Stream::System, "exit code 1 → retrying"),
+            ],
+        ))
         .await
         .unwrap();
     // Attempt 2: its opening line and first output were appended while it ran.
@@ -1323,21 +1329,19 @@ pub async fn an_attempts_system_lines_read_back_in_order_around_its_output(store
         .await
         .unwrap();
     store
-        .finish_attempt(&AttemptResult {
-            log: LogAppend {
-                first_index: 2,
-                lines: vec![
-                    line(Stream::Stdout, "done"),
-                    line(Stream::System, "exit code 0 → succeeded"),
-                ],
-            },
-            ..result(
+        .finish_attempt(&with_log(
+            result(
                 &second,
                 t0() + secs(7),
                 AttemptOutcome::Succeeded,
                 Next::Succeeded,
-            )
-        })
+            ),
+            2,
+            vec![
+                line(Stream::Stdout, "done"),
+                line(Stream::System, "exit code 0 → succeeded"),
+            ],
+        ))
         .await
         .unwrap();
     let all = store.read_log(job.id, 0, 100).await.unwrap();
@@ -1366,15 +1370,12 @@ pub async fn an_attempts_system_lines_read_back_in_order_around_its_output(store
         assert_eq!(rest, all[k + 1..], "after line {k}");
     }
     assert_eq!(store.read_log(job.id, 0, 3).await.unwrap(), all[..3]);
-    let text = |lines: Vec<retryd_core::job::LogLine>| -> Vec<String> {
-        lines.into_iter().map(|l| l.line).collect()
-    };
     assert_eq!(
-        text(store.read_log_tail(job.id, 2, None, None).await.unwrap()),
+        log_texts(store.read_log_tail(job.id, 2, None, None).await.unwrap()),
         ["done", "exit code 0 → succeeded"]
     );
     assert_eq!(
-        text(
+        log_texts(
             store
                 .read_log_tail(job.id, 10, Some("started"), None)
                 .await
@@ -1386,7 +1387,7 @@ pub async fn an_attempts_system_lines_read_back_in_order_around_its_output(store
         ]
     );
     assert_eq!(
-        text(
+        log_texts(
             store
                 .read_log_tail(job.id, 10, None, Some(1))
                 .await
@@ -1400,7 +1401,7 @@ pub async fn an_attempts_system_lines_read_back_in_order_around_its_output(store
         ]
     );
     assert_eq!(
-        text(
+        log_texts(
             store
                 .read_log_tail(job.id, 1, Some("EXIT CODE"), Some(1))
                 .await
@@ -1416,18 +1417,16 @@ pub async fn an_attempts_system_lines_read_back_in_order_around_its_output(store
         .unwrap()
         .remove(0);
     store
-        .finish_attempt(&AttemptResult {
-            log: LogAppend {
-                first_index: 0,
-                lines: vec![line(Stream::System, "attempt 1 of 3 started on node-a")],
-            },
-            ..result(
+        .finish_attempt(&with_log(
+            result(
                 &claimed,
                 t0() + secs(9),
                 AttemptOutcome::Succeeded,
                 Next::Succeeded,
-            )
-        })
+            ),
+            0,
+            vec![line(Stream::System, "attempt 1 of 3 started on node-a")],
+        ))
         .await
         .unwrap();
     let others = store.read_log(other.id, 0, 100).await.unwrap();
