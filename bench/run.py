@@ -43,7 +43,9 @@ CONCURRENCY = 16
 ENQUEUE_BATCH = 10_000
 # The drain-at-scale rows stop after this many seconds and report the rate so far.
 SCALE_CAP_S = 600
-SECTIONS = ["throughput", "enqueue", "scale-n", "nodes", "lateness", "library", "command", "scale"]
+# Interleaved rounds of the head-to-head rows (see rounds_rows).
+ROUNDS = 5
+SECTIONS = ["rounds", "throughput", "enqueue", "scale-n", "nodes", "lateness", "library", "command", "scale"]
 
 
 def log(*parts):
@@ -356,6 +358,33 @@ def enqueue_rows(n, tmp):
     return rows
 
 
+def rounds_rows(n, tmp, rounds):
+    """The rows the targets compare, run in `rounds` interleaved rounds (each system once per
+    round, in turn), so that a peer and retryd meet the same moments of a shared machine; the
+    table gives each system's median and range. One reading per row swung a peer's rate by
+    up to 1.8× between runs of one day on this machine."""
+    drain = ["--jobs", n, "--concurrency", CONCURRENCY, "--batch-size", ENQUEUE_BATCH]
+    systems = [
+        ("drain", "retryd embedded", "SQLite", lambda r: [HARNESS, "throughput", tmp / f"rounds-{r}.db"]),
+        ("drain", "retryd embedded", "PostgreSQL", lambda r: [HARNESS, "throughput", None]),
+        ("drain", "graphile-worker (batching)", "PostgreSQL", lambda r: node("graphile.js") + ["throughput", None, "--batch"]),
+        ("enqueue", "retryd embedded (enqueue_many)", "SQLite", lambda r: [HARNESS, "enqueue", tmp / f"rounds-enq-{r}.db"]),
+        ("enqueue", "retryd embedded (enqueue_many)", "PostgreSQL", lambda r: [HARNESS, "enqueue", None]),
+        ("enqueue", "graphile-worker (addJobs)", "PostgreSQL", lambda r: node("graphile.js") + ["enqueue", None]),
+    ]
+    readings = {i: [] for i in range(len(systems))}
+    for r in range(rounds):
+        for i, (_, name, backend, cmd) in enumerate(systems):
+            if backend == "SQLite":
+                readings[i].append(run_harness(name, backend, cmd(r) + drain)["jobs_per_s"])
+            else:
+                readings[i] += [row["jobs_per_s"] for row in pg_rows([(name, cmd(r))], drain, f"bench_rounds_{i}")]
+    return [{"section": section, "name": name, "backend": backend, "jobs": int(n), "rounds": rounds,
+             "median": statistics.median(readings[i]), "min": min(readings[i]), "max": max(readings[i]),
+             "readings": readings[i]}
+            for i, (section, name, backend, _) in enumerate(systems)]
+
+
 def scale_n_rows(small, big, tmp, cap_s):
     """The drain rate at `small` and at `big` jobs: retryd on both backends and
     graphile-worker with batching. Each drain stops after `cap_s` and reports the rate so far."""
@@ -575,12 +604,24 @@ def render(res, meta):
     out = [f"# Benchmark results ({meta['date']})", "", f"Machine: {meta['machine']}", "",
            f"Command: `{meta['command']}`", ""]
     number = iter(range(1, len(SECTIONS) + 1))
-    tp, enq, scale_n, nodes = res["throughput"], res["enqueue"], res["scale-n"], res["nodes"]
+    rounds, tp, enq, scale_n, nodes = res["rounds"], res["throughput"], res["enqueue"], res["scale-n"], res["nodes"]
     late, lib, cmd, scale = res["lateness"], res["library"], res["command"], res["scale"]
 
     def partial(r):
         return f" ({r['done']:,} of {r['jobs']:,} in {r['drain_s']:.0f} s)" if r["done"] < r["jobs"] else ""
 
+    if rounds:
+        out += [f"## {next(number)}. Head to head, {rounds[0]['rounds']} interleaved rounds", "",
+                f"{rounds[0]['jobs']:,} no-op jobs: drained with concurrency {CONCURRENCY}, or enqueued in calls of "
+                f"{ENQUEUE_BATCH:,}. Each round runs every row once, in turn; the median of the rounds, and the "
+                "ratio of medians against graphile-worker's row of the same kind.", "",
+                "| what | system | backend | median jobs/s | min – max | against graphile-worker |",
+                "|---|---|---|---:|---:|---:|"]
+        for r in rounds:
+            peer = next(p for p in rounds if p["section"] == r["section"] and p["name"].startswith("graphile-worker"))
+            out.append(f"| {r['section']} | {r['name']} | {r['backend']} | {fmt(r['median'], 0)} | "
+                       f"{fmt(r['min'], 0)} – {fmt(r['max'], 0)} | {fmt(r['median'] / peer['median'], 2)}× |")
+        out.append("")
     if tp:
         out += [f"## {next(number)}. Throughput", "",
                 f"{tp[0]['jobs']:,} no-op jobs enqueued, then drained with concurrency {CONCURRENCY}.", "",
@@ -681,6 +722,7 @@ def main():
                    + ", ".join(v for v in versions + pyv + apalis_versions() if v),
     }
     run = {
+        "rounds": lambda: rounds_rows(n_tp, tmp, 2 if args.quick else ROUNDS),
         "throughput": lambda: throughput_rows(n_tp, tmp),
         "enqueue": lambda: enqueue_rows(n_tp, tmp),
         "scale-n": lambda: [dict(r, cap_s=cap_s) for r in scale_n_rows(n_tp, n_big, tmp, cap_s)],
