@@ -56,7 +56,11 @@ impl PostgresStore {
             )
             .await?;
         }
-        let candidates = rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?;
+        let snapshots = self.policies.resolve(tx.client(), &rows).await?;
+        let candidates = rows
+            .iter()
+            .map(|row| job_from_lean_row(row, &snapshots))
+            .collect::<Result<Vec<_>>>()?;
         self.floors.found(from_floors, &candidates);
         let candidates = rules::fair_share(candidates);
         let budgets = read_org_budgets(tx.client(), &candidates, request.now).await?;

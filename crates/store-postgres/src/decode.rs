@@ -1,6 +1,8 @@
 //! Rows to values: jobs, events, log lines and their columns.
 
 use super::*;
+use retryd_core::policy::Policy;
+use tokio_postgres::types::Json;
 
 pub(crate) fn state(text: &str) -> Result<JobState> {
     text.parse().map_err(corrupt)
@@ -11,8 +13,24 @@ pub(crate) fn class(text: Option<String>) -> Result<Option<Class>> {
         .transpose()
 }
 
+/// A job selected with `JOB_COLUMNS`.
 pub(crate) fn job_from_row(row: &Row) -> Result<Job> {
+    job_from_lean_row(row, &HashMap::new())
+}
+
+/// A job selected with `LEAN_JOB_COLUMNS`: a policy the row does not hold is its snapshot's,
+/// from `snapshots` (see `policies::PolicySnapshots::resolve`).
+pub(crate) fn job_from_lean_row(row: &Row, snapshots: &HashMap<i64, Policy>) -> Result<Job> {
     let get = |e: tokio_postgres::Error| corrupt(e);
+    let policy = match row.try_get::<_, Option<Json<Policy>>>(6).map_err(get)? {
+        Some(Json(policy)) => policy,
+        None => {
+            let id: Option<i64> = row.try_get(policies::POLICY_ID).map_err(get)?;
+            id.and_then(|id| snapshots.get(&id))
+                .cloned()
+                .ok_or_else(|| corrupt(format!("policy snapshot {id:?}: not found")))?
+        }
+    };
     Ok(Job {
         id: JobId(row.try_get(0).map_err(get)?),
         queue: row.try_get(1).map_err(get)?,
@@ -20,7 +38,7 @@ pub(crate) fn job_from_row(row: &Row) -> Result<Job> {
         target: row.try_get(3).map_err(get)?,
         action: json_col(row, 4)?,
         policy_name: row.try_get(5).map_err(get)?,
-        policy: json_col(row, 6)?,
+        policy,
         priority: u8::try_from(row.try_get::<_, i32>(7).map_err(get)?).map_err(corrupt)?,
         run_at: row.try_get(8).map_err(get)?,
         deadline: row.try_get(9).map_err(get)?,

@@ -2,12 +2,14 @@
 //! transaction (group commit, one committer at a time).
 
 use super::*;
+use crate::policies::PolicySnapshots;
 use retryd_store::rows::{KeptLine, ResultLines};
 
 /// Writes a group of results in one transaction; answers each in order. `Err` when the
 /// transaction failed: then nothing of the group is written.
 pub(crate) async fn finish_group(
     pool: &Pool,
+    policies: &PolicySnapshots,
     results: &[AttemptResult],
 ) -> Result<Vec<Result<(Job, Event)>>> {
     let mut ids: Vec<uuid::Uuid> = results.iter().map(|r| r.lease.job_id.0).collect();
@@ -17,14 +19,15 @@ pub(crate) async fn finish_group(
     // In id order, so that two groups lock their common jobs in one order.
     let (tx, rows, seqs) = Tx::begin_with_also(
         pool.get().await.map_err(pool_error)?,
-        &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE"),
+        &format!("SELECT {LEAN_JOB_COLUMNS} FROM jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE"),
         &[&ids],
         (lines > 0).then_some((RESERVE_SEQS, &[&lines])),
     )
     .await?;
+    let snapshots = policies.resolve(tx.client(), &rows).await?;
     let mut jobs: HashMap<JobId, Job> = rows
         .iter()
-        .map(|row| job_from_row(row).map(|job| (job.id, job)))
+        .map(|row| job_from_lean_row(row, &snapshots).map(|job| (job.id, job)))
         .collect::<Result<_>>()?;
     let seqs: Vec<i64> = seqs.iter().map(|row| row.get(0)).collect();
     let mut seqs = seqs.as_slice();
@@ -175,13 +178,17 @@ pub(crate) type ResultGroups = GroupQueue<QueuedResult>;
 
 /// The committer: writes groups until the queue is empty. If it panics, the role is handed
 /// back, so that the next result starts a new committer.
-pub(crate) async fn commit_results(pool: Pool, groups: Arc<ResultGroups>) {
+pub(crate) async fn commit_results(
+    pool: Pool,
+    policies: Arc<PolicySnapshots>,
+    groups: Arc<ResultGroups>,
+) {
     let _role = groups.role();
     loop {
         let group = groups.take();
         if !group.is_empty() {
             let (results, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
-            match finish_group(&pool, &results).await {
+            match finish_group(&pool, &policies, &results).await {
                 Ok(answers) => {
                     for (reply, answer) in replies.into_iter().zip(answers) {
                         let _ = reply.send(answer);

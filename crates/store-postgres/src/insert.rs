@@ -4,7 +4,6 @@
 use super::*;
 use futures::{StreamExt, TryStreamExt};
 use retryd_core::job::Action;
-use retryd_core::policy::Policy;
 use retryd_store::rows::stored_job;
 use tokio_postgres::types::Json;
 use tokio_postgres::{Statement, Transaction};
@@ -33,7 +32,7 @@ struct NewJobColumns<'a> {
     targets: Vec<Option<&'a str>>,
     actions: Vec<Json<&'a Action>>,
     policy_names: Vec<&'a str>,
-    policies: Vec<Json<&'a Policy>>,
+    policy_ids: &'a [i64],
     priorities: Vec<i32>,
     run_ats: Vec<DateTime<Utc>>,
     deadlines: Vec<Option<DateTime<Utc>>>,
@@ -45,7 +44,7 @@ struct NewJobColumns<'a> {
 }
 
 impl<'a> NewJobColumns<'a> {
-    fn of(jobs: &'a [NewJob]) -> Self {
+    fn of(jobs: &'a [NewJob], policy_ids: &'a [i64]) -> Self {
         NewJobColumns {
             ids: jobs.iter().map(|j| j.id.0).collect(),
             queues: jobs.iter().map(|j| j.queue.as_str()).collect(),
@@ -53,7 +52,7 @@ impl<'a> NewJobColumns<'a> {
             targets: jobs.iter().map(|j| j.target.as_deref()).collect(),
             actions: jobs.iter().map(|j| Json(&j.action)).collect(),
             policy_names: jobs.iter().map(|j| j.policy_name.as_str()).collect(),
-            policies: jobs.iter().map(|j| Json(&j.policy)).collect(),
+            policy_ids,
             priorities: jobs.iter().map(|j| i32::from(j.priority)).collect(),
             run_ats: jobs.iter().map(|j| j.run_at).collect(),
             deadlines: jobs.iter().map(|j| j.deadline).collect(),
@@ -73,7 +72,7 @@ impl<'a> NewJobColumns<'a> {
             &self.targets,
             &self.actions,
             &self.policy_names,
-            &self.policies,
+            &self.policy_ids,
             &self.priorities,
             &self.run_ats,
             &self.deadlines,
@@ -92,8 +91,9 @@ async fn insert_chunk(
     tx: &Transaction<'_>,
     statements: &[Statement; 3],
     jobs: &[NewJob],
+    policy_ids: &[i64],
 ) -> Result<(Vec<uuid::Uuid>, Vec<Event>)> {
-    let columns = NewJobColumns::of(jobs);
+    let columns = NewJobColumns::of(jobs, policy_ids);
     let created: Vec<&NewJob> = if jobs.iter().any(|j| j.idempotency_key.is_some()) {
         // A key already taken (by a stored job or an earlier one of this batch) inserts
         // nothing and is looked up by the caller.
@@ -134,6 +134,10 @@ impl PostgresStore {
             return Ok(Vec::new());
         }
         let mut client = self.client().await?;
+        let policy_ids = self
+            .policies
+            .ids(&client, jobs.iter().map(|j| &j.policy))
+            .await?;
         let tx = client.transaction().await.map_err(pg)?;
         let events_sql = format!(
             "INSERT INTO events (job_id, at, from_state, to_state, reason, actor, step) \
@@ -152,7 +156,8 @@ impl PostgresStore {
         // earlier one's row), each encoded while the ones before it are stored.
         let chunks: Vec<_> = jobs
             .chunks(CHUNK)
-            .map(|chunk| insert_chunk(&tx, &statements, chunk))
+            .zip(policy_ids.chunks(CHUNK))
+            .map(|(chunk, policy_ids)| insert_chunk(&tx, &statements, chunk, policy_ids))
             .collect();
         let chunks: Vec<(Vec<uuid::Uuid>, Vec<Event>)> = futures::stream::iter(chunks)
             .buffered(PIPELINE)

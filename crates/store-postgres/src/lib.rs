@@ -59,6 +59,7 @@ mod listen;
 mod logs;
 mod migrate;
 mod notifications;
+mod policies;
 mod read;
 mod requeue;
 mod schedules;
@@ -129,10 +130,30 @@ const QUEUES_CHANNEL: &str = "retryd_queues";
 const POLICIES_CHANNEL: &str = "retryd_policies";
 const SCHEDULES_CHANNEL: &str = "retryd_schedules";
 
-const JOB_COLUMNS: &str = "id, queue, kind, target, action, policy_name, policy, priority, run_at, deadline, \
-     labels, idempotency_key, created_by, state, attempt, next_attempt_at, last_error, last_error_class, \
-     last_rule, finish_reason, lease_owner, lease_expires_at, cancel_requested, created_at, started_at, \
-     finished_at, updated_at, current_attempt_id, steps, step_attempt_base, hold_reason, org";
+/// A job's columns with the policy expression given, as `decode` reads them (the trailing
+/// `policy_id` lets a query select them again from a subquery of them).
+macro_rules! job_columns {
+    ($policy:literal) => {
+        concat!(
+            "id, queue, kind, target, action, policy_name, ",
+            $policy,
+            ", priority, run_at, deadline, labels, idempotency_key, created_by, state, attempt, \
+             next_attempt_at, last_error, last_error_class, last_rule, finish_reason, lease_owner, \
+             lease_expires_at, cancel_requested, created_at, started_at, finished_at, updated_at, \
+             current_attempt_id, steps, step_attempt_base, hold_reason, org, policy_id"
+        )
+    };
+}
+
+/// A job's columns, its policy in full: the row's own (written before migration 0021, or by a
+/// requeue that changed it) or its shared snapshot.
+const JOB_COLUMNS: &str = job_columns!(
+    "COALESCE(policy, (SELECT doc FROM policy_snapshots s WHERE s.id = policy_id)) AS policy"
+);
+/// A job's columns for the claim and the result, which read many jobs at a time: the policy
+/// only when the row has its own, else the snapshot's id, which this process resolves from
+/// the snapshots it knows (`policies`): no look-up and no JSON per job.
+const LEAN_JOB_COLUMNS: &str = job_columns!("policy");
 
 const EVENT_COLUMNS: &str = "id, job_id, at, from_state, to_state, reason, actor, step";
 
@@ -144,7 +165,9 @@ const HEARTBEAT_POOL_SIZE: usize = 1;
 const SCHEDULER_POOL_SIZE: usize = 1;
 
 fn with_columns(query: &str) -> String {
-    query.replace("{JOB_COLUMNS}", JOB_COLUMNS)
+    query
+        .replace("{LEAN_JOB_COLUMNS}", LEAN_JOB_COLUMNS)
+        .replace("{JOB_COLUMNS}", JOB_COLUMNS)
 }
 
 fn backend(e: impl std::fmt::Display) -> Error {
@@ -326,6 +349,7 @@ pub struct PostgresStore {
     clock: DbClock,
     results: Arc<ResultGroups>,
     floors: floors::ClaimFloors,
+    policies: Arc<policies::PolicySnapshots>,
 }
 
 impl PostgresStore {
@@ -383,6 +407,7 @@ impl PostgresStore {
             clock,
             results: Arc::default(),
             floors: floors::ClaimFloors::default(),
+            policies: Arc::default(),
         })
     }
 
@@ -499,7 +524,11 @@ impl JobWriter for PostgresStore {
     async fn finish_attempt(&self, result: &AttemptResult) -> Result<(Job, Event)> {
         let (reply, answer) = oneshot::channel();
         if self.results.push((result.clone(), reply)) {
-            tokio::spawn(commit_results(self.pool.clone(), self.results.clone()));
+            tokio::spawn(commit_results(
+                self.pool.clone(),
+                self.policies.clone(),
+                self.results.clone(),
+            ));
         }
         let answer = answer.await.unwrap_or_else(|_| {
             Err(backend(

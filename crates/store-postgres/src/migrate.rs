@@ -39,6 +39,10 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
         20,
         include_str!("../migrations/0020_system_lines_on_attempts.sql"),
     ),
+    (
+        21,
+        include_str!("../migrations/0021_shared_policy_snapshots.sql"),
+    ),
 ];
 
 pub(crate) async fn migrate(pool: &Pool) -> Result<()> {

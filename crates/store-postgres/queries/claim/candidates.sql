@@ -12,7 +12,7 @@ SELECT c.* FROM organizations o
 LEFT JOIN unnest($7::text[], $8::int[], $9::timestamptz[], $10::uuid[]) AS f(org, rank, due, id)
     ON f.org = o.name
 CROSS JOIN LATERAL (
-    SELECT {JOB_COLUMNS} FROM jobs
+    SELECT {LEAN_JOB_COLUMNS} FROM jobs
     WHERE org = o.name
       AND state IN ('pending', 'retrying')
       AND ((-priority), next_attempt_at, id) >= (COALESCE(f.rank, -256), COALESCE(f.due, '-infinity'),
