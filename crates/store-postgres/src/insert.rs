@@ -173,14 +173,14 @@ impl PostgresStore {
             notify(&tx, WAKE_CHANNEL, "").await?;
         }
         // timestamptz keeps microseconds.
-        let mut stored: HashMap<uuid::Uuid, Job> = jobs
+        let mut stored: Vec<Job> = jobs
             .iter()
             .filter(|j| inserted.contains(&j.id.0))
-            .map(|j| (j.id.0, stored_job(j, stored_instant)))
+            .map(|j| stored_job(j, stored_instant))
             .collect();
         let taken: Vec<(&str, &str, &str)> = jobs
             .iter()
-            .filter(|j| !stored.contains_key(&j.id.0))
+            .filter(|j| !inserted.contains(&j.id.0))
             .filter_map(|j| {
                 Some((
                     j.org.as_str(),
@@ -204,14 +204,13 @@ impl PostgresStore {
                 .await
                 .map_err(pg)?;
             for row in &existing {
-                let job = job_from_row(row)?;
-                stored.insert(job.id.0, job);
+                stored.push(job_from_row(row)?);
             }
         }
         tx.commit().await.map_err(pg)?;
-        for job in stored.values().filter(|j| j.state.is_waiting()) {
+        for job in stored.iter().filter(|j| j.state.is_waiting()) {
             self.floors.lower(job);
         }
-        rules::answer_inserts(&jobs, stored.into_values().collect(), events)
+        rules::answer_inserts(&jobs, stored, events)
     }
 }

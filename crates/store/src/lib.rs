@@ -717,41 +717,76 @@ pub mod rules {
 
     /// The answers of a batch insert, in the batch's order: each job stored under its own
     /// id was created (with its event); any other had its idempotency key taken, and gets
-    /// the job that holds the key.
+    /// the job that holds the key. A created job is moved into its answer; only a job that
+    /// answers several (a key used again in the batch, or already taken) is copied.
     pub fn answer_inserts(
         jobs: &[NewJob],
         stored: Vec<Job>,
         events: Vec<Event>,
     ) -> Result<Vec<Inserted>> {
         let mut events: HashMap<JobId, Event> = events.into_iter().map(|e| (e.job_id, e)).collect();
-        let by_key: HashMap<(&str, &str, &str), &Job> = stored
+        let mut by_id: HashMap<JobId, Job> = HashMap::with_capacity(stored.len());
+        by_id.extend(stored.into_iter().map(|j| (j.id, j)));
+        type Key<'a> = (&'a str, &'a str, &'a str);
+        let mut answers: Vec<Option<Inserted>> = Vec::with_capacity(jobs.len());
+        // The answer that holds each key created in this batch.
+        let mut created_keys: HashMap<Key, usize> = HashMap::new();
+        for new in jobs {
+            let answer = by_id.remove(&new.id).map(|job| Inserted {
+                job,
+                created: true,
+                event: events.remove(&new.id),
+            });
+            if let (Some(_), Some(key)) = (&answer, new.idempotency_key.as_deref()) {
+                created_keys.insert((new.org.as_str(), new.queue.as_str(), key), answers.len());
+            }
+            answers.push(answer);
+        }
+        // What is left was stored before the batch and holds a key one of its jobs used.
+        let existing: Vec<Job> = by_id.into_values().collect();
+        let existing_keys: HashMap<Key, &Job> = existing
             .iter()
             .filter_map(|j| {
-                let key = j.idempotency_key.as_deref()?;
-                Some(((j.org.as_str(), j.queue.as_str(), key), j))
+                Some((
+                    (
+                        j.org.as_str(),
+                        j.queue.as_str(),
+                        j.idempotency_key.as_deref()?,
+                    ),
+                    j,
+                ))
             })
             .collect();
-        let by_id: HashMap<JobId, &Job> = stored.iter().map(|j| (j.id, j)).collect();
-        jobs.iter()
-            .map(|new| {
-                if let Some(job) = by_id.get(&new.id) {
-                    return Ok(Inserted {
-                        job: (*job).clone(),
-                        created: true,
-                        event: events.remove(&new.id),
-                    });
-                }
-                new.idempotency_key
-                    .as_deref()
-                    .and_then(|key| by_key.get(&(new.org.as_str(), new.queue.as_str(), key)))
-                    .map(|job| Inserted {
-                        job: (*job).clone(),
-                        created: false,
-                        event: None,
+        let mut answered = Vec::with_capacity(jobs.len());
+        for (i, new) in jobs.iter().enumerate() {
+            if let Some(answer) = answers[i].take() {
+                answered.push(answer);
+                continue;
+            }
+            let key = new
+                .idempotency_key
+                .as_deref()
+                .map(|key| (new.org.as_str(), new.queue.as_str(), key));
+            let holder = key.and_then(|key| {
+                existing_keys
+                    .get(&key)
+                    .map(|job| (*job).clone())
+                    .or_else(|| {
+                        created_keys
+                            .get(&key)
+                            .and_then(|&at| answered.get(at))
+                            .map(|a: &Inserted| a.job.clone())
                     })
-                    .ok_or_else(|| Error::Corrupt(format!("inserted job {} vanished", new.id)))
-            })
-            .collect()
+            });
+            let job = holder
+                .ok_or_else(|| Error::Corrupt(format!("inserted job {} vanished", new.id)))?;
+            answered.push(Inserted {
+                job,
+                created: false,
+                event: None,
+            });
+        }
+        Ok(answered)
     }
 
     pub fn cancel_reason(actor: &str) -> String {
