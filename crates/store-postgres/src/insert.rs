@@ -1,30 +1,73 @@
-//! New jobs: a batch stored in one transaction as a pipeline of statements, idempotency keys
-//! answered with the job they already name.
+//! New jobs: a batch stored in one transaction, streamed by `COPY` when no job of it has an
+//! idempotency key, else as a pipeline of statements that answer a taken key with the job
+//! that holds it; then the `submitted` events of the jobs it created, streamed by `COPY` too.
 
 use super::*;
+use deadpool_postgres::Transaction;
 use futures::{StreamExt, TryStreamExt};
 use retryd_core::job::Action;
-use retryd_store::rows::stored_job;
-use tokio_postgres::types::Json;
-use tokio_postgres::{Statement, Transaction};
+use retryd_store::rows::{stored_job, submitted_event};
+use std::collections::HashSet;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{Json, Type};
 
-/// Rows per statement of a batch. A batch is sent as a pipeline of such statements in one
-/// transaction, so that this process encodes the next chunk while the server stores the one
-/// before: one statement for 10,000 jobs kept one side idle while the other worked.
+/// Rows per statement of a batch with idempotency keys. Such a batch is sent as a pipeline of
+/// statements in its transaction, so that this process encodes the next chunk while the
+/// server stores the one before.
 const CHUNK: usize = 500;
-/// `queries/insert/jobs.sql` for a chunk with idempotency keys.
-const KEYED_JOBS_SQL: &str = concat!(
-    include_str!("../queries/insert/jobs.sql"),
-    "ON CONFLICT (org, queue, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING\n",
-    "RETURNING id"
-);
 
 /// Chunks in flight at once. Measured on 20,000 jobs: 500 rows and 8 in flight beat 1,000
 /// and 4, 2,000 and 4, and 250 and 16.
 const PIPELINE: usize = 8;
 
-/// New jobs as the columns of `queries/insert/jobs.sql`, in its parameter order, borrowed
-/// from the jobs; JSON columns are encoded straight from their types.
+/// New jobs without idempotency keys: the columns `queries/insert/jobs.sql` writes, streamed
+/// as binary rows. `COPY` spares the server what an `INSERT … SELECT FROM unnest(…)` costs
+/// per row (decoding 15 arrays, a function scan materialised in a tuple store): 15 % more
+/// jobs a second in bulk enqueue.
+const COPY_JOBS: &str = "COPY jobs (id, queue, kind, target, action, policy_name, policy_id, \
+     priority, run_at, deadline, labels, idempotency_key, created_by, state, attempt, \
+     next_attempt_at, created_at, updated_at, org) FROM STDIN BINARY";
+const COPY_JOBS_TYPES: [Type; 19] = [
+    Type::UUID,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::JSONB,
+    Type::TEXT,
+    Type::INT8,
+    Type::INT4,
+    Type::TIMESTAMPTZ,
+    Type::TIMESTAMPTZ,
+    Type::JSONB,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::INT4,
+    Type::TIMESTAMPTZ,
+    Type::TIMESTAMPTZ,
+    Type::TIMESTAMPTZ,
+    Type::TEXT,
+];
+
+/// The `submitted` events, under ids drawn first from the events' sequence in the jobs'
+/// order (so they stream in the batch's order).
+const COPY_EVENTS: &str =
+    "COPY events (id, job_id, at, from_state, to_state, reason, actor, step) FROM STDIN BINARY";
+const COPY_EVENTS_TYPES: [Type; 8] = [
+    Type::INT8,
+    Type::UUID,
+    Type::TIMESTAMPTZ,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+];
+const RESERVE_EVENT_IDS: &str =
+    "SELECT nextval('events_id_seq') FROM generate_series(1, $1) ORDER BY 1";
+
+/// New jobs with idempotency keys as the columns of `queries/insert/jobs.sql`, in its
+/// parameter order, borrowed from the jobs; JSON columns are encoded straight from their types.
 struct NewJobColumns<'a> {
     ids: Vec<uuid::Uuid>,
     queues: Vec<&'a str>,
@@ -85,47 +128,108 @@ impl<'a> NewJobColumns<'a> {
     }
 }
 
-/// Stores one chunk of a batch and the `submitted` events of the jobs it created: the ids
-/// stored and the events.
-async fn insert_chunk(
-    tx: &Transaction<'_>,
-    statements: &[Statement; 3],
-    jobs: &[NewJob],
-    policy_ids: &[i64],
-) -> Result<(Vec<uuid::Uuid>, Vec<Event>)> {
-    let columns = NewJobColumns::of(jobs, policy_ids);
-    let created: Vec<&NewJob> = if jobs.iter().any(|j| j.idempotency_key.is_some()) {
-        // A key already taken (by a stored job or an earlier one of this batch) inserts
-        // nothing and is looked up by the caller.
-        let inserted: std::collections::HashSet<uuid::Uuid> = tx
-            .query(&statements[0], &columns.params())
-            .await
-            .map_err(pg)?
-            .iter()
-            .map(|row| row.get(0))
-            .collect();
-        jobs.iter().filter(|j| inserted.contains(&j.id.0)).collect()
-    } else {
-        tx.execute(&statements[1], &columns.params())
+/// Streams new jobs without idempotency keys into the batch's transaction.
+async fn copy_jobs(tx: &Transaction<'_>, jobs: &[NewJob], policy_ids: &[i64]) -> Result<()> {
+    let sink = tx.copy_in(COPY_JOBS).await.map_err(pg)?;
+    let writer = BinaryCopyInWriter::new(sink, &COPY_JOBS_TYPES);
+    futures::pin_mut!(writer);
+    for (job, policy_id) in jobs.iter().zip(policy_ids) {
+        writer
+            .as_mut()
+            .write(&[
+                &job.id.0,
+                &job.queue,
+                &job.kind,
+                &job.target,
+                &Json(&job.action),
+                &job.policy_name,
+                policy_id,
+                &i32::from(job.priority),
+                &job.run_at,
+                &job.deadline,
+                &Json(&job.labels),
+                &job.idempotency_key,
+                &job.created_by,
+                &JobState::Pending.as_str(),
+                &0i32,
+                &job.run_at,
+                &job.created_at,
+                &job.created_at,
+                &job.org,
+            ])
             .await
             .map_err(pg)?;
-        jobs.iter().collect()
-    };
-    if created.is_empty() {
-        return Ok((Vec::new(), Vec::new()));
     }
-    let ids: Vec<uuid::Uuid> = created.iter().map(|j| j.id.0).collect();
-    let ats: Vec<DateTime<Utc>> = created.iter().map(|j| j.created_at).collect();
-    let actors: Vec<&str> = created.iter().map(|j| rules::submitter(j)).collect();
-    let steps: Vec<Option<String>> = created.iter().map(|j| rules::first_step(j)).collect();
-    let events = tx
-        .query(&statements[2], &[&ids, &ats, &actors, &steps])
+    writer.finish().await.map_err(pg)?;
+    Ok(())
+}
+
+/// Stores a batch with idempotency keys, chunk by chunk in order (a later chunk's key
+/// conflicts with an earlier one's row); answers the ids it stored. A key already taken
+/// (by a stored job or an earlier one of this batch) inserts nothing.
+async fn insert_keyed(
+    tx: &Transaction<'_>,
+    jobs: &[NewJob],
+    policy_ids: &[i64],
+) -> Result<HashSet<uuid::Uuid>> {
+    let statement = tx
+        .prepare_cached(include_str!("../queries/insert/jobs.sql"))
         .await
-        .map_err(pg)?
+        .map_err(pg)?;
+    let chunks: Vec<_> = jobs
+        .chunks(CHUNK)
+        .zip(policy_ids.chunks(CHUNK))
+        .map(|(chunk, policy_ids)| {
+            let statement = &statement;
+            async move {
+                let columns = NewJobColumns::of(chunk, policy_ids);
+                tx.query(statement, &columns.params()).await.map_err(pg)
+            }
+        })
+        .collect();
+    let chunks: Vec<Vec<Row>> = futures::stream::iter(chunks)
+        .buffered(PIPELINE)
+        .try_collect()
+        .await?;
+    Ok(chunks.iter().flatten().map(|row| row.get(0)).collect())
+}
+
+/// Streams the `submitted` events of `created` into the batch's transaction; answers them.
+async fn copy_events(tx: &Transaction<'_>, created: &[&NewJob]) -> Result<Vec<Event>> {
+    let count = i32::try_from(created.len()).map_err(corrupt)?;
+    let ids = tx
+        .query(
+            &tx.prepare_cached(RESERVE_EVENT_IDS).await.map_err(pg)?,
+            &[&count],
+        )
+        .await
+        .map_err(pg)?;
+    let events: Vec<Event> = created
         .iter()
-        .map(event_from_row)
-        .collect::<Result<Vec<_>>>()?;
-    Ok((ids, events))
+        .zip(&ids)
+        .map(|(job, id)| submitted_event(job, id.get(0), stored_instant))
+        .collect();
+    let sink = tx.copy_in(COPY_EVENTS).await.map_err(pg)?;
+    let writer = BinaryCopyInWriter::new(sink, &COPY_EVENTS_TYPES);
+    futures::pin_mut!(writer);
+    for event in &events {
+        writer
+            .as_mut()
+            .write(&[
+                &event.id,
+                &event.job_id.0,
+                &event.at,
+                &event.from.map(JobState::as_str),
+                &event.to.as_str(),
+                &event.reason,
+                &event.actor,
+                &event.step,
+            ])
+            .await
+            .map_err(pg)?;
+    }
+    writer.finish().await.map_err(pg)?;
+    Ok(events)
 }
 
 impl PostgresStore {
@@ -139,48 +243,38 @@ impl PostgresStore {
             .ids(&client, jobs.iter().map(|j| &j.policy))
             .await?;
         let tx = client.transaction().await.map_err(pg)?;
-        let events_sql = format!(
-            "INSERT INTO events (job_id, at, from_state, to_state, reason, actor, step) \
-             SELECT job, at, NULL, 'pending', 'submitted', actor, step \
-             FROM unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::text[]) AS t(job, at, actor, step) \
-             RETURNING {EVENT_COLUMNS}"
+        let keyed = jobs.iter().any(|j| j.idempotency_key.is_some());
+        // The jobs as stored are built while the server stores the rows.
+        let (inserted, mut stored) = futures::join!(
+            async {
+                if keyed {
+                    insert_keyed(&tx, &jobs, &policy_ids).await.map(Some)
+                } else {
+                    copy_jobs(&tx, &jobs, &policy_ids).await.map(|()| None)
+                }
+            },
+            // timestamptz keeps microseconds.
+            async {
+                jobs.iter()
+                    .map(|j| stored_job(j, stored_instant))
+                    .collect::<Vec<Job>>()
+            }
         );
-        let statements = futures::try_join!(
-            tx.prepare_cached(KEYED_JOBS_SQL),
-            tx.prepare_cached(include_str!("../queries/insert/jobs.sql")),
-            tx.prepare_cached(&events_sql),
-        )
-        .map_err(pg)?;
-        let statements = [statements.0, statements.1, statements.2];
-        // The chunks' statements go out in order (a later chunk's key conflicts with an
-        // earlier one's row), each encoded while the ones before it are stored.
-        let chunks: Vec<_> = jobs
-            .chunks(CHUNK)
-            .zip(policy_ids.chunks(CHUNK))
-            .map(|(chunk, policy_ids)| insert_chunk(&tx, &statements, chunk, policy_ids))
-            .collect();
-        let chunks: Vec<(Vec<uuid::Uuid>, Vec<Event>)> = futures::stream::iter(chunks)
-            .buffered(PIPELINE)
-            .try_collect()
-            .await?;
-        let mut events = Vec::with_capacity(jobs.len());
-        let mut inserted = std::collections::HashSet::with_capacity(jobs.len());
-        for (ids, chunk_events) in chunks {
-            inserted.extend(ids);
-            events.extend(chunk_events);
-        }
-        if !events.is_empty() {
+        // `None`: every job was stored.
+        let inserted = inserted?;
+        let was_stored = |id: &uuid::Uuid| inserted.as_ref().is_none_or(|ids| ids.contains(id));
+        stored.retain(|j| was_stored(&j.id.0));
+        let created: Vec<&NewJob> = jobs.iter().filter(|j| was_stored(&j.id.0)).collect();
+        let events = if created.is_empty() {
+            Vec::new()
+        } else {
+            let events = copy_events(&tx, &created).await?;
             notify(&tx, WAKE_CHANNEL, "").await?;
-        }
-        // timestamptz keeps microseconds.
-        let mut stored: Vec<Job> = jobs
-            .iter()
-            .filter(|j| inserted.contains(&j.id.0))
-            .map(|j| stored_job(j, stored_instant))
-            .collect();
+            events
+        };
         let taken: Vec<(&str, &str, &str)> = jobs
             .iter()
-            .filter(|j| !inserted.contains(&j.id.0))
+            .filter(|j| !was_stored(&j.id.0))
             .filter_map(|j| {
                 Some((
                     j.org.as_str(),

@@ -2,7 +2,7 @@
 //! already name.
 
 use super::*;
-use retryd_store::rows::stored_job;
+use retryd_store::rows::{stored_job, submitted_event};
 
 impl SqliteStore {
     pub(crate) async fn insert(&self, jobs: Vec<NewJob>) -> Result<Vec<Inserted>> {
@@ -53,16 +53,9 @@ impl SqliteStore {
                         ])
                     })
                     .map_err(to_store)?;
-                events.push(insert_event(
-                    tx,
-                    job.id,
-                    job.created_at,
-                    None,
-                    JobState::Pending,
-                    "submitted",
-                    rules::submitter(job),
-                    rules::first_step(job),
-                )?);
+                let mut event = submitted_event(job, 0, stored_instant);
+                event.id = write_event(tx, &event)?;
+                events.push(event);
                 // Stored as milliseconds.
                 stored.push(stored_job(job, stored_instant));
             }

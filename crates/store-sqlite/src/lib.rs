@@ -182,14 +182,8 @@ fn insert_event(
     actor: &str,
     step: Option<String>,
 ) -> Result<Event> {
-    exec(
-        conn,
-        "INSERT OR FAIL INTO events (job_id, at, from_state, to_state, reason, actor, step) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![id.to_string(), ms(at), from.map(JobState::as_str), to.as_str(), reason, actor, step],
-    )
-    .map_err(to_store)?;
-    Ok(Event {
-        id: conn.last_insert_rowid(),
+    let mut event = Event {
+        id: 0,
         job_id: id,
         at,
         from,
@@ -197,7 +191,28 @@ fn insert_event(
         reason: reason.to_owned(),
         actor: actor.to_owned(),
         step,
-    })
+    };
+    event.id = write_event(conn, &event)?;
+    Ok(event)
+}
+
+/// Writes `event` (its id aside); answers the id it was given.
+fn write_event(conn: &Connection, event: &Event) -> Result<i64> {
+    exec(
+        conn,
+        "INSERT OR FAIL INTO events (job_id, at, from_state, to_state, reason, actor, step) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            event.job_id.to_string(),
+            ms(event.at),
+            event.from.map(JobState::as_str),
+            event.to.as_str(),
+            event.reason,
+            event.actor,
+            event.step
+        ],
+    )
+    .map_err(to_store)?;
+    Ok(conn.last_insert_rowid())
 }
 
 impl Synchronous {

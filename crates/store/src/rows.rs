@@ -6,8 +6,27 @@ use crate::{AttemptResult, LogAppend, NewLogLine, Next, limits};
 use chrono::{DateTime, Utc};
 use retryd_core::JobState;
 use retryd_core::job::Stream;
-use retryd_core::job::{Job, NewJob};
+use retryd_core::job::{Event, Job, NewJob};
 use retryd_core::pipeline::StepRecord;
+
+/// The `submitted` event a new job's insert writes under `id`, as the store reads it back
+/// (its instant cut to the store's precision by `stored`).
+pub fn submitted_event(
+    new: &NewJob,
+    id: i64,
+    stored: impl Fn(DateTime<Utc>) -> DateTime<Utc>,
+) -> Event {
+    Event {
+        id,
+        job_id: new.id,
+        at: stored(new.created_at),
+        from: None,
+        to: JobState::Pending,
+        reason: "submitted".to_owned(),
+        actor: crate::rules::submitter(new).to_owned(),
+        step: crate::rules::first_step(new),
+    }
+}
 
 /// The job an insert stores for `new`, as the store will read it back: its instants cut to
 /// the store's precision by `stored` (microseconds on PostgreSQL, milliseconds on SQLite). An
