@@ -5,7 +5,7 @@
 //! The same module names as the SQLite backend, one area each: `insert`, `claim` (with
 //! `floors`), `finish` (group commit of results), `cancel` (and deadlines), `requeue`,
 //! `read`, `logs`, `limits` (circuits, budgets), `notifications`, `schedules`, `access`,
-//! `stats`, `decode` (rows to values), `migrate`, and `tx` (transactions that roll back on any
+//! `stats`, `decode` (rows to values), `policies` (shared policy snapshots), `migrate`, and `tx` (transactions that roll back on any
 //! error). This file holds [`PostgresStore`], its pools and the [`JobWriter`] methods too
 //! small for a module of their own; `listen` turns other nodes' NOTIFY into [`Notice`]s.
 //! `migrations/` is the schema; `queries/` the longer statements, with the same file names
@@ -35,9 +35,16 @@
 //! index of labels holds labelled jobs only (migration 0019; a label filter names its
 //! predicate), and the list indexes by field hold finished jobs only (0017). JSON columns
 //! decode straight into their types (`Json<T>`), not through a `serde_json::Value`, and
-//! encode straight from them. A batch of new jobs is one transaction sent as a pipeline of
-//! 500-job statements, eight in flight (`insert.rs`): one statement for the whole batch left
-//! the client idle while the server stored it, and the server idle while the client encoded.
+//! encode straight from them. A batch of new jobs is one transaction (`insert.rs`): without
+//! idempotency keys it is streamed by binary `COPY`, which spares the server the arrays and
+//! the tuple store of an `INSERT … SELECT FROM unnest(…)`; with keys, as a pipeline of 500-job
+//! `INSERT … ON CONFLICT DO NOTHING` statements, eight in flight. Its `submitted` events are
+//! streamed by `COPY` too, under ids drawn first from the events' sequence. A job's policy
+//! is stored once per distinct policy (`policy_snapshots`, migration 0021, `policies.rs`) and
+//! named by id from its row: a bulk enqueue parsed the same 190-byte jsonb document per job,
+//! and every change of state copied it into a new row version. The claim and the result read
+//! the id and take the policy from the snapshots the process knows (`LEAN_JOB_COLUMNS`);
+//! other reads resolve it in SQL (`JOB_COLUMNS`). Snapshots are never deleted or changed.
 //!
 //! Three pools: general traffic (8 connections), the claim loop (1: its latency is the
 //! retry wake-up latency) and lease renewals (1: a busy API cannot starve them). Migrations
