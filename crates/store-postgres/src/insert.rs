@@ -63,8 +63,7 @@ const COPY_EVENTS_TYPES: [Type; 8] = [
     Type::TEXT,
     Type::TEXT,
 ];
-const RESERVE_EVENT_IDS: &str =
-    "SELECT nextval('events_id_seq') FROM generate_series(1, $1) ORDER BY 1";
+const RESERVE_EVENT_IDS: &str = reserve_numbers!("events_id_seq");
 
 /// New jobs with idempotency keys as the columns of `queries/insert/jobs.sql`, in its
 /// parameter order, borrowed from the jobs; JSON columns are encoded straight from their types.

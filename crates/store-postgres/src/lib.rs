@@ -53,6 +53,17 @@
 //! time and another takes over when it dies. The rescue needs no lock: every node may find
 //! an expired lease, and the fence lets exactly one rescuer record the lost attempt.
 
+/// A statement that takes `$1` numbers of the sequence named, in increasing order.
+macro_rules! reserve_numbers {
+    ($sequence:literal) => {
+        concat!(
+            "SELECT nextval('",
+            $sequence,
+            "') FROM generate_series(1, $1) ORDER BY 1"
+        )
+    };
+}
+
 mod access;
 mod cancel;
 mod claim;

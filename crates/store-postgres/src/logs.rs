@@ -83,5 +83,4 @@ pub(crate) fn text(line: &str) -> String {
 /// increasing): the lines an attempt's row keeps are numbered like the rows, so that a job's
 /// log reads in one order whichever way its lines are stored. `nextval` is not transactional:
 /// it may travel with the group's BEGIN.
-pub(crate) const RESERVE_SEQS: &str =
-    "SELECT nextval('log_lines_seq_seq') FROM generate_series(1, $1) ORDER BY 1";
+pub(crate) const RESERVE_SEQS: &str = reserve_numbers!("log_lines_seq_seq");

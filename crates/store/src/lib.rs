@@ -726,14 +726,8 @@ pub mod rules {
     ) -> Result<Vec<Inserted>> {
         // Every job created, stored and evented in the batch's order (a batch without taken
         // keys): the answers are those, as they are.
-        let in_order = |ids: &mut dyn Iterator<Item = JobId>| {
-            ids.zip(jobs).filter(|(id, new)| *id == new.id).count() == jobs.len()
-        };
-        if stored.len() == jobs.len()
-            && events.len() == jobs.len()
-            && in_order(&mut stored.iter().map(|j| j.id))
-            && in_order(&mut events.iter().map(|e| e.job_id))
-        {
+        let batch = || jobs.iter().map(|new| new.id);
+        if stored.iter().map(|j| j.id).eq(batch()) && events.iter().map(|e| e.job_id).eq(batch()) {
             return Ok(stored
                 .into_iter()
                 .zip(events)
