@@ -124,26 +124,29 @@ fn run_stops_the_command_and_exits_130_on_ctrl_c() {
 fn run_stops_an_attempt_at_its_timeout_while_nobody_reads_its_output() {
     use nix::sys::signal::kill;
     use nix::unistd::Pid;
-    use std::io::{BufRead, BufReader, Read};
+    use std::io::Read;
     use std::time::Instant;
 
+    // The pid goes to a file, not to stderr: retryd reads the command's stdout first while
+    // both have bytes, and nobody here reads stdout, so a line on stderr may never arrive.
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("pid");
     let policy = r#"{"max_attempts":1,"attempt_timeout":"1s"}"#;
-    let mut retryd = spawn_run(&[
-        "--policy",
-        policy,
-        "--",
-        "sh",
-        "-c",
-        "echo $$ >&2; exec yes",
-    ]);
-    let mut stderr_lines = BufReader::new(retryd.stderr.take().unwrap());
-    let mut line = String::new();
+    let script = format!("echo $$ > '{}'; exec yes", pid_file.display());
+    let mut retryd = spawn_run(&["--policy", policy, "--", "sh", "-c", &script]);
+    let started = Instant::now();
     let command = loop {
-        line.clear();
-        stderr_lines.read_line(&mut line).unwrap();
-        if let Ok(pid) = line.trim().parse() {
+        if let Some(pid) = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+        {
             break Pid::from_raw(pid);
         }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the command never started"
+        );
+        std::thread::sleep(Duration::from_millis(10));
     };
 
     // `yes` fills every buffer between it and this test, which reads none of its output.
@@ -164,7 +167,12 @@ fn run_stops_an_attempt_at_its_timeout_while_nobody_reads_its_output() {
         .read_to_end(&mut output)
         .unwrap();
     let mut rest = String::new();
-    stderr_lines.read_to_string(&mut rest).unwrap();
+    retryd
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut rest)
+        .unwrap();
     let status = retryd.wait().unwrap();
     assert_eq!(status.code(), Some(1), "{rest}");
     assert!(rest.contains("attempt timed out"), "{rest}");
