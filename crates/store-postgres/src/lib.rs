@@ -5,9 +5,10 @@
 //! The same module names as the SQLite backend, one area each: `insert`, `claim` (with
 //! `floors`), `finish` (group commit of results), `cancel` (and deadlines), `requeue`,
 //! `read`, `logs`, `limits` (circuits, budgets), `notifications`, `schedules`, `access`,
-//! `stats`, `decode` (rows to values), `policies` (shared policy snapshots), `migrate`, and `tx` (transactions that roll back on any
-//! error). This file holds [`PostgresStore`], its pools and the [`JobWriter`] methods too
-//! small for a module of their own; `listen` turns other nodes' NOTIFY into [`Notice`]s.
+//! `stats`, `decode` (rows to values), `policies` (shared policy snapshots), `migrate`, and
+//! `tx` (transactions that roll back on any error). This file holds [`PostgresStore`], its
+//! pools and the [`JobWriter`] methods too small for a module of their own; `listen` turns
+//! other nodes' NOTIFY into [`Notice`]s.
 //! `migrations/` is the schema; `queries/` the longer statements, with the same file names
 //! as the SQLite backend's.
 //!
