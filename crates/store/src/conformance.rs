@@ -74,7 +74,8 @@ macro_rules! conformance_tests {
     };
 }
 
-fn t0() -> DateTime<Utc> {
+/// The instant the tests' jobs are due at, and claimed at.
+pub fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 1, 15, 12, 0, 0).unwrap()
 }
 
@@ -124,7 +125,9 @@ pub fn claim_request(now: DateTime<Utc>, limit: usize) -> ClaimRequest {
     }
 }
 
-fn result(
+/// A result of `claimed`'s attempt as its node reports it: a transient failure's details,
+/// with `outcome` and `next` as given.
+pub fn result(
     claimed: &Claimed,
     now: DateTime<Utc>,
     outcome: AttemptOutcome,

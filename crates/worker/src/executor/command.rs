@@ -341,12 +341,17 @@ async fn read_some(pipe: &mut Option<impl AsyncRead + Unpin>, buf: &mut [u8]) ->
     }
 }
 
+/// After this many chunks of stdout in a row (128 KiB), stderr is looked at first once: a
+/// command that floods stdout must not hold back the error it writes meanwhile until its
+/// stdout pauses, which may be never before it is killed.
+const STDOUT_STREAK: u32 = 16;
+
 /// The one reader of both streams: a line takes its place in the log when its last bytes are
 /// read, so stdout and stderr keep the order in which the command wrote them (two readers
 /// racing each other put a script's error before the line it printed just before it,
 /// issue 15). Bytes that both pipes already hold when the reader wakes cannot be ordered by
 /// any reader of two pipes; stdout is read first then, because a command prints what it is
-/// doing before the error that stops it.
+/// doing before the error that stops it, except once after [`STDOUT_STREAK`] chunks of it.
 async fn read_output(
     mut stdout: Option<impl AsyncRead + Unpin>,
     mut stderr: Option<impl AsyncRead + Unpin>,
@@ -356,15 +361,27 @@ async fn read_output(
     let mut out = Lines::new(Stream::Stdout, stdout.is_some(), redactor.clone());
     let mut err = Lines::new(Stream::Stderr, stderr.is_some(), redactor);
     let (mut out_buf, mut err_buf) = (vec![0u8; 8192], vec![0u8; 8192]);
+    let mut streak = 0;
     while out.open || err.open {
-        let (from_stdout, n) = tokio::select! {
-            biased;
-            n = read_some(&mut stdout, &mut out_buf), if out.open => (true, n),
-            n = read_some(&mut stderr, &mut err_buf), if err.open => (false, n),
+        let (from_stdout, n) = if streak < STDOUT_STREAK {
+            tokio::select! {
+                biased;
+                n = read_some(&mut stdout, &mut out_buf), if out.open => (true, n),
+                n = read_some(&mut stderr, &mut err_buf), if err.open => (false, n),
+            }
+        } else {
+            streak = 0;
+            tokio::select! {
+                biased;
+                n = read_some(&mut stderr, &mut err_buf), if err.open => (false, n),
+                n = read_some(&mut stdout, &mut out_buf), if out.open => (true, n),
+            }
         };
         let (which, read) = if from_stdout {
+            streak += 1;
             (&mut out, &out_buf[..n])
         } else {
+            streak = 0;
             (&mut err, &err_buf[..n])
         };
         let done = if n == 0 {
@@ -430,6 +447,46 @@ mod tests {
                 ]
             );
         }
+    }
+
+    /// A command that floods stdout: the error it writes meanwhile arrives while stdout still
+    /// flows, not after it (it waited for stdout to pause, which `yes` never does).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_error_written_while_stdout_floods_is_not_held_back() {
+        let (stdout, mut flood) = tokio::io::duplex(1 << 16);
+        let (stderr, mut errors) = tokio::io::duplex(1 << 16);
+        let (tx, mut rx) = mpsc::channel(64);
+        let reader = tokio::spawn(read_output(
+            Some(stdout),
+            Some(stderr),
+            tx,
+            Redactor::default(),
+        ));
+        let writer = tokio::spawn(async move {
+            let chunk = "y\n".repeat(4096);
+            // Stdout always holds bytes from here on, and stderr gets its line in between.
+            flood.write_all(chunk.as_bytes()).await.unwrap();
+            errors.write_all(b"Error: disk full\n").await.unwrap();
+            for _ in 0..2_000 {
+                flood.write_all(chunk.as_bytes()).await.unwrap();
+            }
+        });
+        let mut stdout_lines = 0;
+        while let Some(line) = rx.recv().await {
+            match line.stream {
+                Stream::Stdout => stdout_lines += 1,
+                _ => {
+                    assert_eq!(line.line, "Error: disk full");
+                    break;
+                }
+            }
+        }
+        assert!(
+            stdout_lines <= 200_000,
+            "the error came after {stdout_lines} of 8,196,096 stdout lines"
+        );
+        reader.abort();
+        writer.abort();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
