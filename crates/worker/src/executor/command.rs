@@ -312,6 +312,23 @@ impl Lines {
         }
     }
 
+    /// Takes bytes just read (none: the stream ended) and sends on the lines they complete;
+    /// false when nobody listens any more.
+    async fn take(&mut self, read: &[u8], lines: &mpsc::Sender<OutputLine>) -> bool {
+        let done = if read.is_empty() {
+            self.open = false;
+            self.rest()
+        } else {
+            self.complete(read)
+        };
+        for line in done {
+            if lines.send(line).await.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+
     /// Adds bytes just read and takes the lines they complete.
     fn complete(&mut self, bytes: &[u8]) -> Vec<OutputLine> {
         let done = self.cutter.push(bytes);
@@ -341,17 +358,24 @@ async fn read_some(pipe: &mut Option<impl AsyncRead + Unpin>, buf: &mut [u8]) ->
     }
 }
 
-/// After this many chunks of stdout in a row (128 KiB), stderr is looked at first once: a
-/// command that floods stdout must not hold back the error it writes meanwhile until its
-/// stdout pauses, which may be never before it is killed.
+/// After this many chunks of stdout in a row (128 KiB), the reader looks whether stderr holds
+/// something: a command that floods stdout must not hold back the error it writes meanwhile
+/// until its stdout pauses, which may be never before it is killed.
 const STDOUT_STREAK: u32 = 16;
+
+/// How many chunks of stdout are read, when stderr turns out to hold something during a
+/// flood, before its bytes take their place: a pipe's capacity (64 KiB), all that stdout can
+/// hold from before them. So a command that prints much and then fails still ends its log
+/// with its error.
+const PIPE_CHUNKS: usize = 8;
 
 /// The one reader of both streams: a line takes its place in the log when its last bytes are
 /// read, so stdout and stderr keep the order in which the command wrote them (two readers
 /// racing each other put a script's error before the line it printed just before it,
 /// issue 15). Bytes that both pipes already hold when the reader wakes cannot be ordered by
 /// any reader of two pipes; stdout is read first then, because a command prints what it is
-/// doing before the error that stops it, except once after [`STDOUT_STREAK`] chunks of it.
+/// doing before the error that stops it. Only during a flood ([`STDOUT_STREAK`]) is stderr
+/// taken while stdout still has bytes: after what stdout held then ([`PIPE_CHUNKS`]).
 async fn read_output(
     mut stdout: Option<impl AsyncRead + Unpin>,
     mut stderr: Option<impl AsyncRead + Unpin>,
@@ -363,38 +387,52 @@ async fn read_output(
     let (mut out_buf, mut err_buf) = (vec![0u8; 8192], vec![0u8; 8192]);
     let mut streak = 0;
     while out.open || err.open {
-        let (from_stdout, n) = if streak < STDOUT_STREAK {
-            tokio::select! {
-                biased;
-                n = read_some(&mut stdout, &mut out_buf), if out.open => (true, n),
-                n = read_some(&mut stderr, &mut err_buf), if err.open => (false, n),
-            }
-        } else {
+        let (from_stdout, n) = tokio::select! {
+            biased;
+            n = read_some(&mut stdout, &mut out_buf), if out.open => (true, n),
+            n = read_some(&mut stderr, &mut err_buf), if err.open => (false, n),
+        };
+        if !from_stdout {
             streak = 0;
-            tokio::select! {
-                biased;
-                n = read_some(&mut stderr, &mut err_buf), if err.open => (false, n),
-                n = read_some(&mut stdout, &mut out_buf), if out.open => (true, n),
+            if !err.take(&err_buf[..n], &lines).await {
+                return;
             }
+            continue;
+        }
+        if !out.take(&out_buf[..n], &lines).await {
+            return;
+        }
+        streak += 1;
+        if streak < STDOUT_STREAK || !err.open {
+            continue;
+        }
+        streak = 0;
+        let Some(n) = ready_now(read_some(&mut stderr, &mut err_buf)).await else {
+            continue;
         };
-        let (which, read) = if from_stdout {
-            streak += 1;
-            (&mut out, &out_buf[..n])
-        } else {
-            streak = 0;
-            (&mut err, &err_buf[..n])
-        };
-        let done = if n == 0 {
-            which.open = false;
-            which.rest()
-        } else {
-            which.complete(read)
-        };
-        for line in done {
-            if lines.send(line).await.is_err() {
+        for _ in 0..PIPE_CHUNKS {
+            if !out.open {
+                break;
+            }
+            let Some(m) = ready_now(read_some(&mut stdout, &mut out_buf)).await else {
+                break;
+            };
+            if !out.take(&out_buf[..m], &lines).await {
                 return;
             }
         }
+        if !err.take(&err_buf[..n], &lines).await {
+            return;
+        }
+    }
+}
+
+/// `read`'s result if it is ready at once, without waiting.
+async fn ready_now(read: impl Future<Output = usize>) -> Option<usize> {
+    tokio::select! {
+        biased;
+        n = read => Some(n),
+        () = std::future::ready(()) => None,
     }
 }
 
@@ -487,6 +525,44 @@ mod tests {
         );
         reader.abort();
         writer.abort();
+    }
+
+    /// A command that printed much and then failed, read late: both pipes hold bytes when the
+    /// reader gets to them, stdout more than the flood rule's streak. What stdout held still
+    /// comes first, so the error stays the log's last line (the line a diagnosis headlines).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_error_after_much_output_stays_last_when_read_late() {
+        let (stdout, mut printed) = tokio::io::duplex(1 << 20);
+        let (stderr, mut failed) = tokio::io::duplex(1 << 20);
+        // About 150 KB: more than the streak's 16 chunks, less than 16 and a pipe's worth.
+        for i in 0..15_000 {
+            printed
+                .write_all(format!("line {i}\n").as_bytes())
+                .await
+                .unwrap();
+        }
+        failed
+            .write_all(b"ERROR: the real failure\n")
+            .await
+            .unwrap();
+        drop((printed, failed));
+        let (tx, mut rx) = mpsc::channel(64);
+        let reader = tokio::spawn(read_output(
+            Some(stdout),
+            Some(stderr),
+            tx,
+            Redactor::default(),
+        ));
+        let mut lines = Vec::new();
+        while let Some(line) = rx.recv().await {
+            lines.push((line.stream, line.line));
+        }
+        reader.await.unwrap();
+        assert_eq!(lines.len(), 15_001);
+        assert_eq!(
+            lines.last().unwrap(),
+            &(Stream::Stderr, "ERROR: the real failure".to_owned())
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
