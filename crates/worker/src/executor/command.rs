@@ -487,19 +487,28 @@ mod tests {
         }
     }
 
-    /// A command that floods stdout: the error it writes meanwhile arrives while stdout still
-    /// flows, not after it (it waited for stdout to pause, which `yes` never does).
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn an_error_written_while_stdout_floods_is_not_held_back() {
-        let (stdout, mut flood) = tokio::io::duplex(1 << 16);
-        let (stderr, mut errors) = tokio::io::duplex(1 << 16);
-        let (tx, mut rx) = mpsc::channel(64);
+    /// The reader of two in-memory pipes, and where its lines go.
+    fn reading(
+        stdout: tokio::io::DuplexStream,
+        stderr: tokio::io::DuplexStream,
+    ) -> (tokio::task::JoinHandle<()>, mpsc::Receiver<OutputLine>) {
+        let (tx, rx) = mpsc::channel(64);
         let reader = tokio::spawn(read_output(
             Some(stdout),
             Some(stderr),
             tx,
             Redactor::default(),
         ));
+        (reader, rx)
+    }
+
+    /// A command that floods stdout: the error it writes meanwhile arrives while stdout still
+    /// flows, not after it (it waited for stdout to pause, which `yes` never does).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_error_written_while_stdout_floods_is_not_held_back() {
+        let (stdout, mut flood) = tokio::io::duplex(1 << 16);
+        let (stderr, mut errors) = tokio::io::duplex(1 << 16);
+        let (reader, mut rx) = reading(stdout, stderr);
         let writer = tokio::spawn(async move {
             let chunk = "y\n".repeat(4096);
             // Stdout always holds bytes from here on, and stderr gets its line in between.
@@ -546,13 +555,7 @@ mod tests {
             .await
             .unwrap();
         drop((printed, failed));
-        let (tx, mut rx) = mpsc::channel(64);
-        let reader = tokio::spawn(read_output(
-            Some(stdout),
-            Some(stderr),
-            tx,
-            Redactor::default(),
-        ));
+        let (reader, mut rx) = reading(stdout, stderr);
         let mut lines = Vec::new();
         while let Some(line) = rx.recv().await {
             lines.push((line.stream, line.line));
