@@ -12,6 +12,14 @@ pub fn admin_url() -> String {
 
 const PREFIX: &str = "retryd_test_";
 
+/// A plain connection to `url`, for a test that writes beside the store (another node's
+/// transaction, a raw row).
+pub async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await.expect("connect");
+    tokio::spawn(connection);
+    client
+}
+
 /// Creates an empty database and returns its URL. Panics, loudly, when PostgreSQL cannot be
 /// reached: a test that needs it must fail, not skip.
 pub async fn fresh_database() -> String {

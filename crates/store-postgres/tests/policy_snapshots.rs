@@ -12,13 +12,6 @@ use retryd_store::{JobChanges, JobFilter, Requeue};
 use retryd_store_postgres::PostgresStore;
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
-use tokio_postgres::NoTls;
-
-async fn raw(url: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(url, NoTls).await.expect("connect");
-    tokio::spawn(connection);
-    client
-}
 
 async fn count(client: &tokio_postgres::Client, sql: &str) -> i64 {
     client.query_one(sql, &[]).await.expect(sql).get(0)
@@ -36,7 +29,7 @@ fn patient() -> Policy {
 async fn a_policy_is_stored_once_and_every_job_reads_its_own() {
     let url = retryd_store_postgres::testing::fresh_database().await;
     let store: DynStore = Arc::new(PostgresStore::connect(&url).await.expect("connect"));
-    let db = raw(&url).await;
+    let db = retryd_store_postgres::testing::connect(&url).await;
 
     // Five jobs under two policies, in one batch: two snapshots, no policy on the rows.
     let policies = [

@@ -9,13 +9,6 @@ use retryd_store::conformance::{DynStore, claim_request, new_job, result, t0};
 use retryd_store::{Error, Next};
 use retryd_store_postgres::PostgresStore;
 use std::time::{Duration, Instant};
-use tokio_postgres::NoTls;
-
-async fn raw(url: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(url, NoTls).await.expect("connect");
-    tokio::spawn(connection);
-    client
-}
 
 /// Runs `change` on the job's row in a transaction of another connection, and commits it only
 /// once the result waits for that row. Answers the result's answer.
@@ -30,7 +23,7 @@ async fn result_around(change: &str) -> (DynStore, retryd_core::JobId, Result<Jo
     let claimed = store.claim_jobs(&claim_request(t0(), 1)).await.unwrap();
     assert_eq!(claimed.len(), 1);
 
-    let other = raw(&url).await;
+    let other = retryd_store_postgres::testing::connect(&url).await;
     other.batch_execute("BEGIN").await.unwrap();
     assert_eq!(other.execute(change, &[&job.id.0]).await.unwrap(), 1);
 

@@ -5,7 +5,6 @@
 use retryd_store::conformance::{DynStore, new_job, stream_starts_after};
 use retryd_store_postgres::PostgresStore;
 use std::time::{Duration, Instant};
-use tokio_postgres::NoTls;
 
 /// The ids streamed after `after`, once there are `want` of them. A reader waits for every
 /// older transaction on the whole server to end (other tests' among them), so this allows
@@ -27,12 +26,6 @@ async fn streamed(store: &DynStore, after: i64, want: usize) -> Vec<i64> {
     }
 }
 
-async fn raw(url: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(url, NoTls).await.expect("connect");
-    tokio::spawn(connection);
-    client
-}
-
 #[tokio::test]
 async fn an_event_committed_after_a_later_id_is_streamed_not_skipped() {
     let url = retryd_store_postgres::testing::fresh_database().await;
@@ -41,7 +34,7 @@ async fn an_event_committed_after_a_later_id_is_streamed_not_skipped() {
     let first_event = first.event.expect("creation event").id;
 
     // A slow writer draws the next event id and keeps its transaction open.
-    let slow = raw(&url).await;
+    let slow = retryd_store_postgres::testing::connect(&url).await;
     slow.batch_execute("BEGIN").await.unwrap();
     let slow_id: i64 = slow
         .query_one(
@@ -72,7 +65,7 @@ async fn an_event_committed_after_a_later_id_is_streamed_not_skipped() {
     assert_eq!(store.events_after(second_event, 100).await.unwrap(), vec![]);
 
     // A rolled-back writer leaves a gap in the ids; the stream does not wait for it.
-    let aborted = raw(&url).await;
+    let aborted = retryd_store_postgres::testing::connect(&url).await;
     aborted.batch_execute("BEGIN").await.unwrap();
     aborted
         .execute(
@@ -88,7 +81,7 @@ async fn an_event_committed_after_a_later_id_is_streamed_not_skipped() {
     assert_eq!(streamed(&store, second_event, 1).await, vec![third_event]);
 
     // A client resuming after an event that has since been pruned still gets what followed.
-    raw(&url)
+    retryd_store_postgres::testing::connect(&url)
         .await
         .execute("DELETE FROM events WHERE id = $1", &[&first_event])
         .await
